@@ -1,0 +1,202 @@
+"""The AHIQ network: frozen ViT and ResNet features, deformable fusion, patch-wise score head.
+
+Data path for one batch of crop pairs (defaults: ViT-B/8 blocks 1-5, ResNet-50 layer1, 224x224 crops)::
+
+    dist, ref (B, 3, 224, 224) in [0, 1]  -> normalise -> one backbone pass over both images
+    ViT  -> (B, 2, 3840, 28, 28)          CNN -> (B, 2, 768, 56, 56)
+    offsets from the reference's ViT map   -> (B, 18, 56, 56), computed once per pair
+    DeformFusion(CNN, offsets)             -> (B, 2, 768, 28, 28)
+    PatchScoreHead(concat(ViT, fused))     -> score map f, weight map w (B, 1, 28, 28)
+    score = sum(f * w) / sum(w)            -> (B,)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import DeformConv2d
+
+from models.backbones import (DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS, ResNetFeatures,
+                              ViTFeatures, build_resnet, build_vit)
+from models.deform import deform_conv3x3, deform_conv3x3_torchvision
+from utils.errors import UserError
+
+NORMALISATIONS = {
+    # The authors' (and the released checkpoint's): (x - 0.5) / 0.5 for both backbones.
+    "authors": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    # pyiqa's choice; gives different scores with the released heads.
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass
+class ModelConfig:
+    """What defines an AHIQ network; stored in our checkpoints so a model is rebuilt exactly."""
+
+    vit: str = DEFAULT_VIT
+    vit_blocks: tuple[int, ...] = DEFAULT_VIT_BLOCKS
+    cnn: str = DEFAULT_CNN
+    cnn_stage: int = DEFAULT_CNN_STAGE
+    normalization: str = "authors"
+    deform_impl: str = field(default="sampled", metadata={"help": "sampled (fast) or torchvision"})
+
+    def __post_init__(self):
+        self.vit_blocks = tuple(int(b) for b in self.vit_blocks)
+        if self.normalization not in NORMALISATIONS:
+            raise UserError(f"normalization {self.normalization!r}: choose one of {', '.join(NORMALISATIONS)}")
+        if self.deform_impl not in ("sampled", "torchvision"):
+            raise UserError(f"deform_impl {self.deform_impl!r}: choose sampled or torchvision")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewrite "nearest-upsample by ``scale``, then 3x3 conv" as one 3x3 conv on the small map.
+
+    Output pixel ``(s*i + a, s*j + b)`` of the original reads small-map rows ``i + (a + t - 1) // s`` for
+    taps ``t = 0, 1, 2``; summing the taps that land on the same small-map pixel gives, for each phase
+    ``(a, b)``, a 3x3 kernel on the small map. Stacking the phases on output channels in pixel-shuffle
+    order makes ``pixel_shuffle(conv(small, K), s)`` equal to the original, without the upsampled tensor.
+    """
+    s = scale
+    hit = torch.zeros(s, 3, 3, dtype=weight.dtype, device=weight.device)  # [phase, source offset + 1, tap]
+    for a in range(s):
+        for t in range(3):
+            hit[a, (a + t - 1) // s + 1, t] = 1
+    kernel = torch.einsum("ayt,bxu,octu->oabcyx", hit, hit, weight)
+    out_ch, in_ch = weight.shape[:2]
+    return kernel.reshape(out_ch * s * s, in_ch, 3, 3), bias.repeat_interleave(s * s)
+
+
+class DeformFusion(nn.Module):
+    """Deformable fusion of CNN features, steered by offsets from the reference's ViT features.
+
+    ``offsets(vit_ref, size)``: ``(B, C_vit, h, w)`` -> ``(B, 18, H, W)`` (nearest upsample to the CNN grid
+    ``(H, W)``, then 3x3 conv). ``forward(cnn, offset)``: ``(B * k, C_cnn, H, W)`` with consecutive groups
+    of ``k`` maps sharing ``offset[b]`` -> ``(B * k, C_cnn, h, w)`` (deform conv, conv3x3 stride 2, ReLU,
+    conv3x3 with stride ``scale / 2``). Parameter names are the authors' (``conv_offset``, ``deform``, ``conv1``).
+    """
+
+    def __init__(self, vit_channels: int = 3840, cnn_channels: int = 768, scale: int = 2, hidden: int = 512,
+                 impl: str = "sampled"):
+        super().__init__()
+        if scale not in (1, 2, 4):
+            raise UserError(f"the CNN grid must be 1, 2 or 4 times the ViT grid (got {scale}); "
+                            "pick --cnn_stage to match the ViT patch size")
+        self.scale = scale
+        self.impl = impl
+        self.conv_offset = nn.Conv2d(vit_channels, 2 * 3 * 3, 3, 1, 1)
+        self.deform = DeformConv2d(cnn_channels, cnn_channels, 3, 1, 1)
+        first, second = (2, scale // 2) if scale >= 2 else (1, 1)
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(cnn_channels, hidden, 3, padding=1, stride=first),
+            nn.ReLU(),
+            nn.Conv2d(hidden, cnn_channels, 3, padding=1, stride=second),
+        )
+
+    def offsets(self, vit_ref: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = vit_ref.shape[-2:]
+        if (size[0] % h or size[1] % w or size[0] // h != size[1] // w) or self.impl == "torchvision":
+            return self.conv_offset(F.interpolate(vit_ref, size=size, mode="nearest"))
+        scale = size[0] // h
+        if scale == 1:
+            return self.conv_offset(vit_ref)
+        kernel, bias = _phase_kernels(self.conv_offset.weight, self.conv_offset.bias, scale)
+        return F.pixel_shuffle(F.conv2d(vit_ref, kernel.to(vit_ref.dtype), bias.to(vit_ref.dtype), padding=1), scale)
+
+    def forward(self, cnn: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        deform = deform_conv3x3 if self.impl == "sampled" else deform_conv3x3_torchvision
+        return self.conv1(deform(cnn, offset, self.deform.weight, self.deform.bias))
+
+
+class PatchScoreHead(nn.Module):
+    """Patch-wise score and weight maps from the distorted/reference feature pair.
+
+    Input ``(B, 2, C, h, w)`` (index 0 distorted, 1 reference; ``C`` = ViT + fused CNN channels). Returns
+    ``score (B,)``, score map ``f (B, 1, h, w)`` and weight map ``w (B, 1, h, w)`` with
+    ``score = sum(f * w) / sum(w)``. Parameter names are the authors'.
+    """
+
+    def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024):
+        super().__init__()
+        self.down_channel = nn.Conv2d(in_channels, channels, kernel_size=1)
+        self.feat_smoothing = nn.Sequential(
+            nn.Conv2d(3 * channels, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 512, 3, padding=1),
+        )
+        self.conv1 = nn.Sequential(nn.Conv2d(512, channels, 3, padding=1), nn.ReLU())
+        self.conv_attent = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1), nn.Sigmoid())
+        self.conv = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1))
+
+    def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = pair.shape[0]
+        down = self.down_channel(pair.flatten(0, 1)).unflatten(0, (b, 2))
+        dist, ref = down[:, 0], down[:, 1]
+        feat = self.conv1(self.feat_smoothing(torch.cat((dist - ref, dist, ref), dim=1)))
+        f = self.conv(feat)
+        w = self.conv_attent(feat)
+        score = (f * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+        return score.squeeze(1), f, w
+
+
+class AHIQ(nn.Module):
+    """Full-reference quality of crop pairs.
+
+    ``forward(dist, ref)``: ``(B, 3, H, W)`` RGB, float in [0, 1] or uint8, H and W multiples of 32 ->
+    scores ``(B,)``; with ``return_maps=True`` also the score map f and weight map w, ``(B, 1, H/p, W/p)``.
+    Only ``deform_net`` and ``regressor`` have trainable parameters; the backbones are frozen.
+    """
+
+    def __init__(self, vit: ViTFeatures, cnn: ResNetFeatures, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.vit = vit
+        self.cnn = cnn
+        if vit.patch_size % cnn.reduction:
+            raise UserError(f"ViT patch {vit.patch_size} is not a multiple of the CNN stage reduction {cnn.reduction}")
+        self.deform_net = DeformFusion(vit.out_channels, cnn.out_channels, vit.patch_size // cnn.reduction,
+                                       impl=self.config.deform_impl)
+        self.regressor = PatchScoreHead(vit.out_channels + cnn.out_channels)
+        mean, std = NORMALISATIONS[self.config.normalization]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def patch_size(self) -> int:
+        return self.vit.patch_size
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        return (x - self.mean) / self.std
+
+    def forward(self, dist: torch.Tensor, ref: torch.Tensor, return_maps: bool = False):
+        if dist.shape != ref.shape:
+            raise ValueError(f"distorted {tuple(dist.shape)} and reference {tuple(ref.shape)} differ in shape")
+        b = dist.shape[0]
+        both = self.normalise(torch.stack((dist, ref), dim=1).flatten(0, 1))  # (2B, 3, H, W), pairs adjacent
+        vit = self.vit(both)
+        cnn = self.cnn(both)
+        vit_ref = vit.unflatten(0, (b, 2))[:, 1]
+        offset = self.deform_net.offsets(vit_ref, cnn.shape[-2:])
+        fused = self.deform_net(cnn, offset)
+        score, f, w = self.regressor(torch.cat((vit, fused.to(vit.dtype)), dim=1).unflatten(0, (b, 2)))
+        return (score, f, w) if return_maps else score
+
+
+def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,
+               vit_weights: str | None = None, cnn_weights: str | None = None) -> AHIQ:
+    """An AHIQ network with backbones by timm name/tag and untrained (random) fusion and head."""
+    config = config or ModelConfig()
+    vit = build_vit(config.vit, config.vit_blocks, pretrained_backbones, vit_weights)
+    cnn = build_resnet(config.cnn, config.cnn_stage, pretrained_backbones, cnn_weights)
+    return AHIQ(vit, cnn, config)

@@ -1,0 +1,213 @@
+"""Frozen timm backbones that run only the layers AHIQ reads, and the ways to get their weights.
+
+``ViTFeatures`` runs the patch embedding and the first transformer blocks of a timm ViT and returns the
+selected blocks' token maps; ``ResNetFeatures`` runs the stem and one stage of a timm ResNet and returns
+the outputs of that stage's blocks. Neither uses forward hooks, and neither runs a layer it does not need.
+
+Weights come from one of three sources (see :func:`create_timm_model`): a local file, timm's pretrained
+weights by tag (Hugging Face hub or its local cache), or random initialisation, which is announced.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn as nn
+
+from utils.errors import UserError
+
+DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
+DEFAULT_CNN = "resnet50.a1_in1k"
+DEFAULT_VIT_BLOCKS = (1, 2, 3, 4, 5)
+DEFAULT_CNN_STAGE = 1
+# Where download.sh puts backbone weights and where they are looked for when no file is named.
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "backbones"
+WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".bin")
+
+
+def find_local_weights(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Path | None:
+    """Return ``weights_dir/<name><suffix>`` for the first suffix that exists, else None."""
+    for suffix in WEIGHT_SUFFIXES:
+        path = weights_dir / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: holds no state dict; give a .pth/.bin state dict, .safetensors or .npz file")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a local weight file into a whole timm model (strict): ``.npz``, ``.safetensors``, ``.pth``, ``.bin``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: backbone weight file not found; check the path or run download.sh")
+    if path.suffix == ".npz":
+        if not hasattr(model, "load_pretrained"):
+            raise UserError(f"{path}: .npz weights are only for timm ViTs; give a .pth or .safetensors file")
+        try:
+            model.load_pretrained(str(path))
+        except Exception as err:  # a malformed npz raises KeyError/ValueError deep in timm
+            raise UserError(f"{path}: not a JAX ViT .npz for this model ({type(err).__name__}: {err})") from None
+        return
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise UserError(f"{path}: unknown weight file type; use .safetensors, .npz, .pth or .bin")
+    state = _load_state_dict_file(path)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    result = model.load_state_dict(state, strict=False)
+    problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+    if problems:
+        shown = ", ".join(problems[:6]) + (f" and {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise UserError(f"{path}: weights do not fit {type(model).__name__} ({shown}); is it the right backbone?")
+
+
+def create_timm_model(
+    name: str, pretrained: bool, weights_file: str | Path | None = None, flag: str = "", **kwargs
+) -> nn.Module:
+    """Build a timm model by ``name`` (``arch.tag``) with weights from a file, the hub, or random init.
+
+    ``weights_file`` wins; else with ``pretrained`` a file in ``checkpoints/backbones/<name>.*`` is used if
+    present, else timm's pretrained weights (hub or hub cache). Without ``pretrained`` the weights are
+    random and a line on stderr says so. ``flag`` names the command-line flag for messages.
+    """
+    try:
+        if weights_file is None and pretrained:
+            weights_file = find_local_weights(name)
+        if weights_file is not None:
+            model = timm.create_model(name, pretrained=False, **kwargs)
+            load_weights_file(model, weights_file)
+            return model
+        if not pretrained:
+            print(f"note: {name} has RANDOM weights (--pretrained_backbones false); scores are not meaningful "
+                  "quality predictions", file=sys.stderr)
+            return timm.create_model(name, pretrained=False, **kwargs)
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except (OSError, RuntimeError, ValueError) as err:
+            where = f" or {flag} FILE" if flag else ""
+            raise UserError(
+                f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` online, "
+                f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, or fill the Hugging Face hub "
+                "cache (HF_HUB_OFFLINE=1 uses it offline)"
+            ) from None
+    except RuntimeError as err:
+        if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
+            raise UserError(f"{name}: not a timm model name/tag ({err})") from None
+        raise
+
+
+class _FrozenBackbone(nn.Module):
+    """Base for backbones that stay in eval mode, hold no trainable parameters and build no graph."""
+
+    def _freeze(self) -> None:
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "_FrozenBackbone":
+        return super().train(False)
+
+
+class ViTFeatures(_FrozenBackbone):
+    """Token maps of selected transformer blocks of a timm ViT, computed without running later blocks.
+
+    Input ``(B, 3, H, W)`` normalised images (H, W multiples of the patch size); output
+    ``(B, len(blocks) * D, H / p, W / p)``: for each selected block (1-based, in order) its output tokens
+    without the prefix (class) tokens, laid out row-major as the patch grid. Default: blocks 1-5 of
+    ViT-B/8, ``(B, 3840, H/8, W/8)``. Crops other than 224 use timm's resampled position embedding.
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[int] = DEFAULT_VIT_BLOCKS):
+        super().__init__()
+        blocks = tuple(int(b) for b in blocks)
+        n_blocks = len(model.blocks)
+        if not blocks or min(blocks) < 1 or max(blocks) > n_blocks or list(blocks) != sorted(set(blocks)):
+            raise UserError(f"--vit_blocks {','.join(map(str, blocks))}: need increasing block numbers in 1..{n_blocks}")
+        if getattr(model, "patch_embed", None) is None or not hasattr(model, "_pos_embed"):
+            raise UserError(f"{type(model).__name__} is not a timm VisionTransformer; choose a vit_* model")
+        model.blocks = model.blocks[: max(blocks)]  # later blocks are never run: drop them
+        for unused in ("norm", "fc_norm", "head_drop", "head", "attn_pool"):
+            if hasattr(model, unused):
+                setattr(model, unused, nn.Identity())
+        if not getattr(model, "dynamic_img_size", False):
+            raise ValueError("build the ViT with dynamic_img_size=True (see build_vit)")
+        self.model = model
+        self.blocks = blocks
+        self.patch_size = int(model.patch_embed.patch_size[0])
+        self.embed_dim = int(model.embed_dim)
+        self.out_channels = self.embed_dim * len(blocks)
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        with torch.no_grad():
+            tokens = m.patch_embed(x)  # (B, h, w, D)
+            b, h, w, _ = tokens.shape
+            tokens = m.norm_pre(m.patch_drop(m._pos_embed(tokens)))
+            picked = []
+            for index, block in enumerate(m.blocks, start=1):
+                tokens = block(tokens)
+                if index in self.blocks:
+                    picked.append(tokens[:, m.num_prefix_tokens:])
+            feats = torch.cat(picked, dim=2)  # (B, h*w, len(blocks)*D), the authors' channel order
+            return feats.transpose(1, 2).reshape(b, -1, h, w)
+
+
+def build_vit(name: str, blocks: Sequence[int], pretrained: bool, weights_file: str | Path | None = None) -> ViTFeatures:
+    """A :class:`ViTFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`."""
+    model = create_timm_model(name, pretrained, weights_file, flag="--vit_weights", dynamic_img_size=True)
+    return ViTFeatures(model, blocks)
+
+
+def build_resnet(name: str, stage: int, pretrained: bool, weights_file: str | Path | None = None) -> "ResNetFeatures":
+    """A :class:`ResNetFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`."""
+    return ResNetFeatures(create_timm_model(name, pretrained, weights_file, flag="--cnn_weights"), stage)
+
+
+class ResNetFeatures(_FrozenBackbone):
+    """Outputs of every block of one stage of a timm ResNet, after the stem, concatenated on channels.
+
+    Input ``(B, 3, H, W)``; output ``(B, n_blocks * C, H / r, W / r)`` with ``r`` the stage's reduction.
+    Default: the 3 bottlenecks of ResNet-50 ``layer1``, ``(B, 768, H/4, W/4)``.
+    """
+
+    def __init__(self, model: nn.Module, stage: int = DEFAULT_CNN_STAGE):
+        super().__init__()
+        if not all(hasattr(model, n) for n in ("conv1", "bn1", "act1", "maxpool", "layer1")):
+            raise UserError(f"{type(model).__name__} is not a timm ResNet; choose a resnet* model")
+        if not 1 <= stage <= 4:
+            raise UserError(f"--cnn_stage {stage}: must be 1..4")
+        self.stem = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)
+        self.stages = nn.ModuleList(getattr(model, f"layer{i}") for i in range(1, stage + 1))
+        info = {f["module"]: f for f in model.feature_info}
+        self.reduction = int(info[f"layer{stage}"]["reduction"])
+        self.out_channels = int(info[f"layer{stage}"]["num_chs"]) * len(self.stages[-1])
+        self.stage = stage
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = self.stem(x)
+            for stage in self.stages[:-1]:
+                x = stage(x)
+            outputs = []
+            for block in self.stages[-1]:
+                x = block(x)
+                outputs.append(x)
+            return torch.cat(outputs, dim=1)

@@ -1,0 +1,123 @@
+"""Score whole image pairs with a crop protocol: all crops of a batch of pairs in one forward pass."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from data.crops import crop_positions
+from data.images import image_size, read_image
+from models.ahiq import AHIQ
+from utils.errors import UserError
+
+
+@dataclass
+class PairScore:
+    """The score of one pair: mean over its crops; maps ``(H, W)`` at image resolution when asked for."""
+
+    dist: Path
+    ref: Path
+    score: float
+    crop_scores: list[float]
+    score_map: np.ndarray | None = None
+    weight_map: np.ndarray | None = None
+
+
+def check_pairs(pairs: Sequence[tuple[Path, Path]], crop_size: int) -> list[str]:
+    """Problems that would stop a pair from being scored, one line each, found from file headers."""
+    problems = []
+    for dist, ref in pairs:
+        try:
+            dist_hw, ref_hw = image_size(dist), image_size(ref)
+        except UserError as err:
+            problems.append(str(err))
+            continue
+        if dist_hw != ref_hw:
+            problems.append(f"{dist}: size {dist_hw[1]}x{dist_hw[0]} differs from its reference {ref} "
+                            f"({ref_hw[1]}x{ref_hw[0]}); give the matching reference")
+        elif min(dist_hw) < crop_size:
+            problems.append(f"{dist}: {dist_hw[1]}x{dist_hw[0]} is smaller than the {crop_size}x{crop_size} crop; "
+                            "use a smaller --crop_size (a multiple of 32)")
+    return problems
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast for ``bf16``; plain fp32 (TF32 off, so fp32 means fp32) otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise UserError(f"--precision {precision}: use fp32 or bf16")
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return contextlib.nullcontext()
+
+
+class _PairImages(Dataset):
+    def __init__(self, pairs: Sequence[tuple[Path, Path]]):
+        self.pairs = list(pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        dist, ref = self.pairs[i]
+        to_chw = lambda a: torch.from_numpy(a).permute(2, 0, 1).contiguous()  # noqa: E731
+        return i, to_chw(read_image(dist)), to_chw(read_image(ref))
+
+
+def _paste(maps: torch.Tensor, positions, height: int, width: int, crop: int) -> np.ndarray:
+    """Average per-crop maps ``(N, 1, h, w)`` into one ``(H, W)`` map at image resolution."""
+    up = F.interpolate(maps.float(), size=(crop, crop), mode="nearest")[:, 0]
+    total = torch.zeros(height, width)
+    count = torch.zeros(height, width)
+    for m, (top, left) in zip(up.cpu(), positions):
+        total[top:top + crop, left:left + crop] += m
+        count[top:top + crop, left:left + crop] += 1
+    return (total / count.clamp(min=1)).numpy()
+
+
+@torch.inference_mode()
+def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int = 224,
+                seed: int = 1919, batch_size: int = 4, precision: str = "fp32", num_workers: int = 0,
+                with_maps: bool = False, progress: bool = True) -> Iterator[PairScore]:
+    """Yield a :class:`PairScore` per pair, in order. ``batch_size`` pairs (all their crops) per forward."""
+    if crop_size % 32:
+        raise UserError(f"--crop_size {crop_size}: must be a multiple of 32")
+    device = next(model.parameters()).device
+    loader = DataLoader(_PairImages(pairs), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=lambda batch: batch, pin_memory=device.type == "cuda")
+    bar = tqdm(total=len(pairs), desc="score", unit="pair", disable=not progress or len(pairs) < 2)
+    for batch in loader:
+        dist_crops, ref_crops, layout = [], [], []
+        for i, dist, ref in batch:
+            h, w = dist.shape[-2:]
+            if ref.shape != dist.shape:
+                raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
+            positions = crop_positions(crops, h, w, crop_size, seed)
+            layout.append((i, positions, h, w))
+            dist_crops += [dist[:, t:t + crop_size, l:l + crop_size] for t, l in positions]
+            ref_crops += [ref[:, t:t + crop_size, l:l + crop_size] for t, l in positions]
+        dist_t = torch.stack(dist_crops).to(device, non_blocking=True)
+        ref_t = torch.stack(ref_crops).to(device, non_blocking=True)
+        with precision_context(precision, device):
+            scores, f, w = model(dist_t, ref_t, return_maps=True)
+        scores = scores.float().cpu()
+        start = 0
+        for i, positions, h, w_img in layout:
+            part = slice(start, start + len(positions))
+            start += len(positions)
+            result = PairScore(pairs[i][0], pairs[i][1], float(scores[part].mean()), scores[part].tolist())
+            if with_maps:
+                result.score_map = _paste(f[part], positions, h, w_img, crop_size)
+                result.weight_map = _paste(w[part], positions, h, w_img, crop_size)
+            yield result
+        bar.update(len(batch))
+    bar.close()

@@ -1,0 +1,1 @@
+from options.base_options import BaseOptions  # noqa: F401

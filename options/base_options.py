@@ -1,0 +1,152 @@
+"""Options shared by train.py, test.py and score.py: model, backbone weights, device, precision.
+
+Options flow one way: command line (over an optional ``--config`` file) -> checked namespace -> scripts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from models.ahiq import NORMALISATIONS, ModelConfig
+from models.backbones import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
+from utils.errors import UserError
+from utils.io import atomic_write_text
+
+VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
+
+
+def str2bool(text: str) -> bool:
+    """``true/false/yes/no/1/0`` -> bool (argparse's ``type=bool`` would take any text as True)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``'1,2,3'`` or ``'1-5'`` -> tuple of ints."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            return tuple(range(lo, hi + 1))
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2,3 or 1-5, got {text!r}") from None
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+class BaseOptions:
+    """Parse options common to every script; subclasses add theirs in :meth:`initialize`."""
+
+    description = "AHIQ"
+
+    def __init__(self):
+        self.parser = _OneLineErrors(description=self.description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        self.initialize(self.parser)
+
+    def initialize(self, p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("run")
+        g.add_argument("--config", type=str, default=None,
+                       help="options file (opt.json) of an earlier run; command-line flags override it")
+        g.add_argument("--name", type=str, default="ahiq_pipal", help="experiment name: checkpoints/<name>/")
+        g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments live")
+        g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+        g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
+                       help="fp32, or bf16 autocast (faster on GPUs, scores within ~2e-3)")
+        g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes for image decoding")
+        g.add_argument("--seed", type=int, default=1919, help="random seed (the authors' 1919)")
+        g.add_argument("--crop_size", type=int, default=224, help="crop size in pixels, a multiple of 32")
+
+        g = p.add_argument_group("model")
+        g.add_argument("--patch_size", type=int, default=8, choices=[8, 16],
+                       help="ViT patch size; picks the default ViT tag for that patch size when --vit is not given")
+        g.add_argument("--vit", type=str, default=None,
+                       help=f"timm ViT name.tag (default {DEFAULT_VIT} for patch 8, {VIT_BY_PATCH[16]} for 16)")
+        g.add_argument("--vit_blocks", type=int_list, default=DEFAULT_VIT_BLOCKS,
+                       help="1-based ViT blocks whose outputs are used, e.g. 1-5 or 1,3,5")
+        g.add_argument("--cnn", type=str, default=DEFAULT_CNN, help="timm ResNet name.tag")
+        g.add_argument("--cnn_stage", type=int, default=DEFAULT_CNN_STAGE,
+                       help="ResNet stage (1 = layer1) whose block outputs are used")
+        g.add_argument("--normalization", type=str, default="authors", choices=sorted(NORMALISATIONS),
+                       help="input normalisation: authors = (x-0.5)/0.5 (the released model); imagenet = "
+                            "pyiqa's mean/std, which gives different scores")
+        g.add_argument("--deform_impl", type=str, default="sampled", choices=["sampled", "torchvision"],
+                       help="deformable conv: sampled (bilinear sampling + GEMM, faster) or torchvision")
+
+        g = p.add_argument_group("weights")
+        g.add_argument("--checkpoint", type=str, default=None,
+                       help="AHIQ checkpoint (authors' release, pyiqa's mirror, or ours)")
+        g.add_argument("--pretrained_backbones", type=str2bool, default=True,
+                       help="true: backbone weights by timm tag (hub, hub cache or checkpoints/backbones/); "
+                            "false: random init (tests, demo), announced on stderr")
+        g.add_argument("--vit_weights", type=str, default=None, help="local ViT weights (.npz/.safetensors/.pth/.bin)")
+        g.add_argument("--cnn_weights", type=str, default=None, help="local ResNet weights (.safetensors/.pth/.bin)")
+
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        argv = sys.argv[1:] if argv is None else argv
+        pre, _ = self.parser.parse_known_args(argv)
+        if pre.config:
+            self.parser.set_defaults(**load_options_file(pre.config, self.parser))
+        opt = self.parser.parse_args(argv)
+        given = {a.split("=")[0] for a in argv if a.startswith("--")}
+        self.explicit = {a.dest for a in self.parser._actions if given & set(a.option_strings)}
+        self.check(opt)
+        return opt
+
+    def arch_overrides(self, opt: argparse.Namespace) -> dict:
+        """Architecture options set on the command line; they override a checkpoint's stored config."""
+        config = model_config(opt).to_dict()
+        keys = {k for k in config if k in self.explicit}
+        if "patch_size" in self.explicit:
+            keys.add("vit")
+        return {k: config[k] for k in keys}
+
+    def check(self, opt: argparse.Namespace) -> None:
+        """Check options that only make sense together; raise a one-line :class:`UserError`."""
+        if opt.vit is None:
+            opt.vit = VIT_BY_PATCH[opt.patch_size]
+        elif f"patch{opt.patch_size}_" not in opt.vit and "patch" in opt.vit:
+            raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
+        if opt.crop_size <= 0 or opt.crop_size % 32:
+            raise UserError(f"--crop_size {opt.crop_size}: must be a positive multiple of 32")
+        if not opt.pretrained_backbones and (opt.vit_weights or opt.cnn_weights):
+            raise UserError("--pretrained_backbones false contradicts --vit_weights/--cnn_weights; drop one")
+        if opt.num_workers < 0:
+            raise UserError("--num_workers must be >= 0")
+
+
+def model_config(opt: argparse.Namespace) -> ModelConfig:
+    """The :class:`ModelConfig` the options describe."""
+    return ModelConfig(vit=opt.vit, vit_blocks=tuple(opt.vit_blocks), cnn=opt.cnn, cnn_stage=opt.cnn_stage,
+                       normalization=opt.normalization, deform_impl=opt.deform_impl)
+
+
+def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
+    """Defaults from a saved ``opt.json``; unknown keys are ignored (other scripts' options)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"--config {path}: not JSON (line {err.lineno}): {err.msg}") from None
+    known = {a.dest for a in parser._actions}
+    return {k: v for k, v in data.items() if k in known and k != "config"}
+
+
+def save_options(opt: argparse.Namespace, folder: str | Path, stem: str = "opt") -> None:
+    """Write ``<stem>.json`` (machine-readable, for --config) and ``<stem>.txt`` (readable) into ``folder``."""
+    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(opt).items())}
+    atomic_write_text(Path(folder) / f"{stem}.json", json.dumps(values, indent=2) + "\n")
+    width = max(map(len, values))
+    lines = [f"{k:<{width}} : {v}" for k, v in values.items()]
+    atomic_write_text(Path(folder) / f"{stem}.txt", "\n".join(lines) + "\n")

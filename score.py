@@ -1,0 +1,81 @@
+"""Score image pairs with AHIQ: ``python score.py --ref REF --dist DIST [--checkpoint FILE] ...``.
+
+REF and DIST are files or folders; folders pair by file name or by the datasets' naming rule. Prints a
+table and optionally writes ``--output`` CSV (``dist,ref,score``). See ``python score.py --help``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+
+from data.images import pair_paths
+from models.checkpoint import load_model, resolve_device
+from models.scoring import check_pairs, score_pairs
+from options.score_options import ScoreOptions
+from utils.errors import UserError, cli_main
+from utils.io import atomic_write_text
+
+def collect_pairs(opt) -> list:
+    pairs, problems = pair_paths(opt.ref, opt.dist)
+    problems += check_pairs(pairs, opt.crop_size)
+    if problems:
+        bad = {line.split(":")[0] for line in problems}
+        if not opt.skip_bad:
+            raise UserError(f"{len(problems)} problem(s), nothing scored:\n  " + "\n  ".join(problems)
+                            + "\n(fix them, or add --skip_bad to score the rest)")
+        for line in problems:
+            print(f"skipped: {line}", file=sys.stderr)
+        pairs = [p for p in pairs if str(p[0]) not in bad and str(p[1]) not in bad]
+    if not pairs:
+        raise UserError("no image pairs to score")
+    return pairs
+
+
+@cli_main
+def main(argv=None) -> None:
+    options = ScoreOptions()
+    opt = options.parse(argv)
+    pairs = collect_pairs(opt)
+    device = resolve_device(opt.device)
+    model = load_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
+                       pretrained_backbones=opt.pretrained_backbones, device=str(device),
+                       **options.arch_overrides(opt))
+    print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'} vit={model.config.vit} "
+          f"cnn={model.config.cnn} weights={weights_source(opt)} device={device} precision={opt.precision}",
+          file=sys.stderr)
+    start = time.perf_counter()
+    results = list(score_pairs(model, pairs, opt.crops, opt.crop_size, opt.seed, opt.batch_size, opt.precision,
+                               opt.num_workers, with_maps=bool(opt.save_maps), progress=not opt.quiet))
+    elapsed = time.perf_counter() - start
+    if opt.save_maps:
+        from utils.visual import save_quality_map
+
+        for r in results:
+            save_quality_map(r, opt.save_maps)
+    if opt.output:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["dist", "ref", "score"])
+        writer.writerows([str(r.dist), str(r.ref), f"{r.score:.6f}"] for r in results)
+        atomic_write_text(opt.output, buf.getvalue())
+    if not opt.quiet:
+        width = max(len(r.dist.name) for r in results)
+        print(f"{'dist':<{width}}  {'ref':<12}  score")
+        for r in results:
+            print(f"{r.dist.name:<{width}}  {r.ref.name:<12}  {r.score:.4f}")
+    print(f"scored {len(results)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
+          + (f"; wrote {opt.output}" if opt.output else ""), file=sys.stderr)
+
+
+def weights_source(opt) -> str:
+    if not opt.pretrained_backbones:
+        return "random"
+    if opt.vit_weights or opt.cnn_weights:
+        return f"files(vit={opt.vit_weights or 'tag'}, cnn={opt.cnn_weights or 'tag'})"
+    return "pretrained tags"
+
+
+if __name__ == "__main__":
+    main()
