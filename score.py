@@ -17,6 +17,7 @@ from options.score_options import ScoreOptions
 from utils.errors import UserError, cli_main
 from utils.io import atomic_write_text
 
+
 def collect_pairs(opt) -> list:
     pairs, problems = pair_paths(opt.ref, opt.dist)
     problems += check_pairs(pairs, opt.crop_size)

@@ -18,8 +18,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import DeformConv2d
 
-from models.backbones import (DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS, ResNetFeatures,
-                              ViTFeatures, build_resnet, build_vit)
+from models.backbones import (
+    DEFAULT_CNN,
+    DEFAULT_CNN_STAGE,
+    DEFAULT_VIT,
+    DEFAULT_VIT_BLOCKS,
+    ResNetFeatures,
+    ViTFeatures,
+    build_resnet,
+    build_vit,
+)
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
 from utils.errors import UserError
 

@@ -71,11 +71,15 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
         state = filter_fn(state, model)
-    result = model.load_state_dict(state, strict=False)
-    problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+    own = model.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k} is {tuple(v.shape)}, expected {tuple(own[k].shape)}"
+                 for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if problems:
         shown = ", ".join(problems[:6]) + (f" and {len(problems) - 6} more" if len(problems) > 6 else "")
         raise UserError(f"{path}: weights do not fit {type(model).__name__} ({shown}); is it the right backbone?")
+    model.load_state_dict(state, strict=True)
 
 
 def create_timm_model(

@@ -13,32 +13,30 @@ import torchvision
 
 
 def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices ``(B, 4, H*W)`` and weights ``(B, 4, H*W)`` of the 4 neighbours sampled by one tap.
+    """Row indices ``(4, B*H*W)`` into the flattened ``(B*H*W, C)`` input, and weights ``(4, B*H*W, 1)``, of
+    the 4 neighbours sampled by one kernel tap.
 
     Follows torchvision's rule: a position outside ``(-1, H) x (-1, W)`` reads 0, and neighbours that
-    fall outside the image contribute 0.
+    fall outside the image contribute 0 (their index is clamped, their weight zeroed).
     """
     b = offset.shape[0]
     ki, kj = divmod(tap, 3)
     dy = offset[:, 2 * tap].float()
     dx = offset[:, 2 * tap + 1].float()
-    ys = torch.arange(height, device=offset.device, dtype=torch.float32).view(1, -1, 1) + (ki - 1)
-    xs = torch.arange(width, device=offset.device, dtype=torch.float32).view(1, 1, -1) + (kj - 1)
-    y = ys + dy
-    x = xs + dx
+    y = torch.arange(height, device=offset.device, dtype=torch.float32).view(1, -1, 1) + (ki - 1) + dy
+    x = torch.arange(width, device=offset.device, dtype=torch.float32).view(1, 1, -1) + (kj - 1) + dx
     inside = (y > -1) & (y < height) & (x > -1) & (x < width)
-    y0 = torch.floor(y)
-    x0 = torch.floor(x)
+    y0, x0 = torch.floor(y), torch.floor(x)
     ly, lx = y - y0, x - x0
-    hy, hx = 1 - ly, 1 - lx
     y0i, x0i = y0.long(), x0.long()
+    base = (torch.arange(b, device=offset.device) * (height * width)).view(b, 1, 1)
     indices, weights = [], []
-    for yi, wy in ((y0i, hy), (y0i + 1, ly)):
-        for xi, wx in ((x0i, hx), (x0i + 1, lx)):
+    for yi, wy in ((y0i, 1 - ly), (y0i + 1, ly)):
+        for xi, wx in ((x0i, 1 - lx), (x0i + 1, lx)):
             valid = inside & (yi >= 0) & (yi < height) & (xi >= 0) & (xi < width)
-            indices.append((yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).view(b, -1))
-            weights.append(torch.where(valid, wy * wx, torch.zeros_like(wx)).view(b, -1))
-    return torch.stack(indices, 1), torch.stack(weights, 1)
+            indices.append((base + yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).reshape(-1))
+            weights.append(torch.where(valid, wy * wx, torch.zeros_like(wx)).reshape(-1, 1))
+    return torch.stack(indices), torch.stack(weights)
 
 
 def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -47,7 +45,10 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     ``x`` ``(B * k, C_in, H, W)``; ``offset`` ``(B, 18, H, W)`` in torchvision's layout (for kernel tap
     ``t = 3 * i + j``, channels ``2t, 2t+1`` hold ``(dy, dx)``); images ``x[b * k : (b + 1) * k]`` all use
     ``offset[b]``, so one set of offsets serves several feature maps (AHIQ: distorted and reference).
-    ``weight`` ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype.
+    ``weight`` ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, channels-last.
+
+    Works on pixel rows (channels contiguous): each neighbour read is one contiguous row copy, and each
+    tap's contribution is accumulated inside the GEMM (``addmm_``), so no im2col buffer is built.
     """
     n, c_in, h, w = x.shape
     b = offset.shape[0]
@@ -55,21 +56,21 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
         raise ValueError(f"batch of x ({n}) is not a multiple of the offsets' batch ({b})")
     k = n // b
     c_out = weight.shape[0]
-    flat = x.reshape(b, k * c_in, h * w)
-    weight = weight.to(x.dtype)
-    out = None
+    # (B, k, C, H, W) -> rows (B*H*W, k*C): the k maps of a pair share each row's sampling position.
+    rows = x.view(b, k, c_in, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, k * c_in)
+    taps = weight.to(x.dtype).permute(2, 3, 1, 0).reshape(9, c_in, c_out)  # tap-major (C_in, C_out) slices
+    out = torch.zeros(b * h * w * k, c_out, dtype=x.dtype, device=x.device)
+    if bias is not None:
+        out += bias.to(x.dtype)
     for tap in range(9):
         index, wts = _bilinear_taps(offset, h, w, tap)
-        sampled = None
-        for corner in range(4):
-            values = flat.gather(2, index[:, corner : corner + 1].expand(b, k * c_in, h * w))
-            term = values * wts[:, corner : corner + 1].to(x.dtype)
-            sampled = term if sampled is None else sampled + term
-        part = torch.matmul(weight[:, :, tap // 3, tap % 3], sampled.view(b, k, c_in, h * w))
-        out = part if out is None else out + part  # (B, k, C_out, H*W)
-    if bias is not None:
-        out = out + bias.to(x.dtype).view(1, 1, c_out, 1)
-    return out.view(n, c_out, h, w)
+        wts = wts.to(x.dtype)
+        sampled = rows.index_select(0, index[0]).mul_(wts[0])
+        for corner in range(1, 4):
+            sampled.addcmul_(rows.index_select(0, index[corner]), wts[corner])
+        out.addmm_(sampled.view(b * h * w * k, c_in), taps[tap])
+    # rows (B, H, W, k, C_out) -> (B*k, C_out, H, W), channels-last (a copy only when k > 1).
+    return out.view(b, h, w, k, c_out).permute(0, 3, 1, 2, 4).reshape(n, h, w, c_out).permute(0, 3, 1, 2)
 
 
 def deform_conv3x3_torchvision(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,

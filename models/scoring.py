@@ -103,8 +103,8 @@ def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "c
                 raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
             positions = crop_positions(crops, h, w, crop_size, seed)
             layout.append((i, positions, h, w))
-            dist_crops += [dist[:, t:t + crop_size, l:l + crop_size] for t, l in positions]
-            ref_crops += [ref[:, t:t + crop_size, l:l + crop_size] for t, l in positions]
+            dist_crops += [dist[:, t:t + crop_size, x:x + crop_size] for t, x in positions]
+            ref_crops += [ref[:, t:t + crop_size, x:x + crop_size] for t, x in positions]
         dist_t = torch.stack(dist_crops).to(device, non_blocking=True)
         ref_t = torch.stack(ref_crops).to(device, non_blocking=True)
         with precision_context(precision, device):

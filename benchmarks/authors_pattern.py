@@ -1,0 +1,96 @@
+"""The authors' computation pattern, as a reference for correctness tests and speed ratios.
+
+Follows what the authors' release does at test time: whole timm backbones with forward hooks on every
+transformer block and bottleneck, one crop at a time, the distorted and reference images through each
+backbone separately, the offsets computed twice (once per image, from an upsampled 3840-channel map),
+torchvision's deformable convolution, fp32. It shares the parameter tensors of an :class:`AHIQ` model, so
+both compute the same function and their scores can be compared.
+"""
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from models.ahiq import AHIQ
+
+
+class AuthorsPattern(nn.Module):
+    """Score crop pairs the way the authors' test loop does, with ``model``'s weights."""
+
+    def __init__(self, model: AHIQ):
+        super().__init__()
+        cfg = model.config
+        # Whole network, all blocks + head; dynamic size so that test crops other than 224 run too.
+        self.vit = timm.create_model(cfg.vit, pretrained=False, dynamic_img_size=True)
+        self.resnet = timm.create_model(cfg.cnn, pretrained=False)
+        # The truncated backbones keep timm's parameter names, so the whole networks take their weights;
+        # the layers they dropped keep random weights (never read: they only cost time, as in the release).
+        self.vit.load_state_dict(model.vit.model.state_dict(), strict=False)
+        own = {k: v for k, v in model.cnn.state_dict().items()}
+        renamed = {k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1."): v for k, v in own.items()}
+        renamed = {(f"layer{int(k.split('.')[1]) + 1}." + k.split(".", 2)[2]) if k.startswith("stages.") else k: v
+                   for k, v in renamed.items()}
+        self.resnet.load_state_dict(renamed, strict=False)
+        self.vit.eval()
+        self.resnet.eval()
+        self.blocks = cfg.vit_blocks
+        self.stage = cfg.cnn_stage
+        self.patch = model.vit.patch_size
+        self.deform_net = model.deform_net
+        self.regressor = model.regressor
+        self.normalise = model.normalise
+        self._outputs: list[torch.Tensor] = []
+        for module in self.vit.modules():
+            if isinstance(module, timm.models.vision_transformer.Block):
+                module.register_forward_hook(lambda m, i, o: self._outputs.append(o))
+        stage = getattr(self.resnet, f"layer{self.stage}")
+        for block in stage:
+            block.register_forward_hook(lambda m, i, o: self._outputs.append(o))
+
+    def _vit(self, x: torch.Tensor) -> torch.Tensor:
+        self._outputs.clear()
+        self.vit(x)
+        tokens = torch.cat([self._outputs[b - 1][:, 1:, :] for b in self.blocks], dim=2)
+        n, count, channels = tokens.shape
+        side = x.shape[-1] // self.patch
+        return tokens.transpose(1, 2).view(n, channels, count // side, side)
+
+    def _resnet(self, x: torch.Tensor) -> torch.Tensor:
+        self._outputs.clear()
+        self.resnet(x)
+        return torch.cat(self._outputs, dim=1)
+
+    def _fuse(self, cnn: torch.Tensor, vit_ref: torch.Tensor) -> torch.Tensor:
+        net = self.deform_net
+        offset = net.conv_offset(F.interpolate(vit_ref, size=cnn.shape[-2:], mode="nearest"))
+        fused = torchvision.ops.deform_conv2d(cnn, offset, net.deform.weight, net.deform.bias, padding=(1, 1))
+        return net.conv1(fused)
+
+    def _head(self, vit_d, vit_r, cnn_d, cnn_r) -> torch.Tensor:
+        head = self.regressor
+        d = head.down_channel(torch.cat((vit_d, cnn_d), 1))
+        r = head.down_channel(torch.cat((vit_r, cnn_r), 1))
+        feat = head.conv1(head.feat_smoothing(torch.cat((d - r, d, r), 1)))
+        f, w = head.conv(feat), head.conv_attent(feat)
+        return ((f * w).sum(dim=2).sum(dim=2) / w.sum(dim=2).sum(dim=2)).squeeze(1)
+
+    @torch.no_grad()
+    def score_crop(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """One crop position for a batch of pairs, ``(B, 3, c, c)`` in [0, 1] -> ``(B,)``."""
+        dist, ref = self.normalise(dist), self.normalise(ref)
+        vit_d, vit_r = self._vit(dist), self._vit(ref)
+        cnn_d = self._fuse(self._resnet(dist), vit_r)  # offsets from the reference, computed here ...
+        cnn_r = self._fuse(self._resnet(ref), vit_r)  # ... and again here
+        return self._head(vit_d, vit_r, cnn_d, cnn_r)
+
+    @torch.no_grad()
+    def score_image(self, dist: torch.Tensor, ref: torch.Tensor, positions, crop: int) -> torch.Tensor:
+        """Mean over crops at ``positions`` of whole images ``(B, 3, H, W)``, one crop at a time."""
+        total = 0
+        for top, left in positions:
+            window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
+            total = total + self.score_crop(dist[window], ref[window])
+        return total / len(positions)

@@ -1,0 +1,317 @@
+"""Loaders for TID2013, KADID-10k, CSIQ and LIVE release 2 in the layouts their authors distribute.
+
+Each ``load_<name>(root)`` reads only the label files and lists every labelled pair as a :class:`Pair`,
+sorted by distorted path. Image files need not exist: a missing image still yields a pair whose path is
+where the release keeps it, so the data checker can name exactly what is missing.
+``score`` is higher = better for every set; ``raw`` is the number as the label file writes it.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from data.images import is_image, reference_stem
+from data.records import Pair
+from utils.errors import UserError
+
+# TID2013 distorted names: i<ref>_<type>_<level>.bmp, in either case.
+_TID2013_NAME = re.compile(r"^i\d\d_\d\d_\d\.bmp$", re.IGNORECASE)
+
+# CSIQ ``dst_type`` as written in csiq.DMOS.xlsx -> (folder under dst_imgs/, type token in the file name).
+# The tokens are not the sheet's words and their case varies (1600.AWGN.1.png, 1600.jpeg2000.1.png): they
+# match all 866 file names of ../shared/data/labels/CSIQ/ref_dist_dmos.csv. That file lists names only; the
+# folder names are those of the release as other public CSIQ loaders use them (dst_imgs/awgn/...).
+_CSIQ_TYPES: dict[str, tuple[str, str]] = {
+    "noise": ("awgn", "AWGN"),
+    "jpeg": ("jpeg", "JPEG"),
+    "jpeg2000": ("jpeg2000", "jpeg2000"),
+    "fnoise": ("fnoise", "fnoise"),
+    "blur": ("blur", "BLUR"),
+    "contrast": ("contrast", "contrast"),
+}
+_CSIQ_COLUMNS = ("image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos")
+
+# LIVE release 2 numbers the images of each folder img1..imgN; dmos.mat concatenates the folders in this order.
+LIVE_FOLDERS: tuple[tuple[str, int], ...] = (
+    ("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)  # 982, reference copies included
+
+
+def _need_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; give the folder of the dataset as distributed "
+                        f"(the one that holds {path.name})")
+
+
+def _label_lines(path: Path) -> list[str]:
+    """The lines of a text label file, without line ends (CRLF or LF) or a UTF-8 byte-order mark."""
+    _need_file(path, "label file")
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; give the label file as distributed") from None
+
+
+def _number(text: object, where: str, column: str) -> float:
+    """``text`` as a finite float, or a :class:`UserError` at ``where`` (``file:line``)."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise UserError(f"{where}: {column} {text!r} is not a number; correct or delete that line")
+    return value
+
+
+def _sorted(pairs: list[Pair]) -> list[Pair]:
+    return sorted(pairs, key=lambda p: p.dist)
+
+
+def _images_by_lower_name(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` keyed by lower-case name; empty when the folder is absent."""
+    if not folder.is_dir():
+        return {}
+    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file() and is_image(p)}
+
+
+def _check_new(seen: dict[str, int], key: str, number: int, where: str, name: str) -> None:
+    # A repeated image would be counted twice and could land on both sides of a split.
+    if key in seen:
+        raise UserError(f"{where}: {name} is listed again (first at line {seen[key]}); delete one of the lines")
+    seen[key] = number
+
+
+def load_tid2013(root: Path) -> list[Pair]:
+    """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``.
+
+    Label names and file names differ in case (``I01_11_1.BMP`` names ``i01_11_1.bmp``; references are
+    ``I01.BMP``..``I24.BMP`` and ``i25.bmp``), so names are matched case-insensitively. score = raw = MOS
+    (0..9, higher = better). 3,000 pairs from 25 references.
+    """
+    root = Path(root)
+    labels = root / "mos_with_names.txt"
+    dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
+    dists = _images_by_lower_name(dist_dir)
+    refs: dict[str, Path] = {}
+    for path in _images_by_lower_name(ref_dir).values():
+        refs.setdefault(path.stem.lower(), path)
+    pairs: list[Pair] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(_label_lines(labels), 1):
+        where = f"{labels}:{number}"
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise UserError(f"{where}: expected '<mos> <name>', found {len(fields)} fields; "
+                            "correct or delete that line")
+        mos = _number(fields[0], where, "MOS")
+        name = fields[1]
+        if not _TID2013_NAME.match(name):
+            raise UserError(f"{where}: {name!r} is not a TID2013 name like i01_01_1.bmp; correct or delete that line")
+        _check_new(seen, name.lower(), number, where, name)
+        stem = reference_stem(name)
+        # Unmatched names keep the label's spelling, so the checker reports the path the label asked for.
+        dist = dists.get(name.lower(), dist_dir / name)
+        ref = refs.get(stem, ref_dir / f"{name.split('_')[0]}{Path(name).suffix}")
+        pairs.append(Pair(dist=dist, ref=ref, score=mos, raw=mos))
+    return _sorted(pairs)
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a comma-separated label file with a header, as ``(line number, {column: text})``."""
+    header: list[str] | None = None
+    rows = []
+    for number, line in enumerate(_label_lines(path), 1):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in next(csv.reader([line]))]
+        if header is None:
+            missing = [c for c in required if c not in fields]
+            if missing:
+                raise UserError(f"{where}: header lacks column(s) {', '.join(missing)} "
+                                f"(expected {','.join(required)}); is this the dataset's own label file?")
+            header = fields
+            continue
+        if len(fields) != len(header):
+            raise UserError(f"{where}: {len(fields)} columns where the header has {len(header)}; "
+                            "correct or delete that line")
+        rows.append((number, dict(zip(header, fields))))
+    return rows
+
+
+def load_kadid10k(root: Path) -> list[Pair]:
+    """Pairs of KADID-10k: ``dmos.csv`` (``dist_img,ref_img,dmos,var``) naming files in ``images/``.
+
+    The column is called dmos but holds 1..5 ACR means, higher = better: score = raw = dmos.
+    10,125 pairs from 81 references.
+    """
+    root = Path(root)
+    labels = root / "dmos.csv"
+    images = root / "images"
+    pairs: list[Pair] = []
+    seen: dict[str, int] = {}
+    for number, row in _csv_rows(labels, ("dist_img", "ref_img", "dmos")):
+        where = f"{labels}:{number}"
+        dist_name, ref_name = row["dist_img"], row["ref_img"]
+        if not dist_name or not ref_name:
+            raise UserError(f"{where}: empty image name; correct or delete that line")
+        dmos = _number(row["dmos"], where, "dmos")
+        _check_new(seen, dist_name, number, where, dist_name)
+        pairs.append(Pair(dist=images / dist_name, ref=images / ref_name, score=dmos, raw=dmos))
+    return _sorted(pairs)
+
+
+def _cell_text(value: object) -> str:
+    """A spreadsheet cell as the text it stands for (Excel stores 1600 and level 1 as numbers)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value).strip()
+
+
+def _csiq_header(texts: list[str]) -> dict[str, int] | None:
+    """Column index of each CSIQ column if this sheet row is the table's header, else None."""
+    # The header need not be on row 1 or in column A (the table sits in columns D..I of the sheet).
+    # A run of the six names in order wins over scattered matches, in case another table shares a name.
+    lower = [t.lower() for t in texts]
+    for start in range(len(lower) - len(_CSIQ_COLUMNS) + 1):
+        if tuple(lower[start:start + len(_CSIQ_COLUMNS)]) == _CSIQ_COLUMNS:
+            return {c: start + k for k, c in enumerate(_CSIQ_COLUMNS)}
+    if all(c in lower for c in _CSIQ_COLUMNS):
+        return {c: lower.index(c) for c in _CSIQ_COLUMNS}
+    return None
+
+
+def load_csiq(root: Path) -> list[Pair]:
+    """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``, ``dst_imgs/<type>/``.
+
+    Distorted files are ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png`` where the sheet's type maps to
+    folder/token as noise -> awgn/AWGN, jpeg -> jpeg/JPEG, jpeg2000 -> jpeg2000/jpeg2000, fnoise ->
+    fnoise/fnoise, blur -> blur/BLUR, contrast -> contrast/contrast. DMOS is 0..1 with lower = better,
+    so score = 1 - dmos and raw = dmos. 866 pairs from 30 references.
+    """
+    import openpyxl  # only CSIQ needs it; keeps importing this module cheap
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    root = Path(root)
+    labels = root / "csiq.DMOS.xlsx"
+    _need_file(labels, "label file")
+    try:
+        book = openpyxl.load_workbook(labels, data_only=True)  # data_only: cached values, not formulas
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError):  # kinds of damage
+        raise UserError(f"{labels}: cannot read as .xlsx; give the workbook as distributed") from None
+    if "all_by_image" not in book.sheetnames:
+        raise UserError(f"{labels}: no sheet 'all_by_image' (sheets: {', '.join(book.sheetnames)}); "
+                        "give the workbook as distributed")
+    sheet = book["all_by_image"]
+    columns: dict[str, int] | None = None
+    pairs: list[Pair] = []
+    seen: dict[str, int] = {}
+    for number, cells in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1):
+        where = f"{labels}:{number}"
+        texts = [_cell_text(v) for v in cells]
+        if columns is None:
+            columns = _csiq_header(texts)
+            continue
+        image, kind, level, dmos_text = (texts[columns[c]] for c in ("image", "dst_type", "dst_lev", "dmos"))
+        if not (image or kind or level or dmos_text):
+            continue
+        if not image:
+            raise UserError(f"{where}: no image name; correct or delete that row")
+        if kind.lower() not in _CSIQ_TYPES:
+            raise UserError(f"{where}: unknown dst_type {kind!r} (known: {', '.join(sorted(_CSIQ_TYPES))}); "
+                            "correct or delete that row")
+        if not level.isdigit():
+            raise UserError(f"{where}: dst_lev {level!r} is not a whole number; correct or delete that row")
+        dmos = _number(cells[columns["dmos"]], where, "dmos")
+        folder, token = _CSIQ_TYPES[kind.lower()]
+        name = f"{image}.{token}.{int(level)}.png"
+        _check_new(seen, name, number, where, name)
+        pairs.append(Pair(dist=root / "dst_imgs" / folder / name, ref=root / "src_imgs" / f"{image}.png",
+                          score=1.0 - dmos, raw=dmos))
+    if columns is None:
+        raise UserError(f"{labels}: sheet all_by_image has no header row with {', '.join(_CSIQ_COLUMNS)}; "
+                        "give the workbook as distributed")
+    return _sorted(pairs)
+
+
+def _mat_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named variables of a MATLAB file, each flattened to 1-D."""
+    import scipy.io  # only LIVE needs it
+    from scipy.io.matlab import MatReadError
+
+    _need_file(path, "label file")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except NotImplementedError:  # scipy reads v4-v7.2 files only
+        raise UserError(f"{path}: MATLAB v7.3 (HDF5) file; save it with -v7 or give the file as distributed") from None
+    except (MatReadError, ValueError, TypeError, OSError):  # kinds of damage
+        raise UserError(f"{path}: cannot read as a MATLAB .mat file; give the file as distributed") from None
+    missing = [n for n in names if n not in mat]
+    if missing:
+        present = ", ".join(k for k in mat if not k.startswith("__"))
+        raise UserError(f"{path}: no variable {', '.join(missing)} (holds: {present}); give the file as distributed")
+    return {n: np.asarray(mat[n]).ravel() for n in names}
+
+
+def _mat_string(value: object) -> str:
+    """A MATLAB cell entry loaded by scipy (a 1-element array of str) as a plain string."""
+    while isinstance(value, np.ndarray):
+        if value.size != 1:
+            return ""
+        value = value.ravel()[0]
+    return str(value).strip()
+
+
+def load_live(root: Path) -> list[Pair]:
+    """Pairs of LIVE release 2: ``dmos.mat``, ``refnames_all.mat``, ``refimgs/``, five distortion folders.
+
+    Entry i of ``dmos``/``orgs``/``refnames_all`` is ``<folder>/img<k>.bmp`` counting through jp2k (227),
+    jpeg (233), wn (174), gblur (174), fastfading (174) in that order. Entries with ``orgs == 1`` are copies
+    of the reference (DMOS 0) and are left out: 779 pairs from 29 references. DMOS is roughly 0..100 with
+    lower = better, so score = 100 - dmos and raw = dmos.
+    """
+    root = Path(root)
+    dmos_file, names_file = root / "dmos.mat", root / "refnames_all.mat"
+    values = _mat_variables(dmos_file, ("dmos", "orgs"))
+    refnames = _mat_variables(names_file, ("refnames_all",))["refnames_all"]
+    for file, var, array in ((dmos_file, "dmos", values["dmos"]), (dmos_file, "orgs", values["orgs"]),
+                             (names_file, "refnames_all", refnames)):
+        if array.size != LIVE_ENTRIES:
+            raise UserError(f"{file}: {var} has {array.size} entries, LIVE release 2 has {LIVE_ENTRIES}; "
+                            "give the release-2 files as distributed")
+    # tolist() turns numpy scalars into Python floats, so error messages show plain numbers.
+    dmos_values, orgs_values = values["dmos"].tolist(), values["orgs"].tolist()
+    pairs: list[Pair] = []
+    index = 0
+    for folder, count in LIVE_FOLDERS:
+        for k in range(1, count + 1):
+            where = f"{dmos_file}: entry {index + 1}"
+            orgs = _number(orgs_values[index], where, "orgs")
+            if orgs not in (0.0, 1.0):
+                raise UserError(f"{where}: orgs is {orgs:g}, expected 0 or 1; give the file as distributed")
+            if orgs == 0.0:
+                dmos = _number(dmos_values[index], where, "dmos")
+                ref_name = _mat_string(refnames[index])
+                if not ref_name:
+                    raise UserError(f"{names_file}: entry {index + 1}: refnames_all is not a file name; "
+                                    "give the file as distributed")
+                pairs.append(Pair(dist=root / folder / f"img{k}.bmp", ref=root / "refimgs" / ref_name,
+                                  score=100.0 - dmos, raw=dmos))
+            index += 1
+    return _sorted(pairs)
+
+
+LOADERS: dict[str, Callable[[Path], list[Pair]]] = {
+    "tid2013": load_tid2013,
+    "kadid10k": load_kadid10k,
+    "csiq": load_csiq,
+    "live": load_live,
+}

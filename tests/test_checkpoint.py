@@ -1,0 +1,113 @@
+"""Checkpoints: the authors' format, pyiqa's mirror, ours, round trips and clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.checkpoint import (
+    DEFORM_KEY,
+    REGRESSOR_KEY,
+    checkpoint_dict,
+    load_heads,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from utils.errors import UserError
+
+
+def _authors_file(model, path):
+    """What the authors' train.py writes (and what pyiqa downloads)."""
+    torch.save({"epoch": 32, "regressor_model_state_dict": model.regressor.state_dict(),
+                "deform_net_model_state_dict": model.deform_net.state_dict(),
+                "optimizer_state_dict": {"state": {}, "param_groups": []},
+                "scheduler_state_dict": {"T_max": 50}, "loss": 0.01}, path)
+
+
+def _equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_round_trip_ours_authors_ours(small_model, tmp_path):
+    ours = tmp_path / "ours.pth"
+    save_checkpoint(ours, small_model, {"score_norm": {"kind": "minmax", "lo": 900.0, "hi": 1850.0}}, epoch=3)
+    raw = torch.load(ours, weights_only=False)
+    assert set(raw) == {DEFORM_KEY, REGRESSOR_KEY, "ahiq", "epoch"}
+    assert raw["ahiq"]["model_config"]["vit"] == "vit_base_patch8_224.augreg_in21k_ft_in1k"
+    # The authors' loader only needs their two dict names: strip ours down to their format.
+    authors = tmp_path / "authors.pth"
+    torch.save({k: raw[k] for k in (DEFORM_KEY, REGRESSOR_KEY)}, authors)
+    deform, regressor, meta = read_checkpoint(authors)
+    assert meta == {}
+    _equal(deform, small_model.deform_net.state_dict())
+    _equal(regressor, small_model.regressor.state_dict())
+    # ... and back into ours
+    again = tmp_path / "again.pth"
+    fresh = type(small_model)(small_model.vit, small_model.cnn, small_model.config)
+    load_heads(fresh, deform, regressor)
+    save_checkpoint(again, fresh)
+    d2, r2, meta2 = read_checkpoint(again)
+    _equal(d2, deform)
+    _equal(r2, regressor)
+    assert meta2["model_config"] == small_model.config.to_dict()
+
+
+def test_authors_release_format_loads(small_model, tmp_path):
+    path = tmp_path / "AHIQ_vit_p8_epoch33.pth"
+    _authors_file(small_model, path)
+    deform, regressor, meta = read_checkpoint(path)
+    _equal(deform, small_model.deform_net.state_dict())
+    _equal(regressor, small_model.regressor.state_dict())
+
+
+@pytest.mark.parametrize("nest", ["params", None])
+def test_pyiqa_flat_format_loads(small_model, tmp_path, nest):
+    flat = {f"deform_net.{k}": v for k, v in small_model.deform_net.state_dict().items()}
+    flat.update({f"regressor.{k}": v for k, v in small_model.regressor.state_dict().items()})
+    flat["vit.cls_token"] = torch.zeros(1, 1, 768)  # backbone tensors in pyiqa's files are ignored
+    path = tmp_path / "AHIQ_vit_p8_epoch33-da3ea303.pth"
+    torch.save({nest: flat} if nest else flat, path)
+    deform, regressor, _ = read_checkpoint(path)
+    _equal(deform, small_model.deform_net.state_dict())
+    _equal(regressor, small_model.regressor.state_dict())
+
+
+def test_mismatched_tensors_are_listed_in_one_error(small_model, tmp_path):
+    deform = dict(small_model.deform_net.state_dict())
+    deform["deform.weight"] = torch.zeros(768, 768, 5, 5)
+    del deform["conv1.0.bias"]
+    regressor = dict(small_model.regressor.state_dict(), extra=torch.zeros(1))
+    with pytest.raises(UserError) as err:
+        load_heads(small_model, deform, regressor, tmp_path / "x.pth")
+    msg = str(err.value)
+    assert "deform_net.conv1.0.bias missing" in msg and "regressor.extra unexpected" in msg
+    assert "deform_net.deform.weight has shape (768, 768, 5, 5), expected (768, 768, 3, 3)" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("content", ["not a checkpoint", {"weights": {"a": 1}}])
+def test_files_that_are_not_ahiq_checkpoints(tmp_path, content):
+    path = tmp_path / "bad.pth"
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(UserError, match="bad.pth: not"):
+        read_checkpoint(path)
+    with pytest.raises(UserError, match="not found"):
+        read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_load_model_rebuilds_architecture_from_metadata(tmp_path):
+    from models.ahiq import ModelConfig, build_ahiq
+
+    config = ModelConfig(vit="vit_tiny_patch16_224.augreg_in21k_ft_in1k", vit_blocks=(1, 2), cnn="resnet18.a1_in1k")
+    model = build_ahiq(config, pretrained_backbones=False)
+    path = tmp_path / "tiny.pth"
+    save_checkpoint(path, model)
+    loaded = load_model(path, pretrained_backbones=False, device="cpu")
+    assert loaded.config == config and not loaded.training
+    _equal(loaded.regressor.state_dict(), model.regressor.state_dict())
+    assert checkpoint_dict(loaded)["ahiq"]["model_config"]["vit_blocks"] == (1, 2)

@@ -1,0 +1,207 @@
+"""The network: spec §2 tensor table, truncated backbones, fusion/head math, deformable conv, offsets rewrite."""
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from models.ahiq import AHIQ, ModelConfig, _phase_kernels, build_ahiq
+from models.backbones import ResNetFeatures, ViTFeatures
+from models.deform import deform_conv3x3, deform_conv3x3_torchvision
+
+SPEC_TABLE = {  # ../shared/docs/ahiq-reference.md §2
+    "deform_net": {
+        "conv_offset.weight": (18, 3840, 3, 3), "conv_offset.bias": (18,),
+        "deform.weight": (768, 768, 3, 3), "deform.bias": (768,),
+        "conv1.0.weight": (512, 768, 3, 3), "conv1.0.bias": (512,),
+        "conv1.2.weight": (768, 512, 3, 3), "conv1.2.bias": (768,),
+    },
+    "regressor": {
+        "down_channel.weight": (256, 4608, 1, 1), "down_channel.bias": (256,),
+        "feat_smoothing.0.weight": (1024, 768, 3, 3), "feat_smoothing.0.bias": (1024,),
+        "feat_smoothing.2.weight": (512, 1024, 3, 3), "feat_smoothing.2.bias": (512,),
+        "conv1.0.weight": (256, 512, 3, 3), "conv1.0.bias": (256,),
+        "conv_attent.0.weight": (1, 256, 1, 1), "conv_attent.0.bias": (1,),
+        "conv.0.weight": (1, 256, 1, 1), "conv.0.bias": (1,),
+    },
+}
+
+
+def _shapes(module):
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def test_tensor_table_patch8(small_model):
+    assert _shapes(small_model.deform_net) == SPEC_TABLE["deform_net"]
+    assert _shapes(small_model.regressor) == SPEC_TABLE["regressor"]
+    assert small_model.deform_net.conv1[0].stride == (2, 2) and small_model.deform_net.conv1[2].stride == (1, 1)
+    trainable = sum(p.numel() for p in small_model.parameters() if p.requires_grad)
+    assert 26e6 < trainable < 28e6  # "about 27 M parameters"
+    assert all(not p.requires_grad for p in small_model.vit.parameters())
+    assert all(not p.requires_grad for p in small_model.cnn.parameters())
+
+
+def test_tensor_table_patch16_and_any_crop():
+    model = build_ahiq(ModelConfig(vit="vit_base_patch16_224.augreg_in21k_ft_in1k"), pretrained_backbones=False)
+    assert _shapes(model.deform_net) == SPEC_TABLE["deform_net"]
+    assert _shapes(model.regressor) == SPEC_TABLE["regressor"]
+    assert model.deform_net.conv1[2].stride == (2, 2)
+    x = torch.rand(2, 3, 96, 64)
+    score, f, w = model(x, x.flip(-1), return_maps=True)
+    assert score.shape == (2,) and f.shape == (2, 1, 6, 4) and w.shape == (2, 1, 6, 4)
+
+
+def test_backbone_output_shapes(small_model):
+    x = torch.rand(2, 3, 224, 224)
+    assert small_model.vit(x).shape == (2, 3840, 28, 28)
+    assert small_model.cnn(x).shape == (2, 768, 56, 56)
+    assert len(small_model.vit.model.blocks) == 5  # blocks 6-12 are not even kept
+    assert not hasattr(small_model.cnn, "layer2") and len(small_model.cnn.stages) == 1
+
+
+def test_truncated_vit_equals_whole_model_blocks():
+    torch.manual_seed(3)
+    whole = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+    part = timm.create_model("vit_base_patch16_224", pretrained=False, dynamic_img_size=True)
+    part.load_state_dict(whole.state_dict())
+    feats = ViTFeatures(part, blocks=(2, 4, 7))
+    outputs = []
+    for block in whole.blocks:
+        block.register_forward_hook(lambda m, i, o: outputs.append(o))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        whole(x)
+    expected = torch.cat([outputs[i][:, 1:] for i in (1, 3, 6)], dim=2).transpose(1, 2).reshape(2, 3 * 768, 14, 14)
+    got = feats(x)
+    assert got.shape == (2, 2304, 14, 14)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not got.requires_grad
+
+
+def test_truncated_resnet_equals_whole_model_stage():
+    torch.manual_seed(4)
+    whole = timm.create_model("resnet50", pretrained=False).eval()
+    part = timm.create_model("resnet50", pretrained=False)
+    part.load_state_dict(whole.state_dict())
+    feats = ResNetFeatures(part, stage=2)
+    outputs = []
+    for block in whole.layer2:
+        block.register_forward_hook(lambda m, i, o: outputs.append(o))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole(x)
+    got = feats(x)
+    assert got.shape == (2, 4 * 512, 8, 8) and feats.out_channels == 2048 and feats.reduction == 8
+    torch.testing.assert_close(got, torch.cat(outputs, 1), rtol=0, atol=1e-5)
+    feats.train()
+    assert not feats.training and not any(m.training for m in feats.modules())
+
+
+def test_sampled_deform_conv_equals_torchvision():
+    torch.manual_seed(5)
+    x = torch.randn(4, 32, 12, 10)
+    offset = torch.randn(2, 18, 12, 10) * 4  # many positions fall outside the map
+    offset[:, :, 0] = -1.0  # exactly on the border
+    offset[:, :, -1] = 0.5
+    weight = torch.randn(24, 32, 3, 3) * 0.1
+    bias = torch.randn(24)
+    ours = deform_conv3x3(x, offset, weight, bias)
+    reference = torchvision.ops.deform_conv2d(x, offset.repeat_interleave(2, 0), weight, bias, padding=(1, 1))
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(deform_conv3x3_torchvision(x, offset, weight, bias), reference, rtol=0, atol=0)
+    # bf16 values with fp32 positions stay close
+    low = deform_conv3x3(x.bfloat16(), offset, weight, bias).float()
+    assert (low - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_offsets_rewrite_equals_upsample_then_conv():
+    torch.manual_seed(6)
+    conv = torch.nn.Conv2d(40, 18, 3, 1, 1)
+    vit = torch.randn(2, 40, 7, 5)
+    for scale in (2, 4):
+        expected = conv(F.interpolate(vit, size=(7 * scale, 5 * scale), mode="nearest"))
+        kernel, bias = _phase_kernels(conv.weight, conv.bias, scale)
+        got = F.pixel_shuffle(F.conv2d(vit, kernel, bias, padding=1), scale)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def _spec_restatement(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor):
+    """Spec §1 written out with functional ops and torchvision's deform_conv2d, crop by crop."""
+    def norm(x):
+        return (x - 0.5) / 0.5
+
+    d, r = norm(dist), norm(ref)
+    vit_d, vit_r = model.vit(d), model.vit(r)
+    cnn_d, cnn_r = model.cnn(d), model.cnn(r)
+    p = dict(model.deform_net.named_parameters())
+    q = dict(model.regressor.named_parameters())
+
+    def fuse(cnn):
+        up = F.interpolate(vit_r, size=cnn.shape[-2:], mode="nearest")
+        offset = F.conv2d(up, p["conv_offset.weight"], p["conv_offset.bias"], padding=1)
+        x = torchvision.ops.deform_conv2d(cnn, offset, p["deform.weight"], p["deform.bias"], padding=(1, 1))
+        x = F.relu(F.conv2d(x, p["conv1.0.weight"], p["conv1.0.bias"], stride=2, padding=1))
+        return F.conv2d(x, p["conv1.2.weight"], p["conv1.2.bias"], stride=1, padding=1)
+
+    def down(vit, cnn):
+        return F.conv2d(torch.cat((vit, cnn), 1), q["down_channel.weight"], q["down_channel.bias"])
+
+    fd, fr = down(vit_d, fuse(cnn_d)), down(vit_r, fuse(cnn_r))
+    x = torch.cat((fd - fr, fd, fr), 1)
+    x = F.relu(F.conv2d(x, q["feat_smoothing.0.weight"], q["feat_smoothing.0.bias"], padding=1))
+    x = F.conv2d(x, q["feat_smoothing.2.weight"], q["feat_smoothing.2.bias"], padding=1)
+    x = F.relu(F.conv2d(x, q["conv1.0.weight"], q["conv1.0.bias"], padding=1))
+    f = F.conv2d(x, q["conv.0.weight"], q["conv.0.bias"])
+    w = torch.sigmoid(F.conv2d(x, q["conv_attent.0.weight"], q["conv_attent.0.bias"]))
+    return (f * w).sum(dim=(2, 3)).squeeze(1) / w.sum(dim=(2, 3)).squeeze(1), f, w
+
+
+def test_fusion_and_head_equal_spec_restatement(small_model):
+    torch.manual_seed(7)
+    dist = torch.rand(3, 3, 64, 96)
+    ref = (dist + 0.2 * torch.randn_like(dist)).clamp(0, 1)
+    with torch.no_grad():
+        expected, f_exp, w_exp = _spec_restatement(small_model, dist, ref)
+        score, f, w = small_model(dist, ref, return_maps=True)
+        via_uint8 = small_model((dist * 255).round().to(torch.uint8), (ref * 255).round().to(torch.uint8))
+    assert score.shape == (3,) and f.shape == (3, 1, 8, 12)
+    torch.testing.assert_close(score, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(f, f_exp, rtol=0, atol=1e-4)
+    torch.testing.assert_close(w, w_exp, rtol=0, atol=1e-5)
+    assert expected.std() > 1e-3  # the comparison is not between constants
+    assert (via_uint8 - score).abs().max() < 0.05
+
+
+def test_authors_pattern_matches_at_224(small_model):
+    from benchmarks.authors_pattern import AuthorsPattern
+
+    torch.manual_seed(8)
+    dist = torch.rand(1, 3, 224, 224)
+    ref = (dist + 0.1 * torch.randn_like(dist)).clamp(0, 1)
+    with torch.no_grad():
+        ours = small_model(dist, ref)
+        theirs = AuthorsPattern(small_model).score_crop(dist, ref)
+    assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_torchvision_impl_switch(small_model):
+    torch.manual_seed(9)
+    dist, ref = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        fast = small_model(dist, ref)
+        small_model.deform_net.impl = "torchvision"
+        try:
+            slow = small_model(dist, ref)
+        finally:
+            small_model.deform_net.impl = "sampled"
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
+
+
+def test_imagenet_normalisation_changes_scores(small_model):
+    model = AHIQ(small_model.vit, small_model.cnn, ModelConfig(normalization="imagenet"))
+    model.deform_net.load_state_dict(small_model.deform_net.state_dict())
+    model.regressor.load_state_dict(small_model.regressor.state_dict())
+    x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x, y) - small_model(x, y)).abs().item() > 1e-4

@@ -1,0 +1,92 @@
+"""Backbone weights: local files in each format, the hub-cache folder, and the offline error message."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+from models import backbones
+from models.backbones import create_timm_model
+from tests.conftest import ROOT
+from tests.weight_files import save_state_dict, vit_to_jax_npz
+from utils.errors import UserError
+
+VIT = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+CNN = "resnet18.a1_in1k"
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pth", ".bin"])
+def test_vit_weight_file_formats(tmp_path, suffix):
+    torch.manual_seed(11)
+    source = timm.create_model(VIT, pretrained=False)
+    path = tmp_path / f"vit{suffix}"
+    (vit_to_jax_npz if suffix == ".npz" else save_state_dict)(source, path)
+    loaded = create_timm_model(VIT, pretrained=True, weights_file=path)
+    _same_weights(source, loaded)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".bin"])
+def test_resnet_weight_file_formats(tmp_path, suffix):
+    torch.manual_seed(12)
+    source = timm.create_model(CNN, pretrained=False)
+    path = tmp_path / f"cnn{suffix}"
+    save_state_dict(source, path)
+    _same_weights(source, create_timm_model(CNN, pretrained=True, weights_file=path))
+
+
+def test_weights_of_the_wrong_backbone_are_refused(tmp_path):
+    path = tmp_path / "r18.safetensors"
+    save_state_dict(timm.create_model(CNN, pretrained=False), path)
+    with pytest.raises(UserError, match="do not fit") as err:
+        create_timm_model("resnet50.a1_in1k", pretrained=True, weights_file=path)
+    assert "\n" not in str(err.value)
+
+
+def test_default_backbones_folder_is_used(tmp_path, monkeypatch):
+    torch.manual_seed(13)
+    source = timm.create_model(CNN, pretrained=False)
+    save_state_dict(source, tmp_path / f"{CNN}.safetensors")
+    monkeypatch.setattr(backbones, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(backbones.find_local_weights, "__defaults__", (tmp_path,))
+    _same_weights(source, create_timm_model(CNN, pretrained=True))
+
+
+def test_offline_pretrained_request_fails_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    monkeypatch.setattr(backbones.find_local_weights, "__defaults__", (tmp_path,))
+    with pytest.raises(UserError) as err:
+        create_timm_model(CNN, pretrained=True, flag="--cnn_weights")
+    message = str(err.value)
+    assert "download.sh" in message and "--cnn_weights FILE" in message and "HF_HUB_OFFLINE" in message
+    assert "\n" not in message
+
+
+def test_random_weights_are_announced(capsys):
+    create_timm_model(CNN, pretrained=False)
+    assert "RANDOM weights" in capsys.readouterr().err
+
+
+def test_score_py_offline_exits_with_one_line(tmp_path):
+    from tests.conftest import random_pair_images
+
+    random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 64, 64)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hub"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "score.py", "--ref", str(tmp_path / "ref"), "--dist",
+                           str(tmp_path / "dist"), "--crop_size", "64", "--device", "cpu",
+                           "--vit", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--patch_size", "16"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot get pretrained weights"), proc.stderr
+    assert "Traceback" not in proc.stderr
