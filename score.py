@@ -10,6 +10,8 @@ import io
 import sys
 import time
 
+import torch
+
 from data.images import pair_paths
 from models.checkpoint import load_model, resolve_device
 from models.scoring import check_pairs, score_pairs
@@ -43,6 +45,8 @@ def main(argv=None) -> None:
     model = load_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, device=str(device),
                        **options.arch_overrides(opt))
+    if opt.compile:
+        model = torch.compile(model)
     print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'} vit={model.config.vit} "
           f"cnn={model.config.cnn} weights={weights_source(opt)} device={device} precision={opt.precision}",
           file=sys.stderr)

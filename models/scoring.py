@@ -73,6 +73,11 @@ class _PairImages(Dataset):
         return i, to_chw(read_image(dist)), to_chw(read_image(ref))
 
 
+def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
+    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)``."""
+    return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
+
+
 def _paste(maps: torch.Tensor, positions, height: int, width: int, crop: int) -> np.ndarray:
     """Average per-crop maps ``(N, 1, h, w)`` into one ``(H, W)`` map at image resolution."""
     up = F.interpolate(maps.float(), size=(crop, crop), mode="nearest")[:, 0]
@@ -87,8 +92,11 @@ def _paste(maps: torch.Tensor, positions, height: int, width: int, crop: int) ->
 @torch.inference_mode()
 def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int = 224,
                 seed: int = 1919, batch_size: int = 4, precision: str = "fp32", num_workers: int = 0,
-                with_maps: bool = False, progress: bool = True) -> Iterator[PairScore]:
-    """Yield a :class:`PairScore` per pair, in order. ``batch_size`` pairs (all their crops) per forward."""
+                with_maps: bool = False, progress: bool = True, flip_tta: bool = False) -> Iterator[PairScore]:
+    """Yield a :class:`PairScore` per pair, in order. ``batch_size`` pairs (all their crops) per forward.
+
+    With ``flip_tta`` each crop's score is the mean of the crop and its left-right mirror (maps: unflipped).
+    """
     if crop_size % 32:
         raise UserError(f"--crop_size {crop_size}: must be a multiple of 32")
     device = next(model.parameters()).device
@@ -96,20 +104,22 @@ def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "c
                         collate_fn=lambda batch: batch, pin_memory=device.type == "cuda")
     bar = tqdm(total=len(pairs), desc="score", unit="pair", disable=not progress or len(pairs) < 2)
     for batch in loader:
-        dist_crops, ref_crops, layout = [], [], []
+        layout = []
         for i, dist, ref in batch:
             h, w = dist.shape[-2:]
             if ref.shape != dist.shape:
                 raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
-            positions = crop_positions(crops, h, w, crop_size, seed)
-            layout.append((i, positions, h, w))
-            dist_crops += [dist[:, t:t + crop_size, x:x + crop_size] for t, x in positions]
-            ref_crops += [ref[:, t:t + crop_size, x:x + crop_size] for t, x in positions]
-        dist_t = torch.stack(dist_crops).to(device, non_blocking=True)
-        ref_t = torch.stack(ref_crops).to(device, non_blocking=True)
+            layout.append((i, crop_positions(crops, h, w, crop_size, seed), h, w))
+        dist_t = crop_batch([d for _, d, _ in batch], [pos for _, pos, _, _ in layout], crop_size).to(device)
+        ref_t = crop_batch([r for _, _, r in batch], [pos for _, pos, _, _ in layout], crop_size).to(device)
+        if flip_tta:
+            dist_t, ref_t = torch.cat((dist_t, dist_t.flip(-1))), torch.cat((ref_t, ref_t.flip(-1)))
         with precision_context(precision, device):
             scores, f, w = model(dist_t, ref_t, return_maps=True)
         scores = scores.float().cpu()
+        if flip_tta:
+            half = len(scores) // 2
+            scores, f, w = (scores[:half] + scores[half:]) / 2, f[:half], w[:half]
         start = 0
         for i, positions, h, w_img in layout:
             part = slice(start, start + len(positions))

@@ -63,6 +63,8 @@ class BaseOptions:
         g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
         g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
                        help="fp32, or bf16 autocast (faster on GPUs, scores within ~2e-3)")
+        g.add_argument("--compile", type=str2bool, default=False,
+                       help="torch.compile the model (worth it on GPUs for long runs; first batches are slow)")
         g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes for image decoding")
         g.add_argument("--seed", type=int, default=1919, help="random seed (the authors' 1919)")
         g.add_argument("--crop_size", type=int, default=224, help="crop size in pixels, a multiple of 32")

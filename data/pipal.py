@@ -1,0 +1,101 @@
+"""PIPAL as distributed (NTIRE 2021/2022), and labelled or unlabelled folder pairs in its naming.
+
+Training set under ``root``::
+
+    Train_Ref/A0001.bmp            200 references (ids A0001..A0248 with gaps)
+    Train_Dis/A0001_00_00.bmp      23,200 distorted images, or the same files split over Distortion_1..4/
+    Train_Label/A0001.txt          one label file per reference, lines ``A0001_00_00.bmp,1520.0648``
+
+or one list file for all labels (``name,score`` or ``name, score``, final newline optional). NTIRE
+validation/test sets are a reference folder, a distorted folder and, when known, a list file.
+Scores are Elo ratings, higher = better; ``score = raw``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.images import reference_stem
+from data.records import Pair
+from data.standard import _check_new, _images_by_lower_name, _label_lines, _number
+from utils.errors import UserError
+
+
+def read_label_list(path: Path) -> list[tuple[str, float, str]]:
+    """``(name, score, where)`` per line of a PIPAL list file; ``where`` is ``file:line`` for messages.
+
+    Accepts ``name,score`` and ``name, score``, CRLF or LF, with or without a final newline (the authors'
+    reader cut the last character of such a line), and skips blank lines.
+    """
+    rows, seen = [], {}
+    for number, line in enumerate(_label_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 2 or not fields[0]:
+            raise UserError(f"{where}: expected 'name,score', found {line.strip()!r}; correct or delete that line")
+        _check_new(seen, fields[0].lower(), number, where, fields[0])
+        rows.append((fields[0], _number(fields[1], where, "score"), where))
+    return rows
+
+
+def _distorted_files(root: Path) -> tuple[dict[str, Path], Path]:
+    """Distorted images by lower-case name from ``Train_Dis/`` or ``Distortion_*/``, and where missing ones go."""
+    if (root / "Train_Dis").is_dir():
+        return _images_by_lower_name(root / "Train_Dis"), root / "Train_Dis"
+    parts = sorted(p for p in root.glob("Distortion_*") if p.is_dir())
+    if not parts:
+        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give --data_root the PIPAL training "
+                        "folder (the one holding Train_Ref/)")
+    files: dict[str, Path] = {}
+    for part in parts:
+        files.update(_images_by_lower_name(part))
+    return files, root / "Distortion_*"
+
+
+def _pairs(rows, dists: dict[str, Path], missing_dir: Path, ref_dir: Path) -> list[Pair]:
+    refs = {p.stem.lower(): p for p in _images_by_lower_name(ref_dir).values()}
+    pairs = []
+    for name, score, _where in rows:
+        stem = reference_stem(name)
+        ref = refs.get(stem, ref_dir / f"{name.split('_')[0]}.bmp")
+        pairs.append(Pair(dist=dists.get(name.lower(), missing_dir / name), ref=ref, score=score, raw=score))
+    return sorted(pairs, key=lambda p: p.dist.name)
+
+
+def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
+    """Labelled pairs of the PIPAL training set: ``Train_Label/*.txt`` or one ``label_list`` file."""
+    root = Path(root)
+    if not (root / "Train_Ref").is_dir():
+        raise UserError(f"{root}: no Train_Ref/ folder; give --data_root the PIPAL training folder")
+    if label_list is not None:
+        rows = read_label_list(Path(label_list))
+    else:
+        files = sorted((root / "Train_Label").glob("*.txt"))
+        if not files:
+            raise UserError(f"{root / 'Train_Label'}: no label files; give the PIPAL training folder or --train_list")
+        rows = [row for f in files for row in read_label_list(f)]
+        names = [r[0].lower() for r in rows]
+        if len(set(names)) != len(names):
+            raise UserError(f"{root / 'Train_Label'}: an image is labelled in two files; remove the duplicate")
+    dists, missing_dir = _distorted_files(root)
+    return _pairs(rows, dists, missing_dir, root / "Train_Ref")
+
+
+def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:
+    """Pairs of a reference folder and a distorted folder (NTIRE valid/test), labelled by ``labels`` if given.
+
+    Without labels every image of ``dist_dir`` is listed with ``score=None``.
+    """
+    ref_dir, dist_dir = Path(ref_dir), Path(dist_dir)
+    for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: {flag} folder not found")
+    dists = _images_by_lower_name(dist_dir)
+    if labels is not None:
+        rows = read_label_list(Path(labels))
+    else:
+        rows = [(p.name, None, str(p)) for p in dists.values() if "_" in p.stem]
+        if not rows:
+            raise UserError(f"{dist_dir}: no distorted images named like A0000_10_00.bmp")
+    return _pairs(rows, dists, dist_dir, ref_dir)

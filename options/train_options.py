@@ -1,0 +1,84 @@
+"""Options of train.py; defaults reproduce the authors' NTIRE 2022 training (spec §4)."""
+from __future__ import annotations
+
+import argparse
+
+from data.crops import parse_crops
+from data.datasets import DATASETS, parse_ratio
+from options.base_options import BaseOptions, str2bool
+from utils.errors import UserError
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """Dataset and split options shared by train.py and test.py."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", type=str, default="pipal", choices=DATASETS,
+                   help="dataset in its distributed layout under --data_root (synthetic: generated there)")
+    g.add_argument("--data_root", type=str, default="./datasets/PIPAL", help="folder of the dataset")
+    g.add_argument("--train_list", type=str, default=None,
+                   help="PIPAL: one label list file (name,score) instead of Train_Label/*.txt")
+    g.add_argument("--val_list", type=str, default=None,
+                   help="validation labels (name,score); replaces the held-out split. Needs --val_ref_dir/--val_dis_dir")
+    g.add_argument("--val_ref_dir", type=str, default=None, help="reference folder of --val_list")
+    g.add_argument("--val_dis_dir", type=str, default=None, help="distorted folder of --val_list")
+    g.add_argument("--split_ratio", type=str, default=None,
+                   help="reference-disjoint train:val[:test] split, e.g. 9:1 or 6:2:2 "
+                        "(default 9:1 for pipal, 3:1 for synthetic, 6:2:2 for the standard sets)")
+    g.add_argument("--split_seed", type=int, default=0, help="seed of the reference-disjoint split")
+    g.add_argument("--split_file", type=str, default=None, help="reuse a split.json written by an earlier run")
+    g.add_argument("--synthetic_refs", type=int, default=12, help="synthetic: number of reference images")
+    g.add_argument("--synthetic_size", type=int, default=128, help="synthetic: image side in pixels")
+    g.add_argument("--check_data", action="store_true",
+                   help="only scan the data (labels parse, images exist and decode, sizes) and exit 1 on problems")
+    g.add_argument("--skip_bad", action="store_true", help="leave out pairs with bad images (listed) instead of stopping")
+
+
+def check_data_options(opt: argparse.Namespace) -> None:
+    if opt.split_ratio is not None:
+        parse_ratio(opt.split_ratio)
+    if opt.val_list and not (opt.val_ref_dir and opt.val_dis_dir):
+        raise UserError("--val_list needs --val_ref_dir and --val_dis_dir")
+    if opt.split_file and opt.split_ratio:
+        raise UserError("--split_file and --split_ratio both set; give one")
+    if opt.train_list and opt.dataset != "pipal":
+        raise UserError("--train_list is for --dataset pipal")
+    if opt.dataset == "synthetic" and (opt.synthetic_refs < 2 or opt.synthetic_size < opt.crop_size):
+        raise UserError(f"synthetic: need --synthetic_refs >= 2 and --synthetic_size >= --crop_size ({opt.crop_size})")
+
+
+class TrainOptions(BaseOptions):
+    description = "Train AHIQ's fusion and head on frozen backbones (defaults: the authors' NTIRE 2022 setting)."
+
+    def initialize(self, p: argparse.ArgumentParser) -> None:
+        super().initialize(p)
+        add_data_options(p)
+        g = p.add_argument_group("training")
+        g.add_argument("--n_epoch", type=int, default=200, help="total epochs")
+        g.add_argument("--batch_size", type=int, default=4, help="pairs per step (per process under torchrun)")
+        g.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of both groups")
+        g.add_argument("--weight_decay", type=float, default=1e-5, help="Adam weight decay")
+        g.add_argument("--T_max", type=int, default=50, help="cosine annealing period in iterations (stepped per step)")
+        g.add_argument("--eta_min", type=float, default=0.0, help="cosine annealing minimum learning rate")
+        g.add_argument("--flip", type=str, default="horizontal", choices=["horizontal", "vertical", "none"],
+                       help="random flip; vertical replicates the authors' accidental up-down flip")
+        g.add_argument("--score_norm", type=str, default="fit", choices=["fit", "per_split", "none"],
+                       help="fit: min-max fitted on training scores, stored in the checkpoint and used for "
+                            "val/test; per_split: the authors' min-max within each split; none: raw scores")
+        g.add_argument("--grad_clip", type=float, default=0.0,
+                       help="clip the gradient norm of the trained parameters to this value (0: off, the authors')")
+        g.add_argument("--val_freq", type=int, default=1, help="validate every N epochs")
+        g.add_argument("--val_crops", type=str, default="five", help="crop protocol of validation (authors: five)")
+        g.add_argument("--resume", action="store_true",
+                       help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG)")
+        g.add_argument("--max_steps", type=int, default=0, help="stop each epoch after N steps (0: full epoch)")
+        g.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar per epoch")
+
+    def check(self, opt: argparse.Namespace) -> None:
+        super().check(opt)
+        check_data_options(opt)
+        parse_crops(opt.val_crops)
+        for name in ("n_epoch", "batch_size", "val_freq", "T_max"):
+            if getattr(opt, name) < 1:
+                raise UserError(f"--{name} must be >= 1")
+        if opt.learning_rate <= 0:
+            raise UserError("--learning_rate must be > 0")

@@ -1,0 +1,149 @@
+"""Score every pair of a dataset split or a folder pair with a trained AHIQ checkpoint.
+
+    python test.py --checkpoint FILE --ref_dir REF --dist_dir DIST [--labels FILE] [--ntire_zip sub.zip]
+    python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
+
+Writes ``name,score`` lines to ``--output`` (default ``checkpoints/<name>/results.txt``); with labels
+prints ``test: SRCC=... PLCC=... KRCC=... RMSE=... main=...``. Every pair is scored (no dropped batch),
+all inputs are checked before any scoring, and files are written atomically.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.datasets import ScoreNorm, check_pairs_on_disk, describe, unique_messages
+from data.records import Pair
+from models.checkpoint import load_model, read_checkpoint, resolve_device
+from models.scoring import score_pairs
+from options.test_options import TestOptions
+from utils.errors import UserError, cli_main
+from utils.io import atomic_write, atomic_write_text
+from utils.metrics import format_metrics, iqa_metrics
+
+
+def collect_pairs(opt) -> list[Pair]:
+    """The pairs to score: a folder pair (labels optional) or a split of ``--dataset``."""
+    if opt.ref_dir:
+        from data.pipal import load_folder_pairs
+
+        return load_folder_pairs(Path(opt.ref_dir), Path(opt.dist_dir), Path(opt.labels) if opt.labels else None)
+    from utils.trainer import prepare_splits
+
+    saved = Path(opt.checkpoints_dir) / opt.name / "split.json"
+    if opt.split != "all" and not opt.split_file and not opt.split_ratio and saved.is_file():
+        opt.split_file = str(saved)
+        print(f"note: using the training split {saved}", file=sys.stderr)
+    parts, _ = prepare_splits(opt, None)
+    if opt.split == "all":
+        return sorted((p for part in parts.values() for p in part), key=lambda p: str(p.dist))
+    split = opt.split or ("test" if parts["test"] else "val")
+    if not parts[split]:
+        raise UserError(f"--split {split}: the split has no pairs (see --split_ratio / --split_file)")
+    return parts[split]
+
+
+def resolve_checkpoint(opt) -> str | None:
+    if opt.checkpoint == "none":
+        return None
+    path = Path(opt.checkpoint) if opt.checkpoint else Path(opt.checkpoints_dir) / opt.name / "best.pth"
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; give --checkpoint FILE (sh download.sh fetches the "
+                        "released one), train first, or --checkpoint none for random heads")
+    read_checkpoint(path)  # a file that is not AHIQ's fails here, before any scoring
+    return str(path)
+
+
+def write_ntire_zip(path: Path, lines: str, seconds_per_image: float, on_gpu: bool, description: str) -> None:
+    """The NTIRE IQA submission: ``output.txt`` (name,score) and ``readme.txt`` (runtime, device, data)."""
+    readme = (f"runtime per image [s] : {seconds_per_image:.4f}\n"
+              f"CPU[1] / GPU[0] : {0 if on_gpu else 1}\n"
+              "Extra Data [1] / No Extra Data [0] : 0\n"
+              f"Other description : {description}\n")
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("output.txt", lines)
+            zf.writestr("readme.txt", readme)
+
+    atomic_write(path, write)
+
+
+@cli_main
+def main(argv=None) -> dict | None:
+    options = TestOptions()
+    opt = options.parse(argv)
+    pairs = collect_pairs(opt)
+    if opt.check_data:
+        from utils.trainer import run_data_check
+
+        sys.exit(1 if run_data_check({"test": pairs}, opt.crop_size, decode=True)["test"] else 0)
+    problems = check_pairs_on_disk(pairs, opt.crop_size, decode=False)
+    if problems:
+        lines = unique_messages(problems)
+        if not opt.skip_bad:
+            raise UserError(f"{len(lines)} problem(s), nothing scored:\n  " + "\n  ".join(lines)
+                            + "\n(fix them, or add --skip_bad to score the rest)")
+        for line in lines:
+            print(f"skipped: {line}", file=sys.stderr)
+        bad = {i for i, _ in problems}
+        pairs = [p for i, p in enumerate(pairs) if i not in bad]
+    if not pairs:
+        raise UserError("no pairs to score")
+    labelled = all(p.score is not None for p in pairs)
+    if opt.plot and not labelled:
+        raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
+    checkpoint = resolve_checkpoint(opt)
+    device = resolve_device(opt.device)
+    model = load_model(checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
+                       pretrained_backbones=opt.pretrained_backbones, device=str(device),
+                       **options.arch_overrides(opt))
+    if opt.compile:
+        model = torch.compile(model)
+    meta = read_checkpoint(checkpoint)[2] if checkpoint else {}
+    norm = ScoreNorm.from_dict(meta.get("score_norm")) if opt.denormalize else ScoreNorm("none")
+    backbones = "random" if not opt.pretrained_backbones else (
+        f"files vit={opt.vit_weights or model.config.vit} cnn={opt.cnn_weights or model.config.cnn}"
+        if opt.vit_weights or opt.cnn_weights else f"timm tags {model.config.vit}, {model.config.cnn}")
+    print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones={backbones}; "
+          f"crops={opt.crops} device={device} precision={opt.precision}", file=sys.stderr)
+
+    start = time.perf_counter()
+    results = list(score_pairs(model, [(p.dist, p.ref) for p in pairs], opt.crops, opt.crop_size, opt.seed,
+                               opt.batch_size, opt.precision, opt.num_workers, with_maps=bool(opt.save_maps),
+                               flip_tta=opt.flip_tta))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    per_image = (time.perf_counter() - start) / len(results)
+    scores = norm.inverse([r.score for r in results])
+    text = "".join(f"{p.name},{s:.6f}\n" for p, s in zip(pairs, scores))
+    output = Path(opt.output) if opt.output else Path(opt.checkpoints_dir) / opt.name / "results.txt"
+    atomic_write_text(output, text)
+    print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image)", file=sys.stderr)
+    if opt.ntire_zip:
+        write_ntire_zip(Path(opt.ntire_zip), text, per_image, device.type == "cuda",
+                        f"AHIQ ({model.config.vit} + {model.config.cnn}), {opt.crops} crops, {opt.precision}")
+        print(f"wrote {opt.ntire_zip}", file=sys.stderr)
+    if opt.save_maps:
+        from utils.visual import save_quality_map
+
+        for r in results:
+            save_quality_map(r, opt.save_maps)
+    if not labelled:
+        return None
+    metrics = iqa_metrics(scores, [p.score for p in pairs])
+    print(f"test: {format_metrics(metrics)}")
+    if opt.plot:
+        from utils.visual import save_scatter
+
+        save_scatter(np.asarray(scores), [p.score for p in pairs], metrics, opt.plot)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

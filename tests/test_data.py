@@ -1,0 +1,166 @@
+"""Data: PIPAL layouts and list files, reference-disjoint splits, score normalisation, training crops."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from data.datasets import (CropPairs, EpochSampler, ScoreNorm, apply_split, parse_ratio, read_split, split_references,
+                           write_split)
+from data.pipal import load_folder_pairs, load_pipal_train, read_label_list
+from data.records import Pair
+from tests.conftest import ROOT, shared_path
+from tests.fixtures_pipal import build_pipal, label_files
+from utils.errors import UserError
+
+
+@pytest.mark.parametrize("layout", ["Train_Dis", "Distortion"])
+def test_pipal_layouts_list_every_labelled_pair(tmp_path, layout):
+    labels = label_files(limit=4)
+    names = build_pipal(tmp_path, labels, layout)
+    pairs = load_pipal_train(tmp_path)
+    assert [p.dist.name for p in pairs] == sorted(names)
+    assert all(p.dist.is_file() and p.ref.is_file() for p in pairs)
+    assert all(p.ref.name == p.dist.name[:5] + ".bmp" for p in pairs)
+    first = labels[min(labels)].splitlines()[0].split(",")
+    by_name = {p.dist.name: p for p in pairs}
+    assert by_name[first[0]].score == pytest.approx(float(first[1]))
+
+
+def test_real_pipal_label_counts():
+    folder = shared_path("data", "labels", "PIPAL", "Train_Label")
+    rows = [row for f in sorted(folder.glob("*.txt")) for row in read_label_list(f)]
+    assert len(rows) == 23200 and len({r[0][:5] for r in rows}) == 200
+    scores = np.array([r[1] for r in rows])
+    assert 916 < scores.min() < 917 and 1835 < scores.max() < 1837
+
+
+def test_list_file_forms(tmp_path):
+    (tmp_path / "a.txt").write_text("A0001_00_00.bmp,1520.0648\nA0001_00_01.bmp,1437.0798\n")
+    (tmp_path / "b.txt").write_bytes(b"A0005_10_00.bmp, 1238.7325\r\nA0005_10_02.bmp, 1299.3668")  # no final newline
+    assert read_label_list(tmp_path / "a.txt")[1][:2] == ("A0001_00_01.bmp", 1437.0798)
+    rows = read_label_list(tmp_path / "b.txt")
+    assert [(n, s) for n, s, _ in rows] == [("A0005_10_00.bmp", 1238.7325), ("A0005_10_02.bmp", 1299.3668)]
+    (tmp_path / "bad.txt").write_text("A0001_00_00.bmp,1520\nA0001_00_01.bmp;14\n")
+    with pytest.raises(UserError, match=r"bad.txt:2: expected 'name,score'"):
+        read_label_list(tmp_path / "bad.txt")
+    (tmp_path / "nan.txt").write_text("A0001_00_00.bmp,abc\n")
+    with pytest.raises(UserError, match=r"nan.txt:1"):
+        read_label_list(tmp_path / "nan.txt")
+
+
+def test_real_ntire2021_valid_list_and_folder_pairs(tmp_path):
+    path = shared_path("data", "labels", "PIPAL", "NTIRE2021_valid_labels_organiser_copy.txt")
+    rows = read_label_list(path)
+    assert len(rows) == 1000 and len({n[:5] for n, _, _ in rows}) == 25
+    assert rows[-1][0] == "A0240_10_74.bmp" and rows[-1][1] == pytest.approx(1290.9538)
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "dis").mkdir()
+    for name, _, _ in rows[:3]:
+        (tmp_path / "dis" / name).write_bytes(b"")
+    (tmp_path / "ref" / "A0005.bmp").write_bytes(b"")
+    unlabelled = load_folder_pairs(tmp_path / "ref", tmp_path / "dis")
+    assert [p.score for p in unlabelled] == [None] * 3 and unlabelled[0].ref.name == "A0005.bmp"
+    labelled = load_folder_pairs(tmp_path / "ref", tmp_path / "dis", path)
+    assert len(labelled) == 1000 and labelled[0].score == pytest.approx(1238.7325)
+
+
+def test_reference_disjoint_split_and_reuse(tmp_path):
+    refs = [f"a{i:04d}" for i in range(200)]
+    pairs = [Pair(tmp_path / f"{r.upper()}_{k:02d}_00.bmp", tmp_path / f"{r.upper()}.bmp", float(k)) for r in refs
+             for k in range(3)]
+    split = split_references([p.ref_id for p in pairs], parse_ratio("6:2:2"), seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [120, 40, 40]
+    assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(split["test"])
+    assert split == split_references(refs, parse_ratio("6:2:2"), seed=3)
+    assert split != split_references(refs, parse_ratio("6:2:2"), seed=4)
+    parts = apply_split(pairs, split)
+    assert sum(len(v) for v in parts.values()) == 600
+    assert {p.ref_id for p in parts["val"]} == set(split["val"])
+    write_split(tmp_path / "split.json", split, {"seed": 3})
+    assert read_split(tmp_path / "split.json") == split
+    assert split_references(refs, parse_ratio("8:2"), 0)["test"] == []
+    assert parse_ratio("9:1") == pytest.approx((0.9, 0.1, 0.0))
+    for bad in ("9", "a:b", "0:1", "-1:2:3"):
+        with pytest.raises(UserError, match="--split_ratio"):
+            parse_ratio(bad)
+
+
+def test_score_normalisation_round_trip():
+    scores = np.array([916.7, 1200.0, 1836.0, 1500.5])
+    norm = ScoreNorm.fit(scores)
+    assert norm(scores).min() == 0 and norm(scores).max() == 1
+    np.testing.assert_allclose(norm.inverse(norm(scores)), scores, rtol=0, atol=1e-9)
+    again = ScoreNorm.from_dict(norm.to_dict())
+    assert again == norm and again(1836.0) == 1.0
+    assert ScoreNorm.fit(scores, "none")(scores).tolist() == scores.tolist()
+    with pytest.raises(UserError, match="equal"):
+        ScoreNorm.fit([3.0, 3.0])
+
+
+def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path):
+    import cv2
+
+    h, w, c = 7, 9, 4
+    ramp = np.zeros((h, w, 3), np.uint8)
+    ramp[..., 0] = np.arange(h)[:, None] * 30  # red encodes the row
+    ramp[..., 1] = np.arange(w)[None, :] * 25  # green encodes the column
+    cv2.imwrite(str(tmp_path / "d.png"), ramp[..., ::-1])
+    cv2.imwrite(str(tmp_path / "r.png"), ramp[..., ::-1])
+    pairs = [Pair(tmp_path / "d.png", tmp_path / "r.png", 1.0)] * 400
+    data = CropPairs(pairs, np.ones(400), crop=c, flip="horizontal", seed=5)
+    tops, lefts, flips = set(), set(), 0
+    for i in range(400):
+        d, r, target, index = data[i]
+        assert torch.equal(d, r) and index == i and target.item() == 1.0
+        rows, cols = d[0, :, 0] // 30, d[1, 0, :] // 25
+        assert (rows.diff() == 1).all()  # rows keep their order: the flip is left-right
+        flipped = bool(cols[0] > cols[-1])
+        flips += flipped
+        tops.add(int(rows[0]))
+        lefts.add(int(cols.min()))
+    assert tops == set(range(h - c + 1)) and lefts == set(range(w - c + 1))
+    assert 120 < flips < 280
+    d1 = data[3][0]
+    assert not all(torch.equal(data[400 + i][0], data[i][0]) for i in range(20))  # epoch 1 draws anew
+    assert data[403][3] == 3 and torch.equal(data[3][0], d1)  # same (seed, epoch, index) -> same crop
+    vertical = CropPairs(pairs, np.ones(400), crop=c, flip="vertical", seed=5)
+    assert any((vertical[i][0][0, :, 0] // 30).diff()[0] == -1 for i in range(20))  # the authors' up-down flip
+
+
+def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path):
+    shared_path("data", "labels", "PIPAL", "Train_Label")
+    for layout in ("Train_Dis", "Distortion"):
+        root = tmp_path / layout
+        names = build_pipal(root, label_files(), layout)
+        proc = subprocess.run([sys.executable, "train.py", "--dataset", "pipal", "--data_root", str(root),
+                               "--check_data", "--crop_size", "32"], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("data check:")]
+        assert lines == ["data check: train 20880 pairs from 180 references; 0 problems",
+                         "data check: val 2320 pairs from 20 references; 0 problems"]
+    victim = next((tmp_path / "Distortion").glob(f"Distortion_*/{names[12345]}"))
+    victim.unlink()
+    proc = subprocess.run([sys.executable, "train.py", "--dataset", "pipal", "--data_root", str(tmp_path / "Distortion"),
+                           "--check_data", "--crop_size", "32"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "1 problems" in proc.stdout and f"{names[12345]}: image not found" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_epoch_sampler_shards_cover_every_index_once_per_epoch():
+    n = 10
+    whole = EpochSampler(n, seed=1)
+    whole.set_epoch(2)
+    keys = list(whole)
+    assert sorted(keys) == [20 + i for i in range(n)] and keys == list(whole)
+    whole.set_epoch(3)
+    assert [k - 30 for k in whole] != [k - 20 for k in keys]
+    shards = [EpochSampler(n, seed=1, rank=r, world_size=3) for r in range(3)]
+    for s in shards:
+        s.set_epoch(2)
+    taken = [k for s in shards for k in s]
+    assert all(len(list(s)) == 4 for s in shards) and set(taken) == set(keys) and len(taken) == 12

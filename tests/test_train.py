@@ -1,0 +1,104 @@
+"""Training: a short run with validation and checkpoints, bit-identical resume, options and logs."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import train
+from models.checkpoint import read_checkpoint
+
+BASE = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "64", "--crop_size", "32",
+        "--batch_size", "4", "--pretrained_backbones", "false", "--device", "cpu", "--num_workers", "0",
+        "--seed", "7", "--max_steps", "3", "--val_crops", "center", "--progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def _run(data_root, ckpt_dir, name, *extra):
+    return train.main([*BASE, "--data_root", data_root, "--checkpoints_dir", str(ckpt_dir), "--name", name, *extra])
+
+
+def test_short_training_writes_checkpoints_logs_and_options(data_root, tmp_path, capsys):
+    best = _run(data_root, tmp_path, "short", "--n_epoch", "2")
+    out = capsys.readouterr().out
+    run = tmp_path / "short"
+    expected = {"best.pth", "last.pth", "opt.json", "opt.txt", "split.json", "train.log", "tb"}
+    assert expected <= {p.name for p in run.iterdir()}
+    assert out.splitlines()[0].startswith("run: world_size=1 device=cpu")
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all("val SRCC=" in line and "main=" in line for line in epochs)
+    assert all(math.isfinite(best[k]) for k in ("SRCC", "PLCC", "KRCC", "RMSE", "main"))
+    deform, regressor, meta = read_checkpoint(run / "last.pth")
+    assert meta["score_norm"]["kind"] == "minmax" and meta["score_norm"]["hi"] > meta["score_norm"]["lo"]
+    assert meta["model_config"]["vit"] == "vit_base_patch8_224.augreg_in21k_ft_in1k"
+    raw = torch.load(run / "last.pth", weights_only=False)
+    assert raw["epoch"] == 1 and raw["scheduler_state_dict"]["last_epoch"] == 6
+    assert len(raw["optimizer_state_dict"]["param_groups"]) == 2
+    split = json.loads((run / "split.json").read_text())["splits"]
+    assert len(split["train"]) == 3 and len(split["val"]) == 1 and not set(split["train"]) & set(split["val"])
+    saved = json.loads((run / "opt.json").read_text())
+    assert saved["learning_rate"] == 1e-4 and saved["T_max"] == 50 and saved["n_epoch"] == 2
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert "epoch 2/2" in (run / "train.log").read_text()
+
+
+def test_resume_is_bit_identical(data_root, tmp_path):
+    _run(data_root, tmp_path, "whole", "--n_epoch", "2")
+    _run(data_root, tmp_path, "parts", "--n_epoch", "1")
+    _run(data_root, tmp_path, "parts", "--n_epoch", "2", "--resume")
+    a = torch.load(tmp_path / "whole" / "last.pth", weights_only=False)
+    b = torch.load(tmp_path / "parts" / "last.pth", weights_only=False)
+    for key in ("deform_net_model_state_dict", "regressor_model_state_dict"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), name
+    for sa, sb in zip(a["optimizer_state_dict"]["state"].values(), b["optimizer_state_dict"]["state"].values()):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["scheduler_state_dict"] == b["scheduler_state_dict"] and a["epoch"] == b["epoch"] == 1
+    assert a["best"] == b["best"]
+
+
+def test_config_file_round_trip(data_root, tmp_path):
+    from options.train_options import TrainOptions
+
+    _run(data_root, tmp_path, "cfg", "--n_epoch", "1", "--learning_rate", "3e-4")
+    opt = TrainOptions().parse(["--config", str(tmp_path / "cfg" / "opt.json"), "--n_epoch", "5"])
+    assert opt.learning_rate == 3e-4 and opt.n_epoch == 5 and opt.crop_size == 32 and opt.dataset == "synthetic"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--crop_size", "100"], "multiple of 32"),
+    (["--val_list", "x.txt"], "--val_list needs"),
+    (["--split_ratio", "abc"], "--split_ratio"),
+    (["--n_epoch", "0"], "--n_epoch must be"),
+    (["--pretrained_backbones", "false", "--vit_weights", "v.npz"], "contradicts"),
+    (["--patch_size", "16", "--vit", "vit_base_patch8_224"], "does not match"),
+])
+def test_bad_option_combinations(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_images_stop_training_unless_skipped(data_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    victim = sorted((root / "Train_Dis").iterdir())[5]
+    victim.unlink()
+    argv = [*BASE, "--dataset", "pipal", "--data_root", str(root), "--checkpoints_dir", str(tmp_path), "--n_epoch", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*argv, "--name", "bad"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{victim.name}: image not found" in err and "--skip_bad" in err
+    train.main([*argv, "--name", "skip", "--skip_bad"])
+    assert "skipped (" in capsys.readouterr().out and (tmp_path / "skip" / "last.pth").is_file()

@@ -1,0 +1,347 @@
+"""Training: splits, data check, the epoch loop, validation, checkpoints, resume, logging, DDP.
+
+Flow: options -> :func:`prepare_splits` (dataset, reference-disjoint split, saved ``split.json``) ->
+:class:`Trainer` (model, Adam with the authors' two groups, cosine schedule stepped per iteration) ->
+``run()``: per epoch train, validate every ``val_freq`` epochs, write ``last.pth`` and ``best.pth``.
+Under ``torchrun`` each process trains on its shard (DistributedSampler); validation scores each pair
+once on some rank and gathers the predictions; rank 0 alone writes files.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data.datasets import (DEFAULT_RATIO, SPLITS, STANDARD_RATIO, CropPairs, EpochSampler, ScoreNorm, apply_split,
+                           check_pairs_on_disk, describe, load_dataset, parse_ratio, read_split, split_references,
+                           unique_messages, write_split)
+from data.records import Pair
+from models.ahiq import AHIQ, build_ahiq
+from models.checkpoint import load_heads, read_checkpoint, save_checkpoint
+from models.scoring import precision_context, score_pairs
+from options.base_options import model_config, save_options
+from utils.errors import UserError
+from utils.metrics import format_metrics, iqa_metrics
+
+
+@dataclass
+class RunContext:
+    """Where this process runs: rank and world size (1 without torchrun) and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_run(device_opt: str) -> RunContext:
+    """Initialise torch.distributed when started by torchrun (NCCL on GPU, gloo on CPU)."""
+    from models.checkpoint import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_opt)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return RunContext(rank, world, local, device)
+
+
+def prepare_splits(opt: argparse.Namespace, run_dir: Path | None) -> tuple[dict[str, list[Pair]], dict]:
+    """Train/val/test pairs from the options, the split saved as ``run_dir/split.json`` (when given)."""
+    pairs = load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
+                         synthetic_size=opt.synthetic_size, seed=opt.split_seed)
+    if not pairs:
+        raise UserError(f"--data_root {opt.data_root}: no labelled pairs found")
+    if opt.split_file:
+        split = read_split(opt.split_file)
+        info = {"dataset": opt.dataset, "from": str(opt.split_file)}
+    else:
+        ratio_text = opt.split_ratio or DEFAULT_RATIO.get(opt.dataset, STANDARD_RATIO)
+        if opt.val_list and not opt.split_ratio:
+            ratio_text = "1:0"  # a given validation list replaces the held-out part
+        ratio = parse_ratio(ratio_text)
+        split = split_references([p.ref_id for p in pairs], ratio, opt.split_seed)
+        info = {"dataset": opt.dataset, "ratio": ratio_text, "seed": opt.split_seed}
+    parts = apply_split(pairs, split)
+    if opt.val_list:
+        from data.pipal import load_folder_pairs
+
+        parts["val"] = load_folder_pairs(Path(opt.val_ref_dir), Path(opt.val_dis_dir), Path(opt.val_list))
+        info["val_list"] = str(opt.val_list)
+    if run_dir is not None:
+        write_split(run_dir / "split.json", split, info)
+    return parts, info
+
+
+def run_data_check(parts: dict[str, list[Pair]], crop: int, decode: bool) -> dict[str, list[tuple[int, str]]]:
+    """Print one ``data check:`` line per split, then its problems; return the problems per split."""
+    found = {}
+    for name in SPLITS:
+        pairs = parts.get(name) or []
+        if not pairs and name == "test":
+            continue
+        problems = check_pairs_on_disk(pairs, crop, decode)
+        found[name] = problems
+        print(f"data check: {name} {describe(pairs)}; {len(unique_messages(problems))} problems")
+    for name, problems in found.items():
+        for line in unique_messages(problems):
+            print(f"  {name}: {line}")
+    return found
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``deform_net`` and ``regressor`` of an :class:`AHIQ` model; see the module docstring."""
+
+    def __init__(self, opt: argparse.Namespace, ctx: RunContext):
+        self.opt, self.ctx = opt, ctx
+        self.run_dir = Path(opt.checkpoints_dir) / opt.name
+        if ctx.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = self._logger()
+        seed_everything(opt.seed)
+        self.parts, self.split_info = prepare_splits(opt, self.run_dir if ctx.main else None)
+        if not self.parts["train"] or not self.parts["val"]:
+            raise UserError(f"need training and validation pairs; got {describe(self.parts['train'])} and "
+                            f"{describe(self.parts['val'])} (check --split_ratio / --val_list)")
+        self._screen_data()
+        train_scores = [p.score for p in self.parts["train"]]
+        self.norm = ScoreNorm.fit(train_scores, "none" if opt.score_norm == "none" else "minmax")
+        self.model = self._build_model()
+        heads = list(self.model.regressor.parameters()), list(self.model.deform_net.parameters())
+        self.trainable = heads[0] + heads[1]
+        fused = ctx.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(
+            [{"params": heads[0], "lr": opt.learning_rate, "weight_decay": opt.weight_decay},
+             {"params": heads[1], "lr": opt.learning_rate, "weight_decay": opt.weight_decay}], fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=opt.T_max,
+                                                                    eta_min=opt.eta_min)
+        self.start_epoch, self.best = 0, {"main": -math.inf}
+        if opt.resume:
+            self._resume()
+        self.net = self.model
+        if ctx.world_size > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        if opt.compile:
+            self.net = torch.compile(self.net)
+        self.train_set = CropPairs(self.parts["train"], self.norm([p.score for p in self.parts["train"]]),
+                                   opt.crop_size, opt.flip, opt.seed)
+        self.loader = self._make_loader()
+        self.writer = None
+        if ctx.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            save_options(opt, self.run_dir)
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _logger(self) -> logging.Logger:
+        log = logging.getLogger(f"ahiq.train.{id(self)}")
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        if self.ctx.main:
+            for handler in (logging.FileHandler(self.run_dir / "train.log"), logging.StreamHandler(sys.stdout)):
+                handler.setFormatter(logging.Formatter("%(message)s"))
+                log.addHandler(handler)
+        return log
+
+    def _screen_data(self) -> None:
+        """The start-up data check (header reads); bad pairs stop training unless --skip_bad."""
+        for name in ("train", "val"):
+            problems = check_pairs_on_disk(self.parts[name], self.opt.crop_size, decode=False)
+            if not problems:
+                continue
+            lines = unique_messages(problems)
+            if not self.opt.skip_bad:
+                raise UserError(f"{len(lines)} problem(s) in the {name} data:\n  " + "\n  ".join(lines[:20])
+                                + ("\n  ..." if len(lines) > 20 else "")
+                                + "\n(fix them, run --check_data for the full list, or add --skip_bad)")
+            bad = {i for i, _ in problems}
+            self.parts[name] = [p for i, p in enumerate(self.parts[name]) if i not in bad]
+            for line in lines:
+                self.log.info(f"skipped ({name}): {line}")
+
+    def _build_model(self) -> AHIQ:
+        opt = self.opt
+        model = build_ahiq(model_config(opt), opt.pretrained_backbones, opt.vit_weights, opt.cnn_weights)
+        if opt.checkpoint:
+            deform, regressor, _ = read_checkpoint(opt.checkpoint)
+            load_heads(model, deform, regressor, opt.checkpoint)
+            self.log.info(f"initialised fusion and head from {opt.checkpoint}")
+        return model.to(self.ctx.device)
+
+    def _resume(self) -> None:
+        path = self.run_dir / "last.pth"
+        if not path.is_file():
+            self.log.info(f"resume: {path} not found; starting from epoch 1")
+            return
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        load_heads(self.model, ckpt["deform_net_model_state_dict"], ckpt["regressor_model_state_dict"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.best = ckpt.get("best", self.best)
+        self.norm = ScoreNorm.from_dict(ckpt["ahiq"].get("score_norm"))
+        rng = ckpt.get("rng", {}).get(self.ctx.rank)
+        if rng is not None:
+            _set_rng_state(rng)
+        self.log.info(f"resumed from {path}: epoch {self.start_epoch} done, best main={self.best['main']:.4f}")
+
+    # ----------------------------------------------------------------------------------------- loop
+    def _make_loader(self) -> DataLoader:
+        self.sampler = EpochSampler(len(self.train_set), self.opt.seed, self.ctx.rank, self.ctx.world_size)
+        workers = self.opt.num_workers
+        return DataLoader(self.train_set, batch_size=self.opt.batch_size, sampler=self.sampler, num_workers=workers,
+                          pin_memory=self.ctx.device.type == "cuda", persistent_workers=workers > 0,
+                          prefetch_factor=4 if workers else None)
+
+    def train_epoch(self, epoch: int) -> float:
+        self.net.train()
+        device = self.ctx.device
+        self.sampler.set_epoch(epoch)
+        loader = self.loader
+        steps = len(loader) if not self.opt.max_steps else min(len(loader), self.opt.max_steps)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.opt.n_epoch}", unit="step",
+                   disable=not (self.ctx.main and self.opt.progress), leave=False, file=sys.stdout)
+        loss_sum = torch.zeros((), device=device)
+        count = 0
+        for step, (dist_img, ref_img, target, _) in enumerate(loader):
+            if step >= steps:
+                break
+            dist_img = dist_img.to(device, non_blocking=True)
+            ref_img = ref_img.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            with precision_context(self.opt.precision, device):
+                pred = self.net(dist_img, ref_img)
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.opt.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, self.opt.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * len(target)
+            count += len(target)
+            if step % 10 == 0 or step == steps - 1:  # the only host syncs of the loop
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise UserError(f"training diverged: loss is {value} at epoch {epoch + 1} step {step + 1}; "
+                                    "lower --learning_rate or set --grad_clip")
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            bar.update(1)
+        bar.close()
+        if self.ctx.world_size > 1:
+            total = torch.stack([loss_sum, torch.tensor(float(count), device=device)])
+            dist.all_reduce(total)
+            loss_sum, count = total[0], int(total[1].item())
+        return float(loss_sum.item() / max(count, 1))
+
+    def validate(self) -> dict[str, float]:
+        """Metrics over every validation pair exactly once (sharded across ranks, then gathered)."""
+        pairs = self.parts["val"]
+        mine = list(range(self.ctx.rank, len(pairs), self.ctx.world_size))
+        self.model.eval()
+        results = score_pairs(self.model, [(pairs[i].dist, pairs[i].ref) for i in mine], self.opt.val_crops,
+                              self.opt.crop_size, self.opt.seed, batch_size=max(1, self.opt.batch_size),
+                              precision=self.opt.precision, num_workers=self.opt.num_workers, progress=False)
+        preds = {i: r.score for i, r in zip(mine, results)}
+        if self.ctx.world_size > 1:
+            gathered: list = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, preds)
+            preds = {i: s for part in gathered for i, s in part.items()}
+        if sorted(preds) != list(range(len(pairs))):
+            raise RuntimeError(f"validation scored {len(preds)} of {len(pairs)} pairs")
+        labels = [p.score for p in pairs]
+        norm = ScoreNorm.fit(labels) if self.opt.score_norm == "per_split" else self.norm
+        return iqa_metrics([preds[i] for i in range(len(pairs))], norm(labels))
+
+    def checkpoint_meta(self, epoch: int) -> dict:
+        return {"score_norm": self.norm.to_dict(), "split": self.split_info, "epoch": epoch,
+                "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()}}
+
+    def save(self, filename: str, epoch: int, loss: float, metrics: dict | None) -> None:
+        rng = {self.ctx.rank: _rng_state()}
+        if self.ctx.world_size > 1:
+            gathered: list = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, rng)
+            rng = {k: v for part in gathered for k, v in part.items()}
+        if not self.ctx.main:
+            return
+        save_checkpoint(self.run_dir / filename, self.model, self.checkpoint_meta(epoch), epoch=epoch, loss=loss,
+                        optimizer_state_dict=self.optimizer.state_dict(),
+                        scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng)
+
+    def run(self) -> dict[str, float]:
+        opt, ctx = self.opt, self.ctx
+        self.log.info(f"run: world_size={ctx.world_size} device={ctx.device} precision={opt.precision} "
+                      f"name={opt.name} dataset={opt.dataset} train={describe(self.parts['train'])} "
+                      f"val={describe(self.parts['val'])} crop={opt.crop_size} batch={opt.batch_size} "
+                      f"epochs={self.start_epoch + 1}..{opt.n_epoch}")
+        for epoch in range(self.start_epoch, opt.n_epoch):
+            start = time.perf_counter()
+            loss = self.train_epoch(epoch)
+            lr = self.scheduler.get_last_lr()[0]
+            metrics = None
+            line = f"epoch {epoch + 1}/{opt.n_epoch} loss={loss:.5f} lr={lr:.3e}"
+            if (epoch + 1) % opt.val_freq == 0 or epoch + 1 == opt.n_epoch:
+                metrics = self.validate()
+                line += f" val {format_metrics(metrics)}"
+                if metrics["main"] > self.best["main"]:  # by SRCC + PLCC, not SRCC *or* PLCC
+                    self.best = {**metrics, "epoch": epoch + 1}
+                    self.save("best.pth", epoch, loss, metrics)
+                    line += " (best)"
+            self.save("last.pth", epoch, loss, metrics)
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, epoch + 1)
+                self.writer.add_scalar("train/lr", lr, epoch + 1)
+                for key, value in (metrics or {}).items():
+                    self.writer.add_scalar(f"val/{key}", value, epoch + 1)
+                self.writer.flush()
+            self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
+        if self.writer is not None:
+            self.writer.close()
+        if self.best["main"] > -math.inf:
+            self.log.info(f"best: epoch {self.best.get('epoch')} {format_metrics(self.best)} -> {self.run_dir / 'best.pth'}")
+        return self.best
