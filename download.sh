@@ -43,6 +43,8 @@ for TAG in vit_base_patch8_224.augreg_in21k_ft_in1k resnet50.a1_in1k; do
   fi
   if python3 - "$TAG" "$DEST" 2>/dev/null <<'PY'
 import os, shutil, socket, sys
+if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+    sys.exit(1)  # the user asked for no hub access
 socket.create_connection(("huggingface.co", 443), timeout=10).close()  # fail fast offline, no retry loop
 from huggingface_hub import hf_hub_download
 tag, dest = sys.argv[1], sys.argv[2]

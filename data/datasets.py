@@ -203,6 +203,9 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
     """Problems of the pairs' images as ``(pair index, 'file: reason')``: missing, undecodable (full decode
     when ``decode``, else header only), reference/distorted size mismatch, smaller than ``crop``."""
     def one(pair: Pair) -> str | None:
+        if not pair.ref.is_file():
+            return (f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or remove "
+                    "or rename the distorted image")
         sizes = []
         for path in (pair.dist, pair.ref):
             try:

@@ -59,3 +59,25 @@ def random_pair_images(folder: Path, names: list[tuple[str, str]], height: int, 
             cv2.imwrite(str(folder / "ref" / ref_name), refs[ref_name])
         noisy = refs[ref_name] + rng.normal(0, 5 + 10 * k, refs[ref_name].shape)
         cv2.imwrite(str(folder / "dist" / dist_name), np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def authors_files(tmp_path_factory):
+    """An authors'-format checkpoint (``ahiq.pth``) and backbone weight files (``vit.safetensors``,
+    ``cnn.pth``) holding seeded random weights, and the AHIQ model they make."""
+    import timm
+
+    from models.ahiq import build_ahiq
+    from tests.weight_files import save_state_dict
+
+    folder = tmp_path_factory.mktemp("authors")
+    torch.manual_seed(21)
+    save_state_dict(timm.create_model("vit_base_patch8_224", pretrained=False), folder / "vit.safetensors")
+    save_state_dict(timm.create_model("resnet50", pretrained=False), folder / "cnn.pth")
+    model = build_ahiq(pretrained_backbones=True, vit_weights=str(folder / "vit.safetensors"),
+                       cnn_weights=str(folder / "cnn.pth"))
+    _randomise_heads(model)
+    torch.save({"epoch": 32, "regressor_model_state_dict": model.regressor.state_dict(),
+                "deform_net_model_state_dict": model.deform_net.state_dict(), "optimizer_state_dict": {},
+                "scheduler_state_dict": {}, "loss": 0.0}, folder / "ahiq.pth")
+    return folder, model.eval()

@@ -61,9 +61,9 @@ def real_labels(name: str) -> Path | None:
 
 
 def _tiny_image_bytes(suffix: str) -> bytes:
-    # One encoded 8x8 image written under every name: the loaders only list files, and writing bytes
-    # is ten times faster than encoding thousands of images.
-    pixels = (np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3) * 3).astype(np.uint8)
+    # One encoded 32x32 image (the smallest crop) written under every name: writing bytes is ten times
+    # faster than encoding thousands of images, and the data check accepts it.
+    pixels = (np.arange(32 * 32 * 3) % 251).astype(np.uint8).reshape(32, 32, 3)
     ok, data = cv2.imencode(suffix, pixels)
     assert ok, suffix
     return data.tobytes()

@@ -68,28 +68,10 @@ def test_folder_pair_scored_end_to_end(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def authors_setup(tmp_path_factory):
-    """An authors'-format checkpoint and backbone weight files holding seeded random weights."""
-    import timm
-
-    from models.ahiq import build_ahiq
-    from tests.conftest import _randomise_heads
-    from tests.weight_files import save_state_dict
-
-    folder = tmp_path_factory.mktemp("authors")
-    torch.manual_seed(21)
-    vit = timm.create_model("vit_base_patch8_224", pretrained=False)
-    cnn = timm.create_model("resnet50", pretrained=False)
-    save_state_dict(vit, folder / "vit.safetensors")
-    save_state_dict(cnn, folder / "cnn.pth")
-    model = build_ahiq(pretrained_backbones=True, vit_weights=str(folder / "vit.safetensors"),
-                       cnn_weights=str(folder / "cnn.pth"))
-    _randomise_heads(model)
-    torch.save({"epoch": 32, "regressor_model_state_dict": model.regressor.state_dict(),
-                "deform_net_model_state_dict": model.deform_net.state_dict(), "optimizer_state_dict": {},
-                "scheduler_state_dict": {}, "loss": 0.0}, folder / "ahiq.pth")
+def authors_setup(authors_files):
+    folder, model = authors_files
     random_pair_images(folder, [("A0001_00_00.bmp", "A0001.bmp"), ("A0002_03_01.bmp", "A0002.bmp")], 240, 256)
-    return folder, model.eval()
+    return folder, model
 
 
 @pytest.mark.parametrize("crops", ["center", "five"])

@@ -268,3 +268,24 @@ def test_csiq_sheet_missing_is_a_user_error(tmp_path: Path) -> None:
     book.save(tmp_path / "csiq.DMOS.xlsx")
     with pytest.raises(UserError, match=r"no sheet 'all_by_image' \(sheets: by_type\)"):
         load_csiq(tmp_path)
+
+
+@pytest.mark.parametrize("name, builder, pairs, refs", [
+    ("tid2013", "build_tid2013", 3000, 25), ("kadid10k", "build_kadid10k", 10125, 81),
+    ("csiq", "build_csiq", 866, 30), ("live", "build_live", 779, 29)])
+def test_check_data_counts_over_disjoint_splits(tmp_path, name, builder, pairs, refs):
+    import subprocess
+    import sys
+
+    folder = {"tid2013": "TID2013", "kadid10k": "KADID-10k", "csiq": "CSIQ", "live": "LIVE"}[name]
+    if fx.real_labels(folder) is None:
+        pytest.skip("needs the real label files in ../shared/data/labels")
+    root = getattr(fx, builder)(tmp_path / name)
+    proc = subprocess.run([sys.executable, "train.py", "--dataset", name, "--data_root", str(root), "--check_data",
+                           "--crop_size", "32"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = re.findall(r"^data check: (\w+) (\d+) pairs from (\d+) references; (\d+) problems$", proc.stdout, re.M)
+    assert [f[0] for f in found] == ["train", "val", "test"]
+    assert sum(int(f[1]) for f in found) == pairs and sum(int(f[2]) for f in found) == refs
+    assert all(f[3] == "0" for f in found)

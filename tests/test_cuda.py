@@ -1,0 +1,44 @@
+"""GPU-only checks (skipped without CUDA): the sampled deformable conv and bf16 scores on the device."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from models.deform import deform_conv3x3
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh)")
+
+
+def test_sampled_deform_conv_equals_torchvision_on_cuda():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 768, 56, 56, generator=gen).cuda()
+    offset = (torch.randn(4, 18, 56, 56, generator=gen) * 3).cuda()
+    weight = (torch.randn(768, 768, 3, 3, generator=gen) * 0.02).cuda()
+    bias = torch.randn(768, generator=gen).cuda()
+    ours = deform_conv3x3(x, offset, weight, bias)
+    ref = torchvision.ops.deform_conv2d(x, offset.repeat_interleave(2, 0), weight, bias, padding=(1, 1))
+    assert (ours - ref).abs().max().item() < 1e-5 * max(1.0, ref.abs().max().item())
+    low = deform_conv3x3(x.bfloat16(), offset, weight, bias).float()
+    assert (low - ref).abs().max().item() < 0.02 * ref.abs().max().item()
+
+
+def test_model_on_cuda_matches_cpu_and_bf16_is_close(small_model):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    gen = torch.Generator().manual_seed(1)
+    dist = torch.rand(4, 3, 224, 224, generator=gen)
+    ref = (dist + 0.1 * torch.rand(dist.shape, generator=gen)).clamp(0, 1)
+    with torch.inference_mode():
+        cpu = small_model(dist, ref)
+        model = small_model.cuda()
+        try:
+            gpu = model(dist.cuda(), ref.cuda()).cpu()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                low = model(dist.cuda(), ref.cuda()).float().cpu()
+        finally:
+            small_model.cpu()
+    assert (gpu - cpu).abs().max().item() < 1e-4
+    assert (low - cpu).abs().max().item() < 2e-3 * max(1.0, cpu.abs().max().item())

@@ -1,0 +1,172 @@
+"""test.py and score.py as users run them: every pair scored, NTIRE zip, pictures, bad input, download.sh."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.conftest import ROOT, random_pair_images
+
+PIPAL_NAMES = [(f"A{r:04d}_{t:02d}_{k:02d}.bmp", f"A{r:04d}.bmp") for r, t, k in
+               [(1, 0, 0), (1, 2, 5), (1, 10, 3), (5, 1, 1), (5, 6, 9), (17, 3, 2), (17, 11, 0)]]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="module")
+def pipal_folder(authors_files, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ntire")
+    random_pair_images(folder, PIPAL_NAMES, 72, 80)
+    labels = folder / "labels.txt"
+    labels.write_text("".join(f"{d}, {1500 - 40 * i:.4f}\n" for i, (d, _) in enumerate(PIPAL_NAMES)).rstrip("\n"))
+    return folder
+
+
+def weights(authors_files) -> list[str]:
+    folder, _ = authors_files
+    return ["--checkpoint", str(folder / "ahiq.pth"), "--vit_weights", str(folder / "vit.safetensors"),
+            "--cnn_weights", str(folder / "cnn.pth"), "--device", "cpu", "--crop_size", "64"]
+
+
+def test_every_pair_scored_with_ntire_zip(authors_files, pipal_folder, tmp_path):
+    out, zipped = tmp_path / "results.txt", tmp_path / "submission.zip"
+    proc = run("test.py", "--ref_dir", str(pipal_folder / "ref"), "--dist_dir", str(pipal_folder / "dist"),
+               "--crops", "center", "--batch_size", "4", "--output", str(out), "--ntire_zip", str(zipped),
+               *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 7 and [line.split(",")[0] for line in lines] == sorted(d for d, _ in PIPAL_NAMES)
+    with zipfile.ZipFile(zipped) as zf:
+        assert sorted(zf.namelist()) == ["output.txt", "readme.txt"]
+        assert zf.read("output.txt").decode().splitlines() == lines
+        readme = zf.read("readme.txt").decode().splitlines()
+    assert readme[0].startswith("runtime per image [s] : ") and float(readme[0].split(":")[1]) > 0
+    assert readme[1] == "CPU[1] / GPU[0] : 1" and readme[2] == "Extra Data [1] / No Extra Data [0] : 0"
+    assert "ahiq.pth" in proc.stderr and "vit.safetensors" in proc.stderr  # says what it used
+    # batch size 1 gives the same scores (nothing dropped, nothing mixed up)
+    out1 = tmp_path / "b1.txt"
+    proc = run("test.py", "--ref_dir", str(pipal_folder / "ref"), "--dist_dir", str(pipal_folder / "dist"),
+               "--crops", "center", "--batch_size", "1", "--output", str(out1), *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    for a, b in zip(lines, out1.read_text().splitlines()):
+        assert a.split(",")[0] == b.split(",")[0] and abs(float(a.split(",")[1]) - float(b.split(",")[1])) < 1e-5
+
+
+def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path):
+    plot = tmp_path / "scatter.png"
+    proc = run("test.py", "--ref_dir", str(pipal_folder / "ref"), "--dist_dir", str(pipal_folder / "dist"),
+               "--labels", str(pipal_folder / "labels.txt"), "--crops", "random:3", "--flip_tta", "true",
+               "--output", str(tmp_path / "r.txt"), "--plot", str(plot), *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    line = [x for x in proc.stdout.splitlines() if x.startswith("test: ")][0]
+    assert all(f"{k}=" in line for k in ("SRCC", "PLCC", "KRCC", "RMSE", "main"))
+    img = cv2.imread(str(plot))
+    assert img is not None and img.shape[0] > 200
+
+
+def test_score_py_quality_maps(authors_files, pipal_folder, tmp_path):
+    maps = tmp_path / "maps"
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for name, _ in PIPAL_NAMES[:3]:
+        shutil.copy(pipal_folder / "dist" / name, dist / name)
+    proc = run("score.py", "--ref", str(pipal_folder / "ref"), "--dist", str(dist), "--crops", "five",
+               "--save_maps", str(maps), *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    pngs = sorted(maps.glob("*.png"))
+    assert [p.stem for p in pngs] == sorted(Path(n).stem for n, _ in PIPAL_NAMES[:3])
+    for p in pngs:
+        img = cv2.imread(str(p))
+        assert img is not None and img.shape[1] > 2 * img.shape[0]  # image + two heatmaps side by side
+
+
+def _bad_case(kind: str, pipal_folder: Path, tmp: Path) -> tuple[Path, Path, str, list[str]]:
+    """A folder pair with one problem, and the file name the message must give."""
+    ref, dist = tmp / "ref", tmp / "dist"
+    shutil.copytree(pipal_folder / "ref", ref)
+    shutil.copytree(pipal_folder / "dist", dist)
+    extra: list[str] = []
+    if kind == "missing reference":
+        (ref / "A0005.bmp").unlink()
+        return ref, dist, "A0005", extra
+    if kind == "undecodable":
+        (dist / "A0001_02_05.bmp").write_bytes(b"BM not really an image")
+        return ref, dist, "A0001_02_05.bmp", extra
+    if kind == "size mismatch":
+        img = cv2.imread(str(dist / "A0017_03_02.bmp"))
+        cv2.imwrite(str(dist / "A0017_03_02.bmp"), img[:-8])
+        return ref, dist, "A0017_03_02.bmp", extra
+    if kind == "smaller than crop":
+        return ref, dist, "smaller than the 96x96 crop", ["--crop_size", "96"]
+    if kind == "unpaired":
+        shutil.copy(dist / "A0001_00_00.bmp", dist / "B0099_00_00.bmp")
+        return ref, dist, "B0099_00_00.bmp", extra
+    if kind == "not a checkpoint":
+        bad = tmp / "not_ahiq.pth"
+        import torch
+
+        torch.save({"state_dict": {"fc.weight": torch.zeros(2)}}, bad)
+        return ref, dist, "not_ahiq.pth", ["--checkpoint", str(bad)]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("script", ["test.py", "score.py"])
+@pytest.mark.parametrize("kind", ["missing reference", "undecodable", "size mismatch", "smaller than crop",
+                                  "unpaired", "not a checkpoint"])
+def test_bad_input_is_one_clear_error_and_nothing_written(authors_files, pipal_folder, tmp_path, script, kind):
+    ref, dist, needle, extra = _bad_case(kind, pipal_folder, tmp_path)
+    out = tmp_path / "out.csv"
+    out.write_text("previous results\n")
+    flags = ["--ref_dir", str(ref), "--dist_dir", str(dist)]
+    if script == "score.py":
+        flags = ["--ref", str(ref), "--dist", str(dist)]
+    proc = run(script, *flags, "--crops", "center", "--output", str(out), *weights(authors_files), *extra)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[0].startswith("error: ")
+    assert out.read_text() == "previous results\n"  # untouched
+
+
+def test_skip_bad_scores_the_rest(authors_files, pipal_folder, tmp_path):
+    ref, dist, needle, _ = _bad_case("undecodable", pipal_folder, tmp_path)
+    out = tmp_path / "r.txt"
+    proc = run("test.py", "--ref_dir", str(ref), "--dist_dir", str(dist), "--crops", "center", "--skip_bad",
+               "--output", str(out), *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped: " in proc.stderr and needle in proc.stderr
+    assert len(out.read_text().splitlines()) == 6
+
+
+def test_download_script_offline(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "curl").write_text("#!/bin/sh\nexit 6\n")  # no network: curl fails at once
+    (fake_bin / "curl").chmod(0o755)
+    for tool in ("sh", "sha256sum", "cut", "mkdir", "rm", "mv", "dirname", "cat"):
+        if shutil.which(tool):
+            os.symlink(shutil.which(tool), fake_bin / tool)
+    os.symlink(sys.executable, fake_bin / "python3")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "download.sh", repo / "download.sh")
+    (repo / "checkpoints" / "backbones").mkdir(parents=True)
+    (repo / "checkpoints" / "backbones" / "resnet50.a1_in1k.safetensors").write_bytes(b"x" * 10)
+    env = {"PATH": str(fake_bin), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["sh", "download.sh"], cwd=repo, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("failed: checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33-da3ea303.pth: could not download")
+    assert lines[1].startswith("failed: checkpoints/backbones/vit_base_patch8_224.augreg_in21k_ft_in1k.safetensors")
+    assert "copy it to" in lines[1]
+    assert lines[2] == "ok: checkpoints/backbones/resnet50.a1_in1k.safetensors"  # idempotent: kept
+    assert not list((repo / "checkpoints").rglob("*.part"))
