@@ -37,6 +37,17 @@ def find_local_weights(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Pa
     return None
 
 
+def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
+    """Whether pretrained weights of every backbone ``names`` are on this machine (backbones folder or hub cache)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return any(isinstance(try_to_load_from_cache(f"timm/{name}", f), str)
+                   for f in ("model.safetensors", "pytorch_model.bin"))
+
+    return all(find_local_weights(n) is not None or cached(n) for n in names)
+
+
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

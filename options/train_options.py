@@ -71,6 +71,8 @@ class TrainOptions(BaseOptions):
         g.add_argument("--resume", action="store_true",
                        help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG)")
         g.add_argument("--max_steps", type=int, default=0, help="stop each epoch after N steps (0: full epoch)")
+        g.add_argument("--time_limit", type=float, default=0,
+                       help="stop training after this many seconds (then validate and save); 0: no limit")
         g.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar per epoch")
 
     def check(self, opt: argparse.Namespace) -> None:

@@ -135,6 +135,8 @@ class Trainer:
 
     def __init__(self, opt: argparse.Namespace, ctx: RunContext):
         self.opt, self.ctx = opt, ctx
+        if opt.time_limit and ctx.world_size > 1:
+            raise UserError("--time_limit is for single-process runs (ranks would stop at different steps)")
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
         if ctx.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +239,10 @@ class Trainer:
                           pin_memory=self.ctx.device.type == "cuda", persistent_workers=workers > 0,
                           prefetch_factor=4 if workers else None)
 
+    def out_of_time(self, ahead: float = 0.0) -> bool:
+        """Whether ``--time_limit`` is (or, ``ahead`` seconds from now, will be) used up."""
+        return bool(self.opt.time_limit) and time.perf_counter() + ahead - self.started > self.opt.time_limit
+
     def train_epoch(self, epoch: int) -> float:
         self.net.train()
         device = self.ctx.device
@@ -248,7 +254,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         count = 0
         for step, (dist_img, ref_img, target, _) in enumerate(loader):
-            if step >= steps:
+            if step >= steps or self.out_of_time():
                 break
             dist_img = dist_img.to(device, non_blocking=True)
             ref_img = ref_img.to(device, non_blocking=True)
@@ -319,13 +325,16 @@ class Trainer:
                       f"name={opt.name} dataset={opt.dataset} train={describe(self.parts['train'])} "
                       f"val={describe(self.parts['val'])} crop={opt.crop_size} batch={opt.batch_size} "
                       f"epochs={self.start_epoch + 1}..{opt.n_epoch}")
+        self.started = time.perf_counter()
         for epoch in range(self.start_epoch, opt.n_epoch):
             start = time.perf_counter()
             loss = self.train_epoch(epoch)
             lr = self.scheduler.get_last_lr()[0]
             metrics = None
             line = f"epoch {epoch + 1}/{opt.n_epoch} loss={loss:.5f} lr={lr:.3e}"
-            if (epoch + 1) % opt.val_freq == 0 or epoch + 1 == opt.n_epoch:
+            # The last epoch is the final one, or one after which another would overrun --time_limit.
+            last = epoch + 1 == opt.n_epoch or self.out_of_time(ahead=time.perf_counter() - start)
+            if (epoch + 1) % opt.val_freq == 0 or last:
                 metrics = self.validate()
                 line += f" val {format_metrics(metrics)}"
                 if metrics["main"] > self.best["main"]:  # by SRCC + PLCC, not SRCC *or* PLCC
@@ -340,6 +349,9 @@ class Trainer:
                     self.writer.add_scalar(f"val/{key}", value, epoch + 1)
                 self.writer.flush()
             self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
+            if last and epoch + 1 < opt.n_epoch:
+                self.log.info(f"time limit of {opt.time_limit:.0f}s reached after epoch {epoch + 1}")
+                break
         if self.writer is not None:
             self.writer.close()
         if self.best["main"] > -math.inf:
