@@ -42,6 +42,7 @@ def main(argv=None) -> None:
     opt = options.parse(argv)
     pairs = collect_pairs(opt)
     device = resolve_device(opt.device)
+    torch.manual_seed(opt.seed)  # random-weight runs (--pretrained_backbones false, no checkpoint) repeat exactly
     model = load_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, device=str(device),
                        **options.arch_overrides(opt))

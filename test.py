@@ -100,6 +100,7 @@ def main(argv=None) -> dict | None:
         raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
     checkpoint = resolve_checkpoint(opt)
     device = resolve_device(opt.device)
+    torch.manual_seed(opt.seed)  # random-weight runs (--pretrained_backbones false, no checkpoint) repeat exactly
     model = load_model(checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, device=str(device),
                        **options.arch_overrides(opt))
@@ -137,6 +138,9 @@ def main(argv=None) -> dict | None:
     if not labelled:
         return None
     metrics = iqa_metrics(scores, [p.score for p in pairs])
+    details = output.with_name(f"{output.stem}_labels.csv")
+    atomic_write_text(details, "name,prediction,label,raw_label\n" + "".join(
+        f"{p.name},{s:.6f},{p.score:.6f},{p.raw if p.raw is not None else ''}\n" for p, s in zip(pairs, scores)))
     print(f"test: {format_metrics(metrics)}")
     if opt.plot:
         from utils.visual import save_scatter

@@ -62,7 +62,7 @@ def scoring(model, reference, images, positions, crop, device, args) -> list[tup
         return torch.stack([reference.score_image(d[None], r[None], positions, crop)[0] for d, r in zip(dist, ref)])
 
     base, t_base, mem_base = _timed(authors, device, 1)
-    rows.append(("score", "authors fp32", len(dist) / t_base, 1.0, mem_base, 0.0))
+    rows.append(("score", "authors fp32", len(dist) / t_base, 1.0, mem_base, base.tolist()))
     for precision in ("fp32", "bf16"):
         net = torch.compile(model) if args.compile else model
 
@@ -148,7 +148,8 @@ def main(argv=None) -> None:
     with torch.no_grad():
         gen = torch.Generator().manual_seed(1)
         for prm in list(model.deform_net.parameters()) + list(model.regressor.parameters()):
-            prm.copy_(torch.randn(prm.shape, generator=gen) * (1.0 / max(1, prm[0].numel())) ** 0.5)
+            scale = (1.0 / prm[0].numel()) ** 0.5 if prm.dim() > 1 else 0.01  # small biases: no dead ReLUs
+            prm.copy_(torch.randn(prm.shape, generator=gen) * scale)
     model = model.to(device).eval()
     reference = AuthorsPattern(model).to(device)
     gen = torch.Generator().manual_seed(2)
@@ -159,6 +160,8 @@ def main(argv=None) -> None:
     positions = crop_positions(f"random:{args.crops}", args.image, args.image, args.crop, seed=1919)
 
     rows = scoring(model, reference, (dist, ref), positions, args.crop, device, args)
+    print(f"authors' scores: {[round(v, 4) for v in rows[0][-1]]}")
+    rows[0] = rows[0][:-1] + (0.0,)
     with contextlib.suppress(torch.cuda.OutOfMemoryError):
         for batch in batches:
             rows += training(model, reference, batch, args.crop, device, args)

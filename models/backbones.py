@@ -93,6 +93,17 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def _uninitialised(name: str, **kwargs) -> nn.Module | None:
+    """The model with storage but no initialisation (built on the meta device): random init of ViT-B/8 costs
+    seconds and is overwritten by a state dict anyway. None when a buffer would not come from the state dict.
+    Only for state-dict files, whose strict check proves every tensor is then overwritten."""
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    if {k for k, _ in model.named_buffers()} - set(model.state_dict()):
+        return None
+    return model.to_empty(device="cpu")
+
+
 def create_timm_model(
     name: str, pretrained: bool, weights_file: str | Path | None = None, flag: str = "", **kwargs
 ) -> nn.Module:
@@ -106,7 +117,8 @@ def create_timm_model(
         if weights_file is None and pretrained:
             weights_file = find_local_weights(name)
         if weights_file is not None:
-            model = timm.create_model(name, pretrained=False, **kwargs)
+            model = _uninitialised(name, **kwargs) if Path(weights_file).suffix != ".npz" else None
+            model = model or timm.create_model(name, pretrained=False, **kwargs)
             load_weights_file(model, weights_file)
             return model
         if not pretrained:

@@ -71,6 +71,9 @@ def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path):
     assert all(f"{k}=" in line for k in ("SRCC", "PLCC", "KRCC", "RMSE", "main"))
     img = cv2.imread(str(plot))
     assert img is not None and img.shape[0] > 200
+    rows = (tmp_path / "r_labels.csv").read_text().splitlines()
+    assert rows[0] == "name,prediction,label,raw_label" and len(rows) == 8
+    assert rows[1].split(",")[2] == "1500.000000" and float(rows[1].split(",")[3]) == 1500.0
 
 
 def test_score_py_quality_maps(authors_files, pipal_folder, tmp_path):
