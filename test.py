@@ -33,15 +33,18 @@ def collect_pairs(opt) -> list[Pair]:
         from data.pipal import load_folder_pairs
 
         return load_folder_pairs(Path(opt.ref_dir), Path(opt.dist_dir), Path(opt.labels) if opt.labels else None)
+    if opt.split == "all":  # cross-dataset evaluation: every labelled pair, no split needed
+        from data.datasets import load_dataset
+
+        return load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
+                            synthetic_size=opt.synthetic_size, seed=opt.split_seed)
     from utils.trainer import prepare_splits
 
     saved = Path(opt.checkpoints_dir) / opt.name / "split.json"
-    if opt.split != "all" and not opt.split_file and not opt.split_ratio and saved.is_file():
+    if not opt.split_file and not opt.split_ratio and saved.is_file():
         opt.split_file = str(saved)
         print(f"note: using the training split {saved}", file=sys.stderr)
     parts, _ = prepare_splits(opt, None)
-    if opt.split == "all":
-        return sorted((p for part in parts.values() for p in part), key=lambda p: str(p.dist))
     split = opt.split or ("test" if parts["test"] else "val")
     if not parts[split]:
         raise UserError(f"--split {split}: the split has no pairs (see --split_ratio / --split_file)")

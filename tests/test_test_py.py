@@ -173,3 +173,20 @@ def test_download_script_offline(tmp_path):
     assert "copy it to" in lines[1]
     assert lines[2] == "ok: checkpoints/backbones/resnet50.a1_in1k.safetensors"  # idempotent: kept
     assert not list((repo / "checkpoints").rglob("*.part"))
+
+
+def test_cross_dataset_on_the_real_kadid_subset(authors_files, tmp_path):
+    from tests.conftest import shared_path
+
+    mini = shared_path("data", "mini", "KADID-10k-mini")
+    out = tmp_path / "kadid.txt"
+    proc = run("test.py", "--dataset", "kadid10k", "--data_root", str(mini), "--split", "all", "--crops", "center",
+               "--output", str(out), *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 pairs from 1 references" in proc.stderr
+    assert [line.split(",")[0] for line in out.read_text().splitlines()] == [
+        "I01_01_02.png", "I01_01_05.png", "I01_06_05.png", "I01_15_05.png"]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("test: SRCC=")]
+    assert len(line) == 1 and "KRCC=" in line[0]
+    labels = (tmp_path / "kadid_labels.csv").read_text().splitlines()[1:]
+    assert [float(r.split(",")[2]) for r in labels] == [4.33, 1.1, 2.27, 1.33]
