@@ -11,7 +11,7 @@ Data path for one batch of crop pairs (defaults: ViT-B/8 blocks 1-5, ResNet-50 l
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -48,7 +48,7 @@ class ModelConfig:
     cnn: str = DEFAULT_CNN
     cnn_stage: int = DEFAULT_CNN_STAGE
     normalization: str = "authors"
-    deform_impl: str = field(default="sampled", metadata={"help": "sampled (fast) or torchvision"})
+    deform_impl: str = "sampled"  # deformable conv: sampled (sampling + GEMM, fast) or torchvision (reference)
 
     def __post_init__(self):
         self.vit_blocks = tuple(int(b) for b in self.vit_blocks)

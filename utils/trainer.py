@@ -29,7 +29,7 @@ from data.datasets import (DEFAULT_RATIO, SPLITS, STANDARD_RATIO, CropPairs, Epo
                            unique_messages, write_split)
 from data.records import Pair
 from models.ahiq import AHIQ, build_ahiq
-from models.checkpoint import load_heads, read_checkpoint, save_checkpoint
+from models.checkpoint import load_heads, read_checkpoint, resolve_device, save_checkpoint
 from models.scoring import precision_context, score_pairs
 from options.base_options import model_config, save_options
 from utils.errors import UserError
@@ -52,8 +52,6 @@ class RunContext:
 
 def setup_run(device_opt: str) -> RunContext:
     """Initialise torch.distributed when started by torchrun (NCCL on GPU, gloo on CPU)."""
-    from models.checkpoint import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
