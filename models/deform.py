@@ -9,6 +9,7 @@ about twice as fast as torchvision's kernel.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 
 
@@ -47,8 +48,9 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     ``offset[b]``, so one set of offsets serves several feature maps (AHIQ: distorted and reference).
     ``weight`` ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, channels-last.
 
-    Works on pixel rows (channels contiguous): each neighbour read is one contiguous row copy, and each
-    tap's contribution is accumulated inside the GEMM (``addmm_``), so no im2col buffer is built.
+    Works on pixel rows (channels contiguous): each tap's bilinear sample is one ``embedding_bag`` pass (a
+    weighted sum of 4 contiguous rows), and its contribution is accumulated inside the GEMM (``addmm_``),
+    so no im2col buffer is built.
     """
     n, c_in, h, w = x.shape
     b = offset.shape[0]
@@ -57,17 +59,16 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     k = n // b
     c_out = weight.shape[0]
     # (B, k, C, H, W) -> rows (B*H*W, k*C): the k maps of a pair share each row's sampling position.
-    rows = x.view(b, k, c_in, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, k * c_in)
+    rows = x.view(b, k, c_in, h, w).permute(0, 3, 4, 1, 2).contiguous().view(b * h * w, k * c_in)
     taps = weight.to(x.dtype).permute(2, 3, 1, 0).reshape(9, c_in, c_out)  # tap-major (C_in, C_out) slices
     out = torch.zeros(b * h * w * k, c_out, dtype=x.dtype, device=x.device)
     if bias is not None:
         out += bias.to(x.dtype)
     for tap in range(9):
         index, wts = _bilinear_taps(offset, h, w, tap)
-        wts = wts.to(x.dtype)
-        sampled = rows.index_select(0, index[0]).mul_(wts[0])
-        for corner in range(1, 4):
-            sampled.addcmul_(rows.index_select(0, index[corner]), wts[corner])
+        # One fused pass per tap: each output row is the weighted sum of its 4 neighbour rows.
+        sampled = F.embedding_bag(index.t().contiguous(), rows, per_sample_weights=wts[..., 0].t().to(x.dtype).contiguous(),
+                                  mode="sum")
         out.addmm_(sampled.view(b * h * w * k, c_in), taps[tap])
     # rows (B, H, W, k, C_out) -> (B*k, C_out, H, W), channels-last (a copy only when k > 1).
     return out.view(b, h, w, k, c_out).permute(0, 3, 1, 2, 4).reshape(n, h, w, c_out).permute(0, 3, 1, 2)
