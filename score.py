@@ -12,28 +12,20 @@ import time
 
 import torch
 
+from data.datasets import screen_pairs
 from data.images import pair_paths
+from data.records import Pair
 from models.checkpoint import load_model, resolve_device
-from models.scoring import check_pairs, score_pairs
+from models.scoring import score_pairs
 from options.score_options import ScoreOptions
-from utils.errors import UserError, cli_main
+from utils.errors import cli_main
 from utils.io import atomic_write_text
 
 
-def collect_pairs(opt) -> list:
+def collect_pairs(opt) -> list[Pair]:
+    """The pairs to score; every problem is reported before anything is scored."""
     pairs, problems = pair_paths(opt.ref, opt.dist)
-    problems += check_pairs(pairs, opt.crop_size)
-    if problems:
-        bad = {line.split(":")[0] for line in problems}
-        if not opt.skip_bad:
-            raise UserError(f"{len(problems)} problem(s), nothing scored:\n  " + "\n  ".join(problems)
-                            + "\n(fix them, or add --skip_bad to score the rest)")
-        for line in problems:
-            print(f"skipped: {line}", file=sys.stderr)
-        pairs = [p for p in pairs if str(p[0]) not in bad and str(p[1]) not in bad]
-    if not pairs:
-        raise UserError("no image pairs to score")
-    return pairs
+    return screen_pairs([Pair(d, r) for d, r in pairs], opt.crop_size, opt.skip_bad, problems)
 
 
 @cli_main
@@ -52,7 +44,8 @@ def main(argv=None) -> None:
           f"cnn={model.config.cnn} weights={weights_source(opt)} device={device} precision={opt.precision}",
           file=sys.stderr)
     start = time.perf_counter()
-    results = list(score_pairs(model, pairs, opt.crops, opt.crop_size, opt.seed, opt.batch_size, opt.precision,
+    results = list(score_pairs(model, [(p.dist, p.ref) for p in pairs], opt.crops, opt.crop_size, opt.seed,
+                               opt.batch_size, opt.precision,
                                opt.num_workers, with_maps=bool(opt.save_maps), progress=not opt.quiet))
     elapsed = time.perf_counter() - start
     if opt.save_maps:

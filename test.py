@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.datasets import ScoreNorm, check_pairs_on_disk, describe, unique_messages
+from data.datasets import ScoreNorm, describe, screen_pairs
 from data.records import Pair
 from models.checkpoint import load_model, read_checkpoint, resolve_device
 from models.scoring import score_pairs
@@ -86,18 +86,7 @@ def main(argv=None) -> dict | None:
         from utils.trainer import run_data_check
 
         sys.exit(1 if run_data_check({"test": pairs}, opt.crop_size, decode=True)["test"] else 0)
-    problems = check_pairs_on_disk(pairs, opt.crop_size, decode=False)
-    if problems:
-        lines = unique_messages(problems)
-        if not opt.skip_bad:
-            raise UserError(f"{len(lines)} problem(s), nothing scored:\n  " + "\n  ".join(lines)
-                            + "\n(fix them, or add --skip_bad to score the rest)")
-        for line in lines:
-            print(f"skipped: {line}", file=sys.stderr)
-        bad = {i for i, _ in problems}
-        pairs = [p for i, p in enumerate(pairs) if i not in bad]
-    if not pairs:
-        raise UserError("no pairs to score")
+    pairs = screen_pairs(pairs, opt.crop_size, opt.skip_bad)
     labelled = all(p.score is not None for p in pairs)
     if opt.plot and not labelled:
         raise UserError("--plot needs labels (--labels, or a labelled --dataset)")

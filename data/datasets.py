@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -227,6 +228,24 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
 def unique_messages(problems: list[tuple[int, str]]) -> list[str]:
     """Problem lines without repeats (a missing reference is reported by each of its pairs)."""
     return list(dict.fromkeys(msg for _, msg in problems))
+
+
+def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None) -> list[Pair]:
+    """The pairs that can be scored. Problems (``known`` ones, e.g. from pairing, plus those found on disk
+    by header reads) stop everything with one :class:`UserError` listing them all, or with ``skip_bad``
+    are printed as skipped and left out."""
+    found = check_pairs_on_disk(pairs, crop, decode=False)
+    problems = list(known or []) + unique_messages(found)
+    if problems and not skip_bad:
+        raise UserError(f"{len(problems)} problem(s), nothing scored:\n  " + "\n  ".join(problems)
+                        + "\n(fix them, or add --skip_bad to score the rest)")
+    for line in problems:
+        print(f"skipped: {line}", file=sys.stderr)
+    bad = {i for i, _ in found}
+    kept = [p for i, p in enumerate(pairs) if i not in bad]
+    if not kept:
+        raise UserError("no image pairs to score")
+    return kept
 
 
 def describe(pairs: list[Pair]) -> str:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data.crops import crop_positions
-from data.images import image_size, read_image
+from data.images import read_image
 from models.ahiq import AHIQ
 from utils.errors import UserError
 
@@ -28,24 +28,6 @@ class PairScore:
     crop_scores: list[float]
     score_map: np.ndarray | None = None
     weight_map: np.ndarray | None = None
-
-
-def check_pairs(pairs: Sequence[tuple[Path, Path]], crop_size: int) -> list[str]:
-    """Problems that would stop a pair from being scored, one line each, found from file headers."""
-    problems = []
-    for dist, ref in pairs:
-        try:
-            dist_hw, ref_hw = image_size(dist), image_size(ref)
-        except UserError as err:
-            problems.append(str(err))
-            continue
-        if dist_hw != ref_hw:
-            problems.append(f"{dist}: size {dist_hw[1]}x{dist_hw[0]} differs from its reference {ref} "
-                            f"({ref_hw[1]}x{ref_hw[0]}); give the matching reference")
-        elif min(dist_hw) < crop_size:
-            problems.append(f"{dist}: {dist_hw[1]}x{dist_hw[0]} is smaller than the {crop_size}x{crop_size} crop; "
-                            "use a smaller --crop_size (a multiple of 32)")
-    return problems
 
 
 def precision_context(precision: str, device: torch.device):
