@@ -31,7 +31,7 @@ HF_HUB_OFFLINE=1 python3 train.py \
   --learning_rate 3e-4 \
   --T_max 1000000 \
   --n_epoch 100 \
-  --time_limit 230 \
+  --time_limit 255 \
   --val_freq 2 \
   --val_crops center \
   --pretrained_backbones "$PRETRAINED" \
