@@ -19,7 +19,7 @@ import torch
 
 from data.datasets import ScoreNorm, describe, screen_pairs
 from data.records import Pair
-from models.checkpoint import load_model, read_checkpoint, resolve_device
+from models.checkpoint import load_model, resolve_device
 from models.scoring import score_pairs
 from options.test_options import TestOptions
 from utils.errors import UserError, cli_main
@@ -58,8 +58,7 @@ def resolve_checkpoint(opt) -> str | None:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found; give --checkpoint FILE (sh download.sh fetches the "
                         "released one), train first, or --checkpoint none for random heads")
-    read_checkpoint(path)  # a file that is not AHIQ's fails here, before any scoring
-    return str(path)
+    return str(path)  # load_model reads it before any scoring: a file that is not AHIQ's fails there
 
 
 def write_ntire_zip(path: Path, lines: str, seconds_per_image: float, on_gpu: bool, description: str) -> None:
@@ -96,9 +95,9 @@ def main(argv=None) -> dict | None:
     model = load_model(checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, device=str(device),
                        **options.arch_overrides(opt))
+    meta = model.checkpoint_meta
     if opt.compile:
         model = torch.compile(model)
-    meta = read_checkpoint(checkpoint)[2] if checkpoint else {}
     norm = ScoreNorm.from_dict(meta.get("score_norm")) if opt.denormalize else ScoreNorm("none")
     backbones = "random" if not opt.pretrained_backbones else (
         f"files vit={opt.vit_weights or model.config.vit} cnn={opt.cnn_weights or model.config.cnn}"

@@ -125,9 +125,11 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
         model = load_model("checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33.pth")
         score = model(dist, ref)   # (B, 3, 224, 224) in [0, 1] -> (B,)
 
-    Without a checkpoint the fusion and head are random (a warning says so).
+    Without a checkpoint the fusion and head are random (a warning says so). The checkpoint's metadata
+    (empty for the authors' file) is kept as ``model.checkpoint_meta``.
     """
     deform = regressor = None
+    meta: dict = {}
     if checkpoint is not None:
         deform, regressor, meta = read_checkpoint(checkpoint)
         if config is None and "model_config" in meta:
@@ -140,4 +142,5 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
         print("note: no --checkpoint: fusion and head have RANDOM weights", file=sys.stderr)
     else:
         load_heads(model, deform, regressor, checkpoint)
+    model.checkpoint_meta = meta  # score normalisation, options, split of the run that wrote it
     return model.to(resolve_device(device)).eval()
