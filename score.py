@@ -17,6 +17,7 @@ from data.images import pair_paths
 from data.records import Pair
 from models.checkpoint import load_model, resolve_device
 from models.scoring import score_pairs
+from options.base_options import describe_backbones
 from options.score_options import ScoreOptions
 from utils.errors import cli_main
 from utils.io import atomic_write_text
@@ -40,8 +41,8 @@ def main(argv=None) -> None:
                        **options.arch_overrides(opt))
     if opt.compile:
         model = torch.compile(model)
-    print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'} vit={model.config.vit} "
-          f"cnn={model.config.cnn} weights={weights_source(opt)} device={device} precision={opt.precision}",
+    print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'}; "
+          f"backbones={describe_backbones(opt, model.config)}; device={device} precision={opt.precision}",
           file=sys.stderr)
     start = time.perf_counter()
     results = list(score_pairs(model, [(p.dist, p.ref) for p in pairs], opt.crops, opt.crop_size, opt.seed,
@@ -66,14 +67,6 @@ def main(argv=None) -> None:
             print(f"{r.dist.name:<{width}}  {r.ref.name:<12}  {r.score:.4f}")
     print(f"scored {len(results)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
           + (f"; wrote {opt.output}" if opt.output else ""), file=sys.stderr)
-
-
-def weights_source(opt) -> str:
-    if not opt.pretrained_backbones:
-        return "random"
-    if opt.vit_weights or opt.cnn_weights:
-        return f"files(vit={opt.vit_weights or 'tag'}, cnn={opt.cnn_weights or 'tag'})"
-    return "pretrained tags"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from data.datasets import ScoreNorm, describe, screen_pairs
 from data.records import Pair
 from models.checkpoint import load_model, resolve_device
 from models.scoring import score_pairs
+from options.base_options import describe_backbones
 from options.test_options import TestOptions
 from utils.errors import UserError, cli_main
 from utils.io import atomic_write, atomic_write_text
@@ -99,9 +100,7 @@ def main(argv=None) -> dict | None:
     if opt.compile:
         model = torch.compile(model)
     norm = ScoreNorm.from_dict(meta.get("score_norm")) if opt.denormalize else ScoreNorm("none")
-    backbones = "random" if not opt.pretrained_backbones else (
-        f"files vit={opt.vit_weights or model.config.vit} cnn={opt.cnn_weights or model.config.cnn}"
-        if opt.vit_weights or opt.cnn_weights else f"timm tags {model.config.vit}, {model.config.cnn}")
+    backbones = describe_backbones(opt, model.config)
     print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones={backbones}; "
           f"crops={opt.crops} device={device} precision={opt.precision}", file=sys.stderr)
 

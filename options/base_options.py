@@ -133,6 +133,15 @@ def model_config(opt: argparse.Namespace) -> ModelConfig:
                        normalization=opt.normalization, deform_impl=opt.deform_impl)
 
 
+def describe_backbones(opt: argparse.Namespace, config: ModelConfig) -> str:
+    """Where the backbone weights came from, for the line scripts print before scoring."""
+    if not opt.pretrained_backbones:
+        return "random"
+    if opt.vit_weights or opt.cnn_weights:
+        return f"files vit={opt.vit_weights or config.vit} cnn={opt.cnn_weights or config.cnn}"
+    return f"timm tags {config.vit}, {config.cnn}"
+
+
 def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     """Defaults from a saved ``opt.json``; unknown keys are ignored (other scripts' options)."""
     try:
