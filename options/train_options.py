@@ -56,8 +56,14 @@ class TrainOptions(BaseOptions):
         g.add_argument("--n_epoch", type=int, default=200, help="total epochs")
         g.add_argument("--batch_size", type=int, default=4, help="pairs per step (per process under torchrun)")
         g.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of both groups")
+        g.add_argument("--feature_lr_scale", type=float, default=1.0,
+                       help="learning-rate factor for the weights of the three layers that read the backbone "
+                            "features (regressor.down_channel, deform_net.conv_offset, deform_net.deform); "
+                            "1 = the authors' two groups. 0.1 trains much faster from random-init backbones")
         g.add_argument("--weight_decay", type=float, default=1e-5, help="Adam weight decay")
-        g.add_argument("--T_max", type=int, default=50, help="cosine annealing period in iterations (stepped per step)")
+        g.add_argument("--T_max", type=int, default=50,
+                       help="cosine annealing period in iterations (stepped per step); 0: one half period over "
+                            "the whole run (n_epoch x steps per epoch), ending at --eta_min")
         g.add_argument("--eta_min", type=float, default=0.0, help="cosine annealing minimum learning rate")
         g.add_argument("--flip", type=str, default="horizontal", choices=["horizontal", "vertical", "none"],
                        help="random flip; vertical replicates the authors' accidental up-down flip")
@@ -79,8 +85,12 @@ class TrainOptions(BaseOptions):
         super().check(opt)
         check_data_options(opt)
         parse_crops(opt.val_crops)
-        for name in ("n_epoch", "batch_size", "val_freq", "T_max"):
+        for name in ("n_epoch", "batch_size", "val_freq"):
             if getattr(opt, name) < 1:
                 raise UserError(f"--{name} must be >= 1")
+        if opt.T_max < 0:
+            raise UserError("--T_max must be >= 1, or 0 for one half period over the whole run")
         if opt.learning_rate <= 0:
             raise UserError("--learning_rate must be > 0")
+        if opt.feature_lr_scale <= 0:
+            raise UserError("--feature_lr_scale must be > 0")

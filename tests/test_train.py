@@ -71,11 +71,41 @@ def test_config_file_round_trip(data_root, tmp_path):
     assert opt.learning_rate == 3e-4 and opt.n_epoch == 5 and opt.crop_size == 32 and opt.dataset == "synthetic"
 
 
+def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsys):
+    from utils.trainer import optimizer_groups
+
+    _run(data_root, tmp_path, "scaled", "--n_epoch", "2", "--learning_rate", "3e-4", "--feature_lr_scale", "0.1",
+         "--T_max", "0")
+    raw = torch.load(tmp_path / "scaled" / "last.pth", weights_only=False)
+    groups = raw["optimizer_state_dict"]["param_groups"]
+    # regressor rest, regressor.down_channel.weight, deform_net rest, conv_offset.weight + deform.weight
+    assert [len(g["params"]) for g in groups] == [11, 1, 6, 2]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([3e-4, 3e-5, 3e-4, 3e-5])
+    # --T_max 0: one half cosine over 2 epochs x 3 steps, so the last step reaches eta_min = 0
+    assert raw["scheduler_state_dict"]["T_max"] == 6 and raw["scheduler_state_dict"]["last_epoch"] == 6
+    assert [g["lr"] for g in groups] == pytest.approx([0, 0, 0, 0], abs=1e-12)
+    from models.ahiq import build_ahiq
+
+    model = build_ahiq(pretrained_backbones=False)
+    capsys.readouterr()
+    wide = optimizer_groups(model, 1e-3, 0.0, 0.5)
+    assert [n for n, p in model.named_parameters() if any(p is q for q in wide[1]["params"])] == \
+        ["regressor.down_channel.weight"]
+    assert sum(len(g["params"]) for g in wide) == len([p for p in model.parameters() if p.requires_grad])
+    assert len(optimizer_groups(model, 1e-3, 0.0)) == 2  # the authors' two groups at scale 1
+    # resuming with other groups is a one-line user error, not a torch traceback
+    with pytest.raises(SystemExit) as exit_info:
+        _run(data_root, tmp_path, "scaled", "--n_epoch", "3", "--resume")
+    assert exit_info.value.code == 2 and "--feature_lr_scale" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--crop_size", "100"], "multiple of 32"),
     (["--val_list", "x.txt"], "--val_list needs"),
     (["--split_ratio", "abc"], "--split_ratio"),
     (["--n_epoch", "0"], "--n_epoch must be"),
+    (["--T_max", "-1"], "--T_max must be"),
+    (["--feature_lr_scale", "0"], "--feature_lr_scale must be"),
     (["--pretrained_backbones", "false", "--vit_weights", "v.npz"], "contradicts"),
     (["--patch_size", "16", "--vit", "vit_base_patch8_224"], "does not match"),
 ])
