@@ -174,7 +174,10 @@ class Trainer:
         self.trainable = [p for group in groups for p in group["params"]]
         fused = ctx.device.type in ("cuda", "cpu")  # one fused kernel per group: ~20% of a small CPU step
         self.optimizer = torch.optim.Adam(groups, fused=fused)
-        t_max = opt.T_max or opt.n_epoch * self._steps_per_epoch()  # 0: one half cosine over the whole run
+        self.sampler = EpochSampler(len(self.parts["train"]), opt.seed, ctx.rank, ctx.world_size)
+        steps = math.ceil(len(self.sampler) / opt.batch_size)
+        self.steps_per_epoch = min(steps, opt.max_steps) if opt.max_steps else steps
+        t_max = opt.T_max or opt.n_epoch * self.steps_per_epoch  # 0: one half cosine over the whole run
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t_max, eta_min=opt.eta_min)
         self.start_epoch, self.best = 0, {"main": -math.inf}
         if opt.resume:
@@ -255,13 +258,7 @@ class Trainer:
         self.log.info(f"resumed from {path}: epoch {self.start_epoch} done, best main={self.best['main']:.4f}")
 
     # ----------------------------------------------------------------------------------------- loop
-    def _steps_per_epoch(self) -> int:
-        per_rank = len(EpochSampler(len(self.parts["train"]), self.opt.seed, self.ctx.rank, self.ctx.world_size))
-        steps = math.ceil(per_rank / self.opt.batch_size)
-        return min(steps, self.opt.max_steps) if self.opt.max_steps else steps
-
     def _make_loader(self) -> DataLoader:
-        self.sampler = EpochSampler(len(self.train_set), self.opt.seed, self.ctx.rank, self.ctx.world_size)
         workers = self.opt.num_workers
         return DataLoader(self.train_set, batch_size=self.opt.batch_size, sampler=self.sampler, num_workers=workers,
                           pin_memory=self.ctx.device.type == "cuda", persistent_workers=workers > 0,
@@ -276,7 +273,7 @@ class Trainer:
         device = self.ctx.device
         self.sampler.set_epoch(epoch)
         loader = self.loader
-        steps = self._steps_per_epoch()
+        steps = self.steps_per_epoch
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.opt.n_epoch}", unit="step",
                    disable=not (self.ctx.main and self.opt.progress), leave=False, file=sys.stdout)
         loss_sum = torch.zeros((), device=device)
