@@ -10,13 +10,10 @@ import io
 import sys
 import time
 
-import torch
-
 from data.datasets import screen_pairs
 from data.images import pair_paths
 from data.records import Pair
-from models.checkpoint import load_model, resolve_device
-from models.scoring import score_pairs
+from engine.pipeline import prepare_model, score_and_map
 from options.base_options import describe_backbones
 from options.score_options import ScoreOptions
 from utils.errors import cli_main
@@ -34,26 +31,17 @@ def main(argv=None) -> None:
     options = ScoreOptions()
     opt = options.parse(argv)
     pairs = collect_pairs(opt)
-    device = resolve_device(opt.device)
-    torch.manual_seed(opt.seed)  # random-weight runs (--pretrained_backbones false, no checkpoint) repeat exactly
-    model = load_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
-                       pretrained_backbones=opt.pretrained_backbones, device=str(device),
-                       **options.arch_overrides(opt))
-    if opt.compile:
-        model = torch.compile(model)
+    net, model, device = prepare_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
+                                       pretrained_backbones=opt.pretrained_backbones, device=opt.device, seed=opt.seed,
+                                       compile=opt.compile, overrides=options.arch_overrides(opt))
     print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'}; "
           f"backbones={describe_backbones(opt, model.config)}; device={device} precision={opt.precision}",
           file=sys.stderr)
     start = time.perf_counter()
-    results = list(score_pairs(model, [(p.dist, p.ref) for p in pairs], opt.crops, opt.crop_size, opt.seed,
-                               opt.batch_size, opt.precision,
-                               opt.num_workers, with_maps=bool(opt.save_maps), progress=not opt.quiet))
+    results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
+                            seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
+                            num_workers=opt.num_workers, maps_dir=opt.save_maps, progress=not opt.quiet)
     elapsed = time.perf_counter() - start
-    if opt.save_maps:
-        from utils.visual import save_quality_map
-
-        for r in results:
-            save_quality_map(r, opt.save_maps)
     if opt.output:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

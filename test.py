@@ -19,8 +19,8 @@ import torch
 
 from data.datasets import ScoreNorm, describe, screen_pairs
 from data.records import Pair
-from models.checkpoint import load_model, resolve_device
-from models.scoring import score_pairs
+from data.splits import prepare_splits, run_data_check
+from engine.pipeline import prepare_model, score_and_map
 from options.base_options import describe_backbones
 from options.test_options import TestOptions
 from utils.errors import UserError, cli_main
@@ -39,8 +39,6 @@ def collect_pairs(opt) -> list[Pair]:
 
         return load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
                             synthetic_size=opt.synthetic_size, seed=opt.split_seed)
-    from utils.trainer import prepare_splits
-
     saved = Path(opt.checkpoints_dir) / opt.name / "split.json"
     if not opt.split_file and not opt.split_ratio and saved.is_file():
         opt.split_file = str(saved)
@@ -83,31 +81,25 @@ def main(argv=None) -> dict | None:
     opt = options.parse(argv)
     pairs = collect_pairs(opt)
     if opt.check_data:
-        from utils.trainer import run_data_check
-
         sys.exit(1 if run_data_check({"test": pairs}, opt.crop_size, decode=True)["test"] else 0)
     pairs = screen_pairs(pairs, opt.crop_size, opt.skip_bad)
     labelled = all(p.score is not None for p in pairs)
     if opt.plot and not labelled:
         raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
     checkpoint = resolve_checkpoint(opt)
-    device = resolve_device(opt.device)
-    torch.manual_seed(opt.seed)  # random-weight runs (--pretrained_backbones false, no checkpoint) repeat exactly
-    model = load_model(checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
-                       pretrained_backbones=opt.pretrained_backbones, device=str(device),
-                       **options.arch_overrides(opt))
+    net, model, device = prepare_model(checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
+                                       pretrained_backbones=opt.pretrained_backbones, device=opt.device, seed=opt.seed,
+                                       compile=opt.compile, overrides=options.arch_overrides(opt))
     meta = model.checkpoint_meta
-    if opt.compile:
-        model = torch.compile(model)
     norm = ScoreNorm.from_dict(meta.get("score_norm")) if opt.denormalize else ScoreNorm("none")
     backbones = describe_backbones(opt, model.config)
     print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones={backbones}; "
           f"crops={opt.crops} device={device} precision={opt.precision}", file=sys.stderr)
 
     start = time.perf_counter()
-    results = list(score_pairs(model, [(p.dist, p.ref) for p in pairs], opt.crops, opt.crop_size, opt.seed,
-                               opt.batch_size, opt.precision, opt.num_workers, with_maps=bool(opt.save_maps),
-                               flip_tta=opt.flip_tta))
+    results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
+                            seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
+                            num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta)
     if device.type == "cuda":
         torch.cuda.synchronize()
     per_image = (time.perf_counter() - start) / len(results)
@@ -120,11 +112,6 @@ def main(argv=None) -> dict | None:
         write_ntire_zip(Path(opt.ntire_zip), text, per_image, device.type == "cuda",
                         f"AHIQ ({model.config.vit} + {model.config.cnn}), {opt.crops} crops, {opt.precision}")
         print(f"wrote {opt.ntire_zip}", file=sys.stderr)
-    if opt.save_maps:
-        from utils.visual import save_quality_map
-
-        for r in results:
-            save_quality_map(r, opt.save_maps)
     if not labelled:
         return None
     metrics = iqa_metrics(scores, [p.score for p in pairs])

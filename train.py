@@ -10,7 +10,9 @@ import torch.distributed as dist
 
 from options.train_options import TrainOptions
 from utils.errors import cli_main
-from utils.trainer import Trainer, prepare_splits, run_data_check, setup_run
+from data.splits import prepare_splits, run_data_check
+from engine.device import setup_run
+from engine.trainer import Trainer
 
 
 @cli_main
@@ -22,7 +24,11 @@ def main(argv=None) -> dict:
         sys.exit(1 if any(problems.values()) else 0)
     ctx = setup_run(opt.device)
     try:
-        return Trainer(opt, ctx).run()
+        trainer = Trainer(opt, ctx)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

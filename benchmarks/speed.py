@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
 from data.crops import crop_positions  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
-from models.checkpoint import resolve_device  # noqa: E402
-from models.scoring import crop_batch, precision_context  # noqa: E402
+from engine.device import precision_context, resolve_device  # noqa: E402
+from engine.scoring import crop_batch  # noqa: E402
 
 
 def _sync(device):

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from data.images import image_size, read_image
 from data.records import Pair
-from utils.errors import UserError
+from utils.errors import UserError, flag
 from utils.io import atomic_write_text
 
 DATASETS = ("pipal", "synthetic", "tid2013", "kadid10k", "csiq", "live")
@@ -230,21 +231,29 @@ def unique_messages(problems: list[tuple[int, str]]) -> list[str]:
     return list(dict.fromkeys(msg for _, msg in problems))
 
 
-def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None) -> list[Pair]:
-    """The pairs that can be scored. Problems (``known`` ones, e.g. from pairing, plus those found on disk
-    by header reads) stop everything with one :class:`UserError` listing them all, or with ``skip_bad``
-    are printed as skipped and left out."""
+def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None,
+                 part: str = "", report: Callable[[str], None] | None = None) -> list[Pair]:
+    """The pairs that can be used: the one screening path of scoring and training.
+
+    Problems (``known`` ones, e.g. from pairing, plus those found on disk by header reads) stop everything
+    with one :class:`UserError` listing them, or with ``skip_bad`` are reported as skipped (``report``, default
+    stderr) and left out. ``part`` names the split in messages (``train``, ``val``).
+    """
     found = check_pairs_on_disk(pairs, crop, decode=False)
     problems = list(known or []) + unique_messages(found)
+    where = f" in the {part} data" if part else ""
     if problems and not skip_bad:
-        raise UserError(f"{len(problems)} problem(s), nothing scored:\n  " + "\n  ".join(problems)
-                        + "\n(fix them, or add --skip_bad to score the rest)")
+        shown = problems[:20] + (["..."] if len(problems) > 20 else [])
+        raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
+                        + f"\n(fix them, list them all with {flag('check_data')}, "
+                        f"or add {flag('skip_bad')} to use the rest)")
+    report = report or (lambda line: print(line, file=sys.stderr))
     for line in problems:
-        print(f"skipped: {line}", file=sys.stderr)
+        report(f"skipped{f' ({part})' if part else ''}: {line}")
     bad = {i for i, _ in found}
     kept = [p for i, p in enumerate(pairs) if i not in bad]
     if not kept:
-        raise UserError("no image pairs to score")
+        raise UserError(f"no usable image pairs{where}")
     return kept
 
 

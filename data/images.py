@@ -47,13 +47,16 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
 
 
-def reference_stem(name: str) -> str:
-    """The reference name the datasets' naming rules give a distorted file name (lower case).
+def reference_name(name: str) -> str:
+    """The reference stem the datasets' naming rule gives a distorted file name: the part before the first
+    underscore, as written. ``A0001_00_00.bmp`` -> ``A0001`` (PIPAL), ``i03_11_5.bmp`` -> ``i03`` (TID2013),
+    ``I01_01_01.png`` -> ``I01`` (KADID-10k). The one rule used by every loader and the folder pairing."""
+    return Path(name).stem.split("_")[0]
 
-    ``A0001_00_00.bmp`` -> ``a0001`` (PIPAL), ``i03_11_5.bmp`` -> ``i03`` (TID2013),
-    ``I01_01_01.png`` -> ``i01`` (KADID-10k): the part before the first underscore.
-    """
-    return Path(name).stem.split("_")[0].lower()
+
+def reference_stem(name: str) -> str:
+    """:func:`reference_name` in lower case, for case-insensitive matching."""
+    return reference_name(name).lower()
 
 
 def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.images import reference_stem
+from data.images import reference_name, reference_stem
 from data.records import Pair
-from data.standard import _check_new, _images_by_lower_name, _label_lines, _number
+from data.labels import check_new, images_by_lower_name, label_lines, parse_number
 from utils.errors import UserError
 
 
@@ -27,38 +27,38 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
     reader cut the last character of such a line), and skips blank lines.
     """
     rows, seen = [], {}
-    for number, line in enumerate(_label_lines(path), 1):
+    for number, line in enumerate(label_lines(path), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 2 or not fields[0]:
             raise UserError(f"{where}: expected 'name,score', found {line.strip()!r}; correct or delete that line")
-        _check_new(seen, fields[0].lower(), number, where, fields[0])
-        rows.append((fields[0], _number(fields[1], where, "score"), where))
+        check_new(seen, fields[0].lower(), number, where, fields[0])
+        rows.append((fields[0], parse_number(fields[1], where, "score"), where))
     return rows
 
 
 def _distorted_files(root: Path) -> tuple[dict[str, Path], Path]:
     """Distorted images by lower-case name from ``Train_Dis/`` or ``Distortion_*/``, and where missing ones go."""
     if (root / "Train_Dis").is_dir():
-        return _images_by_lower_name(root / "Train_Dis"), root / "Train_Dis"
+        return images_by_lower_name(root / "Train_Dis"), root / "Train_Dis"
     parts = sorted(p for p in root.glob("Distortion_*") if p.is_dir())
     if not parts:
         raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give --data_root the PIPAL training "
                         "folder (the one holding Train_Ref/)")
     files: dict[str, Path] = {}
     for part in parts:
-        files.update(_images_by_lower_name(part))
+        files.update(images_by_lower_name(part))
     return files, root / "Distortion_*"
 
 
 def _pairs(rows, dists: dict[str, Path], missing_dir: Path, ref_dir: Path) -> list[Pair]:
-    refs = {p.stem.lower(): p for p in _images_by_lower_name(ref_dir).values()}
+    refs = {p.stem.lower(): p for p in images_by_lower_name(ref_dir).values()}
     pairs = []
     for name, score, _where in rows:
         stem = reference_stem(name)
-        ref = refs.get(stem, ref_dir / f"{name.split('_')[0]}.bmp")
+        ref = refs.get(stem, ref_dir / f"{reference_name(name)}.bmp")
         pairs.append(Pair(dist=dists.get(name.lower(), missing_dir / name), ref=ref, score=score, raw=score))
     return sorted(pairs, key=lambda p: p.dist.name)
 
@@ -91,7 +91,7 @@ def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None)
     for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
         if not folder.is_dir():
             raise UserError(f"{folder}: {flag} folder not found")
-    dists = _images_by_lower_name(dist_dir)
+    dists = images_by_lower_name(dist_dir)
     if labels is not None:
         rows = read_label_list(Path(labels))
     else:

@@ -8,7 +8,6 @@ where the release keeps it, so the data checker can name exactly what is missing
 from __future__ import annotations
 
 import csv
-import math
 import re
 import zipfile
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import is_image, reference_stem
+from data.images import reference_name, reference_stem
+from data.labels import check_new, images_by_lower_name, label_lines, need_file, parse_number
 from data.records import Pair
 from utils.errors import UserError
 
@@ -43,48 +43,13 @@ LIVE_FOLDERS: tuple[tuple[str, int], ...] = (
 LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)  # 982, reference copies included
 
 
-def _need_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found; give the folder of the dataset as distributed "
-                        f"(the one that holds {path.name})")
 
-
-def _label_lines(path: Path) -> list[str]:
-    """The lines of a text label file, without line ends (CRLF or LF) or a UTF-8 byte-order mark."""
-    _need_file(path, "label file")
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; give the label file as distributed") from None
-
-
-def _number(text: object, where: str, column: str) -> float:
-    """``text`` as a finite float, or a :class:`UserError` at ``where`` (``file:line``)."""
-    try:
-        value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise UserError(f"{where}: {column} {text!r} is not a number; correct or delete that line")
-    return value
 
 
 def _sorted(pairs: list[Pair]) -> list[Pair]:
     return sorted(pairs, key=lambda p: p.dist)
 
 
-def _images_by_lower_name(folder: Path) -> dict[str, Path]:
-    """Image files of ``folder`` keyed by lower-case name; empty when the folder is absent."""
-    if not folder.is_dir():
-        return {}
-    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file() and is_image(p)}
-
-
-def _check_new(seen: dict[str, int], key: str, number: int, where: str, name: str) -> None:
-    # A repeated image would be counted twice and could land on both sides of a split.
-    if key in seen:
-        raise UserError(f"{where}: {name} is listed again (first at line {seen[key]}); delete one of the lines")
-    seen[key] = number
 
 
 def load_tid2013(root: Path) -> list[Pair]:
@@ -97,13 +62,13 @@ def load_tid2013(root: Path) -> list[Pair]:
     root = Path(root)
     labels = root / "mos_with_names.txt"
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
-    dists = _images_by_lower_name(dist_dir)
+    dists = images_by_lower_name(dist_dir)
     refs: dict[str, Path] = {}
-    for path in _images_by_lower_name(ref_dir).values():
+    for path in images_by_lower_name(ref_dir).values():
         refs.setdefault(path.stem.lower(), path)
     pairs: list[Pair] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(_label_lines(labels), 1):
+    for number, line in enumerate(label_lines(labels), 1):
         where = f"{labels}:{number}"
         fields = line.split()
         if not fields:
@@ -111,15 +76,15 @@ def load_tid2013(root: Path) -> list[Pair]:
         if len(fields) != 2:
             raise UserError(f"{where}: expected '<mos> <name>', found {len(fields)} fields; "
                             "correct or delete that line")
-        mos = _number(fields[0], where, "MOS")
+        mos = parse_number(fields[0], where, "MOS")
         name = fields[1]
         if not _TID2013_NAME.match(name):
             raise UserError(f"{where}: {name!r} is not a TID2013 name like i01_01_1.bmp; correct or delete that line")
-        _check_new(seen, name.lower(), number, where, name)
+        check_new(seen, name.lower(), number, where, name)
         stem = reference_stem(name)
         # Unmatched names keep the label's spelling, so the checker reports the path the label asked for.
         dist = dists.get(name.lower(), dist_dir / name)
-        ref = refs.get(stem, ref_dir / f"{name.split('_')[0]}{Path(name).suffix}")
+        ref = refs.get(stem, ref_dir / f"{reference_name(name)}{Path(name).suffix}")
         pairs.append(Pair(dist=dist, ref=ref, score=mos, raw=mos))
     return _sorted(pairs)
 
@@ -128,7 +93,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str
     """Rows of a comma-separated label file with a header, as ``(line number, {column: text})``."""
     header: list[str] | None = None
     rows = []
-    for number, line in enumerate(_label_lines(path), 1):
+    for number, line in enumerate(label_lines(path), 1):
         where = f"{path}:{number}"
         if not line.strip():
             continue
@@ -163,8 +128,8 @@ def load_kadid10k(root: Path) -> list[Pair]:
         dist_name, ref_name = row["dist_img"], row["ref_img"]
         if not dist_name or not ref_name:
             raise UserError(f"{where}: empty image name; correct or delete that line")
-        dmos = _number(row["dmos"], where, "dmos")
-        _check_new(seen, dist_name, number, where, dist_name)
+        dmos = parse_number(row["dmos"], where, "dmos")
+        check_new(seen, dist_name, number, where, dist_name)
         pairs.append(Pair(dist=images / dist_name, ref=images / ref_name, score=dmos, raw=dmos))
     return _sorted(pairs)
 
@@ -202,7 +167,7 @@ def load_csiq(root: Path) -> list[Pair]:
 
     root = Path(root)
     labels = root / "csiq.DMOS.xlsx"
-    _need_file(labels, "label file")
+    need_file(labels, "label file")
     try:
         book = openpyxl.load_workbook(labels, data_only=True)  # data_only: cached values, not formulas
     except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError):  # kinds of damage
@@ -230,10 +195,10 @@ def load_csiq(root: Path) -> list[Pair]:
                             "correct or delete that row")
         if not level.isdigit():
             raise UserError(f"{where}: dst_lev {level!r} is not a whole number; correct or delete that row")
-        dmos = _number(cells[columns["dmos"]], where, "dmos")
+        dmos = parse_number(cells[columns["dmos"]], where, "dmos")
         folder, token = _CSIQ_TYPES[kind.lower()]
         name = f"{image}.{token}.{int(level)}.png"
-        _check_new(seen, name, number, where, name)
+        check_new(seen, name, number, where, name)
         pairs.append(Pair(dist=root / "dst_imgs" / folder / name, ref=root / "src_imgs" / f"{image}.png",
                           score=1.0 - dmos, raw=dmos))
     if columns is None:
@@ -247,7 +212,7 @@ def _mat_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     import scipy.io  # only LIVE needs it
     from scipy.io.matlab import MatReadError
 
-    _need_file(path, "label file")
+    need_file(path, "label file")
     try:
         mat = scipy.io.loadmat(str(path))
     except NotImplementedError:  # scipy reads v4-v7.2 files only
@@ -294,11 +259,11 @@ def load_live(root: Path) -> list[Pair]:
     for folder, count in LIVE_FOLDERS:
         for k in range(1, count + 1):
             where = f"{dmos_file}: entry {index + 1}"
-            orgs = _number(orgs_values[index], where, "orgs")
+            orgs = parse_number(orgs_values[index], where, "orgs")
             if orgs not in (0.0, 1.0):
                 raise UserError(f"{where}: orgs is {orgs:g}, expected 0 or 1; give the file as distributed")
             if orgs == 0.0:
-                dmos = _number(dmos_values[index], where, "dmos")
+                dmos = parse_number(dmos_values[index], where, "dmos")
                 ref_name = _mat_string(refnames[index])
                 if not ref_name:
                     raise UserError(f"{names_file}: entry {index + 1}: refnames_all is not a file name; "

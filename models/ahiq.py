@@ -29,7 +29,7 @@ from models.backbones import (
     build_vit,
 )
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
-from utils.errors import UserError
+from utils.errors import UserError, arg
 
 NORMALISATIONS = {
     # The authors' (and the released checkpoint's): (x - 0.5) / 0.5 for both backbones.
@@ -53,9 +53,9 @@ class ModelConfig:
     def __post_init__(self):
         self.vit_blocks = tuple(int(b) for b in self.vit_blocks)
         if self.normalization not in NORMALISATIONS:
-            raise UserError(f"normalization {self.normalization!r}: choose one of {', '.join(NORMALISATIONS)}")
+            raise UserError(f"{arg('normalization')}{self.normalization}: choose one of {', '.join(NORMALISATIONS)}")
         if self.deform_impl not in ("sampled", "torchvision"):
-            raise UserError(f"deform_impl {self.deform_impl!r}: choose sampled or torchvision")
+            raise UserError(f"{arg('deform_impl')}{self.deform_impl}: choose sampled or torchvision")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +66,7 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewrite "nearest-upsample by ``scale``, then 3x3 conv" as one 3x3 conv on the small map.
 
     Output pixel ``(s*i + a, s*j + b)`` of the original reads small-map rows ``i + (a + t - 1) // s`` for
@@ -98,7 +98,7 @@ class DeformFusion(nn.Module):
         super().__init__()
         if scale not in (1, 2, 4):
             raise UserError(f"the CNN grid must be 1, 2 or 4 times the ViT grid (got {scale}); "
-                            "pick --cnn_stage to match the ViT patch size")
+                            f"pick {arg('cnn_stage')}to match the ViT patch size")
         self.scale = scale
         self.impl = impl
         self.conv_offset = nn.Conv2d(vit_channels, 2 * 3 * 3, 3, 1, 1)
@@ -117,7 +117,7 @@ class DeformFusion(nn.Module):
         scale = size[0] // h
         if scale == 1:
             return self.conv_offset(vit_ref)
-        kernel, bias = _phase_kernels(self.conv_offset.weight, self.conv_offset.bias, scale)
+        kernel, bias = phase_kernels(self.conv_offset.weight, self.conv_offset.bias, scale)
         return F.pixel_shuffle(F.conv2d(vit_ref, kernel.to(vit_ref.dtype), bias.to(vit_ref.dtype), padding=1), scale)
 
     def forward(self, cnn: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -133,15 +133,15 @@ class PatchScoreHead(nn.Module):
     ``score = sum(f * w) / sum(w)``. Parameter names are the authors'.
     """
 
-    def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024):
+    def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024, smoothed: int = 512):
         super().__init__()
         self.down_channel = nn.Conv2d(in_channels, channels, kernel_size=1)
         self.feat_smoothing = nn.Sequential(
             nn.Conv2d(3 * channels, hidden, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(hidden, 512, 3, padding=1),
+            nn.Conv2d(hidden, smoothed, 3, padding=1),
         )
-        self.conv1 = nn.Sequential(nn.Conv2d(512, channels, 3, padding=1), nn.ReLU())
+        self.conv1 = nn.Sequential(nn.Conv2d(smoothed, channels, 3, padding=1), nn.ReLU())
         self.conv_attent = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1), nn.Sigmoid())
         self.conv = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1))
 
@@ -170,7 +170,8 @@ class AHIQ(nn.Module):
         self.vit = vit
         self.cnn = cnn
         if vit.patch_size % cnn.reduction:
-            raise UserError(f"ViT patch {vit.patch_size} is not a multiple of the CNN stage reduction {cnn.reduction}")
+            raise UserError(f"ViT patch {vit.patch_size} is not a multiple of the CNN stage reduction {cnn.reduction}; "
+                            f"pick another {arg('cnn_stage')}or {arg('vit')}")
         self.deform_net = DeformFusion(vit.out_channels, cnn.out_channels, vit.patch_size // cnn.reduction,
                                        impl=self.config.deform_impl)
         self.regressor = PatchScoreHead(vit.out_channels + cnn.out_channels)

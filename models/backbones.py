@@ -17,7 +17,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from utils.errors import UserError
+from models.state import state_dict_problems, summarise
+from utils.errors import UserError, arg
 
 DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
 DEFAULT_CNN = "resnet50.a1_in1k"
@@ -67,7 +68,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load a local weight file into a whole timm model (strict): ``.npz``, ``.safetensors``, ``.pth``, ``.bin``."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: backbone weight file not found; check the path or run download.sh")
+        raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
     if path.suffix == ".npz":
         if not hasattr(model, "load_pretrained"):
             raise UserError(f"{path}: .npz weights are only for timm ViTs; give a .pth or .safetensors file")
@@ -82,14 +83,10 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
         state = filter_fn(state, model)
-    own = model.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"{k} is {tuple(v.shape)}, expected {tuple(own[k].shape)}"
-                 for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = state_dict_problems(model.state_dict(), state)
     if problems:
-        shown = ", ".join(problems[:6]) + (f" and {len(problems) - 6} more" if len(problems) > 6 else "")
-        raise UserError(f"{path}: weights do not fit {type(model).__name__} ({shown}); is it the right backbone?")
+        raise UserError(f"{path}: weights do not fit {type(model).__name__} ({summarise(problems)}); "
+                        "is it the right backbone?")
     model.load_state_dict(state, strict=True)
 
 
@@ -105,13 +102,13 @@ def _uninitialised(name: str, **kwargs) -> nn.Module | None:
 
 
 def create_timm_model(
-    name: str, pretrained: bool, weights_file: str | Path | None = None, flag: str = "", **kwargs
+    name: str, pretrained: bool, weights_file: str | Path | None = None, weights_arg: str = "", **kwargs
 ) -> nn.Module:
     """Build a timm model by ``name`` (``arch.tag``) with weights from a file, the hub, or random init.
 
     ``weights_file`` wins; else with ``pretrained`` a file in ``checkpoints/backbones/<name>.*`` is used if
     present, else timm's pretrained weights (hub or hub cache). Without ``pretrained`` the weights are
-    random and a line on stderr says so. ``flag`` names the command-line flag for messages.
+    random and a line on stderr says so. ``weights_arg`` names the argument that takes a weight file.
     """
     try:
         if weights_file is None and pretrained:
@@ -122,13 +119,13 @@ def create_timm_model(
             load_weights_file(model, weights_file)
             return model
         if not pretrained:
-            print(f"note: {name} has RANDOM weights (--pretrained_backbones false); scores are not meaningful "
+            print(f"note: {name} has RANDOM weights (pretrained_backbones off); scores are not meaningful "
                   "quality predictions", file=sys.stderr)
             return timm.create_model(name, pretrained=False, **kwargs)
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
         except (OSError, RuntimeError, ValueError) as err:
-            where = f" or {flag} FILE" if flag else ""
+            where = f" or give {arg(weights_arg)}FILE" if weights_arg else ""
             raise UserError(
                 f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` online, "
                 f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, or fill the Hugging Face hub "
@@ -163,17 +160,19 @@ class ViTFeatures(_FrozenBackbone):
     def __init__(self, model: nn.Module, blocks: Sequence[int] = DEFAULT_VIT_BLOCKS):
         super().__init__()
         blocks = tuple(int(b) for b in blocks)
+        if not all(hasattr(model, n) for n in ("blocks", "patch_embed", "forward_intermediates",
+                                               "prune_intermediate_layers")):
+            raise UserError(f"{type(model).__name__} is not a timm VisionTransformer; choose a vit_* model "
+                            f"for {arg('vit')}")
         n_blocks = len(model.blocks)
         if not blocks or min(blocks) < 1 or max(blocks) > n_blocks or list(blocks) != sorted(set(blocks)):
-            raise UserError(f"--vit_blocks {','.join(map(str, blocks))}: need increasing block numbers in 1..{n_blocks}")
-        if getattr(model, "patch_embed", None) is None or not hasattr(model, "_pos_embed"):
-            raise UserError(f"{type(model).__name__} is not a timm VisionTransformer; choose a vit_* model")
-        model.blocks = model.blocks[: max(blocks)]  # later blocks are never run: drop them
-        for unused in ("norm", "fc_norm", "head_drop", "head", "attn_pool"):
-            if hasattr(model, unused):
-                setattr(model, unused, nn.Identity())
+            raise UserError(f"{arg('vit_blocks')}{','.join(map(str, blocks))}: need increasing block numbers "
+                            f"in 1..{n_blocks}")
         if not getattr(model, "dynamic_img_size", False):
             raise ValueError("build the ViT with dynamic_img_size=True (see build_vit)")
+        self.indices = [b - 1 for b in blocks]  # timm counts blocks from 0
+        # Later blocks, the final norm and the head are never run: drop them.
+        model.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
         self.model = model
         self.blocks = blocks
         self.patch_size = int(model.patch_embed.patch_size[0])
@@ -182,29 +181,21 @@ class ViTFeatures(_FrozenBackbone):
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
         with torch.no_grad():
-            tokens = m.patch_embed(x)  # (B, h, w, D)
-            b, h, w, _ = tokens.shape
-            tokens = m.norm_pre(m.patch_drop(m._pos_embed(tokens)))
-            picked = []
-            for index, block in enumerate(m.blocks, start=1):
-                tokens = block(tokens)
-                if index in self.blocks:
-                    picked.append(tokens[:, m.num_prefix_tokens:])
-            feats = torch.cat(picked, dim=2)  # (B, h*w, len(blocks)*D), the authors' channel order
-            return feats.transpose(1, 2).reshape(b, -1, h, w)
+            maps = self.model.forward_intermediates(x, indices=self.indices, stop_early=True, intermediates_only=True,
+                                                    output_fmt="NCHW")
+            return torch.cat(maps, dim=1)  # (B, len(blocks)*D, h, w), the authors' channel order
 
 
 def build_vit(name: str, blocks: Sequence[int], pretrained: bool, weights_file: str | Path | None = None) -> ViTFeatures:
     """A :class:`ViTFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`."""
-    model = create_timm_model(name, pretrained, weights_file, flag="--vit_weights", dynamic_img_size=True)
+    model = create_timm_model(name, pretrained, weights_file, weights_arg="vit_weights", dynamic_img_size=True)
     return ViTFeatures(model, blocks)
 
 
 def build_resnet(name: str, stage: int, pretrained: bool, weights_file: str | Path | None = None) -> "ResNetFeatures":
     """A :class:`ResNetFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`."""
-    return ResNetFeatures(create_timm_model(name, pretrained, weights_file, flag="--cnn_weights"), stage)
+    return ResNetFeatures(create_timm_model(name, pretrained, weights_file, weights_arg="cnn_weights"), stage)
 
 
 class ResNetFeatures(_FrozenBackbone):
@@ -217,15 +208,14 @@ class ResNetFeatures(_FrozenBackbone):
     def __init__(self, model: nn.Module, stage: int = DEFAULT_CNN_STAGE):
         super().__init__()
         if not all(hasattr(model, n) for n in ("conv1", "bn1", "act1", "maxpool", "layer1")):
-            raise UserError(f"{type(model).__name__} is not a timm ResNet; choose a resnet* model")
+            raise UserError(f"{type(model).__name__} is not a timm ResNet; choose a resnet* model for {arg('cnn')}")
         if not 1 <= stage <= 4:
-            raise UserError(f"--cnn_stage {stage}: must be 1..4")
+            raise UserError(f"{arg('cnn_stage')}{stage}: must be 1..4")
         self.stem = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)
         self.stages = nn.ModuleList(getattr(model, f"layer{i}") for i in range(1, stage + 1))
         info = {f["module"]: f for f in model.feature_info}
         self.reduction = int(info[f"layer{stage}"]["reduction"])
         self.out_channels = int(info[f"layer{stage}"]["num_chs"]) * len(self.stages[-1])
-        self.stage = stage
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

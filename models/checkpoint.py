@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
-from utils.errors import UserError
+from models.state import state_dict_problems, summarise
+from utils.errors import UserError, arg
 from utils.io import atomic_torch_save
 
 DEFORM_KEY = "deform_net_model_state_dict"
@@ -34,7 +35,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     """Return ``(deform_net_state, regressor_state, metadata)`` from any supported checkpoint file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; give --checkpoint FILE (download.sh fetches the released one)")
+        raise UserError(f"{path}: checkpoint not found; give {arg('checkpoint')}FILE (`sh download.sh` fetches the "
+                        "released one)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
@@ -47,6 +49,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     if not isinstance(state, dict):
         raise UserError(f"{path}: not an AHIQ checkpoint (holds a {type(state).__name__}, not a dict)")
     meta = raw.get(META_KEY, {}) if isinstance(raw, dict) else {}
+    version = (meta or {}).get("format_version", FORMAT_VERSION) if isinstance(meta, dict) else FORMAT_VERSION
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{path}: written in checkpoint format {version}, newer than this code reads "
+                        f"({FORMAT_VERSION}); update this project (git pull) to load it")
     if DEFORM_KEY in state and REGRESSOR_KEY in state:
         return dict(state[DEFORM_KEY]), dict(state[REGRESSOR_KEY]), dict(meta or {})
     deform, regressor = {}, {}
@@ -63,12 +69,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     return deform, regressor, dict(meta or {})
 
 
-def _check_and_load(module: nn.Module, state: dict, what: str, path: Path) -> list[str]:
-    own = module.state_dict()
-    problems = [f"{what}.{k} missing" for k in own if k not in state]
-    problems += [f"{what}.{k} unexpected" for k in state if k not in own]
-    problems += [f"{what}.{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
+    problems = state_dict_problems(module.state_dict(), state, f"{what}.")
     if not problems:
         module.load_state_dict(state, strict=True)
     return problems
@@ -77,11 +79,11 @@ def _check_and_load(module: nn.Module, state: dict, what: str, path: Path) -> li
 def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
     """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch."""
     path = Path(path)
-    problems = _check_and_load(model.deform_net, deform, "deform_net", path)
-    problems += _check_and_load(model.regressor, regressor, "regressor", path)
+    problems = _check_and_load(model.deform_net, deform, "deform_net")
+    problems += _check_and_load(model.regressor, regressor, "regressor")
     if problems:
-        raise UserError(f"{path}: tensors do not fit this AHIQ network ({'; '.join(problems)}); "
-                        "check --vit/--vit_blocks/--cnn/--cnn_stage against the checkpoint")
+        raise UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check "
+                        f"{arg('vit')}, {arg('vit_blocks')}, {arg('cnn')}, {arg('cnn_stage')}against the checkpoint")
 
 
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:
@@ -102,20 +104,8 @@ def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = Non
     atomic_torch_save(checkpoint_dict(model, extra_meta, **training_state), path)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible; use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
-
-
 def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None = None,
-               cnn_weights: str | None = None, pretrained_backbones: bool = True, device: str = "auto",
+               cnn_weights: str | None = None, pretrained_backbones: bool = True, device: str | torch.device = "cpu",
                config: ModelConfig | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode: architecture from the checkpoint's metadata (or ``config``), heads
     from ``checkpoint``, backbones by timm tag (hub / hub cache / ``checkpoints/backbones``) or local files.
@@ -139,8 +129,8 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
         config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
     model = build_ahiq(config, pretrained_backbones, vit_weights, cnn_weights)
     if checkpoint is None:
-        print("note: no --checkpoint: fusion and head have RANDOM weights", file=sys.stderr)
+        print("note: no checkpoint: fusion and head have RANDOM weights", file=sys.stderr)
     else:
         load_heads(model, deform, regressor, checkpoint)
     model.checkpoint_meta = meta  # score normalisation, options, split of the run that wrote it
-    return model.to(resolve_device(device)).eval()
+    return model.to(device).eval()

@@ -12,7 +12,6 @@ from pathlib import Path
 from models.ahiq import NORMALISATIONS, ModelConfig
 from models.backbones import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from utils.errors import UserError
-from utils.io import atomic_write_text
 
 VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
 
@@ -58,8 +57,6 @@ class BaseOptions:
         g = p.add_argument_group("run")
         g.add_argument("--config", type=str, default=None,
                        help="options file (opt.json) of an earlier run; command-line flags override it")
-        g.add_argument("--name", type=str, default="ahiq_pipal", help="experiment name: checkpoints/<name>/")
-        g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments live")
         g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
         g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
                        help="fp32, or bf16 autocast (faster on GPUs, scores within ~2e-3)")
@@ -142,6 +139,13 @@ def describe_backbones(opt: argparse.Namespace, config: ModelConfig) -> str:
     return f"timm tags {config.vit}, {config.cnn}"
 
 
+def add_run_folder_options(p: argparse.ArgumentParser) -> None:
+    """``--name`` and ``--checkpoints_dir``: where a training run (and its test results) live."""
+    g = p.add_argument_group("run folder")
+    g.add_argument("--name", type=str, default="ahiq_pipal", help="experiment name: checkpoints/<name>/")
+    g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments live")
+
+
 def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     """Defaults from a saved ``opt.json``; unknown keys are ignored (other scripts' options)."""
     try:
@@ -152,12 +156,3 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
         raise UserError(f"--config {path}: not JSON (line {err.lineno}): {err.msg}") from None
     known = {a.dest for a in parser._actions}
     return {k: v for k, v in data.items() if k in known and k != "config"}
-
-
-def save_options(opt: argparse.Namespace, folder: str | Path, stem: str = "opt") -> None:
-    """Write ``<stem>.json`` (machine-readable, for --config) and ``<stem>.txt`` (readable) into ``folder``."""
-    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(opt).items())}
-    atomic_write_text(Path(folder) / f"{stem}.json", json.dumps(values, indent=2) + "\n")
-    width = max(map(len, values))
-    lines = [f"{k:<{width}} : {v}" for k, v in values.items()]
-    atomic_write_text(Path(folder) / f"{stem}.txt", "\n".join(lines) + "\n")

@@ -5,7 +5,7 @@ import argparse
 
 from data.crops import parse_crops
 from data.datasets import DATASETS, parse_ratio
-from options.base_options import BaseOptions, str2bool
+from options.base_options import BaseOptions, add_run_folder_options, str2bool
 from utils.errors import UserError
 
 
@@ -51,6 +51,7 @@ class TrainOptions(BaseOptions):
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)
+        add_run_folder_options(p)
         add_data_options(p)
         g = p.add_argument_group("training")
         g.add_argument("--n_epoch", type=int, default=200, help="total epochs")
@@ -70,6 +71,8 @@ class TrainOptions(BaseOptions):
         g.add_argument("--score_norm", type=str, default="fit", choices=["fit", "per_split", "none"],
                        help="fit: min-max fitted on training scores, stored in the checkpoint and used for "
                             "val/test; per_split: the authors' min-max within each split; none: raw scores")
+        g.add_argument("--strict_fp32", type=str2bool, default=False,
+                       help="fp32 training on GPUs without TF32 (slower); default: PyTorch's own TF32 settings")
         g.add_argument("--grad_clip", type=float, default=0.0,
                        help="clip the gradient norm of the trained parameters to this value (0: off, the authors')")
         g.add_argument("--val_freq", type=int, default=1, help="validate every N epochs")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models.ahiq import AHIQ, ModelConfig, _phase_kernels, build_ahiq
+from models.ahiq import AHIQ, ModelConfig, phase_kernels, build_ahiq
 from models.backbones import ResNetFeatures, ViTFeatures
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
 
@@ -121,7 +121,7 @@ def test_offsets_rewrite_equals_upsample_then_conv():
     vit = torch.randn(2, 40, 7, 5)
     for scale in (2, 4):
         expected = conv(F.interpolate(vit, size=(7 * scale, 5 * scale), mode="nearest"))
-        kernel, bias = _phase_kernels(conv.weight, conv.bias, scale)
+        kernel, bias = phase_kernels(conv.weight, conv.bias, scale)
         got = F.pixel_shuffle(F.conv2d(vit, kernel, bias, padding=1), scale)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 

@@ -66,9 +66,10 @@ def test_offline_pretrained_request_fails_with_instructions(monkeypatch, tmp_pat
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
     monkeypatch.setattr(backbones.find_local_weights, "__defaults__", (tmp_path,))
     with pytest.raises(UserError) as err:
-        create_timm_model(CNN, pretrained=True, flag="--cnn_weights")
-    message = str(err.value)
-    assert "download.sh" in message and "--cnn_weights FILE" in message and "HF_HUB_OFFLINE" in message
+        create_timm_model(CNN, pretrained=True, weights_arg="cnn_weights")
+    message = str(err.value)  # from Python the message names the argument; on the command line, the flag
+    assert "download.sh" in message and "cnn_weights=FILE" in message and "HF_HUB_OFFLINE" in message
+    assert "--cnn_weights FILE" in err.value.for_cli() and "--" not in message
     assert "\n" not in message
 
 

@@ -1,6 +1,7 @@
 """Atomic writes: a crash mid-write never leaves a truncated checkpoint or results file."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,3 +38,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> None:
+    """Write ``<stem>.json`` (machine-readable, a valid ``--config`` file) and ``<stem>.txt`` (readable)."""
+    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(values.items())}
+    atomic_write_text(Path(folder) / f"{stem}.json", json.dumps(values, indent=2) + "\n")
+    width = max(map(len, values))
+    lines = [f"{k:<{width}} : {v}" for k, v in values.items()]
+    atomic_write_text(Path(folder) / f"{stem}.txt", "\n".join(lines) + "\n")

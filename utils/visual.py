@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from data.images import read_image  # noqa: E402
+import numpy as np  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 
 
@@ -20,21 +20,22 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
-def save_quality_map(result, folder: str | Path) -> Path:
-    """``<folder>/<dist stem>.png``: the distorted image, its patch score map f and weight map w
-    (averaged over overlapping crops, at image resolution), colour bars, the score in the title."""
-    path = Path(folder) / f"{Path(result.dist).stem}.png"
+def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.ndarray, path: str | Path,
+                     title: str = "", name: str = "") -> Path:
+    """Write ``path``: the image ``(H, W, 3)``, its patch score map f and weight map w ``(H, W)`` (at image
+    resolution), with colour bars; ``title`` above, ``name`` over the image."""
+    path = Path(path)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    axes[0].imshow(read_image(result.dist))
-    axes[0].set_title(Path(result.dist).name)
-    for ax, data, title, cmap in ((axes[1], result.score_map, "score map f", "RdYlGn"),
-                                  (axes[2], result.weight_map, "weight map w", "magma")):
+    axes[0].imshow(image)
+    axes[0].set_title(name)
+    for ax, data, label, cmap in ((axes[1], score_map, "score map f", "RdYlGn"),
+                                  (axes[2], weight_map, "weight map w", "magma")):
         shown = ax.imshow(data, cmap=cmap)
-        ax.set_title(title)
+        ax.set_title(label)
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"AHIQ score {result.score:.4f}  (reference {Path(result.ref).name})")
+    fig.suptitle(title)
     _save_figure(fig, path)
     return path
 

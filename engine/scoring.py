@@ -1,7 +1,6 @@
 """Score whole image pairs with a crop protocol: all crops of a batch of pairs in one forward pass."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -14,8 +13,9 @@ from tqdm import tqdm
 
 from data.crops import crop_positions
 from data.images import read_image
+from engine.device import precision_context
 from models.ahiq import AHIQ
-from utils.errors import UserError
+from utils.errors import UserError, arg
 
 
 @dataclass
@@ -28,18 +28,6 @@ class PairScore:
     crop_scores: list[float]
     score_map: np.ndarray | None = None
     weight_map: np.ndarray | None = None
-
-
-def precision_context(precision: str, device: torch.device):
-    """Autocast for ``bf16``; plain fp32 (TF32 off, so fp32 means fp32) otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise UserError(f"--precision {precision}: use fp32 or bf16")
-    if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-    return contextlib.nullcontext()
 
 
 class _PairImages(Dataset):
@@ -80,7 +68,7 @@ def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "c
     With ``flip_tta`` each crop's score is the mean of the crop and its left-right mirror (maps: unflipped).
     """
     if crop_size % 32:
-        raise UserError(f"--crop_size {crop_size}: must be a multiple of 32")
+        raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
     device = next(model.parameters()).device
     loader = DataLoader(_PairImages(pairs), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=lambda batch: batch, pin_memory=device.type == "cuda")

@@ -1,6 +1,6 @@
 """Training: splits, data check, the epoch loop, validation, checkpoints, resume, logging, DDP.
 
-Flow: options -> :func:`prepare_splits` (dataset, reference-disjoint split, saved ``split.json``) ->
+Flow: options -> :func:`data.splits.prepare_splits` (dataset, reference-disjoint split, saved ``split.json``) ->
 :class:`Trainer` (model, Adam with the authors' two groups, cosine schedule stepped per iteration) ->
 ``run()``: per epoch train, validate every ``val_freq`` epochs, write ``last.pth`` and ``best.pth``.
 Under ``torchrun`` each process trains on its shard (DistributedSampler); validation scores each pair
@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,87 +22,15 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.datasets import (DEFAULT_RATIO, SPLITS, STANDARD_RATIO, CropPairs, EpochSampler, ScoreNorm, apply_split,
-                           check_pairs_on_disk, describe, load_dataset, parse_ratio, read_split, split_references,
-                           unique_messages, write_split)
-from data.records import Pair
-from models.ahiq import AHIQ, build_ahiq
-from models.checkpoint import load_heads, read_checkpoint, resolve_device, save_checkpoint
-from models.scoring import precision_context, score_pairs
-from options.base_options import model_config, save_options
+from data.datasets import CropPairs, EpochSampler, ScoreNorm, describe, screen_pairs
+from data.splits import prepare_splits
+from engine.device import RunContext, precision_context, seed_everything
+from engine.scoring import score_pairs
+from models.ahiq import AHIQ, ModelConfig, build_ahiq
+from models.checkpoint import load_heads, read_checkpoint, save_checkpoint
 from utils.errors import UserError
+from utils.io import save_options
 from utils.metrics import format_metrics, iqa_metrics
-
-
-@dataclass
-class RunContext:
-    """Where this process runs: rank and world size (1 without torchrun) and its device."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_run(device_opt: str) -> RunContext:
-    """Initialise torch.distributed when started by torchrun (NCCL on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_opt)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return RunContext(rank, world, local, device)
-
-
-def prepare_splits(opt: argparse.Namespace, run_dir: Path | None) -> tuple[dict[str, list[Pair]], dict]:
-    """Train/val/test pairs from the options, the split saved as ``run_dir/split.json`` (when given)."""
-    pairs = load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
-                         synthetic_size=opt.synthetic_size, seed=opt.split_seed)
-    if not pairs:
-        raise UserError(f"--data_root {opt.data_root}: no labelled pairs found")
-    if opt.split_file:
-        split = read_split(opt.split_file)
-        info = {"dataset": opt.dataset, "from": str(opt.split_file)}
-    else:
-        ratio_text = opt.split_ratio or DEFAULT_RATIO.get(opt.dataset, STANDARD_RATIO)
-        if opt.val_list and not opt.split_ratio:
-            ratio_text = "1:0"  # a given validation list replaces the held-out part
-        ratio = parse_ratio(ratio_text)
-        split = split_references([p.ref_id for p in pairs], ratio, opt.split_seed)
-        info = {"dataset": opt.dataset, "ratio": ratio_text, "seed": opt.split_seed}
-    parts = apply_split(pairs, split)
-    if opt.val_list:
-        from data.pipal import load_folder_pairs
-
-        parts["val"] = load_folder_pairs(Path(opt.val_ref_dir), Path(opt.val_dis_dir), Path(opt.val_list))
-        info["val_list"] = str(opt.val_list)
-    if run_dir is not None:
-        write_split(run_dir / "split.json", split, info)
-    return parts, info
-
-
-def run_data_check(parts: dict[str, list[Pair]], crop: int, decode: bool) -> dict[str, list[tuple[int, str]]]:
-    """Print one ``data check:`` line per split, then its problems; return the problems per split."""
-    found = {}
-    for name in SPLITS:
-        pairs = parts.get(name) or []
-        if not pairs and name == "test":
-            continue
-        problems = check_pairs_on_disk(pairs, crop, decode)
-        found[name] = problems
-        print(f"data check: {name} {describe(pairs)}; {len(unique_messages(problems))} problems")
-    for name, problems in found.items():
-        for line in unique_messages(problems):
-            print(f"  {name}: {line}")
-    return found
 
 
 def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:
@@ -142,12 +68,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -197,7 +117,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
-            save_options(opt, self.run_dir)
+            save_options(vars(opt), self.run_dir)
 
     # ----------------------------------------------------------------------------------------- setup
     def _logger(self) -> logging.Logger:
@@ -205,30 +125,32 @@ class Trainer:
         log.setLevel(logging.INFO)
         log.propagate = False
         if self.ctx.main:
-            for handler in (logging.FileHandler(self.run_dir / "train.log"), logging.StreamHandler(sys.stdout)):
-                handler.setFormatter(logging.Formatter("%(message)s"))
-                log.addHandler(handler)
+            to_file = logging.FileHandler(self.run_dir / "train.log")
+            to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+            to_screen = logging.StreamHandler(sys.stdout)
+            to_screen.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(to_file)
+            log.addHandler(to_screen)
         return log
+
+    def close(self) -> None:
+        """Close the run's log file and TensorBoard writer (several trainers may run in one process)."""
+        for handler in list(self.log.handlers):
+            handler.close()
+            self.log.removeHandler(handler)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def _screen_data(self) -> None:
         """The start-up data check (header reads); bad pairs stop training unless --skip_bad."""
         for name in ("train", "val"):
-            problems = check_pairs_on_disk(self.parts[name], self.opt.crop_size, decode=False)
-            if not problems:
-                continue
-            lines = unique_messages(problems)
-            if not self.opt.skip_bad:
-                raise UserError(f"{len(lines)} problem(s) in the {name} data:\n  " + "\n  ".join(lines[:20])
-                                + ("\n  ..." if len(lines) > 20 else "")
-                                + "\n(fix them, run --check_data for the full list, or add --skip_bad)")
-            bad = {i for i, _ in problems}
-            self.parts[name] = [p for i, p in enumerate(self.parts[name]) if i not in bad]
-            for line in lines:
-                self.log.info(f"skipped ({name}): {line}")
+            self.parts[name] = screen_pairs(self.parts[name], self.opt.crop_size, self.opt.skip_bad, part=name,
+                                            report=self.log.info)
 
     def _build_model(self) -> AHIQ:
         opt = self.opt
-        model = build_ahiq(model_config(opt), opt.pretrained_backbones, opt.vit_weights, opt.cnn_weights)
+        model = build_ahiq(ModelConfig.from_dict(vars(opt)), opt.pretrained_backbones, opt.vit_weights, opt.cnn_weights)
         if opt.checkpoint:
             deform, regressor, _ = read_checkpoint(opt.checkpoint)
             load_heads(model, deform, regressor, opt.checkpoint)
@@ -284,7 +206,7 @@ class Trainer:
             dist_img = dist_img.to(device, non_blocking=True)
             ref_img = ref_img.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
-            with precision_context(self.opt.precision, device):
+            with precision_context(self.opt.precision, device, strict=self.opt.strict_fp32):
                 pred = self.net(dist_img, ref_img)
             loss = torch.nn.functional.mse_loss(pred.float(), target)
             self.optimizer.zero_grad(set_to_none=True)
@@ -377,8 +299,7 @@ class Trainer:
             if last and epoch + 1 < opt.n_epoch:
                 self.log.info(f"time limit of {opt.time_limit:.0f}s reached after epoch {epoch + 1}")
                 break
-        if self.writer is not None:
-            self.writer.close()
         if self.best["main"] > -math.inf:
             self.log.info(f"best: epoch {self.best.get('epoch')} {format_metrics(self.best)} -> {self.run_dir / 'best.pth'}")
+        self.close()
         return self.best

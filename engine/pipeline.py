@@ -1,0 +1,44 @@
+"""The one scoring flow of score.py and test.py: seed -> model (architecture overrides) -> optional compile ->
+score pairs -> quality maps."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from data.images import read_image
+from engine.device import resolve_device
+from engine.scoring import PairScore, score_pairs
+from models.ahiq import AHIQ
+from models.checkpoint import load_model
+from utils.visual import save_quality_map
+
+
+def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn_weights: str | None = None,
+                  pretrained_backbones: bool = True, device: str = "auto", seed: int = 1919, compile: bool = False,
+                  overrides: dict | None = None) -> tuple[torch.nn.Module, AHIQ, torch.device]:
+    """``(net to call, the AHIQ model, device)``: heads from ``checkpoint``, ``overrides`` of its architecture.
+
+    The seed is set first, so random weights (no checkpoint, random backbones) are the same on every run.
+    ``net`` is the compiled model when ``compile`` is set, else the model itself.
+    """
+    where = resolve_device(device)
+    torch.manual_seed(seed)
+    model = load_model(checkpoint, vit_weights=vit_weights, cnn_weights=cnn_weights,
+                       pretrained_backbones=pretrained_backbones, device=where, **(overrides or {}))
+    net = torch.compile(model) if compile else model
+    return net, model, where
+
+
+def score_and_map(net: torch.nn.Module, pairs: Sequence[tuple[Path, Path]], *, crops: str, crop_size: int, seed: int,
+                  batch_size: int, precision: str, num_workers: int = 0, maps_dir: str | None = None,
+                  flip_tta: bool = False, progress: bool = True) -> list[PairScore]:
+    """Score every pair (in order) and, with ``maps_dir``, write one quality-map picture per pair there."""
+    results = list(score_pairs(net, pairs, crops, crop_size, seed, batch_size, precision, num_workers,
+                               with_maps=bool(maps_dir), progress=progress, flip_tta=flip_tta))
+    if maps_dir:
+        for r in results:
+            save_quality_map(read_image(r.dist), r.score_map, r.weight_map, Path(maps_dir) / f"{Path(r.dist).stem}.png",
+                             title=f"AHIQ score {r.score:.4f}  (reference {Path(r.ref).name})", name=Path(r.dist).name)
+    return results

@@ -1,0 +1,77 @@
+"""The floors of the house (see README, Layout): each package imports only from the floors below it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+# package -> project packages it may import from
+ALLOWED = {
+    "utils": set(),
+    "models": {"utils"},
+    "data": {"utils"},
+    "engine": {"utils", "models", "data"},
+    "options": {"utils", "models", "data", "engine"},
+}
+PROJECT = {"utils", "models", "data", "engine", "options", "benchmarks", "experiments", "tests", "train", "test",
+           "score"}
+TIMM_INTERNALS = {"_pos_embed", "patch_drop", "norm_pre"}
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(module, imported names, line)`` of every import in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, [alias.name for alias in node.names], node.lineno))
+    return found
+
+
+def _python_files(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def test_each_floor_imports_only_from_below():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in _python_files(package):
+            for module, _, line in _imports(path):
+                top = module.split(".")[0]
+                if top in PROJECT and top != package and top not in allowed:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_private_names_cross_modules():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if ".git" in path.parts:
+            continue
+        for module, names, line in _imports(path):
+            if module.split(".")[0] in PROJECT:
+                wrong += [f"{path.relative_to(ROOT)}:{line} imports {module}.{n}" for n in names if n.startswith("_")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_timm_only_through_its_public_api():
+    wrong = []
+    for package in ALLOWED:
+        for path in _python_files(package):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in TIMM_INTERNALS:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} uses .{node.attr}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_models_speak_python_not_flags():
+    # Messages in models/ name Python arguments through utils.errors.arg/flag; scripts turn them into flags.
+    wrong = []
+    for path in _python_files("models"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and " --" in f" {node.value}":
+                if any(word.startswith("--") and len(word) > 2 for word in node.value.split()):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert not wrong, "\n".join(wrong)
