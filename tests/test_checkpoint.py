@@ -111,3 +111,13 @@ def test_load_model_rebuilds_architecture_from_metadata(tmp_path):
     assert loaded.config == config and not loaded.training
     _equal(loaded.regressor.state_dict(), model.regressor.state_dict())
     assert checkpoint_dict(loaded)["ahiq"]["model_config"]["vit_blocks"] == (1, 2)
+
+
+def test_newer_format_version_is_refused_with_one_line(small_model, tmp_path):
+    path = tmp_path / "future.pth"
+    ckpt = checkpoint_dict(small_model)
+    ckpt["ahiq"]["format_version"] = 99
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match="checkpoint format 99, newer than this code reads") as err:
+        read_checkpoint(path)
+    assert "\n" not in str(err.value)
