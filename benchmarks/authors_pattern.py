@@ -24,8 +24,8 @@ class AuthorsPattern(nn.Module):
         super().__init__()
         cfg = model.config
         # Whole network, all blocks + head; dynamic size so that test crops other than 224 run too.
-        self.vit = timm.create_model(cfg.vit, pretrained=False, dynamic_img_size=True)
-        self.resnet = timm.create_model(cfg.cnn, pretrained=False)
+        self.vit = timm.create_model(cfg.vit, pretrained=False, dynamic_img_size=True, **cfg.vit_kwargs)
+        self.resnet = timm.create_model(cfg.cnn, pretrained=False, **cfg.cnn_kwargs)
         # The truncated backbones keep timm's parameter names, so the whole networks take their weights;
         # the layers they dropped keep random weights (never read: they only cost time, as in the release).
         self.vit.load_state_dict(model.vit.model.state_dict(), strict=False)

@@ -22,7 +22,8 @@ from utils.errors import UserError, cli_main  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 
 SHARED_WITH_TEST = {"--data_root", "--checkpoints_dir", "--device", "--precision", "--crop_size", "--patch_size", "--vit",
-                    "--vit_blocks", "--cnn", "--cnn_stage", "--pretrained_backbones", "--vit_weights", "--cnn_weights",
+                    "--vit_blocks", "--cnn", "--cnn_stage", "--vit_kwargs", "--cnn_kwargs",
+                    "--head_kwargs", "--fusion_kwargs", "--pretrained_backbones", "--vit_weights", "--cnn_weights",
                     "--num_workers", "--synthetic_refs", "--synthetic_size", "--normalization", "--seed"}
 METRICS = ("SRCC", "PLCC", "KRCC")
 

@@ -11,7 +11,8 @@ Data path for one batch of crop pairs (defaults: ViT-B/8 blocks 1-5, ResNet-50 l
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -41,7 +42,15 @@ NORMALISATIONS = {
 
 @dataclass
 class ModelConfig:
-    """What defines an AHIQ network; stored in our checkpoints so a model is rebuilt exactly."""
+    """What defines an AHIQ network; stored in our checkpoints so a model is rebuilt exactly.
+
+    ``vit_kwargs`` / ``cnn_kwargs`` are timm keyword arguments that change a backbone's architecture, e.g.
+    ``{"depth": 2, "embed_dim": 32, "num_heads": 2}`` for a narrow two-block ViT or ``{"layers": [1, 1, 1, 1],
+    "channels": [16, 32, 64, 128], "stem_width": 16}`` for a small ResNet (ablations, fast tests). Pretrained
+    weights of the named tag no longer fit such a backbone: use random ones or a weight file made for it.
+    ``head_kwargs`` (``channels``, ``hidden``, ``smoothed`` of :class:`PatchScoreHead`) and ``fusion_kwargs``
+    (``hidden`` of :class:`DeformFusion`) narrow the trained layers the same way; empty = the authors' sizes.
+    """
 
     vit: str = DEFAULT_VIT
     vit_blocks: tuple[int, ...] = DEFAULT_VIT_BLOCKS
@@ -49,9 +58,17 @@ class ModelConfig:
     cnn_stage: int = DEFAULT_CNN_STAGE
     normalization: str = "authors"
     deform_impl: str = "sampled"  # deformable conv: sampled (sampling + GEMM, fast) or torchvision (reference)
+    vit_kwargs: dict[str, Any] = field(default_factory=dict)
+    cnn_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_kwargs: dict[str, int] = field(default_factory=dict)
+    fusion_kwargs: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.vit_blocks = tuple(int(b) for b in self.vit_blocks)
+        self.vit_kwargs = _timm_kwargs(self.vit_kwargs, "vit_kwargs")
+        self.cnn_kwargs = _timm_kwargs(self.cnn_kwargs, "cnn_kwargs")
+        self.head_kwargs = _widths(self.head_kwargs, "head_kwargs", ("channels", "hidden", "smoothed"))
+        self.fusion_kwargs = _widths(self.fusion_kwargs, "fusion_kwargs", ("hidden",))
         if self.normalization not in NORMALISATIONS:
             raise UserError(f"{arg('normalization')}{self.normalization}: choose one of {', '.join(NORMALISATIONS)}")
         if self.deform_impl not in ("sampled", "torchvision"):
@@ -64,6 +81,30 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _timm_kwargs(value: Any, name: str) -> dict[str, Any]:
+    """A copy of ``value`` with lists made tuples, so a config read back from JSON compares equal."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise UserError(f"{arg(name)}{value!r}: give timm keyword arguments as a dict, e.g. {{\"depth\": 2}}")
+    if "dynamic_img_size" in value:
+        raise UserError(f"{arg(name)}{value!r}: dynamic_img_size is set by AHIQ itself; leave it out")
+
+    def frozen(v: Any) -> Any:
+        return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    return {k: frozen(v) for k, v in sorted(value.items())}
+
+
+def _widths(value: Any, name: str, known: tuple[str, ...]) -> dict[str, int]:
+    """Layer widths ``{name: positive int}`` with names from ``known``."""
+    value = value or {}
+    if not isinstance(value, dict) or set(value) - set(known) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        raise UserError(f"{arg(name)}{value!r}: give positive integer widths for {', '.join(known)}")
+    return dict(sorted(value.items()))
 
 
 def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +214,8 @@ class AHIQ(nn.Module):
             raise UserError(f"ViT patch {vit.patch_size} is not a multiple of the CNN stage reduction {cnn.reduction}; "
                             f"pick another {arg('cnn_stage')}or {arg('vit')}")
         self.deform_net = DeformFusion(vit.out_channels, cnn.out_channels, vit.patch_size // cnn.reduction,
-                                       impl=self.config.deform_impl)
-        self.regressor = PatchScoreHead(vit.out_channels + cnn.out_channels)
+                                       impl=self.config.deform_impl, **self.config.fusion_kwargs)
+        self.regressor = PatchScoreHead(vit.out_channels + cnn.out_channels, **self.config.head_kwargs)
         mean, std = NORMALISATIONS[self.config.normalization]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -206,6 +247,6 @@ def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = T
                vit_weights: str | None = None, cnn_weights: str | None = None) -> AHIQ:
     """An AHIQ network with backbones by timm name/tag and untrained (random) fusion and head."""
     config = config or ModelConfig()
-    vit = build_vit(config.vit, config.vit_blocks, pretrained_backbones, vit_weights)
-    cnn = build_resnet(config.cnn, config.cnn_stage, pretrained_backbones, cnn_weights)
+    vit = build_vit(config.vit, config.vit_blocks, pretrained_backbones, vit_weights, **config.vit_kwargs)
+    cnn = build_resnet(config.cnn, config.cnn_stage, pretrained_backbones, cnn_weights, **config.cnn_kwargs)
     return AHIQ(vit, cnn, config)

@@ -101,6 +101,13 @@ def _uninitialised(name: str, **kwargs) -> nn.Module | None:
     return model.to_empty(device="cpu")
 
 
+def _no_weights(name: str, weights_arg: str, err: Exception) -> str:
+    where = f" or give {arg(weights_arg)}FILE" if weights_arg else ""
+    return (f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` online, "
+            f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, or fill the Hugging Face hub "
+            "cache (HF_HUB_OFFLINE=1 uses it offline)")
+
+
 def create_timm_model(
     name: str, pretrained: bool, weights_file: str | Path | None = None, weights_arg: str = "", **kwargs
 ) -> nn.Module:
@@ -124,17 +131,23 @@ def create_timm_model(
             return timm.create_model(name, pretrained=False, **kwargs)
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
-        except (OSError, RuntimeError, ValueError) as err:
-            where = f" or give {arg(weights_arg)}FILE" if weights_arg else ""
-            raise UserError(
-                f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` online, "
-                f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, or fill the Hugging Face hub "
-                "cache (HF_HUB_OFFLINE=1 uses it offline)"
-            ) from None
+        except RuntimeError as err:
+            if "size mismatch" not in str(err):
+                raise UserError(_no_weights(name, weights_arg, err)) from None
+            changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}
+            raise UserError(f"{name}: its pretrained weights do not fit the architecture changed by {changed}; "
+                            f"use {arg('pretrained_backbones')}false or a weight file made for it") from None
+        except (OSError, ValueError) as err:
+            raise UserError(_no_weights(name, weights_arg, err)) from None
     except RuntimeError as err:
         if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
             raise UserError(f"{name}: not a timm model name/tag ({err})") from None
         raise
+    except TypeError as err:  # a keyword argument the timm model does not take
+        if "keyword argument" not in str(err):
+            raise
+        changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}
+        raise UserError(f"{name} with {changed}: {err}; check the timm keyword arguments") from None
 
 
 class _FrozenBackbone(nn.Module):
@@ -187,15 +200,21 @@ class ViTFeatures(_FrozenBackbone):
             return torch.cat(maps, dim=1)  # (B, len(blocks)*D, h, w), the authors' channel order
 
 
-def build_vit(name: str, blocks: Sequence[int], pretrained: bool, weights_file: str | Path | None = None) -> ViTFeatures:
-    """A :class:`ViTFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`."""
-    model = create_timm_model(name, pretrained, weights_file, weights_arg="vit_weights", dynamic_img_size=True)
+def build_vit(name: str, blocks: Sequence[int], pretrained: bool, weights_file: str | Path | None = None,
+              **timm_kwargs) -> ViTFeatures:
+    """A :class:`ViTFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`;
+    ``timm_kwargs`` change the architecture (e.g. ``depth``, ``embed_dim``, ``num_heads``)."""
+    model = create_timm_model(name, pretrained, weights_file, weights_arg="vit_weights", dynamic_img_size=True,
+                              **timm_kwargs)
     return ViTFeatures(model, blocks)
 
 
-def build_resnet(name: str, stage: int, pretrained: bool, weights_file: str | Path | None = None) -> "ResNetFeatures":
-    """A :class:`ResNetFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`."""
-    return ResNetFeatures(create_timm_model(name, pretrained, weights_file, weights_arg="cnn_weights"), stage)
+def build_resnet(name: str, stage: int, pretrained: bool, weights_file: str | Path | None = None,
+                 **timm_kwargs) -> "ResNetFeatures":
+    """A :class:`ResNetFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`;
+    ``timm_kwargs`` change the architecture (e.g. ``layers``, ``channels``, ``stem_width``)."""
+    return ResNetFeatures(create_timm_model(name, pretrained, weights_file, weights_arg="cnn_weights", **timm_kwargs),
+                          stage)
 
 
 class ResNetFeatures(_FrozenBackbone):

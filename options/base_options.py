@@ -37,6 +37,17 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers like 1,2,3 or 1-5, got {text!r}") from None
 
 
+def json_dict(text: str) -> dict:
+    """``'{"depth": 2}'`` -> dict (keyword arguments given on the command line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object like {{"depth": 2}}, got {text!r}')
+    return value
+
+
 class _OneLineErrors(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -76,6 +87,16 @@ class BaseOptions:
         g.add_argument("--cnn", type=str, default=DEFAULT_CNN, help="timm ResNet name.tag")
         g.add_argument("--cnn_stage", type=int, default=DEFAULT_CNN_STAGE,
                        help="ResNet stage (1 = layer1) whose block outputs are used")
+        g.add_argument("--vit_kwargs", type=json_dict, default={},
+                       help='timm keyword arguments that change the ViT, as JSON, e.g. \'{"depth": 2, "embed_dim": '
+                            '32, "num_heads": 2}\' (ablations, fast tests; needs random or matching weights)')
+        g.add_argument("--cnn_kwargs", type=json_dict, default={},
+                       help='timm keyword arguments that change the ResNet, as JSON, e.g. \'{"layers": [1, 1, 1, 1], '
+                            '"channels": [16, 32, 64, 128], "stem_width": 16}\'')
+        g.add_argument("--head_kwargs", type=json_dict, default={},
+                       help='widths of the score head, as JSON: channels (256), hidden (1024), smoothed (512)')
+        g.add_argument("--fusion_kwargs", type=json_dict, default={},
+                       help='width of the deformable fusion, as JSON: hidden (512)')
         g.add_argument("--normalization", type=str, default="authors", choices=sorted(NORMALISATIONS),
                        help="input normalisation: authors = (x-0.5)/0.5 (the released model); imagenet = "
                             "pyiqa's mean/std, which gives different scores")
@@ -127,7 +148,8 @@ class BaseOptions:
 def model_config(opt: argparse.Namespace) -> ModelConfig:
     """The :class:`ModelConfig` the options describe."""
     return ModelConfig(vit=opt.vit, vit_blocks=tuple(opt.vit_blocks), cnn=opt.cnn, cnn_stage=opt.cnn_stage,
-                       normalization=opt.normalization, deform_impl=opt.deform_impl)
+                       normalization=opt.normalization, deform_impl=opt.deform_impl, vit_kwargs=opt.vit_kwargs,
+                       cnn_kwargs=opt.cnn_kwargs, head_kwargs=opt.head_kwargs, fusion_kwargs=opt.fusion_kwargs)
 
 
 def describe_backbones(opt: argparse.Namespace, config: ModelConfig) -> str:

@@ -1,6 +1,14 @@
-"""Shared test setup: repo root on sys.path, offline hub, small random-weight models."""
+"""Shared test setup: repo root on sys.path, offline hub, tiny random-weight models.
+
+Most tests use :data:`TINY`: the default timm names (ViT-B/8 tag, ResNet-50 tag) made small through
+``ModelConfig.vit_kwargs/cnn_kwargs`` (a narrow 4-block ViT with patch 8 read at blocks 1 and 3, a ResNet-50
+with one narrow bottleneck per stage) and a narrow head and fusion (``head_kwargs/fusion_kwargs``), so every
+test runs the real code path in milliseconds. The default
+architecture itself is built on the meta device (shapes and tensor names, no weights) in ``test_models.py``.
+"""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -9,38 +17,61 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# The team's shared folder (spec, real label files, mini datasets): $AHIQ_SHARED, else ../shared.
+SHARED = Path(os.environ.get("AHIQ_SHARED") or ROOT.parent / "shared")
+SHARED_HINT = "set AHIQ_SHARED to the shared folder (default: ../shared beside the project)"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download; hub look-ups fail fast
-torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+# Tiny models: one thread is as fast as two here and does not slow down on a shared, busy machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the scripts tests start as processes, too
+torch.set_num_threads(1)
+
+from models.ahiq import ModelConfig  # noqa: E402
+
+TINY_VIT_KWARGS = {"embed_dim": 32, "depth": 4, "num_heads": 2}
+TINY_CNN_KWARGS = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}
+TINY_HEAD_KWARGS = {"channels": 16, "hidden": 32, "smoothed": 24}
+TINY_FUSION_KWARGS = {"hidden": 24}
+TINY = ModelConfig(vit_blocks=(1, 3), vit_kwargs=TINY_VIT_KWARGS, cnn_kwargs=TINY_CNN_KWARGS,
+                   head_kwargs=TINY_HEAD_KWARGS, fusion_kwargs=TINY_FUSION_KWARGS)
+# The same architecture as command-line flags of train.py / test.py / score.py.
+TINY_ARGS = ["--vit_blocks", "1,3", "--vit_kwargs", json.dumps(TINY_VIT_KWARGS), "--cnn_kwargs",
+             json.dumps(TINY_CNN_KWARGS), "--head_kwargs", json.dumps(TINY_HEAD_KWARGS), "--fusion_kwargs",
+             json.dumps(TINY_FUSION_KWARGS)]
 
 
 def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test when the project is cloned alone."""
+    """A path under the shared folder, or skip the test when the project is cloned alone."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} not present (../shared is only beside the project in the team's checkout)")
+        pytest.skip(f"{path} not present; {SHARED_HINT}")
     return path
+
+
+def tiny_model(seed: int = 0, config: ModelConfig = TINY):
+    """A :data:`TINY` AHIQ network with seeded random backbones and spread-out random heads, in eval mode."""
+    from models.ahiq import build_ahiq
+
+    torch.manual_seed(seed)
+    model = build_ahiq(config, pretrained_backbones=False)
+    randomise_heads(model)
+    return model.eval()
 
 
 @pytest.fixture(scope="session")
 def small_model():
-    """Default architecture (ViT-B/8 blocks 1-5, ResNet-50 layer1) with seeded random weights."""
-    from models.ahiq import build_ahiq
-
-    torch.manual_seed(0)
-    model = build_ahiq(pretrained_backbones=False)
-    _randomise_heads(model)
-    return model.eval()
+    """The :data:`TINY` architecture with seeded random weights (heads whose scores spread)."""
+    return tiny_model()
 
 
-def _randomise_heads(model) -> None:
-    # PyTorch's default init makes near-constant scores; larger weights make score differences visible.
+def randomise_heads(model) -> None:
+    """Seeded He-scaled normal weights (ReLU gain 2): PyTorch's default init makes near-constant scores; with
+    these, scores of the tiny model spread over ~0.1-0.2 between mildly and strongly distorted pairs."""
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in list(model.deform_net.named_parameters()) + list(model.regressor.named_parameters()):
             fan_in = p[0].numel() if p.dim() > 1 else 1
-            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / fan_in) ** 0.5 * (0.3 if "offset" in name else 1.0))
+            p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / fan_in) ** 0.5 * (0.3 if "offset" in name else 1.0))
 
 
 def random_pair_images(folder: Path, names: list[tuple[str, str]], height: int, width: int, seed: int = 0) -> None:
@@ -63,8 +94,9 @@ def random_pair_images(folder: Path, names: list[tuple[str, str]], height: int, 
 
 @pytest.fixture(scope="session")
 def authors_files(tmp_path_factory):
-    """An authors'-format checkpoint (``ahiq.pth``) and backbone weight files (``vit.safetensors``,
-    ``cnn.pth``) holding seeded random weights, and the AHIQ model they make."""
+    """An authors'-format checkpoint (``ahiq.pth``, no metadata: the architecture comes from
+    :data:`TINY_ARGS`) and backbone weight files (``vit.safetensors``, ``cnn.pth``) holding seeded random
+    weights of the :data:`TINY` backbones, and the AHIQ model they make."""
     import timm
 
     from models.ahiq import build_ahiq
@@ -72,11 +104,12 @@ def authors_files(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("authors")
     torch.manual_seed(21)
-    save_state_dict(timm.create_model("vit_base_patch8_224", pretrained=False), folder / "vit.safetensors")
-    save_state_dict(timm.create_model("resnet50", pretrained=False), folder / "cnn.pth")
-    model = build_ahiq(pretrained_backbones=True, vit_weights=str(folder / "vit.safetensors"),
+    save_state_dict(timm.create_model("vit_base_patch8_224", pretrained=False, **TINY.vit_kwargs),
+                    folder / "vit.safetensors")
+    save_state_dict(timm.create_model("resnet50", pretrained=False, **TINY.cnn_kwargs), folder / "cnn.pth")
+    model = build_ahiq(TINY, pretrained_backbones=True, vit_weights=str(folder / "vit.safetensors"),
                        cnn_weights=str(folder / "cnn.pth"))
-    _randomise_heads(model)
+    randomise_heads(model)
     torch.save({"epoch": 32, "regressor_model_state_dict": model.regressor.state_dict(),
                 "deform_net_model_state_dict": model.deform_net.state_dict(), "optimizer_state_dict": {},
                 "scheduler_state_dict": {}, "loss": 0.0}, folder / "ahiq.pth")

@@ -76,14 +76,14 @@ def test_pyiqa_flat_format_loads(small_model, tmp_path, nest):
 
 def test_mismatched_tensors_are_listed_in_one_error(small_model, tmp_path):
     deform = dict(small_model.deform_net.state_dict())
-    deform["deform.weight"] = torch.zeros(768, 768, 5, 5)
+    deform["deform.weight"] = torch.zeros(64, 64, 5, 5)
     del deform["conv1.0.bias"]
     regressor = dict(small_model.regressor.state_dict(), extra=torch.zeros(1))
     with pytest.raises(UserError) as err:
         load_heads(small_model, deform, regressor, tmp_path / "x.pth")
     msg = str(err.value)
     assert "deform_net.conv1.0.bias missing" in msg and "regressor.extra unexpected" in msg
-    assert "deform_net.deform.weight has shape (768, 768, 5, 5), expected (768, 768, 3, 3)" in msg
+    assert "deform_net.deform.weight has shape (64, 64, 5, 5), expected (64, 64, 3, 3)" in msg
     assert "\n" not in msg
 
 
@@ -102,15 +102,41 @@ def test_files_that_are_not_ahiq_checkpoints(tmp_path, content):
 
 def test_load_model_rebuilds_architecture_from_metadata(tmp_path):
     from models.ahiq import ModelConfig, build_ahiq
+    from tests.conftest import TINY
 
-    config = ModelConfig(vit="vit_tiny_patch16_224.augreg_in21k_ft_in1k", vit_blocks=(1, 2), cnn="resnet18.a1_in1k")
+    # another ViT and ResNet, other blocks, and timm keyword arguments: all come back from the metadata
+    config = ModelConfig(**{**TINY.to_dict(), "vit": "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_blocks": (1, 2),
+                            "cnn": "resnet18.a1_in1k", "cnn_kwargs": {"channels": [8, 16, 32, 64]}})
     model = build_ahiq(config, pretrained_backbones=False)
     path = tmp_path / "tiny.pth"
     save_checkpoint(path, model)
     loaded = load_model(path, pretrained_backbones=False, device="cpu")
     assert loaded.config == config and not loaded.training
+    assert loaded.cnn.out_channels == 2 * 8 and loaded.vit.out_channels == 2 * 32  # resnet18: 2 basic blocks
     _equal(loaded.regressor.state_dict(), model.regressor.state_dict())
-    assert checkpoint_dict(loaded)["ahiq"]["model_config"]["vit_blocks"] == (1, 2)
+    meta = checkpoint_dict(loaded)["ahiq"]["model_config"]
+    assert meta["vit_blocks"] == (1, 2) and meta["cnn_kwargs"] == {"channels": (8, 16, 32, 64)}
+    # a config read back from JSON (opt.json) is the same config
+    import json
+
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # keyword arguments given to load_model override the stored architecture
+    wider = load_model(None, pretrained_backbones=False, config=config, head_kwargs={"channels": 8})
+    assert wider.regressor.down_channel.weight.shape[0] == 8 and wider.config.cnn == "resnet18.a1_in1k"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("vit_kwargs", ["depth", 2], "give timm keyword arguments as a dict"),
+    ("vit_kwargs", {"dynamic_img_size": False}, "set by AHIQ itself"),
+    ("head_kwargs", {"width": 3}, "positive integer widths for channels, hidden, smoothed"),
+    ("fusion_kwargs", {"hidden": 0}, "positive integer widths for hidden"),
+])
+def test_bad_architecture_arguments_are_user_errors(field, value, message):
+    from models.ahiq import ModelConfig
+
+    with pytest.raises(UserError, match=message) as err:
+        ModelConfig(**{field: value})
+    assert str(err.value).startswith(f"{field}=") and err.value.for_cli().startswith(f"--{field} ")
 
 
 def test_newer_format_version_is_refused_with_one_line(small_model, tmp_path):

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_ARGS
 
 
 def _torchrun(tmp_path, *extra):
@@ -14,7 +14,7 @@ def _torchrun(tmp_path, *extra):
            "--dataset", "synthetic", "--data_root", str(tmp_path / "data"), "--synthetic_refs", "4",
            "--synthetic_size", "64", "--crop_size", "32", "--batch_size", "2", "--pretrained_backbones", "false",
            "--device", "cpu", "--checkpoints_dir", str(tmp_path / "ck"), "--name", "ddp", "--max_steps", "3",
-           "--val_crops", "center", "--progress", "false", *extra]
+           "--val_crops", "center", "--progress", "false", *TINY_ARGS, *extra]
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from experiments import standard
+from tests.conftest import TINY_ARGS
 
 
 def test_repeated_splits_table(tmp_path, capsys):
@@ -11,7 +12,7 @@ def test_repeated_splits_table(tmp_path, capsys):
         "--dataset", "synthetic", "--seeds", "2", "--split_ratio", "3:1:1", "--test_crops", "center",
         "--checkpoints_dir", str(tmp_path), "--data_root", str(tmp_path / "data"), "--synthetic_refs", "5",
         "--synthetic_size", "32", "--crop_size", "32", "--batch_size", "4", "--n_epoch", "1", "--max_steps", "2",
-        "--pretrained_backbones", "false", "--device", "cpu", "--val_crops", "center", "--progress", "false"])
+        "--pretrained_backbones", "false", "--device", "cpu", "--val_crops", "center", "--progress", "false", *TINY_ARGS])
     lines = table.splitlines()
     assert lines[0] == "| synthetic (2 splits) | SRCC | PLCC | KRCC |"
     assert lines[2].startswith("| median | ") and lines[3].startswith("| mean ± std | ")

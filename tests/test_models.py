@@ -9,6 +9,7 @@ import torchvision
 from models.ahiq import AHIQ, ModelConfig, phase_kernels, build_ahiq
 from models.backbones import ResNetFeatures, ViTFeatures
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
+from tests.conftest import TINY
 
 SPEC_TABLE = {  # ../shared/docs/ahiq-reference.md §2
     "deform_net": {
@@ -32,38 +33,62 @@ def _shapes(module):
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def test_tensor_table_patch8(small_model):
-    assert _shapes(small_model.deform_net) == SPEC_TABLE["deform_net"]
-    assert _shapes(small_model.regressor) == SPEC_TABLE["regressor"]
-    assert small_model.deform_net.conv1[0].stride == (2, 2) and small_model.deform_net.conv1[2].stride == (1, 1)
-    trainable = sum(p.numel() for p in small_model.parameters() if p.requires_grad)
+def _default_on_meta(config: ModelConfig | None = None) -> AHIQ:
+    """The real architecture with storage-free (meta) tensors: shapes and names without seconds of init."""
+    with torch.device("meta"):
+        return build_ahiq(config, pretrained_backbones=False)
+
+
+def test_default_architecture_tensor_table_and_shapes():
+    model = _default_on_meta()
+    # the released checkpoint's tensor names and shapes (spec §2): what load_heads checks strictly
+    assert _shapes(model.deform_net) == SPEC_TABLE["deform_net"]
+    assert _shapes(model.regressor) == SPEC_TABLE["regressor"]
+    assert model.deform_net.conv1[0].stride == (2, 2) and model.deform_net.conv1[2].stride == (1, 1)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert 26e6 < trainable < 28e6  # "about 27 M parameters"
-    assert all(not p.requires_grad for p in small_model.vit.parameters())
-    assert all(not p.requires_grad for p in small_model.cnn.parameters())
+    assert all(not p.requires_grad for p in model.vit.parameters())
+    assert all(not p.requires_grad for p in model.cnn.parameters())
+    # ViT-B/8 blocks 1-5 and ResNet-50 layer1: what each backbone returns, and what the model returns
+    x = torch.empty(2, 3, 224, 224, device="meta")
+    assert model.vit(x).shape == (2, 3840, 28, 28)
+    assert model.cnn(x).shape == (2, 768, 56, 56)
+    assert len(model.vit.model.blocks) == 5  # blocks 6-12 are not even kept
+    assert not hasattr(model.cnn, "layer2") and len(model.cnn.stages) == 1
+    score, f, w = model(x, x, return_maps=True)
+    assert score.shape == (2,) and f.shape == w.shape == (2, 1, 28, 28)
 
 
 def test_tensor_table_patch16_and_any_crop():
-    model = build_ahiq(ModelConfig(vit="vit_base_patch16_224.augreg_in21k_ft_in1k"), pretrained_backbones=False)
+    config = ModelConfig(vit="vit_base_patch16_224.augreg_in21k_ft_in1k")
+    model = _default_on_meta(config)
     assert _shapes(model.deform_net) == SPEC_TABLE["deform_net"]
     assert _shapes(model.regressor) == SPEC_TABLE["regressor"]
     assert model.deform_net.conv1[2].stride == (2, 2)
+    # the same architecture narrowed runs any multiple-of-32 crop: maps on the 16-pixel grid
+    tiny = ModelConfig(**{**TINY.to_dict(), "vit": config.vit})
+    torch.manual_seed(0)
+    model = build_ahiq(tiny, pretrained_backbones=False).eval()
+    assert model.deform_net.conv1[2].stride == (2, 2)
     x = torch.rand(2, 3, 96, 64)
-    score, f, w = model(x, x.flip(-1), return_maps=True)
+    with torch.no_grad():
+        score, f, w = model(x, x.flip(-1), return_maps=True)
     assert score.shape == (2,) and f.shape == (2, 1, 6, 4) and w.shape == (2, 1, 6, 4)
 
 
-def test_backbone_output_shapes(small_model):
-    x = torch.rand(2, 3, 224, 224)
-    assert small_model.vit(x).shape == (2, 3840, 28, 28)
-    assert small_model.cnn(x).shape == (2, 768, 56, 56)
-    assert len(small_model.vit.model.blocks) == 5  # blocks 6-12 are not even kept
-    assert not hasattr(small_model.cnn, "layer2") and len(small_model.cnn.stages) == 1
+def test_tiny_backbones_run_the_same_code_path(small_model):
+    x = torch.rand(2, 3, 64, 96)
+    assert small_model.vit(x).shape == (2, 2 * 32, 8, 12)  # blocks 1 and 3 of a 32-wide ViT with patch 8
+    assert small_model.cnn(x).shape == (2, 64, 16, 24)  # one bottleneck of 16 -> 64 channels in layer1
+    assert len(small_model.vit.model.blocks) == 3  # block 4 is pruned
+    assert isinstance(small_model.vit, ViTFeatures) and isinstance(small_model.cnn, ResNetFeatures)
 
 
 def test_truncated_vit_equals_whole_model_blocks():
     torch.manual_seed(3)
-    whole = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
-    part = timm.create_model("vit_base_patch16_224", pretrained=False, dynamic_img_size=True)
+    narrow = {"embed_dim": 48, "depth": 8, "num_heads": 3}
+    whole = timm.create_model("vit_base_patch16_224", pretrained=False, **narrow).eval()
+    part = timm.create_model("vit_base_patch16_224", pretrained=False, dynamic_img_size=True, **narrow)
     part.load_state_dict(whole.state_dict())
     feats = ViTFeatures(part, blocks=(2, 4, 7))
     outputs = []
@@ -72,17 +97,18 @@ def test_truncated_vit_equals_whole_model_blocks():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         whole(x)
-    expected = torch.cat([outputs[i][:, 1:] for i in (1, 3, 6)], dim=2).transpose(1, 2).reshape(2, 3 * 768, 14, 14)
+    expected = torch.cat([outputs[i][:, 1:] for i in (1, 3, 6)], dim=2).transpose(1, 2).reshape(2, 3 * 48, 14, 14)
     got = feats(x)
-    assert got.shape == (2, 2304, 14, 14)
+    assert got.shape == (2, 144, 14, 14) and len(part.blocks) == 7
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert not got.requires_grad
 
 
 def test_truncated_resnet_equals_whole_model_stage():
     torch.manual_seed(4)
-    whole = timm.create_model("resnet50", pretrained=False).eval()
-    part = timm.create_model("resnet50", pretrained=False)
+    narrow = {"layers": (1, 3, 1, 1), "channels": (16, 32, 64, 128), "stem_width": 16}
+    whole = timm.create_model("resnet50", pretrained=False, **narrow).eval()
+    part = timm.create_model("resnet50", pretrained=False, **narrow)
     part.load_state_dict(whole.state_dict())
     feats = ResNetFeatures(part, stage=2)
     outputs = []
@@ -92,7 +118,7 @@ def test_truncated_resnet_equals_whole_model_stage():
     with torch.no_grad():
         whole(x)
     got = feats(x)
-    assert got.shape == (2, 4 * 512, 8, 8) and feats.out_channels == 2048 and feats.reduction == 8
+    assert got.shape == (2, 3 * 128, 8, 8) and feats.out_channels == 384 and feats.reduction == 8
     torch.testing.assert_close(got, torch.cat(outputs, 1), rtol=0, atol=1e-5)
     feats.train()
     assert not feats.training and not any(m.training for m in feats.modules())
@@ -169,7 +195,7 @@ def test_fusion_and_head_equal_spec_restatement(small_model):
     torch.testing.assert_close(score, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(f, f_exp, rtol=0, atol=1e-4)
     torch.testing.assert_close(w, w_exp, rtol=0, atol=1e-5)
-    assert expected.std() > 1e-3  # the comparison is not between constants
+    assert expected.std() > 1e-2  # the comparison is not between constants
     assert (via_uint8 - score).abs().max() < 0.05
 
 
@@ -199,7 +225,7 @@ def test_torchvision_impl_switch(small_model):
 
 
 def test_imagenet_normalisation_changes_scores(small_model):
-    model = AHIQ(small_model.vit, small_model.cnn, ModelConfig(normalization="imagenet"))
+    model = AHIQ(small_model.vit, small_model.cnn, ModelConfig(**{**TINY.to_dict(), "normalization": "imagenet"}))
     model.deform_net.load_state_dict(small_model.deform_net.state_dict())
     model.regressor.load_state_dict(small_model.regressor.state_dict())
     x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from data.images import pair_paths, read_image
-from tests.conftest import ROOT, random_pair_images
+from tests.conftest import ROOT, TINY_ARGS, random_pair_images
 from utils.errors import UserError
 
 
 def run_score(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "score.py", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "score.py", *args, *TINY_ARGS], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 

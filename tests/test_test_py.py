@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.conftest import ROOT, random_pair_images
+from tests.conftest import ROOT, TINY_ARGS, random_pair_images
 
 PIPAL_NAMES = [(f"A{r:04d}_{t:02d}_{k:02d}.bmp", f"A{r:04d}.bmp") for r, t, k in
                [(1, 0, 0), (1, 2, 5), (1, 10, 3), (5, 1, 1), (5, 6, 9), (17, 3, 2), (17, 11, 0)]]
@@ -34,7 +34,7 @@ def pipal_folder(authors_files, tmp_path_factory):
 def weights(authors_files) -> list[str]:
     folder, _ = authors_files
     return ["--checkpoint", str(folder / "ahiq.pth"), "--vit_weights", str(folder / "vit.safetensors"),
-            "--cnn_weights", str(folder / "cnn.pth"), "--device", "cpu", "--crop_size", "64"]
+            "--cnn_weights", str(folder / "cnn.pth"), "--device", "cpu", "--crop_size", "64", *TINY_ARGS]
 
 
 def test_every_pair_scored_with_ntire_zip(authors_files, pipal_folder, tmp_path):

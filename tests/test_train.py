@@ -9,10 +9,11 @@ import torch
 
 import train
 from models.checkpoint import read_checkpoint
+from tests.conftest import TINY_ARGS
 
 BASE = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "64", "--crop_size", "32",
         "--batch_size", "4", "--pretrained_backbones", "false", "--device", "cpu", "--num_workers", "0",
-        "--seed", "7", "--max_steps", "3", "--val_crops", "center", "--progress", "false"]
+        "--seed", "7", "--max_steps", "3", "--val_crops", "center", "--progress", "false", *TINY_ARGS]
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +86,9 @@ def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsy
     assert raw["scheduler_state_dict"]["T_max"] == 6 and raw["scheduler_state_dict"]["last_epoch"] == 6
     assert [g["lr"] for g in groups] == pytest.approx([0, 0, 0, 0], abs=1e-12)
     from models.ahiq import build_ahiq
+    from tests.conftest import TINY
 
-    model = build_ahiq(pretrained_backbones=False)
+    model = build_ahiq(TINY, pretrained_backbones=False)
     capsys.readouterr()
     wide = optimizer_groups(model, 1e-3, 0.0, 0.5)
     assert [n for n, p in model.named_parameters() if any(p is q for q in wide[1]["params"])] == \

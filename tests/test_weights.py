@@ -16,6 +16,10 @@ from utils.errors import UserError
 
 VIT = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 CNN = "resnet18.a1_in1k"
+# Narrowed through timm keyword arguments (as ModelConfig.vit_kwargs/cnn_kwargs do): the loading paths are the
+# same, the files small.
+VIT_KW = {"depth": 2}
+CNN_KW = {"channels": (16, 32, 64, 128)}
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -28,37 +32,44 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pth", ".bin"])
 def test_vit_weight_file_formats(tmp_path, suffix):
     torch.manual_seed(11)
-    source = timm.create_model(VIT, pretrained=False)
+    source = timm.create_model(VIT, pretrained=False, **VIT_KW)
     path = tmp_path / f"vit{suffix}"
     (vit_to_jax_npz if suffix == ".npz" else save_state_dict)(source, path)
-    loaded = create_timm_model(VIT, pretrained=True, weights_file=path)
+    loaded = create_timm_model(VIT, pretrained=True, weights_file=path, **VIT_KW)
     _same_weights(source, loaded)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".bin"])
 def test_resnet_weight_file_formats(tmp_path, suffix):
     torch.manual_seed(12)
-    source = timm.create_model(CNN, pretrained=False)
+    source = timm.create_model(CNN, pretrained=False, **CNN_KW)
     path = tmp_path / f"cnn{suffix}"
     save_state_dict(source, path)
-    _same_weights(source, create_timm_model(CNN, pretrained=True, weights_file=path))
+    _same_weights(source, create_timm_model(CNN, pretrained=True, weights_file=path, **CNN_KW))
 
 
 def test_weights_of_the_wrong_backbone_are_refused(tmp_path):
     path = tmp_path / "r18.safetensors"
-    save_state_dict(timm.create_model(CNN, pretrained=False), path)
+    save_state_dict(timm.create_model(CNN, pretrained=False, **CNN_KW), path)
     with pytest.raises(UserError, match="do not fit") as err:
-        create_timm_model("resnet50.a1_in1k", pretrained=True, weights_file=path)
+        create_timm_model("resnet50.a1_in1k", pretrained=True, weights_file=path, **CNN_KW)
     assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="do not fit"):  # the right name, another width
+        create_timm_model(CNN, pretrained=True, weights_file=path)
+
+
+def test_unknown_timm_keyword_argument_is_a_user_error():
+    with pytest.raises(UserError, match=r"resnet18.a1_in1k with \{'depth': 2\}: .*unexpected keyword argument 'depth'"):
+        create_timm_model(CNN, pretrained=False, depth=2)
 
 
 def test_default_backbones_folder_is_used(tmp_path, monkeypatch):
     torch.manual_seed(13)
-    source = timm.create_model(CNN, pretrained=False)
+    source = timm.create_model(CNN, pretrained=False, **CNN_KW)
     save_state_dict(source, tmp_path / f"{CNN}.safetensors")
     monkeypatch.setattr(backbones, "DEFAULT_WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(backbones.find_local_weights, "__defaults__", (tmp_path,))
-    _same_weights(source, create_timm_model(CNN, pretrained=True))
+    _same_weights(source, create_timm_model(CNN, pretrained=True, **CNN_KW))
 
 
 def test_offline_pretrained_request_fails_with_instructions(monkeypatch, tmp_path):
@@ -74,7 +85,7 @@ def test_offline_pretrained_request_fails_with_instructions(monkeypatch, tmp_pat
 
 
 def test_random_weights_are_announced(capsys):
-    create_timm_model(CNN, pretrained=False)
+    create_timm_model(CNN, pretrained=False, **CNN_KW)
     assert "RANDOM weights" in capsys.readouterr().err
 
 
