@@ -48,15 +48,20 @@ def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tupl
     return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
 
-def _paste(maps: torch.Tensor, positions, height: int, width: int, crop: int) -> np.ndarray:
-    """Average per-crop maps ``(N, 1, h, w)`` into one ``(H, W)`` map at image resolution."""
+def paste_maps(maps: torch.Tensor, positions: Sequence[tuple[int, int]], height: int, width: int,
+               crop: int) -> torch.Tensor:
+    """Average per-crop maps ``(N, 1, h, w)`` taken at ``positions`` ``(top, left)`` into one ``(H, W)`` map.
+
+    Each crop's map is upsampled (nearest) to the crop's pixels; pixels no crop covers are 0. Runs on the
+    maps' device in fp32 and is differentiable, so a spatial loss can use it.
+    """
     up = F.interpolate(maps.float(), size=(crop, crop), mode="nearest")[:, 0]
-    total = torch.zeros(height, width)
-    count = torch.zeros(height, width)
-    for m, (top, left) in zip(up.cpu(), positions):
+    total = up.new_zeros(height, width)
+    count = up.new_zeros(height, width)
+    for m, (top, left) in zip(up, positions):
         total[top:top + crop, left:left + crop] += m
         count[top:top + crop, left:left + crop] += 1
-    return (total / count.clamp(min=1)).numpy()
+    return total / count.clamp(min=1)
 
 
 @torch.inference_mode()
@@ -96,8 +101,8 @@ def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "c
             start += len(positions)
             result = PairScore(pairs[i][0], pairs[i][1], float(scores[part].mean()), scores[part].tolist())
             if with_maps:
-                result.score_map = _paste(f[part], positions, h, w_img, crop_size)
-                result.weight_map = _paste(w[part], positions, h, w_img, crop_size)
+                result.score_map = paste_maps(f[part], positions, h, w_img, crop_size).cpu().numpy()
+                result.weight_map = paste_maps(w[part], positions, h, w_img, crop_size).cpu().numpy()
             yield result
         bar.update(len(batch))
     bar.close()

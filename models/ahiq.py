@@ -202,7 +202,8 @@ class AHIQ(nn.Module):
 
     ``forward(dist, ref)``: ``(B, 3, H, W)`` RGB, float in [0, 1] or uint8, H and W multiples of 32 ->
     scores ``(B,)``; with ``return_maps=True`` also the score map f and weight map w, ``(B, 1, H/p, W/p)``.
-    Only ``deform_net`` and ``regressor`` have trainable parameters; the backbones are frozen.
+    Only ``deform_net`` and ``regressor`` have trainable parameters; the backbones are frozen and build no
+    graph unless :meth:`input_gradients` is on.
     """
 
     def __init__(self, vit: ViTFeatures, cnn: ResNetFeatures, config: ModelConfig | None = None):
@@ -223,6 +224,15 @@ class AHIQ(nn.Module):
     @property
     def patch_size(self) -> int:
         return self.vit.patch_size
+
+    def input_gradients(self, enabled: bool = True) -> "AHIQ":
+        """Let gradients reach the input images through the frozen backbones (AHIQ as a loss).
+
+        Off by default: scoring and training the heads run the backbones without building a graph.
+        The backbones' weights never get gradients either way.
+        """
+        self.vit.input_grad = self.cnn.input_grad = enabled
+        return self
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:

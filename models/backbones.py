@@ -151,11 +151,21 @@ def create_timm_model(
 
 
 class _FrozenBackbone(nn.Module):
-    """Base for backbones that stay in eval mode, hold no trainable parameters and build no graph."""
+    """Base for backbones that stay in eval mode and hold no trainable parameters.
+
+    By default they build no graph (``torch.no_grad``): scoring and training the heads need none. With
+    ``input_grad = True`` they run under the caller's grad mode, so a loss on the score reaches the input
+    images (the weights still get no gradient); AHIQ-as-a-loss sets it.
+    """
+
+    input_grad: bool = False
 
     def _freeze(self) -> None:
         self.requires_grad_(False)
         self.eval()
+
+    def _grad_mode(self) -> torch.set_grad_enabled:
+        return torch.set_grad_enabled(self.input_grad and torch.is_grad_enabled())
 
     def train(self, mode: bool = True) -> "_FrozenBackbone":
         return super().train(False)
@@ -194,10 +204,15 @@ class ViTFeatures(_FrozenBackbone):
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with self._grad_mode():
             maps = self.model.forward_intermediates(x, indices=self.indices, stop_early=True, intermediates_only=True,
                                                     output_fmt="NCHW")
             return torch.cat(maps, dim=1)  # (B, len(blocks)*D, h, w), the authors' channel order
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (timm's own
+        activation checkpointing, which ``forward_intermediates`` honours); only matters with ``input_grad``."""
+        self.model.set_grad_checkpointing(enable)
 
 
 def build_vit(name: str, blocks: Sequence[int], pretrained: bool, weights_file: str | Path | None = None,
@@ -238,7 +253,7 @@ class ResNetFeatures(_FrozenBackbone):
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with self._grad_mode():
             x = self.stem(x)
             for stage in self.stages[:-1]:
                 x = stage(x)
