@@ -40,8 +40,8 @@ class AHIQLoss(nn.Module):
 
     The network comes from ``checkpoint`` and the backbone weights exactly as in ``score.py``
     (:func:`models.checkpoint.load_model`), or is given ready as ``model`` (then frozen in place).
-    ``checkpointing=True`` recomputes the ViT blocks' activations in the backward pass instead of storing
-    them: less memory per step, more time (see the README's figures).
+    ``checkpointing=True`` recomputes the activations of the ViT blocks and of the deformable fusion in the
+    backward pass instead of storing them: less memory per step, more time (see the README's figures).
     """
 
     def __init__(self, checkpoint: str | Path | None = None, vit_weights: str | None = None,
@@ -68,7 +68,7 @@ class AHIQLoss(nn.Module):
         self.model = model
         self.model.requires_grad_(False)
         self.model.input_gradients(True)
-        self.model.vit.set_grad_checkpointing(checkpointing)
+        self.model.set_grad_checkpointing(checkpointing)
         self.model.eval()
 
     def train(self, mode: bool = True) -> "AHIQLoss":

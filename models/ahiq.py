@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d
 
 from models.backbones import (
@@ -220,6 +221,7 @@ class AHIQ(nn.Module):
         mean, std = NORMALISATIONS[self.config.normalization]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.checkpoint_fusion = False
 
     @property
     def patch_size(self) -> int:
@@ -233,6 +235,12 @@ class AHIQ(nn.Module):
         """
         self.vit.input_grad = self.cnn.input_grad = enabled
         return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing over the ViT blocks (timm's) and the deformable fusion: their activations
+        are recomputed in the backward pass instead of stored. Less memory, more time, same gradients."""
+        self.vit.set_grad_checkpointing(enable)
+        self.checkpoint_fusion = enable
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -248,7 +256,10 @@ class AHIQ(nn.Module):
         cnn = self.cnn(both)
         vit_ref = vit.unflatten(0, (b, 2))[:, 1]
         offset = self.deform_net.offsets(vit_ref, cnn.shape[-2:])
-        fused = self.deform_net(cnn, offset)
+        if self.checkpoint_fusion and torch.is_grad_enabled():
+            fused = checkpoint(self.deform_net, cnn, offset, use_reentrant=False)
+        else:
+            fused = self.deform_net(cnn, offset)
         score, f, w = self.regressor(torch.cat((vit, fused.to(vit.dtype)), dim=1).unflatten(0, (b, 2)))
         return (score, f, w) if return_maps else score
 

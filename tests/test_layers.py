@@ -14,7 +14,7 @@ ALLOWED = {
     "engine": {"utils", "models", "data"},
     "options": {"utils", "models", "data", "engine"},
 }
-PROJECT = {"utils", "models", "data", "engine", "options", "benchmarks", "experiments", "tests", "train", "test",
+PROJECT = {"utils", "models", "data", "engine", "options", "benchmarks", "experiments", "examples", "tests", "train", "test",
            "score"}
 TIMM_INTERNALS = {"_pos_embed", "patch_drop", "norm_pre"}
 

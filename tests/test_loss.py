@@ -103,6 +103,19 @@ def test_an_image_of_crop_size_costs_one_crop(tiny_files, crops):
     assert dist.grad.abs().sum() > 0
 
 
+def test_checkpointing_changes_nothing_but_memory(tiny_files):
+    dist, ref = pair(2, 64, 96, seed=6)
+    grads = []
+    for checkpointing in (False, True):
+        loss = tiny_loss(tiny_files, crops="grid:2", crop_size=64, checkpointing=checkpointing)
+        image = dist.clone().requires_grad_(True)
+        loss(image, ref).backward()
+        grads.append(image.grad)
+        assert loss.model.checkpoint_fusion is checkpointing and loss.model.vit.model.grad_checkpointing is checkpointing
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-7)
+    assert grads[0].abs().max() > 1e-4
+
+
 def test_random_crops_follow_torch_rng_and_match_between_dist_and_ref(tiny_files):
     loss = tiny_loss(tiny_files, crops="random:3", crop_size=64)
     seen = crops_seen(loss)
@@ -210,3 +223,17 @@ def test_real_blurred_image_gets_better_and_the_network_stays(tiny_files, tmp_pa
                 "--cnn_weights", str(folder / "cnn.pth"), "--device", "cpu", "--output", str(out), "--quiet"])
     [row] = list(csv.DictReader(out.open()))
     assert abs(loss.score(blurred, ref).item() - float(row["score"])) <= 1e-4
+
+
+def test_optimize_image_example_raises_the_score_monotonically(tiny_files, tmp_path):
+    from examples.optimize_image import main
+
+    random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 96, 128)
+    folder = tiny_files[0]
+    out = tmp_path / "better.png"
+    scores = main(["--ref", str(tmp_path / "ref" / "A0001.bmp"), "--blur", "2", "--noise", "0.05", "--steps", "6",
+                   "--crops", "grid:2", "--crop_size", "64", "--checkpoint", str(folder / "tiny.pth"),
+                   "--vit_weights", str(folder / "vit.safetensors"), "--cnn_weights", str(folder / "cnn.pth"),
+                   "--device", "cpu", "--output", str(out)])
+    assert len(scores) == 7 and all(b >= a for a, b in zip(scores, scores[1:])) and scores[-1] > scores[0]
+    assert read_image(out).shape == (96, 128, 3)

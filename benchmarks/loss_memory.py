@@ -1,0 +1,116 @@
+"""Peak memory and time of one AHIQLoss step (forward + backward to the image), with and without checkpointing.
+
+    python benchmarks/loss_memory.py                    # default network, B=4, 224x224 images (one crop each)
+    python benchmarks/loss_memory.py --device cuda --batch 16
+
+Both settings run on the same inputs and seeded random weights; the table gives
+seconds per step (median), the ratio to the run without checkpointing, and the peak memory a step adds
+on top of what the network and inputs hold: CUDA ``max_memory_allocated``, or on a CPU the process's peak
+resident set (``VmHWM``, reset through ``/proc/self/clear_refs``). Each setting runs in its own process,
+so memory one leaves in the allocator cannot hide the other's peak. The gradients are compared too:
+checkpointing recomputes, it must not change them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.device import resolve_device  # noqa: E402
+from engine.loss import AHIQLoss  # noqa: E402
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak(device: torch.device) -> float:
+    """Reset the peak counter; return the memory in use now (MiB)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    return _rss_kib("VmRSS") / 1024
+
+
+def _peak(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _rss_kib("VmHWM") / 1024
+
+
+def step(loss_fn: AHIQLoss, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    image = dist.clone().requires_grad_(True)
+    loss_fn(image, ref).backward()
+    return image.grad
+
+
+def measure(args, checkpointing: bool) -> dict:
+    """One setting, in a fresh process: its step's peak is not hidden by memory a previous setting left behind."""
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    loss_fn = AHIQLoss(pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,
+                       checkpointing=checkpointing)
+    gen = torch.Generator().manual_seed(1)
+    ref = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
+    dist = (ref + 0.1 * torch.randn(ref.shape, generator=gen).to(device)).clamp(0, 1)
+    base = _reset_peak(device)
+    grad = step(loss_fn, dist, ref)  # warm-up; its peak counts (a first step costs what later ones do)
+    times = []
+    for _ in range(args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step(loss_fn, dist, ref)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "mib": _peak(device) - base, "device": str(device),
+            "threads": torch.get_num_threads(), "grad": grad.flatten()[::997].tolist(),
+            "grad_max": grad.abs().max().item()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--batch", type=int, default=4, help="image pairs per step")
+    p.add_argument("--size", type=int, default=224, help="image (and crop) size")
+    p.add_argument("--repeats", type=int, default=2, help="timed steps per setting (after one warm-up step)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    p.add_argument("--child", choices=("off", "on"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args, args.child == "on")))
+        return
+    rows = {}
+    for setting in ("off", "on"):
+        argv_child = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--child", setting]
+        proc = subprocess.run(argv_child, capture_output=True, text=True, check=True)
+        rows[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    off, on = rows["off"], rows["on"]
+    threads = f", {off['threads']} threads" if off["device"] == "cpu" else ""
+    print(f"AHIQLoss step (forward + backward to the image), B={args.batch}, {args.size}x{args.size}, "
+          f"{args.precision}, {off['device']}{threads}")
+    print("| checkpointing | s/step | vs off | peak memory of a step (MiB) |")
+    print("|---|---|---|---|")
+    for setting, r in rows.items():
+        print(f"| {setting} | {r['seconds']:.2f} | {r['seconds'] / off['seconds']:.2f}x | {r['mib']:.0f} |")
+    diff = max(abs(a - b) for a, b in zip(off["grad"], on["grad"])) / off["grad_max"]
+    print(f"gradient difference on/off (sampled entries, relative to the largest): {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Make a degraded image better in AHIQ's eyes: Adam steps on :class:`engine.loss.AHIQLoss`.
+
+    python examples/optimize_image.py --ref I01.png --blur 2 --steps 15 --output restored.png
+    python examples/optimize_image.py --ref I01.png --dist I01_01_05.png --checkpoint FILE
+
+Starts from ``--dist`` (or the reference blurred by ``--blur`` / noised by ``--noise``), minimises
+``1 - score`` against the reference over the pixels, kept in [0, 1], and prints the score after each step.
+A step that does not raise the score is taken back and the learning rate halved, so the printed score only
+rises. With random-init weights (``--pretrained_backbones false``, no checkpoint) the image changes
+towards whatever that network rewards: a check of the mechanics, not of quality.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+# Run as `python examples/optimize_image.py` from the repository root: the project's packages are one level up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.crops import parse_crops  # noqa: E402
+from data.images import read_image  # noqa: E402
+from engine.loss import AHIQLoss  # noqa: E402
+from options.base_options import str2bool  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.io import atomic_write  # noqa: E402
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ref", required=True, help="reference image file")
+    p.add_argument("--dist", help="start image (same size as --ref); default: the reference degraded by --blur/--noise")
+    p.add_argument("--blur", type=float, default=2.0, help="Gaussian blur sigma in pixels for the start image")
+    p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (0..1 scale) for the start image")
+    p.add_argument("--checkpoint", help="AHIQ checkpoint (default: none, random heads, announced)")
+    p.add_argument("--vit_weights", help="local ViT weight file")
+    p.add_argument("--cnn_weights", help="local ResNet weight file")
+    p.add_argument("--pretrained_backbones", type=str2bool, default=True, help="true: pretrained backbones; false: random")
+    p.add_argument("--crops", default="center", help="center, five, nine or grid:N (fixed windows, so scores compare)")
+    p.add_argument("--crop_size", type=int, default=224, help="crop size (a multiple of 32)")
+    p.add_argument("--steps", type=int, default=15, help="Adam steps")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (pixel values in [0, 1])")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start image's noise and of random weights")
+    p.add_argument("--output", help="write the final image here (PNG)")
+    opt = p.parse_args(argv)
+    if parse_crops(opt.crops)[0] == "random":
+        raise UserError(f"--crops {opt.crops}: use fixed windows (center, five, nine, grid:N) so steps compare")
+    if opt.steps < 1 or opt.lr <= 0 or opt.blur < 0 or opt.noise < 0:
+        raise UserError("--steps must be >= 1, --lr > 0, --blur and --noise >= 0")
+    return opt
+
+
+def start_image(opt, ref: np.ndarray) -> np.ndarray:
+    """The image to improve, RGB uint8: ``--dist``, or the reference blurred and/or noised."""
+    if opt.dist:
+        dist = read_image(opt.dist)
+        if dist.shape != ref.shape:
+            raise UserError(f"{opt.dist}: size {dist.shape[1]}x{dist.shape[0]} differs from --ref "
+                            f"{ref.shape[1]}x{ref.shape[0]}")
+        return dist
+    out = cv2.GaussianBlur(ref, (0, 0), opt.blur) if opt.blur > 0 else ref
+    noise = np.random.default_rng(opt.seed).normal(0, opt.noise * 255, ref.shape)
+    return np.clip(out + noise, 0, 255).round().astype(np.uint8)
+
+
+def optimise(loss_fn: AHIQLoss, image: torch.Tensor, ref: torch.Tensor, steps: int, lr: float) -> list[float]:
+    """Adam on the pixels of ``image`` ``(1, 3, H, W)`` (in place); the score before and after each step."""
+    image.requires_grad_(True)
+    optimiser = torch.optim.Adam([image], lr=lr)
+    scores = [loss_fn.score(image, ref).item()]
+    for step in range(1, steps + 1):
+        optimiser.zero_grad()
+        loss_fn(image, ref).backward()
+        before = image.detach().clone()
+        optimiser.step()
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        score = loss_fn.score(image, ref).item()
+        if score <= scores[-1]:  # overshot: take the step back, shorten the next
+            with torch.no_grad():
+                image.copy_(before)
+            for group in optimiser.param_groups:
+                group["lr"] /= 2
+            score = scores[-1]
+        scores.append(score)
+        print(f"step {step:3d}: score {score:.6f}  (lr {optimiser.param_groups[0]['lr']:.2g})")
+    return scores
+
+
+@cli_main
+def main(argv=None) -> list[float]:
+    opt = parse(argv)
+    torch.manual_seed(opt.seed)
+    ref_np = read_image(opt.ref)
+    dist_np = start_image(opt, ref_np)
+    if min(ref_np.shape[:2]) < opt.crop_size:
+        raise UserError(f"--ref {opt.ref}: {ref_np.shape[1]}x{ref_np.shape[0]} is smaller than --crop_size "
+                        f"{opt.crop_size}")
+    loss_fn = AHIQLoss(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
+                       pretrained_backbones=opt.pretrained_backbones, crops=opt.crops, crop_size=opt.crop_size,
+                       device=opt.device)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).to(loss_fn.device)  # noqa: E731
+    image, ref = to_t(dist_np), to_t(ref_np)
+    scores = optimise(loss_fn, image, ref, opt.steps, opt.lr)
+    print(f"score {scores[0]:.6f} -> {scores[-1]:.6f} in {opt.steps} steps (loss {1 - scores[0]:.6f} -> "
+          f"{1 - scores[-1]:.6f})")
+    if opt.output:
+        pixels = (image.detach()[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1]
+        atomic_write(opt.output, lambda tmp: data.tofile(tmp))
+        print(f"wrote {opt.output}")
+    return scores
+
+
+if __name__ == "__main__":
+    main()
