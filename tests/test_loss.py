@@ -98,9 +98,11 @@ def test_an_image_of_crop_size_costs_one_crop(tiny_files, crops):
     seen = crops_seen(loss)
     dist, ref = pair(2, 64, 64)
     dist.requires_grad_(True)
+    ref.requires_grad_(crops == "center")
     loss(dist, ref).backward()
     assert [x.shape[0] for x in seen] == [2 * 2]  # one crop per pair, distorted and reference
     assert dist.grad.abs().sum() > 0
+    assert (ref.grad.abs().sum() > 0) if crops == "center" else ref.grad is None
 
 
 def test_checkpointing_changes_nothing_but_memory(tiny_files):
