@@ -239,3 +239,16 @@ def test_optimize_image_example_raises_the_score_monotonically(tiny_files, tmp_p
                    "--device", "cpu", "--output", str(out)])
     assert len(scores) == 7 and all(b >= a for a, b in zip(scores, scores[1:])) and scores[-1] > scores[0]
     assert read_image(out).shape == (96, 128, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh)")
+def test_loss_gradient_on_cuda_equals_cpu(tiny_files):
+    dist, ref = pair(2, 64, 96, seed=8)
+    grads = []
+    for device in ("cpu", "cuda"):
+        loss = tiny_loss(tiny_files, crops="grid:2", crop_size=64)
+        loss.to(device)
+        image = dist.to(device).requires_grad_(True)
+        loss(image, ref.to(device)).backward()
+        grads.append(image.grad.cpu())
+    assert (grads[1] - grads[0]).abs().max() <= 1e-4 * grads[0].abs().max()
