@@ -165,9 +165,10 @@ def test_finite_difference_of_the_loss_fp64(tiny_files):
 
 @pytest.mark.parametrize("name", [
     "input", "weight", "bias",
-    # At a sample exactly on a bilinear kink on the border (e.g. x = -1 with a zero offset) torchvision takes
-    # the one-sided derivative towards the image, ours 0; models/deform.py's fix is issue 15's (branch step).
-    pytest.param("offset", marks=pytest.mark.xfail(strict=True, reason="issue 15: offset gradient on the border")),
+    # At a sample exactly on coordinate -1 (e.g. a zero offset on the first row) torchvision takes the
+    # one-sided derivative towards the image, ours 0; models/deform.py's fix is issue 15's (branch step), with
+    # its own test in test_models.py. Not strict, so that landing the fix does not turn this red.
+    pytest.param("offset", marks=pytest.mark.xfail(strict=False, reason="issue 15: offset gradient at -1")),
 ])
 def test_sampled_deform_conv_gradients_equal_torchvision(name):
     torch.manual_seed(12)
