@@ -1,23 +1,41 @@
-"""score.py end to end: pairing rules, CSV, and agreement with the authors' computation pattern."""
+"""score.py end to end (its ``main`` in this process): pairing rules, CSV, agreement with the authors'
+computation pattern, bf16 against fp32, and the crop-averaged quality maps of ``--save_maps``."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import score as score_script
+from data.crops import crop_positions
 from data.images import pair_paths, read_image
-from tests.conftest import ROOT, TINY_ARGS, random_pair_images
+from tests.conftest import TINY_ARGS, random_pair_images, run_main
 from utils.errors import UserError
 
 
-def run_score(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "score.py", *args, *TINY_ARGS], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+@pytest.fixture
+def run_score(capsys):
+    """``run_score(*args)``: score.py's main with the tiny architecture (returncode, stdout, stderr)."""
+    return lambda *args: run_main(score_script.main, [*args, *TINY_ARGS], capsys)
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(small_model, tmp_path_factory):
+    """``small_model``'s heads and architecture in our checkpoint format: with ``--seed 0`` (the seed its random
+    backbones were made with) and ``--pretrained_backbones false``, score.py rebuilds exactly ``small_model``."""
+    from models.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("small") / "small.pth"
+    save_checkpoint(path, small_model)
+    return path
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float in [0, 1]."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
 
 
 def test_pairing_rules(tmp_path):
@@ -48,7 +66,7 @@ def test_pairing_rules(tmp_path):
         pair_paths(tmp_path / "nope", dist)
 
 
-def test_folder_pair_scored_end_to_end(tmp_path):
+def test_folder_pair_scored_end_to_end(tmp_path, run_score):
     names = [(f"A000{r}_0{k}_00.bmp", f"A000{r}.bmp") for r in (1, 2) for k in range(3)]
     random_pair_images(tmp_path, names, 80, 96)
     out = tmp_path / "scores.csv"
@@ -75,7 +93,7 @@ def authors_setup(authors_files):
 
 
 @pytest.mark.parametrize("crops", ["center", "five"])
-def test_score_py_matches_the_authors_computation(authors_setup, crops):
+def test_score_py_matches_the_authors_computation(authors_setup, crops, run_score):
     from benchmarks.authors_pattern import AuthorsPattern
 
     folder, model = authors_setup
@@ -83,7 +101,7 @@ def test_score_py_matches_the_authors_computation(authors_setup, crops):
     if crops == "five":  # one pair keeps this test short; the computation is the same for every pair
         dist_dir = folder / "dist" / "A0001_00_00.bmp"
     out = folder / f"{crops}.csv"
-    proc = run_score("--ref", str(folder / "ref"), "--dist", str(dist_dir), "--checkpoint", str(folder / "ahiq.pth"),
+    proc = run_score("--ref", folder / "ref", "--dist", dist_dir, "--checkpoint", folder / "ahiq.pth",
                      "--vit_weights", str(folder / "vit.safetensors"), "--cnn_weights", str(folder / "cnn.pth"),
                      "--crops", crops, "--precision", "fp32", "--device", "cpu", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -91,9 +109,8 @@ def test_score_py_matches_the_authors_computation(authors_setup, crops):
     reference = AuthorsPattern(model)
     c = 224
     for name, score in ours.items():
-        to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-        dist = to_t(read_image(folder / "dist" / name))
-        ref = to_t(read_image(folder / "ref" / (name[:5] + ".bmp")))
+        dist = to_tensor(read_image(folder / "dist" / name))
+        ref = to_tensor(read_image(folder / "ref" / (name[:5] + ".bmp")))
         h, w = dist.shape[-2:]
         centre = (h // 2 - c // 2, w // 2 - c // 2)
         positions = [centre] if crops == "center" else [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), centre]
@@ -102,14 +119,64 @@ def test_score_py_matches_the_authors_computation(authors_setup, crops):
     assert len(ours) == (2 if crops == "center" else 1)
 
 
-def test_bf16_scores_close_to_fp32(tmp_path):
-    random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 64, 64)
+def test_bf16_scores_close_to_fp32(tmp_path, run_score, small_checkpoint):
+    names = [(f"A000{r}_0{k}_00.bmp", f"A000{r}.bmp") for r in (1, 2) for k in range(4)]
+    random_pair_images(tmp_path, names, 64, 96)
     results = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / f"{precision}.csv"
-        proc = run_score("--ref", str(tmp_path / "ref"), "--dist", str(tmp_path / "dist"), "--pretrained_backbones",
-                         "false", "--crop_size", "64", "--device", "cpu", "--precision", precision, "--output", str(out))
+        proc = run_score("--ref", tmp_path / "ref", "--dist", tmp_path / "dist", "--checkpoint", small_checkpoint,
+                         "--pretrained_backbones", "false", "--seed", "0", "--crop_size", "64", "--crops", "grid:2",
+                         "--device", "cpu", "--precision", precision, "--output", out)
         assert proc.returncode == 0, proc.stderr
-        results[precision] = float(next(csv.DictReader(out.open()))["score"])
-    assert results["fp32"] != results["bf16"]
-    assert abs(results["fp32"] - results["bf16"]) < 0.05
+        results[precision] = np.array([float(r["score"]) for r in csv.DictReader(out.open())])
+    fp32, bf16 = results["fp32"], results["bf16"]
+    assert fp32.std() > 0.05  # the pairs' scores spread: a constant output would not pass what follows
+    assert np.abs(fp32 - bf16).max() > 1e-5  # bf16 autocast did run
+    # bf16 rounding moves these scores by ~0.002; a wrong cast (weights or maps in low precision, a missed
+    # normalisation) moves them by far more than 0.006 or breaks their agreement with fp32
+    assert np.abs(fp32 - bf16).max() < 0.006
+    assert np.corrcoef(fp32, bf16)[0, 1] > 0.999
+
+
+def test_save_maps_average_the_crop_maps(tmp_path, run_score, monkeypatch, small_model, small_checkpoint):
+    """The maps --save_maps draws are each crop's f and w, upsampled to pixels and averaged where crops overlap."""
+    from engine import pipeline
+
+    random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 80, 112)
+    drawn = {}
+
+    def capture(image, score_map, weight_map, path, title="", name=""):
+        drawn.update(image=image, f=score_map, w=weight_map, path=Path(path))
+        return Path(path)
+
+    monkeypatch.setattr(pipeline, "save_quality_map", capture)
+    proc = run_score("--ref", tmp_path / "ref", "--dist", tmp_path / "dist", "--checkpoint", small_checkpoint,
+                     "--pretrained_backbones", "false", "--crop_size", "64", "--crops", "grid:6", "--seed", "0",
+                     "--device", "cpu",
+                     "--save_maps", tmp_path / "maps", "--output", tmp_path / "s.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert drawn["path"] == tmp_path / "maps" / "A0001_00_00.png"
+    # by hand: the same network (small_model), one crop at a time
+    dist = to_tensor(read_image(tmp_path / "dist" / "A0001_00_00.bmp"))
+    ref = to_tensor(read_image(tmp_path / "ref" / "A0001.bmp"))
+    assert drawn["image"].shape == (80, 112, 3)
+    positions = crop_positions("grid:6", 80, 112, 64, seed=0)
+    assert len(positions) == 6 and len(set(positions)) == 6
+    total_f, total_w, count = np.zeros((80, 112)), np.zeros((80, 112)), np.zeros((80, 112))
+    scores = []
+    with torch.no_grad():
+        for top, left in positions:
+            window = (slice(None), slice(None), slice(top, top + 64), slice(left, left + 64))
+            score, f, w = small_model(dist[window], ref[window], return_maps=True)
+            scores.append(score.item())
+            # each map cell covers an 8x8 patch of the crop
+            total_f[top:top + 64, left:left + 64] += np.kron(f[0, 0].numpy(), np.ones((8, 8)))
+            total_w[top:top + 64, left:left + 64] += np.kron(w[0, 0].numpy(), np.ones((8, 8)))
+            count[top:top + 64, left:left + 64] += 1
+    assert count.min() >= 1 and count.max() > 1  # every pixel covered, some by several crops
+    np.testing.assert_allclose(drawn["f"], total_f / count, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(drawn["w"], total_w / count, rtol=0, atol=1e-5)
+    assert np.std(drawn["f"]) > 1e-2  # maps that vary: the averaging is visible
+    written = float(next(csv.DictReader((tmp_path / "s.csv").open()))["score"])
+    assert written == pytest.approx(np.mean(scores), abs=1e-6)

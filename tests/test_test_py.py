@@ -1,4 +1,8 @@
-"""test.py and score.py as users run them: every pair scored, NTIRE zip, pictures, bad input, download.sh."""
+"""test.py and score.py as users run them: every pair scored, NTIRE zip, pictures, bad input, download.sh.
+
+The scripts' ``main(argv)`` run in this process; a few tests start real processes for exit codes and the
+absence of tracebacks.
+"""
 from __future__ import annotations
 
 import os
@@ -11,13 +15,24 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.conftest import ROOT, TINY_ARGS, random_pair_images
+import score as score_script
+import test as test_script
+from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main
 
 PIPAL_NAMES = [(f"A{r:04d}_{t:02d}_{k:02d}.bmp", f"A{r:04d}.bmp") for r, t, k in
                [(1, 0, 0), (1, 2, 5), (1, 10, 3), (5, 1, 1), (5, 6, 9), (17, 3, 2), (17, 11, 0)]]
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
+MAINS = {"test.py": test_script.main, "score.py": score_script.main}
+
+
+@pytest.fixture
+def run(capsys):
+    """``run(script, *args)``: the script's main in this process (returncode, stdout, stderr)."""
+    return lambda script, *args: run_main(MAINS[script], list(args), capsys)
+
+
+def run_process(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -37,7 +52,7 @@ def weights(authors_files) -> list[str]:
             "--cnn_weights", str(folder / "cnn.pth"), "--device", "cpu", "--crop_size", "64", *TINY_ARGS]
 
 
-def test_every_pair_scored_with_ntire_zip(authors_files, pipal_folder, tmp_path):
+def test_every_pair_scored_with_ntire_zip(authors_files, pipal_folder, tmp_path, run):
     out, zipped = tmp_path / "results.txt", tmp_path / "submission.zip"
     proc = run("test.py", "--ref_dir", str(pipal_folder / "ref"), "--dist_dir", str(pipal_folder / "dist"),
                "--crops", "center", "--batch_size", "4", "--output", str(out), "--ntire_zip", str(zipped),
@@ -61,7 +76,7 @@ def test_every_pair_scored_with_ntire_zip(authors_files, pipal_folder, tmp_path)
         assert a.split(",")[0] == b.split(",")[0] and abs(float(a.split(",")[1]) - float(b.split(",")[1])) < 1e-5
 
 
-def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path):
+def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path, run):
     plot = tmp_path / "scatter.png"
     proc = run("test.py", "--ref_dir", str(pipal_folder / "ref"), "--dist_dir", str(pipal_folder / "dist"),
                "--labels", str(pipal_folder / "labels.txt"), "--crops", "random:3", "--flip_tta", "true",
@@ -76,7 +91,34 @@ def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path):
     assert rows[1].split(",")[2] == "1500.000000" and float(rows[1].split(",")[3]) == 1500.0
 
 
-def test_score_py_quality_maps(authors_files, pipal_folder, tmp_path):
+def test_flip_tta_averages_each_crop_with_its_mirror(authors_files, pipal_folder, tmp_path, run):
+    import torch
+
+    from data.crops import crop_positions
+    from data.images import read_image
+
+    _, model = authors_files
+    out = tmp_path / "tta.txt"
+    proc = run("test.py", "--ref_dir", pipal_folder / "ref", "--dist_dir", pipal_folder / "dist", "--crops", "random:3",
+               "--flip_tta", "true", "--output", out, *weights(authors_files))
+    assert proc.returncode == 0, proc.stderr
+    written = {line.split(",")[0]: float(line.split(",")[1]) for line in out.read_text().splitlines()}
+    changed = 0
+    for dist_name, ref_name in PIPAL_NAMES[:3]:
+        to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+        dist, ref = to_t(read_image(pipal_folder / "dist" / dist_name)), to_t(read_image(pipal_folder / "ref" / ref_name))
+        crops = []
+        with torch.no_grad():
+            for top, left in crop_positions("random:3", 72, 80, 64, seed=1919):  # test.py's default seed
+                d, r = dist[..., top:top + 64, left:left + 64], ref[..., top:top + 64, left:left + 64]
+                plain, mirrored = model(d, r).item(), model(d.flip(-1), r.flip(-1)).item()
+                crops.append((plain + mirrored) / 2)
+                changed += abs(plain - mirrored) > 1e-3
+        assert written[dist_name] == pytest.approx(sum(crops) / len(crops), abs=2e-6), dist_name
+    assert changed >= 6  # the mirror image scores differently: averaging it is visible in the result
+
+
+def test_score_py_quality_maps(authors_files, pipal_folder, tmp_path, run):
     maps = tmp_path / "maps"
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -125,7 +167,7 @@ def _bad_case(kind: str, pipal_folder: Path, tmp: Path) -> tuple[Path, Path, str
 @pytest.mark.parametrize("script", ["test.py", "score.py"])
 @pytest.mark.parametrize("kind", ["missing reference", "undecodable", "size mismatch", "smaller than crop",
                                   "unpaired", "not a checkpoint"])
-def test_bad_input_is_one_clear_error_and_nothing_written(authors_files, pipal_folder, tmp_path, script, kind):
+def test_bad_input_is_one_clear_error_and_nothing_written(authors_files, pipal_folder, tmp_path, script, kind, run):
     ref, dist, needle, extra = _bad_case(kind, pipal_folder, tmp_path)
     out = tmp_path / "out.csv"
     out.write_text("previous results\n")
@@ -133,13 +175,23 @@ def test_bad_input_is_one_clear_error_and_nothing_written(authors_files, pipal_f
     if script == "score.py":
         flags = ["--ref", str(ref), "--dist", str(dist)]
     proc = run(script, *flags, "--crops", "center", "--output", str(out), *weights(authors_files), *extra)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr
+    assert proc.returncode == 2
+    assert needle in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[0].startswith("error: ")
     assert out.read_text() == "previous results\n"  # untouched
 
 
-def test_skip_bad_scores_the_rest(authors_files, pipal_folder, tmp_path):
+@pytest.mark.parametrize("script, kind", [("test.py", "undecodable"), ("score.py", "not a checkpoint")])
+def test_bad_input_as_a_process_exits_2_without_traceback(authors_files, pipal_folder, tmp_path, script, kind):
+    ref, dist, needle, extra = _bad_case(kind, pipal_folder, tmp_path)
+    flags = ["--ref_dir", str(ref), "--dist_dir", str(dist)] if script == "test.py" else ["--ref", str(ref), "--dist",
+                                                                                            str(dist)]
+    proc = run_process(script, *flags, "--crops", "center", *weights(authors_files), *extra)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[0].startswith("error: ") and needle in proc.stderr, proc.stderr
+
+
+def test_skip_bad_scores_the_rest(authors_files, pipal_folder, tmp_path, run):
     ref, dist, needle, _ = _bad_case("undecodable", pipal_folder, tmp_path)
     out = tmp_path / "r.txt"
     proc = run("test.py", "--ref_dir", str(ref), "--dist_dir", str(dist), "--crops", "center", "--skip_bad",
@@ -175,7 +227,7 @@ def test_download_script_offline(tmp_path):
     assert not list((repo / "checkpoints").rglob("*.part"))
 
 
-def test_cross_dataset_on_the_real_kadid_subset(authors_files, tmp_path):
+def test_cross_dataset_on_the_real_kadid_subset(authors_files, tmp_path, run):
     from tests.conftest import shared_path
 
     mini = shared_path("data", "mini", "KADID-10k-mini")
