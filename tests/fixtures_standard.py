@@ -1,8 +1,9 @@
 """Build TID2013, KADID-10k, CSIQ and LIVE trees in their distributed layouts, with tiny generated images.
 
-Names and scores come from the real label files in ``../shared/data/labels`` when that folder is beside
-the project, else from a few real lines written out below. The folder layouts and file-name rules here are
-written independently of ``data/standard.py`` so that the tests compare two statements of the release.
+Names and scores come from the real label files in ``<shared>/data/labels`` (``$AHIQ_SHARED``, else
+``../shared``) when that folder is there, else from a few real lines written out below. The folder layouts
+and file-name rules here are written independently of ``data/standard.py`` so that the tests compare two
+statements of the release.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import SHARED
+
 LABELS = SHARED / "data" / "labels"
 KADID_MINI = SHARED / "data" / "mini" / "KADID-10k-mini"
 
@@ -55,7 +57,7 @@ _LIVE_REFS = (
 
 
 def real_labels(name: str) -> Path | None:
-    """The real label folder ``../shared/data/labels/<name>``, or None when ../shared is absent."""
+    """The real label folder ``<shared>/data/labels/<name>``, or None when the shared folder is absent."""
     folder = LABELS / name
     return folder if folder.is_dir() else None
 

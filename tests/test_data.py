@@ -12,7 +12,7 @@ from data.datasets import (CropPairs, EpochSampler, ScoreNorm, apply_split, pars
                            write_split)
 from data.pipal import load_folder_pairs, load_pipal_train, read_label_list
 from data.records import Pair
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT, run_main, shared_path
 from tests.fixtures_pipal import build_pipal, label_files
 from utils.errors import UserError
 
@@ -131,19 +131,22 @@ def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path
     assert any((vertical[i][0][0, :, 0] // 30).diff()[0] == -1 for i in range(20))  # the authors' up-down flip
 
 
-def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path):
+def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path, capsys):
+    import train
+
     shared_path("data", "labels", "PIPAL", "Train_Label")
     for layout in ("Train_Dis", "Distortion"):
         root = tmp_path / layout
         names = build_pipal(root, label_files(), layout)
-        proc = subprocess.run([sys.executable, "train.py", "--dataset", "pipal", "--data_root", str(root),
-                               "--check_data", "--crop_size", "32"], cwd=ROOT, capture_output=True, text=True)
+        proc = run_main(train.main, ["--dataset", "pipal", "--data_root", root, "--check_data", "--crop_size", "32"],
+                        capsys)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         lines = [line for line in proc.stdout.splitlines() if line.startswith("data check:")]
         assert lines == ["data check: train 20880 pairs from 180 references; 0 problems",
                          "data check: val 2320 pairs from 20 references; 0 problems"]
     victim = next((tmp_path / "Distortion").glob(f"Distortion_*/{names[12345]}"))
     victim.unlink()
+    # as a process: the exit status says whether the data are fit to train on
     proc = subprocess.run([sys.executable, "train.py", "--dataset", "pipal", "--data_root", str(tmp_path / "Distortion"),
                            "--check_data", "--crop_size", "32"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1

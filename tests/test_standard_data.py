@@ -1,7 +1,7 @@
 """Tests for data/standard.py: TID2013, KADID-10k, CSIQ and LIVE read from their distributed layouts.
 
-Trees are built in tmp_path with tiny images under the real names of ../shared/data/labels; tests that need
-the full real label files skip when ../shared is not beside the project.
+Trees are built in tmp_path with tiny images under the real names of <shared>/data/labels; tests that need
+the full real label files skip when the shared folder ($AHIQ_SHARED, default ../shared) is absent.
 """
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 import scipy.io
 
+import train
 from data.standard import LOADERS, load_csiq, load_kadid10k, load_live, load_tid2013
 from tests import fixtures_standard as fx
+from tests.conftest import SHARED_HINT, run_main
 from utils.errors import UserError
 
 
 def _real(name: str) -> Path:
     folder = fx.real_labels(name)
     if folder is None:
-        pytest.skip(f"{fx.LABELS / name} absent (../shared is only beside the project in the team's checkout)")
+        pytest.skip(f"{fx.LABELS / name} absent; {SHARED_HINT}")
     return folder
 
 
@@ -100,7 +102,7 @@ def test_kadid10k_real_labels_give_10125_pairs_from_81_references(tmp_path: Path
 
 def test_kadid10k_mini_subset_reads_real_scores_in_file_order() -> None:
     if not fx.KADID_MINI.is_dir():
-        pytest.skip(f"{fx.KADID_MINI} absent (../shared is only beside the project in the team's checkout)")
+        pytest.skip(f"{fx.KADID_MINI} absent; {SHARED_HINT}")
     pairs = load_kadid10k(fx.KADID_MINI)
     with open(fx.KADID_MINI / "dmos.csv", newline="") as f:
         file_order = [row["dist_img"] for row in csv.DictReader(f)]
@@ -273,17 +275,12 @@ def test_csiq_sheet_missing_is_a_user_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name, builder, pairs, refs", [
     ("tid2013", "build_tid2013", 3000, 25), ("kadid10k", "build_kadid10k", 10125, 81),
     ("csiq", "build_csiq", 866, 30), ("live", "build_live", 779, 29)])
-def test_check_data_counts_over_disjoint_splits(tmp_path, name, builder, pairs, refs):
-    import subprocess
-    import sys
-
+def test_check_data_counts_over_disjoint_splits(tmp_path, capsys, name, builder, pairs, refs):
     folder = {"tid2013": "TID2013", "kadid10k": "KADID-10k", "csiq": "CSIQ", "live": "LIVE"}[name]
     if fx.real_labels(folder) is None:
-        pytest.skip("needs the real label files in ../shared/data/labels")
+        pytest.skip(f"needs the real label files in {fx.LABELS}; {SHARED_HINT}")
     root = getattr(fx, builder)(tmp_path / name)
-    proc = subprocess.run([sys.executable, "train.py", "--dataset", name, "--data_root", str(root), "--check_data",
-                           "--crop_size", "32"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                          text=True, timeout=300)
+    proc = run_main(train.main, ["--dataset", name, "--data_root", root, "--check_data", "--crop_size", "32"], capsys)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = re.findall(r"^data check: (\w+) (\d+) pairs from (\d+) references; (\d+) problems$", proc.stdout, re.M)
     assert [f[0] for f in found] == ["train", "val", "test"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,11 @@ def test_resume_is_bit_identical(data_root, tmp_path):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert a["scheduler_state_dict"] == b["scheduler_state_dict"] and a["epoch"] == b["epoch"] == 1
     assert a["best"] == b["best"]
+    # The random-number streams continue where they stopped (they feed the loader's worker seeds and anything
+    # random in a step): the resumed run ends in the very state of the uninterrupted one, not in a fresh seed's.
+    ra, rb = a["rng"][0], b["rng"][0]
+    assert torch.equal(ra["torch"], rb["torch"]) and ra["python"] == rb["python"]
+    assert all(np.array_equal(x, y) for x, y in zip(ra["numpy"], rb["numpy"]))
 
 
 def test_config_file_round_trip(data_root, tmp_path):
