@@ -1,6 +1,7 @@
 """Data: PIPAL layouts and list files, reference-disjoint splits, score normalisation, training crops."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -135,23 +136,32 @@ def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path, capsys):
     import train
 
     shared_path("data", "labels", "PIPAL", "Train_Label")
-    for layout in ("Train_Dis", "Distortion"):
-        root = tmp_path / layout
-        names = build_pipal(root, label_files(), layout)
-        proc = run_main(train.main, ["--dataset", "pipal", "--data_root", root, "--check_data", "--crop_size", "32"],
-                        capsys)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("data check:")]
-        assert lines == ["data check: train 20880 pairs from 180 references; 0 problems",
-                         "data check: val 2320 pairs from 20 references; 0 problems"]
-    victim = next((tmp_path / "Distortion").glob(f"Distortion_*/{names[12345]}"))
-    victim.unlink()
-    # as a process: the exit status says whether the data are fit to train on
-    proc = subprocess.run([sys.executable, "train.py", "--dataset", "pipal", "--data_root", str(tmp_path / "Distortion"),
-                           "--check_data", "--crop_size", "32"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "1 problems" in proc.stdout and f"{names[12345]}: image not found" in proc.stdout
-    assert "Traceback" not in proc.stderr
+    root = tmp_path / "pipal"
+    names = build_pipal(root, label_files(), "Train_Dis")
+    assert len(names) == 23200
+    (root / "Train_Dis" / "A0003_00_00.bmp").unlink()  # an image of a training reference (split seed 0)
+    proc = run_main(train.main, ["--dataset", "pipal", "--data_root", root, "--check_data", "--crop_size", "32"], capsys)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("data check:")] == [
+        "data check: train 20880 pairs from 180 references; 1 problems",
+        "data check: val 2320 pairs from 20 references; 0 problems"]
+    assert "A0003_00_00.bmp: image not found" in proc.stdout
+    # The other layout (Distortion_1..4) on twenty references, then as a process with a missing image: the exit
+    # status says whether the data are fit to train on, and a problem is a line, not a traceback.
+    small = tmp_path / "small"
+    names = build_pipal(small, label_files(limit=20), "Distortion")
+    argv = ["--dataset", "pipal", "--data_root", str(small), "--check_data", "--crop_size", "32"]
+    for code in (0, 1):
+        if code:
+            next(small.glob("Distortion_3/*.bmp")).unlink()
+            proc = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, capture_output=True, text=True)
+        else:
+            proc = run_main(train.main, argv, capsys)
+        found = re.findall(r"^data check: \w+ (\d+) pairs from (\d+) references; (\d+) problems$", proc.stdout, re.M)
+        assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        assert sum(int(n) for n, _, _ in found) == len(names) and sum(int(r) for _, r, _ in found) == 20
+        assert sum(int(p) for _, _, p in found) == code
+    assert "image not found" in proc.stdout
 
 
 def test_epoch_sampler_shards_cover_every_index_once_per_epoch():
