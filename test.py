@@ -4,7 +4,8 @@
     python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
 
 Writes ``name,score`` lines to ``--output`` (default ``checkpoints/<name>/results.txt``); with labels
-prints ``test: SRCC=... PLCC=... KRCC=... RMSE=... main=...``. Every pair is scored (no dropped batch),
+prints ``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... [RMSE=...] main=...``
+(plain RMSE only when the predictions are on the labels' scale). Every pair is scored (no dropped batch),
 all inputs are checked before any scoring, and files are written atomically.
 """
 from __future__ import annotations
@@ -60,6 +61,35 @@ def resolve_checkpoint(opt) -> str | None:
     return str(path)  # load_model reads it before any scoring: a file that is not AHIQ's fails there
 
 
+def label_scale(opt, meta: dict, labels: list[float] | None) -> tuple[bool, str]:
+    """Whether to map predictions onto the training label scale (and compare them with labels directly), and why.
+
+    ``--denormalize true/false`` decides; ``auto``: only with a training scale in the checkpoint, the same
+    dataset as in training (any, for folder pairs and csv files), and labels (when given) inside the training
+    label range widened by half its width. Cross-dataset predictions stay raw: correlations and the fitted
+    PLCC/RMSE compare them with labels on any scale.
+    """
+    norm = meta.get("score_norm")
+    if opt.denormalize is not True and opt.denormalize is not False:  # auto
+        trained_on = (meta.get("split") or {}).get("dataset")
+        lo, hi = meta.get("label_range") or ((norm["lo"], norm["hi"]) if norm and norm.get("kind") == "minmax"
+                                             else (None, None))
+        named = not opt.ref_dir and opt.dataset != "csv"
+        if not norm or lo is None:
+            return False, "raw predictions: the checkpoint records no training label scale"
+        if named and trained_on and trained_on != opt.dataset:
+            return False, f"raw predictions: trained on {trained_on}, tested on {opt.dataset} (another label scale)"
+        if labels:
+            slack = (hi - lo) / 2
+            if min(labels) < lo - slack or max(labels) > hi + slack:
+                return False, (f"raw predictions: labels {min(labels):g}..{max(labels):g} lie outside the training "
+                               f"range {lo:g}..{hi:g}")
+        return True, f"predictions on the training label scale {lo:g}..{hi:g}"
+    if opt.denormalize and norm:
+        return True, "predictions on the training label scale (--denormalize true)"
+    return False, "raw predictions" + (" (--denormalize false)" if norm else ": the checkpoint records no scale")
+
+
 def write_ntire_zip(path: Path, lines: str, seconds_per_image: float, on_gpu: bool, description: str) -> None:
     """The NTIRE IQA submission: ``output.txt`` (name,score) and ``readme.txt`` (runtime, device, data)."""
     readme = (f"runtime per image [s] : {seconds_per_image:.4f}\n"
@@ -91,7 +121,8 @@ def main(argv=None) -> dict | None:
                                        pretrained_backbones=opt.pretrained_backbones, device=opt.device, seed=opt.seed,
                                        compile=opt.compile, overrides=options.arch_overrides(opt))
     meta = model.checkpoint_meta
-    norm = ScoreNorm.from_dict(meta.get("score_norm")) if opt.denormalize else ScoreNorm("none")
+    same_scale, why = label_scale(opt, meta, [p.score for p in pairs] if labelled else None)
+    norm = ScoreNorm.from_dict(meta.get("score_norm")) if same_scale else ScoreNorm("none")
     backbones = describe_backbones(opt, model.config)
     print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones={backbones}; "
           f"crops={opt.crops} device={device} precision={opt.precision}", file=sys.stderr)
@@ -107,14 +138,14 @@ def main(argv=None) -> dict | None:
     text = "".join(f"{p.name},{s:.6f}\n" for p, s in zip(pairs, scores))
     output = Path(opt.output) if opt.output else Path(opt.checkpoints_dir) / opt.name / "results.txt"
     atomic_write_text(output, text)
-    print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image)", file=sys.stderr)
+    print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image; {why})", file=sys.stderr)
     if opt.ntire_zip:
         write_ntire_zip(Path(opt.ntire_zip), text, per_image, device.type == "cuda",
                         f"AHIQ ({model.config.vit} + {model.config.cnn}), {opt.crops} crops, {opt.precision}")
         print(f"wrote {opt.ntire_zip}", file=sys.stderr)
     if not labelled:
         return None
-    metrics = iqa_metrics(scores, [p.score for p in pairs])
+    metrics = iqa_metrics(scores, [p.score for p in pairs], same_scale=same_scale)
     details = output.with_name(f"{output.stem}_labels.csv")
     atomic_write_text(details, "name,prediction,label,raw_label\n" + "".join(
         f"{p.name},{s:.6f},{p.score:.6f},{p.raw if p.raw is not None else ''}\n" for p, s in zip(pairs, scores)))

@@ -89,6 +89,7 @@ class Trainer:
         self._screen_data()
         train_scores = [p.score for p in self.parts["train"]]
         self.norm = ScoreNorm.fit(train_scores, "none" if opt.score_norm == "none" else "minmax")
+        self.label_range = [float(min(train_scores)), float(max(train_scores))]
         self.model = self._build_model()
         groups = optimizer_groups(self.model, opt.learning_rate, opt.weight_decay, opt.feature_lr_scale)
         self.trainable = [p for group in groups for p in group["params"]]
@@ -251,7 +252,8 @@ class Trainer:
         return iqa_metrics([preds[i] for i in range(len(pairs))], norm(labels))
 
     def checkpoint_meta(self, epoch: int) -> dict:
-        return {"score_norm": self.norm.to_dict(), "split": self.split_info, "epoch": epoch,
+        return {"score_norm": self.norm.to_dict(), "label_range": self.label_range, "split": self.split_info,
+                "epoch": epoch,
                 "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()}}
 
     def save(self, filename: str, epoch: int, loss: float, metrics: dict | None) -> None:

@@ -4,7 +4,7 @@
 
 For each seed s: ``train.py --split_ratio 6:2:2 --split_seed s --name <dataset>_split<s>`` (selecting on the
 validation part), then ``test.py`` on that run's test part with its ``best.pth``. Prints a markdown table of
-the median SRCC/PLCC/KRCC (and mean ± std) over the seeds, and writes it to
+the median SRCC/PLCC/KRCC and PLCC/RMSE after the fitted logistic (and mean ± std) over the seeds, and writes it to
 ``<checkpoints_dir>/<dataset>_splits.md``. Unknown options go to train.py (and the shared ones to test.py).
 """
 from __future__ import annotations
@@ -20,12 +20,13 @@ import test as test_script  # noqa: E402
 import train as train_script  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
+from utils.metrics import LABELS  # noqa: E402
 
 SHARED_WITH_TEST = {"--data_root", "--checkpoints_dir", "--device", "--precision", "--crop_size", "--patch_size", "--vit",
                     "--vit_blocks", "--cnn", "--cnn_stage", "--vit_kwargs", "--cnn_kwargs",
                     "--head_kwargs", "--fusion_kwargs", "--pretrained_backbones", "--vit_weights", "--cnn_weights",
                     "--num_workers", "--synthetic_refs", "--synthetic_size", "--normalization", "--seed"}
-METRICS = ("SRCC", "PLCC", "KRCC")
+METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 
 def _shared(extra: list[str]) -> list[str]:
@@ -41,7 +42,8 @@ def _shared(extra: list[str]) -> list[str]:
 
 
 def summary_table(dataset: str, results: list[dict]) -> str:
-    lines = [f"| {dataset} ({len(results)} splits) | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    header = " | ".join(LABELS[m] for m in METRICS)
+    lines = [f"| {dataset} ({len(results)} splits) | {header} |", "|---|" + "---|" * len(METRICS)]
     lines.append("| median | " + " | ".join(f"{statistics.median(r[m] for r in results):.4f}" for m in METRICS) + " |")
     spread = [(statistics.mean(r[m] for r in results), statistics.pstdev(r[m] for r in results)) for m in METRICS]
     lines.append("| mean ± std | " + " | ".join(f"{mu:.4f} ± {sd:.4f}" for mu, sd in spread) + " |")

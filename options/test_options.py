@@ -9,6 +9,11 @@ from options.train_options import add_data_options, check_data_options
 from utils.errors import UserError
 
 
+def auto_bool(text: str) -> str | bool:
+    """``auto`` or a boolean (``true/false/...``)."""
+    return "auto" if text.strip().lower() == "auto" else str2bool(text)
+
+
 class TestOptions(BaseOptions):
     description = "Score every pair of a dataset split or folder pair with an AHIQ checkpoint; write name,score."
 
@@ -32,8 +37,11 @@ class TestOptions(BaseOptions):
                        help="also write the NTIRE submission zip (output.txt + readme.txt)")
         g.add_argument("--save_maps", type=str, default=None, help="folder for a quality-map PNG per pair")
         g.add_argument("--plot", type=str, default=None, help="PNG of predictions against labels (needs labels)")
-        g.add_argument("--denormalize", type=str2bool, default=True,
-                       help="map predictions back to the training label scale stored in the checkpoint")
+        g.add_argument("--denormalize", type=auto_bool, default="auto",
+                       help="map predictions back to the training label scale stored in the checkpoint: auto = "
+                            "only when the test labels are on that scale (same dataset, labels within the training "
+                            "range); otherwise the raw network output is written and RMSE is only reported after "
+                            "the fitted logistic mapping")
 
     def check(self, opt: argparse.Namespace) -> None:
         super().check(opt)

@@ -14,9 +14,9 @@ def test_repeated_splits_table(tmp_path, capsys):
         "--synthetic_size", "32", "--crop_size", "32", "--batch_size", "4", "--n_epoch", "1", "--max_steps", "2",
         "--pretrained_backbones", "false", "--device", "cpu", "--val_crops", "center", "--progress", "false", *TINY_ARGS])
     lines = table.splitlines()
-    assert lines[0] == "| synthetic (2 splits) | SRCC | PLCC | KRCC |"
+    assert lines[0] == "| synthetic (2 splits) | SRCC | PLCC | KRCC | PLCC(fitted) | RMSE(fitted) |"
     assert lines[2].startswith("| median | ") and lines[3].startswith("| mean ± std | ")
-    assert len(re.findall(r"-?\d\.\d{4}", lines[2])) == 3
+    assert len(re.findall(r"-?\d\.\d{4}", lines[2])) == 5
     assert (tmp_path / "synthetic_splits.md").read_text() == table
     for seed in (0, 1):
         run = tmp_path / f"synthetic_split{seed}"

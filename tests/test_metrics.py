@@ -30,3 +30,53 @@ def test_undefined_correlations_are_nan():
     assert "SRCC=nan" in format_metrics(m)
     with pytest.raises(ValueError):
         iqa_metrics([1, 2], [1, 2, 3])
+
+
+def test_logistic_fit_recovers_a_known_mapping():
+    from utils.metrics import fit_logistic5, logistic5
+
+    x = np.linspace(-2, 3, 40)
+    truth = (4.0, 2.5, 0.4, 0.3, 3.0)
+    y = logistic5(x, *truth)
+    params = fit_logistic5(x, y)
+    assert np.max(np.abs(logistic5(x, *params) - y)) < 1e-6
+    m = iqa_metrics(x, y)
+    assert m["PLCC_fitted"] == pytest.approx(1, abs=1e-9) and m["RMSE_fitted"] == pytest.approx(0, abs=1e-6)
+    assert m["PLCC"] < 0.99  # the plain PLCC sees the nonlinearity
+
+
+def test_logistic_fit_matches_a_reference_least_squares():
+    """Noisy vectors on another scale: our fit reaches the least-squares optimum that an independent solver
+    (Nelder-Mead from the true parameters, many iterations) finds, and PLCC/RMSE(fitted) follow from it."""
+    from scipy import optimize, stats
+
+    from utils.metrics import fit_logistic5, logistic5
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, 60)                       # predictions on a 0..1 scale
+    y = logistic5(x, 60.0, 9.0, 0.5, 5.0, 1200.0) + rng.normal(0, 4, x.size)   # labels on an Elo-like scale
+
+    def sse(b):
+        return float(np.sum((logistic5(x, *b) - y) ** 2))
+
+    ref = optimize.minimize(sse, [60.0, 9.0, 0.5, 5.0, 1200.0], method="Nelder-Mead",
+                            options={"maxiter": 40000, "maxfev": 40000, "xatol": 1e-10, "fatol": 1e-10}).x
+    ours = fit_logistic5(x, y)
+    assert sse(ours) <= sse(ref) * (1 + 1e-6)
+    rmse_ref = math.sqrt(sse(ref) / x.size)
+    plcc_ref = stats.pearsonr(logistic5(x, *ref), y)[0]
+    m = iqa_metrics(x, y, same_scale=False)
+    assert m["RMSE_fitted"] == pytest.approx(rmse_ref, rel=1e-5)
+    assert m["PLCC_fitted"] == pytest.approx(plcc_ref, abs=1e-6)
+    assert math.isnan(m["RMSE"]) and "RMSE=" not in format_metrics(m).replace("RMSE(fitted)=", "")
+    assert "PLCC(fitted)=" in format_metrics(m) and m["SRCC"] == pytest.approx(stats.spearmanr(x, y)[0])
+
+
+def test_fit_never_worse_than_a_line():
+    from utils.metrics import fit_logistic5, logistic5
+
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0])
+    params = fit_logistic5(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    assert np.sum((logistic5(x, *params) - y) ** 2) <= np.sum((slope * x + intercept - y) ** 2) + 1e-9

@@ -83,7 +83,8 @@ def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path, run):
                "--output", str(tmp_path / "r.txt"), "--plot", str(plot), *weights(authors_files))
     assert proc.returncode == 0, proc.stderr
     line = [x for x in proc.stdout.splitlines() if x.startswith("test: ")][0]
-    assert all(f"{k}=" in line for k in ("SRCC", "PLCC", "KRCC", "RMSE", "main"))
+    assert all(f"{k}=" in line for k in ("SRCC", "PLCC", "KRCC", "PLCC(fitted)", "RMSE(fitted)", "main"))
+    assert " RMSE=" not in line  # the released-format file records no label scale: raw predictions
     img = cv2.imread(str(plot))
     assert img is not None and img.shape[0] > 200
     rows = (tmp_path / "r_labels.csv").read_text().splitlines()
@@ -241,3 +242,66 @@ def test_cross_dataset_on_the_real_kadid_subset(authors_files, tmp_path, run):
     assert len(line) == 1 and "KRCC=" in line[0]
     labels = (tmp_path / "kadid_labels.csv").read_text().splitlines()[1:]
     assert [float(r.split(",")[2]) for r in labels] == [4.33, 1.1, 2.27, 1.33]
+
+
+# A small architecture through the real code paths: ViT-S/8 block 1 + ResNet-18 layer1, random backbones.
+TINY = ["--vit", "vit_small_patch8_224", "--vit_blocks", "1", "--cnn", "resnet18", "--cnn_stage", "1",
+        "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A one-step training run on the synthetic set (labels ~1000..1950) in ``<root>/tiny``."""
+    import train
+
+    root = tmp_path_factory.mktemp("synthetic_run")
+    train.main(["--dataset", "synthetic", "--data_root", str(root / "data"), "--synthetic_refs", "4",
+                "--synthetic_size", "64", "--batch_size", "4", "--max_steps", "1", "--n_epoch", "1",
+                "--val_crops", "center", "--progress", "false", "--checkpoints_dir", str(root), "--name", "tiny",
+                *TINY])
+    return root
+
+
+def test_labels_on_another_scale_get_raw_predictions_and_fitted_metrics(synthetic_run, tmp_path, capsys):
+    import numpy as np
+
+    import test as test_script
+    from models.checkpoint import read_checkpoint
+
+    folder = tmp_path / "pairs"
+    random_pair_images(folder, PIPAL_NAMES, 40, 48)
+    (folder / "mos.txt").write_text("".join(f"{d},{5 - 0.5 * i:.2f}\n" for i, (d, _) in enumerate(PIPAL_NAMES)))
+    common = ["--checkpoints_dir", str(synthetic_run), "--name", "tiny", "--ref_dir", str(folder / "ref"),
+              "--dist_dir", str(folder / "dist"), "--labels", str(folder / "mos.txt"), "--crops", "center", *TINY]
+    raw = test_script.main([*common, "--output", str(tmp_path / "raw.txt")])
+    captured = capsys.readouterr()
+    line = [x for x in captured.out.splitlines() if x.startswith("test: ")][0]
+    assert "PLCC(fitted)=" in line and "RMSE(fitted)=" in line and " RMSE=" not in line
+    assert "labels 2..5 lie outside the training range" in captured.err
+    assert np.isnan(raw["RMSE"]) and np.isfinite(raw["RMSE_fitted"]) and raw["RMSE_fitted"] < 1.5
+    forced = test_script.main([*common, "--output", str(tmp_path / "mapped.txt"), "--denormalize", "true"])
+    assert " RMSE=" in capsys.readouterr().out and forced["RMSE"] > 900  # 1..5 labels against ~1000..1950
+    norm = read_checkpoint(synthetic_run / "tiny" / "best.pth")[2]["score_norm"]
+    predicted = [float(x.split(",")[1]) for x in (tmp_path / "raw.txt").read_text().splitlines()]
+    mapped = [float(x.split(",")[1]) for x in (tmp_path / "mapped.txt").read_text().splitlines()]
+    assert all(abs(p) < 50 for p in predicted)  # the network's own output, not the training scale
+    expected = np.asarray(predicted) * (norm["hi"] - norm["lo"]) + norm["lo"]
+    assert np.allclose(mapped, expected, atol=1e-3 * (norm["hi"] - norm["lo"]))
+    # correlations and the fitted PLCC/RMSE do not depend on the scale the predictions are written on
+    for key in ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted"):
+        assert raw[key] == pytest.approx(forced[key], abs=1e-3), key
+
+
+def test_same_dataset_predictions_on_the_training_scale(synthetic_run, tmp_path, capsys):
+    import test as test_script
+
+    metrics = test_script.main(["--checkpoints_dir", str(synthetic_run), "--name", "tiny", "--dataset", "synthetic",
+                                "--data_root", str(synthetic_run / "data"), "--synthetic_refs", "4",
+                                "--synthetic_size", "64", "--split", "val", "--crops", "center",
+                                "--output", str(tmp_path / "val.txt"), *TINY])
+    captured = capsys.readouterr()
+    assert "predictions on the training label scale" in captured.err
+    line = [x for x in captured.out.splitlines() if x.startswith("test: ")][0]
+    assert " RMSE=" in line and "PLCC(fitted)=" in line and metrics["RMSE"] < 1000
+    scores = [float(x.split(",")[1]) for x in (tmp_path / "val.txt").read_text().splitlines()]
+    assert len(scores) == 24 and all(500 < s < 2500 for s in scores)
