@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # Train AHIQ in the NTIRE 2022 setting on PIPAL (the authors' defaults: ViT-B/8 blocks 1-5 + ResNet-50 layer1,
-# crop 224, batch 4, Adam 1e-4, cosine T_max 50 per iteration, 200 epochs, seed 1919).
+# crop 224, batch 4, Adam 1e-4, cosine T_max 50 per iteration, 200 epochs, seed 1919): options/presets/ntire2022.json.
 #   sh train.sh [DATA_ROOT] [extra train.py options...]      e.g. sh train.sh /data/PIPAL --n_epoch 50
 # DATA_ROOT (or the first argument) is the PIPAL training folder holding Train_Ref/, Train_Dis/ (or
 # Distortion_1..4/) and Train_Label/. Validation: a reference-disjoint tenth of the training references,
@@ -14,19 +14,8 @@ if [ "$NPROC" -gt 1 ]; then
 else
   LAUNCH=python3
 fi
+# The options are options/presets/ntire2022.json; flags after it (and "$@") override them.
 exec $LAUNCH train.py \
-  --dataset pipal \
+  --config "$(dirname "$0")/options/presets/ntire2022.json" \
   --data_root "$DATA_ROOT" \
-  --name ahiq_pipal \
-  --patch_size 8 \
-  --crop_size 224 \
-  --batch_size 4 \
-  --learning_rate 1e-4 \
-  --weight_decay 1e-5 \
-  --T_max 50 \
-  --eta_min 0 \
-  --n_epoch 200 \
-  --seed 1919 \
-  --val_crops five \
-  --num_workers 8 \
   "$@"

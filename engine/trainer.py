@@ -118,7 +118,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
-            save_options(vars(opt), self.run_dir)
+            save_options({"script": "train", **vars(opt)}, self.run_dir)  # a valid --config file
 
     # ----------------------------------------------------------------------------------------- setup
     def _logger(self) -> logging.Logger:

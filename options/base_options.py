@@ -67,7 +67,8 @@ class BaseOptions:
     def initialize(self, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("run")
         g.add_argument("--config", type=str, default=None,
-                       help="options file (opt.json) of an earlier run; command-line flags override it")
+                       help="options file: a preset (options/presets/*.json) or a run's opt.json; flags given on "
+                            "the command line override it")
         g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
         g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
                        help="fp32, or bf16 autocast (faster on GPUs, scores within ~2e-3)")
@@ -168,13 +169,67 @@ def add_run_folder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments live")
 
 
+# Keys of an options file that are not options: which script wrote it (``opt.json`` of a run).
+FILE_ONLY_KEYS = ("script",)
+
+
+def script_option_names(script: str) -> set[str] | None:
+    """Option names (dests) of ``train``/``test``/``score``, or None for an unknown script name."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"options.{script}_options")
+    except ImportError:
+        return None
+    classes = [c for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, BaseOptions) and c.__module__ == module.__name__]
+    return {a.dest for a in classes[0]().parser._actions} if classes else None
+
+
 def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
-    """Defaults from a saved ``opt.json``; unknown keys are ignored (other scripts' options)."""
+    """Defaults from an options file (a preset or a run's ``opt.json``), each value checked like a flag.
+
+    Every key must be an option of this script; a file that says which script wrote it (``"script": "train"``,
+    as every ``opt.json`` does) may also hold that script's other options, which are left to it. A key known
+    to neither is refused with one line naming the key and the file (a typo would otherwise be silently ignored).
+    """
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"--config {path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"--config {path}: not JSON (line {err.lineno}): {err.msg}") from None
-    known = {a.dest for a in parser._actions}
-    return {k: v for k, v in data.items() if k in known and k != "config"}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise UserError(f"--config {path}: not JSON{where}; give a preset or a run's opt.json") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: holds a {type(data).__name__}, not an object of option names and values")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    writer = data.get("script")
+    theirs = script_option_names(writer) if isinstance(writer, str) else None
+    if writer is not None and theirs is None:
+        raise UserError(f"--config {path}: \"script\": {writer!r} is not train, test or score")
+    defaults = {}
+    for key, value in data.items():
+        if key in FILE_ONLY_KEYS or key == "config":
+            continue
+        if key not in actions:
+            if theirs is not None and key in theirs:
+                continue  # an option of the script that wrote the file, not of this one
+            raise UserError(f"--config {path}: unknown option {key!r}; check the spelling against {parser.prog} --help")
+        defaults[key] = _file_value(actions[key], key, value, path)
+    return defaults
+
+
+def _file_value(action: argparse.Action, key: str, value, path: str):
+    """``value`` from an options file converted and checked as the flag ``--key`` would be."""
+    if value is None or action.nargs == 0:  # None: the option's "not given"; switches take true/false
+        if action.nargs == 0 and not isinstance(value, bool):
+            raise UserError(f"--config {path}: {key} is a switch; give true or false, not {value!r}")
+        return value
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    try:
+        converted = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+        raise UserError(f"--config {path}: {key} {value!r}: {err}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise UserError(f"--config {path}: {key} {value!r}: choose one of {', '.join(map(str, action.choices))}")
+    return converted
