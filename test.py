@@ -20,7 +20,7 @@ import torch
 
 from data.datasets import ScoreNorm, describe, screen_pairs
 from data.records import Pair
-from data.splits import prepare_splits, run_data_check
+from data.splits import load_pairs, prepare_splits, run_data_check
 from engine.pipeline import prepare_model, score_and_map
 from options.base_options import describe_backbones
 from options.test_options import TestOptions
@@ -36,15 +36,12 @@ def collect_pairs(opt) -> list[Pair]:
 
         return load_folder_pairs(Path(opt.ref_dir), Path(opt.dist_dir), Path(opt.labels) if opt.labels else None)
     if opt.split == "all":  # cross-dataset evaluation: every labelled pair, no split needed
-        from data.datasets import load_dataset
-
-        return load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
-                            synthetic_size=opt.synthetic_size, seed=opt.split_seed)
+        return load_pairs(opt)
     saved = Path(opt.checkpoints_dir) / opt.name / "split.json"
-    if not opt.split_file and not opt.split_ratio and saved.is_file():
-        opt.split_file = str(saved)
+    use_saved = not opt.split_file and not opt.split_ratio and saved.is_file()
+    parts, info = prepare_splits(opt, None, saved if use_saved else None)
+    if use_saved and info.get("from") == str(saved):
         print(f"note: using the training split {saved}", file=sys.stderr)
-    parts, _ = prepare_splits(opt, None)
     split = opt.split or ("test" if parts["test"] else "val")
     if not parts[split]:
         raise UserError(f"--split {split}: the split has no pairs (see --split_ratio / --split_file)")
@@ -130,7 +127,8 @@ def main(argv=None) -> dict | None:
     start = time.perf_counter()
     results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
                             seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
-                            num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta)
+                            num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta,
+                            names=[p.name for p in pairs])
     if device.type == "cuda":
         torch.cuda.synchronize()
     per_image = (time.perf_counter() - start) / len(results)

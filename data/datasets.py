@@ -21,7 +21,7 @@ from data.records import Pair
 from utils.errors import UserError, flag
 from utils.io import atomic_write_text
 
-DATASETS = ("pipal", "synthetic", "tid2013", "kadid10k", "csiq", "live")
+DATASETS = ("pipal", "synthetic", "tid2013", "kadid10k", "csiq", "live", "csv")
 # PIPAL's validation labels are not public, so by default a tenth of its training references validates.
 DEFAULT_RATIO = {"pipal": "9:1", "synthetic": "3:1"}
 STANDARD_RATIO = "6:2:2"
@@ -29,9 +29,14 @@ SPLITS = ("train", "val", "test")
 
 
 def load_dataset(name: str, root: str | Path, *, train_list: str | None = None, synthetic_refs: int = 12,
-                 synthetic_size: int = 128, seed: int = 0) -> list[Pair]:
-    """All labelled pairs of a dataset in its distributed layout (synthetic: generated on first use)."""
+                 synthetic_size: int = 128, seed: int = 0, lower_better: bool = False) -> list[Pair]:
+    """All labelled pairs of a dataset in its distributed layout (synthetic: generated on first use; csv:
+    ``root/labels.csv``, see :mod:`data.csv_labels`)."""
     root = Path(root)
+    if name == "csv":
+        from data.csv_labels import load_csv_dataset
+
+        return load_csv_dataset(root, lower_better)
     if name == "pipal":
         from data.pipal import load_pipal_train
 

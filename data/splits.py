@@ -3,6 +3,7 @@ an optional separate validation list, and the ``--check_data`` report."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from data.datasets import (DEFAULT_RATIO, SPLITS, STANDARD_RATIO, apply_split, check_pairs_on_disk, describe,
@@ -12,15 +13,41 @@ from data.records import Pair
 from utils.errors import UserError, arg
 
 
-def prepare_splits(opt: argparse.Namespace, run_dir: Path | None) -> tuple[dict[str, list[Pair]], dict]:
-    """Train/val/test pairs from the options, the split saved as ``run_dir/split.json`` (when given)."""
-    pairs = load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
-                         synthetic_size=opt.synthetic_size, seed=opt.split_seed)
+def load_pairs(opt: argparse.Namespace) -> list[Pair]:
+    """Every labelled pair of the dataset the options name."""
+    return load_dataset(opt.dataset, opt.data_root, train_list=opt.train_list, synthetic_refs=opt.synthetic_refs,
+                        synthetic_size=opt.synthetic_size, seed=opt.split_seed,
+                        lower_better=getattr(opt, "lower_better", False))
+
+
+def prepare_splits(opt: argparse.Namespace, run_dir: Path | None,
+                   saved_split: Path | None = None) -> tuple[dict[str, list[Pair]], dict]:
+    """Train/val/test pairs from the options, the split saved as ``run_dir/split.json`` (when given).
+
+    The split: the label file's own ``split`` column when it has one (csv), else ``split_file`` (or
+    ``saved_split``, an earlier run's), else a seeded reference-disjoint split at ``split_ratio``.
+    """
+    pairs = load_pairs(opt)
     if not pairs:
         raise UserError(f"{arg('data_root')}{opt.data_root}: no labelled pairs found")
-    if opt.split_file:
-        split = read_split(opt.split_file)
-        info = {"dataset": opt.dataset, "from": str(opt.split_file)}
+    if pairs[0].split is not None:
+        if opt.split_file or opt.split_ratio:
+            print(f"note: {arg('split_file')}/{arg('split_ratio')}not used: the labels' split column decides",
+                  file=sys.stderr)
+        parts = {name: [p for p in pairs if p.split == name] for name in SPLITS}
+        split = {name: sorted({p.ref_id for p in part}) for name, part in parts.items()}
+        shared = set(split["train"]) & (set(split["val"]) | set(split["test"]))
+        if shared:
+            print(f"note: {len(shared)} reference(s) appear in training and in val/test (e.g. {sorted(shared)[0]}): "
+                  "the split column is not reference-disjoint", file=sys.stderr)
+        info = {"dataset": opt.dataset, "from": "split column"}
+        if run_dir is not None:
+            write_split(run_dir / "split.json", split, info)
+        return parts, info
+    split_file = opt.split_file or (str(saved_split) if saved_split else None)
+    if split_file:
+        split = read_split(split_file)
+        info = {"dataset": opt.dataset, "from": str(split_file)}
     else:
         ratio_text = opt.split_ratio or DEFAULT_RATIO.get(opt.dataset, STANDARD_RATIO)
         if opt.val_list and not opt.split_ratio:

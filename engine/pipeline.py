@@ -33,12 +33,14 @@ def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn
 
 def score_and_map(net: torch.nn.Module, pairs: Sequence[tuple[Path, Path]], *, crops: str, crop_size: int, seed: int,
                   batch_size: int, precision: str, num_workers: int = 0, maps_dir: str | None = None,
-                  flip_tta: bool = False, progress: bool = True) -> list[PairScore]:
-    """Score every pair (in order) and, with ``maps_dir``, write one quality-map picture per pair there."""
+                  flip_tta: bool = False, progress: bool = True, names: Sequence[str] | None = None) -> list[PairScore]:
+    """Score every pair (in order) and, with ``maps_dir``, write one quality-map picture per pair there:
+    ``maps_dir/<name>.png`` with ``names`` (relative paths keep their folders), else the distorted file's stem."""
     results = list(score_pairs(net, pairs, crops, crop_size, seed, batch_size, precision, num_workers,
                                with_maps=bool(maps_dir), progress=progress, flip_tta=flip_tta))
     if maps_dir:
-        for r in results:
-            save_quality_map(read_image(r.dist), r.score_map, r.weight_map, Path(maps_dir) / f"{Path(r.dist).stem}.png",
-                             title=f"AHIQ score {r.score:.4f}  (reference {Path(r.ref).name})", name=Path(r.dist).name)
+        for k, r in enumerate(results):
+            name = names[k] if names else Path(r.dist).name
+            save_quality_map(read_image(r.dist), r.score_map, r.weight_map, Path(maps_dir) / Path(name).with_suffix(".png"),
+                             title=f"AHIQ score {r.score:.4f}  (reference {Path(r.ref).name})", name=name)
     return results

@@ -25,7 +25,8 @@ from utils.metrics import LABELS  # noqa: E402
 SHARED_WITH_TEST = {"--data_root", "--checkpoints_dir", "--device", "--precision", "--crop_size", "--patch_size", "--vit",
                     "--vit_blocks", "--cnn", "--cnn_stage", "--vit_kwargs", "--cnn_kwargs",
                     "--head_kwargs", "--fusion_kwargs", "--pretrained_backbones", "--vit_weights", "--cnn_weights",
-                    "--num_workers", "--synthetic_refs", "--synthetic_size", "--normalization", "--seed"}
+                    "--num_workers", "--synthetic_refs", "--synthetic_size", "--normalization", "--seed",
+                    "--lower_better"}
 METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 

@@ -13,7 +13,11 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     """Dataset and split options shared by train.py and test.py."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", type=str, default="pipal", choices=DATASETS,
-                   help="dataset in its distributed layout under --data_root (synthetic: generated there)")
+                   help="dataset in its distributed layout under --data_root (synthetic: generated there; csv: "
+                        "your own pairs listed in DATA_ROOT/labels.csv, header dist,ref,score[,split])")
+    g.add_argument("--lower_better", action="store_true",
+                   help="csv: the scores are DMOS-like (lower = better); training and metrics use them negated, "
+                        "the raw values are kept beside the predictions in <output>_labels.csv")
     g.add_argument("--data_root", type=str, default="./datasets/PIPAL", help="folder of the dataset")
     g.add_argument("--train_list", type=str, default=None,
                    help="PIPAL: one label list file (name,score) instead of Train_Label/*.txt")
@@ -40,6 +44,8 @@ def check_data_options(opt: argparse.Namespace) -> None:
         raise UserError("--val_list needs --val_ref_dir and --val_dis_dir")
     if opt.split_file and opt.split_ratio:
         raise UserError("--split_file and --split_ratio both set; give one")
+    if opt.lower_better and opt.dataset != "csv":
+        raise UserError(f"--lower_better is for --dataset csv ({opt.dataset} scores are oriented by its loader)")
     if opt.train_list and opt.dataset != "pipal":
         raise UserError("--train_list is for --dataset pipal")
     if opt.dataset == "synthetic" and (opt.synthetic_refs < 2 or opt.synthetic_size < opt.crop_size):

@@ -1,0 +1,137 @@
+"""Your own data: DIR/labels.csv read row by row, one-line errors with line numbers, and the whole flow
+(--check_data, training, test.py --split all, maps) on real images in mixed sub-folders."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from data.csv_labels import load_csv_dataset
+from tests.conftest import SHARED, random_pair_images
+from utils.errors import UserError
+
+TINY = ["--vit", "vit_small_patch8_224", "--vit_blocks", "1", "--cnn", "resnet18", "--cnn_stage", "1",
+        "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32", "--crops", "center"]
+
+
+def test_rows_paths_split_and_orientation(tmp_path):
+    (tmp_path / "labels.csv").write_text(
+        "\ufeffid,Dist,ref,score,split,comment\r\n"
+        "1,a/x1.png,refs/r1.png,3.5,train,first\r\n"
+        "2,./b\\x2.png,refs/r1.png,1.25,Val,\r\n"
+        "\r\n"
+        "3,x3.png,other/r1.png,4,test,same stem elsewhere\r\n")
+    pairs = load_csv_dataset(tmp_path, lower_better=True)
+    assert [p.name for p in pairs] == ["a/x1.png", "b/x2.png", "x3.png"]
+    assert [p.dist for p in pairs] == [tmp_path / "a/x1.png", tmp_path / "b/x2.png", tmp_path / "x3.png"]
+    assert [p.ref_id for p in pairs] == ["refs/r1.png", "refs/r1.png", "other/r1.png"]  # distinct by path
+    assert [p.score for p in pairs] == [-3.5, -1.25, -4.0] and [p.raw for p in pairs] == [3.5, 1.25, 4.0]
+    assert [p.split for p in pairs] == ["train", "val", "test"]
+    assert [p.score for p in load_csv_dataset(tmp_path)] == [3.5, 1.25, 4.0]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("dist,reference,score\nx.png,r.png,1\n", "labels.csv:1: the header lacks ref"),
+    ("dist,ref,score\nx.png,r.png,1\ny.png,r.png,good\n", "labels.csv:3: score 'good' is not a number"),
+    ("dist,ref,score\nx.png,r.png\n", "labels.csv:2: 2 fields for the header's 3"),
+    ("dist,ref,score,split\nx.png,r.png,1,train\ny.png,r.png,2,validation\n", "labels.csv:3: split 'validation'"),
+    ("dist,ref,score\nx.png,r.png,1\nx.png,r.png,2\n", "labels.csv:3: x.png is listed again (first at line 2)"),
+    ("dist,ref,score\n,r.png,1\n", "labels.csv:2: empty dist path"),
+    ("dist,ref,score\n", "no pairs listed"),
+])
+def test_bad_rows_are_one_line_with_the_line_number(tmp_path, text, needle):
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(UserError) as err:
+        load_csv_dataset(tmp_path)
+    assert needle in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_missing_labels_file_names_it(tmp_path, capsys):
+    import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", "csv", "--data_root", str(tmp_path), "--check_data"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "labels.csv: label file not found" in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory):
+    """Real KADID-10k images (../shared mini set, else generated stand-ins) and generated pairs in mixed
+    sub-folders, listed in labels.csv with paths relative to the folder: 10 pairs from 3 references."""
+    root = tmp_path_factory.mktemp("own")
+    mini = SHARED / "data" / "mini" / "KADID-10k-mini"
+    kadid = ["I01_01_02.png", "I01_01_05.png", "I01_06_05.png", "I01_15_05.png"]
+    if mini.is_dir():
+        (root / "kadid" / "dist").mkdir(parents=True)
+        shutil.copy(mini / "images" / "I01.png", root / "kadid" / "I01.png")
+        for name in kadid:
+            shutil.copy(mini / "images" / name, root / "kadid" / "dist" / name)
+    else:
+        random_pair_images(root / "kadid", [(n, "I01.png") for n in kadid], 64, 64, seed=5)
+        (root / "kadid" / "ref" / "I01.png").rename(root / "kadid" / "I01.png")
+    gen = [(f"r{r}_{k}.png", f"r{r}.png") for r in (1, 2) for k in range(3)]
+    random_pair_images(root / "gen", gen, 48, 48, seed=9)
+    rows = [(f"kadid/dist/{n}", "kadid/I01.png", s) for n, s in zip(kadid, (4.33, 1.1, 2.27, 1.33))]
+    rows += [(f"gen/dist/{d}", f"gen/ref/{r}", 4.5 - k % 3) for k, (d, r) in enumerate(gen)]
+    return root, rows
+
+
+def _write(root, rows, header="dist,ref,score", extra=lambda row: ()):
+    (root / "labels.csv").write_text(header + "\n" + "".join(
+        ",".join(map(str, (*row, *extra(row)))) + "\n" for row in rows))
+
+
+def test_check_data_counts_pairs_and_distinct_references(own_folder, capsys):
+    import train
+
+    root, rows = own_folder
+    _write(root, rows)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", "csv", "--data_root", str(root), "--check_data", "--crop_size", "32",
+                    "--split_ratio", "1:1:1"])
+    assert exit_info.value.code == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("data check: ")]
+    counts = [tuple(map(int, re.search(r"(\d+) pairs from (\d+) references; 0 problems", x).groups())) for x in lines]
+    assert len(counts) == 3 and sum(c[0] for c in counts) == 10 and sum(c[1] for c in counts) == 3
+    assert all(c[1] == 1 for c in counts)  # reference-disjoint: one reference per part
+
+
+def test_train_and_test_on_own_folder(own_folder, tmp_path, capsys):
+    """The split column decides the parts, DMOS-like labels are flipped for training and metrics, and test.py
+    names every result and map by its path as written in labels.csv."""
+    import numpy as np
+
+    import test as test_script
+    import train
+
+    root, rows = own_folder
+    split = {"kadid/I01.png": "train", "gen/ref/r1.png": "train", "gen/ref/r2.png": "val"}
+    dmos = [(d, r, round(6 - s, 2)) for d, r, s in rows]  # lower = better
+    _write(root, dmos, "dist,ref,score,split", lambda row: (split[row[1]],))
+    common = ["--dataset", "csv", "--data_root", str(root), "--lower_better", "--checkpoints_dir", str(tmp_path),
+              "--name", "own"]
+    train.main([*common, "--n_epoch", "1", "--max_steps", "1", "--batch_size", "4", "--val_crops", "center",
+                "--progress", "false", *[a for a in TINY if a not in ("--crops", "center")]])
+    out = capsys.readouterr().out
+    assert "train=7 pairs from 2 references val=3 pairs from 1 references" in out
+    output = tmp_path / "all.txt"
+    metrics = test_script.main([*common, "--split", "all", "--output", str(output), "--save_maps",
+                                str(tmp_path / "maps"), *TINY])
+    lines = output.read_text().splitlines()
+    assert [x.split(",")[0] for x in lines] == [d for d, _, _ in rows]
+    maps = sorted(str(p.relative_to(tmp_path / "maps")) for p in (tmp_path / "maps").rglob("*.png"))
+    assert maps == sorted(d for d, _, _ in rows)  # same names, .png already
+    table = (tmp_path / "all_labels.csv").read_text().splitlines()
+    assert table[0] == "name,prediction,label,raw_label"
+    assert [(x.split(",")[0], float(x.split(",")[2]), float(x.split(",")[3])) for x in table[1:]] == \
+        [(d, -s, s) for d, _, s in dmos]
+    preds = np.array([float(x.split(",")[1]) for x in lines])
+    labels = -np.array([s for _, _, s in dmos])
+    from scipy import stats
+
+    assert metrics["SRCC"] == pytest.approx(stats.spearmanr(preds, labels)[0], abs=1e-6)
+    val = test_script.main([*common, "--split", "val", "--output", str(tmp_path / "val.txt"), *TINY])
+    assert [x.split(",")[0] for x in (tmp_path / "val.txt").read_text().splitlines()] == \
+        [d for d, r, _ in rows if split[r] == "val"] and np.isfinite(val["SRCC"])
