@@ -101,6 +101,7 @@ class Trainer:
         t_max = opt.T_max or opt.n_epoch * self.steps_per_epoch  # 0: one half cosine over the whole run
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t_max, eta_min=opt.eta_min)
         self.start_epoch, self.best = 0, {"main": -math.inf}
+        self.start_metrics: dict | None = None  # validation before any step (--validate_first)
         if opt.resume:
             self._resume()
         self.net = self.model
@@ -174,6 +175,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.best = ckpt.get("best", self.best)
+        self.start_metrics = ckpt.get("start_metrics")
         self.norm = ScoreNorm.from_dict(ckpt["ahiq"].get("score_norm"))
         rng = ckpt.get("rng", {}).get(self.ctx.rank)
         if rng is not None:
@@ -266,7 +268,8 @@ class Trainer:
             return
         save_checkpoint(self.run_dir / filename, self.model, self.checkpoint_meta(epoch), epoch=epoch, loss=loss,
                         optimizer_state_dict=self.optimizer.state_dict(),
-                        scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng)
+                        scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng,
+                        start_metrics=self.start_metrics)
 
     def run(self) -> dict[str, float]:
         opt, ctx = self.opt, self.ctx
@@ -275,6 +278,9 @@ class Trainer:
                       f"val={describe(self.parts['val'])} crop={opt.crop_size} batch={opt.batch_size} "
                       f"epochs={self.start_epoch + 1}..{opt.n_epoch}")
         self.started = time.perf_counter()
+        if opt.validate_first and self.start_epoch == 0:
+            self.start_metrics = self.validate()
+            self.log.info(f"epoch 0/{opt.n_epoch} (before training) val {format_metrics(self.start_metrics)}")
         for epoch in range(self.start_epoch, opt.n_epoch):
             start = time.perf_counter()
             loss = self.train_epoch(epoch)

@@ -14,6 +14,8 @@ from models.backbones import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAUL
 from utils.errors import UserError
 
 VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
+# ModelConfig fields that choose how a layer is computed, not what the network is.
+IMPLEMENTATION_ONLY = ("deform_impl",)
 
 
 def str2bool(text: str) -> bool:
@@ -116,8 +118,11 @@ class BaseOptions:
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
         argv = sys.argv[1:] if argv is None else argv
         pre, _ = self.parser.parse_known_args(argv)
+        self.from_file: set[str] = set()
         if pre.config:
-            self.parser.set_defaults(**load_options_file(pre.config, self.parser))
+            values = load_options_file(pre.config, self.parser)
+            self.from_file = set(values)
+            self.parser.set_defaults(**values)
         opt = self.parser.parse_args(argv)
         given = {a.split("=")[0] for a in argv if a.startswith("--")}
         self.explicit = {a.dest for a in self.parser._actions if given & set(a.option_strings)}
@@ -131,6 +136,31 @@ class BaseOptions:
         if "patch_size" in self.explicit:
             keys.add("vit")
         return {k: config[k] for k in keys}
+
+    def adopt_checkpoint_architecture(self, opt: argparse.Namespace) -> None:
+        """Set the architecture options from ``--checkpoint``'s metadata (ours; the authors' file and pyiqa's
+        mirror have none and keep the options' architecture). An architecture option given on the command line
+        or in ``--config`` that differs from the checkpoint's is a one-line :class:`UserError`."""
+        from models.checkpoint import read_checkpoint
+
+        stored = read_checkpoint(opt.checkpoint)[2].get("model_config")
+        if not stored:
+            return
+        theirs = ModelConfig.from_dict(stored).to_dict()
+        mine = model_config(opt).to_dict()
+        chosen = self.explicit | self.from_file
+        if chosen & {"patch_size", "vit"}:
+            chosen |= {"patch_size", "vit"}
+        for key, value in theirs.items():
+            if key in IMPLEMENTATION_ONLY:
+                continue
+            if key in chosen and mine.get(key) != value:
+                shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                raise UserError(f"--checkpoint {opt.checkpoint} was trained with {key} {shown}, the options say "
+                                f"{mine.get(key)}; drop the option (the checkpoint's architecture is used) or give "
+                                "another checkpoint")
+            setattr(opt, key, value)
+        opt.patch_size = next((p for p in VIT_BY_PATCH if f"patch{p}_" in opt.vit), opt.patch_size)
 
     def check(self, opt: argparse.Namespace) -> None:
         """Check options that only make sense together; raise a one-line :class:`UserError`."""

@@ -89,10 +89,15 @@ class TrainOptions(BaseOptions):
         g.add_argument("--time_limit", type=float, default=0,
                        help="stop training after this many seconds (then validate and save); 0: no limit")
         g.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar per epoch")
+        g.add_argument("--validate_first", type=str2bool, default=False,
+                       help="validate once before the first step (logged as epoch 0; the starting point of a "
+                            "fine-tuning run from --checkpoint)")
 
     def check(self, opt: argparse.Namespace) -> None:
         super().check(opt)
         check_data_options(opt)
+        if opt.checkpoint and not opt.check_data:
+            self.adopt_checkpoint_architecture(opt)
         parse_crops(opt.val_crops)
         for name in ("n_epoch", "batch_size", "val_freq"):
             if getattr(opt, name) < 1:

@@ -80,3 +80,15 @@ def test_fit_never_worse_than_a_line():
     params = fit_logistic5(x, y)
     slope, intercept = np.polyfit(x, y, 1)
     assert np.sum((logistic5(x, *params) - y) ** 2) <= np.sum((slope * x + intercept - y) ** 2) + 1e-9
+
+
+def test_fitted_figures_do_not_depend_on_the_scales():
+    """The same predictions against labels in [0, 1] and on an Elo-like scale: PLCC(fitted) equal, RMSE(fitted)
+    scaled by the labels' factor (validation compares normalised labels, test.py raw ones)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = np.tanh(2 * x) + rng.normal(0, 0.3, x.size)
+    a = iqa_metrics(x, y)
+    b = iqa_metrics(0.01 * x - 4, 1000 + 300 * y, same_scale=False)
+    assert a["PLCC_fitted"] == pytest.approx(b["PLCC_fitted"], abs=1e-7)
+    assert 300 * a["RMSE_fitted"] == pytest.approx(b["RMSE_fitted"], rel=1e-6)

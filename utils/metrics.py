@@ -23,25 +23,27 @@ def logistic5(x, b1: float, b2: float, b3: float, b4: float, b5: float):
 def fit_logistic5(pred, target) -> np.ndarray:
     """Least-squares parameters ``(b1..b5)`` of :func:`logistic5` mapping ``pred`` onto ``target``.
 
-    Starts from the usual values (b1 = range of the labels, b2 = 1/std of the predictions, b3 = their mean,
-    b4 = 0, b5 = mean label). Where the fit does not converge, the best straight line (b1 = 0, a member of
-    the same family) is returned, so the mapping is never worse than a linear one.
+    The fit runs on standardised predictions and labels (so it finds the same mapping whatever scale either is
+    on), from the usual starting values (b1 = range of the labels, b2 = 1/std of the predictions, b3 = their
+    mean, b4 = 0, b5 = mean label); the parameters are returned for the original scales. Where the fit does not
+    converge, or ends worse than a straight line (b1 = 0, a member of the same family), the line is returned.
     """
     x = np.asarray(pred, dtype=np.float64).ravel()
     y = np.asarray(target, dtype=np.float64).ravel()
-    slope, intercept = np.polyfit(x, y, 1)
-    line = np.array([0.0, 1.0, float(np.mean(x)), slope, intercept])
-    p0 = [float(np.ptp(y)), 1.0 / float(np.std(x)), float(np.mean(x)), 0.0, float(np.mean(y))]
+    mx, sx, my, sy = float(np.mean(x)), float(np.std(x)), float(np.mean(y)), float(np.std(y))
+    xs, ys = (x - mx) / sx, (y - my) / sy
+    slope = float(np.mean(xs * ys))  # least-squares line of standardised data: slope = correlation, intercept 0
+    params = np.array([0.0, 1.0, 0.0, slope, 0.0])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params, _ = optimize.curve_fit(logistic5, x, y, p0=p0, maxfev=20000)
+            fitted, _ = optimize.curve_fit(logistic5, xs, ys, p0=[float(np.ptp(ys)), 1.0, 0.0, 0.0, 0.0], maxfev=20000)
+        if np.all(np.isfinite(fitted)) and np.sum((logistic5(xs, *fitted) - ys) ** 2) <= np.sum((slope * xs - ys) ** 2):
+            params = fitted
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
-        return line
-    if not np.all(np.isfinite(params)):
-        return line
-    sse = float(np.sum((logistic5(x, *params) - y) ** 2))
-    return params if sse <= float(np.sum((logistic5(x, *line) - y) ** 2)) else line
+        pass
+    b1, b2, b3, b4, b5 = params
+    return np.array([sy * b1, b2 / sx, mx + sx * b3, sy * b4 / sx, sy * (b5 - b4 * mx / sx) + my])
 
 
 def iqa_metrics(pred, target, same_scale: bool = True) -> dict[str, float]:
