@@ -41,11 +41,15 @@ def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_sca
     at ``lr * feature_lr_scale``. Their inputs are thousands of large, correlated channels, so Adam's
     per-weight step changes their outputs far more than it changes the other layers'.
     """
-    wide = {id(model.regressor.down_channel.weight), id(model.deform_net.conv_offset.weight),
-            id(model.deform_net.deform.weight)}
+    wide = {id(model.regressor.down_channel.weight)}
+    for name in ("conv_offset", "deform"):  # absent in the fusion ablations
+        if hasattr(model.deform_net, name):
+            wide.add(id(getattr(model.deform_net, name).weight))
     groups = []
     for part in (model.regressor, model.deform_net):
         params = list(part.parameters())
+        if not params:  # no fusion parameters (ViT only, or fusion none)
+            continue
         if feature_lr_scale == 1.0:
             groups.append({"params": params, "lr": lr, "weight_decay": weight_decay})
             continue

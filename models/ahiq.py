@@ -8,9 +8,14 @@ Data path for one batch of crop pairs (defaults: ViT-B/8 blocks 1-5, ResNet-50 l
     DeformFusion(CNN, offsets)             -> (B, 2, 768, 28, 28)
     PatchScoreHead(concat(ViT, fused))     -> score map f, weight map w (B, 1, 28, 28)
     score = sum(f * w) / sum(w)            -> (B,)
+
+Ablations of the paper (``ModelConfig``; defaults are the authors'): ``branches`` vit / cnn (one backbone
+only), ``fusion`` conv (a plain 3x3 conv in place of the deformable one) / none (CNN features only
+resampled to the ViT grid), ``pooling`` mean (score = mean of f, no weight map).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -32,6 +37,9 @@ from models.backbones import (
 )
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
 from utils.errors import UserError, arg
+
+# Architecture switches of ModelConfig and their values; the first is the authors' (the default).
+CHOICES = {"branches": ("both", "vit", "cnn"), "fusion": ("deform", "conv", "none"), "pooling": ("weighted", "mean")}
 
 NORMALISATIONS = {
     # The authors' (and the released checkpoint's): (x - 0.5) / 0.5 for both backbones.
@@ -63,8 +71,12 @@ class ModelConfig:
     cnn_kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, int] = field(default_factory=dict)
     fusion_kwargs: dict[str, int] = field(default_factory=dict)
+    branches: str = "both"        # both, vit (no CNN), cnn (no ViT)
+    fusion: str = "deform"        # deform (steered by the reference), conv (plain 3x3), none (resampled only)
+    pooling: str = "weighted"     # weighted: sum(f * w) / sum(w); mean: mean of f
 
     def __post_init__(self):
+        """Check every field and every combination, so that a config that constructs also builds."""
         self.vit_blocks = tuple(int(b) for b in self.vit_blocks)
         self.vit_kwargs = _timm_kwargs(self.vit_kwargs, "vit_kwargs")
         self.cnn_kwargs = _timm_kwargs(self.cnn_kwargs, "cnn_kwargs")
@@ -74,6 +86,29 @@ class ModelConfig:
             raise UserError(f"{arg('normalization')}{self.normalization}: choose one of {', '.join(NORMALISATIONS)}")
         if self.deform_impl not in ("sampled", "torchvision"):
             raise UserError(f"{arg('deform_impl')}{self.deform_impl}: choose sampled or torchvision")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{arg(name)}{getattr(self, name)}: choose one of {', '.join(allowed)}")
+        if self.branches == "vit" and self.fusion != "none":
+            raise UserError(f"{arg('branches')}vit has no CNN features to fuse; set {arg('fusion')}none")
+        if self.branches != "vit":
+            patch = self.patch_size
+            if patch is None:
+                raise UserError(f"{arg('vit')}{self.vit}: no patchN in the name, so the score grid is unknown; "
+                                "give a timm ViT name like vit_base_patch8_224")
+            reduction = 2 ** (int(self.cnn_stage) + 1)  # timm ResNet stages 1..4 reduce by 4, 8, 16, 32
+            if not 1 <= int(self.cnn_stage) <= 4 or patch % reduction or patch // reduction not in (1, 2, 4):
+                raise UserError(f"{arg('cnn_stage')}{self.cnn_stage}: the CNN grid (1/{reduction}) must be 1, 2 or 4 "
+                                f"times the patch-{patch} grid (patch 8: stages 1-2, patch 16: stages 1-3)")
+
+    @property
+    def patch_size(self) -> int | None:
+        """The ViT patch size: ``vit_kwargs['patch_size']``, else read from the timm name (``vit_base_patch8_224``
+        -> 8)."""
+        if "patch_size" in self.vit_kwargs:
+            return int(self.vit_kwargs["patch_size"])
+        found = re.search(r"patch(\d+)", self.vit)
+        return int(found.group(1)) if found else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +161,16 @@ def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple
     return kernel.reshape(out_ch * s * s, in_ch, 3, 3), bias.repeat_interleave(s * s)
 
 
+def downsampling_convs(channels: int, hidden: int, scale: int) -> nn.Sequential:
+    """conv3x3 (stride 2 when ``scale >= 2``), ReLU, conv3x3 (stride ``scale / 2``): the CNN grid to the ViT grid."""
+    first, second = (2, scale // 2) if scale >= 2 else (1, 1)
+    return nn.Sequential(
+        nn.Conv2d(channels, hidden, 3, padding=1, stride=first),
+        nn.ReLU(),
+        nn.Conv2d(hidden, channels, 3, padding=1, stride=second),
+    )
+
+
 class DeformFusion(nn.Module):
     """Deformable fusion of CNN features, steered by offsets from the reference's ViT features.
 
@@ -145,12 +190,7 @@ class DeformFusion(nn.Module):
         self.impl = impl
         self.conv_offset = nn.Conv2d(vit_channels, 2 * 3 * 3, 3, 1, 1)
         self.deform = DeformConv2d(cnn_channels, cnn_channels, 3, 1, 1)
-        first, second = (2, scale // 2) if scale >= 2 else (1, 1)
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(cnn_channels, hidden, 3, padding=1, stride=first),
-            nn.ReLU(),
-            nn.Conv2d(hidden, cnn_channels, 3, padding=1, stride=second),
-        )
+        self.conv1 = downsampling_convs(cnn_channels, hidden, scale)
 
     def offsets(self, vit_ref: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = vit_ref.shape[-2:]
@@ -167,16 +207,52 @@ class DeformFusion(nn.Module):
         return self.conv1(deform(cnn, offset, self.deform.weight, self.deform.bias))
 
 
+class ConvFusion(nn.Module):
+    """The "without deformable conv" ablation: :class:`DeformFusion` with a plain 3x3 conv of the same shape
+    (``conv``, ``C_cnn -> C_cnn``) in place of the deformable one, and nothing to steer it.
+    ``forward(cnn, None)``: ``(N, C_cnn, H, W)`` -> ``(N, C_cnn, h, w)``."""
+
+    def __init__(self, cnn_channels: int = 768, scale: int = 2, hidden: int = 512):
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(cnn_channels, cnn_channels, 3, 1, 1)
+        self.conv1 = downsampling_convs(cnn_channels, hidden, scale)
+
+    def offsets(self, steer: torch.Tensor, size: tuple[int, int]) -> None:
+        return None
+
+    def forward(self, cnn: torch.Tensor, offset: None = None) -> torch.Tensor:
+        return self.conv1(self.conv(cnn))
+
+
+class ResampleFusion(nn.Module):
+    """The "no fusion" ablation: CNN features only averaged over ``scale x scale`` cells onto the ViT grid
+    (no parameters). ``forward(cnn, None)``: ``(N, C, H, W)`` -> ``(N, C, H / scale, W / scale)``."""
+
+    def __init__(self, scale: int = 2):
+        super().__init__()
+        self.scale = scale
+
+    def offsets(self, steer: torch.Tensor, size: tuple[int, int]) -> None:
+        return None
+
+    def forward(self, cnn: torch.Tensor, offset: None = None) -> torch.Tensor:
+        return F.avg_pool2d(cnn, self.scale) if self.scale > 1 else cnn
+
+
 class PatchScoreHead(nn.Module):
     """Patch-wise score and weight maps from the distorted/reference feature pair.
 
-    Input ``(B, 2, C, h, w)`` (index 0 distorted, 1 reference; ``C`` = ViT + fused CNN channels). Returns
-    ``score (B,)``, score map ``f (B, 1, h, w)`` and weight map ``w (B, 1, h, w)`` with
-    ``score = sum(f * w) / sum(w)``. Parameter names are the authors'.
+    Input ``(B, 2, C, h, w)`` (index 0 distorted, 1 reference; ``C`` = ViT + fused CNN channels, or one of
+    them in the single-branch ablations). Returns ``score (B,)``, score map ``f (B, 1, h, w)`` and weight map
+    ``w (B, 1, h, w)`` with ``score = sum(f * w) / sum(w)`` (``pooling='mean'``: the mean of f, w all ones).
+    Parameter names are the authors'.
     """
 
-    def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024, smoothed: int = 512):
+    def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024, smoothed: int = 512,
+                 pooling: str = "weighted"):
         super().__init__()
+        self.pooling = pooling
         self.down_channel = nn.Conv2d(in_channels, channels, kernel_size=1)
         self.feat_smoothing = nn.Sequential(
             nn.Conv2d(3 * channels, hidden, 3, padding=1),
@@ -184,7 +260,8 @@ class PatchScoreHead(nn.Module):
             nn.Conv2d(hidden, smoothed, 3, padding=1),
         )
         self.conv1 = nn.Sequential(nn.Conv2d(smoothed, channels, 3, padding=1), nn.ReLU())
-        self.conv_attent = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1), nn.Sigmoid())
+        if pooling == "weighted":  # the mean-pooling ablation has no weight branch
+            self.conv_attent = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1), nn.Sigmoid())
         self.conv = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1))
 
     def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -193,6 +270,8 @@ class PatchScoreHead(nn.Module):
         dist, ref = down[:, 0], down[:, 1]
         feat = self.conv1(self.feat_smoothing(torch.cat((dist - ref, dist, ref), dim=1)))
         f = self.conv(feat)
+        if self.pooling == "mean":
+            return f.mean(dim=(2, 3)).squeeze(1), f, torch.ones_like(f)
         w = self.conv_attent(feat)
         score = (f * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
         return score.squeeze(1), f, w
@@ -207,17 +286,34 @@ class AHIQ(nn.Module):
     graph unless :meth:`input_gradients` is on.
     """
 
-    def __init__(self, vit: ViTFeatures, cnn: ResNetFeatures, config: ModelConfig | None = None):
+    def __init__(self, vit: ViTFeatures | None, cnn: ResNetFeatures | None, config: ModelConfig | None = None):
         super().__init__()
-        self.config = config or ModelConfig()
+        self.config = config = config or ModelConfig()
+        if (vit is None) != (config.branches == "cnn") or (cnn is None) != (config.branches == "vit"):
+            raise ValueError(f"branches={config.branches} needs " + {"both": "both backbones", "vit": "the ViT only",
+                                                                     "cnn": "the CNN only"}[config.branches])
         self.vit = vit
         self.cnn = cnn
-        if vit.patch_size % cnn.reduction:
-            raise UserError(f"ViT patch {vit.patch_size} is not a multiple of the CNN stage reduction {cnn.reduction}; "
-                            f"pick another {arg('cnn_stage')}or {arg('vit')}")
-        self.deform_net = DeformFusion(vit.out_channels, cnn.out_channels, vit.patch_size // cnn.reduction,
-                                       impl=self.config.deform_impl, **self.config.fusion_kwargs)
-        self.regressor = PatchScoreHead(vit.out_channels + cnn.out_channels, **self.config.head_kwargs)
+        self._patch = vit.patch_size if vit is not None else config.patch_size
+        in_channels = 0 if vit is None else vit.out_channels
+        if cnn is None:
+            self.deform_net = nn.Module()  # nothing to fuse; kept so checkpoints keep both dicts
+        else:
+            if self._patch % cnn.reduction:
+                raise UserError(f"ViT patch {self._patch} is not a multiple of the CNN stage reduction "
+                                f"{cnn.reduction}; pick another {arg('cnn_stage')}or {arg('vit')}")
+            scale = self._patch // cnn.reduction
+            # Without ViT features the reference's own CNN features steer the deformable conv.
+            steer_channels = vit.out_channels if vit is not None else cnn.out_channels
+            if config.fusion == "deform":
+                self.deform_net = DeformFusion(steer_channels, cnn.out_channels, scale, impl=config.deform_impl,
+                                               **config.fusion_kwargs)
+            elif config.fusion == "conv":
+                self.deform_net = ConvFusion(cnn.out_channels, scale, **config.fusion_kwargs)
+            else:
+                self.deform_net = ResampleFusion(scale)
+            in_channels += cnn.out_channels
+        self.regressor = PatchScoreHead(in_channels, pooling=config.pooling, **config.head_kwargs)
         mean, std = NORMALISATIONS[self.config.normalization]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -225,7 +321,7 @@ class AHIQ(nn.Module):
 
     @property
     def patch_size(self) -> int:
-        return self.vit.patch_size
+        return self._patch
 
     def input_gradients(self, enabled: bool = True) -> "AHIQ":
         """Let gradients reach the input images through the frozen backbones (AHIQ as a loss).
@@ -233,13 +329,16 @@ class AHIQ(nn.Module):
         Off by default: scoring and training the heads run the backbones without building a graph.
         The backbones' weights never get gradients either way.
         """
-        self.vit.input_grad = self.cnn.input_grad = enabled
+        for backbone in (self.vit, self.cnn):
+            if backbone is not None:  # one of them is absent in the single-branch ablations
+                backbone.input_grad = enabled
         return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing over the ViT blocks (timm's) and the deformable fusion: their activations
         are recomputed in the backward pass instead of stored. Less memory, more time, same gradients."""
-        self.vit.set_grad_checkpointing(enable)
+        if self.vit is not None:
+            self.vit.set_grad_checkpointing(enable)
         self.checkpoint_fusion = enable
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,15 +351,20 @@ class AHIQ(nn.Module):
             raise ValueError(f"distorted {tuple(dist.shape)} and reference {tuple(ref.shape)} differ in shape")
         b = dist.shape[0]
         both = self.normalise(torch.stack((dist, ref), dim=1).flatten(0, 1))  # (2B, 3, H, W), pairs adjacent
-        vit = self.vit(both)
-        cnn = self.cnn(both)
-        vit_ref = vit.unflatten(0, (b, 2))[:, 1]
-        offset = self.deform_net.offsets(vit_ref, cnn.shape[-2:])
-        if self.checkpoint_fusion and torch.is_grad_enabled():
-            fused = checkpoint(self.deform_net, cnn, offset, use_reentrant=False)
-        else:
-            fused = self.deform_net(cnn, offset)
-        score, f, w = self.regressor(torch.cat((vit, fused.to(vit.dtype)), dim=1).unflatten(0, (b, 2)))
+        features = []
+        vit = self.vit(both) if self.vit is not None else None
+        if vit is not None:
+            features.append(vit)
+        if self.cnn is not None:
+            cnn = self.cnn(both)
+            steer = (vit if vit is not None else cnn).unflatten(0, (b, 2))[:, 1]  # the reference's features
+            offset = self.deform_net.offsets(steer, cnn.shape[-2:])
+            if self.checkpoint_fusion and torch.is_grad_enabled():
+                fused = checkpoint(self.deform_net, cnn, offset, use_reentrant=False)
+            else:
+                fused = self.deform_net(cnn, offset)
+            features.append(fused.to(features[0].dtype if features else cnn.dtype))
+        score, f, w = self.regressor(torch.cat(features, dim=1).unflatten(0, (b, 2)))
         return (score, f, w) if return_maps else score
 
 
@@ -268,6 +372,8 @@ def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = T
                vit_weights: str | None = None, cnn_weights: str | None = None) -> AHIQ:
     """An AHIQ network with backbones by timm name/tag and untrained (random) fusion and head."""
     config = config or ModelConfig()
-    vit = build_vit(config.vit, config.vit_blocks, pretrained_backbones, vit_weights, **config.vit_kwargs)
-    cnn = build_resnet(config.cnn, config.cnn_stage, pretrained_backbones, cnn_weights, **config.cnn_kwargs)
+    vit = (build_vit(config.vit, config.vit_blocks, pretrained_backbones, vit_weights, **config.vit_kwargs)
+           if config.branches != "cnn" else None)
+    cnn = (build_resnet(config.cnn, config.cnn_stage, pretrained_backbones, cnn_weights, **config.cnn_kwargs)
+           if config.branches != "vit" else None)
     return AHIQ(vit, cnn, config)

@@ -83,7 +83,8 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
     problems += _check_and_load(model.regressor, regressor, "regressor")
     if problems:
         raise UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check "
-                        f"{arg('vit')}, {arg('vit_blocks')}, {arg('cnn')}, {arg('cnn_stage')}against the checkpoint")
+                        f"{arg('vit')}, {arg('vit_blocks')}, {arg('cnn')}, {arg('cnn_stage')}, {arg('branches')}, "
+                        f"{arg('fusion')}, {arg('pooling')}against the checkpoint")
 
 
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from models.ahiq import NORMALISATIONS, ModelConfig
+from models.ahiq import CHOICES, NORMALISATIONS, ModelConfig
 from models.backbones import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from utils.errors import UserError
 
@@ -103,6 +103,18 @@ class BaseOptions:
         g.add_argument("--normalization", type=str, default="authors", choices=sorted(NORMALISATIONS),
                        help="input normalisation: authors = (x-0.5)/0.5 (the released model); imagenet = "
                             "pyiqa's mean/std, which gives different scores")
+        g.add_argument("--branches", type=str, default="both", choices=CHOICES["branches"],
+                       help="both: ViT + CNN (the authors'); vit: ViT features only, the head reads the ViT "
+                            "channels alone (no CNN input, no fusion: needs --fusion none); cnn: CNN features only, "
+                            "the head reads the fused CNN channels alone, the deformable conv is steered by the "
+                            "reference's own CNN features, and the score grid stays the --patch_size grid")
+        g.add_argument("--fusion", type=str, default="deform", choices=CHOICES["fusion"],
+                       help="how the CNN features reach the ViT grid: deform = deformable 3x3 conv steered by the "
+                            "reference (the authors'); conv = a plain 3x3 conv of the same shape, then the same "
+                            "strided convs; none = CNN features only averaged onto the grid (no parameters)")
+        g.add_argument("--pooling", type=str, default="weighted", choices=CHOICES["pooling"],
+                       help="weighted: score = sum(f*w)/sum(w) with the patch weight map w (the authors'); "
+                            "mean: score = mean of the patch scores f (no weight branch)")
         g.add_argument("--deform_impl", type=str, default="sampled", choices=["sampled", "torchvision"],
                        help="deformable conv: sampled (bilinear sampling + GEMM, faster) or torchvision")
 
@@ -174,13 +186,15 @@ class BaseOptions:
             raise UserError("--pretrained_backbones false contradicts --vit_weights/--cnn_weights; drop one")
         if opt.num_workers < 0:
             raise UserError("--num_workers must be >= 0")
+        model_config(opt)  # every architecture combination builds or is refused here, in one line
 
 
 def model_config(opt: argparse.Namespace) -> ModelConfig:
     """The :class:`ModelConfig` the options describe."""
     return ModelConfig(vit=opt.vit, vit_blocks=tuple(opt.vit_blocks), cnn=opt.cnn, cnn_stage=opt.cnn_stage,
                        normalization=opt.normalization, deform_impl=opt.deform_impl, vit_kwargs=opt.vit_kwargs,
-                       cnn_kwargs=opt.cnn_kwargs, head_kwargs=opt.head_kwargs, fusion_kwargs=opt.fusion_kwargs)
+                       cnn_kwargs=opt.cnn_kwargs, head_kwargs=opt.head_kwargs, fusion_kwargs=opt.fusion_kwargs,
+                       branches=opt.branches, fusion=opt.fusion, pooling=opt.pooling)
 
 
 def describe_backbones(opt: argparse.Namespace, config: ModelConfig) -> str:

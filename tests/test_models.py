@@ -231,3 +231,79 @@ def test_imagenet_normalisation_changes_scores(small_model):
     x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert (model(x, y) - small_model(x, y)).abs().item() > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+def _tiny_backbones():
+    """ViT-S/8 and ViT-Ti/16 block 1, ResNet-18 stages 1-4, random weights, built once."""
+    from models.backbones import build_resnet, build_vit
+
+    torch.manual_seed(0)
+    vits = {8: build_vit("vit_small_patch8_224", (1,), False), 16: build_vit("vit_tiny_patch16_224", (1,), False)}
+    return vits, {s: build_resnet("resnet18", s, False) for s in (1, 2, 3, 4)}
+
+
+def test_every_architecture_combination_builds_or_is_refused():
+    """branches x fusion x pooling x patch x CNN stage: ModelConfig refuses (one line) or the network runs with
+    one score per pair and maps on the patch grid; the refusals are exactly the ones that cannot be built."""
+    import itertools
+
+    from models.ahiq import CHOICES
+    from utils.errors import UserError
+
+    vits, cnns = _tiny_backbones()
+    names = {8: "vit_small_patch8_224", 16: "vit_tiny_patch16_224"}
+    built, refused = 0, []
+    x = torch.rand(2, 3, 32, 64)
+    for branches, fusion, pooling, patch, stage in itertools.product(
+            CHOICES["branches"], CHOICES["fusion"], CHOICES["pooling"], (8, 16), (1, 2, 3, 4)):
+        try:
+            cfg = ModelConfig(vit=names[patch], vit_blocks=(1,), cnn="resnet18", cnn_stage=stage, branches=branches,
+                              fusion=fusion, pooling=pooling)
+        except UserError as err:
+            assert len(str(err).splitlines()) == 1
+            refused.append((branches, fusion, patch, stage))
+            continue
+        if pooling == "mean" and (patch, stage) != (8, 1):
+            continue  # the pooling touches only the head: one grid suffices (CPU time)
+        model = AHIQ(vits[patch] if branches != "cnn" else None, cnns[stage] if branches != "vit" else None, cfg)
+        with torch.no_grad():
+            score, f, w = model.eval()(x, x.flip(-1), return_maps=True)
+        assert score.shape == (2,) and f.shape == w.shape == (2, 1, 32 // patch, 64 // patch)
+        assert torch.isfinite(score).all()
+        built += 1
+    # ViT only with a fusion, and CNN grids that are not 1, 2 or 4 times the patch grid
+    impossible = {(b, f, p, s) for b, f, _, p, s in itertools.product(
+        CHOICES["branches"], CHOICES["fusion"], CHOICES["pooling"], (8, 16), (1, 2, 3, 4))
+        if (b == "vit" and f != "none") or (b != "vit" and (p == 8 and s > 2 or p == 16 and s > 3))}
+    assert set(refused) == impossible and built == 3 * 3 * 2 * 4 - len(impossible) + 7  # + mean pooling at one grid
+
+
+def test_ablation_parts_equal_their_reference_formulations():
+    """Plain conv fusion = deformable fusion with zero offsets; no fusion = 2x2 average; mean pooling = mean
+    of f; the CNN-only deformable conv reads offsets from the reference's CNN features."""
+    from models.ahiq import ConvFusion, DeformFusion, PatchScoreHead, ResampleFusion
+
+    torch.manual_seed(4)
+    cnn = torch.randn(4, 16, 8, 8)
+    deform = DeformFusion(vit_channels=8, cnn_channels=16, scale=2, hidden=12)
+    plain = ConvFusion(cnn_channels=16, scale=2, hidden=12)
+    with torch.no_grad():
+        plain.conv.weight.copy_(deform.deform.weight)
+        plain.conv.bias.copy_(deform.deform.bias)
+        plain.conv1.load_state_dict(deform.conv1.state_dict())
+        zero = torch.zeros(2, 18, 8, 8)
+        assert torch.allclose(plain(cnn), deform(cnn, zero), atol=1e-5)
+        assert torch.equal(ResampleFusion(2)(cnn), F.avg_pool2d(cnn, 2))
+    head = PatchScoreHead(in_channels=24, pooling="mean")
+    assert not hasattr(head, "conv_attent")
+    score, f, w = head(torch.randn(3, 2, 24, 4, 4))
+    assert torch.allclose(score, f.mean(dim=(1, 2, 3))) and torch.equal(w, torch.ones_like(f))
+    vits, cnns = _tiny_backbones()
+    cnn_only = AHIQ(None, cnns[1], ModelConfig(vit="vit_small_patch8_224", cnn="resnet18", branches="cnn"))
+    assert cnn_only.deform_net.conv_offset.in_channels == cnns[1].out_channels
+    assert cnn_only.regressor.down_channel.in_channels == cnns[1].out_channels
+    vit_only = AHIQ(vits[8], None, ModelConfig(vit="vit_small_patch8_224", vit_blocks=(1,), branches="vit",
+                                               fusion="none"))
+    assert vit_only.regressor.down_channel.in_channels == vits[8].out_channels
+    assert not list(vit_only.deform_net.parameters())
