@@ -30,7 +30,7 @@ SHARED_WITH_TEST = {"--data_root", "--checkpoints_dir", "--device", "--precision
 METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 
-def _shared(extra: list[str]) -> list[str]:
+def shared_with_test(extra: list[str]) -> list[str]:
     """The options of ``extra`` that test.py understands too (flag + value pairs)."""
     out, i = [], 0
     while i < len(extra):
@@ -73,7 +73,7 @@ def main(argv=None) -> str:
         run = Path(args.checkpoints_dir) / name
         metrics = test_script.main([*common, "--split", "test", "--split_file", str(run / "split.json"),
                                     "--checkpoint", str(run / "best.pth"), "--crops", args.test_crops,
-                                    "--output", str(run / "test_results.txt"), *_shared(extra)])
+                                    "--output", str(run / "test_results.txt"), *shared_with_test(extra)])
         if metrics is None:
             raise UserError(f"{name}: the test split has no labels")
         results.append({"seed": seed, **metrics})

@@ -1,0 +1,115 @@
+"""The paper's ablation study as one command: train and test a list of presets on one dataset, then a table.
+
+    python experiments/ablations.py --dataset kadid10k --data_root /data/kadid10k --seeds 3 [train.py options]
+
+Every preset (``options/presets/<name>.json``, or a path to an options file) is trained with the same
+reference-disjoint split(s) (``--split_ratio``, split seeds 0..K-1) and the same training options: the preset's,
+then the ones given here after it, which override both (``--n_epoch 50``). Each run
+(``<checkpoints_dir>/ablation_<preset>_split<k>``) is tested on its test part with its ``best.pth``, through
+``test.py --config <run>/opt.json``. Prints a markdown table, one row per preset: trainable parameters, the
+median over the splits of SRCC / PLCC / KRCC and of PLCC / RMSE after the fitted logistic, and the median
+training time; writes it to ``<checkpoints_dir>/ablations_<dataset>.md`` (or ``--output``).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import test as test_script  # noqa: E402
+import train as train_script  # noqa: E402
+from models.checkpoint import read_checkpoint  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.io import atomic_write_text  # noqa: E402
+from utils.metrics import LABELS  # noqa: E402
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "options" / "presets"
+# The authors' model and one row per ablation of the paper.
+DEFAULT_PRESETS = ("ntire2022", "vit_only", "cnn_only", "no_deform", "no_fusion", "mean_pooling", "patch16")
+METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
+
+
+def preset_path(name: str) -> Path:
+    """``options/presets/<name>.json``, or ``name`` itself when it is a file."""
+    path = Path(name)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    path = PRESETS_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.json")))
+        raise UserError(f"--presets {name}: no options/presets/{name}.json (presets: {known}) and no such file")
+    return path
+
+
+def trainable_parameters(checkpoint: Path) -> int:
+    """Number of trained values in a checkpoint: its fusion and head tensors (the backbones are frozen)."""
+    deform, regressor, _ = read_checkpoint(checkpoint)
+    return sum(t.numel() for t in (*deform.values(), *regressor.values()))
+
+
+def ablation_table(dataset: str, rows: list[dict]) -> str:
+    """One markdown row per preset: parameters, median metrics over the splits, median training time."""
+    seeds = len(rows[0]["runs"]) if rows else 0
+    header = ["preset", "trainable parameters", *(LABELS[m] for m in METRICS), "training time"]
+    lines = [f"{dataset}, median over {seeds} split(s)", "", "| " + " | ".join(header) + " |",
+             "|---|" + "---:|" * (len(header) - 1)]
+    for row in rows:
+        medians = [statistics.median(run[m] for run in row["runs"]) for m in METRICS]
+        seconds = statistics.median(run["seconds"] for run in row["runs"])
+        lines.append(f"| {row['preset']} | {row['parameters']:,} | " + " | ".join(f"{v:.4f}" for v in medians)
+                     + f" | {seconds:.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
+@cli_main
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, help="any train.py --dataset (pipal, csv, tid2013, ...)")
+    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+                   help="comma-separated preset names (options/presets/<name>.json) or options files")
+    p.add_argument("--seeds", type=int, default=1, help="number of reference-disjoint splits (split seeds 0..K-1)")
+    p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
+    p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
+    p.add_argument("--checkpoints_dir", default="./checkpoints")
+    p.add_argument("--output", default=None, help="markdown file (default <checkpoints_dir>/ablations_<dataset>.md)")
+    args, extra = p.parse_known_args(argv)
+    if args.seeds < 1:
+        raise UserError("--seeds must be >= 1")
+    presets = [(name, preset_path(name)) for name in args.presets.split(",") if name.strip()]
+    if not presets:
+        raise UserError("--presets: give at least one preset")
+    rows = []
+    for name, path in presets:
+        label = Path(name).stem
+        row = {"preset": label, "runs": []}
+        for seed in range(args.seeds):
+            run_name = f"ablation_{label}_split{seed}"
+            run = Path(args.checkpoints_dir) / run_name
+            print(f"== {label}, split {seed + 1}/{args.seeds}: {run_name}", flush=True)
+            start = time.perf_counter()
+            train_script.main(["--config", str(path), "--dataset", args.dataset, "--name", run_name,
+                               "--checkpoints_dir", args.checkpoints_dir, "--split_ratio", args.split_ratio,
+                               "--split_seed", str(seed), *extra])
+            seconds = time.perf_counter() - start
+            # the run's own options (data, split ratio and seed: the same parts) with its best checkpoint
+            metrics = test_script.main(["--config", str(run / "opt.json"), "--split", "test",
+                                        "--checkpoint", str(run / "best.pth"), "--crops", args.test_crops,
+                                        "--output", str(run / "test_results.txt")])
+            if metrics is None:
+                raise UserError(f"{run_name}: the test split has no labels")
+            row["runs"].append({**metrics, "seconds": seconds})
+            row["parameters"] = trainable_parameters(run / "best.pth")
+        rows.append(row)
+    table = ablation_table(args.dataset, rows)
+    output = Path(args.output) if args.output else Path(args.checkpoints_dir) / f"ablations_{args.dataset}.md"
+    atomic_write_text(output, table)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()
