@@ -35,6 +35,7 @@ def test_short_training_writes_checkpoints_logs_and_options(data_root, tmp_path,
     assert out.splitlines()[0].startswith("run: world_size=1 device=cpu")
     epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 2 and all("val SRCC=" in line and "main=" in line for line in epochs)
+    assert all("PLCC(fitted)=" in line and "RMSE(fitted)=" in line for line in epochs)  # the field's protocol
     assert all(math.isfinite(best[k]) for k in ("SRCC", "PLCC", "KRCC", "RMSE", "main"))
     deform, regressor, meta = read_checkpoint(run / "last.pth")
     assert meta["score_norm"]["kind"] == "minmax" and meta["score_norm"]["hi"] > meta["score_norm"]["lo"]
