@@ -26,7 +26,7 @@ SHARED_WITH_TEST = {"--data_root", "--checkpoints_dir", "--device", "--precision
                     "--vit_blocks", "--cnn", "--cnn_stage", "--vit_kwargs", "--cnn_kwargs",
                     "--head_kwargs", "--fusion_kwargs", "--pretrained_backbones", "--vit_weights", "--cnn_weights",
                     "--num_workers", "--synthetic_refs", "--synthetic_size", "--normalization", "--seed",
-                    "--lower_better"}
+                    "--lower_better", "--branches", "--fusion", "--pooling"}
 METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 

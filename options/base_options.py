@@ -269,7 +269,10 @@ def _file_value(action: argparse.Action, key: str, value, path: str):
         if action.nargs == 0 and not isinstance(value, bool):
             raise UserError(f"--config {path}: {key} is a switch; give true or false, not {value!r}")
         return value
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    if isinstance(value, dict):
+        text = json.dumps(value)  # keyword-argument options take JSON on the command line too
+    else:
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
     try:
         converted = action.type(text) if action.type else text
     except (argparse.ArgumentTypeError, ValueError, TypeError) as err:

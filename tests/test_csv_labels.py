@@ -8,11 +8,10 @@ import shutil
 import pytest
 
 from data.csv_labels import load_csv_dataset
-from tests.conftest import SHARED, random_pair_images
+from tests.conftest import SHARED, TINY_ARGS, random_pair_images
 from utils.errors import UserError
 
-TINY = ["--vit", "vit_small_patch8_224", "--vit_blocks", "1", "--cnn", "resnet18", "--cnn_stage", "1",
-        "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32", "--crops", "center"]
+TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32", "--crops", "center"]
 
 
 def test_rows_paths_split_and_orientation(tmp_path):

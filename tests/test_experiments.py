@@ -40,8 +40,8 @@ def test_ablations_table_over_every_preset(tmp_path, capsys):
         "--dataset", "synthetic", "--seeds", "1", "--split_ratio", "3:1:1", "--test_crops", "center",
         "--checkpoints_dir", str(tmp_path), "--data_root", str(tmp_path / "data"), "--synthetic_refs", "5",
         "--synthetic_size", "32", "--crop_size", "32", "--batch_size", "4", "--n_epoch", "1", "--max_steps", "1",
-        "--vit_blocks", "1", "--cnn", "resnet18", "--num_workers", "0", "--pretrained_backbones", "false",
-        "--device", "cpu", "--val_crops", "center", "--progress", "false"])
+        "--num_workers", "0", "--pretrained_backbones", "false", "--device", "cpu", "--val_crops", "center",
+        "--progress", "false", *TINY_ARGS])
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| preset")]
     assert [r.split(" | ")[0][2:] for r in rows] == list(presets)
     assert table.splitlines()[2] == ("| preset | trainable parameters | SRCC | PLCC | KRCC | PLCC(fitted) | "
@@ -53,7 +53,7 @@ def test_ablations_table_over_every_preset(tmp_path, capsys):
         change = {k: v for k, v in json.loads((ablations.PRESETS_DIR / f"{preset}.json").read_text()).items()
                   if k in ("branches", "fusion", "pooling")}
         stored = read_checkpoint(run / "best.pth")[2]["model_config"]
-        assert {k: stored[k] for k in change} == change and list(stored["vit_blocks"]) == [1], preset
+        assert {k: stored[k] for k in change} == change and list(stored["vit_blocks"]) == [1, 3], preset
         first = (run / "test_results.txt").read_text().splitlines()[0].split(",")[0]
         dist = tmp_path / "data" / "Train_Dis" / first
         ref = tmp_path / "data" / "Train_Ref" / f"{first.split('_')[0]}.bmp"

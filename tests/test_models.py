@@ -234,13 +234,20 @@ def test_imagenet_normalisation_changes_scores(small_model):
 
 
 # ---------------------------------------------------------------------------------------------- ablations
+VIT_BY_PATCH = {8: "vit_base_patch8_224", 16: "vit_base_patch16_224"}
+
+
+def _tiny(**changes) -> ModelConfig:
+    return ModelConfig(**{**TINY.to_dict(), **changes})
+
+
 def _tiny_backbones():
-    """ViT-S/8 and ViT-Ti/16 block 1, ResNet-18 stages 1-4, random weights, built once."""
+    """The tiny ViT with patch 8 and 16 (blocks 1, 3) and the tiny ResNet at stages 1-4, random weights."""
     from models.backbones import build_resnet, build_vit
 
     torch.manual_seed(0)
-    vits = {8: build_vit("vit_small_patch8_224", (1,), False), 16: build_vit("vit_tiny_patch16_224", (1,), False)}
-    return vits, {s: build_resnet("resnet18", s, False) for s in (1, 2, 3, 4)}
+    vits = {p: build_vit(name, TINY.vit_blocks, False, **TINY.vit_kwargs) for p, name in VIT_BY_PATCH.items()}
+    return vits, {s: build_resnet(TINY.cnn, s, False, **TINY.cnn_kwargs) for s in (1, 2, 3, 4)}
 
 
 def test_every_architecture_combination_builds_or_is_refused():
@@ -252,20 +259,16 @@ def test_every_architecture_combination_builds_or_is_refused():
     from utils.errors import UserError
 
     vits, cnns = _tiny_backbones()
-    names = {8: "vit_small_patch8_224", 16: "vit_tiny_patch16_224"}
     built, refused = 0, []
     x = torch.rand(2, 3, 32, 64)
     for branches, fusion, pooling, patch, stage in itertools.product(
             CHOICES["branches"], CHOICES["fusion"], CHOICES["pooling"], (8, 16), (1, 2, 3, 4)):
         try:
-            cfg = ModelConfig(vit=names[patch], vit_blocks=(1,), cnn="resnet18", cnn_stage=stage, branches=branches,
-                              fusion=fusion, pooling=pooling)
+            cfg = _tiny(vit=VIT_BY_PATCH[patch], cnn_stage=stage, branches=branches, fusion=fusion, pooling=pooling)
         except UserError as err:
             assert len(str(err).splitlines()) == 1
             refused.append((branches, fusion, patch, stage))
             continue
-        if pooling == "mean" and (patch, stage) != (8, 1):
-            continue  # the pooling touches only the head: one grid suffices (CPU time)
         model = AHIQ(vits[patch] if branches != "cnn" else None, cnns[stage] if branches != "vit" else None, cfg)
         with torch.no_grad():
             score, f, w = model.eval()(x, x.flip(-1), return_maps=True)
@@ -276,7 +279,7 @@ def test_every_architecture_combination_builds_or_is_refused():
     impossible = {(b, f, p, s) for b, f, _, p, s in itertools.product(
         CHOICES["branches"], CHOICES["fusion"], CHOICES["pooling"], (8, 16), (1, 2, 3, 4))
         if (b == "vit" and f != "none") or (b != "vit" and (p == 8 and s > 2 or p == 16 and s > 3))}
-    assert set(refused) == impossible and built == 3 * 3 * 2 * 4 - len(impossible) + 7  # + mean pooling at one grid
+    assert set(refused) == impossible and built == 2 * (3 * 3 * 2 * 4 - len(impossible))
 
 
 def test_ablation_parts_equal_their_reference_formulations():
@@ -300,10 +303,9 @@ def test_ablation_parts_equal_their_reference_formulations():
     score, f, w = head(torch.randn(3, 2, 24, 4, 4))
     assert torch.allclose(score, f.mean(dim=(1, 2, 3))) and torch.equal(w, torch.ones_like(f))
     vits, cnns = _tiny_backbones()
-    cnn_only = AHIQ(None, cnns[1], ModelConfig(vit="vit_small_patch8_224", cnn="resnet18", branches="cnn"))
+    cnn_only = AHIQ(None, cnns[1], _tiny(branches="cnn"))
     assert cnn_only.deform_net.conv_offset.in_channels == cnns[1].out_channels
     assert cnn_only.regressor.down_channel.in_channels == cnns[1].out_channels
-    vit_only = AHIQ(vits[8], None, ModelConfig(vit="vit_small_patch8_224", vit_blocks=(1,), branches="vit",
-                                               fusion="none"))
+    vit_only = AHIQ(vits[8], None, _tiny(branches="vit", fusion="none"))
     assert vit_only.regressor.down_channel.in_channels == vits[8].out_channels
     assert not list(vit_only.deform_net.parameters())

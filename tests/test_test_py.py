@@ -244,9 +244,8 @@ def test_cross_dataset_on_the_real_kadid_subset(authors_files, tmp_path, run):
     assert [float(r.split(",")[2]) for r in labels] == [4.33, 1.1, 2.27, 1.33]
 
 
-# A small architecture through the real code paths: ViT-S/8 block 1 + ResNet-18 layer1, random backbones.
-TINY = ["--vit", "vit_small_patch8_224", "--vit_blocks", "1", "--cnn", "resnet18", "--cnn_stage", "1",
-        "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
+# The tiny architecture through the real code paths, random backbones.
+TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
 
 
 @pytest.fixture(scope="module")

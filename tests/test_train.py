@@ -143,25 +143,22 @@ def test_missing_images_stop_training_unless_skipped(data_root, tmp_path, capsys
     assert "skipped (" in capsys.readouterr().out and (tmp_path / "skip" / "last.pth").is_file()
 
 
-TINY_ARCH = ["--vit", "vit_small_patch8_224", "--vit_blocks", "1", "--cnn", "resnet18", "--cnn_stage", "1"]
-
-
 def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys):
     """--checkpoint starts the heads from the file: at lr 1e-9 they end within 1e-6 of it, and the validation
     before any step equals test.py with that file on the same split."""
     import test as test_script
-    from models.ahiq import ModelConfig, build_ahiq
+    from models.ahiq import build_ahiq
     from options.train_options import TrainOptions
+    from tests.conftest import TINY, TINY_ARGS
 
     torch.manual_seed(3)
-    model = build_ahiq(ModelConfig(vit="vit_small_patch8_224", vit_blocks=(1,), cnn="resnet18", cnn_stage=1),
-                       pretrained_backbones=False)
+    model = build_ahiq(TINY, pretrained_backbones=False)
     start = {"deform_net_model_state_dict": model.deform_net.state_dict(),
              "regressor_model_state_dict": model.regressor.state_dict()}
     given = tmp_path / "authors_format.pth"
     torch.save({"epoch": 32, **start, "optimizer_state_dict": {}, "scheduler_state_dict": {}, "loss": 0.0}, given)
     _run(data_root, tmp_path, "tune", "--n_epoch", "1", "--checkpoint", str(given), "--learning_rate", "1e-9",
-         "--validate_first", "true", *TINY_ARCH)
+         "--validate_first", "true")
     assert "epoch 0/1 (before training) val SRCC=" in capsys.readouterr().out
     raw = torch.load(tmp_path / "tune" / "last.pth", weights_only=False)
     for key, state in start.items():
@@ -172,17 +169,17 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
                                "--dataset", "synthetic", "--data_root", data_root, "--synthetic_refs", "4",
                                "--synthetic_size", "64", "--split", "val", "--crops", "center", "--crop_size", "32",
                                "--batch_size", "4", "--seed", "7", "--pretrained_backbones", "false", "--device", "cpu",
-                               "--output", str(tmp_path / "val.txt"), *TINY_ARCH])
+                               "--output", str(tmp_path / "val.txt"), *TINY_ARGS])
     first = raw["start_metrics"]
     for key in ("SRCC", "PLCC", "KRCC"):  # validation compares normalised labels: the same up to scale
         assert first[key] == pytest.approx(tested[key], abs=1e-9), key
     assert first["PLCC_fitted"] == pytest.approx(tested["PLCC_fitted"], abs=1e-4)
     # our checkpoint brings its architecture; a contradicting option is one line
     opt = TrainOptions().parse(["--checkpoint", str(tmp_path / "tune" / "last.pth")])
-    assert (opt.vit, opt.vit_blocks, opt.cnn, opt.cnn_stage) == ("vit_small_patch8_224", (1,), "resnet18", 1)
+    assert (opt.vit_blocks, opt.vit_kwargs, opt.head_kwargs) == (TINY.vit_blocks, TINY.vit_kwargs, TINY.head_kwargs)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--checkpoint", str(tmp_path / "tune" / "last.pth"), "--vit_blocks", "1-5"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert "was trained with vit_blocks 1, the options say (1, 2, 3, 4, 5)" in err
+    assert "was trained with vit_blocks 1,3, the options say (1, 2, 3, 4, 5)" in err
