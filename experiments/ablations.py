@@ -13,10 +13,11 @@ training time; writes it to ``<checkpoints_dir>/ablations_<dataset>.md`` (or ``-
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,8 +59,8 @@ def ablation_table(dataset: str, rows: list[dict]) -> str:
     lines = [f"{dataset}, median over {seeds} split(s)", "", "| " + " | ".join(header) + " |",
              "|---|" + "---:|" * (len(header) - 1)]
     for row in rows:
-        medians = [statistics.median(run[m] for run in row["runs"]) for m in METRICS]
-        seconds = statistics.median(run["seconds"] for run in row["runs"])
+        medians = [np.median([run[m] for run in row["runs"]]) for m in METRICS]  # NaN stays NaN
+        seconds = float(np.median([run["seconds"] for run in row["runs"]]))
         lines.append(f"| {row['preset']} | {row['parameters']:,} | " + " | ".join(f"{v:.4f}" for v in medians)
                      + f" | {seconds:.1f} s |")
     return "\n".join(lines) + "\n"

@@ -10,9 +10,10 @@ the median SRCC/PLCC/KRCC and PLCC/RMSE after the fitted logistic (and mean ± s
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,8 +46,9 @@ def shared_with_test(extra: list[str]) -> list[str]:
 def summary_table(dataset: str, results: list[dict]) -> str:
     header = " | ".join(LABELS[m] for m in METRICS)
     lines = [f"| {dataset} ({len(results)} splits) | {header} |", "|---|" + "---|" * len(METRICS)]
-    lines.append("| median | " + " | ".join(f"{statistics.median(r[m] for r in results):.4f}" for m in METRICS) + " |")
-    spread = [(statistics.mean(r[m] for r in results), statistics.pstdev(r[m] for r in results)) for m in METRICS]
+    # numpy: a metric that is NaN on some split (e.g. the fitted PLCC of fewer than 5 pairs) stays NaN
+    lines.append("| median | " + " | ".join(f"{np.median([r[m] for r in results]):.4f}" for m in METRICS) + " |")
+    spread = [(np.mean([r[m] for r in results]), np.std([r[m] for r in results])) for m in METRICS]
     lines.append("| mean ± std | " + " | ".join(f"{mu:.4f} ± {sd:.4f}" for mu, sd in spread) + " |")
     for r in results:
         lines.append(f"| split {r['seed']} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |")

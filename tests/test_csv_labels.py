@@ -134,3 +134,22 @@ def test_train_and_test_on_own_folder(own_folder, tmp_path, capsys):
     val = test_script.main([*common, "--split", "val", "--output", str(tmp_path / "val.txt"), *TINY])
     assert [x.split(",")[0] for x in (tmp_path / "val.txt").read_text().splitlines()] == \
         [d for d, r, _ in rows if split[r] == "val"] and np.isfinite(val["SRCC"])
+
+
+def test_repeated_splits_on_own_folder(own_folder, tmp_path):
+    """experiments/standard.py on labels.csv: reference-disjoint parts by distinct ref path, DMOS-like labels
+    flipped, the test part scored by its listed paths."""
+    from experiments import standard
+
+    root, rows = own_folder
+    _write(root, [(d, r, round(6 - s, 2)) for d, r, s in rows])
+    table = standard.main(["--dataset", "csv", "--data_root", str(root), "--lower_better", "--seeds", "1",
+                           "--split_ratio", "1:1:1", "--test_crops", "center", "--checkpoints_dir", str(tmp_path),
+                           "--n_epoch", "1", "--max_steps", "1", "--batch_size", "4", "--val_crops", "center",
+                           "--progress", "false", *[a for a in TINY if a not in ("--crops", "center")]])
+    assert table.splitlines()[0].startswith("| csv (1 splits) | SRCC | PLCC | KRCC |")
+    tested = [x.split(",")[0] for x in (tmp_path / "csv_split0" / "test_results.txt").read_text().splitlines()]
+    listed = [d for d, _, _ in rows]
+    refs = {r for d, r, _ in rows if d in tested}
+    assert tested and set(tested) <= set(listed) and len(refs) == 1
+    assert tested == [d for d, r, _ in rows if r in refs]  # the whole reference, in file order
