@@ -17,7 +17,8 @@ from engine.pipeline import prepare_model, score_and_map
 from options.base_options import describe_backbones
 from options.score_options import ScoreOptions
 from utils.errors import cli_main
-from utils.io import atomic_write_text
+from data.records import result_names
+from utils.io import atomic_write_text, check_writable
 
 
 def collect_pairs(opt) -> list[Pair]:
@@ -30,6 +31,8 @@ def collect_pairs(opt) -> list[Pair]:
 def main(argv=None) -> None:
     options = ScoreOptions()
     opt = options.parse(argv)
+    check_writable(opt.output, "--output ")  # before any scoring: a bad place fails now, not after the work
+    check_writable(opt.save_maps, "--save_maps ", folder=True)
     pairs = collect_pairs(opt)
     net, model, device = prepare_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                                        pretrained_backbones=opt.pretrained_backbones, device=opt.device, seed=opt.seed,
@@ -49,10 +52,11 @@ def main(argv=None) -> None:
         writer.writerows([str(r.dist), str(r.ref), f"{r.score:.6f}"] for r in results)
         atomic_write_text(opt.output, buf.getvalue())
     if not opt.quiet:
-        width = max(len(r.dist.name) for r in results)
+        names = result_names([r.dist for r in results])
+        width = max(map(len, names))
         print(f"{'dist':<{width}}  {'ref':<12}  score")
-        for r in results:
-            print(f"{r.dist.name:<{width}}  {r.ref.name:<12}  {r.score:.4f}")
+        for name, r in zip(names, results):
+            print(f"{name:<{width}}  {r.ref.name:<12}  {r.score:.4f}")
     print(f"scored {len(results)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
           + (f"; wrote {opt.output}" if opt.output else ""), file=sys.stderr)
 

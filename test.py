@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from data.datasets import ScoreNorm, describe, screen_pairs
-from data.records import Pair
+from data.records import Pair, result_names
 from data.splits import load_pairs, prepare_splits, run_data_check
 from engine.pipeline import prepare_model, score_and_map
 from options.base_options import describe_backbones
 from options.test_options import TestOptions
 from utils.errors import UserError, cli_main
-from utils.io import atomic_write, atomic_write_text
+from utils.io import atomic_write, atomic_write_text, check_writable
 from utils.metrics import format_metrics, iqa_metrics
 
 
@@ -52,6 +52,8 @@ def resolve_checkpoint(opt) -> str | None:
     if opt.checkpoint == "none":
         return None
     path = Path(opt.checkpoint) if opt.checkpoint else Path(opt.checkpoints_dir) / opt.name / "best.pth"
+    if path.is_dir():
+        raise UserError(f"--checkpoint {path}: is a folder; give the checkpoint file inside it (e.g. {path}/best.pth)")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found; give --checkpoint FILE (sh download.sh fetches the "
                         "released one), train first, or --checkpoint none for random heads")
@@ -109,6 +111,10 @@ def main(argv=None) -> dict | None:
     pairs = collect_pairs(opt)
     if opt.check_data:
         sys.exit(1 if run_data_check({"test": pairs}, opt.crop_size, decode=True)["test"] else 0)
+    output = Path(opt.output) if opt.output else Path(opt.checkpoints_dir) / opt.name / "results.txt"
+    for path, what in ((output, "--output "), (opt.ntire_zip, "--ntire_zip "), (opt.plot, "--plot ")):
+        check_writable(path, what)  # before any model is built: a bad place fails now, not after the work
+    check_writable(opt.save_maps, "--save_maps ", folder=True)
     pairs = screen_pairs(pairs, opt.crop_size, opt.skip_bad)
     labelled = all(p.score is not None for p in pairs)
     if opt.plot and not labelled:
@@ -124,17 +130,16 @@ def main(argv=None) -> dict | None:
     print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones={backbones}; "
           f"crops={opt.crops} device={device} precision={opt.precision}", file=sys.stderr)
 
+    names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     start = time.perf_counter()
     results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
                             seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
-                            num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta,
-                            names=[p.name for p in pairs])
+                            num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta, names=names)
     if device.type == "cuda":
         torch.cuda.synchronize()
     per_image = (time.perf_counter() - start) / len(results)
     scores = norm.inverse([r.score for r in results])
-    text = "".join(f"{p.name},{s:.6f}\n" for p, s in zip(pairs, scores))
-    output = Path(opt.output) if opt.output else Path(opt.checkpoints_dir) / opt.name / "results.txt"
+    text = "".join(f"{name},{s:.6f}\n" for name, s in zip(names, scores))
     atomic_write_text(output, text)
     print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image; {why})", file=sys.stderr)
     if opt.ntire_zip:
@@ -146,7 +151,7 @@ def main(argv=None) -> dict | None:
     metrics = iqa_metrics(scores, [p.score for p in pairs], same_scale=same_scale)
     details = output.with_name(f"{output.stem}_labels.csv")
     atomic_write_text(details, "name,prediction,label,raw_label\n" + "".join(
-        f"{p.name},{s:.6f},{p.score:.6f},{p.raw if p.raw is not None else ''}\n" for p, s in zip(pairs, scores)))
+        f"{name},{s:.6f},{p.score:.6f},{p.raw if p.raw is not None else ''}\n" for name, p, s in zip(names, pairs, scores)))
     print(f"test: {format_metrics(metrics)}")
     if opt.plot:
         from utils.visual import save_scatter

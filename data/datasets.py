@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.images import image_size, read_image
+from data.images import as_unit_float, read_header, read_image
 from data.records import Pair
 from utils.errors import UserError, flag
 from utils.io import atomic_write_text
@@ -166,6 +166,8 @@ class CropPairs(Dataset):
         epoch, i = divmod(int(key), len(self.pairs))
         pair = self.pairs[i]
         dist, ref = read_image(pair.dist), read_image(pair.ref)
+        if dist.dtype != ref.dtype:  # a 16-bit image (float) beside an 8-bit one
+            dist, ref = as_unit_float(dist), as_unit_float(ref)
         if dist.shape != ref.shape:
             raise UserError(f"{pair.dist}: size differs from its reference {pair.ref}")
         h, w, _ = dist.shape
@@ -182,6 +184,16 @@ class CropPairs(Dataset):
             out.append(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))))
         return out[0], out[1], torch.tensor(self.targets[i]), i
 
+    @staticmethod
+    def collate(batch: list) -> tuple:
+        """Stack samples like the default collate; when 8-bit and 16-bit images meet, all become float in [0, 1]."""
+        columns = list(zip(*batch))
+        for k in (0, 1):
+            if len({t.dtype for t in columns[k]}) > 1:
+                columns[k] = [as_unit_float(t) for t in columns[k]]
+        return (torch.stack(columns[0]), torch.stack(columns[1]), torch.stack(columns[2]),
+                torch.tensor(columns[3]))
+
 
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffled indices of one epoch (of this rank's shard under DDP), tagged ``epoch * n + i``.
@@ -192,10 +204,11 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.rank, self.world = n, seed, rank, world_size
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Choose the epoch; ``skip`` leaves out its first indices (those a stopped run already trained on)."""
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world)
@@ -203,22 +216,47 @@ class EpochSampler(torch.utils.data.Sampler):
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
         order += order[: len(self) * self.world - self.n]  # pad so every rank takes the same number of steps
-        return iter([self.epoch * self.n + i for i in order[self.rank::self.world]])
+        return iter([self.epoch * self.n + i for i in order[self.rank::self.world][self.skip:]])
 
 
-def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8) -> list[tuple[int, str]]:
-    """Problems of the pairs' images as ``(pair index, 'file: reason')``: missing, undecodable (full decode
-    when ``decode``, else header only), reference/distorted size mismatch, smaller than ``crop``."""
+def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8,
+                        alpha: list[Path] | None = None) -> list[tuple[int, str]]:
+    """Problems of the pairs' images as ``(pair index, 'file: reason')``: missing, undecodable, reference/distorted
+    size mismatch, smaller than ``crop``. Sizes are those :func:`read_image` returns (EXIF orientation applied).
+
+    With ``decode`` every distinct file is decoded in full, once, in ``workers`` threads, by :func:`read_image`
+    (what scoring and training use; JPEGs by PIL too, which finds the truncated body that OpenCV lets pass), so
+    what passes can be read later. Without it only headers are read.
+    Files with an alpha channel are appended to ``alpha`` when given.
+    """
+    def inspect(path: Path) -> tuple[int, int, bool] | str:
+        try:
+            header = read_header(path, decode=decode)
+            if decode:
+                shape = read_image(path).shape
+                if shape[:2] != (header.height, header.width):
+                    return (f"{path}: decodes to {shape[1]}x{shape[0]}, its header says {header.width}x"
+                            f"{header.height}; re-save the image")
+            return header.height, header.width, header.alpha
+        except UserError as err:
+            return str(err)
+
+    paths = list(dict.fromkeys(p for pair in pairs for p in (pair.dist, pair.ref) if p.is_file()))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        info = dict(zip(paths, pool.map(inspect, paths)))
+    if alpha is not None:
+        alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
+
     def one(pair: Pair) -> str | None:
         if not pair.ref.is_file():
             return (f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or remove "
                     "or rename the distorted image")
         sizes = []
         for path in (pair.dist, pair.ref):
-            try:
-                sizes.append(tuple(read_image(path).shape[:2]) if decode else image_size(path))
-            except UserError as err:
-                return str(err)
+            found = info.get(path, f"{path}: image not found")
+            if isinstance(found, str):
+                return found
+            sizes.append(found[:2])
         if sizes[0] != sizes[1]:
             return (f"{pair.dist}: size {sizes[0][1]}x{sizes[0][0]} differs from its reference {pair.ref} "
                     f"({sizes[1][1]}x{sizes[1][0]})")
@@ -226,8 +264,7 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
             return f"{pair.dist}: {sizes[0][1]}x{sizes[0][0]} is smaller than the {crop}x{crop} crop"
         return None
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, pairs))
+    results = [one(pair) for pair in pairs]
     return [(i, msg) for i, msg in enumerate(results) if msg is not None]
 
 
@@ -237,22 +274,31 @@ def unique_messages(problems: list[tuple[int, str]]) -> list[str]:
 
 
 def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None,
-                 part: str = "", report: Callable[[str], None] | None = None) -> list[Pair]:
+                 part: str = "", report: Callable[[str], None] | None = None,
+                 warned: set[str] | None = None) -> list[Pair]:
     """The pairs that can be used: the one screening path of scoring and training.
 
-    Problems (``known`` ones, e.g. from pairing, plus those found on disk by header reads) stop everything
-    with one :class:`UserError` listing them, or with ``skip_bad`` are reported as skipped (``report``, default
-    stderr) and left out. ``part`` names the split in messages (``train``, ``val``).
+    Every image is decoded in full (see :func:`check_pairs_on_disk`), so what passes, scoring can read.
+    Problems (``known`` ones, e.g. from pairing, plus those found on disk) stop everything with one
+    :class:`UserError` listing them, or with ``skip_bad`` are reported as skipped (``report``, default stderr)
+    and left out. ``part`` names the split in messages (``train``, ``val``). Images with an alpha channel get
+    one warning; ``warned`` (shared by the calls of one run) keeps it to one per run.
     """
-    found = check_pairs_on_disk(pairs, crop, decode=False)
+    alpha: list[Path] = []
+    found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha)
     problems = list(known or []) + unique_messages(found)
     where = f" in the {part} data" if part else ""
+    report = report or (lambda line: print(line, file=sys.stderr))
     if problems and not skip_bad:
         shown = problems[:20] + (["..."] if len(problems) > 20 else [])
         raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
                         + f"\n(fix them, list them all with {flag('check_data')}, "
                         f"or add {flag('skip_bad')} to use the rest)")
-    report = report or (lambda line: print(line, file=sys.stderr))
+    warned = set() if warned is None else warned
+    if alpha and "alpha" not in warned:
+        warned.add("alpha")
+        report(f"warning: {len(alpha)} image(s) have an alpha channel (first: {alpha[0]}); AHIQ scores their "
+               "RGB values and ignores alpha")
     for line in problems:
         report(f"skipped{f' ({part})' if part else ''}: {line}")
     bad = {i for i, _ in found}

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 from utils.errors import UserError
@@ -13,34 +15,98 @@ from utils.errors import UserError
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 cv2.setNumThreads(0)  # decoding runs inside DataLoader workers; OpenCV's own pool would oversubscribe
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)  # a file it cannot read: we say so, in one line
 
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to RGB ``uint8`` ``(H, W, 3)`` (grey images are repeated to 3 channels)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UserError(f"{path}: cannot decode image; is it a valid image file?")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+# EXIF orientation -> how to turn the stored pixels (H, W, C) into what image viewers show.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],                       # mirrored left-right
+    3: lambda a: a[::-1, ::-1],                    # rotated 180
+    4: lambda a: a[::-1],                          # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),             # transposed
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],    # stored rotated 90 counter-clockwise: turn clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transversed
+    8: lambda a: a.transpose(1, 0, 2)[::-1],       # stored rotated 90 clockwise: turn counter-clockwise
+}
+_DECODE = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION  # orientation: ours, below
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` from the file header, without decoding the pixels."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says: ``(height, width)`` as viewers show it (EXIF orientation applied), the EXIF
+    orientation (1 = none), and whether it has an alpha channel."""
+
+    height: int
+    width: int
+    orientation: int = 1
+    alpha: bool = False
+
+
+def _open_error(path: Path) -> UserError:
+    return UserError(f"{path}: cannot decode image; is it a valid image file?")
+
+
+def read_header(path: str | os.PathLike, decode: bool = False) -> ImageHeader:
+    """The :class:`ImageHeader` of ``path``; with ``decode`` a JPEG is decoded in full too (PIL), which finds
+    the truncated body that OpenCV's decoder lets pass (for other formats :func:`read_image` fails on it)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: image not found")
     try:
         with Image.open(path) as img:
             width, height = img.size
-    except Exception:  # PIL raises several unrelated types for bad files
-        raise UserError(f"{path}: cannot decode image header; is it a valid image file?") from None
-    return height, width
+            # PIL's PNG getexif() decodes the whole file to look for an eXIf chunk after the pixels; one before
+            # them is already in img.info (where image viewers look too).
+            has_exif = img.format != "PNG" or "exif" in img.info
+            orientation = int(img.getexif().get(0x0112, 1) or 1) if has_exif else 1
+            alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+            if decode and img.format in ("JPEG", "MPO"):
+                img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
+    except Exception:  # PIL raises several unrelated types for bad or truncated files
+        raise _open_error(path) from None
+    orientation = orientation if orientation in _ORIENT else 1
+    if orientation >= 5:
+        width, height = height, width
+    return ImageHeader(height, width, orientation, alpha)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to RGB ``(H, W, 3)`` as image viewers show it (EXIF orientation applied).
+
+    8-bit files give ``uint8``; 16-bit files give ``float32`` in [0, 1] (value / 65535, full depth kept).
+    Grey images are repeated to 3 channels; an alpha channel is ignored (screening says so once per run).
+    """
+    path = Path(path)
+    header = read_header(path)
+    img = cv2.imread(str(path), _DECODE)
+    if img is None:
+        raise _open_error(path)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise UserError(f"{path}: {img.dtype} pixels; give 8-bit or 16-bit images")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if header.orientation != 1:
+        img = np.ascontiguousarray(_ORIENT[header.orientation](img))
+    if img.dtype == np.uint16:
+        img = img.astype(np.float32) / 65535
+    return img
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` as :func:`read_image` returns it, from the file header without decoding the pixels."""
+    header = read_header(path)
+    return header.height, header.width
+
+
+def as_unit_float(image):
+    """A ``uint8`` image (array or tensor) as float32 in [0, 1]; float images unchanged. Used where images of
+    both depths meet in one batch."""
+    if isinstance(image, torch.Tensor):
+        return image.float() / 255 if image.dtype == torch.uint8 else image
+    return image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -72,8 +138,8 @@ def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tu
     dist_files = list_images(dist) if dist.is_dir() else [dist]
     if dist.is_dir() and not dist_files:
         raise UserError(f"--dist {dist}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if ref.is_file():
-        return sorted((d, ref) for d in dist_files if d != ref), []
+    if ref.is_file():  # a reference inside the distorted folder is not its own pair; a file named twice is
+        return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), []
     refs = list_images(ref)
     by_name = {p.name: p for p in refs}
     by_stem: dict[str, Path] = {}

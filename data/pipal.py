@@ -75,9 +75,12 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
         if not files:
             raise UserError(f"{root / 'Train_Label'}: no label files; give the PIPAL training folder or --train_list")
         rows = [row for f in files for row in read_label_list(f)]
-        names = [r[0].lower() for r in rows]
-        if len(set(names)) != len(names):
-            raise UserError(f"{root / 'Train_Label'}: an image is labelled in two files; remove the duplicate")
+        first: dict[str, str] = {}
+        for name, _score, where in rows:
+            if name.lower() in first:
+                raise UserError(f"{where}: {name} is labelled again (first at {first[name.lower()]}); delete one of "
+                                "the lines")
+            first[name.lower()] = where
     dists, missing_dir = _distorted_files(root)
     return _pairs(rows, dists, missing_dir, root / "Train_Ref")
 

@@ -1,8 +1,10 @@
 """The record every dataset loader returns: one distorted/reference pair and its score."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,16 @@ class Pair:
     @property
     def ref_id(self) -> str:
         return self.listed_ref or self.ref.stem.lower()
+
+
+def result_names(items: Sequence[Pair | Path]) -> list[str]:
+    """Names that tell the results of ``items`` (pairs or distorted paths) apart: :attr:`Pair.name` (the path
+    a label file lists, else the bare file name) when they are unique (PIPAL, TID2013, KADID-10k, CSIQ; the
+    NTIRE ``output.txt`` needs bare names), else the paths relative to the deepest folder all the distorted
+    files share (LIVE's ``jpeg/img1.bmp``, ``wn/img1.bmp``)."""
+    names = [p.name if isinstance(p, Pair) else Path(p).name for p in items]
+    if len(set(names)) == len(names):
+        return names
+    dists = [p.dist if isinstance(p, Pair) else Path(p) for p in items]
+    root = os.path.commonpath([str(d.parent) for d in dists])
+    return [Path(os.path.relpath(d, root)).as_posix() for d in dists]

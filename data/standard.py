@@ -160,7 +160,8 @@ def load_csiq(root: Path) -> list[Pair]:
     Distorted files are ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png`` where the sheet's type maps to
     folder/token as noise -> awgn/AWGN, jpeg -> jpeg/JPEG, jpeg2000 -> jpeg2000/jpeg2000, fnoise ->
     fnoise/fnoise, blur -> blur/BLUR, contrast -> contrast/contrast. DMOS is 0..1 with lower = better,
-    so score = 1 - dmos and raw = dmos. 866 pairs from 30 references.
+    so score = 1 - dmos and raw = dmos. 866 pairs from 30 references. ``dst_type`` is matched ignoring case and
+    spaces (the distributed sheet writes ``jpeg 2000``).
     """
     import openpyxl  # only CSIQ needs it; keeps importing this module cheap
     from openpyxl.utils.exceptions import InvalidFileException
@@ -190,13 +191,14 @@ def load_csiq(root: Path) -> list[Pair]:
             continue
         if not image:
             raise UserError(f"{where}: no image name; correct or delete that row")
-        if kind.lower() not in _CSIQ_TYPES:
+        key = re.sub(r"\s+", "", kind.lower())  # the distributed sheet writes "jpeg 2000"
+        if key not in _CSIQ_TYPES:
             raise UserError(f"{where}: unknown dst_type {kind!r} (known: {', '.join(sorted(_CSIQ_TYPES))}); "
                             "correct or delete that row")
         if not level.isdigit():
             raise UserError(f"{where}: dst_lev {level!r} is not a whole number; correct or delete that row")
         dmos = parse_number(cells[columns["dmos"]], where, "dmos")
-        folder, token = _CSIQ_TYPES[kind.lower()]
+        folder, token = _CSIQ_TYPES[key]
         name = f"{image}.{token}.{int(level)}.png"
         check_new(seen, name, number, where, name)
         pairs.append(Pair(dist=root / "dst_imgs" / folder / name, ref=root / "src_imgs" / f"{image}.png",

@@ -8,10 +8,12 @@ from typing import Sequence
 import torch
 
 from data.images import read_image
+from data.records import result_names
 from engine.device import resolve_device
 from engine.scoring import PairScore, score_pairs
 from models.ahiq import AHIQ
 from models.checkpoint import load_model
+from utils.io import unique_file_names
 from utils.visual import save_quality_map
 
 
@@ -34,13 +36,13 @@ def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn
 def score_and_map(net: torch.nn.Module, pairs: Sequence[tuple[Path, Path]], *, crops: str, crop_size: int, seed: int,
                   batch_size: int, precision: str, num_workers: int = 0, maps_dir: str | None = None,
                   flip_tta: bool = False, progress: bool = True, names: Sequence[str] | None = None) -> list[PairScore]:
-    """Score every pair (in order) and, with ``maps_dir``, write one quality-map picture per pair there:
-    ``maps_dir/<name>.png`` with ``names`` (relative paths keep their folders), else the distorted file's stem."""
+    """Score every pair (in order) and, with ``maps_dir``, write one quality-map picture per pair there, named
+    after ``names`` (default :func:`result_names`) so that no two pairs share a file."""
     results = list(score_pairs(net, pairs, crops, crop_size, seed, batch_size, precision, num_workers,
                                with_maps=bool(maps_dir), progress=progress, flip_tta=flip_tta))
     if maps_dir:
-        for k, r in enumerate(results):
-            name = names[k] if names else Path(r.dist).name
-            save_quality_map(read_image(r.dist), r.score_map, r.weight_map, Path(maps_dir) / Path(name).with_suffix(".png"),
+        names = list(names) if names is not None else result_names([d for d, _ in pairs])
+        for r, name, file in zip(results, names, unique_file_names(names, ".png")):
+            save_quality_map(read_image(r.dist), r.score_map, r.weight_map, Path(maps_dir) / file,
                              title=f"AHIQ score {r.score:.4f}  (reference {Path(r.ref).name})", name=name)
     return results

@@ -29,7 +29,7 @@ from engine.scoring import score_pairs
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
 from models.checkpoint import load_heads, read_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.io import save_options
+from utils.io import check_writable, load_torch_file, remove_stale_temps, save_options
 from utils.metrics import format_metrics, iqa_metrics
 
 
@@ -60,7 +60,10 @@ def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_sca
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The Python, numpy and torch RNG states as tensors and plain values (a checkpoint loads with weights_only)."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -68,7 +71,7 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(state["numpy"])  # a dict (ours) or the legacy tuple of checkpoints written before
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -82,9 +85,17 @@ class Trainer:
         if opt.time_limit and ctx.world_size > 1:
             raise UserError("--time_limit is for single-process runs (ranks would stop at different steps)")
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
+        stale = []
         if ctx.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            check_writable(self.run_dir, "run folder ", folder=True)  # before any data or model work
+            stale = remove_stale_temps(self.run_dir)
         self.log = self._logger()
+        if stale:
+            self.log.info(f"removed {len(stale)} temporary file(s) of interrupted writes: "
+                          f"{', '.join(p.name for p in stale)}")
+        # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
+        self.init_heads = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
+        self.resume_from = self._read_last() if opt.resume else None
         seed_everything(opt.seed)
         self.parts, self.split_info = prepare_splits(opt, self.run_dir if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:
@@ -106,8 +117,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t_max, eta_min=opt.eta_min)
         self.start_epoch, self.best = 0, {"main": -math.inf}
         self.start_metrics: dict | None = None  # validation before any step (--validate_first)
-        if opt.resume:
-            self._resume()
+        self.position: dict | None = None  # inside an epoch: {"epoch", "step", "loss_sum", "count"}
+        if self.resume_from is not None:
+            self._resume(*self.resume_from)
         self.net = self.model
         if ctx.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -149,47 +161,69 @@ class Trainer:
             self.writer = None
 
     def _screen_data(self) -> None:
-        """The start-up data check (header reads); bad pairs stop training unless --skip_bad."""
+        """The start-up data check (every image decoded once); bad pairs stop training unless --skip_bad."""
+        warned: set[str] = set()
         for name in ("train", "val"):
             self.parts[name] = screen_pairs(self.parts[name], self.opt.crop_size, self.opt.skip_bad, part=name,
-                                            report=self.log.info)
+                                            report=self.log.info, warned=warned)
 
     def _build_model(self) -> AHIQ:
         opt = self.opt
         model = build_ahiq(ModelConfig.from_dict(vars(opt)), opt.pretrained_backbones, opt.vit_weights, opt.cnn_weights)
-        if opt.checkpoint:
-            deform, regressor, _ = read_checkpoint(opt.checkpoint)
+        if self.init_heads is not None:
+            deform, regressor, _ = self.init_heads
             load_heads(model, deform, regressor, opt.checkpoint)
             self.log.info(f"initialised fusion and head from {opt.checkpoint}")
         return model.to(self.ctx.device)
 
-    def _resume(self) -> None:
+    def _read_last(self) -> tuple[Path, dict] | None:
+        """``(path, contents)`` of the run's ``last.pth`` for ``--resume``, None when there is none yet."""
         path = self.run_dir / "last.pth"
         if not path.is_file():
             self.log.info(f"resume: {path} not found; starting from epoch 1")
-            return
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            return None
+        ckpt = load_torch_file(path, "checkpoint")
+        needed = ("deform_net_model_state_dict", "regressor_model_state_dict", "optimizer_state_dict",
+                  "scheduler_state_dict", "epoch", "ahiq")
+        missing = [k for k in needed if k not in ckpt] if isinstance(ckpt, dict) else list(needed)
+        if missing:
+            raise UserError(f"{path}: not a last.pth written by train.py (lacks {', '.join(missing)}); move it "
+                            "away to start over, or drop --resume")
+        return path, ckpt
+
+    def _resume(self, path: Path, ckpt: dict) -> None:
         load_heads(self.model, ckpt["deform_net_model_state_dict"], ckpt["regressor_model_state_dict"], path)
-        saved_groups = len(ckpt["optimizer_state_dict"]["param_groups"])
+        saved_groups = len(ckpt["optimizer_state_dict"].get("param_groups", []))
         if saved_groups != len(self.optimizer.param_groups):
             raise UserError(f"{path}: its optimiser has {saved_groups} parameter groups, these options make "
                             f"{len(self.optimizer.param_groups)}; resume with the run's own --feature_lr_scale "
                             "(--config <run>/opt.json)")
-        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-        self.start_epoch = int(ckpt["epoch"]) + 1
-        self.best = ckpt.get("best", self.best)
-        self.start_metrics = ckpt.get("start_metrics")
-        self.norm = ScoreNorm.from_dict(ckpt["ahiq"].get("score_norm"))
-        rng = ckpt.get("rng", {}).get(self.ctx.rank)
-        if rng is not None:
-            _set_rng_state(rng)
-        self.log.info(f"resumed from {path}: epoch {self.start_epoch} done, best main={self.best['main']:.4f}")
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+            self.start_epoch = int(ckpt["epoch"]) + 1
+            self.best = ckpt.get("best", self.best)
+            self.start_metrics = ckpt.get("start_metrics")
+            self.norm = ScoreNorm.from_dict(ckpt["ahiq"].get("score_norm"))
+            rng = (ckpt.get("rng") or {}).get(self.ctx.rank)
+            if rng is not None:
+                _set_rng_state(rng)
+        except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as err:
+            raise UserError(f"{path}: its training state does not load ({type(err).__name__}: {err}); move it "
+                            "away to start over, or drop --resume") from None
+        self.position = ckpt.get("position")
+        if self.position is not None:
+            self.start_epoch = int(self.position["epoch"])
+            self.log.info(f"resumed from {path}: inside epoch {self.start_epoch + 1}, after step "
+                          f"{self.position['step']} of {self.steps_per_epoch}; best main={self.best['main']:.4f}")
+        else:
+            self.log.info(f"resumed from {path}: epoch {self.start_epoch} done, best main={self.best['main']:.4f}")
 
     # ----------------------------------------------------------------------------------------- loop
     def _make_loader(self) -> DataLoader:
         workers = self.opt.num_workers
         return DataLoader(self.train_set, batch_size=self.opt.batch_size, sampler=self.sampler, num_workers=workers,
+                          collate_fn=CropPairs.collate,
                           pin_memory=self.ctx.device.type == "cuda", persistent_workers=workers > 0,
                           prefetch_factor=4 if workers else None)
 
@@ -198,17 +232,27 @@ class Trainer:
         return bool(self.opt.time_limit) and time.perf_counter() + ahead - self.started > self.opt.time_limit
 
     def train_epoch(self, epoch: int) -> float:
+        """Train one epoch (or its rest, when :attr:`position` says where a stopped run left it); the mean loss.
+
+        When ``--time_limit`` runs out inside the epoch, :attr:`position` is set to where it stopped."""
         self.net.train()
         device = self.ctx.device
-        self.sampler.set_epoch(epoch)
+        resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
+        first = int(resumed["step"]) if resumed else 0
+        self.position = None
+        # The order of an epoch is a function of (seed, epoch): a resumed epoch skips the batches already trained.
+        self.sampler.set_epoch(epoch, skip=first * self.opt.batch_size)
         loader = self.loader
         steps = self.steps_per_epoch
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.opt.n_epoch}", unit="step",
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.opt.n_epoch}", unit="step",
                    disable=not (self.ctx.main and self.opt.progress), leave=False, file=sys.stdout)
-        loss_sum = torch.zeros((), device=device)
-        count = 0
-        for step, (dist_img, ref_img, target, _) in enumerate(loader):
-            if step >= steps or self.out_of_time():
+        loss_sum = resumed["loss_sum"].to(device) if resumed else torch.zeros((), device=device)
+        count = int(resumed["count"]) if resumed else 0
+        for step, (dist_img, ref_img, target, _) in enumerate(loader, start=first):
+            if step >= steps:
+                break
+            if self.out_of_time():
+                self.position = {"epoch": epoch, "step": step, "loss_sum": loss_sum.detach().cpu(), "count": count}
                 break
             dist_img = dist_img.to(device, non_blocking=True)
             ref_img = ref_img.to(device, non_blocking=True)
@@ -263,6 +307,8 @@ class Trainer:
                 "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()}}
 
     def save(self, filename: str, epoch: int, loss: float, metrics: dict | None) -> None:
+        """Write ``filename`` in the run folder: weights, optimiser, scheduler, RNG, best, and :attr:`position`
+        (None at an epoch's end); ``epoch`` is the index of the last finished epoch."""
         rng = {self.ctx.rank: _rng_state()}
         if self.ctx.world_size > 1:
             gathered: list = [None] * self.ctx.world_size
@@ -273,7 +319,7 @@ class Trainer:
         save_checkpoint(self.run_dir / filename, self.model, self.checkpoint_meta(epoch), epoch=epoch, loss=loss,
                         optimizer_state_dict=self.optimizer.state_dict(),
                         scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng,
-                        start_metrics=self.start_metrics)
+                        start_metrics=self.start_metrics, position=self.position)
 
     def run(self) -> dict[str, float]:
         opt, ctx = self.opt, self.ctx
@@ -282,12 +328,18 @@ class Trainer:
                       f"val={describe(self.parts['val'])} crop={opt.crop_size} batch={opt.batch_size} "
                       f"epochs={self.start_epoch + 1}..{opt.n_epoch}")
         self.started = time.perf_counter()
-        if opt.validate_first and self.start_epoch == 0:
+        if opt.validate_first and self.start_epoch == 0 and self.position is None:
             self.start_metrics = self.validate()
             self.log.info(f"epoch 0/{opt.n_epoch} (before training) val {format_metrics(self.start_metrics)}")
         for epoch in range(self.start_epoch, opt.n_epoch):
             start = time.perf_counter()
             loss = self.train_epoch(epoch)
+            if self.position is not None:  # --time_limit ran out inside the epoch: keep the exact position
+                self.save("last.pth", epoch - 1, loss, None)
+                self.log.info(f"time limit of {opt.time_limit:.0f}s reached inside epoch {epoch + 1}, after step "
+                              f"{self.position['step']} of {self.steps_per_epoch}; saved that position in "
+                              f"{self.run_dir / 'last.pth'} (--resume continues from it exactly)")
+                break
             lr = self.scheduler.get_last_lr()[0]
             metrics = None
             line = f"epoch {epoch + 1}/{opt.n_epoch} loss={loss:.5f} lr={lr:.3e}"

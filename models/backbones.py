@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from models.state import state_dict_problems, summarise
 from utils.errors import UserError, arg
+from utils.io import load_torch_file
 
 DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
 DEFAULT_CNN = "resnet50.a1_in1k"
@@ -53,8 +54,11 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own error type for damaged files
+            raise UserError(f"{path}: not a readable .safetensors file ({err}); re-download it") from None
+    state = load_torch_file(path, "backbone weight file")
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -67,6 +71,8 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load a local weight file into a whole timm model (strict): ``.npz``, ``.safetensors``, ``.pth``, ``.bin``."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a backbone weight file; give the file inside it")
     if not path.is_file():
         raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
     if path.suffix == ".npz":
@@ -75,6 +81,9 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         try:
             model.load_pretrained(str(path))
         except Exception as err:  # a malformed npz raises KeyError/ValueError deep in timm
+            if "allow_pickle" in str(err):  # object arrays: numpy refuses to unpickle them, and so do we
+                raise UserError(f"{path}: holds Python objects other than tensors; refusing to unpickle it "
+                                "(see README, Security)") from None
             raise UserError(f"{path}: not a JAX ViT .npz for this model ({type(err).__name__}: {err})") from None
         return
     if path.suffix not in WEIGHT_SUFFIXES:

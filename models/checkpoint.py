@@ -11,9 +11,7 @@ Formats read:
 """
 from __future__ import annotations
 
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import torch.nn as nn
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
 from models.state import state_dict_problems, summarise
 from utils.errors import UserError, arg
-from utils.io import atomic_torch_save
+from utils.io import atomic_torch_save, load_torch_file
 
 DEFORM_KEY = "deform_net_model_state_dict"
 REGRESSOR_KEY = "regressor_model_state_dict"
@@ -34,14 +32,10 @@ FORMAT_VERSION = 1
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     """Return ``(deform_net_state, regressor_state, metadata)`` from any supported checkpoint file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: checkpoint not found; give {arg('checkpoint')}FILE (`sh download.sh` fetches the "
                         "released one)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}); "
-                        "re-download it or give another file") from None
+    raw = load_torch_file(path, "PyTorch checkpoint")
     state = raw
     for key in ("params", "params_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict) and DEFORM_KEY not in state:

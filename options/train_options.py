@@ -87,7 +87,9 @@ class TrainOptions(BaseOptions):
                        help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG)")
         g.add_argument("--max_steps", type=int, default=0, help="stop each epoch after N steps (0: full epoch)")
         g.add_argument("--time_limit", type=float, default=0,
-                       help="stop training after this many seconds (then validate and save); 0: no limit")
+                       help="stop training after this many seconds: at an epoch's end when another epoch would not "
+                            "fit (validate and save), else inside the epoch with the position saved in last.pth "
+                            "(--resume continues it exactly); 0: no limit")
         g.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar per epoch")
         g.add_argument("--validate_first", type=str2bool, default=False,
                        help="validate once before the first step (logged as epoch 0; the starting point of a "

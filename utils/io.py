@@ -1,28 +1,62 @@
-"""Atomic writes: a crash mid-write never leaves a truncated checkpoint or results file."""
+"""Files: atomic writes (a crash mid-write never leaves a truncated file), output checks before work starts,
+and the one safe way to read a ``torch.save`` file (tensors and plain values only, never Python code)."""
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
-from pathlib import Path
-from typing import Any, Callable
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
+
+from utils.errors import UserError
+
+# Temporary files of atomic writes: ``.<name>.<random>.tmp`` beside the target (what mkstemp makes below).
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _why(err: OSError) -> str:
+    return (err.strerror or type(err).__name__).lower()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``.
+
+    The file gets the permissions of a newly created file under the umask (not mkstemp's 0600). A failed
+    write (full disk, unwritable folder) removes the temporary file, leaves an existing ``path`` as it was
+    and raises one :class:`UserError` naming the file and the cause.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except (OSError, RuntimeError) as err:
+        cause: BaseException | None = err  # torch.save turns a failed write into a RuntimeError about its position
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise UserError(f"{path}: cannot write ({_why(cause)}); free space or choose another place") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -36,8 +70,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to ``path`` atomically, flushed to disk before the rename."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a Python file: a full disk raises OSError (ENOSPC), not a torch error
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_write(path, write)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that interrupted atomic writes left in ``folder`` (only our naming pattern,
+    only directly in ``folder``); return them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in sorted(folder.iterdir()) if p.is_file() and TEMP_NAME.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def check_writable(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
+    """Create ``path``'s folder (or ``path`` itself when ``folder``) and prove it takes a file, before any long
+    work: one :class:`UserError` naming ``what`` (``--output``) and the cause otherwise. None: nothing to check."""
+    if not path:
+        return
+    path = Path(path)
+    where = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise UserError(f"{what}{path}: is a folder; give a file name")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{what}{path}: cannot write to {where} ({_why(err)}); choose another place") from None
+
+
+def unique_file_names(names: Sequence[str], suffix: str) -> list[str]:
+    """One relative file path per (distinct) result name, distinct even on case-insensitive file systems:
+    the name with ``suffix`` for its own (``jpeg/img1.bmp`` -> ``jpeg/img1.png``, folders kept) when those are
+    distinct, else the whole name plus ``suffix`` (``a.bmp.png`` beside ``a.png.png``)."""
+    files = [str(PurePosixPath(n).with_suffix(suffix)) for n in names]
+    if len({f.lower() for f in files}) == len(files):
+        return files
+    return [f"{n}{suffix}" for n in names]
 
 
 def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> None:
@@ -47,3 +128,45 @@ def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> 
     width = max(map(len, values))
     lines = [f"{k:<{width}} : {v}" for k, v in values.items()]
     atomic_write_text(Path(folder) / f"{stem}.txt", "\n".join(lines) + "\n")
+
+
+def _numpy_globals() -> list:
+    """The only non-tensor types :func:`load_torch_file` lets a file hold: numpy float scalars (the authors'
+    released checkpoint stores its ``loss`` as ``np.mean(...)``) and uint32 arrays (the numpy RNG state our
+    own checkpoints held before they stored it as a list). Names of both numpy 1 and numpy 2 are allowed."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    scalar, reconstruct = multiarray.scalar, multiarray._reconstruct
+    allowed: list = [np.dtype, np.ndarray, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
+                     type(np.dtype(np.uint32))]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(scalar, f"{module}.scalar"), (reconstruct, f"{module}._reconstruct")]
+    return allowed
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, containers and plain values, plus exactly the numpy
+    types of :func:`_numpy_globals`. A file that needs any other Python object is refused before any of its
+    code can run; a damaged one is a :class:`UserError` too."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a {what}; give the file inside it")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy 2 warns about numpy.core names in old files
+            with torch.serialization.safe_globals(_numpy_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported operand" not in str(err):  # what the weights-only unpickler refused: a global, a class
+            raise UserError(f"{path}: holds Python objects other than tensors; refusing to unpickle it "
+                            "(see README, Security)") from None
+        raise UserError(f"{path}: not a readable {what} (damaged or truncated); re-download or re-create it") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, UnicodeDecodeError, KeyError,
+            IndexError, TypeError, AttributeError, MemoryError):
+        raise UserError(f"{path}: not a readable {what} (damaged or truncated); re-download or re-create it") from None
