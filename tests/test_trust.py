@@ -2,7 +2,7 @@
 limit, unique result names, screening that a bad image cannot pass, outputs checked before work, one-line errors.
 
 Every failure is checked the same way: exit status 2, one line on stderr, no traceback, nothing partial left,
-nothing previous lost. Tiny backbones (ViT-Ti/16 blocks 1-2, ResNet-18) keep each test at seconds.
+nothing previous lost. The tiny architecture of ``conftest.TINY`` keeps each test at seconds.
 """
 from __future__ import annotations
 
@@ -25,14 +25,13 @@ import score
 import test as test_script
 import train
 from data.images import read_image
-from models.ahiq import ModelConfig, build_ahiq
+from models.ahiq import build_ahiq
 from models.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
-from tests.conftest import ROOT, random_pair_images
+from tests.conftest import ROOT, TINY_ARGS, random_pair_images
+from tests.conftest import TINY as TINY_CONFIG
 from utils.errors import UserError
 
-TINY_CONFIG = ModelConfig(vit="vit_tiny_patch16_224.augreg_in21k_ft_in1k", vit_blocks=(1, 2), cnn="resnet18.a1_in1k")
-TINY = ["--vit", TINY_CONFIG.vit, "--patch_size", "16", "--vit_blocks", "1,2", "--cnn", TINY_CONFIG.cnn,
-        "--pretrained_backbones", "false", "--device", "cpu"]
+TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu"]
 TRAIN = [*TINY, "--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "32", "--crop_size", "32",
          "--batch_size", "4", "--num_workers", "0", "--seed", "3", "--val_crops", "center", "--progress", "false",
          "--learning_rate", "3e-4"]
@@ -146,7 +145,7 @@ def test_backbone_weight_file_with_payload_is_refused(tmp_path, pairs_folder, ca
     from models.backbones import build_resnet
 
     with pytest.raises(UserError, match=REFUSAL.replace("(", r"\(").replace(")", r"\)")):
-        build_resnet(TINY_CONFIG.cnn, 1, True, bad)  # what --cnn_weights does
+        build_resnet(TINY_CONFIG.cnn, 1, True, bad, **TINY_CONFIG.cnn_kwargs)  # what --cnn_weights does
     assert not marker.exists()
 
 
@@ -170,7 +169,7 @@ def test_authors_release_and_old_checkpoints_still_load(tiny_model, tmp_path):
     # ours now: tensors and plain values only, readable by plain torch.load(weights_only=True)
     ours = tmp_path / "ours.pth"
     save_checkpoint(ours, tiny_model, {"score_norm": {"kind": "minmax", "lo": 0.0, "hi": 1.0}}, epoch=1)
-    assert torch.load(ours, weights_only=True)["ahiq"]["model_config"]["vit_blocks"] == (1, 2)
+    assert torch.load(ours, weights_only=True)["ahiq"]["model_config"]["vit_blocks"] == (1, 3)
 
 
 def test_folder_as_checkpoint_or_weights_says_folder(pairs_folder, tmp_path, capsys):
