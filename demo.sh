@@ -66,7 +66,7 @@ HF_HUB_OFFLINE=1 python3 score.py \
 python3 - "$DEMO_DIR" "$WEIGHTS" "$PRECISION" <<'PY'
 import json, sys, torch
 run = f"{sys.argv[1]}/checkpoints/demo"
-ckpt = torch.load(f"{run}/best.pth", map_location="cpu", weights_only=False)
+ckpt = torch.load(f"{run}/best.pth", map_location="cpu", weights_only=True)
 m = ckpt["best"]
 splits = json.load(open(f"{run}/split.json"))["splits"]
 data = f"synthetic set, {len(splits['train']) + len(splits['val'])} refs of 32x32, {len(splits['val'])} held-out refs"

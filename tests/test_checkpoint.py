@@ -33,7 +33,7 @@ def _equal(a: dict, b: dict) -> None:
 def test_round_trip_ours_authors_ours(small_model, tmp_path):
     ours = tmp_path / "ours.pth"
     save_checkpoint(ours, small_model, {"score_norm": {"kind": "minmax", "lo": 900.0, "hi": 1850.0}}, epoch=3)
-    raw = torch.load(ours, weights_only=False)
+    raw = torch.load(ours, weights_only=True)
     assert set(raw) == {DEFORM_KEY, REGRESSOR_KEY, "ahiq", "epoch"}
     assert raw["ahiq"]["model_config"]["vit"] == "vit_base_patch8_224.augreg_in21k_ft_in1k"
     # The authors' loader only needs their two dict names: strip ours down to their format.

@@ -29,7 +29,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
     assert len(starts) == 1 and "world_size=2" in starts[0] and "val=24 pairs from 1 references" in starts[0]
     epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch 1/1")]
     assert len(epochs) == 1 and "val SRCC=" in epochs[0]  # logged once, by rank 0
-    ckpt = torch.load(tmp_path / "ck" / "ddp" / "last.pth", weights_only=False)
+    ckpt = torch.load(tmp_path / "ck" / "ddp" / "last.pth", weights_only=True)
     assert ckpt["epoch"] == 0 and set(ckpt["rng"]) == {0, 1}
     assert ckpt["scheduler_state_dict"]["last_epoch"] == 3  # 3 steps per rank, in lockstep
     # The sharded, gathered validation equals one process scoring the same split with the same weights.
@@ -46,4 +46,4 @@ def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
     proc = _torchrun(tmp_path, "--n_epoch", "2", "--resume")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resumed from" in proc.stdout and "epoch 2/2" in proc.stdout
-    assert torch.load(tmp_path / "ck" / "ddp" / "last.pth", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "ck" / "ddp" / "last.pth", weights_only=True)["epoch"] == 1

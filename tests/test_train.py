@@ -40,7 +40,7 @@ def test_short_training_writes_checkpoints_logs_and_options(data_root, tmp_path,
     deform, regressor, meta = read_checkpoint(run / "last.pth")
     assert meta["score_norm"]["kind"] == "minmax" and meta["score_norm"]["hi"] > meta["score_norm"]["lo"]
     assert meta["model_config"]["vit"] == "vit_base_patch8_224.augreg_in21k_ft_in1k"
-    raw = torch.load(run / "last.pth", weights_only=False)
+    raw = torch.load(run / "last.pth", weights_only=True)
     assert raw["epoch"] == 1 and raw["scheduler_state_dict"]["last_epoch"] == 6
     assert len(raw["optimizer_state_dict"]["param_groups"]) == 2
     split = json.loads((run / "split.json").read_text())["splits"]
@@ -55,8 +55,8 @@ def test_resume_is_bit_identical(data_root, tmp_path):
     _run(data_root, tmp_path, "whole", "--n_epoch", "2")
     _run(data_root, tmp_path, "parts", "--n_epoch", "1")
     _run(data_root, tmp_path, "parts", "--n_epoch", "2", "--resume")
-    a = torch.load(tmp_path / "whole" / "last.pth", weights_only=False)
-    b = torch.load(tmp_path / "parts" / "last.pth", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "parts" / "last.pth", weights_only=True)
     for key in ("deform_net_model_state_dict", "regressor_model_state_dict"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), name
@@ -84,7 +84,7 @@ def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsy
 
     _run(data_root, tmp_path, "scaled", "--n_epoch", "2", "--learning_rate", "3e-4", "--feature_lr_scale", "0.1",
          "--T_max", "0")
-    raw = torch.load(tmp_path / "scaled" / "last.pth", weights_only=False)
+    raw = torch.load(tmp_path / "scaled" / "last.pth", weights_only=True)
     groups = raw["optimizer_state_dict"]["param_groups"]
     # regressor rest, regressor.down_channel.weight, deform_net rest, conv_offset.weight + deform.weight
     assert [len(g["params"]) for g in groups] == [11, 1, 6, 2]
