@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,7 +67,7 @@ def test_resume_is_bit_identical(data_root, tmp_path):
     # random in a step): the resumed run ends in the very state of the uninterrupted one, not in a fresh seed's.
     ra, rb = a["rng"][0], b["rng"][0]
     assert torch.equal(ra["torch"], rb["torch"]) and ra["python"] == rb["python"]
-    assert all(np.array_equal(x, y) for x, y in zip(ra["numpy"], rb["numpy"]))
+    assert ra["numpy"] == rb["numpy"] and len(ra["numpy"]["state"]["key"]) == 624  # plain values, no arrays
 
 
 def test_config_file_round_trip(data_root, tmp_path):
