@@ -314,6 +314,7 @@ def test_live_results_and_maps_are_named_uniquely(tmp_path, monkeypatch, capsys)
 
     def fake_map(image, score_map, weight_map, path, title="", name=""):  # matplotlib for 779 maps takes minutes
         written.append(name)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(name)
 
     monkeypatch.setattr("engine.pipeline.save_quality_map", fake_map)
