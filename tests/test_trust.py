@@ -298,6 +298,20 @@ def test_damaged_last_pth_at_resume_is_one_line(data_root, tmp_path, capsys, dam
                                "--n_epoch", "2", "--resume"], f"{last}: ")
 
 
+def test_last_pth_written_before_this_change_resumes(data_root, tmp_path):
+    """A last.pth of ours from before: the numpy RNG state as numpy's tuple with a uint32 array, no position."""
+    _train(data_root, tmp_path, "old", "--n_epoch", "1", "--max_steps", "1")
+    last = tmp_path / "old" / "last.pth"
+    ckpt = torch.load(last, weights_only=True)
+    np.random.seed(5)
+    ckpt["rng"][0]["numpy"] = np.random.get_state()
+    del ckpt["position"]
+    torch.save(ckpt, last)
+    _train(data_root, tmp_path, "old", "--n_epoch", "2", "--max_steps", "1", "--resume")
+    resumed = torch.load(last, weights_only=True)  # written anew: plain values only
+    assert resumed["epoch"] == 1 and isinstance(resumed["rng"][0]["numpy"]["state"]["key"], list)
+
+
 def test_unwritable_run_folder_stops_before_any_work(data_root, tmp_path, capsys):
     fails(capsys, train.main, [*TRAIN, "--data_root", data_root, "--checkpoints_dir", str(unwritable_dir(tmp_path)),
                                "--name", "run"], "cannot write")
