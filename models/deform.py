@@ -17,8 +17,12 @@ def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> t
     """Row indices ``(4, B*H*W)`` into the flattened ``(B*H*W, C)`` input, and weights ``(4, B*H*W, 1)``, of
     the 4 neighbours sampled by one kernel tap.
 
-    Follows torchvision's rule: a position outside ``(-1, H) x (-1, W)`` reads 0, and neighbours that
-    fall outside the image contribute 0 (their index is clamped, their weight zeroed).
+    Follows torchvision's rules. Forward: a position outside ``(-1, H) x (-1, W)`` reads 0, and neighbours
+    that fall outside the image contribute 0 (their index is clamped, their weight zeroed). Backward:
+    torchvision differentiates every position by the floor rule (at an integer coordinate, the difference
+    towards the next pixel), including a coordinate of exactly -1, where the value is 0 but the gradient
+    with respect to the offset is the next pixel's value. Counting -1 as inside reproduces that: there the
+    only neighbour in the image has weight ``y - floor(y) = 0``, so forward values are unchanged, bit for bit.
     """
     b = offset.shape[0]
     ki, kj = divmod(tap, 3)
@@ -26,7 +30,7 @@ def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> t
     dx = offset[:, 2 * tap + 1].float()
     y = torch.arange(height, device=offset.device, dtype=torch.float32).view(1, -1, 1) + (ki - 1) + dy
     x = torch.arange(width, device=offset.device, dtype=torch.float32).view(1, 1, -1) + (kj - 1) + dx
-    inside = (y > -1) & (y < height) & (x > -1) & (x < width)
+    inside = (y >= -1) & (y < height) & (x >= -1) & (x < width)
     y0, x0 = torch.floor(y), torch.floor(x)
     ly, lx = y - y0, x - x0
     y0i, x0i = y0.long(), x0.long()

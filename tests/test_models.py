@@ -1,6 +1,7 @@
 """The network: spec §2 tensor table, truncated backbones, fusion/head math, deformable conv, offsets rewrite."""
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,36 @@ def test_sampled_deform_conv_equals_torchvision():
     # bf16 values with fp32 positions stay close
     low = deform_conv3x3(x.bfloat16(), offset, weight, bias).float()
     assert (low - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def _deform_grads(fn, x, offset, weight, bias, grad):
+    leaves = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
+    fn(*leaves).backward(grad)
+    return [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("where", ["inside", "integer", "border", "outside"])
+def test_sampled_deform_conv_gradients_equal_torchvision(where):
+    # Integer offsets put samples on pixel centres, on the first row/column outside the map (-1, where
+    # torchvision's offset gradient is the next pixel's value) and beyond; "border" adds a hair to them.
+    torch.manual_seed(7)
+    x = torch.randn(4, 16, 9, 8)
+    shape = (2, 18, 9, 8)
+    offset = {"inside": torch.rand(shape) - 0.5, "integer": torch.randint(-3, 4, shape).float(),
+              "border": torch.randint(-2, 3, shape).float() + torch.randn(shape) * 1e-3,
+              "outside": torch.randn(shape) * 6}[where]
+    weight, bias = torch.randn(12, 16, 3, 3) * 0.1, torch.randn(12)
+    grad = torch.randn(4, 12, 9, 8)
+    ours = _deform_grads(deform_conv3x3, x, offset, weight, bias, grad)
+    reference = _deform_grads(deform_conv3x3_torchvision, x, offset, weight, bias, grad)
+    for name, got, expected in zip(("input", "offset", "weight", "bias"), ours, reference):
+        error = (got - expected).abs().max() / expected.abs().max()
+        assert error < 1e-5, f"{name}: {error:.1e}"
+    if where == "integer":  # the -1 rule is exercised: samples at coordinate -1 with a non-zero offset gradient
+        rows = torch.arange(9).view(1, 1, 9, 1) + torch.arange(3).repeat_interleave(6).view(1, 18, 1, 1) - 1
+        cols = torch.arange(8).view(1, 1, 1, 8) + torch.arange(3).repeat(3).repeat_interleave(2).view(1, 18, 1, 1) - 1
+        at_minus_one = torch.where(torch.arange(18).view(1, 18, 1, 1) % 2 == 0, rows, cols) + offset == -1
+        assert at_minus_one.sum() > 20 and (reference[1][at_minus_one] != 0).sum() > 10
 
 
 def test_offsets_rewrite_equals_upsample_then_conv():
