@@ -1,10 +1,14 @@
 """The authors' computation pattern, as a reference for correctness tests and speed ratios.
 
-Follows what the authors' release does at test time: whole timm backbones with forward hooks on every
-transformer block and bottleneck, one crop at a time, the distorted and reference images through each
-backbone separately, the offsets computed twice (once per image, from an upsampled 3840-channel map),
-torchvision's deformable convolution, fp32. It shares the parameter tensors of an :class:`AHIQ` model, so
-both compute the same function and their scores can be compared.
+Follows what the authors' release does: whole timm backbones with forward hooks on every transformer
+block and bottleneck, the distorted and reference images through each backbone separately, the offsets
+computed twice (once per image, from an upsampled 3840-channel map), torchvision's deformable convolution,
+their head's arithmetic, fp32. At test time (``score_crop``, ``score_image``: their ``eval_epoch``) one crop
+position at a time; in training (:func:`authors_train_step`: their ``train_epoch``) MSE on the squeezed
+prediction, back-propagated through the whole backbones too (their backbones were never frozen), Adam over
+their two parameter groups and ``CosineAnnealingLR`` stepped per iteration. It shares the parameter
+tensors of an :class:`AHIQ` model, so both compute the same function and their scores can be compared;
+to train both side by side, give it a copy (``AuthorsPattern(copy.deepcopy(model))``).
 """
 from __future__ import annotations
 
@@ -77,14 +81,19 @@ class AuthorsPattern(nn.Module):
         f, w = head.conv(feat), head.conv_attent(feat)
         return ((f * w).sum(dim=2).sum(dim=2) / w.sum(dim=2).sum(dim=2)).squeeze(1)
 
-    @torch.no_grad()
-    def score_crop(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """One crop position for a batch of pairs, ``(B, 3, c, c)`` in [0, 1] -> ``(B,)``."""
+    def predict(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Scores of one crop position for a batch of pairs, ``(B, 3, c, c)`` in [0, 1] -> ``(B,)``, with the
+        autograd graph their training step back-propagates through."""
         dist, ref = self.normalise(dist), self.normalise(ref)
         vit_d, vit_r = self._vit(dist), self._vit(ref)
         cnn_d = self._fuse(self._resnet(dist), vit_r)  # offsets from the reference, computed here ...
         cnn_r = self._fuse(self._resnet(ref), vit_r)  # ... and again here
         return self._head(vit_d, vit_r, cnn_d, cnn_r)
+
+    @torch.no_grad()
+    def score_crop(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """One crop position for a batch of pairs, ``(B, 3, c, c)`` in [0, 1] -> ``(B,)``."""
+        return self.predict(dist, ref)
 
     @torch.no_grad()
     def score_image(self, dist: torch.Tensor, ref: torch.Tensor, positions, crop: int) -> torch.Tensor:
@@ -94,3 +103,33 @@ class AuthorsPattern(nn.Module):
             window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
             total = total + self.score_crop(dist[window], ref[window])
         return total / len(positions)
+
+
+def authors_optimizer(pattern: AuthorsPattern, lr: float = 1e-4, weight_decay: float = 1e-5) -> torch.optim.Adam:
+    """Their optimiser: plain Adam over two groups, ``regressor`` then ``deform_net``, same rate and decay."""
+    return torch.optim.Adam([
+        {"params": pattern.regressor.parameters(), "lr": lr, "weight_decay": weight_decay},
+        {"params": pattern.deform_net.parameters(), "lr": lr, "weight_decay": weight_decay},
+    ])
+
+
+def authors_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0):
+    """Their schedule: ``CosineAnnealingLR``, stepped after every iteration."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T_max, eta_min=eta_min)
+
+
+def authors_train_step(pattern: AuthorsPattern, optimizer: torch.optim.Optimizer, scheduler, dist: torch.Tensor,
+                       ref: torch.Tensor, labels: torch.Tensor) -> float:
+    """One iteration of their ``train_epoch`` on a batch of crop pairs ``(B, 3, c, c)`` in [0, 1] with
+    normalised ``labels`` ``(B,)``: backbones in eval mode but not frozen (the backward pass runs through
+    them; nothing uses those gradients), MSE on the squeezed prediction, optimiser step, scheduler step."""
+    for backbone in (pattern.vit, pattern.resnet):
+        backbone.eval()
+        backbone.requires_grad_(True)
+    pred = pattern.predict(dist, ref)
+    optimizer.zero_grad()
+    loss = F.mse_loss(torch.squeeze(pred), labels)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()

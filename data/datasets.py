@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from data.images import as_unit_float, read_header, read_image
 from data.records import Pair
-from utils.errors import UserError, flag
+from utils.errors import UserError, arg, flag
 from utils.io import atomic_write_text
 
 DATASETS = ("pipal", "synthetic", "tid2013", "kadid10k", "csiq", "live", "csv")
@@ -140,24 +140,33 @@ class ScoreNorm:
         return cls(**data) if data else cls("none")
 
 
+CROP_RULES = ("full", "authors")
+
+
 class CropPairs(Dataset):
     """Training samples: one random crop window shared by distorted and reference, and a random flip.
 
     Key ``epoch * len(self) + i`` (see :class:`EpochSampler`) -> ``(dist (3, c, c) uint8, ref (3, c, c)
     uint8, target float32, i)``. The window and flip come from a generator seeded by ``(seed, epoch, i)``,
     so they depend on neither worker count nor order (what makes resumed runs identical) and persistent
-    workers need no per-epoch update; every window position ``0..H-c`` x ``0..W-c`` can be drawn.
+    workers need no per-epoch update. ``crop_rule``: ``full`` draws every window position ``0..H-c`` x
+    ``0..W-c``; ``authors`` replays the release's ``randint(0, H - c)``, whose exclusive end never reaches
+    the last row and column (where that leaves no position, ``H == c``, their code failed; here it takes 0).
     ``flip``: ``horizontal`` (left-right), ``vertical`` (the authors' accidental up-down flip) or ``none``.
     """
 
-    def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0):
+    def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0,
+                 crop_rule: str = "full"):
         if flip not in ("horizontal", "vertical", "none"):
-            raise UserError(f"--flip {flip}: use horizontal, vertical (the authors' accident) or none")
+            raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
+        if crop_rule not in CROP_RULES:
+            raise UserError(f"{arg('crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")
         self.pairs = pairs
         self.targets = np.asarray(targets, dtype=np.float32)
         self.crop = crop
         self.flip = flip
         self.seed = seed
+        self.crop_rule = crop_rule
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -172,8 +181,9 @@ class CropPairs(Dataset):
             raise UserError(f"{pair.dist}: size differs from its reference {pair.ref}")
         h, w, _ = dist.shape
         rng = np.random.default_rng([self.seed, epoch, i])
-        top = int(rng.integers(0, h - self.crop + 1))
-        left = int(rng.integers(0, w - self.crop + 1))
+        last = 0 if self.crop_rule == "full" else 1  # the authors' end is exclusive: h - crop is never drawn
+        top = int(rng.integers(0, max(h - self.crop + 1 - last, 1)))
+        left = int(rng.integers(0, max(w - self.crop + 1 - last, 1)))
         flip = rng.random() < 0.5 and self.flip != "none"
         axis = 1 if self.flip == "horizontal" else 0  # (H, W, C): axis 1 is left-right
         out = []

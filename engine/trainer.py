@@ -1,7 +1,8 @@
 """Training: splits, data check, the epoch loop, validation, checkpoints, resume, logging, DDP.
 
 Flow: options -> :func:`data.splits.prepare_splits` (dataset, reference-disjoint split, saved ``split.json``) ->
-:class:`Trainer` (model, Adam with the authors' two groups, cosine schedule stepped per iteration) ->
+:class:`Trainer` (model; Adam with the authors' two groups, cosine schedule stepped per iteration and the
+step itself from :mod:`engine.training`) ->
 ``run()``: per epoch train, validate every ``val_freq`` epochs, write ``last.pth`` and ``best.pth``.
 Under ``torchrun`` each process trains on its shard (DistributedSampler); validation scores each pair
 once on some rank and gathers the predictions; rank 0 alone writes files.
@@ -24,8 +25,9 @@ from tqdm import tqdm
 
 from data.datasets import CropPairs, EpochSampler, ScoreNorm, describe, screen_pairs
 from data.splits import prepare_splits
-from engine.device import RunContext, precision_context, seed_everything
+from engine.device import RunContext, seed_everything
 from engine.scoring import score_pairs
+from engine.training import build_optimizer, build_scheduler, step_loss
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
 from models.checkpoint import load_heads, read_checkpoint, save_checkpoint
 from utils.errors import UserError
@@ -33,30 +35,20 @@ from utils.io import check_writable, load_torch_file, remove_stale_temps, save_o
 from utils.metrics import format_metrics, iqa_metrics
 
 
-def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:
-    """Adam parameter groups: the authors' two (regressor, deform_net) at ``lr``.
+BEST_RULES = ("sum", "either")
 
-    With ``feature_lr_scale != 1`` the weights of the three layers that read the frozen backbone features
-    (``regressor.down_channel``, ``deform_net.conv_offset``, ``deform_net.deform``) move to two more groups
-    at ``lr * feature_lr_scale``. Their inputs are thousands of large, correlated channels, so Adam's
-    per-weight step changes their outputs far more than it changes the other layers'.
+
+def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
+    """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
+
+    ``sum``: SRCC + PLCC (``main``) rose. ``either``: the release's rule, SRCC or PLCC rose, each against
+    the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a lower sum).
     """
-    wide = {id(model.regressor.down_channel.weight)}
-    for name in ("conv_offset", "deform"):  # absent in the fusion ablations
-        if hasattr(model.deform_net, name):
-            wide.add(id(getattr(model.deform_net, name).weight))
-    groups = []
-    for part in (model.regressor, model.deform_net):
-        params = list(part.parameters())
-        if not params:  # no fusion parameters (ViT only, or fusion none)
-            continue
-        if feature_lr_scale == 1.0:
-            groups.append({"params": params, "lr": lr, "weight_decay": weight_decay})
-            continue
-        groups.append({"params": [p for p in params if id(p) not in wide], "lr": lr, "weight_decay": weight_decay})
-        groups.append({"params": [p for p in params if id(p) in wide], "lr": lr * feature_lr_scale,
-                       "weight_decay": weight_decay})
-    return groups
+    if rule == "sum":
+        return metrics["main"] > best.get("main", -math.inf)
+    if rule == "either":
+        return metrics["SRCC"] > best.get("SRCC", 0.0) or metrics["PLCC"] > best.get("PLCC", 0.0)
+    raise ValueError(f"rule={rule}: use one of {', '.join(BEST_RULES)}")
 
 
 def _rng_state() -> dict:
@@ -102,19 +94,18 @@ class Trainer:
             raise UserError(f"need training and validation pairs; got {describe(self.parts['train'])} and "
                             f"{describe(self.parts['val'])} (check --split_ratio / --val_list)")
         self._screen_data()
+        if opt.val_drop_last and len(self.parts["val"]) < opt.batch_size:
+            raise UserError(f"--val_drop_last with --batch_size {opt.batch_size} leaves no validation pair of "
+                            f"{len(self.parts['val'])}; lower --batch_size or drop --val_drop_last")
         train_scores = [p.score for p in self.parts["train"]]
         self.norm = ScoreNorm.fit(train_scores, "none" if opt.score_norm == "none" else "minmax")
         self.label_range = [float(min(train_scores)), float(max(train_scores))]
         self.model = self._build_model()
-        groups = optimizer_groups(self.model, opt.learning_rate, opt.weight_decay, opt.feature_lr_scale)
-        self.trainable = [p for group in groups for p in group["params"]]
-        fused = ctx.device.type in ("cuda", "cpu")  # one fused kernel per group: ~20% of a small CPU step
-        self.optimizer = torch.optim.Adam(groups, fused=fused)
+        self.optimizer = build_optimizer(self.model, opt.learning_rate, opt.weight_decay, opt.feature_lr_scale)
         self.sampler = EpochSampler(len(self.parts["train"]), opt.seed, ctx.rank, ctx.world_size)
         steps = math.ceil(len(self.sampler) / opt.batch_size)
         self.steps_per_epoch = min(steps, opt.max_steps) if opt.max_steps else steps
-        t_max = opt.T_max or opt.n_epoch * self.steps_per_epoch  # 0: one half cosine over the whole run
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t_max, eta_min=opt.eta_min)
+        self.scheduler = build_scheduler(self.optimizer, opt.T_max, opt.eta_min, opt.n_epoch * self.steps_per_epoch)
         self.start_epoch, self.best = 0, {"main": -math.inf}
         self.start_metrics: dict | None = None  # validation before any step (--validate_first)
         self.position: dict | None = None  # inside an epoch: {"epoch", "step", "loss_sum", "count"}
@@ -128,7 +119,7 @@ class Trainer:
         if opt.compile:
             self.net = torch.compile(self.net)
         self.train_set = CropPairs(self.parts["train"], self.norm([p.score for p in self.parts["train"]]),
-                                   opt.crop_size, opt.flip, opt.seed)
+                                   opt.crop_size, opt.flip, opt.seed, opt.train_crop_rule)
         self.loader = self._make_loader()
         self.writer = None
         if ctx.main:
@@ -257,16 +248,10 @@ class Trainer:
             dist_img = dist_img.to(device, non_blocking=True)
             ref_img = ref_img.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
-            with precision_context(self.opt.precision, device, strict=self.opt.strict_fp32):
-                pred = self.net(dist_img, ref_img)
-            loss = torch.nn.functional.mse_loss(pred.float(), target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.opt.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.trainable, self.opt.grad_clip)
-            self.optimizer.step()
+            loss = step_loss(self.model, self.optimizer, dist_img, ref_img, target, self.opt.precision, net=self.net,
+                             grad_clip=self.opt.grad_clip, strict_fp32=self.opt.strict_fp32)
             self.scheduler.step()
-            loss_sum += loss.detach() * len(target)
+            loss_sum += loss * len(target)
             count += len(target)
             if step % 10 == 0 or step == steps - 1:  # the only host syncs of the loop
                 value = loss.item()
@@ -282,9 +267,18 @@ class Trainer:
             loss_sum, count = total[0], int(total[1].item())
         return float(loss_sum.item() / max(count, 1))
 
-    def validate(self) -> dict[str, float]:
-        """Metrics over every validation pair exactly once (sharded across ranks, then gathered)."""
+    def validation_pairs(self) -> list:
+        """The pairs validation scores: all of them, or with ``val_drop_last`` (the release's loader) all but
+        the last partial batch of ``batch_size``."""
         pairs = self.parts["val"]
+        if self.opt.val_drop_last:
+            pairs = pairs[:len(pairs) - len(pairs) % self.opt.batch_size]
+        return pairs
+
+    def validation_predictions(self) -> list[float]:
+        """Predictions for :meth:`validation_pairs`, in order: the model in eval mode, ``val_crops`` per pair,
+        each pair scored once across ranks (sharded, then gathered)."""
+        pairs = self.validation_pairs()
         mine = list(range(self.ctx.rank, len(pairs), self.ctx.world_size))
         self.model.eval()
         results = score_pairs(self.model, [(pairs[i].dist, pairs[i].ref) for i in mine], self.opt.val_crops,
@@ -297,9 +291,16 @@ class Trainer:
             preds = {i: s for part in gathered for i, s in part.items()}
         if sorted(preds) != list(range(len(pairs))):
             raise RuntimeError(f"validation scored {len(preds)} of {len(pairs)} pairs")
-        labels = [p.score for p in pairs]
-        norm = ScoreNorm.fit(labels) if self.opt.score_norm == "per_split" else self.norm
-        return iqa_metrics([preds[i] for i in range(len(pairs))], norm(labels))
+        return [preds[i] for i in range(len(pairs))]
+
+    def validate(self) -> dict[str, float]:
+        """Metrics of :meth:`validation_predictions` against the labels, normalised as in training
+        (``per_split``: min-max within the validation pairs, as the release did per label file)."""
+        predictions = self.validation_predictions()
+        labels = [p.score for p in self.validation_pairs()]
+        # per_split fits on the whole validation file, as the release did before its loader dropped a batch
+        norm = ScoreNorm.fit([p.score for p in self.parts["val"]]) if self.opt.score_norm == "per_split" else self.norm
+        return iqa_metrics(predictions, norm(labels))
 
     def checkpoint_meta(self, epoch: int) -> dict:
         return {"score_norm": self.norm.to_dict(), "label_range": self.label_range, "split": self.split_info,
@@ -348,7 +349,7 @@ class Trainer:
             if (epoch + 1) % opt.val_freq == 0 or last:
                 metrics = self.validate()
                 line += f" val {format_metrics(metrics)}"
-                if metrics["main"] > self.best["main"]:  # by SRCC + PLCC, not SRCC *or* PLCC
+                if improves(metrics, self.best, opt.best_rule):  # default: by SRCC + PLCC, not SRCC *or* PLCC
                     self.best = {**metrics, "epoch": epoch + 1}
                     self.save("best.pth", epoch, loss, metrics)
                     line += " (best)"

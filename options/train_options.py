@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from data.crops import parse_crops
-from data.datasets import DATASETS, parse_ratio
+from data.datasets import CROP_RULES, DATASETS, parse_ratio
+from engine.trainer import BEST_RULES
 from options.base_options import BaseOptions, add_run_folder_options, str2bool
 from utils.errors import UserError
 
@@ -74,6 +75,9 @@ class TrainOptions(BaseOptions):
         g.add_argument("--eta_min", type=float, default=0.0, help="cosine annealing minimum learning rate")
         g.add_argument("--flip", type=str, default="horizontal", choices=["horizontal", "vertical", "none"],
                        help="random flip; vertical replicates the authors' accidental up-down flip")
+        g.add_argument("--train_crop_rule", type=str, default="full", choices=CROP_RULES,
+                       help="training crop positions: full = every position; authors = the release's "
+                            "randint(0, H - crop), which never reaches the last row and column")
         g.add_argument("--score_norm", type=str, default="fit", choices=["fit", "per_split", "none"],
                        help="fit: min-max fitted on training scores, stored in the checkpoint and used for "
                             "val/test; per_split: the authors' min-max within each split; none: raw scores")
@@ -83,6 +87,12 @@ class TrainOptions(BaseOptions):
                        help="clip the gradient norm of the trained parameters to this value (0: off, the authors')")
         g.add_argument("--val_freq", type=int, default=1, help="validate every N epochs")
         g.add_argument("--val_crops", type=str, default="five", help="crop protocol of validation (authors: five)")
+        g.add_argument("--val_drop_last", type=str2bool, default=False,
+                       help="true replays the release's drop_last=True: validation leaves out the last partial "
+                            "batch of --batch_size pairs; false scores every pair")
+        g.add_argument("--best_rule", type=str, default="sum", choices=BEST_RULES,
+                       help="when best.pth is written: sum = SRCC + PLCC improved; either = the release's "
+                            "SRCC or PLCC improved (both bests then move to the new epoch's values)")
         g.add_argument("--resume", action="store_true",
                        help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG)")
         g.add_argument("--max_steps", type=int, default=0, help="stop each epoch after N steps (0: full epoch)")

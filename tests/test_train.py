@@ -79,7 +79,7 @@ def test_config_file_round_trip(data_root, tmp_path):
 
 
 def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsys):
-    from engine.trainer import optimizer_groups
+    from engine.training import optimizer_groups
 
     _run(data_root, tmp_path, "scaled", "--n_epoch", "2", "--learning_rate", "3e-4", "--feature_lr_scale", "0.1",
          "--T_max", "0")
