@@ -102,16 +102,21 @@ def test_score_normalisation_round_trip():
         ScoreNorm.fit([3.0, 3.0])
 
 
-def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path):
+def ramp_pairs(folder, h: int, w: int, n: int) -> list[Pair]:
+    """``n`` copies of one pair of identical ``h x w`` images whose red channel is 30 x row, green 25 x column."""
     import cv2
 
-    h, w, c = 7, 9, 4
     ramp = np.zeros((h, w, 3), np.uint8)
     ramp[..., 0] = np.arange(h)[:, None] * 30  # red encodes the row
     ramp[..., 1] = np.arange(w)[None, :] * 25  # green encodes the column
-    cv2.imwrite(str(tmp_path / "d.png"), ramp[..., ::-1])
-    cv2.imwrite(str(tmp_path / "r.png"), ramp[..., ::-1])
-    pairs = [Pair(tmp_path / "d.png", tmp_path / "r.png", 1.0)] * 400
+    cv2.imwrite(str(folder / "d.png"), ramp[..., ::-1])
+    cv2.imwrite(str(folder / "r.png"), ramp[..., ::-1])
+    return [Pair(folder / "d.png", folder / "r.png", 1.0)] * n
+
+
+def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path):
+    h, w, c = 7, 9, 4
+    pairs = ramp_pairs(tmp_path, h, w, 400)
     data = CropPairs(pairs, np.ones(400), crop=c, flip="horizontal", seed=5)
     tops, lefts, flips = set(), set(), 0
     for i in range(400):
@@ -177,3 +182,17 @@ def test_epoch_sampler_shards_cover_every_index_once_per_epoch():
         s.set_epoch(2)
     taken = [k for s in shards for k in s]
     assert all(len(list(s)) == 4 for s in shards) and set(taken) == set(keys) and len(taken) == 12
+
+
+def test_authors_crop_rule_never_reaches_the_last_row_or_column(tmp_path):
+    h, w, c = 7, 9, 4
+    pairs = ramp_pairs(tmp_path, h, w, 300)
+    for rule, last in (("authors", 0), ("full", 1)):
+        data = CropPairs(pairs, np.ones(300), crop=c, flip="none", seed=5, crop_rule=rule)
+        tops = {int(data[i][0][0, 0, 0]) // 30 for i in range(300)}
+        lefts = {int(data[i][0][1, 0, 0]) // 25 for i in range(300)}
+        assert tops == set(range(h - c + last)) and lefts == set(range(w - c + last)), rule
+    whole = CropPairs(pairs, np.ones(300), crop=h, flip="none", crop_rule="authors")  # crop = height: top 0
+    assert int(whole[0][0][0, 0, 0]) == 0
+    with pytest.raises(UserError, match="crop_rule=exact"):
+        CropPairs(pairs, np.ones(300), crop=c, crop_rule="exact")

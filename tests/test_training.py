@@ -13,9 +13,7 @@ import torch.nn.functional as F
 
 import train
 from data.crops import crop_positions
-from data.datasets import CropPairs
 from data.images import read_image
-from data.records import Pair
 from engine.trainer import improves
 from engine.training import build_optimizer, build_scheduler, train_step
 from tests.conftest import ROOT, TINY_ARGS, shared_path, tiny_model
@@ -128,24 +126,6 @@ def test_validation_equals_the_authors_eval_epoch(data_root, tmp_path):
             assert abs(prediction - theirs) <= 1e-5 * max(1.0, abs(theirs)), pair.dist.name
     finally:
         trainer.close()
-
-
-def test_authors_crop_rule_never_reaches_the_last_row_or_column(tmp_path):
-    import cv2
-
-    h, w, c = 7, 9, 4
-    ramp = np.zeros((h, w, 3), np.uint8)
-    ramp[..., 0] = np.arange(h)[:, None] * 30  # red encodes the row
-    ramp[..., 1] = np.arange(w)[None, :] * 25  # green encodes the column
-    cv2.imwrite(str(tmp_path / "d.png"), ramp[..., ::-1])
-    pairs = [Pair(tmp_path / "d.png", tmp_path / "d.png", 1.0)] * 300
-    for rule, last in (("authors", 0), ("full", 1)):
-        data = CropPairs(pairs, np.ones(300), crop=c, flip="none", seed=5, crop_rule=rule)
-        tops = {int(data[i][0][0, 0, 0]) // 30 for i in range(300)}
-        lefts = {int(data[i][0][1, 0, 0]) // 25 for i in range(300)}
-        assert tops == set(range(h - c + last)) and lefts == set(range(w - c + last)), rule
-    whole = CropPairs(pairs, np.ones(300), crop=h, flip="none", crop_rule="authors")  # crop = height: top 0
-    assert int(whole[0][0][0, 0, 0]) == 0
 
 
 def test_best_rule_either_is_the_releases_srcc_or_plcc():
