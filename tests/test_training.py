@@ -21,7 +21,7 @@ from tests.conftest import ROOT, TINY_ARGS, shared_path, tiny_model
 PRESET = ROOT / "options" / "presets" / "authors_release.json"
 TINY_RUN = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "64", "--crop_size", "32",
             "--batch_size", "4", "--pretrained_backbones", "false", "--device", "cpu", *TINY_ARGS,
-            "--seed", "7", "--max_steps", "2", "--progress", "false"]
+            "--seed", "7", "--max_steps", "2", "--progress", "false", "--num_workers", "0"]
 
 
 @pytest.fixture(scope="module")
