@@ -80,8 +80,9 @@ def step_loss(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor,
     parameters' gradients (those in ``optimizer``) before the step. ``strict_fp32``: fp32 without TF32 on GPUs.
     """
     # The backbones are frozen modules that stay in eval mode whatever mode the caller set.
-    model.vit.eval()
-    model.cnn.eval()
+    for backbone in (model.vit, model.cnn):  # one of them is None in the branch ablations
+        if backbone is not None:
+            backbone.eval()
     with precision_context(precision, dist.device, strict=strict_fp32):
         pred = (net or model)(dist, ref)
     loss = F.mse_loss(pred.float(), target.float())
