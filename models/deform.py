@@ -50,7 +50,7 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     ``x`` ``(B * k, C_in, H, W)``; ``offset`` ``(B, 18, H, W)`` in torchvision's layout (for kernel tap
     ``t = 3 * i + j``, channels ``2t, 2t+1`` hold ``(dy, dx)``); images ``x[b * k : (b + 1) * k]`` all use
     ``offset[b]``, so one set of offsets serves several feature maps (AHIQ: distorted and reference).
-    ``weight`` ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, channels-last.
+    ``weight`` ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, contiguous (NCHW).
 
     Works on pixel rows (channels contiguous): each tap's bilinear sample is one ``embedding_bag`` pass (a
     weighted sum of 4 contiguous rows), and its contribution is accumulated inside the GEMM (``addmm_``),
@@ -74,8 +74,10 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
         sampled = F.embedding_bag(index.t().contiguous(), rows, per_sample_weights=wts[..., 0].t().to(x.dtype).contiguous(),
                                   mode="sum")
         out.addmm_(sampled.view(b * h * w * k, c_in), taps[tap])
-    # rows (B, H, W, k, C_out) -> (B*k, C_out, H, W), channels-last (a copy only when k > 1).
-    return out.view(b, h, w, k, c_out).permute(0, 3, 1, 2, 4).reshape(n, h, w, c_out).permute(0, 3, 1, 2)
+    # rows (B, H, W, k, C_out) -> (B*k, C_out, H, W) in one copy. Contiguous, as torchvision returns it: the
+    # convolutions after it then sum in the same order as the authors' (in channels-last they take another
+    # kernel whose rounding, amplified by training, moved 0.6 % of the weights of a 3-step check by > 1e-6).
+    return out.view(b, h, w, k, c_out).permute(0, 3, 4, 1, 2).reshape(n, c_out, h, w)
 
 
 def deform_conv3x3_torchvision(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
