@@ -1,22 +1,30 @@
 """score.py as a whole process against the authors' computation pattern in-process, on real image pairs.
 
-    python benchmarks/score_process.py --ref REF_DIR --dist DIST_DIR [--crops five] [--device cpu] [--precision fp32]
+    python benchmarks/score_process.py [--ref REF_DIR --dist DIST_DIR] [--crops five] [--precision fp32,bf16]
 
 (a) the authors' pattern (``benchmarks/authors_pattern.py``) in this process, models already built, one crop
-at a time; (b) ``python score.py`` as a subprocess: start-up, model building and scoring all counted. Both
-use the same seeded random weights (written to a temporary folder), so their scores must agree.
-Without --ref/--dist the real KADID-10k subset in ../shared/data/mini is used when present.
+at a time; (b) ``python score.py`` as a subprocess, once per precision: start-up, model building and scoring
+all counted (score.py computes each reference's side once). Both use the same seeded random weights (written
+to a temporary folder), so their scores must agree. Wall and CPU seconds are both printed: on a shared
+machine the CPU seconds (all threads, the child's from ``getrusage``) are the steadier comparison.
+Without --ref/--dist: one reference with ``--distorted`` (8) distorted 512x384 images, the real KADID-10k
+reference I01 and its 4 real distorted images from ../shared/data/mini plus JPEG and noise versions of it made
+here (all generated when the subset is absent).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import timm
 import torch
 
@@ -29,21 +37,48 @@ from data.images import pair_paths, read_image  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
 
 
-def main(argv=None) -> None:
+def one_reference_set(folder: Path, distorted: int) -> Path:
+    """``folder/images``: reference I01.png and ``distorted`` versions (the real KADID-10k ones first)."""
     mini = ROOT.parent / "shared" / "data" / "mini" / "KADID-10k-mini" / "images"
+    out = folder / "images"
+    out.mkdir()
+    if (mini / "I01.png").is_file():
+        shutil.copy(mini / "I01.png", out / "I01.png")
+        for real in sorted(mini.glob("I01_*.png"))[:distorted]:
+            shutil.copy(real, out / real.name)
+        reference = cv2.imread(str(out / "I01.png"))
+    else:
+        rng = np.random.default_rng(0)
+        reference = np.clip(cv2.GaussianBlur(rng.random((384, 512, 3)).astype(np.float32), (0, 0), 3) * 510 - 128,
+                            0, 255).astype(np.uint8)
+        cv2.imwrite(str(out / "I01.png"), reference)
+    rng = np.random.default_rng(1)
+    for k in range(distorted - len(list(out.glob("I01_*.png")))):  # JPEG at falling quality, then noise
+        if k % 2 == 0:
+            image = cv2.imdecode(cv2.imencode(".jpg", reference, [cv2.IMWRITE_JPEG_QUALITY, 40 - 10 * (k // 2)])[1], 1)
+        else:
+            image = np.clip(reference + rng.normal(0, 5 + 5 * k, reference.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(out / f"I01_9{k}_01.png"), image)
+    return out
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ref", default=str(mini))
-    p.add_argument("--dist", default=str(mini))
+    p.add_argument("--ref", default=None, help="reference file or folder (default: one reference, see above)")
+    p.add_argument("--dist", default=None, help="distorted file or folder")
+    p.add_argument("--distorted", type=int, default=8, help="distorted images of the default reference")
     p.add_argument("--crops", default="five")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--precision", default="fp32,bf16", help="comma list; one score.py run each")
+    p.add_argument("--batch_size", type=int, default=4)
     args = p.parse_args(argv)
-    pairs, problems = pair_paths(args.ref, args.dist)
-    if problems or not pairs:
-        sys.exit(f"no usable pairs in {args.ref} / {args.dist}: {problems[:3]}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if not args.ref:
+            args.ref = args.dist = str(one_reference_set(tmp, args.distorted))
+        pairs, problems = pair_paths(args.ref, args.dist)
+        if problems or not pairs:
+            sys.exit(f"no usable pairs in {args.ref} / {args.dist}: {problems[:3]}")
         torch.manual_seed(0)
         vit, cnn = timm.create_model("vit_base_patch8_224"), timm.create_model("resnet50")
         torch.save(vit.state_dict(), tmp / "vit.pth")
@@ -52,30 +87,37 @@ def main(argv=None) -> None:
         torch.save({"regressor_model_state_dict": model.regressor.state_dict(),
                     "deform_net_model_state_dict": model.deform_net.state_dict()}, tmp / "ahiq.pth")
         reference = AuthorsPattern(model)
+        sizes = {tuple(read_image(d).shape[:2]) for d, _ in pairs}
+        print(f"{len(pairs)} pairs of {len({r for _, r in pairs})} reference(s), sizes {sorted(sizes)}, "
+              f"crops={args.crops}, batch_size={args.batch_size}, device={args.device}, "
+              f"threads={torch.get_num_threads()}", flush=True)
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         expected = {}
         for dist_path, ref_path in pairs:
             dist = torch.from_numpy(read_image(dist_path)).permute(2, 0, 1)[None].float() / 255
             ref = torch.from_numpy(read_image(ref_path)).permute(2, 0, 1)[None].float() / 255
             positions = crop_positions(args.crops, dist.shape[-2], dist.shape[-1], 224)
             expected[dist_path.name] = reference.score_image(dist, ref, positions, 224).item()
-        t_authors = time.perf_counter() - start
+        t_authors, cpu_authors = time.perf_counter() - start, time.process_time() - cpu_start
+        print(f"authors' pattern in-process: {t_authors:.1f} s wall, {cpu_authors:.1f} s CPU", flush=True)
 
-        out = tmp / "scores.csv"
-        cmd = [sys.executable, "score.py", "--ref", args.ref, "--dist", args.dist, "--checkpoint", str(tmp / "ahiq.pth"),
-               "--vit_weights", str(tmp / "vit.pth"), "--cnn_weights", str(tmp / "cnn.pth"), "--crops", args.crops,
-               "--device", args.device, "--precision", args.precision, "--batch_size", str(args.batch_size),
-               "--output", str(out), "--quiet"]
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-        t_ours = time.perf_counter() - start
-        ours = {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}
-    diff = max(abs(ours[k] - v) for k, v in expected.items())
-    print(f"{len(pairs)} pairs, crops={args.crops}, device={args.device}, threads={torch.get_num_threads()}")
-    print(f"authors' pattern in-process: {t_authors:.1f} s")
-    print(f"score.py whole process ({args.precision}): {t_ours:.1f} s  -> {t_authors / t_ours:.2f}x; "
-          f"max |score difference| {diff:.2e}")
+        for precision in args.precision.split(","):
+            out = tmp / f"scores_{precision}.csv"
+            cmd = [sys.executable, "score.py", "--ref", args.ref, "--dist", args.dist, "--checkpoint",
+                   str(tmp / "ahiq.pth"), "--vit_weights", str(tmp / "vit.pth"), "--cnn_weights", str(tmp / "cnn.pth"),
+                   "--crops", args.crops, "--device", args.device, "--precision", precision, "--batch_size",
+                   str(args.batch_size), "--output", str(out), "--quiet"]
+            start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+            t_ours = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_ours = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            ours = {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}
+            diff = max(abs(ours[k] - v) for k, v in expected.items())
+            print(f"score.py whole process ({precision}): {t_ours:.1f} s wall -> {t_authors / t_ours:.2f}x, "
+                  f"{cpu_ours:.1f} s CPU -> {cpu_authors / cpu_ours:.2f}x; max |score difference| {diff:.2e}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,18 @@
 (b) ours in fp32 and bf16: truncated backbones, all crops of a batch in one forward, offsets once, the
 sampled deformable convolution (optionally ``--compile``). All models share seeded random weights; the
 table gives pairs/s, the ratio to (a), peak memory, and the largest score difference to (a).
+
+The ``dataset`` case scores 1 reference x 8 distorted images (PNG files, five crops, ``score_pairs`` with
+batch 4) the authors' way, pair by pair (``reuse_reference=False``) and with the reference's side computed
+once and reused, and prints the size of one reference's cache for five and twenty crops.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +31,8 @@ from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
 from data.crops import crop_positions  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
 from engine.device import precision_context, resolve_device  # noqa: E402
-from engine.scoring import crop_batch  # noqa: E402
+from data.images import read_image  # noqa: E402
+from engine.scoring import crop_batch, score_pairs  # noqa: E402
 
 
 def _sync(device):
@@ -120,6 +127,62 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     return rows
 
 
+def dataset(model, reference, reference_image, crop, device, args) -> list[tuple]:
+    """1 reference x N distorted image files, five crops: authors, pair by pair, reference side reused."""
+    import cv2
+
+    rows = []
+    gen = torch.Generator().manual_seed(3)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_path = Path(tmp) / "I01.png"
+        cv2.imwrite(str(ref_path), reference_image.permute(1, 2, 0).flip(-1).cpu().numpy().copy())
+        pairs = []
+        for k in range(args.dataset_images):  # distortions of growing strength
+            noise = torch.randint(-4 * (k + 1), 4 * (k + 1) + 1, reference_image.shape, generator=gen)
+            image = (reference_image.cpu().int() + noise).clamp(0, 255).to(torch.uint8)
+            pairs.append((Path(tmp) / f"I01_{k + 1:02d}_01.png", ref_path))
+            cv2.imwrite(str(pairs[-1][0]), image.permute(1, 2, 0).flip(-1).numpy().copy())
+        positions = crop_positions("five", args.image, args.image, crop)
+
+        def tensor(path):
+            return torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].to(device)
+
+        def authors(todo):
+            return torch.stack([reference.score_image(tensor(d), tensor(r), positions, crop)[0] for d, r in todo]).cpu()
+
+        def ours(todo, precision, reuse):
+            return torch.tensor([r.score for r in score_pairs(model, todo, "five", crop, batch_size=4,
+                                                              precision=precision, progress=False,
+                                                              reuse_reference=reuse)])
+
+        def timed(fn):
+            fn(pairs[:1])  # warm-up on one pair: the whole set once more would double a CPU run
+            _sync(device)
+            _reset_peak(device)
+            start = time.perf_counter()
+            out = fn(pairs)
+            _sync(device)
+            return out, time.perf_counter() - start, _peak_gib(device)
+
+        name = f"dataset 1x{len(pairs)}"
+        base, t_base, mem = timed(authors)
+        rows.append((name, "authors fp32", len(pairs) / t_base, 1.0, mem, 0.0))
+        for precision in ("fp32", "bf16"):
+            scores = {}
+            for reuse, label in ((False, "pair by pair"), (True, "reference reused")):
+                scores[reuse], t, mem = timed(functools.partial(ours, precision=precision, reuse=reuse))
+                rows.append((name, f"ours {precision} {label}", len(pairs) / t, t_base / t, mem,
+                             (scores[reuse] - base).abs().max().item()))
+            print(f"{name} {precision}: max |reused - pair by pair| = "
+                  f"{(scores[True] - scores[False]).abs().max().item():.2e}", flush=True)
+        for precision in ("fp32", "bf16"):  # the cache is one row per crop: measure one crop
+            with torch.inference_mode(), precision_context(precision, device):
+                per_crop = model.encode_reference(crop_batch([tensor(ref_path)[0]], [positions[:1]], crop)).nbytes
+            print(f"reference cache ({crop}x{crop} crops, {precision}, one reference held): five crops "
+                  f"{5 * per_crop / 2**20:.1f} MiB, twenty crops {20 * per_crop / 2**20:.1f} MiB", flush=True)
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -131,7 +194,12 @@ def main(argv=None) -> None:
     p.add_argument("--train_steps", type=int, default=None, help="timed steps (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--repeats", type=int, default=None, help="timed scoring repeats (default 3 on CUDA, 1 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--cases", default="score,train,dataset", help="comma list of score, train, dataset")
+    p.add_argument("--dataset_images", type=int, default=8, help="distorted images of the one reference (dataset)")
     args = p.parse_args(argv)
+    cases = set(args.cases.split(","))
+    if cases - {"score", "train", "dataset"}:
+        p.error(f"--cases {args.cases}: choose from score, train, dataset")
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     args.pairs = args.pairs or (8 if gpu else 1)
@@ -141,7 +209,8 @@ def main(argv=None) -> None:
     batches = [int(b) for b in (args.train_batches or ("4,32" if gpu else "4")).split(",")]
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; {args.pairs} pairs of {args.image}x{args.image}, "
-          f"{args.crops} random crops of {args.crop}; random weights", flush=True)
+          f"{args.crops} random crops of {args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, "
+          f"five crops; random weights", flush=True)
 
     torch.manual_seed(0)
     model = build_ahiq(pretrained_backbones=False)
@@ -159,11 +228,15 @@ def main(argv=None) -> None:
     dist, ref = dist.to(device), ref.to(device)
     positions = crop_positions(f"random:{args.crops}", args.image, args.image, args.crop, seed=1919)
 
-    rows = scoring(model, reference, (dist, ref), positions, args.crop, device, args)
-    print(f"authors' scores: {[round(v, 4) for v in rows[0][-1]]}")
-    rows[0] = rows[0][:-1] + (0.0,)
+    rows = []
+    if "score" in cases:
+        rows = scoring(model, reference, (dist, ref), positions, args.crop, device, args)
+        print(f"authors' scores: {[round(v, 4) for v in rows[0][-1]]}")
+        rows[0] = rows[0][:-1] + (0.0,)
+    if "dataset" in cases:
+        rows += dataset(model, reference, ref[0], args.crop, device, args)
     with contextlib.suppress(torch.cuda.OutOfMemoryError):
-        for batch in batches:
+        for batch in batches if "train" in cases else []:
             rows += training(model, reference, batch, args.crop, device, args)
     print("\n| task | path | pairs/s | vs authors | peak GiB | max abs score diff |\n|---|---|---|---|---|---|")
     for task, path, rate, ratio, mem, diff in rows:

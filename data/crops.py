@@ -4,6 +4,9 @@
 4 edge midpoints, the authors' order); ``random:N`` (N seeded uniform positions that can reach the last
 row and column, unlike the authors' ``randint(0, h - 224)``); ``grid:N`` (N positions on a uniform
 rows x cols grid spanning the image, corners included).
+
+Every protocol's windows depend on the image size (and, for ``random:N``, the seed) alone, so all distorted
+images of a reference share its crops and scoring computes the reference's side once (``engine.scoring``).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import numpy as np
 from utils.errors import UserError
 
 PROTOCOLS = "center, five, nine, random:N, grid:N"
+REUSE_NOTE = ("each reference's crops go through the network once for all its distorted images (every protocol "
+              "qualifies: its windows depend only on the image size and --seed)")
 
 
 def parse_crops(spec: str) -> tuple[str, int]:

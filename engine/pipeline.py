@@ -23,14 +23,17 @@ def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn
     """``(net to call, the AHIQ model, device)``: heads from ``checkpoint``, ``overrides`` of its architecture.
 
     The seed is set first, so random weights (no checkpoint, random backbones) are the same on every run.
-    ``net`` is the compiled model when ``compile`` is set, else the model itself.
+    With ``compile`` the backbones, the fusion and the head are compiled in place, so that scoring with a
+    reference's side reused (``encode_reference``/``score_distorted``) runs compiled too; ``net`` is the model.
     """
     where = resolve_device(device)
     torch.manual_seed(seed)
     model = load_model(checkpoint, vit_weights=vit_weights, cnn_weights=cnn_weights,
                        pretrained_backbones=pretrained_backbones, device=where, **(overrides or {}))
-    net = torch.compile(model) if compile else model
-    return net, model, where
+    if compile:
+        for part in (model.vit, model.cnn, model.deform_net, model.regressor):
+            part.compile()
+    return model, model, where
 
 
 def score_and_map(net: torch.nn.Module, pairs: Sequence[tuple[Path, Path]], *, crops: str, crop_size: int, seed: int,

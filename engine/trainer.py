@@ -26,7 +26,7 @@ from tqdm import tqdm
 from data.datasets import CropPairs, EpochSampler, ScoreNorm, describe, screen_pairs
 from data.splits import prepare_splits
 from engine.device import RunContext, seed_everything
-from engine.scoring import score_pairs
+from engine.scoring import reference_order, score_pairs
 from engine.training import build_optimizer, build_scheduler, step_loss
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
 from models.checkpoint import load_heads, read_checkpoint, save_checkpoint
@@ -277,9 +277,13 @@ class Trainer:
 
     def validation_predictions(self) -> list[float]:
         """Predictions for :meth:`validation_pairs`, in order: the model in eval mode, ``val_crops`` per pair,
-        each pair scored once across ranks (sharded, then gathered)."""
+        each pair scored once across ranks (sharded, then gathered). Each rank takes a contiguous run of the
+        pairs grouped by reference, so it encodes each of its references once (``score_pairs`` reuses a
+        reference's side for all its distorted images)."""
         pairs = self.validation_pairs()
-        mine = list(range(self.ctx.rank, len(pairs), self.ctx.world_size))
+        grouped = reference_order([(p.dist, p.ref) for p in pairs])
+        rank, world = self.ctx.rank, self.ctx.world_size
+        mine = grouped[len(pairs) * rank // world:len(pairs) * (rank + 1) // world]
         self.model.eval()
         results = score_pairs(self.model, [(pairs[i].dist, pairs[i].ref) for i in mine], self.opt.val_crops,
                               self.opt.crop_size, self.opt.seed, batch_size=max(1, self.opt.batch_size),

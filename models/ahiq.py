@@ -12,11 +12,15 @@ Data path for one batch of crop pairs (defaults: ViT-B/8 blocks 1-5, ResNet-50 l
 Ablations of the paper (``ModelConfig``; defaults are the authors'): ``branches`` vit / cnn (one backbone
 only), ``fusion`` conv (a plain 3x3 conv in place of the deformable one) / none (CNN features only
 resampled to the ViT grid), ``pooling`` mean (score = mean of f, no weight map).
+
+``forward(dist, ref)`` is ``reference_side`` followed by ``distorted_side`` on one backbone pass;
+``encode_reference`` and ``score_distorted`` are the same two halves, to reuse a reference's side (its
+offsets and the head's projection of its features) for all its distorted images.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -264,10 +268,18 @@ class PatchScoreHead(nn.Module):
             self.conv_attent = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1), nn.Sigmoid())
         self.conv = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1))
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, C, h, w)`` of one image -> its terms ``(N, channels, h, w)`` (``down_channel``); each
+        image is projected alone, so a reference's terms can be kept and reused."""
+        return self.down_channel(x)
+
     def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = pair.shape[0]
-        down = self.down_channel(pair.flatten(0, 1)).unflatten(0, (b, 2))
-        dist, ref = down[:, 0], down[:, 1]
+        down = self.project(pair.flatten(0, 1)).unflatten(0, (b, 2))
+        return self.compare(down[:, 0], down[:, 1])
+
+    def compare(self, dist: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The distorted and reference terms (``project``) -> ``score``, ``f``, ``w`` as ``forward``."""
         feat = self.conv1(self.feat_smoothing(torch.cat((dist - ref, dist, ref), dim=1)))
         f = self.conv(feat)
         if self.pooling == "mean":
@@ -275,6 +287,43 @@ class PatchScoreHead(nn.Module):
         w = self.conv_attent(feat)
         score = (f * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
         return score.squeeze(1), f, w
+
+
+@dataclass
+class ReferenceSide:
+    """What the distorted side needs from the reference crops; it depends on them alone.
+
+    Row ``i`` of every tensor belongs to reference crop ``i``: ``offset (N, 18, H, W)`` steers the deformable
+    conv of the distorted crop (None for the other fusions); ``terms (N, channels, h, w)`` is the head's
+    projection of the reference features. Computed by :meth:`AHIQ.encode_reference`, consumed by
+    :meth:`AHIQ.score_distorted`. A new field is carried by ``select``/``cat``/``nbytes`` as long as it is a
+    tensor with one row per crop, or None.
+    """
+
+    offset: torch.Tensor | None
+    terms: torch.Tensor
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def select(self, index: torch.Tensor | slice) -> "ReferenceSide":
+        """The rows ``index`` (a slice is a view; ``.clone()`` it to keep it alone)."""
+        return replace(self, **{k: t[index] for k, t in self._tensors().items()})
+
+    def clone(self) -> "ReferenceSide":
+        return replace(self, **{k: t.clone() for k, t in self._tensors().items()})
+
+    @staticmethod
+    def cat(sides: list["ReferenceSide"]) -> "ReferenceSide":
+        first = sides[0]
+        return replace(first, **{k: torch.cat([getattr(s, k) for s in sides]) for k in first._tensors()})
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._tensors().values())
 
 
 class AHIQ(nn.Module):
@@ -350,22 +399,53 @@ class AHIQ(nn.Module):
         if dist.shape != ref.shape:
             raise ValueError(f"distorted {tuple(dist.shape)} and reference {tuple(ref.shape)} differ in shape")
         b = dist.shape[0]
-        both = self.normalise(torch.stack((dist, ref), dim=1).flatten(0, 1))  # (2B, 3, H, W), pairs adjacent
-        features = []
-        vit = self.vit(both) if self.vit is not None else None
-        if vit is not None:
-            features.append(vit)
-        if self.cnn is not None:
-            cnn = self.cnn(both)
-            steer = (vit if vit is not None else cnn).unflatten(0, (b, 2))[:, 1]  # the reference's features
-            offset = self.deform_net.offsets(steer, cnn.shape[-2:])
+        vit, cnn = self.features(torch.stack((dist, ref), dim=1).flatten(0, 1))  # one backbone pass, pairs adjacent
+
+        def pick(t, k):
+            return None if t is None else t.unflatten(0, (b, 2))[:, k]
+
+        reference = self.reference_side(pick(vit, 1), pick(cnn, 1))
+        return self.distorted_side(pick(vit, 0), pick(cnn, 0), reference, return_maps)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Images ``(N, 3, H, W)`` -> ViT map ``(N, C_vit, H/p, W/p)`` and CNN map (None for an absent branch)."""
+        x = self.normalise(x)
+        return (self.vit(x) if self.vit is not None else None), (self.cnn(x) if self.cnn is not None else None)
+
+    def _terms(self, vit: torch.Tensor | None, cnn: torch.Tensor | None, offset: torch.Tensor | None) -> torch.Tensor:
+        parts = [] if vit is None else [vit]
+        if cnn is not None:
             if self.checkpoint_fusion and torch.is_grad_enabled():
                 fused = checkpoint(self.deform_net, cnn, offset, use_reentrant=False)
             else:
                 fused = self.deform_net(cnn, offset)
-            features.append(fused.to(features[0].dtype if features else cnn.dtype))
-        score, f, w = self.regressor(torch.cat(features, dim=1).unflatten(0, (b, 2)))
+            parts.append(fused.to(parts[0].dtype if parts else cnn.dtype))
+        return self.regressor.project(torch.cat(parts, dim=1))
+
+    def reference_side(self, vit: torch.Tensor | None, cnn: torch.Tensor | None) -> ReferenceSide:
+        """Everything computed from the reference crops' features: offsets (None without a deformable fusion;
+        without ViT the reference's CNN features steer) and the head's reference terms."""
+        offset = None if cnn is None else self.deform_net.offsets(vit if vit is not None else cnn, cnn.shape[-2:])
+        return ReferenceSide(offset=offset, terms=self._terms(vit, cnn, offset))
+
+    def distorted_side(self, vit: torch.Tensor | None, cnn: torch.Tensor | None, reference: ReferenceSide,
+                       return_maps: bool):
+        """Scores of distorted crops (features ``vit``, ``cnn``) against ``reference`` row by row."""
+        score, f, w = self.regressor.compare(self._terms(vit, cnn, reference.offset), reference.terms)
         return (score, f, w) if return_maps else score
+
+    def encode_reference(self, ref: torch.Tensor) -> ReferenceSide:
+        """Reference crops ``(N, 3, H, W)`` -> their :class:`ReferenceSide`, to score any number of distorted crops."""
+        return self.reference_side(*self.features(ref))
+
+    def score_distorted(self, dist: torch.Tensor, reference: ReferenceSide, return_maps: bool = False):
+        """``forward(dist, ref)`` with the reference side already computed: ``reference`` row ``i`` is ``ref[i]``'s
+        (``reference.select(index)`` lines rows up with the distorted crops)."""
+        if len(reference) != len(dist) or reference.terms.shape[-2:] != (dist.shape[-2] // self.patch_size,
+                                                                         dist.shape[-1] // self.patch_size):
+            raise ValueError(f"distorted {tuple(dist.shape)} does not match a reference side of {len(reference)} "
+                             f"crops with {tuple(reference.terms.shape[-2:])} patches")
+        return self.distorted_side(*self.features(dist), reference, return_maps)
 
 
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,

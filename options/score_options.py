@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.crops import PROTOCOLS, parse_crops
+from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
 from options.base_options import BaseOptions
 from utils.errors import UserError
 
@@ -17,8 +17,8 @@ class ScoreOptions(BaseOptions):
         g.add_argument("--ref", type=str, required=True, help="reference image or folder")
         g.add_argument("--dist", type=str, required=True, help="distorted image or folder (paired by file name)")
         g.add_argument("--crops", type=str, default="center",
-                       help=f"crop protocol: {PROTOCOLS}; the score is the mean over crops")
-        g.add_argument("--batch_size", type=int, default=4, help="image pairs per forward pass (all their crops)")
+                       help=f"crop protocol: {PROTOCOLS}; the score is the mean over crops; {REUSE_NOTE}")
+        g.add_argument("--batch_size", type=int, default=4, help="distorted images per forward pass (all their crops)")
         g.add_argument("--output", type=str, default=None, help="CSV file (dist,ref,score), written atomically")
         g.add_argument("--save_maps", type=str, default=None,
                        help="folder for one PNG per pair: the image beside its score and weight maps")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.crops import PROTOCOLS, parse_crops
+from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
 from options.base_options import BaseOptions, add_run_folder_options, str2bool
 from options.train_options import add_data_options, check_data_options
 from utils.errors import UserError
@@ -28,10 +28,12 @@ class TestOptions(BaseOptions):
         g.add_argument("--dist_dir", type=str, default=None, help="distorted folder, paired with --ref_dir by name")
         g.add_argument("--labels", type=str, default=None, help="labels of --dist_dir (name,score) for metrics")
         g.add_argument("--crops", type=str, default="random:20",
-                       help=f"crop protocol ({PROTOCOLS}); default the authors' test: 20 random crops, seed 1919")
+                       help=f"crop protocol ({PROTOCOLS}); default the authors' test: 20 random crops, seed 1919; "
+                            f"{REUSE_NOTE}")
         g.add_argument("--flip_tta", type=str2bool, default=False,
                        help="also score the left-right flipped pair and average (test-time augmentation)")
-        g.add_argument("--batch_size", type=int, default=4, help="pairs per forward pass (all their crops); 1 works")
+        g.add_argument("--batch_size", type=int, default=4,
+                       help="distorted images per forward pass (all their crops); 1 works")
         g.add_argument("--output", type=str, default=None, help="name,score file (default checkpoints/<name>/results.txt)")
         g.add_argument("--ntire_zip", type=str, default=None,
                        help="also write the NTIRE submission zip (output.txt + readme.txt)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.crops import parse_crops
+from data.crops import REUSE_NOTE, parse_crops
 from data.datasets import CROP_RULES, DATASETS, parse_ratio
 from engine.trainer import BEST_RULES
 from options.base_options import BaseOptions, add_run_folder_options, str2bool
@@ -86,7 +86,8 @@ class TrainOptions(BaseOptions):
         g.add_argument("--grad_clip", type=float, default=0.0,
                        help="clip the gradient norm of the trained parameters to this value (0: off, the authors')")
         g.add_argument("--val_freq", type=int, default=1, help="validate every N epochs")
-        g.add_argument("--val_crops", type=str, default="five", help="crop protocol of validation (authors: five)")
+        g.add_argument("--val_crops", type=str, default="five",
+                       help=f"crop protocol of validation (authors: five); {REUSE_NOTE}")
         g.add_argument("--val_drop_last", type=str2bool, default=False,
                        help="true replays the release's drop_last=True: validation leaves out the last partial "
                             "batch of --batch_size pairs; false scores every pair")

@@ -340,3 +340,22 @@ def test_ablation_parts_equal_their_reference_formulations():
     vit_only = AHIQ(vits[8], None, _tiny(branches="vit", fusion="none"))
     assert vit_only.regressor.down_channel.in_channels == vits[8].out_channels
     assert not list(vit_only.deform_net.parameters())
+
+
+def test_reference_side_reused_equals_forward(small_model):
+    torch.manual_seed(10)
+    ref = torch.rand(2, 3, 64, 96)
+    index = torch.tensor([0, 1, 1, 0, 1])
+    dist = (ref[index] + 0.2 * torch.randn(5, 3, 64, 96)).clamp(0, 1)
+    with torch.no_grad():
+        expected = small_model(dist, ref[index], return_maps=True)
+        side = small_model.encode_reference(ref)
+        got = small_model.score_distorted(dist, side.select(index), return_maps=True)
+    terms = small_model.regressor.down_channel.out_channels
+    assert len(side) == 2 and side.nbytes == 2 * (18 * 16 * 24 + terms * 8 * 12) * 4
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-6)  # scores: fp32 rounding
+    for a, b in zip(got[1:], expected[1:]):  # maps f (values near 1) and w
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert expected[0].std() > 1e-3
+    with pytest.raises(ValueError, match="does not match a reference side"):
+        small_model.score_distorted(dist, side)

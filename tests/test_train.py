@@ -182,3 +182,22 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "was trained with vit_blocks 1,3, the options say (1, 2, 3, 4, 5)" in err
+
+
+def test_validation_encodes_each_reference_once(data_root, tmp_path, monkeypatch):
+    from models.ahiq import AHIQ
+
+    encoded = []
+    original = AHIQ.encode_reference
+
+    def counting(self, ref):
+        encoded.append(len(ref))
+        return original(self, ref)
+
+    monkeypatch.setattr(AHIQ, "encode_reference", counting)
+    best = _run(data_root, tmp_path, "val_reuse", "--n_epoch", "1", "--val_crops", "five")
+    split = json.loads((tmp_path / "val_reuse" / "split.json").read_text())["splits"]
+    log = (tmp_path / "val_reuse" / "train.log").read_text()
+    assert len(split["val"]) == 1 and "val=24 pairs from 1 references" in log  # 6 batches of 4
+    assert encoded == [5]  # the one validation reference's five crops, once for its 24 distorted images
+    assert math.isfinite(best["SRCC"])
