@@ -359,3 +359,19 @@ def test_reference_side_reused_equals_forward(small_model):
     assert expected[0].std() > 1e-3
     with pytest.raises(ValueError, match="does not match a reference side"):
         small_model.score_distorted(dist, side)
+
+
+@pytest.mark.parametrize("changes", [dict(branches="cnn"), dict(fusion="conv"), dict(branches="vit", fusion="none"),
+                                     dict(pooling="mean")])
+def test_reference_side_reused_equals_forward_in_the_ablations(changes):
+    vits, cnns = _tiny_backbones()
+    cfg = _tiny(**changes)
+    model = AHIQ(vits[8] if cfg.branches != "cnn" else None, cnns[1] if cfg.branches != "vit" else None, cfg).eval()
+    torch.manual_seed(11)
+    ref = torch.rand(2, 3, 32, 64)
+    index = torch.tensor([1, 0, 1])
+    dist = (ref[index] + 0.2 * torch.randn(3, 3, 32, 64)).clamp(0, 1)
+    with torch.no_grad():
+        expected = model(dist, ref[index])
+        got = model.score_distorted(dist, model.encode_reference(ref).select(index))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
