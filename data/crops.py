@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from utils.errors import UserError
+from utils.errors import UserError, arg
 
 PROTOCOLS = "center, five, nine, random:N, grid:N"
 REUSE_NOTE = ("each reference's crops go through the network once for all its distorted images (every protocol "
@@ -29,7 +29,7 @@ def parse_crops(spec: str) -> tuple[str, int]:
         return kind, fixed[kind]
     if kind in ("random", "grid") and count.isdigit() and int(count) > 0:
         return kind, int(count)
-    raise UserError(f"--crops {spec}: unknown crop protocol; use one of {PROTOCOLS}")
+    raise UserError(f"{arg('crops')}{spec}: unknown crop protocol; use one of {PROTOCOLS}")
 
 
 def _grid_shape(n: int, height: int, width: int) -> tuple[int, int]:
@@ -42,7 +42,8 @@ def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 19
     """``(top, left)`` of each crop of size ``crop`` in an image of ``height x width`` under protocol ``spec``."""
     kind, n = parse_crops(spec)
     if height < crop or width < crop:
-        raise UserError(f"image {width}x{height} is smaller than the {crop}x{crop} crop; use a smaller --crop_size")
+        raise UserError(f"image {width}x{height} is smaller than the {crop}x{crop} crop; "
+                        f"use a smaller {arg('crop_size')}value")
     bottom, right = height - crop, width - crop
     mid_top, mid_left = height // 2 - crop // 2, width // 2 - crop // 2
     if kind == "random":

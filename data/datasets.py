@@ -50,9 +50,9 @@ def load_dataset(name: str, root: str | Path, *, train_list: str | None = None, 
     from data.standard import LOADERS
 
     if name not in LOADERS:
-        raise UserError(f"--dataset {name}: choose one of {', '.join(DATASETS)}")
+        raise UserError(f"{arg('dataset')}{name}: choose one of {', '.join(DATASETS)}")
     if not root.is_dir():
-        raise UserError(f"--data_root {root}: folder not found")
+        raise UserError(f"{arg('data_root')}{root}: folder not found")
     return LOADERS[name](root)
 
 
@@ -63,7 +63,7 @@ def parse_ratio(text: str) -> tuple[float, float, float]:
     except ValueError:
         parts = []
     if len(parts) not in (2, 3) or any(p < 0 for p in parts) or parts[0] <= 0:
-        raise UserError(f"--split_ratio {text}: use train:val or train:val:test, e.g. 9:1 or 6:2:2")
+        raise UserError(f"{arg('split_ratio')}{text}: use train:val or train:val:test, e.g. 9:1 or 6:2:2")
     parts += [0.0] * (3 - len(parts))
     total = sum(parts)
     return tuple(p / total for p in parts)  # type: ignore[return-value]
@@ -91,9 +91,9 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
         data = json.loads(Path(path).read_text())
         return {k: list(data["splits"].get(k, [])) for k in SPLITS}
     except FileNotFoundError:
-        raise UserError(f"--split_file {path}: file not found") from None
+        raise UserError(f"{arg('split_file')}{path}: file not found") from None
     except (json.JSONDecodeError, KeyError, AttributeError):
-        raise UserError(f"--split_file {path}: not a split file written by train.py (split.json)") from None
+        raise UserError(f"{arg('split_file')}{path}: not a split file written by train.py (split.json)") from None
 
 
 def apply_split(pairs: list[Pair], split: dict[str, list[str]]) -> dict[str, list[Pair]]:
@@ -160,7 +160,7 @@ class CropPairs(Dataset):
         if flip not in ("horizontal", "vertical", "none"):
             raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
         if crop_rule not in CROP_RULES:
-            raise UserError(f"{arg('crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")
+            raise UserError(f"{arg('train_crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")
         self.pairs = pairs
         self.targets = np.asarray(targets, dtype=np.float32)
         self.crop = crop

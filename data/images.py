@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.errors import UserError
+from utils.errors import UserError, arg
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -137,7 +137,7 @@ def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tu
             raise UserError(f"{flag} {path}: no such file or folder")
     dist_files = list_images(dist) if dist.is_dir() else [dist]
     if dist.is_dir() and not dist_files:
-        raise UserError(f"--dist {dist}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserError(f"{arg('dist')}{dist}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if ref.is_file():  # a reference inside the distorted folder is not its own pair; a file named twice is
         return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), []
     refs = list_images(ref)

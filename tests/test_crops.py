@@ -40,7 +40,7 @@ def test_image_exactly_the_crop_size(spec):
 
 @pytest.mark.parametrize("spec", ["six", "random", "random:0", "grid:x", "five:3"])
 def test_bad_protocols_are_user_errors(spec):
-    with pytest.raises(UserError, match="--crops"):
+    with pytest.raises(UserError, match="crops="):
         parse_crops(spec)
 
 

@@ -86,7 +86,7 @@ def test_reference_disjoint_split_and_reuse(tmp_path):
     assert split_references(refs, parse_ratio("8:2"), 0)["test"] == []
     assert parse_ratio("9:1") == pytest.approx((0.9, 0.1, 0.0))
     for bad in ("9", "a:b", "0:1", "-1:2:3"):
-        with pytest.raises(UserError, match="--split_ratio"):
+        with pytest.raises(UserError, match="split_ratio="):
             parse_ratio(bad)
 
 

@@ -163,13 +163,9 @@ def test_finite_difference_of_the_loss_fp64(tiny_files):
     assert abs(numeric.item() - analytic.item()) <= 1e-2 * abs(analytic.item())
 
 
-@pytest.mark.parametrize("name", [
-    "input", "weight", "bias",
-    # At a sample exactly on coordinate -1 (e.g. a zero offset on the first row) torchvision takes the
-    # one-sided derivative towards the image, ours 0; models/deform.py's fix is issue 15's (branch step), with
-    # its own test in test_models.py. Not strict, so that landing the fix does not turn this red.
-    pytest.param("offset", marks=pytest.mark.xfail(strict=False, reason="issue 15: offset gradient at -1")),
-])
+# Samples exactly on coordinate -1 take torchvision's one-sided derivative towards the image (issue 15's fix,
+# also tested in test_models.py); here with two maps sharing each set of offsets, as in AHIQ.
+@pytest.mark.parametrize("name", ["input", "weight", "bias", "offset"])
 def test_sampled_deform_conv_gradients_equal_torchvision(name):
     torch.manual_seed(12)
     b, k, c, h, w = 2, 2, 16, 9, 11
