@@ -58,7 +58,8 @@ def main(argv=None) -> None:
         for name, r in zip(names, results):
             print(f"{name:<{width}}  {r.ref.name:<12}  {r.score:.4f}")
     print(f"scored {len(results)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
-          + (f"; wrote {opt.output}" if opt.output else ""), file=sys.stderr)
+          + (f"; wrote {opt.output}" if opt.output else "")
+          + (f"; wrote {len(results)} quality maps to {opt.save_maps}" if opt.save_maps else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.datasets import ScoreNorm, describe, screen_pairs
+from data.datasets import LABEL_NAMES, ScoreNorm, describe, screen_pairs
 from data.records import Pair, result_names
 from data.splits import load_pairs, prepare_splits, run_data_check
 from engine.pipeline import prepare_model, score_and_map
@@ -141,7 +141,8 @@ def main(argv=None) -> dict | None:
     scores = norm.inverse([r.score for r in results])
     text = "".join(f"{name},{s:.6f}\n" for name, s in zip(names, scores))
     atomic_write_text(output, text)
-    print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image; {why})", file=sys.stderr)
+    print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image; {why})"
+          + (f"; {len(results)} quality maps to {opt.save_maps}" if opt.save_maps else ""), file=sys.stderr)
     if opt.ntire_zip:
         write_ntire_zip(Path(opt.ntire_zip), text, per_image, device.type == "cuda",
                         f"AHIQ ({model.config.vit} + {model.config.cnn}), {opt.crops} crops, {opt.precision}")
@@ -156,7 +157,13 @@ def main(argv=None) -> dict | None:
     if opt.plot:
         from utils.visual import save_scatter
 
-        save_scatter(np.asarray(scores), [p.score for p in pairs], metrics, opt.plot)
+        trained_on = (meta.get("options") or {}).get("dataset")
+        label_name = (f"label ({Path(opt.labels).name})" if opt.ref_dir
+                      else LABEL_NAMES.get(opt.dataset, opt.dataset))
+        pred_name = (f"AHIQ prediction on the training labels' scale: {LABEL_NAMES.get(trained_on, trained_on)}"
+                     if norm.kind != "none" and trained_on else "AHIQ prediction (network output)")
+        save_scatter(np.asarray(scores), [p.score for p in pairs], metrics, opt.plot, label_name, pred_name)
+        print(f"wrote {opt.plot}", file=sys.stderr)
     return metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,23 @@ DATASETS = ("pipal", "synthetic", "tid2013", "kadid10k", "csiq", "live", "csv")
 DEFAULT_RATIO = {"pipal": "9:1", "synthetic": "3:1"}
 STANDARD_RATIO = "6:2:2"
 SPLITS = ("train", "val", "test")
+
+
+# What each dataset's score (higher = better, as training and metrics use it) is, with its scale: axis labels.
+LABEL_NAMES = {
+    "pipal": "MOS (PIPAL, Elo-based, about 900-1850)",
+    "synthetic": "pseudo-MOS (synthetic, 900-1850)",
+    "tid2013": "MOS (TID2013, 0-9)",
+    "kadid10k": "dmos (KADID-10k, 1-5 ACR, higher = better)",
+    "csiq": "1 - DMOS (CSIQ, DMOS 0-1)",
+    "live": "100 - DMOS (LIVE, DMOS 0-100)",
+}
+
+
+def default_data_root(name: str) -> str:
+    """Where a dataset lives when no folder is given: ``./datasets/PIPAL``, ``./datasets/synthetic``, ... (its own
+    folder each, so the generated set is never written into a real dataset's)."""
+    return f"./datasets/{'PIPAL' if name == 'pipal' else name}"
 
 
 def load_dataset(name: str, root: str | Path, *, train_list: str | None = None, synthetic_refs: int = 12,
@@ -256,8 +274,12 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
         info = dict(zip(paths, pool.map(inspect, paths)))
     if alpha is not None:
         alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
+    folders: dict[Path, bool] = {}
 
     def one(pair: Pair) -> str | None:
+        for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
+            if not folders.setdefault(folder, folder.is_dir()):
+                return f"{folder}{os.sep} not found (image folder)"
         if not pair.ref.is_file():
             return (f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or remove "
                     "or rename the distorted image")
@@ -279,8 +301,10 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
 
 
 def unique_messages(problems: list[tuple[int, str]]) -> list[str]:
-    """Problem lines without repeats (a missing reference is reported by each of its pairs)."""
-    return list(dict.fromkeys(msg for _, msg in problems))
+    """Problem lines without repeats, in order; a problem shared by several pairs (a missing folder) says how
+    many: ``.../images/ not found (image folder): 10,125 pairs affected``."""
+    counts = Counter(msg for _, msg in problems)
+    return [msg if n == 1 else f"{msg}: {n:,} pairs affected" for msg, n in counts.items()]
 
 
 def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None,

@@ -32,7 +32,7 @@ class PairScore:
     ref: Path
     score: float
     crop_scores: list[float]
-    score_map: np.ndarray | None = None
+    score_map: np.ndarray | None = None  # NaN where no crop covered the image
     weight_map: np.ndarray | None = None
 
 
@@ -85,6 +85,14 @@ def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tupl
     return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
 
+def coverage(positions: Sequence[tuple[int, int]], height: int, width: int, crop: int) -> np.ndarray:
+    """``(H, W)`` bool: the pixels that some crop at ``positions`` ``(top, left)`` covers."""
+    covered = np.zeros((height, width), dtype=bool)
+    for top, left in positions:
+        covered[top:top + crop, left:left + crop] = True
+    return covered
+
+
 def paste_maps(maps: torch.Tensor, positions: Sequence[tuple[int, int]], height: int, width: int,
                crop: int) -> torch.Tensor:
     """Average per-crop maps ``(N, 1, h, w)`` taken at ``positions`` ``(top, left)`` into one ``(H, W)`` map.
@@ -115,8 +123,9 @@ def _pair_scores(pairs, layout, scores: torch.Tensor, f: torch.Tensor, w: torch.
         start += len(positions)
         result = PairScore(pairs[i][0], pairs[i][1], float(scores[part].mean()), scores[part].tolist())
         if with_maps:
-            result.score_map = paste_maps(f[part], positions, height, width, crop).cpu().numpy()
-            result.weight_map = paste_maps(w[part], positions, height, width, crop).cpu().numpy()
+            covered = coverage(positions, height, width, crop)  # NaN where no crop looked: no score there
+            result.score_map = np.where(covered, paste_maps(f[part], positions, height, width, crop).cpu(), np.nan)
+            result.weight_map = np.where(covered, paste_maps(w[part], positions, height, width, crop).cpu(), np.nan)
         yield i, result
 
 

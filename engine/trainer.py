@@ -13,6 +13,7 @@ import argparse
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,9 @@ class Trainer:
             raise UserError("--time_limit is for single-process runs (ranks would stop at different steps)")
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
         stale = []
+        # The outermost folder this run creates (the run folder, or a new --checkpoints_dir above it).
+        fresh = next((d for d in reversed([self.run_dir, *self.run_dir.parents]) if not d.exists()), None)
+        fresh = fresh if ctx.main else None
         if ctx.main:
             check_writable(self.run_dir, "run folder ", folder=True)  # before any data or model work
             stale = remove_stale_temps(self.run_dir)
@@ -85,6 +89,18 @@ class Trainer:
         if stale:
             self.log.info(f"removed {len(stale)} temporary file(s) of interrupted writes: "
                           f"{', '.join(p.name for p in stale)}")
+        self.writer = None
+        try:
+            self._set_up()
+        except BaseException:  # a run whose set-up fails leaves no (nearly empty) run folder behind
+            self.close()
+            if fresh is not None:
+                shutil.rmtree(fresh, ignore_errors=True)
+            raise
+
+    def _set_up(self) -> None:
+        """Data, model, optimiser, schedule, resume state, loader and writer, from the options."""
+        opt, ctx = self.opt, self.ctx
         # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
         self.init_heads = read_checkpoint(opt.checkpoint) if opt.checkpoint else None
         self.resume_from = self._read_last() if opt.resume else None
@@ -121,7 +137,6 @@ class Trainer:
         self.train_set = CropPairs(self.parts["train"], self.norm([p.score for p in self.parts["train"]]),
                                    opt.crop_size, opt.flip, opt.seed, opt.train_crop_rule)
         self.loader = self._make_loader()
-        self.writer = None
         if ctx.main:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -50,6 +50,18 @@ def json_dict(text: str) -> dict:
     return value
 
 
+class OneDefaultHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where the help text does not already say its default and X says something
+    (not for ``None``, switches, or help that already reads "default ...")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.default is None or action.default is argparse.SUPPRESS
+                or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):
+            return text
+        return super()._get_help_string(action)
+
+
 class _OneLineErrors(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -63,7 +75,7 @@ class BaseOptions:
 
     def __init__(self):
         self.parser = _OneLineErrors(description=self.description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=OneDefaultHelpFormatter)
         self.initialize(self.parser)
 
     def initialize(self, p: argparse.ArgumentParser) -> None:

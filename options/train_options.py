@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from data.crops import REUSE_NOTE, parse_crops
-from data.datasets import CROP_RULES, DATASETS, parse_ratio
+from data.datasets import CROP_RULES, DATASETS, default_data_root, parse_ratio
 from engine.trainer import BEST_RULES
 from options.base_options import BaseOptions, add_run_folder_options, str2bool
 from utils.errors import UserError
@@ -19,7 +19,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lower_better", action="store_true",
                    help="csv: the scores are DMOS-like (lower = better); training and metrics use them negated, "
                         "the raw values are kept beside the predictions in <output>_labels.csv")
-    g.add_argument("--data_root", type=str, default="./datasets/PIPAL", help="folder of the dataset")
+    g.add_argument("--data_root", type=str, default=None,
+                   help="folder of the dataset (default ./datasets/<its name>: ./datasets/PIPAL, ./datasets/synthetic, "
+                        "./datasets/kadid10k ...)")
     g.add_argument("--train_list", type=str, default=None,
                    help="PIPAL: one label list file (name,score) instead of Train_Label/*.txt")
     g.add_argument("--val_list", type=str, default=None,
@@ -39,6 +41,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def check_data_options(opt: argparse.Namespace) -> None:
+    if opt.data_root is None:  # each dataset its own folder: a generated set never lands in a real one's
+        opt.data_root = default_data_root(opt.dataset)
     if opt.split_ratio is not None:
         parse_ratio(opt.split_ratio)
     if opt.val_list and not (opt.val_ref_dir and opt.val_dis_dir):

@@ -180,3 +180,29 @@ def test_save_maps_average_the_crop_maps(tmp_path, run_score, monkeypatch, small
     assert np.std(drawn["f"]) > 1e-2  # maps that vary: the averaging is visible
     written = float(next(csv.DictReader((tmp_path / "s.csv").open()))["score"])
     assert written == pytest.approx(np.mean(scores), abs=1e-6)
+
+
+def test_quality_maps_mark_uncovered_areas_and_use_a_robust_range(small_model, tmp_path):
+    import cv2
+
+    from engine.scoring import score_pairs
+    from utils.visual import robust_range, save_quality_map
+
+    random_pair_images(tmp_path, [("d.png", "r.png")], 40, 56)
+    (result,) = score_pairs(small_model, [(tmp_path / "dist" / "d.png", tmp_path / "ref" / "r.png")], "center", 32,
+                            with_maps=True, progress=False)
+    covered = np.isfinite(result.score_map)
+    assert covered.shape == (40, 56) and covered.sum() == 32 * 32  # the 32x32 centre crop, NaN elsewhere
+    assert covered[4:36, 12:44].all() and np.isfinite(result.weight_map).sum() == 32 * 32
+    values = np.arange(1000, dtype=float)
+    values[0] = -1e9  # one extreme pixel does not set the colour scale
+    assert robust_range(values) == pytest.approx((9.99, 989.01))  # 1st and 99th percentiles, not -1e9
+    assert robust_range(np.full(4, np.nan)) == (0.0, 1.0)
+
+    def grey_pixels(score_map, weight_map):
+        path = save_quality_map(np.zeros((40, 56, 3), np.uint8), score_map, weight_map, tmp_path / "m.png")
+        img = cv2.imread(str(path))
+        return int(np.all(img == 211, axis=-1).sum())
+
+    marked = grey_pixels(result.score_map, result.weight_map)  # light grey (211, 211, 211) where no crop covered
+    assert marked > 500 and grey_pixels(np.nan_to_num(result.score_map), np.nan_to_num(result.weight_map)) < marked // 100

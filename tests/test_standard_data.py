@@ -286,3 +286,19 @@ def test_check_data_counts_over_disjoint_splits(tmp_path, capsys, name, builder,
     assert [f[0] for f in found] == ["train", "val", "test"]
     assert sum(int(f[1]) for f in found) == pairs and sum(int(f[2]) for f in found) == refs
     assert all(f[3] == "0" for f in found)
+
+
+def test_check_data_collapses_a_missing_image_folder_into_one_line(tmp_path, capsys):
+    import train
+
+    root = fx.build_kadid10k(tmp_path / "kadid", images=False)
+    n_pairs = len(load_kadid10k(root))
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", "kadid10k", "--data_root", str(root), "--check_data", "--crop_size", "32"])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    problems = [line for line in out.splitlines() if line.startswith("  ")]
+    counts = [int(m.replace(",", "")) for m in re.findall(r"images/ not found \(image folder\): ([\d,]+) pairs affected",
+                                                          out)]
+    assert len(problems) == 3 and sum(counts) == n_pairs and n_pairs > 10  # one line per split, not per pair
+    assert re.findall(r"; (\d+) problems$", out, re.M) == ["1", "1", "1"]

@@ -201,3 +201,32 @@ def test_validation_encodes_each_reference_once(data_root, tmp_path, monkeypatch
     assert len(split["val"]) == 1 and "val=24 pairs from 1 references" in log  # 6 batches of 4
     assert encoded == [5]  # the one validation reference's five crops, once for its 24 distorted images
     assert math.isfinite(best["SRCC"])
+def test_each_dataset_has_its_own_default_folder_and_failed_set_up_leaves_no_run_folder(tmp_path, capsys):
+    from options.train_options import TrainOptions
+
+    roots = {name: TrainOptions().parse(["--dataset", name, "--crop_size", "32"]).data_root
+             for name in ("synthetic", "pipal", "kadid10k")}
+    assert roots == {"synthetic": "./datasets/synthetic", "pipal": "./datasets/PIPAL", "kadid10k": "./datasets/kadid10k"}
+    assert TrainOptions().parse(["--dataset", "pipal", "--data_root", "x"]).data_root == "x"
+    ckpt_dir = tmp_path / "new" / "checkpoints"
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*BASE, "--dataset", "pipal", "--data_root", str(tmp_path / "absent"), "--checkpoints_dir",
+                    str(ckpt_dir), "--name", "failed"])
+    assert exit_info.value.code == 2 and "absent" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # neither the run folder nor the --checkpoints_dir it would have made
+
+
+def test_help_shows_one_default_per_option():
+    from options.score_options import ScoreOptions
+    from options.test_options import TestOptions
+    from options.train_options import TrainOptions
+
+    for options in (TrainOptions(), TestOptions(), ScoreOptions()):
+        text = options.parser.format_help()
+        for action in options.parser._actions:
+            shown = options.parser.formatter_class("x")._get_help_string(action) or ""
+            assert shown.replace("%(default)s", "X").lower().count("default") <= 1, (action.dest, shown)
+            assert "(default: None)" not in shown, action.dest
+        assert "(default: test if the split has one, else val) (default" not in text
+    lr = next(a for a in TrainOptions().parser._actions if a.dest == "learning_rate")
+    assert TrainOptions().parser.formatter_class("x")._get_help_string(lr).endswith("(default: %(default)s)")

@@ -20,32 +20,59 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
+UNCOVERED_COLOUR = "lightgrey"  # (211, 211, 211): areas no crop covered, not part of any colour scale
+
+
+def robust_range(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """The ``low``-th and ``high``-th percentiles of the finite values (one extreme pixel does not set the scale);
+    widened around a constant map so a colour bar can still be drawn."""
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5e-6 - abs(lo) * 1e-6, hi + 0.5e-6 + abs(hi) * 1e-6
+    return lo, hi
+
+
 def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.ndarray, path: str | Path,
                      title: str = "", name: str = "") -> Path:
     """Write ``path``: the image ``(H, W, 3)``, its patch score map f and weight map w ``(H, W)`` (at image
-    resolution), with colour bars; ``title`` above, ``name`` over the image."""
+    resolution), with colour bars; ``title`` above, ``name`` over the image.
+
+    NaN marks pixels no crop covered: drawn light grey, outside every colour scale, and the title says how much.
+    Each map's colours span its 1st-99th percentile (values beyond are clipped), as its colour bar says.
+    """
     path = Path(path)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     axes[0].imshow(image)
     axes[0].set_title(name)
-    for ax, data, label, cmap in ((axes[1], score_map, "score map f", "RdYlGn"),
-                                  (axes[2], weight_map, "weight map w", "magma")):
-        shown = ax.imshow(data, cmap=cmap)
+    for ax, data, label, cmap_name in ((axes[1], score_map, "score map f", "RdYlGn"),
+                                       (axes[2], weight_map, "weight map w", "magma")):
+        cmap = matplotlib.colormaps[cmap_name].with_extremes(bad=UNCOVERED_COLOUR)
+        lo, hi = robust_range(data)
+        shown = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi)
         ax.set_title(label)
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("1st-99th percentile, beyond clipped", fontsize=8)
     for ax in axes:
         ax.axis("off")
+    uncovered = float(np.mean(~np.isfinite(score_map)))
+    if uncovered > 0:
+        title = f"{title}\ngrey: {100 * uncovered:.0f}% of the image no crop covered (no score there)".lstrip()
     fig.suptitle(title)
     _save_figure(fig, path)
     return path
 
 
-def save_scatter(pred, labels, metrics: dict, path: str | Path, label_name: str = "MOS") -> None:
-    """Predictions against labels with SRCC/PLCC in the title."""
+def save_scatter(pred, labels, metrics: dict, path: str | Path, label_name: str = "MOS",
+                 pred_name: str = "AHIQ prediction") -> None:
+    """Predictions against labels with SRCC/PLCC in the title; ``label_name`` and ``pred_name`` label the axes
+    (the label's real name and scale, e.g. ``dmos (1-5 ACR)``)."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(labels, pred, s=6, alpha=0.6)
     ax.set_xlabel(label_name)
-    ax.set_ylabel("AHIQ prediction")
+    ax.set_ylabel(pred_name)
     ax.set_title(f"SRCC={metrics['SRCC']:.4f}  PLCC={metrics['PLCC']:.4f}  (n={len(pred)})")
     ax.grid(alpha=0.3)
     _save_figure(fig, Path(path))
