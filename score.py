@@ -13,8 +13,8 @@ import time
 from data.datasets import screen_pairs
 from data.images import pair_paths
 from data.records import Pair
-from engine.pipeline import prepare_model, score_and_map
-from options.base_options import describe_backbones
+from engine.pipeline import describe_backbones, open_checkpoint, prepare_model, score_and_map, training_crop_size
+from options.base_options import backbone_request
 from options.score_options import ScoreOptions
 from utils.errors import cli_main
 from data.records import result_names
@@ -33,13 +33,15 @@ def main(argv=None) -> None:
     opt = options.parse(argv)
     check_writable(opt.output, "--output ")  # before any scoring: a bad place fails now, not after the work
     check_writable(opt.save_maps, "--save_maps ", folder=True)
+    contents = open_checkpoint(opt.checkpoint)
+    if opt.crop_size is None:
+        opt.crop_size = training_crop_size(contents)
     pairs = collect_pairs(opt)
-    net, model, device = prepare_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
-                                       pretrained_backbones=opt.pretrained_backbones, device=opt.device, seed=opt.seed,
-                                       compile=opt.compile, overrides=options.arch_overrides(opt))
-    print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'}; "
-          f"backbones={describe_backbones(opt, model.config)}; device={device} precision={opt.precision}",
-          file=sys.stderr)
+    net, model, device = prepare_model(opt.checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
+                                       seed=opt.seed, compile=opt.compile, overrides=options.arch_overrides(opt),
+                                       contents=contents)
+    print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'}; backbones: {describe_backbones(model)}; "
+          f"crop_size={opt.crop_size}; device={device} precision={opt.precision}", file=sys.stderr)
     start = time.perf_counter()
     results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
                             seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,

@@ -21,8 +21,8 @@ import torch
 from data.datasets import LABEL_NAMES, ScoreNorm, describe, screen_pairs
 from data.records import Pair, result_names
 from data.splits import load_pairs, prepare_splits, run_data_check
-from engine.pipeline import prepare_model, score_and_map
-from options.base_options import describe_backbones
+from engine.pipeline import describe_backbones, open_checkpoint, prepare_model, score_and_map, training_crop_size
+from options.base_options import backbone_request
 from options.test_options import TestOptions
 from utils.errors import UserError, cli_main
 from utils.io import atomic_write, atomic_write_text, check_writable
@@ -108,6 +108,10 @@ def write_ntire_zip(path: Path, lines: str, seconds_per_image: float, on_gpu: bo
 def main(argv=None) -> dict | None:
     options = TestOptions()
     opt = options.parse(argv)
+    checkpoint = resolve_checkpoint(opt)
+    contents = open_checkpoint(checkpoint)
+    if opt.crop_size is None:
+        opt.crop_size = training_crop_size(contents)
     pairs = collect_pairs(opt)
     if opt.check_data:
         sys.exit(1 if run_data_check({"test": pairs}, opt.crop_size, decode=True)["test"] else 0)
@@ -119,16 +123,15 @@ def main(argv=None) -> dict | None:
     labelled = all(p.score is not None for p in pairs)
     if opt.plot and not labelled:
         raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
-    checkpoint = resolve_checkpoint(opt)
-    net, model, device = prepare_model(checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
-                                       pretrained_backbones=opt.pretrained_backbones, device=opt.device, seed=opt.seed,
-                                       compile=opt.compile, overrides=options.arch_overrides(opt))
+    net, model, device = prepare_model(checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
+                                       seed=opt.seed, compile=opt.compile, overrides=options.arch_overrides(opt),
+                                       contents=contents)
     meta = model.checkpoint_meta
     same_scale, why = label_scale(opt, meta, [p.score for p in pairs] if labelled else None)
     norm = ScoreNorm.from_dict(meta.get("score_norm")) if same_scale else ScoreNorm("none")
-    backbones = describe_backbones(opt, model.config)
-    print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones={backbones}; "
-          f"crops={opt.crops} device={device} precision={opt.precision}", file=sys.stderr)
+    print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones: "
+          f"{describe_backbones(model)}; crops={opt.crops} crop_size={opt.crop_size} device={device} "
+          f"precision={opt.precision}", file=sys.stderr)
 
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     start = time.perf_counter()

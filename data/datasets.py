@@ -278,7 +278,7 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
 
     def one(pair: Pair) -> str | None:
         for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
-            if not folders.setdefault(folder, folder.is_dir()):
+            if not folders.setdefault(folder, folder.is_dir() or "*" in folder.name):  # PIPAL's Distortion_*
                 return f"{folder}{os.sep} not found (image folder)"
         if not pair.ref.is_file():
             return (f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or remove "

@@ -12,24 +12,45 @@ from data.records import result_names
 from engine.device import resolve_device
 from engine.scoring import PairScore, score_pairs
 from models.ahiq import AHIQ
-from models.checkpoint import load_model
+from models.checkpoint import load_model, read_checkpoint
 from utils.io import unique_file_names
 from utils.visual import save_quality_map
 
 
-def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn_weights: str | None = None,
-                  pretrained_backbones: bool = True, device: str = "auto", seed: int = 1919, compile: bool = False,
-                  overrides: dict | None = None) -> tuple[torch.nn.Module, AHIQ, torch.device]:
-    """``(net to call, the AHIQ model, device)``: heads from ``checkpoint``, ``overrides`` of its architecture.
+def open_checkpoint(checkpoint: str | None) -> tuple[dict, dict, dict] | None:
+    """``read_checkpoint(checkpoint)`` (read once, before the pairs are screened), or None without one."""
+    return read_checkpoint(checkpoint) if checkpoint else None
 
-    The seed is set first, so random weights (no checkpoint, random backbones) are the same on every run.
-    With ``compile`` the backbones, the fusion and the head are compiled in place, so that scoring with a
-    reference's side reused (``encode_reference``/``score_distorted``) runs compiled too; ``net`` is the model.
+
+def training_crop_size(contents: tuple[dict, dict, dict] | None, default: int = 224) -> int:
+    """The crop size a checkpoint of ours was trained with (its stored options), else ``default``."""
+    options = (contents[2].get("options") or {}) if contents else {}
+    return int(options.get("crop_size") or default)
+
+
+def describe_backbones(model: AHIQ) -> str:
+    """Where the model's backbone weights came from, for the line scripts print before scoring."""
+    return "; ".join(f"{part} {source.describe()}" for part, source in model.backbone_sources.items())
+
+
+def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn_weights: str | None = None,
+                  pretrained_backbones: bool | None = None, backbone_seed: int | None = None, device: str = "auto",
+                  seed: int = 1919, compile: bool = False, overrides: dict | None = None,
+                  contents: tuple[dict, dict, dict] | None = None) -> tuple[torch.nn.Module, AHIQ, torch.device]:
+    """``(net to call, the AHIQ model, device)``: heads from ``checkpoint``, ``overrides`` of its architecture,
+    the backbones it records unless the weight arguments ask for others (see :func:`load_model`).
+
+    The seed is set first, so random heads (no checkpoint) are the same on every run; random backbones come
+    from ``backbone_seed`` (default: the checkpoint's recorded seed). With ``compile`` the backbones, the fusion
+    and the head are compiled in place, so that scoring with a reference's side reused
+    (``encode_reference``/``score_distorted``) runs compiled too; ``net`` is the model.
+    ``contents``: the checkpoint as :func:`open_checkpoint` read it.
     """
     where = resolve_device(device)
     torch.manual_seed(seed)
     model = load_model(checkpoint, vit_weights=vit_weights, cnn_weights=cnn_weights,
-                       pretrained_backbones=pretrained_backbones, device=where, **(overrides or {}))
+                       pretrained_backbones=pretrained_backbones, seed=backbone_seed, device=where,
+                       contents=contents, **(overrides or {}))
     if compile:
         for part in (model.vit, model.cnn, model.deform_net, model.regressor):
             part.compile()

@@ -175,7 +175,8 @@ class Trainer:
 
     def _build_model(self) -> AHIQ:
         opt = self.opt
-        model = build_ahiq(ModelConfig.from_dict(vars(opt)), opt.pretrained_backbones, opt.vit_weights, opt.cnn_weights)
+        model = build_ahiq(ModelConfig.from_dict(vars(opt)), opt.pretrained_backbones, opt.vit_weights, opt.cnn_weights,
+                           seed=opt.seed)
         if self.init_heads is not None:
             deform, regressor, _ = self.init_heads
             load_heads(model, deform, regressor, opt.checkpoint)

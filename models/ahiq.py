@@ -34,10 +34,13 @@ from models.backbones import (
     DEFAULT_CNN_STAGE,
     DEFAULT_VIT,
     DEFAULT_VIT_BLOCKS,
+    BackboneSource,
     ResNetFeatures,
     ViTFeatures,
+    backbone_source,
     build_resnet,
     build_vit,
+    check_available,
 )
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
 from utils.errors import UserError, arg
@@ -341,6 +344,7 @@ class AHIQ(nn.Module):
         if (vit is None) != (config.branches == "cnn") or (cnn is None) != (config.branches == "vit"):
             raise ValueError(f"branches={config.branches} needs " + {"both": "both backbones", "vit": "the ViT only",
                                                                      "cnn": "the CNN only"}[config.branches])
+        self.backbone_sources: dict[str, BackboneSource] = {}  # where the backbones' weights came from (build_ahiq)
         self.vit = vit
         self.cnn = cnn
         self._patch = vit.patch_size if vit is not None else config.patch_size
@@ -448,12 +452,28 @@ class AHIQ(nn.Module):
         return self.distorted_side(*self.features(dist), reference, return_maps)
 
 
+def backbone_sources(config: ModelConfig, pretrained_backbones: bool = True, vit_weights: str | None = None,
+                     cnn_weights: str | None = None, seed: int = 0) -> dict[str, BackboneSource]:
+    """``{"vit": ..., "cnn": ...}``: the :class:`BackboneSource` of each backbone the arguments ask for."""
+    return {"vit": backbone_source(config.vit, pretrained_backbones, vit_weights, seed),
+            "cnn": backbone_source(config.cnn, pretrained_backbones, cnn_weights, seed)}
+
+
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,
-               vit_weights: str | None = None, cnn_weights: str | None = None) -> AHIQ:
-    """An AHIQ network with backbones by timm name/tag and untrained (random) fusion and head."""
+               vit_weights: str | None = None, cnn_weights: str | None = None, seed: int = 0,
+               sources: dict[str, BackboneSource] | None = None) -> AHIQ:
+    """An AHIQ network with backbones by timm name/tag and untrained (random) fusion and head.
+
+    Backbone weights: ``sources`` when given, else as :func:`backbone_sources` makes them of the other
+    arguments (random backbones are drawn from ``seed``); kept as ``model.backbone_sources``. Pretrained
+    weights that cannot be had stop before anything is built.
+    """
     config = config or ModelConfig()
-    vit = (build_vit(config.vit, config.vit_blocks, pretrained_backbones, vit_weights, **config.vit_kwargs)
-           if config.branches != "cnn" else None)
-    cnn = (build_resnet(config.cnn, config.cnn_stage, pretrained_backbones, cnn_weights, **config.cnn_kwargs)
-           if config.branches != "vit" else None)
-    return AHIQ(vit, cnn, config)
+    sources = sources or backbone_sources(config, pretrained_backbones, vit_weights, cnn_weights, seed)
+    used = {part: sources[part] for part, skip in (("vit", "cnn"), ("cnn", "vit")) if config.branches != skip}
+    check_available(list(used.values()), ("vit_weights", "cnn_weights"))
+    vit = build_vit(used["vit"], config.vit_blocks, **config.vit_kwargs) if "vit" in used else None
+    cnn = build_resnet(used["cnn"], config.cnn_stage, **config.cnn_kwargs) if "cnn" in used else None
+    model = AHIQ(vit, cnn, config)
+    model.backbone_sources = used
+    return model

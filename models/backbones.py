@@ -4,12 +4,22 @@
 selected blocks' token maps; ``ResNetFeatures`` runs the stem and one stage of a timm ResNet and returns
 the outputs of that stage's blocks. Neither uses forward hooks, and neither runs a layer it does not need.
 
-Weights come from one of three sources (see :func:`create_timm_model`): a local file, timm's pretrained
-weights by tag (Hugging Face hub or its local cache), or random initialisation, which is announced.
+Weights come from one of three sources, a :class:`BackboneSource` (recorded in our checkpoints so a model
+is rebuilt with the backbones it was trained on): timm's pretrained weights by tag (``checkpoints/backbones/``,
+the Hugging Face hub cache, or the hub, asked only when it answers quickly), a local file with its SHA-256, or
+random initialisation drawn from a recorded seed, which is announced.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
 import sys
+import threading
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -39,15 +49,131 @@ def find_local_weights(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Pa
     return None
 
 
-def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
-    """Whether pretrained weights of every backbone ``names`` are on this machine (backbones folder or hub cache)."""
+def cached_hub_weights(name: str) -> Path | None:
+    """timm's weight file for ``name`` in the Hugging Face hub cache, else None (nothing is downloaded)."""
     from huggingface_hub import try_to_load_from_cache
 
-    def cached(name: str) -> bool:
-        return any(isinstance(try_to_load_from_cache(f"timm/{name}", f), str)
-                   for f in ("model.safetensors", "pytorch_model.bin"))
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(f"timm/{name}", filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
 
-    return all(find_local_weights(n) is not None or cached(n) for n in names)
+
+def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
+    """Whether pretrained weights of every backbone ``names`` are on this machine (backbones folder or hub cache)."""
+    return all(find_local_weights(n) is not None or cached_hub_weights(n) is not None for n in names)
+
+
+def hub_offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be asked now (``HF_HUB_OFFLINE`` set, or its host does not answer a TCP
+    connection within ``timeout`` seconds, through the proxy when one is set), or None when it can."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    return _endpoint_unreachable(constants.ENDPOINT, timeout)
+
+
+@lru_cache(maxsize=None)
+def _endpoint_unreachable(endpoint: str, timeout: float) -> str | None:
+    url = urllib.parse.urlparse(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname or "", proxy_url.port or 80
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:  # in a thread: a name look-up without a network can block far longer than timeout
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"the hub ({host}:{port}) did not answer within {timeout:.0f}s"
+    if outcome[0] is not None:
+        return f"the hub ({host}:{port}) cannot be reached: {type(outcome[0]).__name__}"
+    return None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a backbone's weights come from; stored in our checkpoints, so their backbones can be rebuilt.
+
+    ``kind``: ``timm`` (pretrained weights of the timm tag ``name``), ``file`` (a local weight file ``file``
+    with its ``sha256``) or ``random`` (timm's initialisation drawn after ``torch.manual_seed(seed)``).
+    """
+
+    kind: str
+    name: str
+    file: str | None = None
+    sha256: str | None = None
+    seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BackboneSource":
+        return cls(**{k: data.get(k) for k in ("kind", "name", "file", "sha256", "seed")})
+
+    def same_weights(self, other: "BackboneSource") -> bool:
+        """Whether both give the same tensors (files compared by content, not by path)."""
+        if self.kind != other.kind or self.name != other.name:
+            return False
+        if self.kind == "file":
+            return self.sha256 == other.sha256
+        return self.kind != "random" or self.seed == other.seed
+
+    def describe(self) -> str:
+        if self.kind == "file":
+            return f"file {self.file} (sha256 {str(self.sha256)[:12]}...)"
+        if self.kind == "random":
+            return f"{self.name} random init (seed {self.seed})"
+        return f"{self.name} pretrained (timm tag)"
+
+
+def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None = None, seed: int = 0) -> BackboneSource:
+    """The :class:`BackboneSource` the arguments ask for: ``weights_file`` (hashed) wins, else the timm tag
+    ``name`` pretrained, else random init from ``seed``."""
+    if weights_file is not None:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
+        return BackboneSource("file", name, str(path), file_sha256(path))
+    return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
+
+
+def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[str] = ()) -> None:
+    """Stop within seconds, before anything is built, when pretrained weights are neither on this machine
+    (``checkpoints/backbones/``, hub cache) nor obtainable from the hub: one line naming every way forward."""
+    missing = [s.name for s in sources
+               if s.kind == "timm" and find_local_weights(s.name) is None and cached_hub_weights(s.name) is None]
+    if not missing:
+        return
+    reason = hub_offline_reason()
+    if reason is None:
+        return
+    files = " / ".join(f"{arg(a)}FILE" for a in weights_args) or "local weight files"
+    raise UserError(
+        f"cannot get pretrained weights for {', '.join(missing)}: {reason}, and they are neither in "
+        f"{DEFAULT_WEIGHTS_DIR} nor in the Hugging Face hub cache. Ways forward: run `sh download.sh` while online; "
+        f"give {files}; fill the hub cache (HF_HOME) on a machine that is online; or {arg('pretrained_backbones')}"
+        "false (random backbones, to try the pipeline)")
 
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -113,34 +239,50 @@ def _uninitialised(name: str, **kwargs) -> nn.Module | None:
 def _no_weights(name: str, weights_arg: str, err: Exception) -> str:
     where = f" or give {arg(weights_arg)}FILE" if weights_arg else ""
     return (f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` online, "
-            f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, or fill the Hugging Face hub "
-            "cache (HF_HUB_OFFLINE=1 uses it offline)")
+            f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, fill the Hugging Face hub cache, "
+            f"or use {arg('pretrained_backbones')}false (random backbones)")
 
 
-def create_timm_model(
-    name: str, pretrained: bool, weights_file: str | Path | None = None, weights_arg: str = "", **kwargs
-) -> nn.Module:
-    """Build a timm model by ``name`` (``arch.tag``) with weights from a file, the hub, or random init.
+def create_timm_model(name: str, pretrained: bool, weights_file: str | Path | None = None, weights_arg: str = "",
+                      seed: int = 0, **kwargs) -> nn.Module:
+    """Build a timm model by ``name`` (``arch.tag``) with weights from a file, by tag, or random from ``seed``
+    (:func:`backbone_source`, then :func:`create_backbone`)."""
+    return create_backbone(backbone_source(name, pretrained, weights_file, seed), weights_arg, **kwargs)
 
-    ``weights_file`` wins; else with ``pretrained`` a file in ``checkpoints/backbones/<name>.*`` is used if
-    present, else timm's pretrained weights (hub or hub cache). Without ``pretrained`` the weights are
-    random and a line on stderr says so. ``weights_arg`` names the argument that takes a weight file.
+
+def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> nn.Module:
+    """Build the timm model ``source.name`` (``arch.tag``) with the weights ``source`` names.
+
+    ``timm``: a file in ``checkpoints/backbones/<name>.*`` if present, else the hub cache's copy, else the hub
+    (asked only after :func:`check_available`). ``random``: timm's initialisation drawn from ``source.seed``
+    without touching the global random state, and a line on stderr says so. ``weights_arg`` names the
+    argument that takes a weight file, for messages.
     """
+    name = source.name
     try:
-        if weights_file is None and pretrained:
+        weights_file = source.file if source.kind == "file" else None
+        if source.kind == "timm":
             weights_file = find_local_weights(name)
         if weights_file is not None:
             model = _uninitialised(name, **kwargs) if Path(weights_file).suffix != ".npz" else None
             model = model or timm.create_model(name, pretrained=False, **kwargs)
             load_weights_file(model, weights_file)
             return model
-        if not pretrained:
-            print(f"note: {name} has RANDOM weights (pretrained_backbones off); scores are not meaningful "
-                  "quality predictions", file=sys.stderr)
-            return timm.create_model(name, pretrained=False, **kwargs)
+        if source.kind == "random":
+            print(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality "
+                  "predictions", file=sys.stderr)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(source.seed or 0))
+                return timm.create_model(name, pretrained=False, **kwargs)
+        check_available([source], [weights_arg] if weights_arg else [])
+        cached = cached_hub_weights(name)
         try:
+            if cached is not None:  # no network at all
+                return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}, **kwargs)
             return timm.create_model(name, pretrained=True, **kwargs)
         except RuntimeError as err:
+            if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
+                raise
             if "size mismatch" not in str(err):
                 raise UserError(_no_weights(name, weights_arg, err)) from None
             changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}
@@ -224,21 +366,17 @@ class ViTFeatures(_FrozenBackbone):
         self.model.set_grad_checkpointing(enable)
 
 
-def build_vit(name: str, blocks: Sequence[int], pretrained: bool, weights_file: str | Path | None = None,
-              **timm_kwargs) -> ViTFeatures:
-    """A :class:`ViTFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`;
+def build_vit(source: BackboneSource, blocks: Sequence[int], **timm_kwargs) -> ViTFeatures:
+    """A :class:`ViTFeatures` for the timm model and weights ``source`` names (see :func:`create_backbone`);
     ``timm_kwargs`` change the architecture (e.g. ``depth``, ``embed_dim``, ``num_heads``)."""
-    model = create_timm_model(name, pretrained, weights_file, weights_arg="vit_weights", dynamic_img_size=True,
-                              **timm_kwargs)
+    model = create_backbone(source, weights_arg="vit_weights", dynamic_img_size=True, **timm_kwargs)
     return ViTFeatures(model, blocks)
 
 
-def build_resnet(name: str, stage: int, pretrained: bool, weights_file: str | Path | None = None,
-                 **timm_kwargs) -> "ResNetFeatures":
-    """A :class:`ResNetFeatures` for the timm model ``name`` with weights as in :func:`create_timm_model`;
+def build_resnet(source: BackboneSource, stage: int, **timm_kwargs) -> "ResNetFeatures":
+    """A :class:`ResNetFeatures` for the timm model and weights ``source`` names (see :func:`create_backbone`);
     ``timm_kwargs`` change the architecture (e.g. ``layers``, ``channels``, ``stem_width``)."""
-    return ResNetFeatures(create_timm_model(name, pretrained, weights_file, weights_arg="cnn_weights", **timm_kwargs),
-                          stage)
+    return ResNetFeatures(create_backbone(source, weights_arg="cnn_weights", **timm_kwargs), stage)
 
 
 class ResNetFeatures(_FrozenBackbone):

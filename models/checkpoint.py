@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
+from models.backbones import BackboneSource, backbone_source
 from models.state import state_dict_problems, summarise
 from utils.errors import UserError, arg
 from utils.io import atomic_torch_save, load_torch_file
@@ -84,6 +85,8 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:
     """Our checkpoint: the authors' two dict names, their other keys when given, plus ``ahiq`` metadata."""
     meta = {"format_version": FORMAT_VERSION, "model_config": model.config.to_dict()}
+    if model.backbone_sources:  # where the backbones came from, so load_model rebuilds the same ones
+        meta["backbones"] = {part: source.to_dict() for part, source in model.backbone_sources.items()}
     meta.update(extra_meta or {})
     ckpt = {
         DEFORM_KEY: {k: v.detach().cpu() for k, v in model.deform_net.state_dict().items()},
@@ -99,30 +102,81 @@ def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = Non
     atomic_torch_save(checkpoint_dict(model, extra_meta, **training_state), path)
 
 
+DEFAULT_RANDOM_SEED = 1919  # random backbones when neither the caller nor the checkpoint gives a seed
+
+
+def recorded_backbones(meta: dict) -> dict[str, BackboneSource]:
+    """The backbone sources a checkpoint records (``{}`` for the authors' file and older ones of ours)."""
+    return {part: BackboneSource.from_dict(value) for part, value in (meta.get("backbones") or {}).items()}
+
+
+def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *, vit_weights: str | None = None,
+                     cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
+                     where: str = "the checkpoint") -> dict[str, BackboneSource]:
+    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning on stderr
+    then says how they differ). Without a record: pretrained by timm tag unless asked otherwise."""
+    chosen = {}
+    for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
+        rec = recorded.get(part)
+        rec = rec if rec is not None and rec.name == name else None  # another architecture: the record is moot
+        if weights is None and pretrained_backbones is None and rec is not None and (seed is None or rec.kind != "random"):
+            if rec.kind == "file" and not Path(rec.file or "").is_file():
+                raise UserError(f"{where}: its {part} backbone weights were the file {rec.file} (sha256 "
+                                f"{str(rec.sha256)[:12]}...), which is not here; give {arg(part + '_weights')}FILE "
+                                f"with those weights, or {arg('pretrained_backbones')}true/false to use others")
+            source = backbone_source(name, True, rec.file) if rec.kind == "file" else rec
+            if not source.same_weights(rec):
+                print(f"warning: {rec.file} changed since {where} was trained on it (sha256 {str(rec.sha256)[:12]}... "
+                      f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's", file=sys.stderr)
+            chosen[part] = source
+            continue
+        was_random = rec is not None and rec.kind == "random"
+        part_seed = seed if seed is not None else rec.seed if was_random else DEFAULT_RANDOM_SEED
+        pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
+        source = backbone_source(name, pretrained, weights, part_seed)
+        if rec is not None and not source.same_weights(rec):
+            print(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
+                  "(scores will differ from the trained model's)", file=sys.stderr)
+        chosen[part] = source
+    return chosen
+
+
 def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None = None,
-               cnn_weights: str | None = None, pretrained_backbones: bool = True, device: str | torch.device = "cpu",
-               config: ModelConfig | None = None, **config_overrides: Any) -> AHIQ:
+               cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
+               device: str | torch.device = "cpu", config: ModelConfig | None = None,
+               contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode: architecture from the checkpoint's metadata (or ``config``), heads
-    from ``checkpoint``, backbones by timm tag (hub / hub cache / ``checkpoints/backbones``) or local files.
+    from ``checkpoint``, and the backbones the checkpoint records.
 
     Scoring from Python is two lines::
 
         model = load_model("checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33.pth")
         score = model(dist, ref)   # (B, 3, 224, 224) in [0, 1] -> (B,)
 
-    Without a checkpoint the fusion and head are random (a warning says so). The checkpoint's metadata
-    (empty for the authors' file) is kept as ``model.checkpoint_meta``.
+    Backbones (:func:`choose_backbones`): ours record theirs (timm tag, a weight file checked by SHA-256, or
+    random init redrawn from its seed, announced); the authors' file records none, so timm tags are used.
+    ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask for others, with a warning when they
+    differ from the record. Without a checkpoint the fusion and head are random (a warning says so).
+    ``contents``: what :func:`read_checkpoint` returned for ``checkpoint``, when already read. The
+    checkpoint's metadata (empty for the authors' file) is kept as ``model.checkpoint_meta``.
     """
     deform = regressor = None
     meta: dict = {}
     if checkpoint is not None:
-        deform, regressor, meta = read_checkpoint(checkpoint)
+        deform, regressor, meta = contents or read_checkpoint(checkpoint)
         if config is None and "model_config" in meta:
             config = ModelConfig.from_dict(meta["model_config"])
     config = config or ModelConfig()
     if config_overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
-    model = build_ahiq(config, pretrained_backbones, vit_weights, cnn_weights)
+    recorded = recorded_backbones(meta)
+    sources = choose_backbones(config, recorded, vit_weights=vit_weights, cnn_weights=cnn_weights,
+                               pretrained_backbones=pretrained_backbones, seed=seed, where=str(checkpoint))
+    asked = (vit_weights, cnn_weights, pretrained_backbones, seed) != (None, None, None, None)
+    if recorded and not asked:
+        print(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
+              f"cnn {sources['cnn'].describe()}", file=sys.stderr)
+    model = build_ahiq(config, sources=sources)
     if checkpoint is None:
         print("note: no checkpoint: fusion and head have RANDOM weights", file=sys.stderr)
     else:

@@ -192,9 +192,9 @@ class BaseOptions:
             opt.vit = VIT_BY_PATCH[opt.patch_size]
         elif f"patch{opt.patch_size}_" not in opt.vit and "patch" in opt.vit:
             raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
-        if opt.crop_size <= 0 or opt.crop_size % 32:
+        if opt.crop_size is not None and (opt.crop_size <= 0 or opt.crop_size % 32):
             raise UserError(f"--crop_size {opt.crop_size}: must be a positive multiple of 32")
-        if not opt.pretrained_backbones and (opt.vit_weights or opt.cnn_weights):
+        if opt.pretrained_backbones is False and (opt.vit_weights or opt.cnn_weights):
             raise UserError("--pretrained_backbones false contradicts --vit_weights/--cnn_weights; drop one")
         if opt.num_workers < 0:
             raise UserError("--num_workers must be >= 0")
@@ -209,13 +209,25 @@ def model_config(opt: argparse.Namespace) -> ModelConfig:
                        branches=opt.branches, fusion=opt.fusion, pooling=opt.pooling)
 
 
-def describe_backbones(opt: argparse.Namespace, config: ModelConfig) -> str:
-    """Where the backbone weights came from, for the line scripts print before scoring."""
-    if not opt.pretrained_backbones:
-        return "random"
-    if opt.vit_weights or opt.cnn_weights:
-        return f"files vit={opt.vit_weights or config.vit} cnn={opt.cnn_weights or config.cnn}"
-    return f"timm tags {config.vit}, {config.cnn}"
+def defaults_from_checkpoint(p: argparse.ArgumentParser) -> None:
+    """For scripts that score with a checkpoint: crop size and backbones default to the checkpoint's own."""
+    for action in p._actions:
+        if action.dest == "crop_size":
+            action.default = None
+            action.help = "crop size in pixels, a multiple of 32 (default: the checkpoint's training crop, else 224)"
+        elif action.dest == "pretrained_backbones":
+            action.default = None
+            action.help = ("true: backbone weights by timm tag (hub, hub cache or checkpoints/backbones/); false: "
+                           "random init drawn from --seed, announced (default: the backbones the checkpoint "
+                           "records, e.g. random ones from their seed, else true)")
+
+
+def backbone_request(opt: argparse.Namespace, explicit: set[str]) -> dict:
+    """The backbone arguments of :func:`engine.pipeline.prepare_model` from the options: only what the user
+    asked for, so that a checkpoint's recorded backbones are used otherwise."""
+    return {"vit_weights": opt.vit_weights, "cnn_weights": opt.cnn_weights,
+            "pretrained_backbones": opt.pretrained_backbones,
+            "backbone_seed": opt.seed if "seed" in explicit and opt.pretrained_backbones is False else None}
 
 
 def add_run_folder_options(p: argparse.ArgumentParser) -> None:

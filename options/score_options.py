@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
-from options.base_options import BaseOptions
+from options.base_options import BaseOptions, defaults_from_checkpoint
 from utils.errors import UserError
 
 
@@ -13,6 +13,7 @@ class ScoreOptions(BaseOptions):
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)
+        defaults_from_checkpoint(p)
         g = p.add_argument_group("score")
         g.add_argument("--ref", type=str, required=True, help="reference image or folder")
         g.add_argument("--dist", type=str, required=True, help="distorted image or folder (paired by file name)")

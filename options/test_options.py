@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
-from options.base_options import BaseOptions, add_run_folder_options, str2bool
+from options.base_options import BaseOptions, add_run_folder_options, defaults_from_checkpoint, str2bool
 from options.train_options import add_data_options, check_data_options
 from utils.errors import UserError
 
@@ -19,6 +19,7 @@ class TestOptions(BaseOptions):
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)
+        defaults_from_checkpoint(p)
         add_run_folder_options(p)
         add_data_options(p)
         g = p.add_argument_group("test")

@@ -53,7 +53,7 @@ def check_data_options(opt: argparse.Namespace) -> None:
         raise UserError(f"--lower_better is for --dataset csv ({opt.dataset} scores are oriented by its loader)")
     if opt.train_list and opt.dataset != "pipal":
         raise UserError("--train_list is for --dataset pipal")
-    if opt.dataset == "synthetic" and (opt.synthetic_refs < 2 or opt.synthetic_size < opt.crop_size):
+    if opt.dataset == "synthetic" and (opt.synthetic_refs < 2 or opt.synthetic_size < (opt.crop_size or 0)):
         raise UserError(f"synthetic: need --synthetic_refs >= 2 and --synthetic_size >= --crop_size ({opt.crop_size})")
 
 

@@ -230,3 +230,65 @@ def test_help_shows_one_default_per_option():
         assert "(default: test if the split has one, else val) (default" not in text
     lr = next(a for a in TrainOptions().parser._actions if a.dest == "learning_rate")
     assert TrainOptions().parser.formatter_class("x")._get_help_string(lr).endswith("(default: %(default)s)")
+
+
+def _script(name: str):
+    """A top-level script as a module (``test.py`` would otherwise meet the standard library's ``test``)."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_backbone_checkpoint_scores_the_same_through_every_entry_point(data_root, tmp_path, capsys):
+    import csv
+
+    from data.datasets import ScoreNorm
+    from data.images import read_image
+    from models.checkpoint import load_model
+    from tests.conftest import random_pair_images
+
+    _run(data_root, tmp_path, "prov", "--n_epoch", "1")
+    ckpt = tmp_path / "prov" / "best.pth"
+    _, _, meta = read_checkpoint(ckpt)
+    assert meta["backbones"]["vit"] == {"kind": "random", "name": "vit_base_patch8_224.augreg_in21k_ft_in1k",
+                                        "file": None, "sha256": None, "seed": 7}
+    assert meta["backbones"]["cnn"]["kind"] == "random" and meta["backbones"]["cnn"]["seed"] == 7
+    # 32x32 pairs, the training crop: every crop protocol (score.py centre, test.py 20 random) sees the whole image
+    names = [("A0001_00_00.bmp", "A0001.bmp"), ("A0002_05_01.bmp", "A0002.bmp")]
+    random_pair_images(tmp_path / "pairs", names, 32, 32)
+    ref_dir, dist_dir = tmp_path / "pairs" / "ref", tmp_path / "pairs" / "dist"
+    capsys.readouterr()
+
+    # the README's snippet: the backbones come from the checkpoint (random ones redrawn from seed 7)
+    model = load_model(ckpt)
+    image = lambda p: torch.from_numpy(read_image(p)).permute(2, 0, 1)[None]  # noqa: E731
+    with torch.no_grad():
+        snippet = [float(model(image(dist_dir / d), image(ref_dir / r))) for d, r in names]
+    assert "random init (seed 7)" in capsys.readouterr().err
+
+    _script("score").main(["--ref", str(ref_dir), "--dist", str(dist_dir), "--checkpoint", str(ckpt),
+                           "--output", str(tmp_path / "scores.csv")])
+    err = capsys.readouterr().err
+    assert "crop_size=32" in err and "random init (seed 7)" in err
+    with open(tmp_path / "scores.csv") as fh:
+        by_score_py = {row["dist"].split("/")[-1]: float(row["score"]) for row in csv.DictReader(fh)}
+    _script("test").main(["--checkpoint", str(ckpt), "--ref_dir", str(ref_dir), "--dist_dir", str(dist_dir),
+                          "--output", str(tmp_path / "results.txt")])
+    # test.py maps predictions back to the training label scale stored in the checkpoint; undo that to compare
+    norm = ScoreNorm.from_dict(meta["score_norm"])
+    lines = (tmp_path / "results.txt").read_text().splitlines()
+    by_test_py = dict(zip([line.split(",")[0] for line in lines], norm([float(x.split(",")[1]) for x in lines])))
+    for (d, _), s in zip(names, snippet):
+        assert abs(by_score_py[d] - s) <= 1e-5 and abs(by_test_py[d] - s) <= 1e-5, (d, s, by_score_py, by_test_py)
+    assert max(snippet) - min(snippet) > 1e-4  # the comparison is not between constants
+
+    # other backbones than the recorded ones: used as asked, with a warning
+    other = load_model(ckpt, seed=8)
+    assert "trained with vit = " in capsys.readouterr().err and other.backbone_sources["vit"].seed == 8
+    with torch.no_grad():
+        assert abs(float(other(image(dist_dir / names[0][0]), image(ref_dir / names[0][1]))) - snippet[0]) > 1e-6

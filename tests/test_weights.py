@@ -102,3 +102,51 @@ def test_score_py_offline_exits_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot get pretrained weights"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_score_py_stops_in_seconds_when_the_hub_is_unreachable(tmp_path):
+    import socket
+    import time
+
+    from tests.conftest import random_pair_images
+
+    if any(backbones.find_local_weights(n) for n in (backbones.DEFAULT_VIT, backbones.DEFAULT_CNN)):
+        pytest.skip("backbone weights are in checkpoints/backbones/ on this machine")
+    with socket.socket() as sock:  # a local port nobody listens on: the hub "cannot be reached"
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 64, 64)
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hub"), "PATH": "/usr/bin:/bin"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "score.py", "--ref", str(tmp_path / "ref"), "--dist",
+                           str(tmp_path / "dist"), "--crop_size", "64", "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    elapsed = time.monotonic() - start
+    start = time.monotonic()  # start-up alone (imports: ~4 s idle, far more on a loaded machine) is not the wait
+    subprocess.run([sys.executable, "-c", "import score"], cwd=ROOT, env=env, check=True, timeout=300)
+    startup = time.monotonic() - start
+    assert proc.returncode == 2 and elapsed - startup < 10, (elapsed, startup, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and "Retrying" not in proc.stderr, proc.stderr
+    message = lines[0]
+    assert f"127.0.0.1:{port}" in message and backbones.DEFAULT_VIT in message and backbones.DEFAULT_CNN in message
+    for way in ("sh download.sh", "--vit_weights FILE", "--cnn_weights FILE", "hub cache", "--pretrained_backbones false"):
+        assert way in message, way
+
+
+def test_hub_reachability_is_checked_once_and_quickly(monkeypatch):
+    import socket
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbones, "_endpoint_unreachable", backbones._endpoint_unreachable.__wrapped__)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as server:  # a listening local port stands for a reachable hub
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert backbones.hub_offline_reason() is None
+    assert "cannot be reached" in backbones.hub_offline_reason()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert backbones.hub_offline_reason() == "HF_HUB_OFFLINE is set"
