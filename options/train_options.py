@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from data.crops import REUSE_NOTE, parse_crops
 from data.datasets import CROP_RULES, DATASETS, default_data_root, parse_ratio
 from engine.trainer import BEST_RULES
-from options.base_options import BaseOptions, add_run_folder_options, str2bool
+from options.base_options import BaseOptions, add_run_folder_options, load_options_file, str2bool
 from utils.errors import UserError
 
 
@@ -57,6 +59,19 @@ def check_data_options(opt: argparse.Namespace) -> None:
         raise UserError(f"synthetic: need --synthetic_refs >= 2 and --synthetic_size >= --crop_size ({opt.crop_size})")
 
 
+# Options that decide what a run trains (the model, its inputs, the data and its split): changing one while
+# resuming is refused unless --allow_changes says so.
+RUN_DEFINING = ("crop_size", "patch_size", "vit", "vit_blocks", "cnn", "cnn_stage", "vit_kwargs", "cnn_kwargs",
+                "head_kwargs", "fusion_kwargs", "normalization", "branches", "fusion", "pooling", "deform_impl",
+                "train_crop_rule", "pretrained_backbones", "vit_weights", "cnn_weights", "dataset", "data_root",
+                "train_list", "val_list", "val_ref_dir", "val_dis_dir", "split_ratio", "split_seed", "split_file",
+                "synthetic_refs", "synthetic_size", "score_norm")
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 class TrainOptions(BaseOptions):
     description = "Train AHIQ's fusion and head on frozen backbones (defaults: the authors' NTIRE 2022 setting)."
 
@@ -99,7 +114,11 @@ class TrainOptions(BaseOptions):
                        help="when best.pth is written: sum = SRCC + PLCC improved; either = the release's "
                             "SRCC or PLCC improved (both bests then move to the new epoch's values)")
         g.add_argument("--resume", action="store_true",
-                       help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG)")
+                       help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG) with the "
+                            "run's own options (checkpoints/<name>/opt.json); options given here override them")
+        g.add_argument("--allow_changes", action="store_true",
+                       help="with --resume: accept options that change the run's model or data (crop, architecture, "
+                            "backbones, dataset, split), which are refused otherwise")
         g.add_argument("--max_steps", type=int, default=0, help="stop each epoch after N steps (0: full epoch)")
         g.add_argument("--time_limit", type=float, default=0,
                        help="stop training after this many seconds: at an epoch's end when another epoch would not "
@@ -109,6 +128,28 @@ class TrainOptions(BaseOptions):
         g.add_argument("--validate_first", type=str2bool, default=False,
                        help="validate once before the first step (logged as epoch 0; the starting point of a "
                             "fine-tuning run from --checkpoint)")
+
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        """As :meth:`BaseOptions.parse`; with ``--resume`` the run's saved ``opt.json`` gives the defaults."""
+        argv = sys.argv[1:] if argv is None else argv
+        pre, _ = self.parser.parse_known_args(argv)
+        run_options = Path(pre.checkpoints_dir) / pre.name / "opt.json"
+        saved = load_options_file(str(run_options), self.parser) if pre.resume and run_options.is_file() else None
+        if saved is not None:
+            self.parser.set_defaults(**saved)  # an explicit --config file still comes on top
+        opt = super().parse(argv)
+        if saved is None:
+            return opt
+        changed = [k for k in RUN_DEFINING if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
+        if changed and not opt.allow_changes:
+            shown = ", ".join(f"--{k} {_plain(getattr(opt, k))} (run: {_plain(saved[k])})" for k in changed)
+            raise UserError(f"--resume {opt.name}: {shown} would change the run's model or data; drop "
+                            f"{'it' if len(changed) == 1 else 'them'} to continue the run as it was, or add "
+                            "--allow_changes")
+        overridden = [k for k in sorted(self.explicit) if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
+        given = ", ".join(f"--{k} {_plain(getattr(opt, k))}" for k in overridden)
+        print(f"resume: options of {run_options}" + (f"; given here: {given}" if given else ""), file=sys.stderr)
+        return opt
 
     def check(self, opt: argparse.Namespace) -> None:
         super().check(opt)

@@ -292,3 +292,28 @@ def test_random_backbone_checkpoint_scores_the_same_through_every_entry_point(da
     assert "trained with vit = " in capsys.readouterr().err and other.backbone_sources["vit"].seed == 8
     with torch.no_grad():
         assert abs(float(other(image(dist_dir / names[0][0]), image(ref_dir / names[0][1]))) - snippet[0]) > 1e-6
+
+
+def test_resume_by_name_reloads_the_runs_options(data_root, tmp_path, capsys):
+    from options.train_options import TrainOptions
+
+    # a non-default crop (32) and dataset (synthetic), then only the name: the run continues to epoch 2
+    _run(data_root, tmp_path, "named", "--n_epoch", "1", "--synthetic_refs", "4")
+    capsys.readouterr()
+    where = ["--name", "named", "--checkpoints_dir", str(tmp_path)]
+    train.main([*where, "--resume", "--n_epoch", "2"])
+    out, err = capsys.readouterr()
+    assert f"resume: options of {tmp_path / 'named' / 'opt.json'}; given here: --n_epoch 2" in err
+    assert "resumed from" in out and "epoch 2/2" in out
+    raw = torch.load(tmp_path / "named" / "last.pth", weights_only=False)
+    assert raw["epoch"] == 1 and raw["ahiq"]["options"]["crop_size"] == 32
+    assert raw["ahiq"]["options"]["dataset"] == "synthetic"
+    # changing the model or the data is refused with one line, unless asked for explicitly
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*where, "--resume", "--n_epoch", "3", "--crop_size", "64", "--split_seed", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "--crop_size 64 (run: 32), --split_seed 1 (run: 0) would change" in err and "--allow_changes" in err
+    opt = TrainOptions().parse([*where, "--resume", "--crop_size", "64", "--allow_changes"])
+    assert opt.crop_size == 64 and opt.dataset == "synthetic" and opt.n_epoch == 2
+    assert TrainOptions().parse(where).dataset == "pipal"  # without --resume the defaults hold
