@@ -64,3 +64,22 @@ def test_ablations_table_over_every_preset(tmp_path, capsys):
                     "--quiet"])
         assert "RANDOM weights" in capsys.readouterr().err  # backbones only: the heads came from the file
         assert out.read_text().splitlines()[1].split(",")[0] == str(dist)
+
+
+def test_demo_prints_the_same_line_on_every_run(tmp_path, capsys):
+    from experiments import demo
+
+    # the demo's own code path on a shortened schedule and a small architecture; no time limit decides anything
+    short = ["--synthetic_refs", "4", "--batch_size", "4", "--max_steps", "2", "--vit",
+             "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--patch_size", "16", "--cnn", "resnet18.a1_in1k"]
+    lines = [demo.main(["--demo_dir", str(tmp_path / f"run{k}"), *short]) for k in range(2)]
+    precision = "bf16" if demo.native_bf16("cpu") else "fp32"
+    assert lines[0] == lines[1]
+    assert re.fullmatch(r"demo: val SRCC=-?\d\.\d{4} PLCC=-?\d\.\d{4} \(synthetic set, 4 refs of 32x32, 1 held-out "
+                        rf"refs; random-init backbones, {precision}, epoch [12]\)", lines[0]), lines[0]
+    out = capsys.readouterr().out
+    assert out.count(lines[0]) == 2 and "time limit" not in out
+    scored = (tmp_path / "run0" / "pairs_scores.csv").read_text().splitlines()
+    assert scored[0] == "dist,ref,score" and len(scored) == 7  # six distortion types of one held-out reference
+    again = (tmp_path / "run1" / "pairs_scores.csv").read_text().splitlines()
+    assert [row.rsplit(",", 1)[1] for row in scored] == [row.rsplit(",", 1)[1] for row in again]
