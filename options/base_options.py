@@ -85,7 +85,8 @@ class BaseOptions:
                             "the command line override it")
         g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
         g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
-                       help="fp32, or bf16 autocast (faster on GPUs, scores within ~2e-3)")
+                       help="fp32, or bf16 autocast (faster on GPUs and AMX CPUs; scores differ from fp32 by up to a "
+                            "few 1e-3)")
         g.add_argument("--compile", type=str2bool, default=False,
                        help="torch.compile the model (worth it on GPUs for long runs; first batches are slow)")
         g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes for image decoding")
