@@ -453,19 +453,24 @@ class AHIQ(nn.Module):
 
 
 def backbone_sources(config: ModelConfig, pretrained_backbones: bool = True, vit_weights: str | None = None,
-                     cnn_weights: str | None = None, seed: int = 0) -> dict[str, BackboneSource]:
-    """``{"vit": ..., "cnn": ...}``: the :class:`BackboneSource` of each backbone the arguments ask for."""
+                     cnn_weights: str | None = None, seed: int | None = None) -> dict[str, BackboneSource]:
+    """``{"vit": ..., "cnn": ...}``: the :class:`BackboneSource` of each backbone the arguments ask for.
+    Random backbones without a ``seed`` get one drawn from torch's global generator (so ``torch.manual_seed``
+    before still decides them), and it is recorded."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
     return {"vit": backbone_source(config.vit, pretrained_backbones, vit_weights, seed),
             "cnn": backbone_source(config.cnn, pretrained_backbones, cnn_weights, seed)}
 
 
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,
-               vit_weights: str | None = None, cnn_weights: str | None = None, seed: int = 0,
+               vit_weights: str | None = None, cnn_weights: str | None = None, seed: int | None = None,
                sources: dict[str, BackboneSource] | None = None) -> AHIQ:
     """An AHIQ network with backbones by timm name/tag and untrained (random) fusion and head.
 
     Backbone weights: ``sources`` when given, else as :func:`backbone_sources` makes them of the other
-    arguments (random backbones are drawn from ``seed``); kept as ``model.backbone_sources``. Pretrained
+    arguments (random backbones are drawn from ``seed``, by default one drawn from torch's global generator);
+    kept as ``model.backbone_sources``. Pretrained
     weights that cannot be had stop before anything is built.
     """
     config = config or ModelConfig()

@@ -70,8 +70,7 @@ def test_demo_prints_the_same_line_on_every_run(tmp_path, capsys):
     from experiments import demo
 
     # the demo's own code path on a shortened schedule and a small architecture; no time limit decides anything
-    short = ["--synthetic_refs", "4", "--batch_size", "4", "--max_steps", "2", "--vit",
-             "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--patch_size", "16", "--cnn", "resnet18.a1_in1k"]
+    short = ["--synthetic_refs", "4", "--batch_size", "4", "--max_steps", "2", *TINY_ARGS]
     lines = [demo.main(["--demo_dir", str(tmp_path / f"run{k}"), *short]) for k in range(2)]
     precision = "bf16" if demo.native_bf16("cpu") else "fp32"
     assert lines[0] == lines[1]
