@@ -458,7 +458,7 @@ def backbone_sources(config: ModelConfig, pretrained_backbones: bool = True, vit
     Random backbones without a ``seed`` get one drawn from torch's global generator (so ``torch.manual_seed``
     before still decides them), and it is recorded."""
     if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # CPU even under a meta-device scope
     return {"vit": backbone_source(config.vit, pretrained_backbones, vit_weights, seed),
             "cnn": backbone_source(config.cnn, pretrained_backbones, cnn_weights, seed)}
 
