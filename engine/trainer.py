@@ -204,7 +204,7 @@ class Trainer:
         if saved_groups != len(self.optimizer.param_groups):
             raise UserError(f"{path}: its optimiser has {saved_groups} parameter groups, these options make "
                             f"{len(self.optimizer.param_groups)}; resume with the run's own --feature_lr_scale "
-                            "(--config <run>/opt.json)")
+                            "(drop the option: --resume reloads the run's options)")
         try:
             self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
             self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])

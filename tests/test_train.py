@@ -101,9 +101,9 @@ def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsy
         ["regressor.down_channel.weight"]
     assert sum(len(g["params"]) for g in wide) == len([p for p in model.parameters() if p.requires_grad])
     assert len(optimizer_groups(model, 1e-3, 0.0)) == 2  # the authors' two groups at scale 1
-    # resuming with other groups is a one-line user error, not a torch traceback
+    # resuming with other groups (a --feature_lr_scale given over the run's own) is a one-line user error
     with pytest.raises(SystemExit) as exit_info:
-        _run(data_root, tmp_path, "scaled", "--n_epoch", "3", "--resume")
+        _run(data_root, tmp_path, "scaled", "--n_epoch", "3", "--resume", "--feature_lr_scale", "1")
     assert exit_info.value.code == 2 and "--feature_lr_scale" in capsys.readouterr().err
 
 
