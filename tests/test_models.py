@@ -274,11 +274,12 @@ def _tiny(**changes) -> ModelConfig:
 
 def _tiny_backbones():
     """The tiny ViT with patch 8 and 16 (blocks 1, 3) and the tiny ResNet at stages 1-4, random weights."""
-    from models.backbones import build_resnet, build_vit
+    from models.backbones import backbone_source, build_resnet, build_vit
 
-    torch.manual_seed(0)
-    vits = {p: build_vit(name, TINY.vit_blocks, False, **TINY.vit_kwargs) for p, name in VIT_BY_PATCH.items()}
-    return vits, {s: build_resnet(TINY.cnn, s, False, **TINY.cnn_kwargs) for s in (1, 2, 3, 4)}
+    vits = {p: build_vit(backbone_source(name, False, seed=0), TINY.vit_blocks, **TINY.vit_kwargs)
+            for p, name in VIT_BY_PATCH.items()}
+    cnn = backbone_source(TINY.cnn, False, seed=0)
+    return vits, {s: build_resnet(cnn, s, **TINY.cnn_kwargs) for s in (1, 2, 3, 4)}
 
 
 def test_every_architecture_combination_builds_or_is_refused():
