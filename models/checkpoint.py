@@ -102,9 +102,6 @@ def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = Non
     atomic_torch_save(checkpoint_dict(model, extra_meta, **training_state), path)
 
 
-DEFAULT_RANDOM_SEED = 1919  # random backbones when neither the caller nor the checkpoint gives a seed
-
-
 def recorded_backbones(meta: dict) -> dict[str, BackboneSource]:
     """The backbone sources a checkpoint records (``{}`` for the authors' file and older ones of ours)."""
     return {part: BackboneSource.from_dict(value) for part, value in (meta.get("backbones") or {}).items()}
@@ -131,8 +128,10 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
             chosen[part] = source
             continue
         was_random = rec is not None and rec.kind == "random"
-        part_seed = seed if seed is not None else rec.seed if was_random else DEFAULT_RANDOM_SEED
+        part_seed = seed if seed is not None else rec.seed if was_random else None
         pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
+        if part_seed is None:  # nothing recorded or asked: drawn from torch's generator (seeded by the caller)
+            part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
         source = backbone_source(name, pretrained, weights, part_seed)
         if rec is not None and not source.same_weights(rec):
             print(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
