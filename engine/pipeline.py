@@ -41,15 +41,15 @@ def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn
     the backbones it records unless the weight arguments ask for others (see :func:`load_model`).
 
     The seed is set first, so random heads (no checkpoint) are the same on every run; random backbones come
-    from ``backbone_seed`` (default: the checkpoint's recorded seed). With ``compile`` the backbones, the fusion
-    and the head are compiled in place, so that scoring with a reference's side reused
-    (``encode_reference``/``score_distorted``) runs compiled too; ``net`` is the model.
+    from the checkpoint's recorded seed, else ``backbone_seed`` (the trainer's choice too: ``--seed``). With
+    ``compile`` the backbones, the fusion and the head are compiled in place, so that scoring with a reference's
+    side reused (``encode_reference``/``score_distorted``) runs compiled too; ``net`` is the model.
     ``contents``: the checkpoint as :func:`open_checkpoint` read it.
     """
     where = resolve_device(device)
     torch.manual_seed(seed)
     model = load_model(checkpoint, vit_weights=vit_weights, cnn_weights=cnn_weights,
-                       pretrained_backbones=pretrained_backbones, seed=backbone_seed, device=where,
+                       pretrained_backbones=pretrained_backbones, default_seed=backbone_seed, device=where,
                        contents=contents, **(overrides or {}))
     if compile:
         for part in (model.vit, model.cnn, model.deform_net, model.regressor):

@@ -109,9 +109,11 @@ def recorded_backbones(meta: dict) -> dict[str, BackboneSource]:
 
 def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *, vit_weights: str | None = None,
                      cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
-                     where: str = "the checkpoint") -> dict[str, BackboneSource]:
+                     default_seed: int | None = None, where: str = "the checkpoint") -> dict[str, BackboneSource]:
     """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning on stderr
-    then says how they differ). Without a record: pretrained by timm tag unless asked otherwise."""
+    then says how they differ). Without a record: pretrained by timm tag unless asked otherwise. Random ones
+    are drawn from ``seed``, else the recorded seed, else ``default_seed``, else a seed drawn from torch's
+    generator."""
     chosen = {}
     for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
         rec = recorded.get(part)
@@ -128,7 +130,7 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
             chosen[part] = source
             continue
         was_random = rec is not None and rec.kind == "random"
-        part_seed = seed if seed is not None else rec.seed if was_random else None
+        part_seed = seed if seed is not None else rec.seed if was_random else default_seed
         pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
         if part_seed is None:  # nothing recorded or asked: drawn from torch's generator (seeded by the caller)
             part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
@@ -142,7 +144,7 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
 
 def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None = None,
                cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
-               device: str | torch.device = "cpu", config: ModelConfig | None = None,
+               default_seed: int | None = None, device: str | torch.device = "cpu", config: ModelConfig | None = None,
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode: architecture from the checkpoint's metadata (or ``config``), heads
     from ``checkpoint``, and the backbones the checkpoint records.
@@ -155,7 +157,7 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
     Backbones (:func:`choose_backbones`): ours record theirs (timm tag, a weight file checked by SHA-256, or
     random init redrawn from its seed, announced); the authors' file records none, so timm tags are used.
     ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask for others, with a warning when they
-    differ from the record. Without a checkpoint the fusion and head are random (a warning says so).
+    differ from the record; ``default_seed`` draws random backbones when nothing records a seed. Without a checkpoint the fusion and head are random (a warning says so).
     ``contents``: what :func:`read_checkpoint` returned for ``checkpoint``, when already read. The
     checkpoint's metadata (empty for the authors' file) is kept as ``model.checkpoint_meta``.
     """
@@ -170,7 +172,8 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
         config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
     recorded = recorded_backbones(meta)
     sources = choose_backbones(config, recorded, vit_weights=vit_weights, cnn_weights=cnn_weights,
-                               pretrained_backbones=pretrained_backbones, seed=seed, where=str(checkpoint))
+                               pretrained_backbones=pretrained_backbones, seed=seed, default_seed=default_seed,
+                               where=str(checkpoint))
     asked = (vit_weights, cnn_weights, pretrained_backbones, seed) != (None, None, None, None)
     if recorded and not asked:
         print(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "

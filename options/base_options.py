@@ -219,7 +219,7 @@ def defaults_from_checkpoint(p: argparse.ArgumentParser) -> None:
         elif action.dest == "pretrained_backbones":
             action.default = None
             action.help = ("true: backbone weights by timm tag (hub, hub cache or checkpoints/backbones/); false: "
-                           "random init (the checkpoint's recorded seed, else drawn after --seed), announced "
+                           "random init (the checkpoint's recorded seed, else --seed, as train.py draws them), announced "
                            "(default: the backbones the checkpoint records, else true)")
 
 
@@ -228,7 +228,7 @@ def backbone_request(opt: argparse.Namespace, explicit: set[str]) -> dict:
     asked for, so that a checkpoint's recorded backbones are used otherwise."""
     return {"vit_weights": opt.vit_weights, "cnn_weights": opt.cnn_weights,
             "pretrained_backbones": opt.pretrained_backbones,
-            "backbone_seed": None}  # random backbones: the checkpoint's recorded seed, else drawn after --seed
+            "backbone_seed": opt.seed}  # random backbones: the checkpoint's recorded seed, else --seed (as train.py)
 
 
 def add_run_folder_options(p: argparse.ArgumentParser) -> None:
