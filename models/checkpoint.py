@@ -157,7 +157,8 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
     Backbones (:func:`choose_backbones`): ours record theirs (timm tag, a weight file checked by SHA-256, or
     random init redrawn from its seed, announced); the authors' file records none, so timm tags are used.
     ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask for others, with a warning when they
-    differ from the record; ``default_seed`` draws random backbones when nothing records a seed. Without a checkpoint the fusion and head are random (a warning says so).
+    differ from the record; ``default_seed`` draws random backbones when nothing records a seed. Without a
+    checkpoint the fusion and head are random (a warning says so).
     ``contents``: what :func:`read_checkpoint` returned for ``checkpoint``, when already read. The
     checkpoint's metadata (empty for the authors' file) is kept as ``model.checkpoint_meta``.
     """
