@@ -142,10 +142,10 @@ def test_backbone_weight_file_with_payload_is_refused(tmp_path, pairs_folder, ca
     argv = ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32",
             *[a for a in TINY if a not in ("--pretrained_backbones", "false")]]
     fails(capsys, score.main, [*argv, "--vit_weights", str(bad)], f"{bad}: {REFUSAL}")
-    from models.backbones import build_resnet
+    from models.backbones import backbone_source, build_resnet
 
     with pytest.raises(UserError, match=REFUSAL.replace("(", r"\(").replace(")", r"\)")):
-        build_resnet(TINY_CONFIG.cnn, 1, True, bad, **TINY_CONFIG.cnn_kwargs)  # what --cnn_weights does
+        build_resnet(backbone_source(TINY_CONFIG.cnn, True, bad), 1, **TINY_CONFIG.cnn_kwargs)  # what --cnn_weights does
     assert not marker.exists()
 
 
