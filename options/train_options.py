@@ -146,9 +146,10 @@ class TrainOptions(BaseOptions):
             raise UserError(f"--resume {opt.name}: {shown} would change the run's model or data; drop "
                             f"{'it' if len(changed) == 1 else 'them'} to continue the run as it was, or add "
                             "--allow_changes")
-        overridden = [k for k in sorted(self.explicit) if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
+        overridden = [k for k in sorted(self.explicit - {"resume", "allow_changes"})
+                      if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
         given = ", ".join(f"--{k} {_plain(getattr(opt, k))}" for k in overridden)
-        print(f"resume: options of {run_options}" + (f"; given here: {given}" if given else ""), file=sys.stderr)
+        print(f"resume: options of {run_options}" + (f"; given here: {given}" if given else ""))  # not an error
         return opt
 
     def check(self, opt: argparse.Namespace) -> None:

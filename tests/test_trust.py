@@ -141,7 +141,8 @@ def test_backbone_weight_file_with_payload_is_refused(tmp_path, pairs_folder, ca
     torch.save({"state_dict": {"cls_token": torch.zeros(1)}, "x": Payload(marker)}, bad)
     argv = ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32",
             *[a for a in TINY if a not in ("--pretrained_backbones", "false")]]
-    fails(capsys, score.main, [*argv, "--vit_weights", str(bad)], f"{bad}: {REFUSAL}")
+    # both backbones from files: offline, a pretrained CNN would stop the run before any weight file is read
+    fails(capsys, score.main, [*argv, "--vit_weights", str(bad), "--cnn_weights", str(bad)], f"{bad}: {REFUSAL}")
     from models.backbones import backbone_source, build_resnet
 
     with pytest.raises(UserError, match=REFUSAL.replace("(", r"\(").replace(")", r"\)")):
