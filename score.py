@@ -37,13 +37,13 @@ def main(argv=None) -> None:
     if opt.crop_size is None:
         opt.crop_size = training_crop_size(contents)
     pairs = collect_pairs(opt)
-    net, model, device = prepare_model(opt.checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
+    model, device = prepare_model(opt.checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
                                        seed=opt.seed, compile=opt.compile, overrides=options.arch_overrides(opt),
                                        contents=contents)
     print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'}; backbones: {describe_backbones(model)}; "
           f"crop_size={opt.crop_size}; device={device} precision={opt.precision}", file=sys.stderr)
     start = time.perf_counter()
-    results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
+    results = score_and_map(model, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
                             seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
                             num_workers=opt.num_workers, maps_dir=opt.save_maps, progress=not opt.quiet)
     elapsed = time.perf_counter() - start

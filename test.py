@@ -123,7 +123,7 @@ def main(argv=None) -> dict | None:
     labelled = all(p.score is not None for p in pairs)
     if opt.plot and not labelled:
         raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
-    net, model, device = prepare_model(checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
+    model, device = prepare_model(checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
                                        seed=opt.seed, compile=opt.compile, overrides=options.arch_overrides(opt),
                                        contents=contents)
     meta = model.checkpoint_meta
@@ -135,7 +135,7 @@ def main(argv=None) -> dict | None:
 
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     start = time.perf_counter()
-    results = score_and_map(net, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
+    results = score_and_map(model, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
                             seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
                             num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta, names=names)
     if device.type == "cuda":

@@ -36,14 +36,14 @@ def describe_backbones(model: AHIQ) -> str:
 def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn_weights: str | None = None,
                   pretrained_backbones: bool | None = None, backbone_seed: int | None = None, device: str = "auto",
                   seed: int = 1919, compile: bool = False, overrides: dict | None = None,
-                  contents: tuple[dict, dict, dict] | None = None) -> tuple[torch.nn.Module, AHIQ, torch.device]:
-    """``(net to call, the AHIQ model, device)``: heads from ``checkpoint``, ``overrides`` of its architecture,
+                  contents: tuple[dict, dict, dict] | None = None) -> tuple[AHIQ, torch.device]:
+    """``(the AHIQ model, device)``: heads from ``checkpoint``, ``overrides`` of its architecture,
     the backbones it records unless the weight arguments ask for others (see :func:`load_model`).
 
     The seed is set first, so random heads (no checkpoint) are the same on every run; random backbones come
     from the checkpoint's recorded seed, else ``backbone_seed`` (the trainer's choice too: ``--seed``). With
     ``compile`` the backbones, the fusion and the head are compiled in place, so that scoring with a reference's
-    side reused (``encode_reference``/``score_distorted``) runs compiled too; ``net`` is the model.
+    side reused (``encode_reference``/``score_distorted``) runs compiled too.
     ``contents``: the checkpoint as :func:`open_checkpoint` read it.
     """
     where = resolve_device(device)
@@ -54,15 +54,15 @@ def prepare_model(checkpoint: str | None, *, vit_weights: str | None = None, cnn
     if compile:
         for part in (model.vit, model.cnn, model.deform_net, model.regressor):
             part.compile()
-    return model, model, where
+    return model, where
 
 
-def score_and_map(net: torch.nn.Module, pairs: Sequence[tuple[Path, Path]], *, crops: str, crop_size: int, seed: int,
+def score_and_map(model: AHIQ, pairs: Sequence[tuple[Path, Path]], *, crops: str, crop_size: int, seed: int,
                   batch_size: int, precision: str, num_workers: int = 0, maps_dir: str | None = None,
                   flip_tta: bool = False, progress: bool = True, names: Sequence[str] | None = None) -> list[PairScore]:
     """Score every pair (in order) and, with ``maps_dir``, write one quality-map picture per pair there, named
     after ``names`` (default :func:`result_names`) so that no two pairs share a file."""
-    results = list(score_pairs(net, pairs, crops, crop_size, seed, batch_size, precision, num_workers,
+    results = list(score_pairs(model, pairs, crops, crop_size, seed, batch_size, precision, num_workers,
                                with_maps=bool(maps_dir), progress=progress, flip_tta=flip_tta))
     if maps_dir:
         names = list(names) if names is not None else result_names([d for d, _ in pairs])
