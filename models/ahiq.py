@@ -408,8 +408,12 @@ class AHIQ(nn.Module):
         def pick(t, k):
             return None if t is None else t.unflatten(0, (b, 2))[:, k]
 
-        reference = self.reference_side(pick(vit, 1), pick(cnn, 1))
-        return self.distorted_side(pick(vit, 0), pick(cnn, 0), reference, return_maps)
+        # Both crops of a pair go through the fusion and the projection in one call (the deformable conv takes
+        # k = 2 maps per set of offsets): the same terms as reference_side + distorted_side, with each weight
+        # read (and, in training, its gradient accumulated) once per step instead of twice.
+        terms = self._terms(vit, cnn, self._offsets(pick(vit, 1), pick(cnn, 1))).unflatten(0, (b, 2))
+        score, f, w = self.regressor.compare(terms[:, 0], terms[:, 1])
+        return (score, f, w) if return_maps else score
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Images ``(N, 3, H, W)`` -> ViT map ``(N, C_vit, H/p, W/p)`` and CNN map (None for an absent branch)."""
@@ -429,8 +433,12 @@ class AHIQ(nn.Module):
     def reference_side(self, vit: torch.Tensor | None, cnn: torch.Tensor | None) -> ReferenceSide:
         """Everything computed from the reference crops' features: offsets (None without a deformable fusion;
         without ViT the reference's CNN features steer) and the head's reference terms."""
-        offset = None if cnn is None else self.deform_net.offsets(vit if vit is not None else cnn, cnn.shape[-2:])
+        offset = self._offsets(vit, cnn)
         return ReferenceSide(offset=offset, terms=self._terms(vit, cnn, offset))
+
+    def _offsets(self, vit: torch.Tensor | None, cnn: torch.Tensor | None) -> torch.Tensor | None:
+        """The fusion's offsets from the reference crops' features (None without CNN branch or deformable conv)."""
+        return None if cnn is None else self.deform_net.offsets(vit if vit is not None else cnn, cnn.shape[-2:])
 
     def distorted_side(self, vit: torch.Tensor | None, cnn: torch.Tensor | None, reference: ReferenceSide,
                        return_maps: bool):

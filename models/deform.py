@@ -64,7 +64,9 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     c_out = weight.shape[0]
     # (B, k, C, H, W) -> rows (B*H*W, k*C): the k maps of a pair share each row's sampling position.
     rows = x.view(b, k, c_in, h, w).permute(0, 3, 4, 1, 2).contiguous().view(b * h * w, k * c_in)
-    taps = weight.to(x.dtype).permute(2, 3, 1, 0).reshape(9, c_in, c_out)  # tap-major (C_in, C_out) slices
+    # tap-major (C_in, C_out) slices; unbind (not taps[t]) so that backward stacks the 9 gradients into one
+    # buffer instead of zero-filling a whole (9, C_in, C_out) tensor per tap
+    taps = weight.to(x.dtype).permute(2, 3, 1, 0).reshape(9, c_in, c_out).unbind(0)
     out = torch.zeros(b * h * w * k, c_out, dtype=x.dtype, device=x.device)
     if bias is not None:
         out += bias.to(x.dtype)

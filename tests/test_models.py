@@ -376,3 +376,30 @@ def test_reference_side_reused_equals_forward_in_the_ablations(changes):
         expected = model(dist, ref[index])
         got = model.score_distorted(dist, model.encode_reference(ref).select(index))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_forward_runs_both_sides_in_one_call_with_the_same_gradients():
+    """forward fuses and projects a pair's two crops in one call (the deformable conv with k = 2 maps per
+    offset); its scores and the heads' gradients equal the two-call path (reference_side + distorted_side)."""
+    from tests.conftest import tiny_model
+
+    torch.manual_seed(12)
+    ref = torch.rand(3, 3, 64, 64)
+    dist = (ref + 0.2 * torch.randn(3, 3, 64, 64)).clamp(0, 1)
+    grads, scores = [], []
+    for fused in (True, False):
+        model = tiny_model()
+        if fused:
+            score = model(dist, ref)
+        else:
+            vit, cnn = model.features(torch.cat((dist, ref)))
+            side = model.reference_side(vit[3:], cnn[3:])
+            score = model.distorted_side(vit[:3], cnn[:3], side, return_maps=False)
+        (score * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+        scores.append(score.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("deform_net.conv_offset") for k in grads[0])
+    for name in grads[0]:
+        scale = max(grads[1][name].abs().max().item(), 1e-3)
+        assert (grads[0][name] - grads[1][name]).abs().max().item() / scale < 1e-5, name
