@@ -13,6 +13,7 @@ import time
 from data.datasets import screen_pairs
 from data.images import pair_paths
 from data.records import Pair
+from engine.device import describe_precision
 from engine.pipeline import describe_backbones, open_checkpoint, prepare_model, score_and_map, training_crop_size
 from options.base_options import backbone_request
 from options.score_options import ScoreOptions
@@ -41,7 +42,8 @@ def main(argv=None) -> None:
                                        seed=opt.seed, compile=opt.compile, overrides=options.arch_overrides(opt),
                                        contents=contents)
     print(f"model: checkpoint={opt.checkpoint or 'none (random heads)'}; backbones: {describe_backbones(model)}; "
-          f"crop_size={opt.crop_size}; device={device} precision={opt.precision}", file=sys.stderr)
+          f"crop_size={opt.crop_size}; device={device} precision={describe_precision(opt.precision, device)}",
+          file=sys.stderr)
     start = time.perf_counter()
     results = score_and_map(model, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
                             seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,

@@ -21,6 +21,7 @@ import torch
 from data.datasets import LABEL_NAMES, ScoreNorm, describe, screen_pairs
 from data.records import Pair, result_names
 from data.splits import load_pairs, prepare_splits, run_data_check
+from engine.device import describe_precision
 from engine.pipeline import describe_backbones, open_checkpoint, prepare_model, score_and_map, training_crop_size
 from options.base_options import backbone_request
 from options.test_options import TestOptions
@@ -131,7 +132,7 @@ def main(argv=None) -> dict | None:
     norm = ScoreNorm.from_dict(meta.get("score_norm")) if same_scale else ScoreNorm("none")
     print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones: "
           f"{describe_backbones(model)}; crops={opt.crops} crop_size={opt.crop_size} device={device} "
-          f"precision={opt.precision}", file=sys.stderr)
+          f"precision={describe_precision(opt.precision, device)}", file=sys.stderr)
 
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     start = time.perf_counter()

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
 from data.crops import crop_positions  # noqa: E402
 from data.images import pair_paths, read_image  # noqa: E402
+from engine.device import describe_precision  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
 
 
@@ -90,7 +91,7 @@ def main(argv=None) -> None:
         sizes = {tuple(read_image(d).shape[:2]) for d, _ in pairs}
         print(f"{len(pairs)} pairs of {len({r for _, r in pairs})} reference(s), sizes {sorted(sizes)}, "
               f"crops={args.crops}, batch_size={args.batch_size}, device={args.device}, "
-              f"threads={torch.get_num_threads()}", flush=True)
+              f"threads={torch.get_num_threads()}; {describe_precision('bf16', args.device)}", flush=True)
 
         start, cpu_start = time.perf_counter(), time.process_time()
         expected = {}

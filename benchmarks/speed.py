@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
 from data.crops import crop_positions  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
-from engine.device import precision_context, resolve_device  # noqa: E402
+from engine.device import describe_precision, precision_context, resolve_device  # noqa: E402
 from data.images import read_image  # noqa: E402
 from engine.scoring import crop_batch, score_pairs  # noqa: E402
 
@@ -208,7 +208,8 @@ def main(argv=None) -> None:
     args.repeats = args.repeats or (3 if gpu else 1)
     batches = [int(b) for b in (args.train_batches or ("4,32" if gpu else "4")).split(",")]
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; {args.pairs} pairs of {args.image}x{args.image}, "
+    print(f"device: {name}; {describe_precision('bf16', device)}; torch {torch.__version__}; "
+          f"{args.pairs} pairs of {args.image}x{args.image}, "
           f"{args.crops} random crops of {args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, "
           f"five crops; random weights", flush=True)
 

@@ -30,6 +30,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise UserError(f"{arg('device')}{device}: not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA GPU, or a CPU with AVX512-BF16 or AMX (as PyTorch's
+    CPU feature check reports them). Elsewhere bf16 is emulated and slower than fp32. A property of the machine,
+    never of its load."""
+    where = torch.device(device) if isinstance(device, str) and device != "auto" else resolve_device(device)
+    if where.type == "cuda":
+        return torch.cuda.is_available()
+    if where.type != "cpu":
+        return False
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def describe_precision(precision: str, device: str | torch.device) -> str:
+    """``precision`` as the run header prints it: bf16 on a CPU without bf16 hardware says that it is emulated."""
+    if precision == "bf16" and not native_bf16(device):
+        return "bf16 (emulated: this CPU has no AVX512-BF16/AMX, so fp32 is faster here)"
+    return precision
+
+
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device, strict: bool = True) -> Iterator[None]:
     """Autocast for ``bf16``; fp32 otherwise. With ``strict`` fp32 means fp32 on GPUs too (TF32 off inside

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from data.datasets import CropPairs, EpochSampler, ScoreNorm, describe, screen_pairs
 from data.splits import prepare_splits
-from engine.device import RunContext, seed_everything
+from engine.device import RunContext, describe_precision, seed_everything
 from engine.scoring import reference_order, score_pairs
 from engine.training import build_optimizer, build_scheduler, step_loss
 from models.ahiq import AHIQ, ModelConfig, build_ahiq
@@ -344,7 +344,8 @@ class Trainer:
 
     def run(self) -> dict[str, float]:
         opt, ctx = self.opt, self.ctx
-        self.log.info(f"run: world_size={ctx.world_size} device={ctx.device} precision={opt.precision} "
+        self.log.info(f"run: world_size={ctx.world_size} device={ctx.device} "
+                      f"precision={describe_precision(opt.precision, ctx.device)} "
                       f"name={opt.name} dataset={opt.dataset} train={describe(self.parts['train'])} "
                       f"val={describe(self.parts['val'])} crop={opt.crop_size} batch={opt.batch_size} "
                       f"epochs={self.start_epoch + 1}..{opt.n_epoch}")

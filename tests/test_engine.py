@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.device import precision_context, resolve_device
+from engine.device import describe_precision, native_bf16, precision_context, resolve_device
 from utils.errors import UserError, arg, cli_main, flag
 
 
@@ -55,3 +55,15 @@ def test_device_choice():
     with pytest.raises(UserError) as err:
         resolve_device("tpu9")
     assert err.value.for_cli().startswith("--device tpu9: not a device")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_native_bf16_follows_the_cpu_features(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert native_bf16("cpu") is native and native_bf16(torch.device("cpu")) is native
+    assert describe_precision("fp32", "cpu") == "fp32"
+    said = describe_precision("bf16", "cpu")
+    assert (said == "bf16") is native and (said.startswith("bf16 (emulated") is not native)
+    if not native:
+        assert "AVX512-BF16/AMX" in said and "fp32 is faster" in said
