@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
-# Offline demo, minutes on a 2-core CPU (360 training steps of 16 pairs): generate a synthetic full-reference set, train the default
-# AHIQ architecture on it for a fixed 360 steps, validate on held-out references, score a few pairs. Nothing is
+# Offline demo, about 3 minutes on a 2-core CPU: generate a synthetic full-reference set, train the default
+# AHIQ architecture on it for a fixed 180 steps of 16 pairs, validate on held-out references, score a few pairs. Nothing is
 # downloaded, and every run on a machine ends with the same `demo:` line, whatever the machine's load.
 # Backbones: pretrained if their weights are already on this machine (checkpoints/backbones/ or the Hugging
 # Face cache), else random-init from a recorded seed (said below). Precision: bf16 where the hardware computes

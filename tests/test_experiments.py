@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from engine.device import native_bf16
 from experiments import standard
 from tests.conftest import TINY_ARGS
 
@@ -72,7 +73,7 @@ def test_demo_prints_the_same_line_on_every_run(tmp_path, capsys):
     # the demo's own code path on a shortened schedule and a small architecture; no time limit decides anything
     short = ["--synthetic_refs", "4", "--batch_size", "4", "--max_steps", "2", *TINY_ARGS]
     lines = [demo.main(["--demo_dir", str(tmp_path / f"run{k}"), *short]) for k in range(2)]
-    precision = "bf16" if demo.native_bf16("cpu") else "fp32"
+    precision = "bf16" if native_bf16("cpu") else "fp32"
     assert lines[0] == lines[1]
     assert re.fullmatch(r"demo: val SRCC=-?\d\.\d{4} PLCC=-?\d\.\d{4} \(synthetic set, 4 refs of 32x32, 1 held-out "
                         rf"refs; random-init backbones, {precision}, epoch [12]\)", lines[0]), lines[0]
