@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data.crops import parse_crops  # noqa: E402
-from data.images import read_image  # noqa: E402
+from data.images import as_unit_float, read_image  # noqa: E402
 from engine.loss import AHIQLoss  # noqa: E402
 from options.base_options import str2bool  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
@@ -46,7 +46,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (pixel values in [0, 1])")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the start image's noise and of random weights")
-    p.add_argument("--output", help="write the final image here (PNG)")
+    p.add_argument("--output", help="write the final image here (PNG, 8 or 16 bits like --ref)")
     opt = p.parse_args(argv)
     if parse_crops(opt.crops)[0] == "random":
         raise UserError(f"--crops {opt.crops}: use fixed windows (center, five, nine, grid:N) so steps compare")
@@ -56,16 +56,18 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def start_image(opt, ref: np.ndarray) -> np.ndarray:
-    """The image to improve, RGB uint8: ``--dist``, or the reference blurred and/or noised."""
+    """The image to improve, RGB float32 in [0, 1] like ``ref`` (:func:`as_unit_float` of a file of either
+    depth): ``--dist``, or the reference blurred and/or noised (rounded to ``levels`` steps, as a file holds it)."""
     if opt.dist:
-        dist = read_image(opt.dist)
+        dist = as_unit_float(read_image(opt.dist))
         if dist.shape != ref.shape:
             raise UserError(f"{opt.dist}: size {dist.shape[1]}x{dist.shape[0]} differs from --ref "
                             f"{ref.shape[1]}x{ref.shape[0]}")
         return dist
     out = cv2.GaussianBlur(ref, (0, 0), opt.blur) if opt.blur > 0 else ref
-    noise = np.random.default_rng(opt.seed).normal(0, opt.noise * 255, ref.shape)
-    return np.clip(out + noise, 0, 255).round().astype(np.uint8)
+    noise = np.random.default_rng(opt.seed).normal(0, opt.noise, ref.shape)
+    levels = 255 if opt.ref_depth == 8 else 65535
+    return (np.clip(out + noise, 0, 1) * levels).round().astype(np.float32) / levels
 
 
 def optimise(loss_fn: AHIQLoss, image: torch.Tensor, ref: torch.Tensor, steps: int, lr: float) -> list[float]:
@@ -96,7 +98,9 @@ def optimise(loss_fn: AHIQLoss, image: torch.Tensor, ref: torch.Tensor, steps: i
 def main(argv=None) -> list[float]:
     opt = parse(argv)
     torch.manual_seed(opt.seed)
-    ref_np = read_image(opt.ref)
+    ref_file = read_image(opt.ref)
+    opt.ref_depth = 8 if ref_file.dtype == np.uint8 else 16  # the output keeps the reference's depth
+    ref_np = as_unit_float(ref_file)
     dist_np = start_image(opt, ref_np)
     if min(ref_np.shape[:2]) < opt.crop_size:
         raise UserError(f"--ref {opt.ref}: {ref_np.shape[1]}x{ref_np.shape[0]} is smaller than --crop_size "
@@ -104,13 +108,14 @@ def main(argv=None) -> list[float]:
     loss_fn = AHIQLoss(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, crops=opt.crops, crop_size=opt.crop_size,
                        device=opt.device)
-    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).to(loss_fn.device)  # noqa: E731
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].to(loss_fn.device)  # noqa: E731
     image, ref = to_t(dist_np), to_t(ref_np)
     scores = optimise(loss_fn, image, ref, opt.steps, opt.lr)
     print(f"score {scores[0]:.6f} -> {scores[-1]:.6f} in {opt.steps} steps (loss {1 - scores[0]:.6f} -> "
           f"{1 - scores[-1]:.6f})")
     if opt.output:
-        pixels = (image.detach()[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        levels, dtype = (255, np.uint8) if opt.ref_depth == 8 else (65535, np.uint16)
+        pixels = (image.detach()[0].permute(1, 2, 0).clamp(0, 1) * levels).round().cpu().numpy().astype(dtype)
         data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1]
         atomic_write(opt.output, lambda tmp: data.tofile(tmp))
         print(f"wrote {opt.output}")

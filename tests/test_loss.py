@@ -238,6 +238,26 @@ def test_optimize_image_example_raises_the_score_monotonically(tiny_files, tmp_p
     assert read_image(out).shape == (96, 128, 3)
 
 
+def test_optimize_image_example_keeps_a_16_bit_reference_at_full_depth(tiny_files, tmp_path):
+    import cv2
+
+    from examples.optimize_image import main
+
+    random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 64, 64)
+    ref8 = cv2.imread(str(tmp_path / "ref" / "A0001.bmp"))
+    ref16 = ref8.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 257, ref8.shape, dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "ref16.png"), ref16)
+    folder, out = tiny_files[0], tmp_path / "better16.png"
+    scores = main(["--ref", str(tmp_path / "ref16.png"), "--blur", "2", "--steps", "3", "--crops", "center",
+                   "--crop_size", "64", "--checkpoint", str(folder / "tiny.pth"), "--vit_weights",
+                   str(folder / "vit.safetensors"), "--cnn_weights", str(folder / "cnn.pth"), "--device", "cpu",
+                   "--output", str(out)])
+    assert len(scores) == 4 and scores[-1] >= scores[0]
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and written.shape == (64, 64, 3)
+    assert len(np.unique(written % 257)) > 1  # values between the 8-bit levels: not an 8-bit image scaled up
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh)")
 def test_loss_gradient_on_cuda_equals_cpu(tiny_files):
     dist, ref = pair(2, 64, 96, seed=8)
