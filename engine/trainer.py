@@ -365,9 +365,11 @@ class Trainer:
             lr = self.scheduler.get_last_lr()[0]
             metrics = None
             line = f"epoch {epoch + 1}/{opt.n_epoch} loss={loss:.5f} lr={lr:.3e}"
-            # The last epoch is the final one, or one after which another would overrun --time_limit.
-            last = epoch + 1 == opt.n_epoch or self.out_of_time(ahead=time.perf_counter() - start)
-            if (epoch + 1) % opt.val_freq == 0 or last:
+            # Another epoch would overrun --time_limit: stop after this one. Which epochs are validated does not
+            # depend on that (only on --val_freq and the final epoch), so a stopped and resumed run keeps the
+            # same best.pth as an uninterrupted one.
+            stop = epoch + 1 < opt.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
+            if (epoch + 1) % opt.val_freq == 0 or epoch + 1 == opt.n_epoch:
                 metrics = self.validate()
                 line += f" val {format_metrics(metrics)}"
                 if improves(metrics, self.best, opt.best_rule):  # default: by SRCC + PLCC, not SRCC *or* PLCC
@@ -382,8 +384,9 @@ class Trainer:
                     self.writer.add_scalar(f"val/{key}", value, epoch + 1)
                 self.writer.flush()
             self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
-            if last and epoch + 1 < opt.n_epoch:
-                self.log.info(f"time limit of {opt.time_limit:.0f}s reached after epoch {epoch + 1}")
+            if stop:
+                self.log.info(f"time limit of {opt.time_limit:.0f}s reached after epoch {epoch + 1}; saved "
+                              f"{self.run_dir / 'last.pth'} (--resume continues from it)")
                 break
         if self.best["main"] > -math.inf:
             self.log.info(f"best: epoch {self.best.get('epoch')} {format_metrics(self.best)} -> {self.run_dir / 'best.pth'}")

@@ -122,7 +122,8 @@ class TrainOptions(BaseOptions):
         g.add_argument("--max_steps", type=int, default=0, help="stop each epoch after N steps (0: full epoch)")
         g.add_argument("--time_limit", type=float, default=0,
                        help="stop training after this many seconds: at an epoch's end when another epoch would not "
-                            "fit (validate and save), else inside the epoch with the position saved in last.pth "
+                            "fit (save last.pth; validation as --val_freq says), else inside the epoch with the "
+                            "position saved in last.pth "
                             "(--resume continues it exactly); 0: no limit")
         g.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar per epoch")
         g.add_argument("--validate_first", type=str2bool, default=False,

@@ -209,6 +209,30 @@ def test_time_limit_inside_an_epoch_then_resume_is_bit_identical(data_root, tmp_
     _same_training_state(tmp_path / "whole" / "last.pth", tmp_path / "limited" / "last.pth")
 
 
+def test_time_limit_after_an_epoch_validates_only_what_val_freq_says(data_root, tmp_path, monkeypatch, capsys):
+    """A stop between epochs does not add a validation that --val_freq skips: the resumed run ends with the
+    same best.pth as an uninterrupted one (and validates the same epochs)."""
+    from engine.trainer import Trainer
+
+    common = ["--n_epoch", "4", "--max_steps", "2", "--val_freq", "2"]
+    _train(data_root, tmp_path, "whole", *common)
+    capsys.readouterr()
+    real = Trainer.out_of_time
+    monkeypatch.setattr(Trainer, "out_of_time", lambda self, ahead=0.0: ahead > 0)  # stop after epoch 1
+    _train(data_root, tmp_path, "limited", *common, "--time_limit", "60")
+    out = capsys.readouterr().out
+    assert "time limit of 60s reached after epoch 1" in out and " val " not in out
+    assert not (tmp_path / "limited" / "best.pth").exists()
+    monkeypatch.setattr(Trainer, "out_of_time", real)
+    _train(data_root, tmp_path, "limited", *common, "--resume")
+    _same_training_state(tmp_path / "whole" / "last.pth", tmp_path / "limited" / "last.pth")
+    whole, limited = (torch.load(tmp_path / run / "best.pth", weights_only=True) for run in ("whole", "limited"))
+    assert whole["epoch"] == limited["epoch"] and whole["metrics"] == limited["metrics"]
+    logs = [(tmp_path / run / "train.log").read_text() for run in ("whole", "limited")]
+    assert [line.split()[2] for line in logs[0].splitlines() if " val " in line and "epoch" in line] == \
+        [line.split()[2] for line in logs[1].splitlines() if " val " in line and "epoch" in line]
+
+
 def _progress(run: Path) -> int:
     log = run / "train.log"
     return log.read_text().count(" loss=") if log.is_file() else 0
