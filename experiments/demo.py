@@ -7,7 +7,7 @@ Nothing is downloaded. The schedule is a fixed number of steps (1 epoch over 120
 departs from the NTIRE schedule to fit in about 3 minutes on a 2-core CPU: 32-pixel synthetic images used
 whole, one cosine decay over the run (``--T_max 0``) from lr 3e-4, and ``--feature_lr_scale 0.3`` (the three
 layers that read the backbone features learn at 0.3 of the rate; on this schedule 0.1 reached val SRCC 0.77,
-0.2 0.78, 0.3 0.80 and 1.0 only 0.41). 150 references: 120 train, 30 held out for validation.
+0.2 0.78, 0.3 0.80, 0.5 0.68 and 1.0 only 0.41). 150 references: 120 train, 30 held out for validation.
 
 Precision: bf16 where the hardware computes it natively (a CUDA GPU, or a CPU with AVX512-BF16/AMX, as
 PyTorch's CPU feature check reports them), else fp32; a property of the machine, never of its load.
