@@ -13,9 +13,10 @@ Ablations of the paper (``ModelConfig``; defaults are the authors'): ``branches`
 only), ``fusion`` conv (a plain 3x3 conv in place of the deformable one) / none (CNN features only
 resampled to the ViT grid), ``pooling`` mean (score = mean of f, no weight map).
 
-``forward(dist, ref)`` is ``reference_side`` followed by ``distorted_side`` on one backbone pass;
-``encode_reference`` and ``score_distorted`` are the same two halves, to reuse a reference's side (its
-offsets and the head's projection of its features) for all its distorted images.
+``forward(dist, ref)`` computes the same terms as ``reference_side`` followed by ``distorted_side``, with
+both crops of each pair in one backbone pass and one fusion/projection call; ``encode_reference`` and
+``score_distorted`` are those two halves, to reuse a reference's side (its offsets and the head's
+projection of its features) for all its distorted images.
 """
 from __future__ import annotations
 
