@@ -55,9 +55,10 @@ def parse(argv=None) -> argparse.Namespace:
     return opt
 
 
-def start_image(opt, ref: np.ndarray) -> np.ndarray:
+def start_image(opt, ref: np.ndarray, levels: int) -> np.ndarray:
     """The image to improve, RGB float32 in [0, 1] like ``ref`` (:func:`as_unit_float` of a file of either
-    depth): ``--dist``, or the reference blurred and/or noised (rounded to ``levels`` steps, as a file holds it)."""
+    depth): ``--dist``, or the reference blurred and/or noised (rounded to ``levels`` steps, as a file of the
+    reference's depth holds it: 255 or 65535)."""
     if opt.dist:
         dist = as_unit_float(read_image(opt.dist))
         if dist.shape != ref.shape:
@@ -66,7 +67,6 @@ def start_image(opt, ref: np.ndarray) -> np.ndarray:
         return dist
     out = cv2.GaussianBlur(ref, (0, 0), opt.blur) if opt.blur > 0 else ref
     noise = np.random.default_rng(opt.seed).normal(0, opt.noise, ref.shape)
-    levels = 255 if opt.ref_depth == 8 else 65535
     return (np.clip(out + noise, 0, 1) * levels).round().astype(np.float32) / levels
 
 
@@ -99,9 +99,11 @@ def main(argv=None) -> list[float]:
     opt = parse(argv)
     torch.manual_seed(opt.seed)
     ref_file = read_image(opt.ref)
-    opt.ref_depth = 8 if ref_file.dtype == np.uint8 else 16  # the output keeps the reference's depth
+    # read_image: uint8 for 8-bit files, float in [0, 1] for 16-bit ones; the start image and the output keep that depth
+    dtype = np.uint8 if ref_file.dtype == np.uint8 else np.uint16
+    levels = np.iinfo(dtype).max
     ref_np = as_unit_float(ref_file)
-    dist_np = start_image(opt, ref_np)
+    dist_np = start_image(opt, ref_np, levels)
     if min(ref_np.shape[:2]) < opt.crop_size:
         raise UserError(f"--ref {opt.ref}: {ref_np.shape[1]}x{ref_np.shape[0]} is smaller than --crop_size "
                         f"{opt.crop_size}")
@@ -114,7 +116,6 @@ def main(argv=None) -> list[float]:
     print(f"score {scores[0]:.6f} -> {scores[-1]:.6f} in {opt.steps} steps (loss {1 - scores[0]:.6f} -> "
           f"{1 - scores[-1]:.6f})")
     if opt.output:
-        levels, dtype = (255, np.uint8) if opt.ref_depth == 8 else (65535, np.uint16)
         pixels = (image.detach()[0].permute(1, 2, 0).clamp(0, 1) * levels).round().cpu().numpy().astype(dtype)
         data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1]
         atomic_write(opt.output, lambda tmp: data.tofile(tmp))
