@@ -34,7 +34,7 @@ def native_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU, or a CPU with AVX512-BF16 or AMX (as PyTorch's
     CPU feature check reports them). Elsewhere bf16 is emulated and slower than fp32. A property of the machine,
     never of its load."""
-    where = torch.device(device) if isinstance(device, str) and device != "auto" else resolve_device(device)
+    where = resolve_device(device) if device == "auto" else torch.device(device)  # no GPU for "cuda": False
     if where.type == "cuda":
         return torch.cuda.is_available()
     if where.type != "cpu":
