@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.images import as_unit_float, read_header, read_image
+from data.images import common_depth, read_header, read_image
 from data.records import Pair
 from utils.errors import UserError, arg, flag
 from utils.io import atomic_write_text
@@ -192,9 +192,7 @@ class CropPairs(Dataset):
     def __getitem__(self, key: int):
         epoch, i = divmod(int(key), len(self.pairs))
         pair = self.pairs[i]
-        dist, ref = read_image(pair.dist), read_image(pair.ref)
-        if dist.dtype != ref.dtype:  # a 16-bit image (float) beside an 8-bit one
-            dist, ref = as_unit_float(dist), as_unit_float(ref)
+        dist, ref = common_depth((read_image(pair.dist), read_image(pair.ref)))
         if dist.shape != ref.shape:
             raise UserError(f"{pair.dist}: size differs from its reference {pair.ref}")
         h, w, _ = dist.shape
@@ -216,9 +214,7 @@ class CropPairs(Dataset):
     def collate(batch: list) -> tuple:
         """Stack samples like the default collate; when 8-bit and 16-bit images meet, all become float in [0, 1]."""
         columns = list(zip(*batch))
-        for k in (0, 1):
-            if len({t.dtype for t in columns[k]}) > 1:
-                columns[k] = [as_unit_float(t) for t in columns[k]]
+        columns[0], columns[1] = common_depth(columns[0]), common_depth(columns[1])
         return (torch.stack(columns[0]), torch.stack(columns[1]), torch.stack(columns[2]),
                 torch.tensor(columns[3]))
 

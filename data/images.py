@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,13 @@ def as_unit_float(image):
     if isinstance(image, torch.Tensor):
         return image.float() / 255 if image.dtype == torch.uint8 else image
     return image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
+
+
+def common_depth(images: Sequence) -> list:
+    """``images`` (arrays or tensors) as they are when they share a dtype; when 8-bit and 16-bit images meet
+    (uint8 beside float), all of them as float32 in [0, 1] (:func:`as_unit_float`), so they stack."""
+    images = list(images)
+    return images if len({img.dtype for img in images}) <= 1 else [as_unit_float(img) for img in images]
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data.crops import crop_positions
-from data.images import as_unit_float, read_image
+from data.images import common_depth, read_image
 from engine.device import precision_context
 from models.ahiq import AHIQ, ReferenceSide
 from utils.errors import UserError, arg
@@ -80,8 +80,7 @@ class _GroupedImages(Dataset):
 def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
     """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)``
     (all as float in [0, 1] when 8-bit and 16-bit images meet)."""
-    if len({img.dtype for img in images}) > 1:
-        images = [as_unit_float(img) for img in images]
+    images = common_depth(images)
     return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
 

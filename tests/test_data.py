@@ -196,3 +196,23 @@ def test_authors_crop_rule_never_reaches_the_last_row_or_column(tmp_path):
     assert int(whole[0][0][0, 0, 0]) == 0
     with pytest.raises(UserError, match="crop_rule=exact"):
         CropPairs(pairs, np.ones(300), crop=c, crop_rule="exact")
+
+
+def test_8_and_16_bit_images_meet_as_unit_floats_wherever_they_are_stacked():
+    from data.images import common_depth
+    from engine.scoring import crop_batch
+
+    eight = np.full((4, 4, 3), 51, dtype=np.uint8)
+    sixteen = np.full((4, 4, 3), 0.25, dtype=np.float32)  # read_image's 16-bit output
+    same = [eight, eight.copy()]
+    assert all(a is b for a, b in zip(common_depth(same), same))  # one depth: untouched (uint8 stays uint8)
+    mixed = common_depth((eight, sixteen))
+    assert [m.dtype for m in mixed] == [np.float32, np.float32]
+    assert np.allclose(mixed[0], 0.2) and mixed[1] is sixteen
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
+    batch = crop_batch([to_t(eight), to_t(sixteen)], [[(0, 0)], [(1, 1)]], 2)
+    assert batch.dtype == torch.float32 and torch.allclose(batch[0], torch.tensor(0.2)) and torch.all(batch[1] == 0.25)
+    target = torch.tensor(0.5)
+    stacked = CropPairs.collate([(to_t(eight), to_t(eight), target, 0), (to_t(sixteen), to_t(eight), target, 1)])
+    assert stacked[0].dtype == torch.float32 and stacked[1].dtype == torch.uint8  # each column on its own
+    assert torch.allclose(stacked[0][0], torch.tensor(0.2)) and stacked[3].tolist() == [0, 1]
