@@ -259,6 +259,7 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
     argument that takes a weight file, for messages.
     """
     name = source.name
+    changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
     try:
         weights_file = source.file if source.kind == "file" else None
         if source.kind == "timm":
@@ -285,7 +286,6 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
                 raise
             if "size mismatch" not in str(err):
                 raise UserError(_no_weights(name, weights_arg, err)) from None
-            changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}
             raise UserError(f"{name}: its pretrained weights do not fit the architecture changed by {changed}; "
                             f"use {arg('pretrained_backbones')}false or a weight file made for it") from None
         except (OSError, ValueError) as err:
@@ -297,7 +297,6 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
     except TypeError as err:  # a keyword argument the timm model does not take
         if "keyword argument" not in str(err):
             raise
-        changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}
         raise UserError(f"{name} with {changed}: {err}; check the timm keyword arguments") from None
 
 
