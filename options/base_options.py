@@ -203,11 +203,9 @@ class BaseOptions:
 
 
 def model_config(opt: argparse.Namespace) -> ModelConfig:
-    """The :class:`ModelConfig` the options describe."""
-    return ModelConfig(vit=opt.vit, vit_blocks=tuple(opt.vit_blocks), cnn=opt.cnn, cnn_stage=opt.cnn_stage,
-                       normalization=opt.normalization, deform_impl=opt.deform_impl, vit_kwargs=opt.vit_kwargs,
-                       cnn_kwargs=opt.cnn_kwargs, head_kwargs=opt.head_kwargs, fusion_kwargs=opt.fusion_kwargs,
-                       branches=opt.branches, fusion=opt.fusion, pooling=opt.pooling)
+    """The :class:`ModelConfig` the options describe (every option named like one of its fields; the trainer
+    builds it the same way)."""
+    return ModelConfig.from_dict(vars(opt))
 
 
 def defaults_from_checkpoint(p: argparse.ArgumentParser) -> None:
