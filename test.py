@@ -3,10 +3,10 @@
     python test.py --checkpoint FILE --ref_dir REF --dist_dir DIST [--labels FILE] [--ntire_zip sub.zip]
     python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
 
-Writes ``name,score`` lines to ``--output`` (default ``checkpoints/<name>/results.txt``); with labels
-prints ``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... [RMSE=...] main=...``
-(plain RMSE only when the predictions are on the labels' scale). Every pair is scored (no dropped batch),
-all inputs are checked before any scoring, and files are written atomically.
+Writes ``name,score`` lines to ``--output`` (default ``checkpoints/<name>/results.txt``); with labels prints
+``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... [RMSE=...] main=...`` (plain RMSE only when
+the predictions are on the labels' scale). Every pair is scored (no dropped batch), all inputs are checked before
+any scoring, files are written atomically, and under ``torchrun`` the ranks share the pairs by reference.
 """
 from __future__ import annotations
 
@@ -16,18 +16,22 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from data.datasets import LABEL_NAMES, ScoreNorm, describe, screen_pairs
+from data.datasets import DATASETS, label_files
 from data.records import Pair, result_names
-from data.splits import load_pairs, prepare_splits, run_data_check
-from engine.device import describe_precision
-from engine.pipeline import describe_backbones, open_checkpoint, prepare_model, score_and_map, training_crop_size
-from options.base_options import backbone_request
+from data.sampling import ScoreNorm
+from data.screening import describe
+from data.splits import prepare_splits, run_data_check
+from engine.session import ScoringSession
+from models.checkpoint import CheckpointRecord
 from options.test_options import TestOptions
+from options.train_options import data_config
 from utils.errors import UserError, cli_main
-from utils.io import atomic_write, atomic_write_text, check_writable
+from utils.io import atomic_write
 from utils.metrics import format_metrics, iqa_metrics
+from utils.tables import csv_text, write_csv
+
+NTIRE_FORBIDDEN = (",", "\r", "\n", '"')  # output.txt is bare name,score lines
 
 
 def collect_pairs(opt) -> list[Pair]:
@@ -36,11 +40,14 @@ def collect_pairs(opt) -> list[Pair]:
         from data.pipal import load_folder_pairs
 
         return load_folder_pairs(Path(opt.ref_dir), Path(opt.dist_dir), Path(opt.labels) if opt.labels else None)
+    cfg = data_config(opt)
     if opt.split == "all":  # cross-dataset evaluation: every labelled pair, no split needed
-        return load_pairs(opt)
+        from data.datasets import load_dataset
+
+        return load_dataset(cfg)
     saved = Path(opt.checkpoints_dir) / opt.name / "split.json"
     use_saved = not opt.split_file and not opt.split_ratio and saved.is_file()
-    parts, info = prepare_splits(opt, None, saved if use_saved else None)
+    parts, info = prepare_splits(cfg, None, saved if use_saved else None)
     if use_saved and info.get("from") == str(saved):
         print(f"note: using the training split {saved}", file=sys.stderr)
     split = opt.split or ("test" if parts["test"] else "val")
@@ -49,19 +56,7 @@ def collect_pairs(opt) -> list[Pair]:
     return parts[split]
 
 
-def resolve_checkpoint(opt) -> str | None:
-    if opt.checkpoint == "none":
-        return None
-    path = Path(opt.checkpoint) if opt.checkpoint else Path(opt.checkpoints_dir) / opt.name / "best.pth"
-    if path.is_dir():
-        raise UserError(f"--checkpoint {path}: is a folder; give the checkpoint file inside it (e.g. {path}/best.pth)")
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; give --checkpoint FILE (sh download.sh fetches the "
-                        "released one), train first, or --checkpoint none for random heads")
-    return str(path)  # load_model reads it before any scoring: a file that is not AHIQ's fails there
-
-
-def label_scale(opt, meta: dict, labels: list[float] | None) -> tuple[bool, str]:
+def label_scale(opt, record: CheckpointRecord, labels: list[float] | None) -> tuple[bool, str]:
     """Whether to map predictions onto the training label scale (and compare them with labels directly), and why.
 
     ``--denormalize true/false`` decides; ``auto``: only with a training scale in the checkpoint, the same
@@ -69,16 +64,14 @@ def label_scale(opt, meta: dict, labels: list[float] | None) -> tuple[bool, str]
     label range widened by half its width. Cross-dataset predictions stay raw: correlations and the fitted
     PLCC/RMSE compare them with labels on any scale.
     """
-    norm = meta.get("score_norm")
+    norm = record.score_norm
     if opt.denormalize is not True and opt.denormalize is not False:  # auto
-        trained_on = (meta.get("split") or {}).get("dataset")
-        lo, hi = meta.get("label_range") or ((norm["lo"], norm["hi"]) if norm and norm.get("kind") == "minmax"
-                                             else (None, None))
-        named = not opt.ref_dir and opt.dataset != "csv"
+        lo, hi = record.label_range or ((norm["lo"], norm["hi"]) if norm and norm.get("kind") == "minmax"
+                                        else (None, None))
         if not norm or lo is None:
             return False, "raw predictions: the checkpoint records no training label scale"
-        if named and trained_on and trained_on != opt.dataset:
-            return False, f"raw predictions: trained on {trained_on}, tested on {opt.dataset} (another label scale)"
+        if not opt.ref_dir and opt.dataset != "csv" and record.dataset and record.dataset != opt.dataset:
+            return False, f"raw predictions: trained on {record.dataset}, tested on {opt.dataset} (another label scale)"
         if labels:
             slack = (hi - lo) / 2
             if min(labels) < lo - slack or max(labels) > hi + slack:
@@ -90,7 +83,7 @@ def label_scale(opt, meta: dict, labels: list[float] | None) -> tuple[bool, str]
     return False, "raw predictions" + (" (--denormalize false)" if norm else ": the checkpoint records no scale")
 
 
-def write_ntire_zip(path: Path, lines: str, seconds_per_image: float, on_gpu: bool, description: str) -> None:
+def write_ntire_zip(path: str, lines: str, seconds_per_image: float, on_gpu: bool, description: str) -> None:
     """The NTIRE IQA submission: ``output.txt`` (name,score) and ``readme.txt`` (runtime, device, data)."""
     readme = (f"runtime per image [s] : {seconds_per_image:.4f}\n"
               f"CPU[1] / GPU[0] : {0 if on_gpu else 1}\n"
@@ -109,63 +102,57 @@ def write_ntire_zip(path: Path, lines: str, seconds_per_image: float, on_gpu: bo
 def main(argv=None) -> dict | None:
     options = TestOptions()
     opt = options.parse(argv)
-    checkpoint = resolve_checkpoint(opt)
-    contents = open_checkpoint(checkpoint)
-    if opt.crop_size is None:
-        opt.crop_size = training_crop_size(contents)
+    cfg = options.config(opt)
+    session = ScoringSession(cfg)  # the checkpoint is read (and refused, if it must be) before anything else
     pairs = collect_pairs(opt)
     if opt.check_data:
-        sys.exit(1 if run_data_check({"test": pairs}, opt.crop_size, decode=True)["test"] else 0)
-    output = Path(opt.output) if opt.output else Path(opt.checkpoints_dir) / opt.name / "results.txt"
-    for path, what in ((output, "--output "), (opt.ntire_zip, "--ntire_zip "), (opt.plot, "--plot ")):
-        check_writable(path, what)  # before any model is built: a bad place fails now, not after the work
-    check_writable(opt.save_maps, "--save_maps ", folder=True)
-    pairs = screen_pairs(pairs, opt.crop_size, opt.skip_bad)
+        sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
+    pairs = session.screen(pairs)
+    names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     labelled = all(p.score is not None for p in pairs)
+    bad = next((n for n in names if any(c in n for c in NTIRE_FORBIDDEN)), None) if opt.ntire_zip else None
+    if bad is not None:
+        raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
+                        "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
+    details = Path(cfg.output).with_name(f"{Path(cfg.output).stem}_labels.csv") if labelled else None
+    labels = [opt.labels] if opt.labels else [] if opt.ref_dir else label_files(data_config(opt))
+    session.guard(pairs, names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details}, labels)
     if opt.plot and not labelled:
         raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
-    model, device = prepare_model(checkpoint, **backbone_request(opt, options.explicit), device=opt.device,
-                                       seed=opt.seed, compile=opt.compile, overrides=options.arch_overrides(opt),
-                                       contents=contents)
-    meta = model.checkpoint_meta
-    same_scale, why = label_scale(opt, meta, [p.score for p in pairs] if labelled else None)
-    norm = ScoreNorm.from_dict(meta.get("score_norm")) if same_scale else ScoreNorm("none")
-    print(f"test: {describe(pairs)}; checkpoint={checkpoint or 'none (random heads)'}; backbones: "
-          f"{describe_backbones(model)}; crops={opt.crops} crop_size={opt.crop_size} device={device} "
-          f"precision={describe_precision(opt.precision, device)}", file=sys.stderr)
-
-    names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
+    record = session.record
+    same_scale, why = label_scale(opt, record, [p.score for p in pairs] if labelled else None)
+    norm = ScoreNorm.from_dict(record.score_norm) if same_scale else ScoreNorm("none")
+    if session.ctx.main:
+        print(f"test: {describe(pairs)}; {session.describe()}", file=sys.stderr)
     start = time.perf_counter()
-    results = score_and_map(model, [(p.dist, p.ref) for p in pairs], crops=opt.crops, crop_size=opt.crop_size,
-                            seed=opt.seed, batch_size=opt.batch_size, precision=opt.precision,
-                            num_workers=opt.num_workers, maps_dir=opt.save_maps, flip_tta=opt.flip_tta, names=names)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    per_image = (time.perf_counter() - start) / len(results)
-    scores = norm.inverse([r.score for r in results])
-    text = "".join(f"{name},{s:.6f}\n" for name, s in zip(names, scores))
-    atomic_write_text(output, text)
-    print(f"wrote {len(results)} scores to {output} ({per_image:.3f} s per image; {why})"
-          + (f"; {len(results)} quality maps to {opt.save_maps}" if opt.save_maps else ""), file=sys.stderr)
+    scored = session.score(pairs, names)
+    if scored is None:  # another rank writes the results
+        return None
+    per_image = (time.perf_counter() - start) / len(pairs)
+    scores = norm.inverse([scored[i] for i in range(len(pairs))])
+    write_csv(cfg.output, None, [[name, f"{s:.6f}"] for name, s in zip(names, scores)])
+    session.finish(cfg.output)
+    print(f"wrote {len(pairs)} scores to {cfg.output} ({per_image:.3f} s per image; {why})"
+          + (f"; {len(pairs)} quality map(s) to {opt.save_maps}" if opt.save_maps else ""), file=sys.stderr)
     if opt.ntire_zip:
-        write_ntire_zip(Path(opt.ntire_zip), text, per_image, device.type == "cuda",
+        model = session.model
+        write_ntire_zip(opt.ntire_zip, csv_text(None, ([n, f"{s:.6f}"] for n, s in zip(names, scores))), per_image,
+                        session.ctx.device.type == "cuda",
                         f"AHIQ ({model.config.vit} + {model.config.cnn}), {opt.crops} crops, {opt.precision}")
         print(f"wrote {opt.ntire_zip}", file=sys.stderr)
     if not labelled:
         return None
     metrics = iqa_metrics(scores, [p.score for p in pairs], same_scale=same_scale)
-    details = output.with_name(f"{output.stem}_labels.csv")
-    atomic_write_text(details, "name,prediction,label,raw_label\n" + "".join(
-        f"{name},{s:.6f},{p.score:.6f},{p.raw if p.raw is not None else ''}\n" for name, p, s in zip(names, pairs, scores)))
+    write_csv(details, ["name", "prediction", "label", "raw_label"],
+              [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
     print(f"test: {format_metrics(metrics)}")
     if opt.plot:
         from utils.visual import save_scatter
 
-        trained_on = (meta.get("options") or {}).get("dataset")
-        label_name = (f"label ({Path(opt.labels).name})" if opt.ref_dir
-                      else LABEL_NAMES.get(opt.dataset, opt.dataset))
-        pred_name = (f"AHIQ prediction on the training labels' scale: {LABEL_NAMES.get(trained_on, trained_on)}"
-                     if norm.kind != "none" and trained_on else "AHIQ prediction (network output)")
+        label_name = f"label ({Path(opt.labels).name})" if opt.ref_dir else DATASETS[opt.dataset].label
+        trained = DATASETS[record.dataset].label if record.dataset in DATASETS else record.dataset
+        pred_name = (f"AHIQ prediction on the training labels' scale: {trained}" if norm.kind != "none" and trained
+                     else "AHIQ prediction (network output)")
         save_scatter(np.asarray(scores), [p.score for p in pairs], metrics, opt.plot, label_name, pred_name)
         print(f"wrote {opt.plot}", file=sys.stderr)
     return metrics

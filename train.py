@@ -6,32 +6,26 @@ from __future__ import annotations
 
 import sys
 
-import torch.distributed as dist
-
-from options.train_options import TrainOptions
-from utils.errors import cli_main
 from data.splits import prepare_splits, run_data_check
 from engine.device import setup_run
 from engine.trainer import Trainer
+from options.train_options import TrainOptions, data_config
+from utils.errors import cli_main
 
 
 @cli_main
 def main(argv=None) -> dict:
-    opt = TrainOptions().parse(argv)
+    options = TrainOptions()
+    opt = options.parse(argv)
     if opt.check_data:
-        parts, _ = prepare_splits(opt, None)
-        problems = run_data_check(parts, opt.crop_size, decode=True)
+        parts, _ = prepare_splits(data_config(opt), None)
+        problems = run_data_check(parts, opt.crop_size or 224)
         sys.exit(1 if any(problems.values()) else 0)
-    ctx = setup_run(opt.device)
+    trainer = Trainer(options.config(opt), setup_run(opt.device))
     try:
-        trainer = Trainer(opt, ctx)
-        try:
-            return trainer.run()
-        finally:
-            trainer.close()
+        return trainer.run()
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        trainer.close()
 
 
 if __name__ == "__main__":

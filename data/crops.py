@@ -1,45 +1,59 @@
 """Crop protocols: where the crops of one image pair are taken.
 
-``center``; ``five`` (4 corners + centre, the authors' validation positions); ``nine`` (``five`` plus the
-4 edge midpoints, the authors' order); ``random:N`` (N seeded uniform positions that can reach the last
-row and column, unlike the authors' ``randint(0, h - 224)``); ``grid:N`` (N positions on a uniform
-rows x cols grid spanning the image, corners included).
+``center``; ``five`` (4 corners + centre, the authors' validation positions); ``nine`` (``five`` plus the 4 edge
+midpoints, the authors' order); ``random:N`` (N seeded uniform positions that can reach the last row and column,
+unlike the authors' ``randint(0, h - 224)``); ``grid:N`` (N positions in rows spanning the image, corners included
+from N = 4: a rows x cols grid where N factors so, else rows of nearly equal length).
 
-Every protocol's windows depend on the image size (and, for ``random:N``, the seed) alone, so all distorted
-images of a reference share its crops and scoring computes the reference's side once (``engine.scoring``).
+Every protocol's windows depend on the image size (and, for ``random:N``, the seed) alone, so all distorted images
+of a reference share its crops and scoring computes the reference's side once. A window that a protocol places
+more than once (``five`` on an image the size of the crop) is computed once and counts as often as placed
+(:func:`crop_windows`), so the score is the mean over the N crops either way.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
+from typing import Callable
 
 import numpy as np
 
 from utils.errors import UserError, arg
 
 PROTOCOLS = "center, five, nine, random:N, grid:N"
-REUSE_NOTE = ("each reference's crops go through the network once for all its distorted images (every protocol "
-              "qualifies: its windows depend only on the image size and --seed)")
+MAX_CROPS = 10_000
+REUSE_NOTE = ("each reference's crops go through the network once for all its distorted images, and a window "
+              "placed twice is computed once")
 
 
 def parse_crops(spec: str) -> tuple[str, int]:
     """``'random:20'`` -> ``('random', 20)``; ``'five'`` -> ``('five', 5)``. Bad specs are a UserError."""
-    kind, _, count = spec.partition(":")
+    kind, _, count = str(spec).partition(":")
     fixed = {"center": 1, "five": 5, "nine": 9}
     if kind in fixed and not count:
         return kind, fixed[kind]
-    if kind in ("random", "grid") and count.isdigit() and int(count) > 0:
+    if kind in ("random", "grid"):
+        if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= MAX_CROPS:
+            raise UserError(f"{arg('crops')}{spec}: give the number of crops, 1..{MAX_CROPS:,}, e.g. {kind}:20")
         return kind, int(count)
     raise UserError(f"{arg('crops')}{spec}: unknown crop protocol; use one of {PROTOCOLS}")
 
 
-def _grid_shape(n: int, height: int, width: int) -> tuple[int, int]:
-    rows = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
-    cols = n // rows
-    return (cols, rows) if height > width else (rows, cols)
+def _grid_rows(n: int, height: int, width: int) -> list[int]:
+    """Crops per row of ``grid:n``: rows x cols when ``n`` has a factor pair (cols along the longer side), else
+    rows of nearly equal length with about square cells (``grid:7`` on a landscape image: 4 + 3)."""
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    if rows > 1 or n <= 3:
+        rows = n // rows if height > width else rows
+        return [n // rows] * rows
+    rows = min(max(2, round(math.sqrt(n * height / width))), n // 2)
+    return [n // rows + (i < n % rows) for i in range(rows)]
 
 
-def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 1919) -> list[tuple[int, int]]:
-    """``(top, left)`` of each crop of size ``crop`` in an image of ``height x width`` under protocol ``spec``."""
+def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 1919,
+                   draw: Callable[[int, int], list[int]] | None = None) -> list[tuple[int, int]]:
+    """``(top, left)`` of each crop of size ``crop`` in an image of ``height x width`` under protocol ``spec``.
+    ``random:N`` draws from ``np.random.RandomState(seed)``, or from ``draw(high, n)`` (n ints in ``[0, high)``)."""
     kind, n = parse_crops(spec)
     if height < crop or width < crop:
         raise UserError(f"image {width}x{height} is smaller than the {crop}x{crop} crop; "
@@ -47,17 +61,21 @@ def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 19
     bottom, right = height - crop, width - crop
     mid_top, mid_left = height // 2 - crop // 2, width // 2 - crop // 2
     if kind == "random":
-        rng = np.random.RandomState(seed)
-        tops = rng.randint(0, bottom + 1, size=n)
-        lefts = rng.randint(0, right + 1, size=n)
+        if draw is None:
+            rng = np.random.RandomState(seed)
+            draw = lambda high, k: rng.randint(0, high, size=k).tolist()  # noqa: E731
+        tops, lefts = draw(bottom + 1, n), draw(right + 1, n)
         return [(int(t), int(left)) for t, left in zip(tops, lefts)]
     if kind == "grid":
-        rows, cols = _grid_shape(n, height, width)
-        tops = np.linspace(0, bottom, rows).round().astype(int) if rows > 1 else [bottom // 2]
-        lefts = np.linspace(0, right, cols).round().astype(int) if cols > 1 else [right // 2]
-        return [(int(t), int(left)) for t in tops for left in lefts]
+        counts = _grid_rows(n, height, width)
+        span = lambda end, k: np.linspace(0, end, k).round().astype(int).tolist() if k > 1 else [end // 2]  # noqa: E731
+        return [(top, left) for top, k in zip(span(bottom, len(counts)), counts) for left in span(right, k)]
     authors_order = [(0, 0), (0, right), (bottom, 0), (bottom, right), (mid_top, mid_left),
                      (mid_top, 0), (mid_top, right), (0, mid_left), (bottom, mid_left)]
-    if kind == "center":
-        return [authors_order[4]]
-    return authors_order[:n]
+    return [authors_order[4]] if kind == "center" else authors_order[:n]
+
+
+def crop_windows(spec: str, height: int, width: int, crop: int, seed: int = 1919,
+                 draw: Callable[[int, int], list[int]] | None = None) -> list[tuple[int, int, int]]:
+    """The distinct windows of :func:`crop_positions` in order, as ``(top, left, times placed)``."""
+    return [(top, left, k) for (top, left), k in Counter(crop_positions(spec, height, width, crop, seed, draw)).items()]

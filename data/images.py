@@ -1,6 +1,7 @@
 """Image files: decoding, header sizes, and pairing distorted images with their references."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,9 +15,6 @@ from PIL import Image
 from utils.errors import UserError, arg
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-cv2.setNumThreads(0)  # decoding runs inside DataLoader workers; OpenCV's own pool would oversubscribe
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)  # a file it cannot read: we say so, in one line
 
 
 def is_image(path: Path) -> bool:
@@ -52,8 +50,9 @@ def _open_error(path: Path) -> UserError:
 
 
 def read_header(path: str | os.PathLike, decode: bool = False) -> ImageHeader:
-    """The :class:`ImageHeader` of ``path``; with ``decode`` a JPEG is decoded in full too (PIL), which finds
-    the truncated body that OpenCV's decoder lets pass (for other formats :func:`read_image` fails on it)."""
+    """The :class:`ImageHeader` of ``path``; with ``decode`` a JPEG is decoded in full too and a PNG's chunks are
+    verified (PIL): that finds the truncated JPEG body OpenCV lets pass, and the damaged PNG that libpng would
+    report on stderr in its own words (for other formats :func:`read_image` fails on damage)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: image not found")
@@ -67,6 +66,8 @@ def read_header(path: str | os.PathLike, decode: bool = False) -> ImageHeader:
             alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
             if decode and img.format in ("JPEG", "MPO"):
                 img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
+            elif decode and img.format == "PNG":
+                img.verify()  # chunk CRCs and the end of the stream, without decoding the pixels
     except Exception:  # PIL raises several unrelated types for bad or truncated files
         raise _open_error(path) from None
     orientation = orientation if orientation in _ORIENT else 1
@@ -83,6 +84,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     header = read_header(path)
+    _quiet_opencv()
     img = cv2.imread(str(path), _DECODE)
     if img is None:
         raise _open_error(path)
@@ -96,10 +98,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` as :func:`read_image` returns it, from the file header without decoding the pixels."""
-    header = read_header(path)
-    return header.height, header.width
+@functools.cache
+def _quiet_opencv() -> None:
+    """OpenCV settings for decoding, made once: no thread pool of its own (decoding runs in DataLoader workers and
+    screening threads, which it would oversubscribe), and no log lines for files it cannot read (we say so, in
+    one line)."""
+    cv2.setNumThreads(0)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
 
 
 def as_unit_float(image):
@@ -117,8 +122,23 @@ def common_depth(images: Sequence) -> list:
     return images if len({img.dtype for img in images}) <= 1 else [as_unit_float(img) for img in images]
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
+def list_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """The image files of ``folder`` (sorted), and one ``name (why)`` for each entry left out that could have been
+    meant as one: a broken or looping link, something that is not a regular file, an unreadable file, another
+    format. Sub-folders are not entries."""
+    images, skipped = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            continue
+        why = ("broken or looping link" if p.is_symlink() and not p.exists() else
+               "not a regular file" if not p.is_file() else
+               f"not an image format we read ({p.suffix or 'no suffix'})" if not is_image(p) else
+               "unreadable (permissions)" if not os.access(p, os.R_OK) else None)
+        if why is None:
+            images.append(p)
+        else:
+            skipped.append(f"{p.name} ({why})")
+    return images, skipped
 
 
 def reference_name(name: str) -> str:
@@ -133,22 +153,24 @@ def reference_stem(name: str) -> str:
     return reference_name(name).lower()
 
 
-def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Pair distorted images with references; returns ``(pairs, problems)``, pairs as ``(dist, ref)`` sorted.
+def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str], list[str]]:
+    """Pair distorted images with references: ``(pairs, problems, skipped)``, pairs as ``(dist, ref)`` sorted.
 
     ``ref`` and ``dist`` are files or folders. Folders pair by identical file name, else by
-    :func:`reference_stem` matched case-insensitively. A distorted file that pairs with nothing is a problem.
+    :func:`reference_stem` matched case-insensitively. A distorted file that pairs with nothing is a problem;
+    ``skipped`` lists the folder entries that are no images we read (:func:`list_images`).
     """
     ref, dist = Path(ref), Path(dist)
-    for path, flag in ((ref, "--ref"), (dist, "--dist")):
+    for path, name in ((ref, "ref"), (dist, "dist")):
         if not path.exists():
-            raise UserError(f"{flag} {path}: no such file or folder")
-    dist_files = list_images(dist) if dist.is_dir() else [dist]
+            raise UserError(f"{arg(name)}{path}: no such file or folder")
+    dist_files, skipped = list_images(dist) if dist.is_dir() else ([dist], [])
     if dist.is_dir() and not dist_files:
         raise UserError(f"{arg('dist')}{dist}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if ref.is_file():  # a reference inside the distorted folder is not its own pair; a file named twice is
-        return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), []
-    refs = list_images(ref)
+        return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), [], skipped
+    refs, ref_skipped = list_images(ref)
+    skipped += [] if ref.resolve() == dist.resolve() else [f"{ref.name}/{s}" for s in ref_skipped]
     by_name = {p.name: p for p in refs}
     by_stem: dict[str, Path] = {}
     for p in refs:
@@ -159,7 +181,7 @@ def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tu
         match = match or by_stem.get(reference_stem(d.name))
         if match is None:
             problems.append(f"{d}: no reference in {ref} (tried {d.name} and {reference_stem(d.name)}.*); "
-                            "name it like its reference or give --ref FILE")
+                            f"name it like its reference or give {arg('ref')}FILE")
         elif match.resolve() != d.resolve():
             pairs.append((d, match))
-    return sorted(pairs), problems
+    return sorted(pairs), problems, skipped

@@ -1,11 +1,13 @@
-"""Shared reading of label files: text lines, numbers, repeated names, images by case-insensitive name.
+"""Shared reading of label files: text lines, CSV rows, numbers, repeated names, images by case-insensitive name.
 
-Every loader (PIPAL, the standard sets, folder pairs) reports problems the same way: ``file:line: what is
-wrong; what to do``.
+Every loader (PIPAL, the standard sets, ``labels.csv``, folder pairs) reports problems the same way:
+``file:line: what is wrong; what to do``.
 """
 from __future__ import annotations
 
+import csv
 import math
+import re
 from pathlib import Path
 
 from data.images import is_image
@@ -20,12 +22,50 @@ def need_file(path: Path, what: str) -> None:
 
 
 def label_lines(path: Path) -> list[str]:
-    """The lines of a text label file, without line ends (CRLF or LF) or a UTF-8 byte-order mark."""
+    """The lines of a text label file, split at CR, LF or CRLF only (a file name may hold other line breaks,
+    such as U+2028), without a UTF-8 byte-order mark."""
     need_file(path, "label file")
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file; give the label file as distributed") from None
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a comma-separated label file with a header line, as ``(line number, {column: text})``; columns are
+    named in lower case, fields stripped, blank rows skipped. The one CSV reader of the loaders."""
+    need_file(path, "label file")
+    header: list[str] | None = None
+    rows = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            for fields in reader:
+                where = f"{path}:{reader.line_num}"
+                fields = [f.strip() for f in fields]
+                if not any(fields):
+                    continue
+                if header is None:
+                    header = [f.lower() for f in fields]
+                    missing = [c for c in required if c not in header]
+                    if missing:
+                        raise UserError(f"{where}: the header lacks {', '.join(missing)} (found "
+                                        f"{', '.join(header)}); the first line must name the columns, at least "
+                                        f"{', '.join(required)}")
+                elif len(fields) != len(header):
+                    raise UserError(f"{where}: {len(fields)} fields for the header's {len(header)}; correct or "
+                                    "delete the line")
+                else:
+                    rows.append((reader.line_num, dict(zip(header, fields))))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; give the label file as distributed") from None
+    except csv.Error as err:
+        raise UserError(f"{path}: not readable as CSV ({err}); correct the file") from None
+    if header is None:
+        raise UserError(f"{path}: empty; the first line is a header with at least {', '.join(required)}")
+    return rows
 
 
 def parse_number(text: object, where: str, column: str) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 from data.images import reference_name, reference_stem
 from data.records import Pair
 from data.labels import check_new, images_by_lower_name, label_lines, parse_number
-from utils.errors import UserError
+from utils.errors import UserError, arg
 
 
 def read_label_list(path: Path) -> list[tuple[str, float, str]]:
@@ -31,7 +31,7 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        fields = [f.strip() for f in line.split(",")]
+        fields = [f.strip() for f in line.split(",")]  # PIPAL's names hold no comma
         if len(fields) != 2 or not fields[0]:
             raise UserError(f"{where}: expected 'name,score', found {line.strip()!r}; correct or delete that line")
         check_new(seen, fields[0].lower(), number, where, fields[0])
@@ -39,27 +39,27 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
-def _distorted_files(root: Path) -> tuple[dict[str, Path], Path]:
-    """Distorted images by lower-case name from ``Train_Dis/`` or ``Distortion_*/``, and where missing ones go."""
-    if (root / "Train_Dis").is_dir():
-        return images_by_lower_name(root / "Train_Dis"), root / "Train_Dis"
-    parts = sorted(p for p in root.glob("Distortion_*") if p.is_dir())
+def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
+    """Distorted images by lower-case name from ``Train_Dis/`` or ``Distortion_*/``, and those folders."""
+    parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
+        p for p in root.glob("Distortion_*") if p.is_dir())
     if not parts:
-        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give --data_root the PIPAL training "
-                        "folder (the one holding Train_Ref/)")
-    files: dict[str, Path] = {}
-    for part in parts:
-        files.update(images_by_lower_name(part))
-    return files, root / "Distortion_*"
+        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give {arg('data_root')}the PIPAL "
+                        "training folder (the one holding Train_Ref/)")
+    return {k: v for part in parts for k, v in images_by_lower_name(part).items()}, parts
 
 
-def _pairs(rows, dists: dict[str, Path], missing_dir: Path, ref_dir: Path) -> list[Pair]:
+def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
+    """A pair per label row. A missing distorted image is named where the release keeps it: in the folder that
+    holds its reference's other images (PIPAL ships them split over Distortion_1..4), else the first folder."""
     refs = {p.stem.lower(): p for p in images_by_lower_name(ref_dir).values()}
+    home = {reference_stem(name): path.parent for name, path in sorted(dists.items(), reverse=True)}
     pairs = []
     for name, score, _where in rows:
         stem = reference_stem(name)
         ref = refs.get(stem, ref_dir / f"{reference_name(name)}.bmp")
-        pairs.append(Pair(dist=dists.get(name.lower(), missing_dir / name), ref=ref, score=score, raw=score))
+        dist = dists.get(name.lower(), home.get(stem, folders[0]) / name)
+        pairs.append(Pair(dist=dist, ref=ref, score=score, raw=score))
     return sorted(pairs, key=lambda p: p.dist.name)
 
 
@@ -67,13 +67,14 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
     """Labelled pairs of the PIPAL training set: ``Train_Label/*.txt`` or one ``label_list`` file."""
     root = Path(root)
     if not (root / "Train_Ref").is_dir():
-        raise UserError(f"{root}: no Train_Ref/ folder; give --data_root the PIPAL training folder")
+        raise UserError(f"{root}: no Train_Ref/ folder; give {arg('data_root')}the PIPAL training folder")
     if label_list is not None:
         rows = read_label_list(Path(label_list))
     else:
         files = sorted((root / "Train_Label").glob("*.txt"))
         if not files:
-            raise UserError(f"{root / 'Train_Label'}: no label files; give the PIPAL training folder or --train_list")
+            raise UserError(f"{root / 'Train_Label'}: no label files; give the PIPAL training folder or "
+                            f"{arg('train_list')}FILE")
         rows = [row for f in files for row in read_label_list(f)]
         first: dict[str, str] = {}
         for name, _score, where in rows:
@@ -81,8 +82,8 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
                 raise UserError(f"{where}: {name} is labelled again (first at {first[name.lower()]}); delete one of "
                                 "the lines")
             first[name.lower()] = where
-    dists, missing_dir = _distorted_files(root)
-    return _pairs(rows, dists, missing_dir, root / "Train_Ref")
+    dists, folders = _distorted_files(root)
+    return _pairs(rows, dists, folders, root / "Train_Ref")
 
 
 def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:
@@ -101,4 +102,4 @@ def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None)
         rows = [(p.name, None, str(p)) for p in dists.values() if "_" in p.stem]
         if not rows:
             raise UserError(f"{dist_dir}: no distorted images named like A0000_10_00.bmp")
-    return _pairs(rows, dists, dist_dir, ref_dir)
+    return _pairs(rows, dists, [dist_dir], ref_dir)

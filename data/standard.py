@@ -7,7 +7,6 @@ where the release keeps it, so the data checker can name exactly what is missing
 """
 from __future__ import annotations
 
-import csv
 import re
 import zipfile
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data.images import reference_name, reference_stem
-from data.labels import check_new, images_by_lower_name, label_lines, need_file, parse_number
+from data.labels import check_new, csv_rows, images_by_lower_name, label_lines, need_file, parse_number
 from data.records import Pair
 from utils.errors import UserError
 
@@ -43,13 +42,8 @@ LIVE_FOLDERS: tuple[tuple[str, int], ...] = (
 LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)  # 982, reference copies included
 
 
-
-
-
 def _sorted(pairs: list[Pair]) -> list[Pair]:
     return sorted(pairs, key=lambda p: p.dist)
-
-
 
 
 def load_tid2013(root: Path) -> list[Pair]:
@@ -89,29 +83,6 @@ def load_tid2013(root: Path) -> list[Pair]:
     return _sorted(pairs)
 
 
-def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a comma-separated label file with a header, as ``(line number, {column: text})``."""
-    header: list[str] | None = None
-    rows = []
-    for number, line in enumerate(label_lines(path), 1):
-        where = f"{path}:{number}"
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in next(csv.reader([line]))]
-        if header is None:
-            missing = [c for c in required if c not in fields]
-            if missing:
-                raise UserError(f"{where}: header lacks column(s) {', '.join(missing)} "
-                                f"(expected {','.join(required)}); is this the dataset's own label file?")
-            header = fields
-            continue
-        if len(fields) != len(header):
-            raise UserError(f"{where}: {len(fields)} columns where the header has {len(header)}; "
-                            "correct or delete that line")
-        rows.append((number, dict(zip(header, fields))))
-    return rows
-
-
 def load_kadid10k(root: Path) -> list[Pair]:
     """Pairs of KADID-10k: ``dmos.csv`` (``dist_img,ref_img,dmos,var``) naming files in ``images/``.
 
@@ -123,7 +94,7 @@ def load_kadid10k(root: Path) -> list[Pair]:
     images = root / "images"
     pairs: list[Pair] = []
     seen: dict[str, int] = {}
-    for number, row in _csv_rows(labels, ("dist_img", "ref_img", "dmos")):
+    for number, row in csv_rows(labels, ("dist_img", "ref_img", "dmos")):
         where = f"{labels}:{number}"
         dist_name, ref_name = row["dist_img"], row["ref_img"]
         if not dist_name or not ref_name:

@@ -1,17 +1,20 @@
-"""Where and how the network runs: device choice, numeric precision, torchrun set-up, seeding."""
+"""Where and how the network runs: device choice, numeric precision, torchrun set-up (and stopping every rank
+when one fails), seeding."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import random
-from dataclasses import dataclass
-from typing import Iterator
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils.errors import UserError, arg
+from utils.errors import Stopped, UserError, arg
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -71,22 +74,74 @@ def precision_context(precision: str, device: torch.device, strict: bool = True)
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """How the network runs (options of every script): device, precision, compile, decoding workers, seed."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    num_workers: int = 0
+    seed: int = 1919
+
+
 @dataclass
 class RunContext:
-    """Where this process runs: rank and world size (1 without torchrun) and its device."""
+    """Where this process runs: rank and world size (1 without torchrun), its device, and the rendezvous store
+    the ranks share (None alone): one rank's failure is posted there, and the others stop at their next check."""
 
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
+    store: Any = None
+    rounds: dict = field(default_factory=dict)  # how often each tag was waited for (each wait needs a fresh key)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    def fail(self, message: str) -> None:
+        """Tell the other ranks that this one stops, and why."""
+        if self.store is not None:
+            self.store.set("abort", f"rank {self.rank}: {message}")
+
+    def check(self) -> None:
+        """:class:`Stopped` when another rank has failed."""
+        if self.store is not None and self.store.check(["abort"]):
+            raise Stopped(self.store.get("abort").decode())
+
+    def wait_all(self, tag: str) -> None:
+        """Wait until every rank has reached ``tag`` (polling the store, so that a rank that failed meanwhile stops
+        the others within a second instead of leaving them in a collective)."""
+        if self.store is None:
+            return
+        self.rounds[tag] = self.rounds.get(tag, 0) + 1
+        key = f"{tag}/{self.rounds[tag]}"
+        self.store.add(key, 1)
+        while int(self.store.add(key, 0)) < self.world_size:
+            self.check()
+            time.sleep(0.05)
+
+    def count(self, key: str, n: int = 1) -> int:
+        """Add ``n`` to the counter ``key`` all ranks share; its new total (alone: a local count)."""
+        if self.store is None:
+            self.rounds[key] = self.rounds.get(key, 0) + n
+            return self.rounds[key]
+        return int(self.store.add(key, n))
+
+    def gather(self, value: Any) -> list:
+        """``value`` of every rank, in rank order (alone: ``[value]``)."""
+        if self.world_size == 1:
+            return [value]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
 
 def setup_run(device: str) -> RunContext:
-    """Initialise torch.distributed when started by torchrun (NCCL on GPU, gloo on CPU)."""
+    """Initialise torch.distributed when started by torchrun (NCCL on GPU, gloo on CPU), with a client of the
+    rendezvous store for :meth:`RunContext.fail` / :meth:`RunContext.check`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -94,9 +149,14 @@ def setup_run(device: str) -> RunContext:
     if where.type == "cuda" and world > 1:
         where = torch.device("cuda", local)
         torch.cuda.set_device(where)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
-    return RunContext(rank, world, local, where)
+    store = None
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
+        client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                               timeout=datetime.timedelta(seconds=60), wait_for_workers=False)
+        store = dist.PrefixStore(f"ahiq/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/", client)
+    return RunContext(rank, world, local, where, store)
 
 
 def seed_everything(seed: int) -> None:

@@ -6,17 +6,16 @@ For restoration and generative models: ``loss = AHIQLoss(checkpoint)(output, tar
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from data.crops import crop_positions, parse_crops
+from data.crops import crop_windows, parse_crops
 from engine.device import PRECISIONS, precision_context, resolve_device
 from engine.scoring import paste_maps
 from models.ahiq import AHIQ
-from models.checkpoint import load_model
+from models.checkpoint import load_model, resolve_checkpoint
 from utils.errors import UserError, arg
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -38,33 +37,37 @@ class AHIQLoss(nn.Module):
     network never changes: its parameters have ``requires_grad=False`` and it stays in eval mode when a
     parent module calls ``.train()``. ``score`` and ``score_map`` give the metric itself.
 
-    The network comes from ``checkpoint`` and the backbone weights exactly as in ``score.py``
-    (:func:`models.checkpoint.load_model`), or is given ready as ``model`` (then frozen in place).
+    The network comes from ``checkpoint`` exactly as in ``score.py`` (:func:`models.checkpoint.load_model`: the
+    architecture, backbones and training crop size the checkpoint records; no checkpoint: the released one once
+    `sh download.sh` has fetched it; ``"none"``: random heads), or is given ready as ``model`` (then frozen in
+    place). ``crop_size`` None: the checkpoint's training crop, else 224; ``pretrained_backbones`` None: the
+    recorded backbones.
     ``checkpointing=True`` recomputes the activations of the ViT blocks and of the deformable fusion in the
     backward pass instead of storing them: less memory per step, more time (see the README's figures).
     """
 
     def __init__(self, checkpoint: str | Path | None = None, vit_weights: str | None = None,
-                 cnn_weights: str | None = None, pretrained_backbones: bool = True, crops: str = "center",
-                 crop_size: int = 224, reduction: str = "mean", device: str | torch.device = "auto",
+                 cnn_weights: str | None = None, pretrained_backbones: bool | None = None, crops: str = "center",
+                 crop_size: int | None = None, reduction: str = "mean", device: str | torch.device = "auto",
                  precision: str = "fp32", checkpointing: bool = False, *, model: AHIQ | None = None):
         super().__init__()
         kind, count = parse_crops(crops)
-        if crop_size % 32:
-            raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
         if reduction not in REDUCTIONS:
             raise UserError(f"{arg('reduction')}{reduction}: use one of {', '.join(REDUCTIONS)}")
         if precision not in PRECISIONS:
             raise UserError(f"{arg('precision')}{precision}: use one of {', '.join(PRECISIONS)}")
-        self.crops, self.crop_kind, self.crop_count = crops, kind, count
-        self.crop_size, self.reduction, self.precision = crop_size, reduction, precision
         if model is None:
-            model = load_model(checkpoint, vit_weights=vit_weights, cnn_weights=cnn_weights,
+            model = load_model(resolve_checkpoint(checkpoint), vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, device=resolve_device(device))
         elif checkpoint is not None or vit_weights is not None or cnn_weights is not None:
             raise UserError(f"give either {arg('model')}... or {arg('checkpoint')}/vit_weights/cnn_weights, not both")
         elif device != "auto":
             model = model.to(resolve_device(device))
+        crop_size = crop_size or (model.record.crop_size if model.record else None) or 224
+        if crop_size % 32:
+            raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
+        self.crops, self.crop_kind, self.crop_count = crops, kind, count
+        self.crop_size, self.reduction, self.precision = crop_size, reduction, precision
         self.model = model
         self.model.requires_grad_(False)
         self.model.input_gradients(True)
@@ -126,16 +129,12 @@ class AHIQLoss(nn.Module):
         return dist.to(self.device, dtype), ref.to(self.device, dtype)
 
     def _windows(self, batch: int, height: int, width: int) -> list[Window]:
-        """The distinct crop windows of each image, with how many of its crops each one stands for."""
-        if self.crop_kind == "random":
-            bottom, right = height - self.crop_size, width - self.crop_size
-            tops = torch.randint(0, bottom + 1, (batch, self.crop_count)).tolist()
-            lefts = torch.randint(0, right + 1, (batch, self.crop_count)).tolist()
-            per_image = [list(zip(t, lt)) for t, lt in zip(tops, lefts)]
-        else:
-            per_image = [crop_positions(self.crops, height, width, self.crop_size)] * batch
-        return [(i, top, left, n) for i, positions in enumerate(per_image)
-                for (top, left), n in Counter(positions).items()]
+        """The distinct crop windows of each image (``data.crops``; ``random:N`` drawn from torch's RNG, anew for
+        each image), with how many of its crops each one stands for."""
+        draw = lambda high, n: torch.randint(0, high, (n,)).tolist()  # noqa: E731
+        fixed = None if self.crop_kind == "random" else crop_windows(self.crops, height, width, self.crop_size)
+        return [(i, top, left, n) for i in range(batch)
+                for top, left, n in fixed or crop_windows(self.crops, height, width, self.crop_size, draw=draw)]
 
     def _run(self, dist: torch.Tensor, ref: torch.Tensor, windows: list[Window], return_maps: bool = False):
         c = self.crop_size

@@ -1,15 +1,21 @@
-"""Score whole image pairs with a crop protocol: all crops of a batch of pairs in one forward pass.
+"""Score whole image pairs with a crop protocol, streaming: a forward pass holds at most ``batch_size`` crops.
 
 Pairs are taken reference by reference: a reference's crops go through the network once
-(:meth:`AHIQ.encode_reference`) and serve every distorted image of that reference, across batches too; every
-crop protocol qualifies, since its windows depend on the image size and the seed alone (``data.crops``).
-``reuse_reference=False`` runs each pair through ``forward(dist, ref)`` instead (same scores to fp32 rounding).
+(:meth:`AHIQ.encode_reference`) and serve every distorted image of that reference, across batches too (every
+protocol qualifies: its windows depend on the image size and the seed alone). A window a protocol places twice
+is computed once and counts twice. Memory holds one batch of crops, the references it uses, and the maps of the
+pairs in flight; results stream out as pairs complete.
+
+The pairs are cut into *segments* (whole references, about eight batches of crops each) and batches never cross
+a segment's end, so how crops are batched depends on the pairs alone: a run split over ranks by segments
+(:func:`shard`) computes every crop in the same batch as a single process, bit for bit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import signal
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,16 +23,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data.crops import crop_positions
+from data.crops import crop_windows, parse_crops
 from data.images import common_depth, read_image
 from engine.device import precision_context
-from models.ahiq import AHIQ, ReferenceSide
+from models.ahiq import AHIQ
+from models.reference import ReferenceSide
 from utils.errors import UserError, arg
+
+SEGMENT_BATCHES = 8
 
 
 @dataclass
 class PairScore:
-    """The score of one pair: mean over its crops; maps ``(H, W)`` at image resolution when asked for."""
+    """The score of one pair: the mean over its crops; maps ``(H, W)`` at image resolution when asked for."""
 
     dist: Path
     ref: Path
@@ -34,22 +43,6 @@ class PairScore:
     crop_scores: list[float]
     score_map: np.ndarray | None = None  # NaN where no crop covered the image
     weight_map: np.ndarray | None = None
-
-
-def _to_chw(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-class _PairImages(Dataset):
-    def __init__(self, pairs: Sequence[tuple[Path, Path]]):
-        self.pairs = list(pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int):
-        dist, ref = self.pairs[i]
-        return i, _to_chw(read_image(dist)), _to_chw(read_image(ref))
 
 
 def reference_order(pairs: Sequence[tuple[Path, Path]]) -> list[int]:
@@ -60,12 +53,53 @@ def reference_order(pairs: Sequence[tuple[Path, Path]]) -> list[int]:
     return sorted(range(len(pairs)), key=lambda i: (first[str(pairs[i][1])], i))
 
 
-class _GroupedImages(Dataset):
-    """Item ``j`` of ``order``: ``(pair index, distorted image, reference image or None)``; the reference is
-    decoded only for the first of its pairs (``order`` keeps a reference's pairs together)."""
+def segments(pairs: Sequence[tuple[Path, Path]], crops_per_pair: int, batch_size: int) -> list[list[int]]:
+    """Pair indices in :func:`reference_order`, cut at reference boundaries into runs of at least
+    ``SEGMENT_BATCHES`` batches of crops (counting the protocol's nominal crops per pair)."""
+    order, out, crops = reference_order(pairs), [], 0
+    for k, i in enumerate(order):
+        if not out or (crops >= SEGMENT_BATCHES * batch_size and str(pairs[order[k - 1]][1]) != str(pairs[i][1])):
+            out.append([])
+            crops = 0
+        out[-1].append(i)
+        crops += crops_per_pair
+    return out
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], order: Sequence[int]):
-        self.pairs, self.order = list(pairs), list(order)
+
+def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
+    """The pair indices rank ``rank`` of ``world`` scores: a contiguous run of the segments ``parts``, the runs
+    balanced by pair count (each rank's share ends where the running count passes ``rank + 1`` shares)."""
+    total, mine, seen = sum(map(len, parts)), [], 0
+    for part in parts:
+        if total * rank <= (seen + len(part) / 2) * world < total * (rank + 1):
+            mine += part
+        seen += len(part)
+    return mine
+
+
+def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, rank: int = 0,
+         world: int = 1, done: set[int] = frozenset()) -> list[int]:
+    """The pair indices rank ``rank`` of ``world`` scores: its share of the :func:`segments` that are not all in
+    ``done`` (a segment partly done is scored again whole, so that every crop keeps its batch: a resumed run's
+    scores are an uninterrupted run's, bit for bit)."""
+    n = parse_crops(crops)[1] * (2 if flip_tta else 1)
+    return shard([part for part in segments(pairs, n, batch_size) if not set(part) <= done], rank, world)
+
+
+def _to_chw(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _quiet_worker(_: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: no worker tracebacks
+
+
+class _Images(Dataset):
+    """Item ``j`` of ``order``: ``(pair index, distorted image, reference image or None)``; the reference is decoded
+    only for the first of its pairs in ``order``. ``read`` decodes (or takes from screening's decoded images)."""
+
+    def __init__(self, pairs, order: Sequence[int], read: Callable[[Path], np.ndarray]):
+        self.pairs, self.order, self.read = pairs, list(order), read
 
     def __len__(self) -> int:
         return len(self.order)
@@ -74,12 +108,12 @@ class _GroupedImages(Dataset):
         i = self.order[j]
         dist, ref = self.pairs[i]
         new_ref = j == 0 or str(self.pairs[self.order[j - 1]][1]) != str(ref)
-        return i, _to_chw(read_image(dist)), _to_chw(read_image(ref)) if new_ref else None
+        return i, _to_chw(self.read(dist)), _to_chw(self.read(ref)) if new_ref else None
 
 
 def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
-    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)``
-    (all as float in [0, 1] when 8-bit and 16-bit images meet)."""
+    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)`` (all as
+    float in [0, 1] when 8-bit and 16-bit images meet)."""
     images = common_depth(images)
     return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
@@ -92,143 +126,157 @@ def coverage(positions: Sequence[tuple[int, int]], height: int, width: int, crop
     return covered
 
 
-def paste_maps(maps: torch.Tensor, positions: Sequence[tuple[int, int]], height: int, width: int,
-               crop: int) -> torch.Tensor:
-    """Average per-crop maps ``(N, 1, h, w)`` taken at ``positions`` ``(top, left)`` into one ``(H, W)`` map.
+def paste_maps(maps: torch.Tensor, positions: Sequence[tuple[int, int]], height: int, width: int, crop: int,
+               weights: Sequence[int] | None = None) -> torch.Tensor:
+    """Average per-crop maps ``(N, 1, h, w)`` taken at ``positions`` ``(top, left)`` into one ``(H, W)`` map, crop
+    ``k`` counted ``weights[k]`` times (default once).
 
-    Each crop's map is upsampled (nearest) to the crop's pixels; pixels no crop covers are 0. Runs on the
-    maps' device in fp32 and is differentiable, so a spatial loss can use it.
+    Each crop's map is upsampled (nearest) to the crop's pixels; pixels no crop covers are 0. Runs on the maps'
+    device in fp32 and is differentiable, so a spatial loss can use it.
     """
     up = F.interpolate(maps.float(), size=(crop, crop), mode="nearest")[:, 0]
-    total = up.new_zeros(height, width)
-    count = up.new_zeros(height, width)
-    for m, (top, left) in zip(up, positions):
-        total[top:top + crop, left:left + crop] += m
-        count[top:top + crop, left:left + crop] += 1
+    total, count = up.new_zeros(height, width), up.new_zeros(height, width)
+    for k, (m, (top, left)) in enumerate(zip(up, positions)):
+        times = 1 if weights is None else weights[k]
+        total[top:top + crop, left:left + crop] += m * times
+        count[top:top + crop, left:left + crop] += times
     return total / count.clamp(min=1)
 
 
-def _pair_scores(pairs, layout, scores: torch.Tensor, f: torch.Tensor, w: torch.Tensor, flip_tta: bool, crop: int,
-                 with_maps: bool) -> Iterator[tuple[int, PairScore]]:
-    """``(pair index, PairScore)`` for each ``(i, positions, height, width)`` of ``layout``, from the crop
-    outputs of one forward (with ``flip_tta``: the crops, then their mirrors)."""
-    scores = scores.float().cpu()
-    if flip_tta:
-        half = len(scores) // 2
-        scores, f, w = (scores[:half] + scores[half:]) / 2, f[:half], w[:half]
-    start = 0
-    for i, positions, height, width in layout:
-        part = slice(start, start + len(positions))
-        start += len(positions)
-        result = PairScore(pairs[i][0], pairs[i][1], float(scores[part].mean()), scores[part].tolist())
+@dataclass
+class _Pair:
+    """A pair being scored: its windows ``(top, left, times placed, mirrored)`` and what came back for each."""
+
+    index: int
+    windows: list[tuple[int, int, int, bool]]
+    height: int
+    width: int
+    scores: list = field(default_factory=list)
+    maps: list = field(default_factory=list)  # (f, w) of the unmirrored windows
+
+    def result(self, pair: tuple[Path, Path], crop: int, with_maps: bool) -> PairScore:
+        tta = self.windows[-1][3]  # with flip_tta every window comes twice: as is, then mirrored
+        plain = [w for w in self.windows if not w[3]]
+        per_window = [(a + b) / 2 for a, b in zip(self.scores[::2], self.scores[1::2])] if tta else self.scores
+        crop_scores = [s for s, w in zip(per_window, plain) for _ in range(w[2])]
+        result = PairScore(pair[0], pair[1], float(torch.tensor(crop_scores).mean()), crop_scores)
         if with_maps:
-            covered = coverage(positions, height, width, crop)  # NaN where no crop looked: no score there
-            result.score_map = np.where(covered, paste_maps(f[part], positions, height, width, crop).cpu(), np.nan)
-            result.weight_map = np.where(covered, paste_maps(w[part], positions, height, width, crop).cpu(), np.nan)
-        yield i, result
+            positions, times = [(t, x) for t, x, _, _ in plain], [k for _, _, k, _ in plain]
+            covered = coverage(positions, self.height, self.width, crop)  # NaN where no crop looked: no score there
+            for name, maps in (("score_map", [f for f, _ in self.maps]), ("weight_map", [w for _, w in self.maps])):
+                pasted = paste_maps(torch.stack(maps), positions, self.height, self.width, crop, times)
+                setattr(result, name, np.where(covered, pasted.numpy(), np.nan))
+        return result
 
 
 @torch.inference_mode()
-def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int = 224,
-                seed: int = 1919, batch_size: int = 4, precision: str = "fp32", num_workers: int = 0,
+def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int | None = None,
+                 seed: int = 1919, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
+                 with_maps: bool = False, flip_tta: bool = False, reuse_reference: bool = True,
+                 indices: Sequence[int] | None = None, read: Callable[[Path], np.ndarray] = read_image,
+                 progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, PairScore]]:
+    """``(pair index, PairScore)`` as pairs complete, for ``indices`` (default all) of ``pairs`` (see
+    :func:`score_pairs` for the arguments); ``progress(pairs)`` is called with each finished fraction of pairs."""
+    crop = crop_size or (model.record.crop_size if model.record else None) or 224
+    if crop % 32:
+        raise UserError(f"{arg('crop_size')}{crop}: must be a multiple of 32")
+    wanted = set(range(len(pairs)) if indices is None else indices)
+    parts = [[i for i in part if i in wanted] for part in segments(pairs, parse_crops(crops)[1] * (1 + flip_tta),
+                                                                   batch_size)]
+    order = [i for part in parts for i in part]
+    ends = {part[-1] for part in parts if part}
+    device = next(model.parameters()).device
+    loader = DataLoader(_Images(pairs, order, read), batch_size=None, num_workers=num_workers,
+                        worker_init_fn=_quiet_worker if num_workers else None, pin_memory=device.type == "cuda")
+    sides: dict[str, tuple[list, torch.Size, ReferenceSide | torch.Tensor]] = {}  # reference -> windows, shape, side
+    queue: list[tuple[_Pair, int, torch.Tensor, str]] = []  # (pair, window, crop, reference) not yet scored
+    fresh: list[tuple[str, torch.Tensor]] = []  # references this batch starts: (key, crops), not yet encoded
+
+    def flush() -> Iterator[tuple[int, PairScore]]:
+        nonlocal queue, fresh
+        if not queue:
+            return
+        with precision_context(precision, device):
+            if reuse_reference and fresh:  # every reference the batch starts, together, in chunks of batch_size
+                stacked = torch.cat(common_depth([c for _, c in fresh])).to(device)
+                encoded = ReferenceSide.cat([model.encode_reference(chunk) for chunk in stacked.split(batch_size)])
+                start = 0
+                for key, c in fresh:
+                    sides[key] = (*sides[key][:2], encoded.select(slice(start, start + len(c))))
+                    start += len(c)
+            dist = common_depth([c for _, _, c, _ in queue])
+            if reuse_reference:
+                rows = ReferenceSide.cat([sides[key][2].select(slice(w, w + 1)) for _, w, _, key in queue])
+                scores, f, w_ = model.score_distorted(torch.stack(dist).to(device), rows, return_maps=True)
+            else:
+                ref = common_depth([sides[key][2][w] for _, w, _, key in queue])
+                scores, f, w_ = model(torch.stack(dist).to(device), torch.stack(ref).to(device), return_maps=True)
+        scores, done = scores.float().cpu(), []
+        for k, (work, window, _, _) in enumerate(queue):
+            work.scores.append(float(scores[k]))
+            if with_maps and not work.windows[window][3]:
+                work.maps.append((f[k].float().cpu(), w_[k].float().cpu()))
+            if len(work.scores) == len(work.windows):
+                done.append(work)
+        last = queue[-1][3]
+        for key in [k for k in sides if k != last]:  # only the last reference can continue into the next batch
+            del sides[key]
+        if reuse_reference and isinstance(sides[last][2], ReferenceSide):
+            sides[last] = (*sides[last][:2], sides[last][2].clone())  # alone: the rest of the encoding is freed
+        queue, fresh = [], []
+        for work in done:
+            result = work.result(pairs[work.index], crop, with_maps)
+            if not np.isfinite(result.score):
+                raise UserError(f"{pairs[work.index][0]}: the network scores it {result.score} (the checkpoint's "
+                                "weights or these images give non-finite values); nothing more is scored")
+            if progress is not None:
+                progress(1.0)
+            yield work.index, result
+
+    for i, dist, ref in loader:
+        key = str(pairs[i][1])
+        if ref is not None:
+            windows = [(t, x, k, m) for t, x, k in crop_windows(crops, ref.shape[-2], ref.shape[-1], crop, seed)
+                       for m in ((False, True) if flip_tta else (False,))]
+            cut = torch.stack([(ref[:, t:t + crop, x:x + crop].flip(-1) if m else ref[:, t:t + crop, x:x + crop])
+                               for t, x, _, m in windows])
+            sides[key] = (windows, ref.shape, cut)
+            if reuse_reference:
+                fresh.append((key, cut))
+        windows, ref_shape, _ = sides[key]
+        if dist.shape != ref_shape:
+            raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
+        work = _Pair(i, windows, dist.shape[-2], dist.shape[-1])
+        for window, (t, x, _, m) in enumerate(windows):
+            piece = dist[:, t:t + crop, x:x + crop]
+            queue.append((work, window, piece.flip(-1) if m else piece, key))
+            if len(queue) == batch_size:
+                yield from flush()
+        if i in ends:
+            yield from flush()
+    yield from flush()
+
+
+@torch.inference_mode()
+def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int | None = None,
+                seed: int = 1919, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
                 with_maps: bool = False, progress: bool = True, flip_tta: bool = False,
                 reuse_reference: bool = True) -> Iterator[PairScore]:
-    """Yield a :class:`PairScore` per pair, in the order of ``pairs``; ``batch_size`` distorted images (all their
-    crops) per forward.
+    """Yield a :class:`PairScore` per pair, in the order of ``pairs``; at most ``batch_size`` crops per forward.
 
-    With ``reuse_reference`` each reference's crops are encoded once and serve all its distorted images;
-    between batches one reference's side is kept (about 1 MB per 224-pixel crop in fp32), within a batch
-    those of the references its pairs use. Pairs given out of reference order are scored grouped and held
-    until their turn. ``False``: pair by pair through ``forward(dist, ref)``.
-    With ``flip_tta`` each crop's score is the mean of the crop and its left-right mirror (maps: unflipped).
+    ``crop_size``: default the model's training crop as its checkpoint records it (``model.record``), else 224.
+    With ``reuse_reference`` each reference's crops are encoded once and serve all its distorted images
+    (``False``: ``forward(dist, ref)`` for every crop pair; the same scores to fp32 rounding). ``flip_tta``: each
+    crop's score is the mean of the crop and its left-right mirror (maps: unmirrored). Pairs given out of
+    reference order are scored grouped and held until their turn. ``progress``: a tqdm bar by pairs.
     """
-    if crop_size % 32:
-        raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
-    run = _score_reusing_references if reuse_reference else _score_pair_by_pair
-    bar = tqdm(total=len(pairs), desc="score", unit="pair", disable=not progress or len(pairs) < 2)
-    for result in run(model, pairs, crops, crop_size, seed, batch_size, precision, num_workers, with_maps, flip_tta):
-        yield result
-        bar.update(1)
-    bar.close()
-
-
-def _score_pair_by_pair(model, pairs, crops, crop_size, seed, batch_size, precision, num_workers, with_maps,
-                        flip_tta) -> Iterator[PairScore]:
-    device = next(model.parameters()).device
-    loader = DataLoader(_PairImages(pairs), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=lambda batch: batch, pin_memory=device.type == "cuda")
-    for batch in loader:
-        layout = []
-        for i, dist, ref in batch:
-            h, w = dist.shape[-2:]
-            if ref.shape != dist.shape:
-                raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
-            layout.append((i, crop_positions(crops, h, w, crop_size, seed), h, w))
-        dist_t = crop_batch([d for _, d, _ in batch], [pos for _, pos, _, _ in layout], crop_size).to(device)
-        ref_t = crop_batch([r for _, _, r in batch], [pos for _, pos, _, _ in layout], crop_size).to(device)
-        if flip_tta:
-            dist_t, ref_t = torch.cat((dist_t, dist_t.flip(-1))), torch.cat((ref_t, ref_t.flip(-1)))
-        with precision_context(precision, device):
-            scores, f, w = model(dist_t, ref_t, return_maps=True)
-        for _, result in _pair_scores(pairs, layout, scores, f, w, flip_tta, crop_size, with_maps):
-            yield result
-
-
-def _score_reusing_references(model, pairs, crops, crop_size, seed, batch_size, precision, num_workers, with_maps,
-                              flip_tta) -> Iterator[PairScore]:
-    device = next(model.parameters()).device
-    order = reference_order(pairs)
-    loader = DataLoader(_GroupedImages(pairs, order), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=lambda batch: batch, pin_memory=device.type == "cuda")
-    # (reference, crop positions, image shape, side): the one reference side kept from batch to batch
-    held: tuple[str, list, torch.Size, ReferenceSide] | None = None
+    bar = tqdm(total=len(pairs), desc="score", unit="pair", disable=not progress, leave=False)
     done: dict[int, PairScore] = {}
     next_out = 0
-    for batch in loader:
-        sides = {held[0]: held[1:]} if held else {}
-        new = [(str(pairs[i][1]), ref) for i, _, ref in batch if ref is not None]
-        if new:  # all references this batch starts, through the network together
-            positions = [crop_positions(crops, r.shape[-2], r.shape[-1], crop_size, seed) for _, r in new]
-            ref_t = crop_batch([r for _, r in new], positions, crop_size)
-            counts = [len(p) for p in positions]
-            if flip_tta:  # per reference: its crops, then their mirrors
-                parts = ref_t.split(counts)
-                ref_t = torch.cat([torch.cat((c, c.flip(-1))) for c in parts])
-                counts = [2 * n for n in counts]
-            with precision_context(precision, device):
-                encoded = model.encode_reference(ref_t.to(device))
-            start = 0
-            for (key, ref), pos, n in zip(new, positions, counts):
-                sides[key] = (pos, ref.shape, encoded.select(slice(start, start + n)))
-                start += n
-        base, rows, index, index_flip, layout, dists = {}, [], [], [], [], []
-        for i, dist, _ in batch:
-            key = str(pairs[i][1])
-            positions, ref_shape, side = sides[key]
-            if dist.shape != ref_shape:
-                raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
-            if key not in base:
-                base[key] = sum(len(s) for s in rows)
-                rows.append(side)
-            n = len(positions)
-            index += range(base[key], base[key] + n)
-            index_flip += range(base[key] + n, base[key] + 2 * n)
-            layout.append((i, positions, dist.shape[-2], dist.shape[-1]))
-            dists.append(dist)
-        dist_t = crop_batch(dists, [pos for _, pos, _, _ in layout], crop_size).to(device)
-        if flip_tta:
-            dist_t, index = torch.cat((dist_t, dist_t.flip(-1))), index + index_flip
-        reference = ReferenceSide.cat(rows) if len(rows) > 1 else rows[0]
-        with precision_context(precision, device):
-            scores, f, w = model.score_distorted(dist_t, reference.select(torch.tensor(index, device=device)),
-                                                 return_maps=True)
-        del reference
-        done.update(_pair_scores(pairs, layout, scores, f, w, flip_tta, crop_size, with_maps))
-        last = str(pairs[batch[-1][0]][1])  # the only reference that can continue into the next batch
-        if held is None or held[0] != last:
-            positions, ref_shape, side = sides[last]
-            held = (last, positions, ref_shape, side.clone())  # a copy: the rest of the batch's encoding is freed
-        del sides
+    for i, result in score_stream(model, pairs, crops, crop_size, seed, batch_size, precision, num_workers,
+                                  with_maps, flip_tta, reuse_reference, progress=bar.update):
+        done[i] = result
         while next_out in done:
             yield done.pop(next_out)
             next_out += 1
+    bar.close()

@@ -21,23 +21,31 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import timm
 import torch
 import torch.nn as nn
 
+from models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from models.state import state_dict_problems, summarise
 from utils.errors import UserError, arg
 from utils.io import load_torch_file
 
-DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
-DEFAULT_CNN = "resnet50.a1_in1k"
-DEFAULT_VIT_BLOCKS = (1, 2, 3, 4, 5)
-DEFAULT_CNN_STAGE = 1
 # Where download.sh puts backbone weights and where they are looked for when no file is named.
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "backbones"
 WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".bin")
+
+
+class Features(Protocol):
+    """What the network needs of a backbone: ``forward`` maps normalised images ``(B, 3, H, W)`` to features
+    ``(B, out_channels, H / reduction, W / reduction)`` (NCHW). A new backbone family is one class with these."""
+
+    out_channels: int
+    reduction: int
+    input_grad: bool
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def find_local_weights(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Path | None:
@@ -158,6 +166,16 @@ def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None
     return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
 
 
+def backbone_sources(vit: str, cnn: str, pretrained: bool = True, vit_weights: str | None = None,
+                     cnn_weights: str | None = None, seed: int | None = None) -> dict[str, BackboneSource]:
+    """``{"vit": ..., "cnn": ...}`` as the arguments ask. Random backbones without a ``seed`` get one drawn from
+    torch's global generator (so ``torch.manual_seed`` before still decides them), and it is recorded."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # CPU even under a meta-device scope
+    return {"vit": backbone_source(vit, pretrained, vit_weights, seed),
+            "cnn": backbone_source(cnn, pretrained, cnn_weights, seed)}
+
+
 def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[str] = ()) -> None:
     """Stop within seconds, before anything is built, when pretrained weights are neither on this machine
     (``checkpoints/backbones/``, hub cache) nor obtainable from the hub: one line naming every way forward."""
@@ -178,11 +196,12 @@ def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[st
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
-        except Exception as err:  # safetensors raises its own error type for damaged files
+        except (SafetensorError, OSError) as err:
             raise UserError(f"{path}: not a readable .safetensors file ({err}); re-download it") from None
     state = load_torch_file(path, "backbone weight file")
     for key in ("state_dict", "model", "state_dict_ema"):
@@ -206,7 +225,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
             raise UserError(f"{path}: .npz weights are only for timm ViTs; give a .pth or .safetensors file")
         try:
             model.load_pretrained(str(path))
-        except Exception as err:  # a malformed npz raises KeyError/ValueError deep in timm
+        except (KeyError, ValueError, IndexError, OSError, RuntimeError) as err:  # kinds of a malformed npz in timm
             if "allow_pickle" in str(err):  # object arrays: numpy refuses to unpickle them, and so do we
                 raise UserError(f"{path}: holds Python objects other than tensors; refusing to unpickle it "
                                 "(see README, Security)") from None
@@ -241,13 +260,6 @@ def _no_weights(name: str, weights_arg: str, err: Exception) -> str:
     return (f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` online, "
             f"put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, fill the Hugging Face hub cache, "
             f"or use {arg('pretrained_backbones')}false (random backbones)")
-
-
-def create_timm_model(name: str, pretrained: bool, weights_file: str | Path | None = None, weights_arg: str = "",
-                      seed: int = 0, **kwargs) -> nn.Module:
-    """Build a timm model by ``name`` (``arch.tag``) with weights from a file, by tag, or random from ``seed``
-    (:func:`backbone_source`, then :func:`create_backbone`)."""
-    return create_backbone(backbone_source(name, pretrained, weights_file, seed), weights_arg, **kwargs)
 
 
 def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> nn.Module:
@@ -348,7 +360,7 @@ class ViTFeatures(_FrozenBackbone):
         model.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
         self.model = model
         self.blocks = blocks
-        self.patch_size = int(model.patch_embed.patch_size[0])
+        self.patch_size = self.reduction = int(model.patch_embed.patch_size[0])
         self.embed_dim = int(model.embed_dim)
         self.out_channels = self.embed_dim * len(blocks)
         self._freeze()

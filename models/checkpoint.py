@@ -6,20 +6,23 @@ Formats read:
     'optimizer_state_dict', 'scheduler_state_dict', 'loss'}`` (only the two model dicts are used);
 (b) pyiqa's mirror: the same dicts, or one flat state dict with ``deform_net.`` / ``regressor.`` keys,
     possibly nested under ``params`` (backbone tensors in it are ignored: backbones come from timm);
-(c) ours: format (a) plus ``ahiq`` metadata (model config, backbone names/tags, score normalisation,
-    options), so the authors' code and pyiqa load our files too.
+(c) ours: format (a) plus ``ahiq`` metadata (model config, backbones, score normalisation, the training
+    config), so the authors' code loads our files too. What the metadata records is read in one place,
+    :func:`read_record`, by every entry point.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from models.ahiq import AHIQ, ModelConfig, build_ahiq
+from models.ahiq import AHIQ, build_ahiq
 from models.backbones import BackboneSource, backbone_source
+from models.config import RELEASED_CHECKPOINT, ModelConfig
 from models.state import state_dict_problems, summarise
 from utils.errors import UserError, arg
 from utils.io import atomic_torch_save, load_torch_file
@@ -27,7 +30,70 @@ from utils.io import atomic_torch_save, load_torch_file
 DEFORM_KEY = "deform_net_model_state_dict"
 REGRESSOR_KEY = "regressor_model_state_dict"
 META_KEY = "ahiq"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the training config under "train" (1: the argparse options under "options")
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> str | None:
+    """The checkpoint an entry point scores with: the one given; none given: the released one once `sh
+    download.sh` has put it in place (else one line saying how to get it); ``"none"``: random heads (None)."""
+    if checkpoint is not None and str(checkpoint).lower() != "none":
+        return str(checkpoint)
+    if checkpoint is None:
+        if RELEASED_CHECKPOINT.is_file():
+            return str(RELEASED_CHECKPOINT)
+        raise UserError(f"no {arg('checkpoint')}given and the released one is not at {RELEASED_CHECKPOINT}: run "
+                        f"`sh download.sh` (online), give {arg('checkpoint')}FILE, or {arg('checkpoint')}none to score "
+                        "with random heads (not meaningful scores)")
+    return None
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What a checkpoint records about the model it holds (the authors' file: nothing, so every field is empty):
+    the architecture, the backbones (timm tag, weight file, or random init and its seed), the training crop size,
+    the score normalisation and label range of training, and the dataset it was trained on."""
+
+    model_config: ModelConfig | None = None
+    backbones: dict[str, BackboneSource] = field(default_factory=dict)
+    crop_size: int | None = None
+    score_norm: dict | None = None
+    label_range: tuple[float, float] | None = None
+    dataset: str | None = None
+
+
+def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
+    """The :class:`CheckpointRecord` of a checkpoint's metadata (``read_checkpoint(...)[2]``), checked: a value
+    of the wrong kind is one :class:`UserError` naming the file."""
+    def bad(what: str, value: object) -> UserError:
+        return UserError(f"{where}: its metadata records {what} {value!r}, which this code cannot use; re-save the "
+                         "checkpoint with this project or give another")
+
+    run = meta.get("train") or meta.get("options") or {}  # format 2, or 1 (the argparse options)
+    if not isinstance(run, dict):
+        raise bad("a training config", run)
+    config = None
+    if meta.get("model_config") is not None:
+        if not isinstance(meta["model_config"], dict):
+            raise bad("model_config", meta["model_config"])
+        try:
+            config = ModelConfig.from_dict(meta["model_config"])
+        except UserError as err:
+            raise UserError(f"{where}: its model_config does not build: {err}") from None
+    crop = run.get("crop_size")
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % 32):
+        raise bad("crop_size", crop)
+    sources = meta.get("backbones") or {}
+    if not isinstance(sources, dict) or not all(isinstance(v, dict) and v.get("kind") in ("timm", "file", "random")
+                                                and isinstance(v.get("name"), str) for v in sources.values()):
+        raise bad("backbones", sources)
+    norm, span = meta.get("score_norm"), meta.get("label_range")
+    if norm is not None and not (isinstance(norm, dict) and norm.get("kind") in ("minmax", "none")):
+        raise bad("score_norm", norm)
+    if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2):
+        raise bad("label_range", span)
+    dataset = (meta.get("split") or {}).get("dataset") or run.get("dataset") or (run.get("data") or {}).get("dataset")
+    return CheckpointRecord(config, {part: BackboneSource.from_dict(v) for part, v in sources.items()}, crop, norm,
+                            tuple(span) if span else None, dataset)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
@@ -72,8 +138,15 @@ def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
 
 
 def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch."""
+    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch, another names the first
+    tensor holding NaN or Inf (a run that diverged)."""
     path = Path(path)
+    for prefix, state in (("deform_net", deform), ("regressor", regressor)):
+        bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+                    and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise UserError(f"{path}: tensor {prefix}.{bad} holds NaN or Inf (the run that wrote it diverged); "
+                            "use an earlier checkpoint")
     problems = _check_and_load(model.deform_net, deform, "deform_net")
     problems += _check_and_load(model.regressor, regressor, "regressor")
     if problems:
@@ -100,11 +173,6 @@ def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_stat
 def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> None:
     """Write :func:`checkpoint_dict` atomically (temporary file, then rename)."""
     atomic_torch_save(checkpoint_dict(model, extra_meta, **training_state), path)
-
-
-def recorded_backbones(meta: dict) -> dict[str, BackboneSource]:
-    """The backbone sources a checkpoint records (``{}`` for the authors' file and older ones of ours)."""
-    return {part: BackboneSource.from_dict(value) for part, value in (meta.get("backbones") or {}).items()}
 
 
 def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *, vit_weights: str | None = None,
@@ -146,43 +214,40 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
                default_seed: int | None = None, device: str | torch.device = "cpu", config: ModelConfig | None = None,
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
-    """A ready AHIQ model in eval mode: architecture from the checkpoint's metadata (or ``config``), heads
-    from ``checkpoint``, and the backbones the checkpoint records.
+    """A ready AHIQ model in eval mode: architecture, heads and backbones as ``checkpoint`` records them.
 
     Scoring from Python is two lines::
 
-        model = load_model("checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33.pth")
+        model = load_model("checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33-da3ea303.pth")
         score = model(dist, ref)   # (B, 3, 224, 224) in [0, 1] -> (B,)
 
-    Backbones (:func:`choose_backbones`): ours record theirs (timm tag, a weight file checked by SHA-256, or
-    random init redrawn from its seed, announced); the authors' file records none, so timm tags are used.
-    ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask for others, with a warning when they
-    differ from the record; ``default_seed`` draws random backbones when nothing records a seed. Without a
-    checkpoint the fusion and head are random (a warning says so).
-    ``contents``: what :func:`read_checkpoint` returned for ``checkpoint``, when already read. The
-    checkpoint's metadata (empty for the authors' file) is kept as ``model.checkpoint_meta``.
+    The architecture: ``config``, else the checkpoint's (:func:`read_record`), else the authors'; keyword
+    ``config_overrides`` (ModelConfig fields) change it. Backbones (:func:`choose_backbones`): the recorded ones
+    (timm tag, a weight file checked by SHA-256, or random init redrawn from its seed, announced); the authors'
+    file records none, so timm tags are used. ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask
+    for others (a warning says how they differ); ``default_seed`` draws random backbones when nothing records a
+    seed. Without a checkpoint the fusion and head are random (announced). ``contents``: what
+    :func:`read_checkpoint` returned for ``checkpoint``, when already read. The record is kept as
+    ``model.record`` and the raw metadata as ``model.checkpoint_meta``.
     """
     deform = regressor = None
     meta: dict = {}
     if checkpoint is not None:
         deform, regressor, meta = contents or read_checkpoint(checkpoint)
-        if config is None and "model_config" in meta:
-            config = ModelConfig.from_dict(meta["model_config"])
-    config = config or ModelConfig()
+    record = read_record(meta, checkpoint or "checkpoint")
+    config = config or record.model_config or ModelConfig()
     if config_overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
-    recorded = recorded_backbones(meta)
-    sources = choose_backbones(config, recorded, vit_weights=vit_weights, cnn_weights=cnn_weights,
+    sources = choose_backbones(config, record.backbones, vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, seed=seed, default_seed=default_seed,
                                where=str(checkpoint))
-    asked = (vit_weights, cnn_weights, pretrained_backbones, seed) != (None, None, None, None)
-    if recorded and not asked:
+    if record.backbones and (vit_weights, cnn_weights, pretrained_backbones, seed) == (None, None, None, None):
         print(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
               f"cnn {sources['cnn'].describe()}", file=sys.stderr)
     model = build_ahiq(config, sources=sources)
     if checkpoint is None:
-        print("note: no checkpoint: fusion and head have RANDOM weights", file=sys.stderr)
+        print("note: no checkpoint: fusion and head have RANDOM weights; scores are not meaningful", file=sys.stderr)
     else:
         load_heads(model, deform, regressor, checkpoint)
-    model.checkpoint_meta = meta  # score normalisation, options, split of the run that wrote it
+    model.record, model.checkpoint_meta = record, meta
     return model.to(device).eval()

@@ -1,10 +1,10 @@
-"""Deformable 3x3 convolution as bilinear sampling + matrix multiplies.
+"""Fast forms of AHIQ's two costly layers: the deformable 3x3 convolution as bilinear sampling + matrix multiplies,
+and the offsets' "nearest upsample, then 3x3 conv" as one convolution on the small map.
 
-Same result as ``torchvision.ops.deform_conv2d`` (stride 1, padding 1, one offset group, no mask) but
-without torchvision's im2col buffer: for each of the 9 kernel taps the input is sampled at the shifted
-positions and multiplied by that tap's ``(C_out, C_in)`` weight slice, so the work is 9 gathers and 9
-GEMMs that run in the input's dtype (bf16 on tensor cores) while positions stay in fp32. On a CPU it is
-about twice as fast as torchvision's kernel.
+The deformable convolution gives the same result as ``torchvision.ops.deform_conv2d`` (stride 1, padding 1, one
+offset group, no mask) without its im2col buffer: for each of the 9 kernel taps the input is sampled at the shifted
+positions and multiplied by that tap's ``(C_out, C_in)`` weight slice, so the work is 9 gathers and 9 GEMMs in the
+input's dtype (bf16 on tensor cores) while positions stay in fp32; on a CPU about twice as fast as torchvision's.
 """
 from __future__ import annotations
 
@@ -88,3 +88,34 @@ def deform_conv3x3_torchvision(x: torch.Tensor, offset: torch.Tensor, weight: to
     offset = offset.repeat_interleave(x.shape[0] // offset.shape[0], dim=0)
     return torchvision.ops.deform_conv2d(x, offset.to(x.dtype), weight.to(x.dtype),
                                          None if bias is None else bias.to(x.dtype), padding=(1, 1))
+
+
+def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewrite "nearest-upsample by ``scale``, then 3x3 conv" as one 3x3 conv on the small map.
+
+    Output pixel ``(s*i + a, s*j + b)`` of the original reads small-map rows ``i + (a + t - 1) // s`` for taps
+    ``t = 0, 1, 2``; summing the taps that land on the same small-map pixel gives, for each phase ``(a, b)``, a 3x3
+    kernel on the small map. Stacked on output channels in pixel-shuffle order, ``pixel_shuffle(conv(small, K), s)``
+    equals the original without the upsampled tensor.
+    """
+    s = scale
+    hit = torch.zeros(s, 3, 3, dtype=weight.dtype, device=weight.device)  # [phase, source offset + 1, tap]
+    for a in range(s):
+        for t in range(3):
+            hit[a, (a + t - 1) // s + 1, t] = 1
+    kernel = torch.einsum("ayt,bxu,octu->oabcyx", hit, hit, weight)
+    out_ch, in_ch = weight.shape[:2]
+    return kernel.reshape(out_ch * s * s, in_ch, 3, 3), bias.repeat_interleave(s * s)
+
+
+def upsampled_conv3x3(x: torch.Tensor, size: tuple[int, int], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``conv3x3(nearest_upsample(x, size))`` with padding 1; through :func:`phase_kernels` when ``size`` is a whole
+    multiple of ``x``'s grid (the same in both directions), so the upsampled map is never built."""
+    h, w = x.shape[-2:]
+    if size[0] % h or size[1] % w or size[0] // h != size[1] // w:
+        return F.conv2d(F.interpolate(x, size=size, mode="nearest"), weight, bias, padding=1)
+    scale = size[0] // h
+    if scale == 1:
+        return F.conv2d(x, weight, bias, padding=1)
+    kernel, bias = phase_kernels(weight, bias, scale)
+    return F.pixel_shuffle(F.conv2d(x, kernel.to(x.dtype), bias.to(x.dtype), padding=1), scale)

@@ -1,26 +1,40 @@
-"""Options shared by train.py, test.py and score.py: model, backbone weights, device, precision.
+"""Options shared by train.py, test.py and score.py: run, model, backbone weights.
 
-Options flow one way: command line (over an optional ``--config`` file) -> checked namespace -> scripts.
+Options flow one way: command line (over an optional ``--config`` file) -> checked values -> frozen configs
+(:func:`build`; ``ModelConfig``, ``DataConfig``, ``RunConfig``, ``ScoreConfig``, ``TrainConfig``) for the floors
+below, which never see argparse. Every value is checked here, before any data or model work: types, ranges,
+finiteness, combinations, and the architecture itself (built on the meta device). Which options the user gave
+comes from argparse (a parse into a namespace of sentinels), and abbreviations are refused (``--crop_s``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from models.ahiq import CHOICES, NORMALISATIONS, ModelConfig
-from models.backbones import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
+from models.ahiq import check_architecture
+from models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
+from models.config import ModelConfig
 from utils.errors import UserError
 
-VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
-# ModelConfig fields that choose how a layer is computed, not what the network is.
-IMPLEMENTATION_ONLY = ("deform_impl",)
+# Valid values of numeric options: (low, high), both included. Every numeric option of every script is here.
+RANGES: dict[str, tuple[float, float]] = {
+    "seed": (0, 2**32 - 1), "split_seed": (0, 2**32 - 1), "num_workers": (0, 256), "crop_size": (32, 8192),
+    "cnn_stage": (1, 4), "patch_size": (8, 16), "batch_size": (1, 65536), "n_epoch": (1, 10**6),
+    "val_freq": (1, 10**6), "max_steps": (0, 10**9), "T_max": (0, 10**9), "synthetic_refs": (2, 9999),
+    "synthetic_size": (32, 8192), "learning_rate": (1e-12, 1e3), "feature_lr_scale": (1e-6, 1e6),
+    "weight_decay": (0, 1e3), "eta_min": (0, 1e3), "grad_clip": (0, 1e9), "time_limit": (0, 1e9),
+}
+NOT_GIVEN = object()  # the default of every option while finding out which ones the user gave
 
 
 def str2bool(text: str) -> bool:
     """``true/false/yes/no/1/0`` -> bool (argparse's ``type=bool`` would take any text as True)."""
-    value = text.strip().lower()
+    value = str(text).strip().lower()
     if value in ("true", "yes", "1", "on"):
         return True
     if value in ("false", "no", "0", "off"):
@@ -50,19 +64,23 @@ def json_dict(text: str) -> dict:
     return value
 
 
+def add_bool(group, name: str, default: bool | None, help: str) -> None:
+    """A true/false option that also works alone (``--validate_first`` means true)."""
+    group.add_argument(name, type=str2bool, nargs="?", const=True, default=default, metavar="{true,false}", help=help)
+
+
 class OneDefaultHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` only where the help text does not already say its default and X says something
-    (not for ``None``, switches, or help that already reads "default ...")."""
+    """Appends ``(default: X)`` where the help text does not already say its default (``None`` reads ``none``)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text.lower() or action.default is None or action.default is argparse.SUPPRESS
-                or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):
+        if "default" in text.lower() or action.default is argparse.SUPPRESS or isinstance(
+                action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
             return text
-        return super()._get_help_string(action)
+        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
 
 
-class _OneLineErrors(argparse.ArgumentParser):
+class OneLineErrors(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
@@ -74,8 +92,8 @@ class BaseOptions:
     description = "AHIQ"
 
     def __init__(self):
-        self.parser = _OneLineErrors(description=self.description,
-                                     formatter_class=OneDefaultHelpFormatter)
+        self.parser = OneLineErrors(description=self.description, formatter_class=OneDefaultHelpFormatter,
+                                    allow_abbrev=False)
         self.initialize(self.parser)
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
@@ -85,19 +103,18 @@ class BaseOptions:
                             "the command line override it")
         g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
         g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
-                       help="fp32, or bf16 autocast (faster on GPUs and AMX CPUs; scores differ from fp32 by up to a "
-                            "few 1e-3)")
-        g.add_argument("--compile", type=str2bool, default=False,
-                       help="torch.compile the model (worth it on GPUs for long runs; first batches are slow)")
+                       help="fp32, or bf16 autocast (faster on GPUs and CPUs with AVX512-BF16/AMX; scores differ from "
+                            "fp32 by up to a few 1e-3)")
+        add_bool(g, "--compile", False, "torch.compile the model (worth it on GPUs for long runs; first batches are slow)")
         g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes for image decoding")
-        g.add_argument("--seed", type=int, default=1919, help="random seed (the authors' 1919)")
+        g.add_argument("--seed", type=int, default=1919, help="random seed, 0..2^32-1 (the authors' 1919)")
         g.add_argument("--crop_size", type=int, default=224, help="crop size in pixels, a multiple of 32")
 
         g = p.add_argument_group("model")
         g.add_argument("--patch_size", type=int, default=8, choices=[8, 16],
                        help="ViT patch size; picks the default ViT tag for that patch size when --vit is not given")
         g.add_argument("--vit", type=str, default=None,
-                       help=f"timm ViT name.tag (default {DEFAULT_VIT} for patch 8, {VIT_BY_PATCH[16]} for 16)")
+                       help=f"timm ViT name.tag (default {VIT_BY_PATCH[8]} for patch 8, {VIT_BY_PATCH[16]} for 16)")
         g.add_argument("--vit_blocks", type=int_list, default=DEFAULT_VIT_BLOCKS,
                        help="1-based ViT blocks whose outputs are used, e.g. 1-5 or 1,3,5")
         g.add_argument("--cnn", type=str, default=DEFAULT_CNN, help="timm ResNet name.tag")
@@ -117,14 +134,13 @@ class BaseOptions:
                        help="input normalisation: authors = (x-0.5)/0.5 (the released model); imagenet = "
                             "pyiqa's mean/std, which gives different scores")
         g.add_argument("--branches", type=str, default="both", choices=CHOICES["branches"],
-                       help="both: ViT + CNN (the authors'); vit: ViT features only, the head reads the ViT "
-                            "channels alone (no CNN input, no fusion: needs --fusion none); cnn: CNN features only, "
-                            "the head reads the fused CNN channels alone, the deformable conv is steered by the "
-                            "reference's own CNN features, and the score grid stays the --patch_size grid")
+                       help="both: ViT + CNN (the authors'); vit: ViT features only (needs --fusion none); cnn: CNN "
+                            "features only, the deformable conv steered by the reference's own CNN features, the "
+                            "score grid still the --patch_size grid")
         g.add_argument("--fusion", type=str, default="deform", choices=CHOICES["fusion"],
                        help="how the CNN features reach the ViT grid: deform = deformable 3x3 conv steered by the "
-                            "reference (the authors'); conv = a plain 3x3 conv of the same shape, then the same "
-                            "strided convs; none = CNN features only averaged onto the grid (no parameters)")
+                            "reference (the authors'); conv = a plain 3x3 conv of the same shape; none = CNN features "
+                            "only averaged onto the grid (no parameters)")
         g.add_argument("--pooling", type=str, default="weighted", choices=CHOICES["pooling"],
                        help="weighted: score = sum(f*w)/sum(w) with the patch weight map w (the authors'); "
                             "mean: score = mean of the patch scores f (no weight branch)")
@@ -134,13 +150,14 @@ class BaseOptions:
         g = p.add_argument_group("weights")
         g.add_argument("--checkpoint", type=str, default=None,
                        help="AHIQ checkpoint (authors' release, pyiqa's mirror, or ours)")
-        g.add_argument("--pretrained_backbones", type=str2bool, default=True,
-                       help="true: backbone weights by timm tag (hub, hub cache or checkpoints/backbones/); "
-                            "false: random init (tests, demo), announced on stderr")
+        add_bool(g, "--pretrained_backbones", True, "true: backbone weights by timm tag (checkpoints/backbones/, the "
+                 "hub cache or the hub); false: random init (tests, demo), announced on stderr")
         g.add_argument("--vit_weights", type=str, default=None, help="local ViT weights (.npz/.safetensors/.pth/.bin)")
         g.add_argument("--cnn_weights", type=str, default=None, help="local ResNet weights (.safetensors/.pth/.bin)")
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        """The checked options. ``self.given``: the options given on the command line; ``self.from_file``: those
+        an options file set."""
         argv = sys.argv[1:] if argv is None else argv
         pre, _ = self.parser.parse_known_args(argv)
         self.from_file: set[str] = set()
@@ -149,84 +166,73 @@ class BaseOptions:
             self.from_file = set(values)
             self.parser.set_defaults(**values)
         opt = self.parser.parse_args(argv)
-        given = {a.split("=")[0] for a in argv if a.startswith("--")}
-        self.explicit = {a.dest for a in self.parser._actions if given & set(a.option_strings)}
+        probe = argparse.Namespace(**{a.dest: NOT_GIVEN for a in self.parser._actions if a.dest != argparse.SUPPRESS})
+        self.parser.parse_args(argv, probe)
+        self.given = {k for k, v in vars(probe).items() if v is not NOT_GIVEN}
         self.check(opt)
         return opt
 
-    def arch_overrides(self, opt: argparse.Namespace) -> dict:
-        """Architecture options set on the command line; they override a checkpoint's stored config."""
-        config = model_config(opt).to_dict()
-        keys = {k for k in config if k in self.explicit}
-        if "patch_size" in self.explicit:
-            keys.add("vit")
-        return {k: config[k] for k in keys}
-
-    def adopt_checkpoint_architecture(self, opt: argparse.Namespace) -> None:
-        """Set the architecture options from ``--checkpoint``'s metadata (ours; the authors' file and pyiqa's
-        mirror have none and keep the options' architecture). An architecture option given on the command line
-        or in ``--config`` that differs from the checkpoint's is a one-line :class:`UserError`."""
-        from models.checkpoint import read_checkpoint
-
-        stored = read_checkpoint(opt.checkpoint)[2].get("model_config")
-        if not stored:
-            return
-        theirs = ModelConfig.from_dict(stored).to_dict()
-        mine = model_config(opt).to_dict()
-        chosen = self.explicit | self.from_file
-        if chosen & {"patch_size", "vit"}:
-            chosen |= {"patch_size", "vit"}
-        for key, value in theirs.items():
-            if key in IMPLEMENTATION_ONLY:
-                continue
-            if key in chosen and mine.get(key) != value:
-                shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-                raise UserError(f"--checkpoint {opt.checkpoint} was trained with {key} {shown}, the options say "
-                                f"{mine.get(key)}; drop the option (the checkpoint's architecture is used) or give "
-                                "another checkpoint")
-            setattr(opt, key, value)
-        opt.patch_size = next((p for p in VIT_BY_PATCH if f"patch{p}_" in opt.vit), opt.patch_size)
-
     def check(self, opt: argparse.Namespace) -> None:
-        """Check options that only make sense together; raise a one-line :class:`UserError`."""
-        if opt.vit is None:
-            opt.vit = VIT_BY_PATCH[opt.patch_size]
-        elif f"patch{opt.patch_size}_" not in opt.vit and "patch" in opt.vit:
-            raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
-        if opt.crop_size is not None and (opt.crop_size <= 0 or opt.crop_size % 32):
+        """Every value and every combination; one-line :class:`UserError` otherwise."""
+        for name, value in vars(opt).items():
+            check_range(name, value)
+        if opt.crop_size is not None and opt.crop_size % 32:
             raise UserError(f"--crop_size {opt.crop_size}: must be a positive multiple of 32")
+        if opt.vit is not None and ModelConfig(vit=opt.vit).patch_size not in (None, opt.patch_size) \
+                and "patch_size" in self.given:
+            raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
         if opt.pretrained_backbones is False and (opt.vit_weights or opt.cnn_weights):
             raise UserError("--pretrained_backbones false contradicts --vit_weights/--cnn_weights; drop one")
-        if opt.num_workers < 0:
-            raise UserError("--num_workers must be >= 0")
-        model_config(opt)  # every architecture combination builds or is refused here, in one line
+        check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
+
+    def model_overrides(self, opt: argparse.Namespace) -> dict:
+        """Architecture options given on the command line; they override a checkpoint's stored config."""
+        config = model_config(opt).to_dict()
+        given = self.given | ({"vit"} if "patch_size" in self.given else set())
+        return {k: config[k] for k in config if k in given}
+
+
+def check_range(name: str, value) -> None:
+    """A numeric option inside :data:`RANGES` (and finite), as a one-line :class:`UserError`."""
+    if name not in RANGES or value is None:
+        return
+    lo, hi = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and lo <= value <= hi):
+        raise UserError(f"--{name} {value}: must be a number from {lo:g} to {hi:g}")
 
 
 def model_config(opt: argparse.Namespace) -> ModelConfig:
-    """The :class:`ModelConfig` the options describe (every option named like one of its fields; the trainer
-    builds it the same way)."""
-    return ModelConfig.from_dict(vars(opt))
+    """The :class:`ModelConfig` the options describe (``--vit`` defaults to the ``--patch_size`` tag)."""
+    return ModelConfig.from_dict({**vars(opt), "vit": opt.vit or VIT_BY_PATCH[opt.patch_size]})
 
 
-def defaults_from_checkpoint(p: argparse.ArgumentParser) -> None:
-    """For scripts that score with a checkpoint: crop size and backbones default to the checkpoint's own."""
+def build(cls, values: dict):
+    """A frozen config ``cls`` from option values named like its fields; fields that are configs themselves are
+    built from the same values (``RunConfig`` inside ``ScoreConfig``) unless given built. Missing values keep the
+    field's default."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        kind, value = hints[f.name], values.get(f.name, NOT_GIVEN)
+        if is_dataclass(kind) and not isinstance(value, kind):
+            value = model_config(argparse.Namespace(**values)) if kind is ModelConfig else build(kind, values)
+        if value is not NOT_GIVEN:
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def scoring_defaults(p: argparse.ArgumentParser) -> None:
+    """For scripts that score with a checkpoint: crop size and backbones default to what the checkpoint records."""
     for action in p._actions:
         if action.dest == "crop_size":
             action.default = None
             action.help = "crop size in pixels, a multiple of 32 (default: the checkpoint's training crop, else 224)"
         elif action.dest == "pretrained_backbones":
             action.default = None
-            action.help = ("true: backbone weights by timm tag (hub, hub cache or checkpoints/backbones/); false: "
-                           "random init (the checkpoint's recorded seed, else --seed, as train.py draws them), announced "
-                           "(default: the backbones the checkpoint records, else true)")
-
-
-def backbone_request(opt: argparse.Namespace, explicit: set[str]) -> dict:
-    """The backbone arguments of :func:`engine.pipeline.prepare_model` from the options: only what the user
-    asked for, so that a checkpoint's recorded backbones are used otherwise."""
-    return {"vit_weights": opt.vit_weights, "cnn_weights": opt.cnn_weights,
-            "pretrained_backbones": opt.pretrained_backbones,
-            "backbone_seed": opt.seed}  # random backbones: the checkpoint's recorded seed, else --seed (as train.py)
+            action.help = ("true: backbone weights by timm tag (checkpoints/backbones/, the hub cache or the hub); "
+                           "false: random init (the checkpoint's recorded seed, else --seed, as train.py draws them), "
+                           "announced (default: the backbones the checkpoint records, else true)")
 
 
 def add_run_folder_options(p: argparse.ArgumentParser) -> None:
@@ -236,8 +242,10 @@ def add_run_folder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments live")
 
 
-# Keys of an options file that are not options: which script wrote it (``opt.json`` of a run).
-FILE_ONLY_KEYS = ("script",)
+# Keys of an options file that are not options: which script wrote it, and the format of a run's opt.json.
+FILE_ONLY_KEYS = ("script", "config_version", "model_given")
+# Sections of a run's opt.json (the configs it ran with), read as the options they hold.
+SECTIONS = ("run", "model", "data")
 
 
 def script_option_names(script: str) -> set[str] | None:
@@ -254,7 +262,8 @@ def script_option_names(script: str) -> set[str] | None:
 
 
 def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
-    """Defaults from an options file (a preset or a run's ``opt.json``), each value checked like a flag.
+    """Defaults from an options file (a preset, or a run's ``opt.json`` with its config sections), each value
+    checked like a flag.
 
     Every key must be an option of this script; a file that says which script wrote it (``"script": "train"``,
     as every ``opt.json`` does) may also hold that script's other options, which are left to it. A key known
@@ -269,6 +278,9 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
         raise UserError(f"--config {path}: not JSON{where}; give a preset or a run's opt.json") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: holds a {type(data).__name__}, not an object of option names and values")
+    for section in SECTIONS:  # a run's configs, flattened: their fields are named like the options
+        if isinstance(data.get(section), dict):
+            data = {**data.pop(section), **data}
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     writer = data.get("script")
     theirs = script_option_names(writer) if isinstance(writer, str) else None
@@ -288,9 +300,13 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
 
 def _file_value(action: argparse.Action, key: str, value, path: str):
     """``value`` from an options file converted and checked as the flag ``--key`` would be."""
-    if value is None or action.nargs == 0:  # None: the option's "not given"; switches take true/false
-        if action.nargs == 0 and not isinstance(value, bool):
+    if action.nargs == 0:  # switches take true/false
+        if not isinstance(value, bool):
             raise UserError(f"--config {path}: {key} is a switch; give true or false, not {value!r}")
+        return value
+    if value is None:
+        if action.default is not None:
+            raise UserError(f"--config {path}: {key} null: give a value (the default is {action.default})")
         return value
     if isinstance(value, dict):
         text = json.dumps(value)  # keyword-argument options take JSON on the command line too
@@ -302,4 +318,8 @@ def _file_value(action: argparse.Action, key: str, value, path: str):
         raise UserError(f"--config {path}: {key} {value!r}: {err}") from None
     if action.choices is not None and converted not in action.choices:
         raise UserError(f"--config {path}: {key} {value!r}: choose one of {', '.join(map(str, action.choices))}")
+    try:
+        check_range(key, converted)
+    except UserError as err:
+        raise UserError(f"--config {path}: {err}") from None
     return converted

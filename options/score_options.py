@@ -3,9 +3,30 @@ from __future__ import annotations
 
 import argparse
 
-from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
-from options.base_options import BaseOptions, defaults_from_checkpoint
-from utils.errors import UserError
+from data.crops import PROTOCOLS, REUSE_NOTE
+from engine.session import ScoreConfig
+from options.base_options import BaseOptions, build, scoring_defaults
+
+
+def add_scoring_options(p: argparse.ArgumentParser, crops: str, crops_help: str) -> None:
+    """What score.py and test.py share: the checkpoint default, the crop protocol, crop batches, outputs."""
+    scoring_defaults(p)
+    for action in p._actions:
+        if action.dest == "checkpoint":
+            action.help = ("AHIQ checkpoint (the authors' release, pyiqa's mirror, or ours); default: the released one "
+                           "once `sh download.sh` has fetched it; none: random heads (announced)")
+    g = p.add_argument_group("scoring")
+    g.add_argument("--crops", type=str, default=crops, help=f"crop protocol ({PROTOCOLS}): {crops_help}; {REUSE_NOTE}")
+    g.add_argument("--batch_size", type=int, default=16,
+                   help="crops per forward pass (memory grows with it, not with the number of pairs)")
+    g.add_argument("--save_maps", type=str, default=None,
+                   help="folder for one PNG per pair: the image beside its score and weight maps")
+
+
+def score_config(options: BaseOptions, opt: argparse.Namespace, **values) -> ScoreConfig:
+    """The :class:`ScoreConfig` of checked options: architecture fields given on the command line override the
+    checkpoint's."""
+    return build(ScoreConfig, {**vars(opt), "overrides": options.model_overrides(opt), **values})
 
 
 class ScoreOptions(BaseOptions):
@@ -13,21 +34,15 @@ class ScoreOptions(BaseOptions):
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)
-        defaults_from_checkpoint(p)
+        add_scoring_options(p, "center", "the score is the mean over the crops")
         g = p.add_argument_group("score")
         g.add_argument("--ref", type=str, required=True, help="reference image or folder")
         g.add_argument("--dist", type=str, required=True, help="distorted image or folder (paired by file name)")
-        g.add_argument("--crops", type=str, default="center",
-                       help=f"crop protocol: {PROTOCOLS}; the score is the mean over crops; {REUSE_NOTE}")
-        g.add_argument("--batch_size", type=int, default=4, help="distorted images per forward pass (all their crops)")
-        g.add_argument("--output", type=str, default=None, help="CSV file (dist,ref,score), written atomically")
-        g.add_argument("--save_maps", type=str, default=None,
-                       help="folder for one PNG per pair: the image beside its score and weight maps")
+        g.add_argument("--output", type=str, default=None,
+                       help="CSV file (dist,ref,score), written atomically, or - for standard output; a stopped run "
+                            "continues from its journal (<output>.journal) when run again with the same settings")
         g.add_argument("--skip_bad", action="store_true", help="score the good pairs and list the bad ones")
-        g.add_argument("--quiet", action="store_true", help="no table on stdout (the CSV is still written)")
+        g.add_argument("--quiet", action="store_true", help="no table and no progress bar (the CSV is still written)")
 
-    def check(self, opt: argparse.Namespace) -> None:
-        super().check(opt)
-        parse_crops(opt.crops)
-        if opt.batch_size < 1:
-            raise UserError("--batch_size must be >= 1")
+    def config(self, opt: argparse.Namespace) -> ScoreConfig:
+        return score_config(self, opt, progress=not opt.quiet)

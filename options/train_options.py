@@ -6,16 +6,18 @@ import sys
 from pathlib import Path
 
 from data.crops import REUSE_NOTE, parse_crops
-from data.datasets import CROP_RULES, DATASETS, default_data_root, parse_ratio
-from engine.trainer import BEST_RULES
-from options.base_options import BaseOptions, add_run_folder_options, load_options_file, str2bool
+from data.datasets import DATASETS, DataConfig
+from data.sampling import CROP_RULES
+from engine.trainer import BEST_RULES, TrainConfig, run_defining
+from options.base_options import (BaseOptions, add_bool, add_run_folder_options, build, load_options_file,
+                                  model_config, scoring_defaults)
 from utils.errors import UserError
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """Dataset and split options shared by train.py and test.py."""
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", type=str, default="pipal", choices=DATASETS,
+    g.add_argument("--dataset", type=str, default="pipal", choices=list(DATASETS),
                    help="dataset in its distributed layout under --data_root (synthetic: generated there; csv: "
                         "your own pairs listed in DATA_ROOT/labels.csv, header dist,ref,score[,split])")
     g.add_argument("--lower_better", action="store_true",
@@ -42,30 +44,16 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip_bad", action="store_true", help="leave out pairs with bad images (listed) instead of stopping")
 
 
-def check_data_options(opt: argparse.Namespace) -> None:
-    if opt.data_root is None:  # each dataset its own folder: a generated set never lands in a real one's
-        opt.data_root = default_data_root(opt.dataset)
-    if opt.split_ratio is not None:
-        parse_ratio(opt.split_ratio)
-    if opt.val_list and not (opt.val_ref_dir and opt.val_dis_dir):
-        raise UserError("--val_list needs --val_ref_dir and --val_dis_dir")
-    if opt.split_file and opt.split_ratio:
-        raise UserError("--split_file and --split_ratio both set; give one")
-    if opt.lower_better and opt.dataset != "csv":
-        raise UserError(f"--lower_better is for --dataset csv ({opt.dataset} scores are oriented by its loader)")
-    if opt.train_list and opt.dataset != "pipal":
-        raise UserError("--train_list is for --dataset pipal")
-    if opt.dataset == "synthetic" and (opt.synthetic_refs < 2 or opt.synthetic_size < (opt.crop_size or 0)):
-        raise UserError(f"synthetic: need --synthetic_refs >= 2 and --synthetic_size >= --crop_size ({opt.crop_size})")
+def data_config(opt: argparse.Namespace) -> DataConfig:
+    """The :class:`DataConfig` of the options (its rules are checked as it is built)."""
+    cfg = build(DataConfig, vars(opt))
+    if cfg.split_ratio is not None:
+        from data.splits import parse_ratio
 
-
-# Options that decide what a run trains (the model, its inputs, the data and its split): changing one while
-# resuming is refused unless --allow_changes says so.
-RUN_DEFINING = ("crop_size", "patch_size", "vit", "vit_blocks", "cnn", "cnn_stage", "vit_kwargs", "cnn_kwargs",
-                "head_kwargs", "fusion_kwargs", "normalization", "branches", "fusion", "pooling", "deform_impl",
-                "train_crop_rule", "pretrained_backbones", "vit_weights", "cnn_weights", "dataset", "data_root",
-                "train_list", "val_list", "val_ref_dir", "val_dis_dir", "split_ratio", "split_seed", "split_file",
-                "synthetic_refs", "synthetic_size", "score_norm")
+        parse_ratio(cfg.split_ratio)
+    if cfg.dataset == "synthetic" and cfg.synthetic_size < (opt.crop_size or 0):
+        raise UserError(f"synthetic: need --synthetic_size >= --crop_size ({opt.crop_size})")
+    return cfg
 
 
 def _plain(value):
@@ -77,6 +65,7 @@ class TrainOptions(BaseOptions):
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)
+        scoring_defaults(p)  # with --checkpoint: its crop size and backbones unless given
         add_run_folder_options(p)
         add_data_options(p)
         g = p.add_argument_group("training")
@@ -86,7 +75,7 @@ class TrainOptions(BaseOptions):
         g.add_argument("--feature_lr_scale", type=float, default=1.0,
                        help="learning-rate factor for the weights of the three layers that read the backbone "
                             "features (regressor.down_channel, deform_net.conv_offset, deform_net.deform); "
-                            "1 = the authors' two groups. 0.1 trains much faster from random-init backbones")
+                            "1 = the authors' two groups; the demo's short schedule uses 0.3")
         g.add_argument("--weight_decay", type=float, default=1e-5, help="Adam weight decay")
         g.add_argument("--T_max", type=int, default=50,
                        help="cosine annealing period in iterations (stepped per step); 0: one half period over "
@@ -100,16 +89,15 @@ class TrainOptions(BaseOptions):
         g.add_argument("--score_norm", type=str, default="fit", choices=["fit", "per_split", "none"],
                        help="fit: min-max fitted on training scores, stored in the checkpoint and used for "
                             "val/test; per_split: the authors' min-max within each split; none: raw scores")
-        g.add_argument("--strict_fp32", type=str2bool, default=False,
-                       help="fp32 training on GPUs without TF32 (slower); default: PyTorch's own TF32 settings")
+        add_bool(g, "--strict_fp32", False,
+                 "fp32 training on GPUs without TF32 (slower); false: PyTorch's own TF32 settings")
         g.add_argument("--grad_clip", type=float, default=0.0,
                        help="clip the gradient norm of the trained parameters to this value (0: off, the authors')")
         g.add_argument("--val_freq", type=int, default=1, help="validate every N epochs")
         g.add_argument("--val_crops", type=str, default="five",
                        help=f"crop protocol of validation (authors: five); {REUSE_NOTE}")
-        g.add_argument("--val_drop_last", type=str2bool, default=False,
-                       help="true replays the release's drop_last=True: validation leaves out the last partial "
-                            "batch of --batch_size pairs; false scores every pair")
+        add_bool(g, "--val_drop_last", False, "true replays the release's drop_last=True: validation leaves out the "
+                 "last partial batch of --batch_size pairs; false scores every pair")
         g.add_argument("--best_rule", type=str, default="sum", choices=BEST_RULES,
                        help="when best.pth is written: sum = SRCC + PLCC improved; either = the release's "
                             "SRCC or PLCC improved (both bests then move to the new epoch's values)")
@@ -123,12 +111,10 @@ class TrainOptions(BaseOptions):
         g.add_argument("--time_limit", type=float, default=0,
                        help="stop training after this many seconds: at an epoch's end when another epoch would not "
                             "fit (save last.pth; validation as --val_freq says), else inside the epoch with the "
-                            "position saved in last.pth "
-                            "(--resume continues it exactly); 0: no limit")
-        g.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar per epoch")
-        g.add_argument("--validate_first", type=str2bool, default=False,
-                       help="validate once before the first step (logged as epoch 0; the starting point of a "
-                            "fine-tuning run from --checkpoint)")
+                            "position saved in last.pth (--resume continues it exactly); 0: no limit")
+        add_bool(g, "--progress", True, "tqdm progress bar by steps (the log gets one line per epoch either way)")
+        add_bool(g, "--validate_first", False, "validate once before the first step (logged as epoch 0; the "
+                 "starting point of a fine-tuning run from --checkpoint)")
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
         """As :meth:`BaseOptions.parse`; with ``--resume`` the run's saved ``opt.json`` gives the defaults."""
@@ -141,13 +127,13 @@ class TrainOptions(BaseOptions):
         opt = super().parse(argv)
         if saved is None:
             return opt
-        changed = [k for k in RUN_DEFINING if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
+        changed = sorted(k for k in run_defining() if k in saved and _plain(getattr(opt, k)) != _plain(saved[k]))
         if changed and not opt.allow_changes:
             shown = ", ".join(f"--{k} {_plain(getattr(opt, k))} (run: {_plain(saved[k])})" for k in changed)
             raise UserError(f"--resume {opt.name}: {shown} would change the run's model or data; drop "
                             f"{'it' if len(changed) == 1 else 'them'} to continue the run as it was, or add "
                             "--allow_changes")
-        overridden = [k for k in sorted(self.explicit - {"resume", "allow_changes"})
+        overridden = [k for k in sorted(self.given - {"resume", "allow_changes"})
                       if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
         given = ", ".join(f"--{k} {_plain(getattr(opt, k))}" for k in overridden)
         print(f"resume: options of {run_options}" + (f"; given here: {given}" if given else ""))  # not an error
@@ -155,16 +141,13 @@ class TrainOptions(BaseOptions):
 
     def check(self, opt: argparse.Namespace) -> None:
         super().check(opt)
-        check_data_options(opt)
-        if opt.checkpoint and not opt.check_data:
-            self.adopt_checkpoint_architecture(opt)
+        data_config(opt)
         parse_crops(opt.val_crops)
-        for name in ("n_epoch", "batch_size", "val_freq"):
-            if getattr(opt, name) < 1:
-                raise UserError(f"--{name} must be >= 1")
-        if opt.T_max < 0:
-            raise UserError("--T_max must be >= 1, or 0 for one half period over the whole run")
-        if opt.learning_rate <= 0:
-            raise UserError("--learning_rate must be > 0")
-        if opt.feature_lr_scale <= 0:
-            raise UserError("--feature_lr_scale must be > 0")
+
+    def config(self, opt: argparse.Namespace) -> TrainConfig:
+        """The :class:`TrainConfig` of checked options."""
+        chosen = self.given | self.from_file
+        given = tuple(sorted(k for k in model_config(opt).to_dict() if k in chosen or (
+            k == "vit" and "patch_size" in chosen)))
+        checkpoint = None if str(opt.checkpoint).lower() == "none" else opt.checkpoint  # as for score.py: no heads
+        return build(TrainConfig, {**vars(opt), "data": data_config(opt), "model_given": given, "checkpoint": checkpoint})

@@ -115,7 +115,7 @@ def test_load_model_rebuilds_architecture_from_metadata(tmp_path):
     assert loaded.cnn.out_channels == 2 * 8 and loaded.vit.out_channels == 2 * 32  # resnet18: 2 basic blocks
     _equal(loaded.regressor.state_dict(), model.regressor.state_dict())
     meta = checkpoint_dict(loaded)["ahiq"]["model_config"]
-    assert meta["vit_blocks"] == (1, 2) and meta["cnn_kwargs"] == {"channels": (8, 16, 32, 64)}
+    assert meta["vit_blocks"] == [1, 2] and meta["cnn_kwargs"] == {"channels": (8, 16, 32, 64)}
     # a config read back from JSON (opt.json) is the same config
     import json
 

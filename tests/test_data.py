@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.datasets import (CropPairs, EpochSampler, ScoreNorm, apply_split, parse_ratio, read_split, split_references,
-                           write_split)
+from data.sampling import CropPairs, EpochSampler, ScoreNorm
+from data.splits import apply_split, parse_ratio, read_split, split_references, write_split
 from data.pipal import load_folder_pairs, load_pipal_train, read_label_list
 from data.records import Pair
 from tests.conftest import ROOT, run_main, shared_path

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models.ahiq import AHIQ, ModelConfig, phase_kernels, build_ahiq
+from models.ahiq import AHIQ, ModelConfig, build_ahiq
+from models.deform import phase_kernels
 from models.backbones import ResNetFeatures, ViTFeatures
 from models.deform import deform_conv3x3, deform_conv3x3_torchvision
 from tests.conftest import TINY
@@ -317,7 +318,8 @@ def test_every_architecture_combination_builds_or_is_refused():
 def test_ablation_parts_equal_their_reference_formulations():
     """Plain conv fusion = deformable fusion with zero offsets; no fusion = 2x2 average; mean pooling = mean
     of f; the CNN-only deformable conv reads offsets from the reference's CNN features."""
-    from models.ahiq import ConvFusion, DeformFusion, PatchScoreHead, ResampleFusion
+    from models.ablations import ConvFusion, ResampleFusion
+    from models.ahiq import DeformFusion, PatchScoreHead
 
     torch.manual_seed(4)
     cnn = torch.randn(4, 16, 8, 8)
@@ -332,7 +334,8 @@ def test_ablation_parts_equal_their_reference_formulations():
         assert torch.equal(ResampleFusion(2)(cnn), F.avg_pool2d(cnn, 2))
     head = PatchScoreHead(in_channels=24, pooling="mean")
     assert not hasattr(head, "conv_attent")
-    score, f, w = head(torch.randn(3, 2, 24, 4, 4))
+    pair = torch.randn(3, 2, 24, 4, 4)
+    score, f, w = head.compare(head.project(pair[:, 0]), head.project(pair[:, 1]))
     assert torch.allclose(score, f.mean(dim=(1, 2, 3))) and torch.equal(w, torch.ones_like(f))
     vits, cnns = _tiny_backbones()
     cnn_only = AHIQ(None, cnns[1], _tiny(branches="cnn"))
@@ -380,7 +383,7 @@ def test_reference_side_reused_equals_forward_in_the_ablations(changes):
 
 def test_forward_runs_both_sides_in_one_call_with_the_same_gradients():
     """forward fuses and projects a pair's two crops in one call (the deformable conv with k = 2 maps per
-    offset); its scores and the heads' gradients equal the two-call path (reference_side + distorted_side)."""
+    offset); its scores and the heads' gradients equal the two-call path (the reference's terms, then the distorted's)."""
     from tests.conftest import tiny_model
 
     torch.manual_seed(12)
@@ -393,8 +396,8 @@ def test_forward_runs_both_sides_in_one_call_with_the_same_gradients():
             score = model(dist, ref)
         else:
             vit, cnn = model.features(torch.cat((dist, ref)))
-            side = model.reference_side(vit[3:], cnn[3:])
-            score = model.distorted_side(vit[:3], cnn[:3], side, return_maps=False)
+            offset = model.offsets(vit[3:], cnn[3:])
+            score = model.regressor.compare(model.terms(vit[:3], cnn[:3], offset), model.terms(vit[3:], cnn[3:], offset))[0]
         (score * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
         scores.append(score.detach())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

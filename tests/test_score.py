@@ -46,7 +46,7 @@ def test_pairing_rules(tmp_path):
         (ref / name).write_bytes(b"x")
     for name in ["A0001_00_00.bmp", "i03_11_5.bmp", "I01_01_01.png", "same.png", "orphan_1.png"]:
         (dist / name).write_bytes(b"x")
-    pairs, problems = pair_paths(ref, dist)
+    pairs, problems, _ = pair_paths(ref, dist)
     assert [(d.name, r.name) for d, r in pairs] == [
         ("A0001_00_00.bmp", "A0001.bmp"), ("I01_01_01.png", "I01.png"), ("i03_11_5.bmp", "I03.BMP"),
         ("same.png", "same.png")]
@@ -56,7 +56,7 @@ def test_pairing_rules(tmp_path):
     one.mkdir()
     for name in ["I01.png", "I01_01_01.png", "I01_02_03.png"]:
         (one / name).write_bytes(b"x")
-    pairs, problems = pair_paths(one, one)
+    pairs, problems, _ = pair_paths(one, one)
     assert [(d.name, r.name) for d, r in pairs] == [("I01_01_01.png", "I01.png"), ("I01_02_03.png", "I01.png")]
     assert problems == []
     # a file against a file, and a folder against one reference file
@@ -72,7 +72,7 @@ def test_folder_pair_scored_end_to_end(tmp_path, run_score):
     out = tmp_path / "scores.csv"
     proc = run_score("--ref", str(tmp_path / "ref"), "--dist", str(tmp_path / "dist"), "--pretrained_backbones",
                      "false", "--crop_size", "64", "--crops", "grid:4", "--batch_size", "4", "--device", "cpu",
-                     "--output", str(out))
+                     "--checkpoint", "none", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["dist", "ref", "score"]
@@ -141,7 +141,7 @@ def test_bf16_scores_close_to_fp32(tmp_path, run_score, small_checkpoint):
 
 def test_save_maps_average_the_crop_maps(tmp_path, run_score, monkeypatch, small_model, small_checkpoint):
     """The maps --save_maps draws are each crop's f and w, upsampled to pixels and averaged where crops overlap."""
-    from engine import pipeline
+    from engine import session
 
     random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 80, 112)
     drawn = {}
@@ -150,7 +150,7 @@ def test_save_maps_average_the_crop_maps(tmp_path, run_score, monkeypatch, small
         drawn.update(image=image, f=score_map, w=weight_map, path=Path(path))
         return Path(path)
 
-    monkeypatch.setattr(pipeline, "save_quality_map", capture)
+    monkeypatch.setattr(session, "save_quality_map", capture)
     proc = run_score("--ref", tmp_path / "ref", "--dist", tmp_path / "dist", "--checkpoint", small_checkpoint,
                      "--pretrained_backbones", "false", "--crop_size", "64", "--crops", "grid:6", "--seed", "0",
                      "--device", "cpu",

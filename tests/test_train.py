@@ -116,9 +116,9 @@ def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsy
     (["--crop_size", "100"], "multiple of 32"),
     (["--val_list", "x.txt"], "--val_list needs"),
     (["--split_ratio", "abc"], "--split_ratio"),
-    (["--n_epoch", "0"], "--n_epoch must be"),
-    (["--T_max", "-1"], "--T_max must be"),
-    (["--feature_lr_scale", "0"], "--feature_lr_scale must be"),
+    (["--n_epoch", "0"], "--n_epoch 0: must be a number from 1"),
+    (["--T_max", "-1"], "--T_max -1: must be a number from 0"),
+    (["--feature_lr_scale", "0"], "--feature_lr_scale 0.0: must be a number from"),
     (["--pretrained_backbones", "false", "--vit_weights", "v.npz"], "contradicts"),
     (["--patch_size", "16", "--vit", "vit_base_patch8_224"], "does not match"),
 ])
@@ -179,14 +179,20 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
         assert first[key] == pytest.approx(tested[key], abs=1e-9), key
     assert first["PLCC_fitted"] == pytest.approx(tested["PLCC_fitted"], abs=1e-4)
     # our checkpoint brings its architecture; a contradicting option is one line
-    opt = TrainOptions().parse(["--checkpoint", str(tmp_path / "tune" / "last.pth")])
-    assert (opt.vit_blocks, opt.vit_kwargs, opt.head_kwargs) == (TINY.vit_blocks, TINY.vit_kwargs, TINY.head_kwargs)
+    from engine.trainer import adopt_architecture
+    from models.checkpoint import read_record
+
+    options = TrainOptions()
+    cfg = options.config(options.parse(["--checkpoint", str(tmp_path / "tune" / "last.pth")]))
+    adopted = adopt_architecture(cfg.model, cfg.model_given, read_record(read_checkpoint(cfg.checkpoint)[2]), "")
+    assert (adopted.vit_blocks, adopted.vit_kwargs, adopted.head_kwargs) == (TINY.vit_blocks, TINY.vit_kwargs,
+                                                                            TINY.head_kwargs)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--checkpoint", str(tmp_path / "tune" / "last.pth"), "--vit_blocks", "1-5"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert "was trained with vit_blocks 1,3, the options say (1, 2, 3, 4, 5)" in err
+    assert "was trained with vit_blocks 1,3, the options say 1,2,3,4,5" in err
 
 
 def test_validation_encodes_each_reference_once(data_root, tmp_path, monkeypatch):
@@ -207,12 +213,12 @@ def test_validation_encodes_each_reference_once(data_root, tmp_path, monkeypatch
     assert encoded == [5]  # the one validation reference's five crops, once for its 24 distorted images
     assert math.isfinite(best["SRCC"])
 def test_each_dataset_has_its_own_default_folder_and_failed_set_up_leaves_no_run_folder(tmp_path, capsys):
-    from options.train_options import TrainOptions
+    from options.train_options import TrainOptions, data_config
 
-    roots = {name: TrainOptions().parse(["--dataset", name, "--crop_size", "32"]).data_root
+    roots = {name: str(data_config(TrainOptions().parse(["--dataset", name, "--crop_size", "32"])).root)
              for name in ("synthetic", "pipal", "kadid10k")}
-    assert roots == {"synthetic": "./datasets/synthetic", "pipal": "./datasets/PIPAL", "kadid10k": "./datasets/kadid10k"}
-    assert TrainOptions().parse(["--dataset", "pipal", "--data_root", "x"]).data_root == "x"
+    assert roots == {"synthetic": "datasets/synthetic", "pipal": "datasets/PIPAL", "kadid10k": "datasets/kadid10k"}
+    assert str(data_config(TrainOptions().parse(["--dataset", "pipal", "--data_root", "x"])).root) == "x"
     ckpt_dir = tmp_path / "new" / "checkpoints"
     with pytest.raises(SystemExit) as exit_info:
         train.main([*BASE, "--dataset", "pipal", "--data_root", str(tmp_path / "absent"), "--checkpoints_dir",
@@ -252,7 +258,7 @@ def _script(name: str):
 def test_random_backbone_checkpoint_scores_the_same_through_every_entry_point(data_root, tmp_path, capsys):
     import csv
 
-    from data.datasets import ScoreNorm
+    from data.sampling import ScoreNorm
     from data.images import read_image
     from models.checkpoint import load_model
     from tests.conftest import random_pair_images
@@ -311,8 +317,8 @@ def test_resume_by_name_reloads_the_runs_options(data_root, tmp_path, capsys):
     assert f"resume: options of {tmp_path / 'named' / 'opt.json'}; given here: --n_epoch 2\n" in out
     assert "resumed from" in out and "epoch 2/2" in out
     raw = torch.load(tmp_path / "named" / "last.pth", weights_only=True)
-    assert raw["epoch"] == 1 and raw["ahiq"]["options"]["crop_size"] == 32
-    assert raw["ahiq"]["options"]["dataset"] == "synthetic"
+    assert raw["epoch"] == 1 and raw["ahiq"]["train"]["crop_size"] == 32 and raw["ahiq"]["format_version"] == 2
+    assert raw["ahiq"]["train"]["data"]["dataset"] == "synthetic"
     # changing the model or the data is refused with one line, unless asked for explicitly
     with pytest.raises(SystemExit) as exit_info:
         train.main([*where, "--resume", "--n_epoch", "3", "--crop_size", "64", "--split_seed", "1"])

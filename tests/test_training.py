@@ -104,8 +104,9 @@ def _trainer(data_root, tmp_path, *extra):
     from engine.trainer import Trainer
     from options.train_options import TrainOptions
 
-    opt = TrainOptions().parse([*TINY_RUN, "--data_root", data_root, "--checkpoints_dir", str(tmp_path), *extra])
-    return Trainer(opt, setup_run("cpu"))
+    options = TrainOptions()
+    opt = options.parse([*TINY_RUN, "--data_root", data_root, "--checkpoints_dir", str(tmp_path), *extra])
+    return Trainer(options.config(opt), setup_run("cpu"))
 
 
 def test_validation_equals_the_authors_eval_epoch(data_root, tmp_path):
@@ -161,9 +162,15 @@ def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_pat
     argv = [*TINY_RUN, "--seed", "1", "--data_root", data_root, "--checkpoints_dir", str(tmp_path), "--name",
             "release", "--n_epoch", "2", "--val_crops", "center"]
     best = train.main(["--config", str(PRESET), *argv])
-    saved = json.loads((tmp_path / "release" / "opt.json").read_text())
-    given = {a[2:] for a in argv if a.startswith("--")} | {"script"}
+    from models.config import ModelConfig
+    from options.base_options import load_options_file
+
+    raw = json.loads((tmp_path / "release" / "opt.json").read_text())
+    assert raw["config_version"] == 2 and raw["script"] == "train" and raw["model"]["vit_blocks"] == [1, 3]
+    saved = load_options_file(str(tmp_path / "release" / "opt.json"), TrainOptions().parser)  # its configs, flat
+    given = {a[2:] for a in argv if a.startswith("--")} | {"script", "patch_size"}
     assert {k: saved[k] for k in preset if k not in given} == {k: v for k, v in preset.items() if k not in given}
+    assert ModelConfig(vit=saved["vit"]).patch_size == preset["patch_size"]  # the tag of the preset's patch size
     assert saved["crop_size"] == 32 and saved["n_epoch"] == 2  # the command line wins over the preset
     assert math.isfinite(best["main"]) and "epoch 2/2" in capsys.readouterr().out
 

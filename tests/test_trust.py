@@ -35,6 +35,18 @@ TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu"]
 TRAIN = [*TINY, "--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "32", "--crop_size", "32",
          "--batch_size", "4", "--num_workers", "0", "--seed", "3", "--val_crops", "center", "--progress", "false",
          "--learning_rate", "3e-4"]
+
+
+def score_main(argv):
+    """score.py's main; without a checkpoint in ``argv``, with random heads (``--checkpoint none``)."""
+    return score.main(argv if "--checkpoint" in argv else [*argv, "--checkpoint", "none"])
+
+
+def test_main(argv):
+    return test_script.main(argv if "--checkpoint" in argv else [*argv, "--checkpoint", "none"])
+
+
+test_main.__test__ = False  # a helper, not a test
 REFUSAL = "holds Python objects other than tensors; refusing to unpickle it (see README, Security)"
 
 
@@ -121,9 +133,9 @@ def test_payload_checkpoint_is_refused_by_every_script(tiny_model, data_root, pa
     marker = tmp_path / "PWNED"
     bad = tmp_path / "evil.pth"
     _payload_checkpoint(tiny_model, bad, marker)
-    fails(capsys, score.main, ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"),
+    fails(capsys, score_main, ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"),
                                "--checkpoint", str(bad), "--crop_size", "32", *TINY], f"{bad}: {REFUSAL}")
-    fails(capsys, test_script.main, ["--ref_dir", str(pairs_folder / "ref"), "--dist_dir", str(pairs_folder / "dist"),
+    fails(capsys, test_main, ["--ref_dir", str(pairs_folder / "ref"), "--dist_dir", str(pairs_folder / "dist"),
                                      "--checkpoint", str(bad), "--crop_size", "32", "--output",
                                      str(tmp_path / "r.txt"), *TINY], REFUSAL)
     fails(capsys, train.main, [*TRAIN, "--data_root", data_root, "--checkpoints_dir", str(tmp_path), "--name", "init",
@@ -142,7 +154,7 @@ def test_backbone_weight_file_with_payload_is_refused(tmp_path, pairs_folder, ca
     argv = ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32",
             *[a for a in TINY if a not in ("--pretrained_backbones", "false")]]
     # both backbones from files: offline, a pretrained CNN would stop the run before any weight file is read
-    fails(capsys, score.main, [*argv, "--vit_weights", str(bad), "--cnn_weights", str(bad)], f"{bad}: {REFUSAL}")
+    fails(capsys, score_main, [*argv, "--vit_weights", str(bad), "--cnn_weights", str(bad)], f"{bad}: {REFUSAL}")
     from models.backbones import backbone_source, build_resnet
 
     with pytest.raises(UserError, match=REFUSAL.replace("(", r"\(").replace(")", r"\)")):
@@ -170,13 +182,13 @@ def test_authors_release_and_old_checkpoints_still_load(tiny_model, tmp_path):
     # ours now: tensors and plain values only, readable by plain torch.load(weights_only=True)
     ours = tmp_path / "ours.pth"
     save_checkpoint(ours, tiny_model, {"score_norm": {"kind": "minmax", "lo": 0.0, "hi": 1.0}}, epoch=1)
-    assert torch.load(ours, weights_only=True)["ahiq"]["model_config"]["vit_blocks"] == (1, 3)
+    assert torch.load(ours, weights_only=True)["ahiq"]["model_config"]["vit_blocks"] == [1, 3]
 
 
 def test_folder_as_checkpoint_or_weights_says_folder(pairs_folder, tmp_path, capsys):
     common = ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32", *TINY]
-    fails(capsys, score.main, [*common, "--checkpoint", str(tmp_path)], f"{tmp_path}: is a folder")
-    fails(capsys, test_script.main, ["--ref_dir", str(pairs_folder / "ref"), "--dist_dir", str(pairs_folder / "dist"),
+    fails(capsys, score_main, [*common, "--checkpoint", str(tmp_path)], f"{tmp_path}: is a folder")
+    fails(capsys, test_main, ["--ref_dir", str(pairs_folder / "ref"), "--dist_dir", str(pairs_folder / "dist"),
                                      "--checkpoint", str(tmp_path), "--output", str(tmp_path / "r.txt"),
                                      "--crop_size", "32", *TINY], "is a folder")
     with pytest.raises(UserError, match="is a folder"):
@@ -356,9 +368,9 @@ def test_live_results_and_maps_are_named_uniquely(tmp_path, monkeypatch, capsys)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(name)
 
-    monkeypatch.setattr("engine.pipeline.save_quality_map", fake_map)
+    monkeypatch.setattr("engine.session.save_quality_map", fake_map)
     out, maps = tmp_path / "results.txt", tmp_path / "maps"
-    test_script.main(["--dataset", "live", "--data_root", str(root), "--split", "all", "--checkpoint", "none",
+    test_main(["--dataset", "live", "--data_root", str(root), "--split", "all", "--checkpoint", "none",
                       "--crop_size", "32", "--crops", "center", "--batch_size", "64", "--output", str(out),
                       "--save_maps", str(maps), *TINY])
     names = [line.split(",")[0] for line in out.read_text().splitlines()]
@@ -372,7 +384,7 @@ def test_live_results_and_maps_are_named_uniquely(tmp_path, monkeypatch, capsys)
 
 def test_unique_names_keep_bare_names_where_they_are_unique():
     from data.records import result_names
-    from utils.io import unique_file_names
+    from utils.io import map_file_names as unique_file_names
 
     assert result_names([Path("/d/Train_Dis/A0001_00_00.bmp"), Path("/d/Train_Dis/A0002_00_00.bmp")]) == \
         ["A0001_00_00.bmp", "A0002_00_00.bmp"]
@@ -381,6 +393,8 @@ def test_unique_names_keep_bare_names_where_they_are_unique():
     assert unique_file_names(["a.bmp", "b.bmp"], ".png") == ["a.png", "b.png"]
     assert unique_file_names(["a.bmp", "a.png"], ".png") == ["a.bmp.png", "a.png.png"]
     assert unique_file_names(["jpeg/img1.bmp", "wn/img1.bmp"], ".png") == ["jpeg/img1.png", "wn/img1.png"]
+    # never out of the maps folder: absolute paths lose their root, .. becomes __
+    assert unique_file_names(["/data/x/a.png", "../up/b.png"], ".png") == ["data/x/a.png", "__/up/b.png"]
 
 
 # ------------------------------------------------------------------------------------------------ 4. screening
@@ -403,10 +417,10 @@ def test_screening_finds_what_scoring_could_not_read(tmp_path, capsys):
     out = tmp_path / "scores.csv"
     argv = ["--ref", str(ref), "--dist", str(dist), "--crop_size", "32", "--output", str(out), "--quiet", *TINY]
     with pytest.raises(SystemExit) as exit_info:
-        score.main(argv)
+        score_main(argv)
     assert exit_info.value.code == 2 and "A0001_01_00.png: cannot decode image" in capsys.readouterr().err
     assert not out.exists()
-    score.main([*argv, "--skip_bad"])
+    score_main([*argv, "--skip_bad"])
     err = capsys.readouterr().err
     assert "skipped: " in err and "A0001_01_00.png" in err and "scored 2 pair(s)" in err
     rows = out.read_text().splitlines()
@@ -424,7 +438,7 @@ def test_16_bit_images_keep_their_depth_and_alpha_is_announced_once(tmp_path, ca
     for k in (2, 3):
         cv2.imwrite(str(dist / f"A0001_0{k}_00.png"), bgra)
     assert np.array_equal(read_image(dist / "A0001_02_00.png"), read_image(ref / "A0001.png"))  # RGB as stored
-    score.main(["--ref", str(ref), "--dist", str(dist), "--crop_size", "32", "--quiet", *TINY])
+    score_main(["--ref", str(ref), "--dist", str(dist), "--crop_size", "32", "--quiet", *TINY])
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "warning: 2 image(s) have an alpha channel" in err and "scored 4 pair(s)" in err
 
@@ -434,21 +448,21 @@ def test_outputs_are_checked_before_any_model_is_built(pairs_folder, tmp_path, c
     blocked = unwritable_dir(tmp_path)
     common = ["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32", *TINY]
     for flag, value in (("--output", blocked / "scores.csv"), ("--save_maps", blocked / "maps")):
-        err = fails(capsys, score.main, [*common, flag, str(value)], flag, "cannot write")
+        err = fails(capsys, score_main, [*common, flag, str(value)], flag, "cannot write")
         assert "RANDOM" not in err
     test_common = ["--ref_dir", str(pairs_folder / "ref"), "--dist_dir", str(pairs_folder / "dist"), *TINY,
                    "--checkpoint", "none", "--crop_size", "32"]
     for flag in ("--output", "--ntire_zip", "--plot", "--save_maps"):
         extra = [] if flag == "--output" else ["--output", str(tmp_path / "r.txt")]
-        fails(capsys, test_script.main, [*test_common, *extra, flag, str(blocked / "x.out")], flag, "cannot write")
-    fails(capsys, score.main, [*common, "--output", str(tmp_path)], "is a folder")
+        fails(capsys, test_main, [*test_common, *extra, flag, str(blocked / "x.out")], flag, "cannot write")
+    fails(capsys, score_main, [*common, "--output", str(tmp_path)], "is a folder")
 
 
 def test_written_files_follow_the_umask(pairs_folder, data_root, tmp_path):
     old = os.umask(0o022)
     try:
         out = tmp_path / "scores.csv"
-        score.main(["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32",
+        score_main(["--ref", str(pairs_folder / "ref"), "--dist", str(pairs_folder / "dist"), "--crop_size", "32",
                     "--output", str(out), "--quiet", *TINY])
         _train(data_root, tmp_path, "modes", "--n_epoch", "1", "--max_steps", "1")
     finally:
@@ -461,7 +475,7 @@ def test_written_files_follow_the_umask(pairs_folder, data_root, tmp_path):
 def test_same_file_as_ref_and_dist_is_scored(pairs_folder, tmp_path, capsys):
     image = pairs_folder / "ref" / "A0001.bmp"
     out = tmp_path / "self.csv"
-    score.main(["--ref", str(image), "--dist", str(image), "--crop_size", "32", "--output", str(out), "--quiet", *TINY])
+    score_main(["--ref", str(image), "--dist", str(image), "--crop_size", "32", "--output", str(out), "--quiet", *TINY])
     rows = out.read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith(f"{image},{image},") and np.isfinite(float(rows[1].split(",")[2]))
 

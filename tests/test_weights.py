@@ -9,7 +9,7 @@ import timm
 import torch
 
 from models import backbones
-from models.backbones import create_timm_model
+from models.backbones import backbone_source, create_backbone
 from tests.conftest import ROOT
 from tests.weight_files import save_state_dict, vit_to_jax_npz
 from utils.errors import UserError
@@ -20,6 +20,11 @@ CNN = "resnet18.a1_in1k"
 # same, the files small.
 VIT_KW = {"depth": 2}
 CNN_KW = {"channels": (16, 32, 64, 128)}
+
+
+def create_timm_model(name: str, pretrained: bool, weights_file=None, weights_arg: str = "", **kwargs):
+    """A timm model with weights from a file, by tag, or random (seed 0), through the one public path."""
+    return create_backbone(backbone_source(name, pretrained, weights_file, 0), weights_arg, **kwargs)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -95,7 +100,7 @@ def test_score_py_offline_exits_with_one_line(tmp_path):
     random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 64, 64)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hub"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "score.py", "--ref", str(tmp_path / "ref"), "--dist",
-                           str(tmp_path / "dist"), "--crop_size", "64", "--device", "cpu",
+                           str(tmp_path / "dist"), "--crop_size", "64", "--device", "cpu", "--checkpoint", "none",
                            "--vit", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--patch_size", "16"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
@@ -119,7 +124,7 @@ def test_score_py_stops_in_seconds_when_the_hub_is_unreachable(tmp_path):
     env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hub"), "PATH": "/usr/bin:/bin"}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "score.py", "--ref", str(tmp_path / "ref"), "--dist",
-                           str(tmp_path / "dist"), "--crop_size", "64", "--device", "cpu"],
+                           str(tmp_path / "dist"), "--crop_size", "64", "--device", "cpu", "--checkpoint", "none"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     elapsed = time.monotonic() - start
     start = time.monotonic()  # start-up alone (imports: ~4 s idle, far more on a loaded machine) is not the wait

@@ -46,18 +46,30 @@ class UserError(Exception):
         return _FLAG.sub(lambda m: f"--{m.group(1)}", _ARG.sub(lambda m: f"--{m.group(1)} ", self.template))
 
 
+class Stopped(UserError):
+    """This process stops because another rank of the run failed (that rank says why, in one line)."""
+
+
 def cli_main(fn: F) -> F:
-    """Wrap a script's ``main`` so that a :class:`UserError` prints one line and exits with status 2."""
+    """Wrap a script's ``main`` so that a :class:`UserError` prints one line and exits with status 2 (a rank
+    :class:`Stopped` by another's failure exits quietly), Ctrl-C prints one line, and a torchrun process group is
+    closed on the way out."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except Stopped:
+            sys.exit(2)
         except UserError as err:
             print(f"error: {err.for_cli()}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        finally:
+            group = sys.modules.get("torch.distributed")
+            if group is not None and group.is_available() and group.is_initialized():
+                group.destroy_process_group()
 
     return wrapper  # type: ignore[return-value]

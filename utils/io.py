@@ -1,15 +1,17 @@
-"""Files: atomic writes (a crash mid-write never leaves a truncated file), output checks before work starts,
-and the one safe way to read a ``torch.save`` file (tensors and plain values only, never Python code)."""
+"""Files: atomic writes (a crash mid-write never leaves a truncated file), output checks before work starts
+(no output lands on an input, on another output, or outside its folder), one writer per run folder, and the one
+safe way to read a ``torch.save`` file (tensors and plain values only, never Python code)."""
 from __future__ import annotations
 
 import json
 import os
 import pickle
 import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from utils.errors import UserError
 
 # Temporary files of atomic writes: ``.<name>.<random>.tmp`` beside the target (what mkstemp makes below).
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+MAX_NAME = 255 - len("..12345678.tmp")  # bytes of a file name whose temporary name still fits (255 bytes)
 
 
 def _umask() -> int:
@@ -30,16 +33,34 @@ def _why(err: OSError) -> str:
     return (err.strerror or type(err).__name__).lower()
 
 
+def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where writing ``path`` lands, and whether it is a stream written through rather than replaced: ``-`` is
+    standard output; a link is followed to its target; a FIFO or character device is written to directly."""
+    if str(path) == "-":
+        return Path("/dev/stdout"), True
+    path = Path(path)
+    real = path.resolve() if path.is_symlink() else path
+    try:
+        return real, stat.S_ISFIFO(real.stat().st_mode) or stat.S_ISCHR(real.stat().st_mode)
+    except OSError:
+        return real, False
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``.
 
-    The file gets the permissions of a newly created file under the umask (not mkstemp's 0600). A failed
-    write (full disk, unwritable folder) removes the temporary file, leaves an existing ``path`` as it was
-    and raises one :class:`UserError` naming the file and the cause.
+    A link is followed (its target is replaced, the link stays); a FIFO, a character device or ``-`` (standard
+    output) is written through, never replaced (:func:`write_target`). The file gets the permissions of a newly
+    created file under the umask (not mkstemp's 0600). A failed write (full disk, unwritable folder) removes the
+    temporary file, leaves an existing ``path`` as it was and raises one :class:`UserError` naming the file and
+    the cause.
     """
-    path = Path(path)
+    path, stream = write_target(path)
     tmp = None
     try:
+        if stream:
+            write(str(path))
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -94,31 +115,78 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_writable(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """Create ``path``'s folder (or ``path`` itself when ``folder``) and prove it takes a file, before any long
-    work: one :class:`UserError` naming ``what`` (``--output``) and the cause otherwise. None: nothing to check."""
+    """Create ``path``'s folder (or ``path`` itself when ``folder``) and prove it takes this file, before any long
+    work: one :class:`UserError` naming ``what`` (``--output``) and the cause otherwise (the probe has the name of
+    the write's own temporary file, so a name too long for it fails now). None: nothing to check."""
     if not path:
         return
-    path = Path(path)
+    path, stream = write_target(path)
+    if stream:
+        return
     where = path if folder else path.parent
     if not folder and path.is_dir():
         raise UserError(f"{what}{path}: is a folder; give a file name")
+    if not folder and len(path.name.encode()) > MAX_NAME:
+        raise UserError(f"{what}{path}: the file name is longer than {MAX_NAME} bytes; give a shorter one")
     try:
         where.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=where)
+        fd, probe = tempfile.mkstemp(prefix=f".{'write-check' if folder else path.name}.", suffix=".tmp", dir=where)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
         raise UserError(f"{what}{path}: cannot write to {where} ({_why(err)}); choose another place") from None
 
 
-def unique_file_names(names: Sequence[str], suffix: str) -> list[str]:
-    """One relative file path per (distinct) result name, distinct even on case-insensitive file systems:
-    the name with ``suffix`` for its own (``jpeg/img1.bmp`` -> ``jpeg/img1.png``, folders kept) when those are
-    distinct, else the whole name plus ``suffix`` (``a.bmp.png`` beside ``a.png.png``)."""
-    files = [str(PurePosixPath(n).with_suffix(suffix)) for n in names]
+def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
+    """Before any work: no output (``{what: path}``, e.g. ``{"--output ": "scores.csv"}``) is, once links and
+    ``..`` are resolved, one of the ``inputs`` (images, label files, checkpoints and weight files being read) or
+    another output. One :class:`UserError` naming both paths otherwise."""
+    taken: dict[Path, str] = {Path(p).resolve(): f"the input {p}" for p in inputs}
+    for what, path in outputs.items():
+        if not path or str(path) == "-":
+            continue
+        real, stream = write_target(path)
+        if stream:
+            continue
+        real = real.resolve()
+        if real in taken:
+            raise UserError(f"{what}{path}: is {taken[real]}; writing there would destroy it; choose another name")
+        taken[real] = f"{what.strip()} {path}"
+
+
+def map_file_names(names: Sequence[str], suffix: str) -> list[str]:
+    """One relative file path per result name for pictures in a maps folder, never climbing out of it: absolute
+    paths lose their root and ``..`` becomes ``__``; distinct even on case-insensitive file systems (the name with
+    ``suffix`` for its own, ``jpeg/img1.bmp`` -> ``jpeg/img1.png``, else the whole name plus ``suffix``)."""
+    inside = ["/".join("__" if part == ".." else part for part in PurePosixPath(n.replace("\\", "/")).parts
+                       if part not in ("/", ".")) or "_" for n in names]
+    files = [str(PurePosixPath(n).with_suffix(suffix)) if PurePosixPath(n).suffix else n + suffix for n in inside]
     if len({f.lower() for f in files}) == len(files):
         return files
-    return [f"{n}{suffix}" for n in names]
+    return [f"{n}{suffix}" for n in inside]
+
+
+def lock_folder(folder: str | os.PathLike) -> IO:
+    """Hold ``folder/.lock`` exclusively for as long as the returned file stays open (one writer per run folder;
+    the operating system drops the lock when the process dies, SIGKILL included). A second holder is one
+    :class:`UserError` naming the folder and the process that holds it."""
+    import fcntl
+
+    folder = Path(folder)
+    handle = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{folder}: another run is writing there ({holder}); wait for it to end, or give another "
+                        "name or folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> None:

@@ -1,0 +1,155 @@
+"""Screening image pairs before any long work: every image decoded once, in threads; what fails is reported in
+one list (or, with ``skip_bad``, left out and listed), and what passes is kept decoded for the scorer within a
+memory budget, so that scoring a few pairs decodes each file once."""
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from data.images import read_header, read_image
+from data.records import Pair
+from utils.errors import UserError, arg, flag
+
+
+class Problem(NamedTuple):
+    """A problem of pair ``index``; problems of one ``group`` (a missing folder, images smaller than the crop)
+    are reported as one line with their count."""
+
+    index: int
+    message: str
+    group: str | None = None
+
+
+class DecodedImages:
+    """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over
+    (and forgets it), so memory falls as scoring proceeds."""
+
+    def __init__(self, budget: int = 512 << 20):
+        self.budget, self.used, self.images = budget, 0, OrderedDict()
+
+    def keep(self, path: Path, image: np.ndarray) -> None:
+        if self.used + image.nbytes <= self.budget and path not in self.images:
+            self.images[path] = image
+            self.used += image.nbytes
+
+    def take(self, path: Path) -> np.ndarray:
+        image = self.images.pop(path, None)
+        if image is None:
+            return read_image(path)
+        self.used -= image.nbytes
+        return image
+
+
+def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8,
+                        alpha: list[Path] | None = None, keep: DecodedImages | None = None) -> list[Problem]:
+    """Problems of the pairs' images: missing, undecodable, reference/distorted size mismatch, smaller than
+    ``crop``. Sizes are those :func:`read_image` returns (EXIF orientation applied).
+
+    With ``decode`` every distinct file is decoded in full, once, in ``workers`` threads (JPEG and PNG bodies by
+    PIL too, which finds the damage OpenCV lets pass), so what passes can be read later; ``keep`` keeps the
+    decoded images. Without it only headers are read. Files with an alpha channel are appended to ``alpha``.
+    """
+    def inspect(path: Path) -> tuple[int, int, bool] | str:
+        try:
+            header = read_header(path, decode=decode)
+            if decode:
+                image = read_image(path)
+                if image.shape[:2] != (header.height, header.width):
+                    return (f"{path}: decodes to {image.shape[1]}x{image.shape[0]}, its header says {header.width}x"
+                            f"{header.height}; re-save the image")
+                if keep is not None:
+                    keep.keep(path, image)
+            return header.height, header.width, header.alpha
+        except UserError as err:
+            return str(err)
+
+    paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        info = dict(zip(paths, pool.map(inspect, paths)))
+    if alpha is not None:
+        alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
+    folders: dict[Path, bool] = {}
+
+    def one(i: int, pair: Pair) -> Problem | None:
+        for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
+            if not folders.setdefault(folder, folder.is_dir()):
+                return Problem(i, f"{folder}{os.sep} not found (image folder)", str(folder))
+        if not pair.ref.is_file():
+            return Problem(i, f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or "
+                              "remove or rename the distorted image")
+        sizes = []
+        for path in (pair.dist, pair.ref):
+            found = info.get(path, f"{path}: image not found")
+            if isinstance(found, str):
+                return Problem(i, found)
+            sizes.append(found[:2])
+        if sizes[0] != sizes[1]:
+            return Problem(i, f"{pair.dist}: size {sizes[0][1]}x{sizes[0][0]} differs from its reference {pair.ref} "
+                              f"({sizes[1][1]}x{sizes[1][0]})")
+        if min(sizes[0]) < crop:
+            return Problem(i, f"{pair.dist} ({sizes[0][1]}x{sizes[0][0]})", "small")
+        return None
+
+    return [p for p in (one(i, pair) for i, pair in enumerate(pairs)) if p is not None]
+
+
+def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
+    """One line per problem, in order; a group (a missing folder, images smaller than the crop) is one line that
+    says how many pairs it affects."""
+    counts = Counter(p.group for p in problems if p.group)
+    lines, said = [], set()
+    for p in problems:
+        if p.group is None:
+            lines.append(p.message)
+        elif p.group not in said:
+            said.add(p.group)
+            n = f"{counts[p.group]:,} pair{'s' if counts[p.group] > 1 else ''}"
+            lines.append(f"{n} smaller than the {crop}x{crop} crop (first: {p.message}); give a smaller "
+                         f"{arg('crop_size')}value or larger images" if p.group == "small"
+                         else f"{p.message}: {n} affected")
+    return lines
+
+
+def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None, part: str = "",
+                 report: Callable[[str], None] | None = None, warned: set[str] | None = None,
+                 keep: DecodedImages | None = None, check_hint: bool = True) -> list[Pair]:
+    """The pairs that can be used: the one screening path of scoring and training.
+
+    Every image is decoded in full (see :func:`check_pairs_on_disk`; ``keep`` keeps the results), so what passes,
+    scoring can read. Problems (``known`` ones, e.g. from pairing, plus those found on disk) stop everything with
+    one :class:`UserError` listing them, or with ``skip_bad`` are reported as skipped (``report``, default stderr)
+    and left out. ``part`` names the split in messages (``train``, ``val``); ``check_hint`` names ``check_data``
+    (the scripts that have it). Images with an alpha channel get one warning per run (``warned``).
+    """
+    alpha: list[Path] = []
+    found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha, keep=keep)
+    problems = list(known or []) + unique_messages(found, crop)
+    where = f" in the {part} data" if part else ""
+    report = report or (lambda line: print(line, file=sys.stderr))
+    if problems and not skip_bad:
+        shown = problems[:20] + (["..."] if len(problems) > 20 else [])
+        listing = f"list them all with {flag('check_data')}, " if check_hint else ""
+        raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
+                        + f"\n(fix them, {listing}or add {flag('skip_bad')} to use the rest)")
+    warned = set() if warned is None else warned
+    if alpha and "alpha" not in warned:
+        warned.add("alpha")
+        report(f"warning: {len(alpha)} image(s) have an alpha channel (first: {alpha[0]}); AHIQ scores their "
+               "RGB values and ignores alpha")
+    for line in problems:
+        report(f"skipped{f' ({part})' if part else ''}: {line}")
+    bad = {p.index for p in found}
+    kept = [p for i, p in enumerate(pairs) if i not in bad]
+    if not kept:
+        raise UserError(f"no usable image pairs{where}")
+    return kept
+
+
+def describe(pairs: list[Pair]) -> str:
+    return f"{len(pairs)} pairs from {len(Counter(p.ref_id for p in pairs))} references"
