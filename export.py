@@ -34,21 +34,24 @@ class _Parser(argparse.ArgumentParser):
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=OneDefaultHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="AHIQ checkpoint: the authors' release, pyiqa's mirror or ours")
+    p.add_argument("--checkpoint", metavar="FILE", required=True,
+                   help="AHIQ checkpoint: the authors' release, pyiqa's mirror or ours")
     p.add_argument("--to", required=True, choices=["pyiqa", "onnx"], help="pyiqa checkpoint or ONNX scoring graph")
-    p.add_argument("--output", required=True, help="file to write (atomically); never the --checkpoint file")
-    p.add_argument("--crop_size", type=int, default=None,
+    p.add_argument("--output", metavar="FILE", required=True, help="file to write (atomically); never the --checkpoint file")
+    p.add_argument("--crop_size", metavar="N", type=int, default=None,
                    help="ONNX crop size, a multiple of 32 (default: the checkpoint's training crop, else 224; pyiqa: 224)")
-    p.add_argument("--hub_cache", default=None,
+    p.add_argument("--hub_cache", metavar="DIR", default=None,
                    help="pyiqa: also write this folder as a hub cache of the backbones, for HF_HUB_CACHE=DIR "
                         "HF_HUB_OFFLINE=1 (a folder of its own, not your hub cache)")
-    p.add_argument("--check", type=str2bool, default=True, help="ONNX: compare onnxruntime with PyTorch (if installed)")
-    p.add_argument("--pretrained_backbones", type=str2bool, default=None,
+    p.add_argument("--check", metavar="BOOL", type=str2bool, default=True,
+                   help="ONNX: compare onnxruntime with PyTorch (if installed)")
+    p.add_argument("--pretrained_backbones", metavar="BOOL", type=str2bool, default=None,
                    help="true: backbones by timm tag; false: random (default: the backbones the checkpoint records, "
                         "else true)")
-    p.add_argument("--vit_weights", default=None, help="local ViT weights (.npz/.safetensors/.pth/.bin)")
-    p.add_argument("--cnn_weights", default=None, help="local ResNet weights (.safetensors/.pth/.bin)")
-    p.add_argument("--seed", type=int, default=1919, help="seed of random backbones the checkpoint does not record")
+    p.add_argument("--vit_weights", metavar="FILE", default=None, help="local ViT weights (.npz/.safetensors/.pth/.bin)")
+    p.add_argument("--cnn_weights", metavar="FILE", default=None, help="local ResNet weights (.safetensors/.pth/.bin)")
+    p.add_argument("--seed", metavar="N", type=int, default=1919,
+                   help="seed of random backbones the checkpoint does not record")
     opt = p.parse_args(argv)
     if Path(opt.output).resolve() == Path(opt.checkpoint).resolve():
         raise UserError(f"--output {opt.output}: is the --checkpoint file; give another file name")

@@ -41,15 +41,16 @@ def crops(image: np.ndarray, positions: list[tuple[int, int]], size: int) -> np.
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="ONNX file written by `python export.py --to onnx`")
-    p.add_argument("--ref", required=True, help="reference image file")
-    p.add_argument("--dist", required=True, nargs="+", help="distorted image file(s), each scored against --ref")
-    p.add_argument("--crops", default="center", help=f"crop protocol, as score.py's: {PROTOCOLS}")
-    p.add_argument("--seed", type=int, default=1919, help="seed of random:N crops (score.py's default)")
-    p.add_argument("--batch_size", type=int, default=4, help="distorted images per onnxruntime call (all their crops)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", metavar="FILE", required=True, help="ONNX file written by `python export.py --to onnx`")
+    p.add_argument("--ref", metavar="FILE", required=True, help="reference image file")
+    p.add_argument("--dist", metavar="FILE", required=True, nargs="+",
+                   help="distorted image file(s), each scored against --ref")
+    p.add_argument("--crops", default="center", help=f"crop protocol, as score.py's: {PROTOCOLS} (default: center)")
+    p.add_argument("--seed", type=int, default=1919, help="seed of random:N crops (default: 1919, score.py's)")
+    p.add_argument("--batch_size", type=int, default=4,
+                   help="distorted images per onnxruntime call, all their crops (default: 4)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0, its own choice)")
     opt = p.parse_args(argv)
     parse_crops(opt.crops)
     if opt.batch_size < 1 or opt.threads < 0:
