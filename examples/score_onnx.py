@@ -1,0 +1,104 @@
+"""Score image pairs with an AHIQ ONNX export: onnxruntime, numpy and OpenCV only (no torch).
+
+    python export.py --checkpoint FILE --to onnx --output ahiq.onnx
+    python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
+
+Each distorted image is scored against ``--ref`` as score.py scores the pair: the same crop windows
+(``data.crops``, for the same ``--crops`` and ``--seed``), the crop size the graph was exported for, the same
+decoding (RGB, EXIF orientation applied, 16-bit files as value / 65535) and the mean over the crops.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# Run as `python examples/score_onnx.py` from the repository root: the project's packages are one level up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.crops import PROTOCOLS, crop_positions, parse_crops  # noqa: E402  (numpy only)
+from utils.errors import UserError, cli_main  # noqa: E402
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """``(H, W, 3)`` float32 RGB in [0, 1], as score.py reads the file: OpenCV applies the EXIF orientation, 8-bit
+    values / 255 (the network's own uint8 conversion), 16-bit / 65535, grey repeated, alpha ignored."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None:
+        raise UserError(f"{path}: cannot decode image; is it a valid image file?")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise UserError(f"{path}: {img.dtype} pixels; give 8-bit or 16-bit images")
+    scale = 255 if img.dtype == np.uint8 else 65535
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / scale
+
+
+def crops(image: np.ndarray, positions: list[tuple[int, int]], size: int) -> np.ndarray:
+    """The windows ``(top, left)`` of ``image`` ``(H, W, 3)`` as a batch ``(N, 3, size, size)``."""
+    return np.stack([image[t:t + size, x:x + size].transpose(2, 0, 1) for t, x in positions])
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", metavar="FILE", required=True, help="ONNX file written by `python export.py --to onnx`")
+    p.add_argument("--ref", metavar="FILE", required=True, help="reference image file")
+    p.add_argument("--dist", metavar="FILE", required=True, nargs="+",
+                   help="distorted image file(s), each scored against --ref")
+    p.add_argument("--crops", default="center", help=f"crop protocol, as score.py's: {PROTOCOLS} (default: center)")
+    p.add_argument("--seed", type=int, default=1919, help="seed of random:N crops (default: 1919, score.py's)")
+    p.add_argument("--batch_size", type=int, default=4,
+                   help="distorted images per onnxruntime call, all their crops (default: 4)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0, its own choice)")
+    opt = p.parse_args(argv)
+    parse_crops(opt.crops)
+    if opt.batch_size < 1 or opt.threads < 0:
+        raise UserError("--batch_size must be >= 1 and --threads >= 0")
+    return opt
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
+    opt = parse(argv)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
+    if not Path(opt.model).is_file():
+        raise UserError(f"--model {opt.model}: not found; write it with `python export.py --to onnx`")
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = opt.threads
+    try:
+        session = onnxruntime.InferenceSession(opt.model, settings, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own error types for files it cannot read
+        if "DeformConv" in str(err):  # added to onnxruntime's CPU kernels in 1.25
+            raise UserError(f"onnxruntime {onnxruntime.__version__} cannot run DeformConv: pip install "
+                            "'onnxruntime>=1.25'") from None
+        raise UserError(f"--model {opt.model}: not a readable ONNX model ({type(err).__name__})") from None
+    size = int(session.get_inputs()[0].shape[-1])
+    ref = read_rgb(opt.ref)
+    h, w = ref.shape[:2]
+    if h < size or w < size:
+        raise UserError(f"--ref {opt.ref}: {w}x{h} is smaller than the {size}x{size} crop the model was exported for")
+    positions = crop_positions(opt.crops, h, w, size, opt.seed)
+    ref_crops = crops(ref, positions, size)
+    results = []
+    for start in range(0, len(opt.dist), opt.batch_size):
+        names = opt.dist[start:start + opt.batch_size]
+        images = [read_rgb(name) for name in names]
+        for name, image in zip(names, images):
+            if image.shape != ref.shape:
+                raise UserError(f"{name}: {image.shape[1]}x{image.shape[0]} differs from --ref {opt.ref} ({w}x{h})")
+        dist = np.concatenate([crops(image, positions, size) for image in images])
+        scores = session.run(None, {"dist": dist, "ref": np.tile(ref_crops, (len(images), 1, 1, 1))})[0]
+        results += zip(names, scores.reshape(len(images), len(positions)).mean(axis=1).tolist())
+    width = max(len(name) for name, _ in results)
+    print(f"{'dist':<{width}}  {'ref':<12}  score")
+    for name, score in results:
+        print(f"{name:<{width}}  {Path(opt.ref).name:<12}  {score:.6f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
