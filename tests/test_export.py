@@ -113,7 +113,7 @@ def test_one_line_errors(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     assert "is the --checkpoint file" in run(export_script.main, *base, f"{tiny_checkpoint.parent}/./tiny.pth")
     assert "multiple of 32" in run(export_script.main, *base, tmp_path / "x.onnx", "--crop_size", "100")
     err = run(export_script.main, "--checkpoint", tiny_checkpoint, "--to", "pyiqa", "--output", tmp_path / "x.pth")
-    assert "authors' architecture only" in err and "vit_blocks=(1, 3)" in err and not (tmp_path / "x.pth").exists()
+    assert "authors' architecture only" in err and "vit_blocks=[1, 3]" in err and not (tmp_path / "x.pth").exists()
     from huggingface_hub import constants
 
     authors = tmp_path / "authors.pth"  # no architecture recorded: the refusal below comes before any model is built
