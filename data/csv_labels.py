@@ -1,8 +1,9 @@
 """Your own labelled pairs: ``DIR/labels.csv`` with a header naming at least ``dist``, ``ref`` and ``score``.
 
 Paths are relative to ``DIR`` (sub-folders allowed) and name the pairs in results and quality maps as written.
-An optional ``split`` column (``train``/``val``/``test``) replaces the random reference-disjoint split; other
-columns are ignored. ``lower_better`` marks DMOS-like scores: training and metrics use ``-score`` (higher =
+An optional ``split`` column (``train``/``val``/``test``) replaces the random reference-disjoint split; an optional
+``type`` column names each pair's distortion type (per-type tables, :mod:`data.distortions`); other columns are
+ignored. ``lower_better`` marks DMOS-like scores: training and metrics use ``-score`` (higher =
 better) and ``Pair.raw`` keeps the value as written.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ REQUIRED = ("dist", "ref", "score")
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _listed_path(text: str) -> str:
+def listed_path(text: str) -> str:
     """A path as written in the file, with ``\\`` separators and ``./`` prefixes made uniform."""
     return str(PurePosixPath(text.strip().replace("\\", "/")))
 
@@ -58,7 +59,7 @@ def load_csv_dataset(root: str | Path, lower_better: bool = False) -> list[Pair]
             if split not in SPLIT_NAMES:
                 raise UserError(f"{where}: split {row[column['split']]!r} is not train, val or test; correct it "
                                 "(or drop the split column for a random reference-disjoint split)")
-        dist, ref = _listed_path(dist), _listed_path(ref)
+        dist, ref = listed_path(dist), listed_path(ref)
         if dist == ref:
             raise UserError(f"{where}: dist and ref are the same image {dist}; delete the line")
         check_new(seen, dist, number, where, dist)
