@@ -121,6 +121,6 @@ def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path:
     ax.set_xlim(float(np.nanmin([0.0, *(v for values in srcc.values() for v in values)])) - 0.02, 1.0)
     ax.axvline(0, color="black", lw=0.8)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(title)
     _save_figure(fig, Path(path))
