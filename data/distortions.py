@@ -2,7 +2,8 @@
 
 KADID-10k ``I01_TT_LL.png``, TID2013 ``i01_TT_L.bmp``, PIPAL and the synthetic set ``A0001_TT_LL.bmp``: ``TT``;
 CSIQ ``dst_imgs/<type>/...`` and LIVE ``<type>/imgN.bmp``: the folder; csv: the optional ``type`` column of
-``labels.csv``. A pair whose name does not follow its dataset's rule has no type (None).
+``labels.csv``; folder pairs (no dataset): the ``TT`` of names like those (``<ref>_TT_LL``). A pair whose name does
+not follow its rule has no type (None).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ TYPE_NAMES: dict[str, dict[str, str]] = {
 }
 
 _NAMED = {"kadid10k": re.compile(r"^I\d\d_(\d\d)_\d\d$", re.I), "tid2013": re.compile(r"^I\d\d_(\d\d)_\d$", re.I),
-          "pipal": re.compile(r"^A\d{4}_(\d\d)_\d\d$"), "synthetic": re.compile(r"^A\d{4}_(\d\d)_\d\d$")}
+          "pipal": re.compile(r"^A\d{4}_(\d\d)_\d\d$"), "synthetic": re.compile(r"^A\d{4}_(\d\d)_\d\d$"),
+          "": re.compile(r"^[A-Z]\d+_(\d\d)_\d+$", re.I)}
 
 
 def csv_types(root: str | Path) -> dict[str, str]:
@@ -66,9 +68,8 @@ def pair_types(dataset: str | None, pairs: list[Pair], root: str | Path | None =
     if dataset == "csv":
         listed = csv_types(root) if root is not None else {}
         return [listed.get(p.listed or "") for p in pairs]
-    rule = _NAMED.get(dataset or "")
-    matches = [rule.match(p.dist.stem) if rule else None for p in pairs]
-    return [m.group(1) if m else None for m in matches]
+    rule = _NAMED.get(dataset or "", _NAMED[""])
+    return [m.group(1) if (m := rule.match(p.dist.stem)) else None for p in pairs]
 
 
 def type_name(dataset: str | None, code: str) -> str:

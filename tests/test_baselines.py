@@ -50,7 +50,9 @@ def test_csv_type_column_and_pipal_names(tmp_path):
     pairs = load_dataset("csv", tmp_path)
     assert pair_types("csv", pairs, tmp_path) == ["blur", None]
     pipal = [Pair(tmp_path / "A0001_03_02.bmp", tmp_path / "A0001.bmp"), Pair(tmp_path / "x.bmp", tmp_path / "A0001.bmp")]
-    assert pair_types("synthetic", pipal) == ["03", None] and pair_types(None, pipal) == [None, None]
+    assert pair_types("synthetic", pipal) == ["03", None] and pair_types(None, pipal) == ["03", None]
+    tid = [Pair(tmp_path / "i03_11_5.bmp", tmp_path / "I03.BMP")]
+    assert pair_types(None, tid) == ["11"] and pair_types("kadid10k", tid) == [None]  # folder pairs: any <ref>_TT_L
     assert type_name("synthetic", "03") == "contrast factor brightness shift"
 
 
