@@ -22,6 +22,7 @@ from data.records import Pair, result_names
 from data.sampling import ScoreNorm
 from data.screening import describe
 from data.splits import prepare_splits, run_data_check
+from engine.baselines import check_baselines, compare_with_baselines, parse_baselines
 from engine.session import ScoringSession
 from models.checkpoint import CheckpointRecord
 from options.test_options import TestOptions
@@ -117,8 +118,11 @@ def main(argv=None) -> dict | None:
     details = Path(cfg.output).with_name(f"{Path(cfg.output).stem}_labels.csv") if labelled else None
     labels = [opt.labels] if opt.labels else [] if opt.ref_dir else label_files(data_config(opt))
     session.guard(pairs, names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details}, labels)
-    if opt.plot and not labelled:
-        raise UserError("--plot needs labels (--labels, or a labelled --dataset)")
+    if opt.plot and not labelled or opt.baselines is not None and not labelled:
+        raise UserError(f"{'--plot' if opt.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
+    baselines = parse_baselines(opt.baselines) if opt.baselines is not None else None
+    if baselines:
+        check_baselines(baselines, pairs)  # weights at hand, images large enough: before any scoring
     record = session.record
     same_scale, why = label_scale(opt, record, [p.score for p in pairs] if labelled else None)
     norm = ScoreNorm.from_dict(record.score_norm) if same_scale else ScoreNorm("none")
@@ -146,6 +150,9 @@ def main(argv=None) -> dict | None:
     write_csv(details, ["name", "prediction", "label", "raw_label"],
               [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
     print(f"test: {format_metrics(metrics)}")
+    if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
+        print(compare_with_baselines(pairs, scores, baselines, Path(cfg.output).with_name(Path(cfg.output).stem),
+                                     None if opt.ref_dir else opt.dataset, session.ctx.device))
     if opt.plot:
         from utils.visual import save_scatter
 

@@ -4,7 +4,8 @@ Paths are relative to ``DIR`` (sub-folders allowed; absolute paths work too) and
 quality maps as written. Files, not strings, decide what is the same image: ``refs/r0.png``,
 ``refs/../refs/r0.png`` and its absolute path are one reference (one side of a split), and a distorted file
 listed twice under two spellings is a repeated line. An optional ``split`` column (``train``/``val``/``test``)
-replaces the random reference-disjoint split; other columns are ignored. ``lower_better`` marks DMOS-like
+replaces the random reference-disjoint split; an optional ``type`` column names each pair's distortion type (the
+per-type tables); other columns are ignored. ``lower_better`` marks DMOS-like
 scores: training and metrics use ``-score`` (higher = better) and ``Pair.raw`` keeps the value as written.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ REQUIRED = ("dist", "ref", "score")
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _listed_path(text: str) -> str:
+def listed_path(text: str) -> str:
     """A path as written in the file, with ``\\`` separators and ``./`` prefixes made uniform."""
     return str(PurePosixPath(text.replace("\\", "/")))
 
@@ -49,13 +50,14 @@ def load_csv_dataset(root: str | Path, lower_better: bool = False) -> list[Pair]
         if split is not None and split not in SPLIT_NAMES:
             raise UserError(f"{where}: split {row['split']!r} is not train, val or test; correct it (or drop the "
                             "split column for a random reference-disjoint split)")
-        dist, ref = _listed_path(row["dist"]), _listed_path(row["ref"])
+        dist, ref = listed_path(row["dist"]), listed_path(row["ref"])
         dist_id, ref_id = file_id(base / dist, base), file_id(base / ref, base)
         if dist_id == ref_id:
             raise UserError(f"{where}: dist and ref are the same image {dist}; delete the line")
         check_new(seen, dist_id, number, where, dist)
         pairs.append(Pair(Path(os.path.normpath(base / dist)), Path(os.path.normpath(base / ref)),
-                          -raw if lower_better else raw, raw, listed=dist, listed_ref=ref_id, split=split))
+                          -raw if lower_better else raw, raw, listed=dist, listed_ref=ref_id, split=split,
+                          type=row.get("type") or None))
     if not pairs:
         raise UserError(f"{path}: no pairs listed under the header")
     return pairs

@@ -25,6 +25,7 @@ class Pair:
     listed: str | None = None
     listed_ref: str | None = None
     split: str | None = None
+    type: str | None = None  # the distortion type a label file names (labels.csv's type column)
 
     @property
     def name(self) -> str:

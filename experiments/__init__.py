@@ -1,0 +1,54 @@
+"""Experiments built on train.py and test.py: each training run's test is derived from the run's own options."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from options.base_options import OneDefaultHelpFormatter, OneLineErrors  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.io import atomic_write_text  # noqa: E402
+
+
+def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
+    """An experiment's parser: its docstring's first line, defaults shown, and the note that every other option
+    goes to ``passes_to``."""
+    return OneLineErrors(description=doc.splitlines()[0], formatter_class=OneDefaultHelpFormatter, allow_abbrev=False,
+                         epilog=f"Every other option is passed to {passes_to} (see python {passes_to} --help) and, "
+                                "through the run's opt.json, to its test run.")
+
+
+def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> dict:
+    """``train.py train_argv`` (which makes the run folder ``run``), then :func:`test_run`; test.py's metrics and
+    the training time (``seconds``)."""
+    import train as train_script
+
+    start = time.perf_counter()
+    train_script.main(train_argv)
+    return {**test_run(run, test_argv), "seconds": time.perf_counter() - start}
+
+
+def test_run(run: Path, test_argv: list[str], checkpoint: str | None = None, data: bool = True) -> dict:
+    """``test.py`` with the training run's own options (its ``opt.json``: every option the two scripts share
+    reaches the test run) and ``checkpoint`` (default its ``best.pth``), ``test_argv`` on top; ``data=False``
+    leaves the run's data options out (another dataset is tested). test.py's metrics."""
+    import test as test_script
+
+    config = run / "opt.json"
+    if not data:
+        options = json.loads(config.read_text())
+        options.pop("data", None)
+        config = run / "opt_model.json"
+        atomic_write_text(config, json.dumps(options, indent=2) + "\n")
+    metrics = test_script.main(["--config", str(config), "--checkpoint", checkpoint or str(run / "best.pth"),
+                                *test_argv])
+    if metrics is None:
+        raise UserError(f"{run.name}: the test pairs have no labels")
+    return metrics
+
+
+test_run.__test__ = False  # not a pytest test

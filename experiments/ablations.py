@@ -12,21 +12,19 @@ training time; writes it to ``<checkpoints_dir>/ablations_<dataset>.md`` (or ``-
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
 
-import test as test_script  # noqa: E402
-import train as train_script  # noqa: E402
+from experiments import parser, train_then_test  # noqa: E402
 from models.checkpoint import read_checkpoint  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 from utils.metrics import LABELS  # noqa: E402
+from utils.tables import markdown_table  # noqa: E402
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "options" / "presets"
 # The authors' model and one row per ablation of the paper.
@@ -55,31 +53,27 @@ def trainable_parameters(checkpoint: Path) -> int:
 def ablation_table(dataset: str, rows: list[dict]) -> str:
     """One markdown row per preset: parameters, median metrics over the splits, median training time."""
     seeds = len(rows[0]["runs"]) if rows else 0
-    header = ["preset", "trainable parameters", *(LABELS[m] for m in METRICS), "training time"]
-    lines = [f"{dataset}, median over {seeds} split(s)", "", "| " + " | ".join(header) + " |",
-             "|---|" + "---:|" * (len(header) - 1)]
-    for row in rows:
-        medians = [np.median([run[m] for run in row["runs"]]) for m in METRICS]  # NaN stays NaN
-        seconds = float(np.median([run["seconds"] for run in row["runs"]]))
-        lines.append(f"| {row['preset']} | {row['parameters']:,} | " + " | ".join(f"{v:.4f}" for v in medians)
-                     + f" | {seconds:.1f} s |")
-    return "\n".join(lines) + "\n"
+    lines = [[row["preset"], f"{row['parameters']:,}",
+              *(f"{np.median([run[m] for run in row['runs']]):.4f}" for m in METRICS),  # NaN stays NaN
+              f"{np.median([run['seconds'] for run in row['runs']]):.1f} s"] for row in rows]
+    return markdown_table(["preset", "trainable parameters", *(LABELS[m] for m in METRICS), "training time"], lines,
+                          f"{dataset}, median over {seeds} split(s)")
 
 
 @cli_main
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--dataset", required=True, help="any train.py --dataset (pipal, csv, tid2013, ...)")
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                    help="comma-separated preset names (options/presets/<name>.json) or options files")
     p.add_argument("--seeds", type=int, default=1, help="number of reference-disjoint splits (split seeds 0..K-1)")
     p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
     p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
-    p.add_argument("--checkpoints_dir", default="./checkpoints")
+    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the table go")
     p.add_argument("--output", default=None, help="markdown file (default <checkpoints_dir>/ablations_<dataset>.md)")
     args, extra = p.parse_known_args(argv)
-    if args.seeds < 1:
-        raise UserError("--seeds must be >= 1")
+    if not 1 <= args.seeds <= 1000:
+        raise UserError("--seeds must be 1..1000")
     presets = [(name, preset_path(name)) for name in args.presets.split(",") if name.strip()]
     if not presets:
         raise UserError("--presets: give at least one preset")
@@ -91,18 +85,10 @@ def main(argv=None) -> str:
             run_name = f"ablation_{label}_split{seed}"
             run = Path(args.checkpoints_dir) / run_name
             print(f"== {label}, split {seed + 1}/{args.seeds}: {run_name}", flush=True)
-            start = time.perf_counter()
-            train_script.main(["--config", str(path), "--dataset", args.dataset, "--name", run_name,
-                               "--checkpoints_dir", args.checkpoints_dir, "--split_ratio", args.split_ratio,
-                               "--split_seed", str(seed), *extra])
-            seconds = time.perf_counter() - start
-            # the run's own options (data, split ratio and seed: the same parts) with its best checkpoint
-            metrics = test_script.main(["--config", str(run / "opt.json"), "--split", "test",
-                                        "--checkpoint", str(run / "best.pth"), "--crops", args.test_crops,
-                                        "--output", str(run / "test_results.txt")])
-            if metrics is None:
-                raise UserError(f"{run_name}: the test split has no labels")
-            row["runs"].append({**metrics, "seconds": seconds})
+            row["runs"].append(train_then_test(
+                ["--config", str(path), "--dataset", args.dataset, "--name", run_name, "--checkpoints_dir",
+                 args.checkpoints_dir, "--split_ratio", args.split_ratio, "--split_seed", str(seed), *extra], run,
+                ["--split", "test", "--crops", args.test_crops, "--output", str(run / "test_results.txt")]))
             row["parameters"] = trainable_parameters(run / "best.pth")
         rows.append(row)
     table = ablation_table(args.dataset, rows)

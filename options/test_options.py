@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine.baselines import BASELINES, parse_baselines
 from engine.session import ScoreConfig
 from options.base_options import BaseOptions, add_bool, add_run_folder_options, str2bool
 from options.score_options import add_scoring_options, score_config
@@ -41,6 +42,10 @@ class TestOptions(BaseOptions):
         g.add_argument("--ntire_zip", type=str, default=None,
                        help="also write the NTIRE submission zip (output.txt + readme.txt)")
         g.add_argument("--plot", type=str, default=None, help="PNG of predictions against labels (needs labels)")
+        g.add_argument("--baselines", type=str, default=None,
+                       help=f"also score the same pairs with classical metrics (piq): {', '.join(BASELINES)}, all, or "
+                            "none; prints and writes <output>_baselines.csv (per pair), _comparison.md/.csv, "
+                            "_types.csv (SRCC per distortion type), _scatter.png, _types.png (needs labels)")
         g.add_argument("--denormalize", type=auto_bool, default="auto",
                        help="map predictions back to the training label scale stored in the checkpoint: auto = "
                             "only when the test labels are on that scale (same dataset, labels within the training "
@@ -57,6 +62,8 @@ class TestOptions(BaseOptions):
             raise UserError("--labels is for --ref_dir/--dist_dir")
         if not opt.ref_dir:
             data_config(opt)
+        if opt.baselines is not None:
+            parse_baselines(opt.baselines)
 
     def config(self, opt: argparse.Namespace) -> ScoreConfig:
         run = Path(opt.checkpoints_dir) / opt.name

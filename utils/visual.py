@@ -1,8 +1,10 @@
-"""Pictures: per-pair quality maps and prediction-vs-label scatter plots (matplotlib, no display needed)."""
+"""Pictures: per-pair quality maps, prediction-vs-label scatter plots (with the fitted logistic) and per-type SRCC
+bars (matplotlib, no display needed)."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -11,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
+from utils.metrics import fit_logistic5, logistic5  # noqa: E402
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -75,4 +78,49 @@ def save_scatter(pred, labels, metrics: dict, path: str | Path, label_name: str 
     ax.set_ylabel(pred_name)
     ax.set_title(f"SRCC={metrics['SRCC']:.4f}  PLCC={metrics['PLCC']:.4f}  (n={len(pred)})")
     ax.grid(alpha=0.3)
+    _save_figure(fig, Path(path))
+
+
+def save_fitted_scatter(panels: Sequence[tuple[str, np.ndarray, dict]], labels, path: str | Path,
+                        label_name: str = "MOS", title: str = "") -> None:
+    """One panel per ``(metric, predictions, its iqa_metrics)``: labels against predictions (higher = better) with
+    the fitted 5-parameter logistic (:func:`utils.metrics.fit_logistic5`) and SRCC / PLCC(fitted) above."""
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.8 * rows), squeeze=False)
+    labels = np.asarray(labels, dtype=np.float64)
+    for k, (ax, (metric, pred, m)) in enumerate(zip(axes.flat, panels)):
+        pred = np.asarray(pred, dtype=np.float64)
+        ax.scatter(pred, labels, s=6, alpha=0.6)
+        if len(pred) >= 5 and np.ptp(pred) > 0:
+            x = np.linspace(pred.min(), pred.max(), 200)
+            ax.plot(x, logistic5(x, *fit_logistic5(pred, labels)), color="tab:red", lw=1.5)
+        ax.set_xlabel(f"{metric} (oriented higher = better)")
+        if k % cols == 0:
+            ax.set_ylabel(label_name)
+        ax.set_title(f"{metric}: SRCC={m['SRCC']:.4f} PLCC(fitted)={m['PLCC_fitted']:.4f}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    _save_figure(fig, Path(path))
+
+
+def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path: str | Path, title: str = "") -> None:
+    """Horizontal bars of SRCC per distortion type (one row per type, top to bottom, one bar per metric; a NaN
+    draws no bar)."""
+    n, k = len(types), len(srcc)
+    height = 0.8 / k
+    fig, ax = plt.subplots(figsize=(8, 1 + n * (0.25 + 0.1 * k)))
+    for j, (metric, values) in enumerate(srcc.items()):
+        ax.barh(np.arange(n) + (j - (k - 1) / 2) * height, np.nan_to_num(np.asarray(values, dtype=float)),
+                height=height, label=metric)
+    ax.set_yticks(np.arange(n), list(types), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("SRCC")
+    ax.set_xlim(float(np.nanmin([0.0, *(v for values in srcc.values() for v in values)])) - 0.02, 1.0)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(title)
     _save_figure(fig, Path(path))

@@ -1,0 +1,91 @@
+"""Cross-dataset evaluation: train on one set (or take a checkpoint), test on the whole of others, one table.
+
+    python experiments/cross_dataset.py --checkpoint FILE --test csiq=/data/CSIQ live=/data/LIVE tid2013=/data/TID2013
+    python experiments/cross_dataset.py --train kadid10k=/data/kadid10k --test tid2013=/data/TID2013 [train.py options]
+
+Without ``--checkpoint``, ``train.py --dataset NAME --data_root ROOT --name <name>`` runs first (its own validation
+split selects ``best.pth``) and each test runs with that run's model options. Each test set is scored whole,
+``test.py --split all`` (every labelled pair). Prints one row per test set (and per baseline with ``--baselines``,
+on the same pairs): pairs, PLCC, PLCC after the fitted logistic, SRCC, KRCC; writes
+``<checkpoints_dir>/<name>/cross_dataset.md`` and ``.csv`` (with ``--baselines``, each set's comparison files
+``cross_<dataset>_*`` beside them). With ``--checkpoint`` the other options go to test.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import test as test_script  # noqa: E402
+import train as train_script  # noqa: E402
+from engine.baselines import check_baselines, parse_baselines  # noqa: E402
+from experiments import parser, test_run  # noqa: E402
+from utils.comparison import ScoredSet  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.io import atomic_write_text  # noqa: E402
+from utils.metrics import LABELS, iqa_metrics  # noqa: E402
+from utils.tables import markdown_table, number, write_csv  # noqa: E402
+
+COLUMNS = ("PLCC", "PLCC_fitted", "SRCC", "KRCC")
+
+
+def named_root(text: str) -> tuple[str, str]:
+    """``'csiq=/data/CSIQ'`` -> ``('csiq', '/data/CSIQ')``."""
+    name, sep, root = text.partition("=")
+    if not sep or not name or not root:
+        raise UserError(f"{text}: give a dataset as NAME=FOLDER, e.g. csiq=/data/CSIQ")
+    return name.strip().lower(), root
+
+
+@cli_main
+def main(argv=None) -> str:
+    p = parser(__doc__, "train.py (with --checkpoint: test.py)")
+    p.add_argument("--train", type=named_root, default=None, help="NAME=FOLDER of the training set (or --checkpoint)")
+    p.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of training (the released one: "
+                   "checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33-da3ea303.pth after sh download.sh)")
+    p.add_argument("--test", type=named_root, nargs="+", required=True, help="NAME=FOLDER of each test set")
+    p.add_argument("--name", default=None, help="run folder under --checkpoints_dir (default cross_<train set>)")
+    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the run and the table go")
+    p.add_argument("--crops", default=None, help="test.py's crop protocol (default test.py's, the authors' random:20)")
+    p.add_argument("--baselines", default=None, help="classical metrics on the same pairs, e.g. psnr,ssim (see test.py)")
+    args, extra = p.parse_known_args(argv)
+    if bool(args.train) == bool(args.checkpoint):
+        raise UserError("give --train NAME=FOLDER to train, or --checkpoint FILE (one of the two)")
+    if args.baselines is not None:
+        check_baselines(parse_baselines(args.baselines))
+    name = args.name or f"cross_{args.train[0] if args.train else 'dataset'}"
+    run = Path(args.checkpoints_dir) / name
+    common = ["--name", name, "--checkpoints_dir", args.checkpoints_dir]
+    if args.train:
+        train_script.main(["--dataset", args.train[0], "--data_root", args.train[1], *common, *extra])
+    rows = []
+    for dataset, root in args.test:
+        output = run / f"cross_{dataset}.txt"
+        test_argv = ["--dataset", dataset, "--data_root", root, "--split", "all", "--output", str(output),
+                     *(["--crops", args.crops] if args.crops else []),
+                     *(["--baselines", args.baselines] if args.baselines is not None else [])]
+        if args.train:  # the run's own model options; the data are the test set's
+            metrics = test_run(run, test_argv, data=False)
+        else:
+            metrics = test_script.main([*test_argv, "--checkpoint", args.checkpoint, *common, *extra])
+            if metrics is None:
+                raise UserError(f"{dataset}: no labels to test against")
+        found = {"AHIQ": metrics}
+        if args.baselines is not None:  # every metric from the same per-pair file (AHIQ's equals test.py's)
+            scored = ScoredSet.read(output.with_name(f"{output.stem}_baselines.csv"))
+            found = {m: iqa_metrics(v, scored.labels) for m, v in scored.scores.items()}
+        pairs = len(output.read_text().splitlines())
+        rows += [[dataset, metric, pairs, *(m[k] for k in COLUMNS)] for metric, m in found.items()]
+    header = ["test set", "metric", "pairs", *(LABELS[k] for k in COLUMNS)]
+    title = (f"cross-dataset: trained on {args.train[0] if args.train else args.checkpoint}, each test set whole "
+             "(PLCC(fitted): after the 5-parameter logistic, fitted on that set)")
+    table = markdown_table(header, [[*r[:3], *(number(v) for v in r[3:])] for r in rows], title)
+    write_csv(run / "cross_dataset.csv", header, [[*r[:3], *(number(v, 6) for v in r[3:])] for r in rows])
+    atomic_write_text(run / "cross_dataset.md", table)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()
