@@ -128,6 +128,7 @@ class ScoringSession:
         cfg, model = self.cfg, self.model
         return {"checkpoint_sha256": file_sha256(self.checkpoint) if self.checkpoint else None,
                 "model": model.config.to_dict(), "crops": cfg.crops, "crop_size": self.crop_size,
+                "batch_size": cfg.batch_size,  # how crops are batched decides their last bits
                 "seed": cfg.run.seed, "precision": cfg.run.precision, "flip_tta": cfg.flip_tta,
                 "backbones": {k: asdict(v) for k, v in model.backbone_sources.items()}}
 
@@ -141,6 +142,8 @@ class ScoringSession:
             raise
         except BaseException as err:  # the others must not wait for this rank
             ctx.fail(str(err) if isinstance(err, UserError) else type(err).__name__)
+            if isinstance(err, UserError):
+                err.rank_specific = True  # found here only: this rank says it (cli_main)
             raise
         finally:
             if cfg.run.num_workers == 0:
@@ -220,8 +223,11 @@ class Journal:
         self.path = Path(f"{output}.journal" + (f".{ctx.rank}" if ctx.world_size > 1 else ""))
         self.done: dict[str, float] = {}
         header = json.dumps({"journal": 1, "settings": settings}, sort_keys=True)
+        settings = json.loads(header)["settings"]  # as read back (lists, not tuples)
         for old in sorted(Path(output).parent.glob(Path(output).name + ".journal*")):
             lines = old.read_text(encoding="utf-8").split("\n")
+            if lines == [""]:
+                continue  # created, nothing written yet
             if lines[0] != header:
                 theirs = json.loads(lines[0]).get("settings", {}) if lines[0].startswith("{") else {}
                 differ = [k for k in settings if theirs.get(k) != settings[k]] or ["the format"]
@@ -236,6 +242,7 @@ class Journal:
         if self.done and ctx.main:
             print(f"resume: {len(self.done)} pair(s) already scored in {self.path.parent}/"
                   f"{Path(output).name}.journal*", file=sys.stderr)
+        ctx.wait_all("journals read")  # before any rank starts a journal of its own
         self.file = open(self.path, "a", encoding="utf-8")
         if self.file.tell() == 0:
             self.file.write(header + "\n")

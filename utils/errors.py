@@ -7,6 +7,7 @@ from Python and :func:`cli_main` as ``--NAME `` on the command line, so one mess
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from typing import Callable, TypeVar
@@ -62,7 +63,9 @@ def cli_main(fn: F) -> F:
         except Stopped:
             sys.exit(2)
         except UserError as err:
-            print(f"error: {err.for_cli()}", file=sys.stderr)
+            # Under torchrun every rank meets the same bad input: rank 0 says it, unless the error is this rank's own.
+            if os.environ.get("RANK", "0") == "0" or getattr(err, "rank_specific", False):
+                print(f"error: {err.for_cli()}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
