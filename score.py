@@ -22,10 +22,7 @@ def main(argv=None) -> None:
     options = ScoreOptions()
     opt = options.parse(argv)
     session = ScoringSession(options.config(opt))
-    found, problems, skipped = pair_paths(opt.ref, opt.dist)
-    if skipped and session.ctx.main:
-        print(f"note: left out {len(skipped)} folder entr{'y' if len(skipped) == 1 else 'ies'} that are no images "
-              f"this reads: {'; '.join(skipped[:5])}{'; ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    found, problems = pair_paths(opt.ref, opt.dist)
     pairs = session.screen([Pair(d, r) for d, r in found], problems, check_hint=False)
     names = result_names(pairs)
     session.guard(pairs, names)

@@ -22,7 +22,7 @@ from data.records import Pair, result_names
 from data.sampling import ScoreNorm
 from data.screening import describe
 from data.splits import prepare_splits, run_data_check
-from engine.baselines import check_baselines, compare_with_baselines, parse_baselines
+from engine.baselines import check_baselines, compare_with_baselines, comparison_files, parse_baselines
 from engine.session import ScoringSession
 from models.checkpoint import CheckpointRecord
 from options.test_options import TestOptions
@@ -115,9 +115,12 @@ def main(argv=None) -> dict | None:
     if bad is not None:
         raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
                         "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
-    details = Path(cfg.output).with_name(f"{Path(cfg.output).stem}_labels.csv") if labelled else None
+    prefix = Path(cfg.output).with_name(Path(cfg.output).stem)
+    details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled else None
     labels = [opt.labels] if opt.labels else [] if opt.ref_dir else label_files(data_config(opt))
-    session.guard(pairs, names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details}, labels)
+    extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if opt.baselines else {}
+    session.guard(pairs, names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details, **extra},
+                  labels)
     if opt.plot and not labelled or opt.baselines is not None and not labelled:
         raise UserError(f"{'--plot' if opt.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
     baselines = parse_baselines(opt.baselines) if opt.baselines is not None else None
@@ -151,7 +154,7 @@ def main(argv=None) -> dict | None:
               [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
     print(f"test: {format_metrics(metrics)}")
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
-        print(compare_with_baselines(pairs, scores, baselines, Path(cfg.output).with_name(Path(cfg.output).stem),
+        print(compare_with_baselines(pairs, scores, baselines, prefix,
                                      None if opt.ref_dir else opt.dataset, session.ctx.device))
     if opt.plot:
         from utils.visual import save_scatter

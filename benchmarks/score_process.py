@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         if not args.ref:
             args.ref = args.dist = str(one_reference_set(tmp, args.distorted))
-        pairs, problems, _ = pair_paths(args.ref, args.dist)
+        pairs, problems = pair_paths(args.ref, args.dist)
         if problems or not pairs:
             sys.exit(f"no usable pairs in {args.ref} / {args.dist}: {problems[:3]}")
         torch.manual_seed(0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,24 +154,33 @@ def reference_stem(name: str) -> str:
     return reference_name(name).lower()
 
 
-def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str], list[str]]:
-    """Pair distorted images with references: ``(pairs, problems, skipped)``, pairs as ``(dist, ref)`` sorted.
+def note_skipped(folder: Path, skipped: list[str]) -> None:
+    """One line on stderr for the entries a folder scan left out (:func:`list_images`), the first five named."""
+    if skipped:
+        print(f"note: left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of {folder}: "
+              f"{'; '.join(skipped[:5])}{'; ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+
+
+def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair distorted images with references: ``(pairs, problems)``, pairs as ``(dist, ref)`` sorted.
 
     ``ref`` and ``dist`` are files or folders. Folders pair by identical file name, else by
     :func:`reference_stem` matched case-insensitively. A distorted file that pairs with nothing is a problem;
-    ``skipped`` lists the folder entries that are no images we read (:func:`list_images`).
+    folder entries that are no images we read are named in one note (:func:`note_skipped`).
     """
     ref, dist = Path(ref), Path(dist)
     for path, name in ((ref, "ref"), (dist, "dist")):
         if not path.exists():
             raise UserError(f"{arg(name)}{path}: no such file or folder")
     dist_files, skipped = list_images(dist) if dist.is_dir() else ([dist], [])
+    note_skipped(dist, skipped)
     if dist.is_dir() and not dist_files:
         raise UserError(f"{arg('dist')}{dist}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if ref.is_file():  # a reference inside the distorted folder is not its own pair; a file named twice is
-        return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), [], skipped
+        return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), []
     refs, ref_skipped = list_images(ref)
-    skipped += [] if ref.resolve() == dist.resolve() else [f"{ref.name}/{s}" for s in ref_skipped]
+    if ref.resolve() != dist.resolve():
+        note_skipped(ref, ref_skipped)
     by_name = {p.name: p for p in refs}
     by_stem: dict[str, Path] = {}
     for p in refs:
@@ -184,4 +194,4 @@ def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tu
                             f"name it like its reference or give {arg('ref')}FILE")
         elif match.resolve() != d.resolve():
             pairs.append((d, match))
-    return sorted(pairs), problems, skipped
+    return sorted(pairs), problems

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.images import reference_name, reference_stem
+from data.images import list_images, note_skipped, reference_name, reference_stem
 from data.records import Pair
 from data.labels import check_new, images_by_lower_name, label_lines, parse_number
 from utils.errors import UserError, arg
@@ -95,11 +95,13 @@ def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None)
     for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
         if not folder.is_dir():
             raise UserError(f"{folder}: {flag} folder not found")
-    dists = images_by_lower_name(dist_dir)
+    images, skipped = list_images(dist_dir)
+    dists = {p.name.lower(): p for p in images}
     if labels is not None:
-        rows = read_label_list(Path(labels))
-    else:
-        rows = [(p.name, None, str(p)) for p in dists.values() if "_" in p.stem]
-        if not rows:
-            raise UserError(f"{dist_dir}: no distorted images named like A0000_10_00.bmp")
+        return _pairs(read_label_list(Path(labels)), dists, [dist_dir], ref_dir)
+    rows = [(p.name, None, str(p)) for p in images if "_" in p.stem]
+    skipped += [f"{p.name} (not named like a distorted image, A0000_10_00.bmp)" for p in images if "_" not in p.stem]
+    if not rows:
+        raise UserError(f"{dist_dir}: no distorted images named like A0000_10_00.bmp")
+    note_skipped(dist_dir, skipped)
     return _pairs(rows, dists, [dist_dir], ref_dir)

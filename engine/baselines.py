@@ -142,6 +142,13 @@ def baseline_scores(names: Sequence[str], pairs: Sequence[Pair], device: torch.d
     return {BASELINES[n].title: v for n, v in out.items()}
 
 
+def comparison_files(prefix: str | os.PathLike) -> list[Path]:
+    """The files :func:`compare_with_baselines` writes for ``prefix`` (outputs to guard before any work)."""
+    prefix = Path(prefix)
+    return [prefix.with_name(prefix.name + s) for s in ("_baselines.csv", "_comparison.md", "_comparison.csv",
+                                                        "_types.csv", "_scatter.png", "_types.png")]
+
+
 def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], prefix: str | os.PathLike,
                            dataset: str | None = None, device: torch.device | str = "cpu", title: str = "") -> str:
     """Score ``pairs`` with each baseline beside AHIQ's predictions ``ahiq`` (higher = better), write

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -157,6 +159,16 @@ def setup_run(device: str) -> RunContext:
                                timeout=datetime.timedelta(seconds=60), wait_for_workers=False)
         store = dist.PrefixStore(f"ahiq/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/", client)
     return RunContext(rank, world, local, where, store)
+
+
+@functools.cache
+def usable_workers(asked: int) -> int:
+    """``asked`` DataLoader workers, at most one per CPU this process may use (more only compete for the cores;
+    PyTorch would warn about each loader); one note says so."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if asked > cores:
+        print(f"note: --num_workers {asked} > the {cores} CPU cores here; using {cores}", file=sys.stderr)
+    return min(asked, cores)
 
 
 def seed_everything(seed: int) -> None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data.crops import crop_windows, parse_crops
 from data.images import common_depth, read_image
-from engine.device import precision_context
+from engine.device import precision_context, usable_workers
 from models.ahiq import AHIQ
 from models.reference import ReferenceSide
 from utils.errors import UserError, arg
@@ -90,7 +90,7 @@ def _to_chw(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _quiet_worker(_: int) -> None:
+def quiet_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: no worker tracebacks
 
 
@@ -186,8 +186,9 @@ def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "
     order = [i for part in parts for i in part]
     ends = {part[-1] for part in parts if part}
     device = next(model.parameters()).device
+    num_workers = usable_workers(num_workers)
     loader = DataLoader(_Images(pairs, order, read), batch_size=None, num_workers=num_workers,
-                        worker_init_fn=_quiet_worker if num_workers else None, pin_memory=device.type == "cuda")
+                        worker_init_fn=quiet_worker if num_workers else None, pin_memory=device.type == "cuda")
     sides: dict[str, tuple[list, torch.Size, ReferenceSide | torch.Tensor]] = {}  # reference -> windows, shape, side
     queue: list[tuple[_Pair, int, torch.Tensor, str]] = []  # (pair, window, crop, reference) not yet scored
     fresh: list[tuple[str, torch.Tensor]] = []  # references this batch starts: (key, crops), not yet encoded

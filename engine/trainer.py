@@ -25,8 +25,9 @@ from data.records import Pair
 from data.sampling import CropPairs, EpochSampler, ScoreNorm
 from data.screening import describe, screen_pairs
 from data.splits import prepare_splits
-from engine.device import RunConfig, RunContext, describe_precision, seed_everything
+from engine.device import RunConfig, RunContext, describe_precision, seed_everything, usable_workers
 from engine.run_folder import RunFolder, best_text, rng_state, set_rng_state
+from engine.scoring import quiet_worker
 from engine.session import predict
 from engine.training import build_optimizer, build_scheduler, step_loss
 from models.ahiq import build_ahiq
@@ -194,10 +195,11 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.train_set = CropPairs(self.parts["train"], self.norm([p.score for p in self.parts["train"]]),
                                    cfg.crop_size, cfg.flip, cfg.run.seed, cfg.train_crop_rule)
-        workers = cfg.run.num_workers
+        workers = usable_workers(cfg.run.num_workers)
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
                                  collate_fn=CropPairs.collate, pin_memory=ctx.device.type == "cuda",
-                                 persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+                                 persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                 worker_init_fn=quiet_worker if workers else None)
         folder.start_tensorboard()
         folder.save_options(cfg.to_dict())  # a valid --config file
 

@@ -25,21 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data.crops import parse_crops  # noqa: E402
 from data.images import as_unit_float, read_image  # noqa: E402
 from engine.loss import AHIQLoss  # noqa: E402
-from options.base_options import str2bool  # noqa: E402
+from options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_bool, check_range  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import atomic_write  # noqa: E402
+from utils.io import atomic_write, check_outputs, check_writable  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineErrors(description=__doc__.split("\n\n")[0], formatter_class=OneDefaultHelpFormatter, allow_abbrev=False)
     p.add_argument("--ref", required=True, help="reference image file")
     p.add_argument("--dist", help="start image (same size as --ref); default: the reference degraded by --blur/--noise")
     p.add_argument("--blur", type=float, default=2.0, help="Gaussian blur sigma in pixels for the start image")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (0..1 scale) for the start image")
-    p.add_argument("--checkpoint", help="AHIQ checkpoint (default: none, random heads, announced)")
+    p.add_argument("--checkpoint", help="AHIQ checkpoint; default: the released one once `sh download.sh` has fetched "
+                   "it; none: random heads (announced)")
     p.add_argument("--vit_weights", help="local ViT weight file")
     p.add_argument("--cnn_weights", help="local ResNet weight file")
-    p.add_argument("--pretrained_backbones", type=str2bool, default=True, help="true: pretrained backbones; false: random")
+    add_bool(p, "--pretrained_backbones", None, "true: pretrained backbones; false: random (default: the backbones the "
+             "checkpoint records, else true)")
     p.add_argument("--crops", default="center", help="center, five, nine or grid:N (fixed windows, so scores compare)")
     p.add_argument("--crop_size", type=int, default=224, help="crop size (a multiple of 32)")
     p.add_argument("--steps", type=int, default=15, help="Adam steps")
@@ -50,8 +52,12 @@ def parse(argv=None) -> argparse.Namespace:
     opt = p.parse_args(argv)
     if parse_crops(opt.crops)[0] == "random":
         raise UserError(f"--crops {opt.crops}: use fixed windows (center, five, nine, grid:N) so steps compare")
-    if opt.steps < 1 or opt.lr <= 0 or opt.blur < 0 or opt.noise < 0:
-        raise UserError("--steps must be >= 1, --lr > 0, --blur and --noise >= 0")
+    if not (1 <= opt.steps <= 10**6 and 0 < opt.lr < 1e3 and 0 <= opt.blur < 1e3 and 0 <= opt.noise < 1e3):
+        raise UserError("--steps must be 1..10^6, --lr > 0, --blur and --noise >= 0 (all finite)")
+    check_range("seed", opt.seed)
+    check_range("crop_size", opt.crop_size)
+    check_writable(opt.output, "--output ")
+    check_outputs({"--output ": opt.output}, [p for p in (opt.ref, opt.dist, opt.checkpoint) if p])
     return opt
 
 

@@ -17,7 +17,7 @@ def several_references(tmp_path_factory):
     random_pair_images(folder, [(f"A0001_0{k}_00.bmp", "A0001.bmp") for k in range(4)], 64, 96, seed=1)
     random_pair_images(folder, [("A0002_00_00.bmp", "A0002.bmp")], 64, 96, seed=2)
     random_pair_images(folder, [(f"A0003_0{k}_00.bmp", "A0003.bmp") for k in range(3)], 96, 64, seed=3)
-    pairs, problems, _ = pair_paths(folder / "ref", folder / "dist")
+    pairs, problems = pair_paths(folder / "ref", folder / "dist")
     assert not problems and len(pairs) == 8
     return [pairs[i] for i in (0, 4, 5, 1, 2, 6, 3, 7)]  # A1 A2 A3 A1 A1 A3 A1 A3
 

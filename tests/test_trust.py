@@ -255,8 +255,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(data_root, tmp_p
     a resume after each; the end equals an uninterrupted run bit for bit and no temporary file remains."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     argv = [sys.executable, "train.py", *TRAIN, "--data_root", data_root, "--checkpoints_dir", str(tmp_path),
-            "--n_epoch", "6", "--max_steps", "2"]
-    _train(data_root, tmp_path, "whole", "--n_epoch", "6", "--max_steps", "2")  # in this process: one start less
+            "--n_epoch", "10", "--max_steps", "2"]
+    _train(data_root, tmp_path, "whole", "--n_epoch", "10", "--max_steps", "2")  # in this process: one start less
     run = tmp_path / "killed"
     rng = random.Random(11)
     kills = 0
