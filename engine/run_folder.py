@@ -94,17 +94,19 @@ class RunFolder:
         width = max(len(k) for k, _ in rows)
         atomic_write_text(self.path / "opt.txt", "".join(f"{k:<{width}} : {v}\n" for k, v in rows))
 
-    def save(self, filename: str, model: AHIQ, meta: dict, **state) -> None:
-        """Write a checkpoint atomically; weights that are not finite are never written (the run diverged)."""
-        if not self.main:
-            return
-        bad = next((n for n, p in (*model.deform_net.named_parameters(), *model.regressor.named_parameters())
-                    if not torch.isfinite(p).all()), None)
+    def check_finite(self, model: AHIQ, epoch: int) -> None:
+        """Stop as diverged when a trained weight is NaN or Inf: such weights are never written or validated."""
+        bad = next((f"{part}.{n}" for part in ("deform_net", "regressor")
+                    for n, p in getattr(model, part).named_parameters() if not torch.isfinite(p).all()), None)
         if bad is not None:
-            raise UserError(f"training diverged: {bad} holds NaN or Inf at epoch {meta.get('epoch', 0) + 1}; nothing "
-                            f"saved ({self.path} keeps the last good checkpoints); lower --learning_rate or set "
-                            "--grad_clip")
-        save_checkpoint(self.path / filename, model, meta, **state)
+            raise UserError(f"training diverged: {bad} holds NaN or Inf after epoch {epoch + 1}; nothing saved "
+                            f"({self.path} keeps the last good checkpoints); lower --learning_rate or set --grad_clip")
+
+    def save(self, filename: str, model: AHIQ, meta: dict, **state) -> None:
+        """Write a checkpoint atomically (never with weights that are not finite)."""
+        self.check_finite(model, meta.get("epoch", 0))
+        if self.main:
+            save_checkpoint(self.path / filename, model, meta, **state)
 
     def read_last(self) -> tuple[Path, dict] | None:
         """``(path, contents)`` of ``last.pth`` for ``--resume``; None when there is none yet."""

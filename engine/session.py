@@ -95,7 +95,7 @@ class ScoringSession:
             if too_long is not None:
                 raise UserError(f"{arg('save_maps')}{cfg.save_maps}: the map name {too_long.name} is too long for "
                                 "the file system; shorten the image names")
-            outputs.update({f"{arg('save_maps')}{cfg.save_maps}: map": f for f in self.map_files})
+            outputs.update({f"{arg('save_maps')}{cfg.save_maps}: its map ": f for f in self.map_files})
         check_outputs(outputs, inputs)
 
     @property

@@ -337,6 +337,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.n_epoch):
             start = time.perf_counter()
             loss = self.train_epoch(epoch)
+            self.folder.check_finite(self.model, epoch)
             if self.position is not None:  # --time_limit ran out inside the epoch: keep the exact position
                 self.save("last.pth", epoch - 1, loss, None)
                 self.log.info(f"time limit of {cfg.time_limit:.0f}s reached inside epoch {epoch + 1}, after step "

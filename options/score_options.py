@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.crops import PROTOCOLS, REUSE_NOTE
+from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
 from engine.session import ScoreConfig
 from options.base_options import BaseOptions, build, scoring_defaults
 
@@ -21,6 +21,11 @@ def add_scoring_options(p: argparse.ArgumentParser, crops: str, crops_help: str)
                    help="crops per forward pass (memory grows with it, not with the number of pairs)")
     g.add_argument("--save_maps", type=str, default=None,
                    help="folder for one PNG per pair: the image beside its score and weight maps")
+
+
+def check_scoring(opt: argparse.Namespace) -> None:
+    """The scoring options of score.py and test.py, when they are read."""
+    parse_crops(opt.crops)
 
 
 def score_config(options: BaseOptions, opt: argparse.Namespace, **values) -> ScoreConfig:
@@ -43,6 +48,10 @@ class ScoreOptions(BaseOptions):
                             "continues from its journal (<output>.journal) when run again with the same settings")
         g.add_argument("--skip_bad", action="store_true", help="score the good pairs and list the bad ones")
         g.add_argument("--quiet", action="store_true", help="no table and no progress bar (the CSV is still written)")
+
+    def check(self, opt: argparse.Namespace) -> None:
+        super().check(opt)
+        check_scoring(opt)
 
     def config(self, opt: argparse.Namespace) -> ScoreConfig:
         return score_config(self, opt, progress=not opt.quiet)

@@ -7,7 +7,7 @@ from pathlib import Path
 from engine.baselines import BASELINES, parse_baselines
 from engine.session import ScoreConfig
 from options.base_options import BaseOptions, add_bool, add_run_folder_options, str2bool
-from options.score_options import add_scoring_options, score_config
+from options.score_options import add_scoring_options, check_scoring, score_config
 from options.train_options import add_data_options, data_config
 from utils.errors import UserError
 
@@ -54,6 +54,7 @@ class TestOptions(BaseOptions):
 
     def check(self, opt: argparse.Namespace) -> None:
         super().check(opt)
+        check_scoring(opt)
         if bool(opt.ref_dir) != bool(opt.dist_dir):
             raise UserError("--ref_dir and --dist_dir go together")
         if opt.ref_dir and (opt.split or opt.check_data):

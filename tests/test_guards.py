@@ -1,0 +1,261 @@
+"""Nothing a user owns is overwritten and nothing wrong passes silently: outputs never land on inputs or climb
+out of their folder, special files are written through, one writer per run folder, tables round-trip through the
+csv module, non-finite weights and scores stop, references are files, every option is checked when read, folder
+scans say what they leave out. Each refused run leaves the inputs byte for byte as they were."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import score
+import test as test_script
+import train
+from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main, tiny_model
+from utils.tables import read_csv
+
+TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
+NO_HEADS = ["--checkpoint", "none"]
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (links by target) with the SHA-256 of its bytes: what no refused run may change."""
+    return {str(p.relative_to(folder)): ("link:" + os.readlink(p)) if p.is_symlink() else
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
+
+
+def refused(capsys, main, argv, *expected) -> str:
+    proc = run_main(main, argv, capsys)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) >= 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = err[-1]
+    assert line.startswith("error: ") and all(e in line for e in expected), line
+    return line
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    """PNG pairs (so that maps could land on them) and a labels.csv over them, in ``tmp_path / data``."""
+    names = [("A0001_00_00.png", "A0001.png"), ("A0001_01_00.png", "A0001.png"), ("A0002_00_00.png", "A0002.png")]
+    root = tmp_path / "data"
+    random_pair_images(root, names, 32, 32)
+    rows = [f"dist/{d},ref/{r},{3.0 + k}" for k, (d, r) in enumerate(names)]
+    (root / "labels.csv").write_text("dist,ref,score\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_outputs_never_land_on_inputs(pairs, tmp_path, capsys):
+    before = fingerprint(pairs)
+    ref, dist = pairs / "ref", pairs / "dist"
+    common = ["--ref", ref, "--dist", dist, *TINY, *NO_HEADS]
+    refused(capsys, score.main, [*common, "--output", dist / "A0001_00_00.png"], "is the input", "A0001_00_00.png")
+    refused(capsys, score.main, [*common, "--save_maps", dist], "--save_maps", "its map", "is the input")
+    refused(capsys, score.main, [*common, "--output", ref / "x" / ".." / "A0001.png"], "is the input")
+    data = ["--dataset", "csv", "--data_root", pairs, "--split", "all", *TINY, *NO_HEADS]
+    refused(capsys, test_script.main, [*data, "--output", pairs / "labels.csv"], "labels.csv", "is the input")
+    refused(capsys, test_script.main, [*data, "--output", pairs / "r.txt", "--plot", pairs / "r.txt"], "is --output")
+    assert fingerprint(pairs) == before  # not a byte changed by any refused run
+
+
+def test_map_names_stay_inside_the_maps_folder(pairs, tmp_path, capsys):
+    """labels.csv naming images by absolute path and with .. : every map lands inside --save_maps."""
+    outside = tmp_path / "outside"  # beside the data folder
+    random_pair_images(outside, [("B0001_00_00.png", "B0001.png")], 32, 32)
+    (pairs / "labels.csv").write_text(
+        "dist,ref,score\n"
+        f"{pairs / 'dist' / 'A0001_00_00.png'},ref/A0001.png,3\n"  # absolute
+        f"../{outside.name}/dist/B0001_00_00.png,../{outside.name}/ref/B0001.png,2\n"  # climbs out of DIR
+        "dist/A0002_00_00.png,ref/A0002.png,4\n")
+    before = fingerprint(pairs), fingerprint(outside)
+    maps = tmp_path / "maps"
+    proc = run_main(test_script.main, ["--dataset", "csv", "--data_root", pairs, "--split", "all", "--crops", "center",
+                                       "--output", tmp_path / "r.txt", "--save_maps", maps, *TINY, *NO_HEADS], capsys)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(str(p.relative_to(maps)) for p in maps.rglob("*.png"))
+    assert len(written) == 3 and all(not w.startswith("..") for w in written)
+    assert any(w.startswith("__/") for w in written)  # the climbing name, kept inside
+    assert (fingerprint(pairs), fingerprint(outside)) == before
+
+
+def test_special_files_are_written_through_never_replaced(pairs, tmp_path, capsys):
+    argv = ["--ref", pairs / "ref" / "A0001.png", "--dist", pairs / "dist" / "A0001_00_00.png", *TINY, *NO_HEADS,
+            "--quiet"]
+    target = tmp_path / "real.csv"
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert run_main(score.main, [*argv, "--output", link], capsys).returncode == 0
+    assert link.is_symlink() and read_csv(target)[0] == ["dist", "ref", "score"]  # the link stays, its target written
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    assert run_main(score.main, [*argv, "--output", fifo], capsys).returncode == 0
+    assert reader.communicate(timeout=60)[0].startswith("dist,ref,score\n") and fifo.exists() and not fifo.is_file()
+    proc = subprocess.run([sys.executable, "score.py", *map(str, argv), "--output", "-"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.startswith("dist,ref,score\n") and len(proc.stdout.splitlines()) == 2
+
+
+def test_tables_round_trip_names_with_commas_quotes_and_line_breaks(tmp_path, capsys):
+    names = ["a,b.png", 'q"uote.png', "cr\rx.png", "lf\ny.png", "ümlaut é.png"]
+    random_pair_images(tmp_path, [(n, "ref.png") for n in names], 32, 32)
+    rows = [["dist", "ref", "score"], *([f"dist/{n}", "ref/ref.png", str(k)] for k, n in enumerate(names))]
+    import csv
+
+    with open(tmp_path / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    proc = run_main(test_script.main, ["--dataset", "csv", "--data_root", tmp_path, "--split", "all", "--crops",
+                                       "center", "--output", tmp_path / "r.txt", *TINY, *NO_HEADS], capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert [r[0] for r in read_csv(tmp_path / "r.txt")] == [f"dist/{n}" for n in names]
+    assert [r[0] for r in read_csv(tmp_path / "r_labels.csv")[1:]] == [f"dist/{n}" for n in names]
+    scored = run_main(score.main, ["--ref", tmp_path / "ref" / "ref.png", "--dist", tmp_path / "dist", "--output",
+                                   tmp_path / "s.csv", "--quiet", *TINY, *NO_HEADS], capsys)
+    assert scored.returncode == 0, scored.stderr
+    assert sorted(Path(r[0]).name for r in read_csv(tmp_path / "s.csv")[1:]) == sorted(names)
+    refused(capsys, test_script.main, ["--dataset", "csv", "--data_root", tmp_path, "--split", "all", "--output",
+                                       tmp_path / "n.txt", "--ntire_zip", tmp_path / "n.zip", *TINY, *NO_HEADS],
+            "--ntire_zip", "comma, quote or line break")
+
+
+def test_non_finite_weights_and_options_stop(pairs, tmp_path, capsys):
+    from models.checkpoint import save_checkpoint
+
+    model = tiny_model(2)
+    with torch.no_grad():
+        model.regressor.conv[0].weight[0, 0] = math.nan
+    save_checkpoint(tmp_path / "nan.pth", model)
+    refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--checkpoint", tmp_path / "nan.pth",
+                                 *TINY], "regressor.conv.0.weight holds NaN or Inf")
+    for option, value in (("--eta_min", "nan"), ("--grad_clip", "-1"), ("--time_limit", "inf"), ("--max_steps", "-3"),
+                          ("--weight_decay", "-1"), ("--seed", "-1"), ("--seed", str(2**32)), ("--batch_size", "10**9")):
+        refused(capsys, train.main, [option, value], option)
+
+
+def test_weights_that_turn_non_finite_are_never_saved(tmp_path, capsys, monkeypatch):
+    from engine import trainer
+
+    real = trainer.step_loss
+
+    def poisoned(model, *args, **kwargs):
+        loss = real(model, *args, **kwargs)
+        with torch.no_grad():
+            model.regressor.conv[0].bias.fill_(math.inf)
+        return loss.new_zeros(())  # a finite loss: only the weights tell
+
+    monkeypatch.setattr(trainer, "step_loss", poisoned)
+    argv = ["--dataset", "synthetic", "--data_root", tmp_path / "data", "--synthetic_refs", "4", "--synthetic_size",
+            "32", "--batch_size", "4", "--n_epoch", "1", "--max_steps", "1", "--val_crops", "center", "--progress",
+            "false", "--checkpoints_dir", tmp_path, "--name", "diverged", *TINY]
+    refused(capsys, train.main, argv, "training diverged", "regressor.conv.0.bias holds NaN or Inf", "nothing saved")
+    assert not list((tmp_path / "diverged").glob("*.pth"))
+
+
+def test_a_reference_named_three_ways_is_one_reference(tmp_path):
+    from data.datasets import DataConfig
+    from data.splits import prepare_splits
+
+    names = [(f"A000{r}_0{k}_00.png", f"A000{r}.png") for r in range(1, 7) for k in range(2)]
+    random_pair_images(tmp_path, names, 32, 32)
+    spell = [lambda r: f"ref/{r}", lambda r: f"ref/../ref/{r}", lambda r: str(tmp_path / "ref" / r)]
+    lines = [f"dist/{d},{spell[k % 3](r)},{k}" for k, (d, r) in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("dist,ref,score\n" + "\n".join(lines) + "\n")
+    parts, _ = prepare_splits(DataConfig("csv", str(tmp_path), split_ratio="4:1:1"), None)
+    refs = {part: {p.ref_id for p in pairs} for part, pairs in parts.items()}
+    assert sum(map(len, refs.values())) == 6 and all(r.startswith("ref/A000") for v in refs.values() for r in v)
+    assert not (refs["train"] & refs["val"]) and not (refs["train"] & refs["test"])
+    (tmp_path / "labels.csv").write_text("dist,ref,score\ndist/A0001_00_00.png,ref/A0001.png,1\n"
+                                         "dist/../dist/A0001_00_00.png,ref/A0001.png,2\n")
+    from data.csv_labels import load_csv_dataset
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"labels.csv:3: dist/../dist/A0001_00_00.png is listed again"):
+        load_csv_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({"n_epoch": None}, "n_epoch null"), ({"batch_size": None}, "batch_size null"), ({"name": None}, "name null"),
+    ({"learning_rate": None}, "learning_rate null"), ({"seed": None}, "seed null"), ({"crop_size": 100}, "multiple of 32"),
+    ({"vit_kwargs": {"depth": "deep"}}, "timm cannot build it"), ({"seed": 2**40}, "--seed"),
+    ({"eta_min": "nan"}, "--eta_min"), ({"max_steps": -3}, "--max_steps"),
+])
+def test_option_files_are_checked_like_flags(tmp_path, capsys, content, needle):
+    (tmp_path / "c.json").write_text(json.dumps(content))
+    refused(capsys, train.main, ["--config", tmp_path / "c.json"], needle)
+
+
+@pytest.mark.parametrize("crops", ["random:²", "random:3000000000", "grid:1000003", "grid:0", "five:2"])
+def test_crop_protocols_are_checked_when_read(crops, capsys):
+    refused(capsys, score.main, ["--ref", "r.png", "--dist", "d.png", "--crops", crops], "--crops")
+
+
+def test_abbreviations_are_refused_not_half_applied(capsys):
+    refused(capsys, score.main, ["--ref", "r.png", "--dist", "d.png", "--crop_s", "32"], "unrecognized", "--crop_s")
+
+
+def test_file_names_too_long_for_the_temporary_name_fail_before_work(pairs, tmp_path, capsys):
+    argv = ["--ref", pairs / "ref", "--dist", pairs / "dist", *TINY, *NO_HEADS]
+    line = refused(capsys, score.main, [*argv, "--output", tmp_path / ("x" * 245 + ".csv")], "longer than")
+    assert "RANDOM" not in line and not list(tmp_path.glob("x*"))
+
+
+def test_folder_scans_name_what_they_leave_out(pairs, tmp_path, capsys):
+    dist = pairs / "dist"
+    (dist / "broken.png").symlink_to(dist / "nowhere.png")
+    (dist / "loop.png").symlink_to(dist / "loop.png")
+    (dist / "anim.gif").write_bytes(b"GIF89a")
+    proc = run_main(score.main, ["--ref", pairs / "ref", "--dist", dist, "--quiet", *TINY, *NO_HEADS], capsys)
+    assert proc.returncode == 0, proc.stderr
+    note = next(line for line in proc.stderr.splitlines() if line.startswith("note: left out 3 entries"))
+    assert "broken.png (broken or looping link)" in note and "loop.png" in note and "anim.gif (not an image" in note
+
+
+def test_label_lines_split_at_cr_and_lf_only(tmp_path):
+    from data.labels import label_lines
+
+    (tmp_path / "l.txt").write_text("a\u2028b.bmp,1\r\nc.bmp,2\rd.bmp,3\n", newline="")
+    assert label_lines(tmp_path / "l.txt") == ["a\u2028b.bmp,1", "c.bmp,2", "d.bmp,3"]
+
+
+def test_two_runs_of_one_folder_the_second_stops_at_once(tmp_path):
+    from utils.errors import UserError
+    from utils.io import lock_folder
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nsys.path.insert(0, sys.argv[1])\n"
+                               "from utils.io import lock_folder\nh = lock_folder(sys.argv[2])\nprint('held', flush=True)\n"
+                               "time.sleep(60)", str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    start = time.monotonic()
+    with pytest.raises(UserError, match=rf"{tmp_path}: another run is writing there \(process {holder.pid}\)"):
+        lock_folder(tmp_path)
+    assert time.monotonic() - start < 5
+    holder.kill()  # SIGKILL: the lock dies with the process
+    holder.wait()
+    lock_folder(tmp_path).close()
+
+
+def test_ctrl_c_while_workers_decode_is_one_line(tmp_path):
+    many = tmp_path / "many"
+    random_pair_images(many, [(f"A0001_{k:02d}_00.png", "A0001.png") for k in range(60)], 96, 96)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "score.py", "--ref", str(many / "ref"), "--dist", str(many / "dist"),
+                                 "--num_workers", "2", "--crops", "random:30", "--batch_size", "1", *map(str, TINY),
+                                 *NO_HEADS], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and "model:" not in log.read_text():
+        time.sleep(0.1)
+    time.sleep(2)  # scoring, the workers decoding
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    text = log.read_text()
+    assert proc.returncode == 130 and text.strip().endswith("interrupted") and "Traceback" not in text, text[-2000:]
