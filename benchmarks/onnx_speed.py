@@ -27,9 +27,10 @@ from data.images import as_unit_float, read_image  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
 from models.export import export_onnx  # noqa: E402
+from utils.io import shared_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-KADID = Path(os.environ.get("AHIQ_SHARED") or ROOT.parent / "shared") / "data" / "mini" / "KADID-10k-mini" / "images"
+KADID = shared_folder() / "data" / "mini" / "KADID-10k-mini" / "images"
 
 
 def cpu_line() -> str:

@@ -36,11 +36,12 @@ from data.crops import crop_positions  # noqa: E402
 from data.images import pair_paths, read_image  # noqa: E402
 from engine.device import describe_precision  # noqa: E402
 from models.ahiq import build_ahiq  # noqa: E402
+from utils.io import shared_folder  # noqa: E402
 
 
 def one_reference_set(folder: Path, distorted: int) -> Path:
     """``folder/images``: reference I01.png and ``distorted`` versions (the real KADID-10k ones first)."""
-    mini = ROOT.parent / "shared" / "data" / "mini" / "KADID-10k-mini" / "images"
+    mini = shared_folder() / "data" / "mini" / "KADID-10k-mini" / "images"
     out = folder / "images"
     out.mkdir()
     if (mini / "I01.png").is_file():

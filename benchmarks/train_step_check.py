@@ -31,8 +31,9 @@ from benchmarks.authors_pattern import (  # noqa: E402
 )
 from engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
 from models.ahiq import AHIQ  # noqa: E402
+from utils.io import shared_folder  # noqa: E402
 
-MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini" / "KADID-10k-mini"
+MINI = shared_folder() / "data" / "mini" / "KADID-10k-mini"
 
 # Tolerances of the equivalence (issue 15, item 3).
 LOSS_RTOL = 1e-5

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,8 @@ def read_header(path: str | os.PathLike, decode: bool = False) -> ImageHeader:
                 img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
             elif decode and img.format == "PNG":
                 img.verify()  # chunk CRCs and the end of the stream, without decoding the pixels
-    except Exception:  # PIL raises several unrelated types for bad or truncated files
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error,
+            Image.DecompressionBombError):  # what PIL raises for bad, truncated or huge files
         raise _open_error(path) from None
     orientation = orientation if orientation in _ORIENT else 1
     if orientation >= 5:

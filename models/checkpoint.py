@@ -30,7 +30,7 @@ from utils.io import atomic_torch_save, load_torch_file
 DEFORM_KEY = "deform_net_model_state_dict"
 REGRESSOR_KEY = "regressor_model_state_dict"
 META_KEY = "ahiq"
-FORMAT_VERSION = 2  # 2: the training config under "train" (1: the argparse options under "options")
+FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat, under "options")
 
 
 def resolve_checkpoint(checkpoint: str | Path | None) -> str | None:
@@ -68,7 +68,7 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
         return UserError(f"{where}: its metadata records {what} {value!r}, which this code cannot use; re-save the "
                          "checkpoint with this project or give another")
 
-    run = meta.get("train") or meta.get("options") or {}  # format 2, or 1 (the argparse options)
+    run = meta.get("train") or meta.get("options") or {}  # format 2, or 1 (the options, flat)
     if not isinstance(run, dict):
         raise bad("a training config", run)
     config = None

@@ -18,10 +18,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# The team's shared folder (spec, real label files, mini datasets): $AHIQ_SHARED, else ../shared.
-SHARED = Path(os.environ.get("AHIQ_SHARED") or ROOT.parent / "shared")
-SHARED_HINT = "set AHIQ_SHARED to the shared folder (default: ../shared beside the project)"
 sys.path.insert(0, str(ROOT))
+from utils.io import shared_folder  # noqa: E402
+
+# The team's shared folder (spec, real label files, mini datasets): $AHIQ_SHARED, else ../shared.
+SHARED = shared_folder()
+SHARED_HINT = "set AHIQ_SHARED to the shared folder (default: ../shared beside the project)"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download; hub look-ups fail fast
 # Tiny models: one thread is as fast as two here and does not slow down on a shared, busy machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the scripts tests start as processes, too

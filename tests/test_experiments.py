@@ -83,3 +83,35 @@ def test_demo_prints_the_same_line_on_every_run(tmp_path, capsys):
     assert scored[0] == "dist,ref,score" and len(scored) == 7  # six distortion types of one held-out reference
     again = (tmp_path / "run1" / "pairs_scores.csv").read_text().splitlines()
     assert [row.rsplit(",", 1)[1] for row in scored] == [row.rsplit(",", 1)[1] for row in again]
+
+
+def test_an_option_added_to_the_configs_reaches_the_test_run(tmp_path, monkeypatch):
+    """Experiments derive each test run from the training run's configs: a new option (a parser flag and a field of
+    RunConfig, made here) reaches test.py through opt.json, with nothing in experiments/ listing it."""
+    import dataclasses
+
+    from engine import device, session, trainer
+    from options.base_options import BaseOptions
+
+    probed = dataclasses.make_dataclass("RunConfig", [("probe", int, dataclasses.field(default=0))],
+                                        bases=(device.RunConfig,), frozen=True)
+    for module in (device, trainer, session):
+        monkeypatch.setattr(module, "RunConfig", probed)
+    initialize = BaseOptions.initialize
+    monkeypatch.setattr(BaseOptions, "initialize",
+                        lambda self, p: (initialize(self, p), p.add_argument("--probe", type=int, default=0)))
+    seen = []
+    start = session.ScoringSession.__init__
+    monkeypatch.setattr(session.ScoringSession, "__init__",
+                        lambda self, cfg, ctx=None: (seen.append(cfg), start(self, cfg, ctx))[1])
+    standard.main(["--dataset", "synthetic", "--seeds", "1", "--split_ratio", "3:1:1", "--test_crops", "center",
+                   "--checkpoints_dir", str(tmp_path), "--data_root", str(tmp_path / "data"), "--synthetic_refs", "5",
+                   "--synthetic_size", "32", "--crop_size", "32", "--batch_size", "4", "--n_epoch", "1",
+                   "--max_steps", "1", "--pretrained_backbones", "false", "--device", "cpu", "--val_crops", "center",
+                   "--progress", "false", "--skip_bad", "--deform_impl", "torchvision", "--probe", "7", *TINY_ARGS])
+    assert [(cfg.run.probe, type(cfg.run).__name__, cfg.skip_bad) for cfg in seen] == [(7, "RunConfig", True)]
+    run = tmp_path / "synthetic_split0"
+    import json
+
+    saved = json.loads((run / "opt.json").read_text())
+    assert saved["run"]["probe"] == 7 and saved["data"]["skip_bad"] and saved["model"]["deform_impl"] == "torchvision"

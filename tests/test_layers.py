@@ -75,3 +75,16 @@ def test_models_speak_python_not_flags():
                 if any(word.startswith("--") and len(word) > 2 for word in node.value.split()):
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_only_options_and_scripts_know_argparse():
+    # Typed configs cross the floors: nothing below options/ imports argparse or reads a Namespace.
+    wrong = []
+    for package in ("utils", "models", "data", "engine"):
+        for path in _python_files(package):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+                module = getattr(node, "module", "") or ""
+                if "argparse" in names or module == "argparse" or (isinstance(node, ast.Name) and node.id == "Namespace"):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not wrong, "\n".join(wrong)

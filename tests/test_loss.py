@@ -8,14 +8,12 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from data.images import read_image
 from engine.loss import AHIQLoss
 from engine.scoring import score_pairs
 from models.ahiq import build_ahiq
 from models.checkpoint import save_checkpoint
-from models.deform import deform_conv3x3
 from tests.conftest import TINY, random_pair_images, randomise_heads, shared_path
 from tests.weight_files import save_state_dict
 from utils.errors import UserError
@@ -161,30 +159,6 @@ def test_finite_difference_of_the_loss_fp64(tiny_files):
     analytic = (grad * direction).sum()
     assert abs(analytic.item()) > 1e-6
     assert abs(numeric.item() - analytic.item()) <= 1e-2 * abs(analytic.item())
-
-
-# Samples exactly on coordinate -1 take torchvision's one-sided derivative towards the image (issue 15's fix,
-# also tested in test_models.py); here with two maps sharing each set of offsets, as in AHIQ.
-@pytest.mark.parametrize("name", ["input", "weight", "bias", "offset"])
-def test_sampled_deform_conv_gradients_equal_torchvision(name):
-    torch.manual_seed(12)
-    b, k, c, h, w = 2, 2, 16, 9, 11
-    x = torch.randn(b * k, c, h, w, requires_grad=True)
-    offset = torch.randn(b, 18, h, w) * 3  # many samples near and outside the border
-    offset[:, :, 0] = -1.0  # taps of the first row land exactly on and past the border
-    offset[:, :, -1, :] = torch.round(offset[:, :, -1, :])  # integer positions (bilinear kinks)
-    offset[:, :, :, 0] = 0.999  # just inside
-    offset[:, :, 4, 4] = 0.0  # zero offsets: the border taps sample exactly at -1 and H or W
-    offset.requires_grad_(True)
-    weight = (torch.randn(12, c, 3, 3) * 0.2).requires_grad_(True)
-    bias = torch.randn(12, requires_grad=True)
-    upstream = torch.randn(b * k, 12, h, w)
-    inputs = {"input": x, "offset": offset, "weight": weight, "bias": bias}
-    got, = torch.autograd.grad((deform_conv3x3(x, offset, weight, bias) * upstream).sum(), inputs[name])
-    tv = torchvision.ops.deform_conv2d(x, offset.repeat_interleave(k, 0), weight, bias, padding=(1, 1))
-    want, = torch.autograd.grad((tv * upstream).sum(), inputs[name])
-    assert want.abs().max() > 0.1
-    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
 def test_real_blurred_image_gets_better_and_the_network_stays(tiny_files, tmp_path):

@@ -149,16 +149,28 @@ def _deform_grads(fn, x, offset, weight, bias, grad):
     return [t.grad for t in leaves]
 
 
-@pytest.mark.parametrize("where", ["inside", "integer", "border", "outside"])
+def _edge_offsets(shape) -> torch.Tensor:
+    """Many samples near and past the border: the first row on -1, integer positions (bilinear kinks) in the last
+    row, just inside in the first column, zero offsets (border taps exactly at -1 and H or W) at one pixel."""
+    offset = torch.randn(shape) * 3
+    offset[:, :, 0] = -1.0
+    offset[:, :, -1, :] = torch.round(offset[:, :, -1, :])
+    offset[:, :, :, 0] = 0.999
+    offset[:, :, 4, 4] = 0.0
+    return offset
+
+
+@pytest.mark.parametrize("where", ["inside", "integer", "border", "outside", "edges"])
 def test_sampled_deform_conv_gradients_equal_torchvision(where):
     # Integer offsets put samples on pixel centres, on the first row/column outside the map (-1, where
-    # torchvision's offset gradient is the next pixel's value) and beyond; "border" adds a hair to them.
+    # torchvision's offset gradient is the next pixel's value) and beyond; "border" adds a hair to them. Two maps
+    # share each set of offsets (k = 2), as AHIQ's distorted and reference features do.
     torch.manual_seed(7)
     x = torch.randn(4, 16, 9, 8)
     shape = (2, 18, 9, 8)
-    offset = {"inside": torch.rand(shape) - 0.5, "integer": torch.randint(-3, 4, shape).float(),
-              "border": torch.randint(-2, 3, shape).float() + torch.randn(shape) * 1e-3,
-              "outside": torch.randn(shape) * 6}[where]
+    offset = {"inside": lambda: torch.rand(shape) - 0.5, "integer": lambda: torch.randint(-3, 4, shape).float(),
+              "border": lambda: torch.randint(-2, 3, shape).float() + torch.randn(shape) * 1e-3,
+              "outside": lambda: torch.randn(shape) * 6, "edges": lambda: _edge_offsets(shape)}[where]()
     weight, bias = torch.randn(12, 16, 3, 3) * 0.1, torch.randn(12)
     grad = torch.randn(4, 12, 9, 8)
     ours = _deform_grads(deform_conv3x3, x, offset, weight, bias, grad)

@@ -23,6 +23,12 @@ TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 MAX_NAME = 255 - len("..12345678.tmp")  # bytes of a file name whose temporary name still fits (255 bytes)
 
 
+def shared_folder() -> Path:
+    """The team's shared folder (spec, real label files, mini datasets): ``$AHIQ_SHARED``, else ``../shared`` beside
+    the project; how every test, benchmark and script finds it. Users' clones need not have one."""
+    return Path(os.environ.get("AHIQ_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -235,6 +241,5 @@ def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
             raise UserError(f"{path}: holds Python objects other than tensors; refusing to unpickle it "
                             "(see README, Security)") from None
         raise UserError(f"{path}: not a readable {what} (damaged or truncated); re-download or re-create it") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, UnicodeDecodeError, KeyError,
-            IndexError, TypeError, AttributeError, MemoryError):
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, KeyError, IndexError, AttributeError):
         raise UserError(f"{path}: not a readable {what} (damaged or truncated); re-download or re-create it") from None

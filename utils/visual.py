@@ -2,21 +2,30 @@
 bars (matplotlib, no display needed)."""
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from utils.io import atomic_write
+from utils.metrics import fit_logistic5, logistic5
 
-import numpy as np  # noqa: E402
-from utils.io import atomic_write  # noqa: E402
-from utils.metrics import fit_logistic5, logistic5  # noqa: E402
+
+@functools.cache
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed), set up when a picture is first drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save_figure(fig, path: Path) -> None:
+    plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -47,12 +56,13 @@ def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.nd
     Each map's colours span its 1st-99th percentile (values beyond are clipped), as its colour bar says.
     """
     path = Path(path)
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     axes[0].imshow(image)
     axes[0].set_title(name)
     for ax, data, label, cmap_name in ((axes[1], score_map, "score map f", "RdYlGn"),
                                        (axes[2], weight_map, "weight map w", "magma")):
-        cmap = matplotlib.colormaps[cmap_name].with_extremes(bad=UNCOVERED_COLOUR)
+        cmap = _pyplot().matplotlib.colormaps[cmap_name].with_extremes(bad=UNCOVERED_COLOUR)
         lo, hi = robust_range(data)
         shown = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi)
         ax.set_title(label)
@@ -72,6 +82,7 @@ def save_scatter(pred, labels, metrics: dict, path: str | Path, label_name: str 
                  pred_name: str = "AHIQ prediction") -> None:
     """Predictions against labels with SRCC/PLCC in the title; ``label_name`` and ``pred_name`` label the axes
     (the label's real name and scale, e.g. ``dmos (1-5 ACR)``)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(labels, pred, s=6, alpha=0.6)
     ax.set_xlabel(label_name)
@@ -87,6 +98,7 @@ def save_fitted_scatter(panels: Sequence[tuple[str, np.ndarray, dict]], labels, 
     the fitted 5-parameter logistic (:func:`utils.metrics.fit_logistic5`) and SRCC / PLCC(fitted) above."""
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
+    plt = _pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.8 * rows), squeeze=False)
     labels = np.asarray(labels, dtype=np.float64)
     for k, (ax, (metric, pred, m)) in enumerate(zip(axes.flat, panels)):
@@ -111,6 +123,7 @@ def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path:
     draws no bar)."""
     n, k = len(types), len(srcc)
     height = 0.8 / k
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 1 + n * (0.25 + 0.1 * k)))
     for j, (metric, values) in enumerate(srcc.items()):
         ax.barh(np.arange(n) + (j - (k - 1) / 2) * height, np.nan_to_num(np.asarray(values, dtype=float)),
