@@ -25,8 +25,8 @@ class TestOptions(BaseOptions):
         add_scoring_options(p, "random:20", "the authors' test is 20 random crops, seed 1919")
         for action in p._actions:
             if action.dest == "checkpoint":
-                action.help = ("AHIQ checkpoint; default: <checkpoints_dir>/<name>/best.pth when that run exists, "
-                               "else the released one once `sh download.sh` has fetched it; none: random heads")
+                action.help = ("AHIQ checkpoint; default: <checkpoints_dir>/<name>/best.pth when --name is given, else "
+                               "the released one once `sh download.sh` has fetched it; none: random heads")
         add_run_folder_options(p)
         add_data_options(p)
         g = p.add_argument_group("test")
@@ -69,7 +69,7 @@ class TestOptions(BaseOptions):
     def config(self, opt: argparse.Namespace) -> ScoreConfig:
         run = Path(opt.checkpoints_dir) / opt.name
         checkpoint = opt.checkpoint
-        if checkpoint is None and ((run / "best.pth").is_file() or "name" in self.given):
-            checkpoint = str(run / "best.pth")  # the run's own; without one, the released checkpoint
+        if checkpoint is None and "name" in self.given | self.from_file:
+            checkpoint = str(run / "best.pth")  # a named run's own; without a name, the released checkpoint
         output = opt.output or str(run / "results.txt")
         return score_config(self, opt, checkpoint=checkpoint, output=output)
