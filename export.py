@@ -21,19 +21,13 @@ from models.ahiq import ModelConfig
 from models.checkpoint import load_model, read_checkpoint
 from models.export import (check_hub_cache, check_onnx_exporter, check_pyiqa_architecture, export_onnx, pyiqa_checkpoint,
                            pyiqa_metric_options, whole_backbones, write_hub_cache)
-from options.base_options import OneDefaultHelpFormatter, str2bool
+from options.base_options import OneDefaultHelpFormatter, OneLineErrors, check_range, str2bool
 from utils.errors import UserError, cli_main
 from utils.io import atomic_torch_save, check_writable
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=OneDefaultHelpFormatter)
+    p = OneLineErrors(description=__doc__.split("\n\n")[0], formatter_class=OneDefaultHelpFormatter, allow_abbrev=False)
     p.add_argument("--checkpoint", metavar="FILE", required=True,
                    help="AHIQ checkpoint: the authors' release, pyiqa's mirror or ours")
     p.add_argument("--to", required=True, choices=["pyiqa", "onnx"], help="pyiqa checkpoint or ONNX scoring graph")
@@ -53,6 +47,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", metavar="N", type=int, default=1919,
                    help="seed of random backbones the checkpoint does not record")
     opt = p.parse_args(argv)
+    check_range("seed", opt.seed)
     if Path(opt.output).resolve() == Path(opt.checkpoint).resolve():
         raise UserError(f"--output {opt.output}: is the --checkpoint file; give another file name")
     if opt.crop_size is not None and (opt.crop_size <= 0 or opt.crop_size % 32):

@@ -1,4 +1,4 @@
-"""Make a degraded image better in AHIQ's eyes: Adam steps on :class:`engine.loss.AHIQLoss`.
+"""Make a degraded image better in AHIQ's eyes: Adam steps on AHIQLoss (engine/loss.py).
 
     python examples/optimize_image.py --ref I01.png --blur 2 --steps 15 --output restored.png
     python examples/optimize_image.py --ref I01.png --dist I01_01_05.png --checkpoint FILE
@@ -6,7 +6,7 @@
 Starts from ``--dist`` (or the reference blurred by ``--blur`` / noised by ``--noise``), minimises
 ``1 - score`` against the reference over the pixels, kept in [0, 1], and prints the score after each step.
 A step that does not raise the score is taken back and the learning rate halved, so the printed score only
-rises. With random-init weights (``--pretrained_backbones false``, no checkpoint) the image changes
+rises. With random-init weights (``--pretrained_backbones false --checkpoint none``) the image changes
 towards whatever that network rewards: a check of the mechanics, not of quality.
 """
 from __future__ import annotations

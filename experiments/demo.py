@@ -19,7 +19,6 @@ Unknown options go to train.py (after the demo's own, so they override them).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import score as score_script  # noqa: E402
+from experiments import parser  # noqa: E402
 import train as train_script  # noqa: E402
 from engine.device import native_bf16  # noqa: E402
 from models.backbones import pretrained_available  # noqa: E402
@@ -45,14 +45,14 @@ def demo_train_options(demo_dir: Path, device: str, precision: str, pretrained: 
             "--n_epoch", "1",
             "--val_freq", "1", "--val_crops", "center", "--pretrained_backbones", str(pretrained).lower(),
             "--precision", precision, "--device", device, "--checkpoints_dir", str(demo_dir / "checkpoints"),
-            "--name", "demo", "--progress", "false"]
+            "--name", "demo"]
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--demo_dir", default="./runs/demo", help="holds the data and the checkpoints")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p = parser(__doc__)
+    p.add_argument("--demo_dir", default="./runs/demo", help="holds the data and the checkpoints (sh demo.sh: $DEMO_DIR)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (sh demo.sh: $DEVICE)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"],
                    help="default: bf16 where the hardware computes it natively, else fp32")
     args, extra = p.parse_known_args(argv)

@@ -74,7 +74,7 @@ class OneDefaultHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default is argparse.SUPPRESS or isinstance(
+        if "default" in text.lower() or action.default is argparse.SUPPRESS or action.required or isinstance(
                 action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
             return text
         return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
