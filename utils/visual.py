@@ -57,7 +57,7 @@ def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.nd
     """
     path = Path(path)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"wspace": 0.3})
     axes[0].imshow(image)
     axes[0].set_title(name)
     for ax, data, label, cmap_name in ((axes[1], score_map, "score map f", "RdYlGn"),
@@ -65,9 +65,8 @@ def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.nd
         cmap = _pyplot().matplotlib.colormaps[cmap_name].with_extremes(bad=UNCOVERED_COLOUR)
         lo, hi = robust_range(data)
         shown = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(label)
-        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-        bar.set_label("1st-99th percentile, beyond clipped", fontsize=8)
+        ax.set_title(f"{label} (colours: 1st-99th pct.)", fontsize=10)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     for ax in axes:
         ax.axis("off")
     uncovered = float(np.mean(~np.isfinite(score_map)))
