@@ -151,7 +151,7 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
             return torch.stack([reference.score_image(tensor(d), tensor(r), positions, crop)[0] for d, r in todo]).cpu()
 
         def ours(todo, precision, reuse):
-            return torch.tensor([r.score for r in score_pairs(model, todo, "five", crop, batch_size=4,
+            return torch.tensor([r.score for r in score_pairs(model, todo, "five", crop, batch_size=20,
                                                               precision=precision, progress=False,
                                                               reuse_reference=reuse)])
 

@@ -2,6 +2,7 @@
 when one fails), seeding."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import functools
@@ -9,8 +10,8 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ class RunContext:
     local_rank: int
     device: torch.device
     store: Any = None
-    rounds: dict = field(default_factory=dict)  # how often each tag was waited for (each wait needs a fresh key)
+    rounds: ClassVar[dict] = {}  # how often each tag was waited for in this process (each wait needs a fresh key)
 
     @property
     def main(self) -> bool:
@@ -153,8 +154,9 @@ def setup_run(device: str) -> RunContext:
         torch.cuda.set_device(where)
     store = None
     if world > 1:
-        if not dist.is_initialized():
+        if not dist.is_initialized():  # once per process; closed when it exits (scripts may run one after another)
             dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
+            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
         client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
                                timeout=datetime.timedelta(seconds=60), wait_for_workers=False)
         store = dist.PrefixStore(f"ahiq/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/", client)

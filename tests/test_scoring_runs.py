@@ -2,6 +2,7 @@
 a SIGKILLed run resumes to the same CSV, a resume with other settings is refused."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,21 +44,23 @@ def _torchrun(script, *argv, timeout=300):
 def test_two_processes_write_the_single_process_bytes(folder, tmp_path, capsys):
     import test as test_script
 
-    single = run_main(score.main, _argv(folder, tmp_path / "single.csv"), capsys)
-    assert single.returncode == 0, single.stderr
-    proc = _torchrun("score.py", *_argv(folder, tmp_path / "two.csv", "--save_maps", tmp_path / "maps"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
-    assert len(list((tmp_path / "maps").glob("*.png"))) == len(NAMES)  # each by the rank that scored it
-    assert not list(tmp_path.glob("*.journal*"))  # done: the journals are gone
     common = ["--ref_dir", folder / "ref", "--dist_dir", folder / "dist", "--checkpoint", folder / "tiny.pth",
               "--crops", "random:3", "--batch_size", "5", "--device", "cpu", *TINY_ARGS]
-    single = run_main(test_script.main, [*common, "--output", tmp_path / "single.txt"], capsys)
-    assert single.returncode == 0, single.stderr
-    proc = _torchrun("test.py", *common, "--output", tmp_path / "two.txt")
+    assert run_main(score.main, _argv(folder, tmp_path / "single.csv"), capsys).returncode == 0
+    assert run_main(test_script.main, [*common, "--output", tmp_path / "single.txt"], capsys).returncode == 0
+    # one torchrun for both scripts: score.py, then test.py, in the same two processes
+    script = tmp_path / "both.py"
+    script.write_text("import json, sys\nimport score, test\nfirst, second = json.loads(sys.argv[1])\n"
+                      "score.main(first)\ntest.main(second)\n")
+    argvs = [list(map(str, _argv(folder, tmp_path / "two.csv", "--save_maps", tmp_path / "maps"))),
+             list(map(str, [*common, "--output", tmp_path / "two.txt"]))]
+    proc = _torchrun(script, json.dumps(argvs))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
     assert (tmp_path / "two.txt").read_bytes() == (tmp_path / "single.txt").read_bytes()
     assert len((tmp_path / "two.txt").read_text().splitlines()) == len(NAMES)
+    assert len(list((tmp_path / "maps").glob("*.png"))) == len(NAMES)  # each by the rank that scored it
+    assert not list(tmp_path.glob("*.journal*"))  # done: the journals are gone
 
 
 def test_a_rank_that_fails_stops_both_with_one_line(folder, tmp_path):

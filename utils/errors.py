@@ -53,8 +53,7 @@ class Stopped(UserError):
 
 def cli_main(fn: F) -> F:
     """Wrap a script's ``main`` so that a :class:`UserError` prints one line and exits with status 2 (a rank
-    :class:`Stopped` by another's failure exits quietly), Ctrl-C prints one line, and a torchrun process group is
-    closed on the way out."""
+    :class:`Stopped` by another's failure exits quietly) and Ctrl-C prints one line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -70,9 +69,5 @@ def cli_main(fn: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
-        finally:
-            group = sys.modules.get("torch.distributed")
-            if group is not None and group.is_available() and group.is_initialized():
-                group.destroy_process_group()
 
     return wrapper  # type: ignore[return-value]

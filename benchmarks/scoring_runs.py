@@ -1,0 +1,140 @@
+"""score.py at scale: the same pairs by 1 and 2 processes (torchrun, gloo, one thread each) and, with a GPU, by one
+GPU; and the peak memory of a scoring process as the number of pairs, of crops and the image size grow.
+
+    python benchmarks/scoring_runs.py --case scaling        # 64 pairs (8 references x 8), pairs/s, ratio, score diff
+    python benchmarks/scoring_runs.py --case memory         # peak RSS: 1x1 vs 1x4 at random:20, 1k vs 10k pairs, 2048^2
+
+Every run is ``python score.py`` as a subprocess on images written here, with a checkpoint of seeded random weights
+(backbones recorded, so every process rebuilds the same model). Rates are score.py's own timing of its scoring
+(start-up and model building left out); peak memory is the child's maximum resident set (``getrusage``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.ahiq import build_ahiq  # noqa: E402
+from models.checkpoint import save_checkpoint  # noqa: E402
+from models.config import ModelConfig  # noqa: E402
+
+# A small network for the many-pairs case (the default one for the others).
+TINY = {"vit_blocks": (1, 3), "vit_kwargs": {"embed_dim": 32, "depth": 4, "num_heads": 2},
+        "cnn_kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16},
+        "head_kwargs": {"channels": 16, "hidden": 32, "smoothed": 24}, "fusion_kwargs": {"hidden": 24}}
+
+
+def write_pairs(folder: Path, refs: int, per_ref: int, height: int, width: int) -> None:
+    """``refs`` references with ``per_ref`` distorted images each (noise of growing strength), PNG."""
+    rng = np.random.default_rng(0)
+    for sub in ("ref", "dist"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for r in range(refs):
+        ref = np.clip(cv2.GaussianBlur(rng.random((height, width, 3)).astype(np.float32), (0, 0), 3) * 510 - 128, 0,
+                      255).astype(np.uint8)
+        cv2.imwrite(str(folder / "ref" / f"R{r:05d}.png"), ref)
+        for k in range(per_ref):
+            noisy = np.clip(ref + rng.normal(0, 3 + 2 * k, ref.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / "dist" / f"R{r:05d}_{k:02d}_01.png"), noisy)
+
+
+def checkpoint(path: Path, config: ModelConfig) -> Path:
+    torch.manual_seed(0)
+    model = build_ahiq(config, pretrained_backbones=False, seed=3)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for prm in list(model.deform_net.parameters()) + list(model.regressor.parameters()):
+            prm.copy_(torch.randn(prm.shape, generator=gen) * ((1.0 / prm[0].numel()) ** 0.5 if prm.dim() > 1 else 0.01))
+    save_checkpoint(path, model)
+    return path
+
+
+# score.py in a child that reports its own peak resident set when it ends.
+PEAK = ("import resource, runpy, sys\nsys.argv = ['score.py', *sys.argv[1:]]\ntry:\n    runpy.run_path('score.py', "
+        "run_name='__main__')\nfinally:\n    print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "file=sys.stderr)")
+
+
+def score(folder: Path, ckpt: Path, out: Path, *extra: str, ranks: int = 1, device: str = "cpu") -> dict:
+    """One score.py run: ``{"pairs_per_s", "peak_mib", "scores"}`` (pairs/s from score.py's own timing; the peak
+    of one process)."""
+    launch = [sys.executable, "-c", PEAK] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run",
+                                                              "--standalone", "--nproc_per_node", str(ranks), "score.py"]
+    proc = subprocess.run([*launch, "--ref", str(folder / "ref"), "--dist", str(folder / "dist"),
+                           "--checkpoint", str(ckpt), "--device", device, "--quiet", "--output", str(out), *extra],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:
+        sys.exit(proc.stderr[-2000:])
+    found = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr)
+    peak = re.search(r"peak_kib (\d+)", proc.stderr)
+    scores = [float(r[2]) for r in list(csv.reader(out.open()))[1:]]
+    return {"pairs_per_s": int(found.group(1)) / float(found.group(2)),
+            "peak_mib": int(peak.group(1)) / 1024 if peak else float("nan"), "scores": np.array(scores)}
+
+
+def scaling(tmp: Path, args) -> None:
+    write_pairs(tmp / "pairs", 8, 8, args.size, args.size)
+    ckpt = checkpoint(tmp / "ckpt.pth", ModelConfig())
+    runs = {"1 process": score(tmp / "pairs", ckpt, tmp / "one.csv", "--crop_size", str(args.size), "--crops", "center"),
+            "2 processes": score(tmp / "pairs", ckpt, tmp / "two.csv", "--crop_size", str(args.size), "--crops",
+                                 "center", ranks=2)}
+    if torch.cuda.is_available():
+        runs["1 GPU"] = score(tmp / "pairs", ckpt, tmp / "gpu.csv", "--crop_size", str(args.size), "--crops", "center",
+                              device="cuda")
+    base = runs["1 process"]
+    print(f"| 64 pairs ({args.size}x{args.size}, default network, centre crop) | pairs/s | vs 1 process | max abs "
+          "score diff |\n|---|---|---|---|")
+    for name, run in runs.items():
+        print(f"| {name} | {run['pairs_per_s']:.2f} | {run['pairs_per_s'] / base['pairs_per_s']:.2f}x | "
+              f"{np.abs(run['scores'] - base['scores']).max():.1e} |")
+
+
+def memory(tmp: Path, args) -> None:
+    """Peak RSS of one score.py process per case (each its own child, so each maximum is its own)."""
+    rows = []
+    full = checkpoint(tmp / "full.pth", ModelConfig())
+    for n in (1, 4):  # all crops of a pair in one batch would grow with n; a batch counts crops
+        write_pairs(tmp / f"kadid{n}", 1, n, 384, 512)
+        run = score(tmp / f"kadid{n}", full, tmp / f"k{n}.csv", "--crops", "random:20", "--batch_size", "16")
+        rows.append((f"1 x {n} of 512x384, random:20, batch 16, default network", run))
+    tiny = checkpoint(tmp / "tiny.pth", ModelConfig(**TINY))
+    for refs in (10, 100):  # 1,000 and 10,000 pairs of 32x32
+        write_pairs(tmp / f"many{refs}", refs, 100, 32, 32)
+        run = score(tmp / f"many{refs}", tiny, tmp / f"m{refs}.csv", "--crop_size", "32", "--batch_size", "64",
+                    *sum((["--" + k, json.dumps(v) if isinstance(v, dict) else ",".join(map(str, v))]
+                          for k, v in TINY.items()), []))
+        rows.append((f"{refs * 100:,} pairs of 32x32, centre crop, tiny network", run))
+    write_pairs(tmp / "big", 1, 1, 2048, 2048)
+    run = score(tmp / "big", full, tmp / "big.csv", "--crops", "five", "--batch_size", "16")
+    rows.append(("1 x 1 of 2048x2048, five crops, default network", run))
+    print("| case | peak RSS MiB | pairs/s |\n|---|---|---|")
+    for name, run in rows:
+        print(f"| {name} | {run['peak_mib']:.0f} | {run['pairs_per_s']:.2f} |")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--case", choices=["scaling", "memory"], default="scaling")
+    p.add_argument("--size", type=int, default=64, help="scaling: image side (and crop), a multiple of 32")
+    args = p.parse_args(argv)
+    print(f"CPU: {torch.get_num_threads()} threads here, children run with OMP_NUM_THREADS=1; torch {torch.__version__}"
+          f"; bf16 in hardware: {bool(torch.cpu._is_avx512_bf16_supported())}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        {"scaling": scaling, "memory": memory}[args.case](Path(tmp), args)
+
+
+if __name__ == "__main__":
+    main()
