@@ -6,7 +6,7 @@ protocol qualifies: its windows depend on the image size and the seed alone). A 
 is computed once and counts twice. Memory holds one batch of crops, the references it uses, and the maps of the
 pairs in flight; results stream out as pairs complete.
 
-The pairs are cut into *segments* (whole references, about eight batches of crops each) and batches never cross
+The pairs are cut into *segments* (whole references, at least two batches of crops each) and batches never cross
 a segment's end, so how crops are batched depends on the pairs alone: a run split over ranks by segments
 (:func:`shard`) computes every crop in the same batch as a single process, bit for bit.
 """
@@ -30,7 +30,7 @@ from models.ahiq import AHIQ
 from models.reference import ReferenceSide
 from utils.errors import UserError, arg
 
-SEGMENT_BATCHES = 8
+SEGMENT_BATCHES = 2  # a segment holds at least this many batches of crops: few partial batches, fine shards
 
 
 @dataclass
