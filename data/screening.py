@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 from data.images import read_header, read_image
 from data.records import Pair
@@ -70,8 +71,9 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
             return str(err)
 
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        info = dict(zip(paths, pool.map(inspect, paths)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
+        info = dict(zip(paths, tqdm(pool.map(inspect, paths), total=len(paths), desc="check images", unit="file",
+                                    disable=not decode or len(paths) < 500, leave=False)))
     if alpha is not None:
         alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
     folders: dict[Path, bool] = {}

@@ -294,7 +294,7 @@ class Trainer:
         pairs = self.validation_pairs()
         scores = predict(self.model, pairs, self.ctx, crops=cfg.val_crops, crop_size=cfg.crop_size, seed=cfg.run.seed,
                          batch_size=cfg.batch_size * parse_crops(cfg.val_crops)[1], precision=cfg.run.precision,
-                         num_workers=cfg.run.num_workers)
+                         num_workers=cfg.run.num_workers, progress=cfg.progress)
         return [scores[i] for i in range(len(pairs))]
 
     def validate(self) -> dict[str, float]:
