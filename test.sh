@@ -11,12 +11,8 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then DATA_ROOT=$1; shift; fi
 DATA_ROOT=${DATA_ROOT:-./datasets/PIPAL}
 REF_DIR=${REF_DIR:-$DATA_ROOT/NTIRE2022_FR_Valid_Ref}
 DIST_DIR=${DIST_DIR:-$DATA_ROOT/NTIRE2022_FR_Valid_Dis}
-NPROC=${NPROC:-1}
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="torchrun --standalone --nproc_per_node $NPROC"
-else
-  LAUNCH=python3
-fi
+LAUNCH=python3
+if [ "${NPROC:-1}" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node $NPROC"; fi
 exec $LAUNCH test.py \
   ${CHECKPOINT:+--checkpoint "$CHECKPOINT"} \
   --ref_dir "$REF_DIR" \

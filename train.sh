@@ -8,12 +8,8 @@
 set -eu
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then DATA_ROOT=$1; shift; fi
 DATA_ROOT=${DATA_ROOT:-./datasets/PIPAL}
-NPROC=${NPROC:-1}
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH="torchrun --standalone --nproc_per_node $NPROC"
-else
-  LAUNCH=python3
-fi
+LAUNCH=python3
+if [ "${NPROC:-1}" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node $NPROC"; fi
 # The options are options/presets/ntire2022.json; flags after it (and "$@") override them.
 exec $LAUNCH train.py \
   --config "$(dirname "$0")/options/presets/ntire2022.json" \
