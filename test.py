@@ -10,6 +10,7 @@ any scoring, files are written atomically, and under ``torchrun`` the ranks shar
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import zipfile
@@ -110,6 +111,11 @@ def main(argv=None) -> dict | None:
         sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
     pairs = session.screen(pairs)
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
+    if opt.dataset == "csv" and not opt.ref_dir:  # maps by the file's path from the folder (../ kept inside maps)
+        root = data_config(opt).root.resolve()
+        map_names = [os.path.relpath(p.dist, root) for p in pairs]
+    else:
+        map_names = names
     labelled = all(p.score is not None for p in pairs)
     bad = next((n for n in names if any(c in n for c in NTIRE_FORBIDDEN)), None) if opt.ntire_zip else None
     if bad is not None:
@@ -119,7 +125,7 @@ def main(argv=None) -> dict | None:
     details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled else None
     labels = [opt.labels] if opt.labels else [] if opt.ref_dir else label_files(data_config(opt))
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if opt.baselines else {}
-    session.guard(pairs, names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details, **extra},
+    session.guard(pairs, map_names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details, **extra},
                   labels)
     if opt.plot and not labelled or opt.baselines is not None and not labelled:
         raise UserError(f"{'--plot' if opt.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
@@ -132,7 +138,7 @@ def main(argv=None) -> dict | None:
     if session.ctx.main:
         print(f"test: {describe(pairs)}; {session.describe()}", file=sys.stderr)
     start = time.perf_counter()
-    scored = session.score(pairs, names)
+    scored = session.score(pairs, map_names)
     if scored is None:  # another rank writes the results
         return None
     per_image = (time.perf_counter() - start) / len(pairs)

@@ -27,7 +27,7 @@ from models.ahiq import AHIQ
 from models.backbones import file_sha256
 from models.checkpoint import CheckpointRecord, load_model, read_checkpoint, read_record, resolve_checkpoint
 from utils.errors import Stopped, UserError, arg
-from utils.io import check_outputs, check_writable, map_file_names, write_target
+from utils.io import MAX_NAME, check_outputs, check_writable, map_file_names, write_target
 from utils.visual import save_quality_map
 
 
@@ -91,7 +91,7 @@ class ScoringSession:
         inputs += [p for p in (self.checkpoint, cfg.vit_weights, cfg.cnn_weights) if p]
         if cfg.save_maps:
             self.map_files = [Path(cfg.save_maps) / f for f in map_file_names(names, ".png")]
-            too_long = next((f for f in self.map_files if len(f.name.encode()) > 240), None)
+            too_long = next((f for f in self.map_files if len(f.name.encode()) > MAX_NAME), None)
             if too_long is not None:
                 raise UserError(f"{arg('save_maps')}{cfg.save_maps}: the map name {too_long.name} is too long for "
                                 "the file system; shorten the image names")

@@ -6,6 +6,7 @@ import argparse
 from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
 from engine.session import ScoreConfig
 from options.base_options import BaseOptions, build, scoring_defaults
+from utils.io import check_name_length
 
 
 def add_scoring_options(p: argparse.ArgumentParser, crops: str, crops_help: str) -> None:
@@ -24,8 +25,11 @@ def add_scoring_options(p: argparse.ArgumentParser, crops: str, crops_help: str)
 
 
 def check_scoring(opt: argparse.Namespace) -> None:
-    """The scoring options of score.py and test.py, when they are read."""
+    """The scoring options of score.py and test.py, when they are read (output names too long for a file system
+    included)."""
     parse_crops(opt.crops)
+    for name in ("output", "save_maps", "ntire_zip", "plot"):
+        check_name_length(getattr(opt, name, None), f"--{name} ", folder=name == "save_maps")
 
 
 def score_config(options: BaseOptions, opt: argparse.Namespace, **values) -> ScoreConfig:

@@ -44,12 +44,15 @@ def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
     standard output; a link is followed to its target; a FIFO or character device is written to directly."""
     if str(path) == "-":
         return Path("/dev/stdout"), True
-    path = Path(path)
-    real = path.resolve() if path.is_symlink() else path
+    path, link = Path(path), False
     try:
-        return real, stat.S_ISFIFO(real.stat().st_mode) or stat.S_ISCHR(real.stat().st_mode)
-    except OSError:
-        return real, False
+        link = path.is_symlink()
+        mode = path.stat().st_mode  # through a link: what it points at (/dev/stdout, a pipe, a terminal)
+    except OSError:  # absent (a link: its target), or a name the file system refuses (check_writable says so)
+        mode = 0
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return path, True
+    return (path.resolve() if link else path), False
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -126,14 +129,13 @@ def check_writable(path: str | os.PathLike | None, what: str, folder: bool = Fal
     the write's own temporary file, so a name too long for it fails now). None: nothing to check."""
     if not path:
         return
+    check_name_length(path, what, folder)
     path, stream = write_target(path)
     if stream:
         return
     where = path if folder else path.parent
     if not folder and path.is_dir():
         raise UserError(f"{what}{path}: is a folder; give a file name")
-    if not folder and len(path.name.encode()) > MAX_NAME:
-        raise UserError(f"{what}{path}: the file name is longer than {MAX_NAME} bytes; give a shorter one")
     try:
         where.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{'write-check' if folder else path.name}.", suffix=".tmp", dir=where)
@@ -141,6 +143,15 @@ def check_writable(path: str | os.PathLike | None, what: str, folder: bool = Fal
         os.unlink(probe)
     except OSError as err:
         raise UserError(f"{what}{path}: cannot write to {where} ({_why(err)}); choose another place") from None
+
+
+def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
+    """A :class:`UserError` when a part of ``path`` is longer than a file system takes (255 bytes; a file's own name
+    241, so that the temporary name of its atomic write fits too). No file system is asked."""
+    if path and any(len(part.encode()) > 255 for part in Path(path).parts) or (
+            path and not folder and len(Path(path).name.encode()) > MAX_NAME):
+        raise UserError(f"{what}{path}: a name in it is longer than {MAX_NAME if not folder else 255} bytes; give a "
+                        "shorter one")
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
