@@ -105,7 +105,8 @@ def main(argv=None) -> dict | None:
     options = TestOptions()
     opt = options.parse(argv)
     cfg = options.config(opt)
-    session = ScoringSession(cfg)  # the checkpoint is read (and refused, if it must be) before anything else
+    # outputs checked for writing, then the checkpoint read (and refused, if it must be), before anything else
+    session = ScoringSession(cfg, outputs={"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot})
     pairs = collect_pairs(opt)
     if opt.check_data:
         sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
@@ -125,8 +126,7 @@ def main(argv=None) -> dict | None:
     details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled else None
     labels = [opt.labels] if opt.labels else [] if opt.ref_dir else label_files(data_config(opt))
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if opt.baselines else {}
-    session.guard(pairs, map_names, {"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot, "labels copy ": details, **extra},
-                  labels)
+    session.guard(pairs, map_names, {"labels copy ": details, **extra}, labels)
     if opt.plot and not labelled or opt.baselines is not None and not labelled:
         raise UserError(f"{'--plot' if opt.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
     baselines = parse_baselines(opt.baselines) if opt.baselines is not None else None

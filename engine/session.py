@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import torch
 from tqdm import tqdm
 
 from data.crops import parse_crops
@@ -58,10 +59,17 @@ class ScoreConfig:
 
 
 class ScoringSession:
-    """See the module docstring. ``screen`` -> ``guard`` -> ``score`` (the model is built on first use)."""
+    """See the module docstring. ``screen`` -> ``guard`` -> ``score`` (the model is built on first use).
 
-    def __init__(self, cfg: ScoreConfig, ctx: RunContext | None = None):
+    ``outputs``: the script's own output files (``{"--plot ": path}``), checked for writing at once with
+    ``--output`` and ``--save_maps``, before the checkpoint is read or any image decoded."""
+
+    def __init__(self, cfg: ScoreConfig, ctx: RunContext | None = None, outputs: dict[str, str | None] | None = None):
         self.cfg = cfg
+        self.outputs = {f"{arg('output')}": cfg.output, **(outputs or {})}
+        for what, path in self.outputs.items():
+            check_writable(path, what)
+        check_writable(cfg.save_maps, f"{arg('save_maps')}", folder=True)
         self.ctx = ctx or setup_run(cfg.run.device)
         self.checkpoint = resolve_checkpoint(cfg.checkpoint)
         self.contents = read_checkpoint(self.checkpoint) if self.checkpoint else None
@@ -79,14 +87,11 @@ class ScoringSession:
 
     def guard(self, pairs: list[Pair], names: list[str], outputs: dict[str, str | None] | None = None,
               inputs: Iterable[str | Path] = ()) -> None:
-        """Before any model is built: every output (``--output``, ``--save_maps`` and each map file, and the
-        script's own ``outputs``) can be written, and none is an input (the pairs' images, the checkpoint and
-        weight files, the script's label files ``inputs``) or another output."""
+        """Before any model is built: no output (``--output``, each map file under ``--save_maps``, the script's
+        outputs, and ``outputs`` found since, such as a labels copy) is an input (the pairs' images, the
+        checkpoint and weight files, the script's label files ``inputs``) or another output."""
         cfg = self.cfg
-        outputs = {f"{arg('output')}": cfg.output, **(outputs or {})}
-        for what, path in outputs.items():
-            check_writable(path, what)
-        check_writable(cfg.save_maps, f"{arg('save_maps')}", folder=True)
+        outputs = {**self.outputs, **(outputs or {})}
         inputs = [*inputs, *(p for pair in pairs for p in (pair.dist, pair.ref))]
         inputs += [p for p in (self.checkpoint, cfg.vit_weights, cfg.cnn_weights) if p]
         if cfg.save_maps:
@@ -102,8 +107,6 @@ class ScoringSession:
     def model(self) -> AHIQ:
         if self._model is None:
             cfg = self.cfg
-            import torch
-
             torch.manual_seed(cfg.run.seed)  # random heads (no checkpoint) are the same on every run
             self._model = load_model(self.checkpoint, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
                                      pretrained_backbones=cfg.pretrained_backbones, default_seed=cfg.run.seed,
