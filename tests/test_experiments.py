@@ -103,7 +103,7 @@ def test_an_option_added_to_the_configs_reaches_the_test_run(tmp_path, monkeypat
     seen = []
     start = session.ScoringSession.__init__
     monkeypatch.setattr(session.ScoringSession, "__init__",
-                        lambda self, cfg, ctx=None: (seen.append(cfg), start(self, cfg, ctx))[1])
+                        lambda self, cfg, ctx=None, **kw: (seen.append(cfg), start(self, cfg, ctx, **kw))[1])
     standard.main(["--dataset", "synthetic", "--seeds", "1", "--split_ratio", "3:1:1", "--test_crops", "center",
                    "--checkpoints_dir", str(tmp_path), "--data_root", str(tmp_path / "data"), "--synthetic_refs", "5",
                    "--synthetic_size", "32", "--crop_size", "32", "--batch_size", "4", "--n_epoch", "1",
