@@ -127,10 +127,7 @@ class RunContext:
             time.sleep(0.05)
 
     def count(self, key: str, n: int = 1) -> int:
-        """Add ``n`` to the counter ``key`` all ranks share; its new total (alone: a local count)."""
-        if self.store is None:
-            self.rounds[key] = self.rounds.get(key, 0) + n
-            return self.rounds[key]
+        """Add ``n`` to the counter ``key`` all ranks share (in the store); its new total."""
         return int(self.store.add(key, n))
 
     def gather(self, value: Any) -> list:

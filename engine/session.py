@@ -202,7 +202,7 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
     bar = tqdm(total=sum(map(len, everyone)), desc="score", unit="pair", disable=not (progress and ctx.main),
                leave=False, postfix=f"{len(done)} done before" if done else None)
     key = f"progress/{ctx.rounds.get('scored', 0)}"  # one counter per call: wait_all('scored') ends each
-    tick = lambda _: setattr(bar, "n", ctx.count(key)) or bar.refresh()  # noqa: E731
+    tick = bar.update if ctx.store is None else lambda _: setattr(bar, "n", ctx.count(key)) or bar.refresh()
     for i, result in score_stream(model, tuples, crops, crop_size, seed, batch_size, precision, num_workers,
                                   with_maps=with_maps, flip_tta=flip_tta, indices=mine, read=read, progress=tick):
         if each is not None:
