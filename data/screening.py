@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter, OrderedDict
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -32,12 +33,13 @@ class DecodedImages:
     (and forgets it), so memory falls as scoring proceeds."""
 
     def __init__(self, budget: int = 512 << 20):
-        self.budget, self.used, self.images = budget, 0, OrderedDict()
+        self.budget, self.used, self.images, self.lock = budget, 0, {}, threading.Lock()
 
     def keep(self, path: Path, image: np.ndarray) -> None:
-        if self.used + image.nbytes <= self.budget and path not in self.images:
-            self.images[path] = image
-            self.used += image.nbytes
+        with self.lock:  # screening threads keep images at once
+            if self.used + image.nbytes <= self.budget and path not in self.images:
+                self.images[path] = image
+                self.used += image.nbytes
 
     def take(self, path: Path) -> np.ndarray:
         image = self.images.pop(path, None)
