@@ -38,7 +38,7 @@ def _score_onnx_module():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "tiny.pth"
-    save_checkpoint(path, tiny_model(0), extra_meta={"options": {"crop_size": CROP}})
+    save_checkpoint(path, tiny_model(0), extra_meta={"train": {"crop_size": CROP}})  # as train.py writes it
     return path
 
 
