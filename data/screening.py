@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from data.images import read_header, read_image
 from data.records import Pair
-from utils.errors import UserError, arg, flag
+from utils.errors import UserError, arg, flag, plain
 
 
 class Problem(NamedTuple):
@@ -135,7 +135,11 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
     found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha, keep=keep)
     problems = list(known or []) + unique_messages(found, crop)
     where = f" in the {part} data" if part else ""
-    report = report or (lambda line: print(line, file=sys.stderr))
+    tell = report or (lambda line: print(line, file=sys.stderr))
+
+    def report(line: str) -> None:  # a log's lines too name arguments as the running script does
+        tell(plain(line))
+
     if problems and not skip_bad:
         shown = problems[:20] + (["..."] if len(problems) > 20 else [])
         listing = f"list them all with {flag('check_data')}, " if check_hint else ""

@@ -11,7 +11,7 @@ import numpy as np
 from data.datasets import DataConfig, load_dataset
 from data.records import Pair
 from data.screening import check_pairs_on_disk, describe, unique_messages
-from utils.errors import UserError, arg
+from utils.errors import UserError, arg, say
 from utils.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
@@ -77,8 +77,7 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
     pairs = load_dataset(cfg)
     if pairs[0].split is not None:
         if cfg.split_file or cfg.split_ratio:
-            print(f"note: {arg('split_file')}/{arg('split_ratio')}not used: the labels' split column decides",
-                  file=sys.stderr)
+            say(f"note: {arg('split_file')}/{arg('split_ratio')}not used: the labels' split column decides")
         parts = {name: [p for p in pairs if p.split == name] for name in SPLITS}
         split = {name: sorted({p.ref_id for p in part}) for name, part in parts.items()}
         shared = set(split["train"]) & (set(split["val"]) | set(split["test"]))
@@ -116,5 +115,5 @@ def run_data_check(parts: dict[str, list[Pair]], crop: int) -> dict[str, list[tu
         print(f"data check: {name} {describe(pairs)}; {len(unique_messages(problems, crop))} problems")
     for name, problems in found.items():
         for line in unique_messages(problems, crop):
-            print(f"  {name}: {line}")
+            say(f"  {name}: {line}", file=sys.stdout)
     return found

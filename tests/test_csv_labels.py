@@ -153,3 +153,12 @@ def test_repeated_splits_on_own_folder(own_folder, tmp_path):
     refs = {r for d, r, _ in rows if d in tested}
     assert tested and set(tested) <= set(listed) and len(refs) == 1
     assert tested == [d for d, r, _ in rows if r in refs]  # the whole reference, in file order
+
+
+def test_printed_lines_name_arguments_as_the_entry_point_does(capsys):
+    from utils.errors import arg, cli_main, plain
+
+    line = f"give a smaller {arg('crop_size')}value"
+    assert plain(line) == "give a smaller crop_size=value"  # from Python
+    assert cli_main(lambda: plain(line))() == "give a smaller --crop_size value"  # inside a script
+    assert plain(line) == "give a smaller crop_size=value"  # and back after it

@@ -2,7 +2,9 @@
 
 Library code (``models/``, ``data/``, the running floor) speaks of its Python arguments; scripts speak of
 flags. A message names an argument as ``{arg:NAME}``: :class:`UserError` renders it as ``NAME=`` when read
-from Python and :func:`cli_main` as ``--NAME `` on the command line, so one message serves both.
+from Python and :func:`cli_main` as ``--NAME `` on the command line, so one message serves both. A line printed
+or logged rather than raised goes through :func:`plain` (or :func:`say`): arguments named as the running
+entry point names them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,24 @@ F = TypeVar("F", bound=Callable)
 
 _ARG = re.compile(r"\{arg:([A-Za-z_][A-Za-z0-9_]*)\}")
 _FLAG = re.compile(r"\{flag:([A-Za-z_][A-Za-z0-9_]*)\}")
+_in_script = False  # inside a script's main (cli_main): printed lines name arguments as flags
+
+
+def render(text: str, cli: bool) -> str:
+    """``text`` with its markers as flags (``cli``) or as Python arguments."""
+    if cli:
+        return _FLAG.sub(lambda m: f"--{m.group(1)}", _ARG.sub(lambda m: f"--{m.group(1)} ", text))
+    return _FLAG.sub(lambda m: f"{m.group(1)}=True", _ARG.sub(lambda m: f"{m.group(1)}=", text))
+
+
+def plain(text: str) -> str:
+    """``text`` with its markers named as the running entry point names arguments (flags inside a script)."""
+    return render(text, _in_script)
+
+
+def say(text: str, file=None) -> None:
+    """Print :func:`plain` ``text``, by default to stderr."""
+    print(plain(text), file=file or sys.stderr)
 
 
 def arg(name: str) -> str:
@@ -41,10 +61,10 @@ class UserError(Exception):
         self.template = message
 
     def __str__(self) -> str:
-        return _FLAG.sub(lambda m: f"{m.group(1)}=True", _ARG.sub(lambda m: f"{m.group(1)}=", self.template))
+        return render(self.template, cli=False)
 
     def for_cli(self) -> str:
-        return _FLAG.sub(lambda m: f"--{m.group(1)}", _ARG.sub(lambda m: f"--{m.group(1)} ", self.template))
+        return render(self.template, cli=True)
 
 
 class Stopped(UserError):
@@ -57,6 +77,8 @@ def cli_main(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        global _in_script
+        outer, _in_script = _in_script, True
         try:
             return fn(*args, **kwargs)
         except Stopped:
@@ -69,5 +91,7 @@ def cli_main(fn: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        finally:
+            _in_script = outer
 
     return wrapper  # type: ignore[return-value]
