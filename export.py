@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import load_model, read_checkpoint, read_record
+from models.checkpoint import load_model, open_checkpoint
 from models.export import (check_hub_cache, check_onnx_exporter, check_pyiqa_architecture, export_onnx, pyiqa_checkpoint,
                            pyiqa_metric_options, whole_backbones, write_hub_cache)
 from options.base_options import OneDefaultHelpFormatter, OneLineErrors, check_range, str2bool
@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     opt = parse(argv)
     check_writable(opt.output, "--output ")
     check_writable(opt.hub_cache, "--hub_cache ", folder=True)
-    contents = read_checkpoint(opt.checkpoint)
-    record = read_record(contents[2], opt.checkpoint)
+    contents, record = open_checkpoint(opt.checkpoint)
     if opt.to == "onnx":  # what is missing or refused stops before any backbone is built
         check_onnx_exporter()
     elif record.model_config is not None:
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         check_hub_cache(opt.hub_cache)
     model = load_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, default_seed=opt.seed, contents=contents)
-    trained_crop = record.crop_size or 224
+    trained_crop = record.crop()
     if opt.to == "pyiqa":
         if trained_crop != 224:
             print(f"note: {opt.checkpoint} was trained on {trained_crop}-pixel crops; pyiqa scores 224-pixel crops",

@@ -9,7 +9,8 @@ import sys
 from data.splits import prepare_splits, run_data_check
 from engine.device import setup_run
 from engine.trainer import Trainer
-from options.train_options import TrainOptions, data_config
+from models.checkpoint import open_checkpoint
+from options.train_options import TrainOptions
 from utils.errors import cli_main
 
 
@@ -18,8 +19,9 @@ def main(argv=None) -> dict:
     options = TrainOptions()
     opt = options.parse(argv)
     if opt.check_data:
-        parts, _ = prepare_splits(data_config(opt), None)
-        problems = run_data_check(parts, opt.crop_size or 224)
+        cfg = options.config(opt)  # the crop training would take: --crop_size, else the checkpoint's, else 224
+        parts, _ = prepare_splits(cfg.data, None)
+        problems = run_data_check(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
         sys.exit(1 if any(problems.values()) else 0)
     trainer = Trainer(options.config(opt), setup_run(opt.device))
     try:

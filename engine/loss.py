@@ -15,7 +15,7 @@ from data.crops import crop_windows, parse_crops
 from engine.device import PRECISIONS, precision_context, resolve_device
 from engine.scoring import paste_maps
 from models.ahiq import AHIQ
-from models.checkpoint import load_model, resolve_checkpoint
+from models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
 from utils.errors import UserError, arg
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -63,7 +63,7 @@ class AHIQLoss(nn.Module):
             raise UserError(f"give either {arg('model')}... or {arg('checkpoint')}/vit_weights/cnn_weights, not both")
         elif device != "auto":
             model = model.to(resolve_device(device))
-        crop_size = crop_size or (model.record.crop_size if model.record else None) or 224
+        crop_size = (model.record or CheckpointRecord()).crop(crop_size)
         if crop_size % 32:
             raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
         self.crops, self.crop_kind, self.crop_count = crops, kind, count

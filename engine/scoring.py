@@ -27,6 +27,7 @@ from data.crops import crop_windows, parse_crops
 from data.images import common_depth, read_image
 from engine.device import precision_context, usable_workers
 from models.ahiq import AHIQ
+from models.checkpoint import CheckpointRecord
 from models.reference import ReferenceSide
 from utils.errors import UserError, arg
 
@@ -177,7 +178,7 @@ def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "
                  progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, PairScore]]:
     """``(pair index, PairScore)`` as pairs complete, for ``indices`` (default all) of ``pairs`` (see
     :func:`score_pairs` for the arguments); ``progress(pairs)`` is called with each finished fraction of pairs."""
-    crop = crop_size or (model.record.crop_size if model.record else None) or 224
+    crop = (model.record or CheckpointRecord()).crop(crop_size)
     if crop % 32:
         raise UserError(f"{arg('crop_size')}{crop}: must be a multiple of 32")
     wanted = set(range(len(pairs)) if indices is None else indices)

@@ -26,7 +26,7 @@ from engine.device import RunConfig, RunContext, describe_precision, setup_run
 from engine.scoring import PairScore, plan, score_stream
 from models.ahiq import AHIQ
 from models.backbones import file_sha256
-from models.checkpoint import CheckpointRecord, load_model, read_checkpoint, read_record, resolve_checkpoint
+from models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
 from utils.errors import Stopped, UserError, arg
 from utils.io import MAX_NAME, check_outputs, check_writable, map_file_names, write_target
 from utils.visual import save_quality_map
@@ -72,9 +72,8 @@ class ScoringSession:
         check_writable(cfg.save_maps, f"{arg('save_maps')}", folder=True)
         self.ctx = ctx or setup_run(cfg.run.device)
         self.checkpoint = resolve_checkpoint(cfg.checkpoint)
-        self.contents = read_checkpoint(self.checkpoint) if self.checkpoint else None
-        self.record = read_record(self.contents[2], self.checkpoint) if self.contents else CheckpointRecord()
-        self.crop_size = cfg.crop_size or self.record.crop_size or 224
+        self.contents, self.record = open_checkpoint(self.checkpoint)
+        self.crop_size = self.record.crop(cfg.crop_size)
         parse_crops(cfg.crops)
         self.images = DecodedImages() if cfg.run.num_workers == 0 else None
         self._model: AHIQ | None = None

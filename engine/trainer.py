@@ -31,7 +31,7 @@ from engine.scoring import quiet_worker
 from engine.session import predict
 from engine.training import build_optimizer, build_scheduler, step_loss
 from models.ahiq import build_ahiq
-from models.checkpoint import CheckpointRecord, choose_backbones, load_heads, read_checkpoint, read_record
+from models.checkpoint import CheckpointRecord, choose_backbones, load_heads, open_checkpoint
 from models.config import IMPLEMENTATION_ONLY, ModelConfig
 from utils.errors import UserError, arg
 from utils.io import check_outputs
@@ -145,10 +145,9 @@ class Trainer:
         """Checkpoint record, data, model, optimiser, schedule, resume state, loader, from the config."""
         ctx, folder = self.ctx, self.folder
         # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
-        contents = read_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
-        record = read_record(contents[2], cfg.checkpoint) if contents else CheckpointRecord()
+        contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
-        self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=cfg.crop_size or record.crop_size or 224)
+        self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=record.crop(cfg.crop_size))
         outputs = {f"run folder {folder.path}: ": folder.path / n for n in ("last.pth", "best.pth", "opt.json")}
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
                                 if p and not (cfg.resume and Path(p) == folder.path / "last.pth")])

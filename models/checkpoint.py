@@ -60,6 +60,10 @@ class CheckpointRecord:
     label_range: tuple[float, float] | None = None
     dataset: str | None = None
 
+    def crop(self, given: int | None = None) -> int:
+        """The crop size to use: ``given``, else the training crop recorded, else 224 (the authors')."""
+        return given or self.crop_size or 224
+
 
 def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
     """The :class:`CheckpointRecord` of a checkpoint's metadata (``read_checkpoint(...)[2]``), checked: a value
@@ -94,6 +98,14 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
     dataset = (meta.get("split") or {}).get("dataset") or run.get("dataset") or (run.get("data") or {}).get("dataset")
     return CheckpointRecord(config, {part: BackboneSource.from_dict(v) for part, v in sources.items()}, crop, norm,
                             tuple(span) if span else None, dataset)
+
+
+def open_checkpoint(path: str | Path | None) -> tuple[tuple[dict, dict, dict] | None, CheckpointRecord]:
+    """``(read_checkpoint(path), its record)``; without a path ``(None, an empty record)``."""
+    if not path:
+        return None, CheckpointRecord()
+    contents = read_checkpoint(path)
+    return contents, read_record(contents[2], path)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:

@@ -155,6 +155,26 @@ def test_repeated_splits_on_own_folder(own_folder, tmp_path):
     assert tested == [d for d, r, _ in rows if r in refs]  # the whole reference, in file order
 
 
+def test_check_data_takes_the_checkpoint_crop(own_folder, tmp_path, capsys):
+    """Without --crop_size, --check_data checks against the crop training would take: the checkpoint's."""
+    import train
+    from models.checkpoint import save_checkpoint
+    from tests.conftest import tiny_model
+
+    root, rows = own_folder
+    _write(root, rows)
+    checkpoint = tmp_path / "trained.pth"
+    save_checkpoint(checkpoint, tiny_model(0), extra_meta={"train": {"crop_size": 96}})
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", "csv", "--data_root", str(root), "--check_data", "--split_ratio", "1:1:1",
+                    "--checkpoint", str(checkpoint)])
+    out = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert "96x96" in out.out + out.err and "224x224" not in out.out + out.err
+    # A printed problem line names the flag, as an error does (the marker was printed raw).
+    assert "give a smaller --crop_size value" in out.out and "{arg:" not in out.out + out.err
+
+
 def test_printed_lines_name_arguments_as_the_entry_point_does(capsys):
     from utils.errors import arg, cli_main, plain
 
