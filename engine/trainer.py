@@ -151,7 +151,7 @@ class Trainer:
         outputs = {f"run folder {folder.path}: ": folder.path / n for n in ("last.pth", "best.pth", "opt.json")}
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
                                 if p and not (cfg.resume and Path(p) == folder.path / "last.pth")])
-        self.resume_from = folder.read_last() if cfg.resume and ctx.main or cfg.resume else None
+        self.resume_from = folder.read_last() if cfg.resume else None  # every rank reads it
         seed_everything(cfg.run.seed)
         self.parts, self.split_info = prepare_splits(cfg.data, folder.path if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:
