@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets import DATASETS, label_files
+from data.datasets import DATASETS, DataConfig, label_files
 from data.records import Pair, result_names
 from data.sampling import ScoreNorm
 from data.screening import describe
@@ -36,13 +36,12 @@ from utils.tables import csv_text, write_csv
 NTIRE_FORBIDDEN = (",", "\r", "\n", '"')  # output.txt is bare name,score lines
 
 
-def collect_pairs(opt) -> list[Pair]:
-    """The pairs to score: a folder pair (labels optional) or a split of ``--dataset``."""
-    if opt.ref_dir:
+def collect_pairs(opt, cfg: DataConfig | None) -> list[Pair]:
+    """The pairs to score: a folder pair (labels optional; ``cfg`` None) or a split of ``--dataset`` (``cfg``)."""
+    if cfg is None:
         from data.pipal import load_folder_pairs
 
         return load_folder_pairs(Path(opt.ref_dir), Path(opt.dist_dir), Path(opt.labels) if opt.labels else None)
-    cfg = data_config(opt)
     if opt.split == "all":  # cross-dataset evaluation: every labelled pair, no split needed
         from data.datasets import load_dataset
 
@@ -107,13 +106,14 @@ def main(argv=None) -> dict | None:
     cfg = options.config(opt)
     # outputs checked for writing, then the checkpoint read (and refused, if it must be), before anything else
     session = ScoringSession(cfg, outputs={"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot})
-    pairs = collect_pairs(opt)
+    data = None if opt.ref_dir else data_config(opt)
+    pairs = collect_pairs(opt, data)
     if opt.check_data:
         sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
     pairs = session.screen(pairs)
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
-    if opt.dataset == "csv" and not opt.ref_dir:  # maps by the file's path from the folder (../ kept inside maps)
-        root = data_config(opt).root.resolve()
+    if data is not None and data.dataset == "csv":  # maps by the file's path from the folder (../ kept inside maps)
+        root = data.root.resolve()
         map_names = [os.path.relpath(p.dist, root) for p in pairs]
     else:
         map_names = names
@@ -124,10 +124,10 @@ def main(argv=None) -> dict | None:
                         "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
     prefix = Path(cfg.output).with_name(Path(cfg.output).stem)
     details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled else None
-    labels = [opt.labels] if opt.labels else [] if opt.ref_dir else label_files(data_config(opt))
+    labels = [opt.labels] if opt.labels else [] if data is None else label_files(data)
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if opt.baselines else {}
     session.guard(pairs, map_names, {"labels copy ": details, **extra}, labels)
-    if opt.plot and not labelled or opt.baselines is not None and not labelled:
+    if (opt.plot or opt.baselines is not None) and not labelled:
         raise UserError(f"{'--plot' if opt.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
     baselines = parse_baselines(opt.baselines) if opt.baselines is not None else None
     if baselines:
