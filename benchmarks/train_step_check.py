@@ -100,8 +100,9 @@ def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224)))
     """Three crop pairs of the real KADID-10k images in ``../shared/data/mini`` (``crop`` pixels, at
     ``positions`` scaled to the crop) and their dmos, min-max normalised over the four distorted images."""
     from data.images import read_image
+    from utils.tables import read_csv
 
-    rows = [line.split(",") for line in (MINI / "dmos.csv").read_text().splitlines()[1:]]
+    rows = read_csv(MINI / "dmos.csv")[1:]
     scores = {name: float(score) for name, _, score, _ in rows}
     lo, hi = min(scores.values()), max(scores.values())
     names = ["I01_01_02.png", "I01_06_05.png", "I01_15_05.png"]

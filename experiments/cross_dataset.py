@@ -25,7 +25,7 @@ from utils.comparison import ScoredSet  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 from utils.metrics import LABELS, iqa_metrics  # noqa: E402
-from utils.tables import markdown_table, number, write_csv  # noqa: E402
+from utils.tables import markdown_table, number, read_csv, write_csv  # noqa: E402
 
 COLUMNS = ("PLCC", "PLCC_fitted", "SRCC", "KRCC")
 
@@ -75,7 +75,7 @@ def main(argv=None) -> str:
         if args.baselines is not None:  # every metric from the same per-pair file (AHIQ's equals test.py's)
             scored = ScoredSet.read(output.with_name(f"{output.stem}_baselines.csv"))
             found = {m: iqa_metrics(v, scored.labels) for m, v in scored.scores.items()}
-        pairs = len(output.read_text().splitlines())
+        pairs = len(read_csv(output))  # test.py's name,score rows
         rows += [[dataset, metric, pairs, *(m[k] for k in COLUMNS)] for metric, m in found.items()]
     header = ["test set", "metric", "pairs", *(LABELS[k] for k in COLUMNS)]
     title = (f"cross-dataset: trained on {args.train[0] if args.train else args.checkpoint}, each test set whole "
