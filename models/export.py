@@ -21,6 +21,7 @@ import torch.nn as nn
 from models.ahiq import AHIQ, NORMALISATIONS, DeformFusion, ModelConfig
 from models.backbones import ResNetFeatures, create_backbone
 from models.checkpoint import META_KEY, checkpoint_dict
+from models.config import IMPLEMENTATION_ONLY
 from utils.errors import UserError, arg
 from utils.io import atomic_write
 
@@ -36,7 +37,7 @@ def check_pyiqa_architecture(config: ModelConfig) -> None:
     ours, theirs = config.to_dict(), ModelConfig().to_dict()
     for part in ("vit", "cnn"):
         ours[part], theirs[part] = ours[part].split(".")[0], theirs[part].split(".")[0]
-    wrong = [f"{k}={ours[k]}" for k in ours if k not in ("normalization", "deform_impl") and ours[k] != theirs[k]]
+    wrong = [f"{k}={ours[k]}" for k in ours if k not in ("normalization", *IMPLEMENTATION_ONLY) and ours[k] != theirs[k]]
     if wrong:
         raise UserError(f"pyiqa's AHIQ is the authors' architecture only (ViT-B/8 blocks 1-5, ResNet-50 layer1, "
                         f"deformable fusion, weighted pooling, default widths); this model has {', '.join(wrong)}: "
