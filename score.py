@@ -1,50 +1,8 @@
 """Score image pairs with AHIQ: ``python score.py --ref REF --dist DIST [--checkpoint FILE] ...``.
 
-REF and DIST are files or folders; folders pair by file name or by the datasets' naming rule. Prints a table and
-optionally writes ``--output`` CSV (``dist,ref,score``). Under ``torchrun`` the ranks share the pairs by reference.
-See ``python score.py --help``.
+REF and DIST are files or folders. The task lives in ``ahiq/commands/score.py`` (installed: ``ahiq score``).
 """
-from __future__ import annotations
-
-import sys
-import time
-
-from data.images import pair_paths
-from data.records import Pair, result_names
-from engine.session import ScoringSession
-from options.score_options import ScoreOptions
-from utils.errors import cli_main
-from utils.tables import write_csv
-
-
-@cli_main
-def main(argv=None) -> None:
-    options = ScoreOptions()
-    opt = options.parse(argv)
-    session = ScoringSession(options.config(opt))
-    found, problems = pair_paths(opt.ref, opt.dist)
-    pairs = session.screen([Pair(d, r) for d, r in found], problems, check_hint=False)
-    names = result_names(pairs)
-    session.guard(pairs, names)
-    if session.ctx.main:
-        print(f"model: {session.describe()}", file=sys.stderr)
-    start = time.perf_counter()
-    scores = session.score(pairs, names)
-    if scores is None:  # another rank writes the results
-        return
-    elapsed = time.perf_counter() - start
-    if opt.output:
-        write_csv(opt.output, ["dist", "ref", "score"], [[p.dist, p.ref, f"{scores[i]:.6f}"] for i, p in enumerate(pairs)])
-        session.finish(opt.output)
-    if not opt.quiet and opt.output != "-":
-        width = max(map(len, names))
-        print(f"{'dist':<{width}}  {'ref':<12}  score")
-        for i, (name, p) in enumerate(zip(names, pairs)):
-            print(f"{name:<{width}}  {p.ref.name:<12}  {scores[i]:.4f}")
-    maps = f"; wrote {len(pairs)} quality map{'s' if len(pairs) > 1 else ''} to {opt.save_maps}" if opt.save_maps else ""
-    print(f"scored {len(pairs)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
-          + (f"; wrote {opt.output}" if opt.output else "") + maps, file=sys.stderr)
-
+from ahiq.commands.score import main
 
 if __name__ == "__main__":
     main()

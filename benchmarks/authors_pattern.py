@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from models.ahiq import AHIQ
+from ahiq.models.ahiq import AHIQ
 
 
 class AuthorsPattern(nn.Module):

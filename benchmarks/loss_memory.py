@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.device import resolve_device  # noqa: E402
-from engine.loss import AHIQLoss  # noqa: E402
+from ahiq.engine.device import resolve_device  # noqa: E402
+from ahiq.engine.loss import AHIQLoss  # noqa: E402
 
 
 def _rss_kib(field: str) -> int:

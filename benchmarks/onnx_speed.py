@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.crops import crop_positions  # noqa: E402
-from data.images import as_unit_float, read_image  # noqa: E402
-from models.ahiq import build_ahiq  # noqa: E402
-from models.checkpoint import load_model  # noqa: E402
-from models.export import export_onnx  # noqa: E402
-from utils.io import shared_folder  # noqa: E402
+from ahiq.data.crops import crop_positions  # noqa: E402
+from ahiq.data.images import as_unit_float, read_image  # noqa: E402
+from ahiq.models.ahiq import build_ahiq  # noqa: E402
+from ahiq.models.checkpoint import load_model  # noqa: E402
+from ahiq.models.export import export_onnx  # noqa: E402
+from ahiq.utils.io import shared_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KADID = shared_folder() / "data" / "mini" / "KADID-10k-mini" / "images"

@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from data.crops import crop_positions  # noqa: E402
-from data.images import pair_paths, read_image  # noqa: E402
-from engine.device import describe_precision  # noqa: E402
-from models.ahiq import build_ahiq  # noqa: E402
-from utils.io import shared_folder  # noqa: E402
+from ahiq.data.crops import crop_positions  # noqa: E402
+from ahiq.data.images import pair_paths, read_image  # noqa: E402
+from ahiq.engine.device import describe_precision  # noqa: E402
+from ahiq.models.ahiq import build_ahiq  # noqa: E402
+from ahiq.utils.io import shared_folder  # noqa: E402
 
 
 def one_reference_set(folder: Path, distorted: int) -> Path:

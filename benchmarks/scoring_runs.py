@@ -27,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.ahiq import build_ahiq  # noqa: E402
-from models.checkpoint import save_checkpoint  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
+from ahiq.models.ahiq import build_ahiq  # noqa: E402
+from ahiq.models.checkpoint import save_checkpoint  # noqa: E402
+from ahiq.models.config import ModelConfig  # noqa: E402
 
 # A small network for the many-pairs case (the default one for the others).
 TINY = {"vit_blocks": (1, 3), "vit_kwargs": {"embed_dim": 32, "depth": 4, "num_heads": 2},

@@ -28,11 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from data.crops import crop_positions  # noqa: E402
-from models.ahiq import build_ahiq  # noqa: E402
-from engine.device import describe_precision, precision_context, resolve_device  # noqa: E402
-from data.images import read_image  # noqa: E402
-from engine.scoring import crop_batch, score_pairs  # noqa: E402
+from ahiq.data.crops import crop_positions  # noqa: E402
+from ahiq.models.ahiq import build_ahiq  # noqa: E402
+from ahiq.engine.device import describe_precision, precision_context, resolve_device  # noqa: E402
+from ahiq.data.images import read_image  # noqa: E402
+from ahiq.engine.scoring import crop_batch, score_pairs  # noqa: E402
 
 
 def _sync(device):

@@ -29,9 +29,9 @@ from benchmarks.authors_pattern import (  # noqa: E402
     authors_scheduler,
     authors_train_step,
 )
-from engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
-from models.ahiq import AHIQ  # noqa: E402
-from utils.io import shared_folder  # noqa: E402
+from ahiq.engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
+from ahiq.models.ahiq import AHIQ  # noqa: E402
+from ahiq.utils.io import shared_folder  # noqa: E402
 
 MINI = shared_folder() / "data" / "mini" / "KADID-10k-mini"
 
@@ -99,8 +99,8 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
 def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224))) -> tuple:
     """Three crop pairs of the real KADID-10k images in ``../shared/data/mini`` (``crop`` pixels, at
     ``positions`` scaled to the crop) and their dmos, min-max normalised over the four distorted images."""
-    from data.images import read_image
-    from utils.tables import read_csv
+    from ahiq.data.images import read_image
+    from ahiq.utils.tables import read_csv
 
     rows = read_csv(MINI / "dmos.csv")[1:]
     scores = {name: float(score) for name, _, score, _ in rows}
@@ -119,7 +119,7 @@ def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224)))
 
 
 def main(argv=None) -> int:
-    from models.ahiq import ModelConfig, build_ahiq
+    from ahiq.models.ahiq import ModelConfig, build_ahiq
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--crop", type=int, default=224)

@@ -18,7 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg
+
+# Where training crops may start: anywhere (full) or the authors' randint(0, side - crop) (never the last row)
+CROP_RULES = ("full", "authors")
 
 PROTOCOLS = "center, five, nine, random:N, grid:N"
 MAX_CROPS = 10_000

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from data.labels import check_new, csv_rows, parse_number
-from data.records import Pair
-from utils.errors import UserError
+from ahiq.data.labels import check_new, csv_rows, parse_number
+from ahiq.data.records import Pair
+from ahiq.utils.errors import UserError
 
 LABELS_CSV = "labels.csv"
 REQUIRED = ("dist", "ref", "score")

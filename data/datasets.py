@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from data.records import Pair
-from utils.errors import UserError, arg, flag
+from ahiq.data.records import Pair
+from ahiq.utils.errors import UserError, arg, flag
 
 STANDARD_RATIO = "6:2:2"
 
@@ -56,14 +56,14 @@ class DataConfig:
 
 
 def _pipal(cfg: DataConfig) -> list[Pair]:
-    from data.pipal import load_pipal_train
+    from ahiq.data.pipal import load_pipal_train
 
     return load_pipal_train(cfg.root, Path(cfg.train_list) if cfg.train_list else None)
 
 
 def _synthetic(cfg: DataConfig) -> list[Pair]:
-    from data.pipal import load_pipal_train
-    from data.synthetic import ensure_synthetic
+    from ahiq.data.pipal import load_pipal_train
+    from ahiq.data.synthetic import ensure_synthetic
 
     ensure_synthetic(cfg.root, n_refs=cfg.synthetic_refs, size=cfg.synthetic_size, seed=cfg.split_seed)
     return load_pipal_train(cfg.root)
@@ -71,7 +71,7 @@ def _synthetic(cfg: DataConfig) -> list[Pair]:
 
 def _standard(name: str) -> Callable[[DataConfig], list[Pair]]:
     def load(cfg: DataConfig) -> list[Pair]:
-        from data import standard
+        from ahiq.data import standard
 
         if not cfg.root.is_dir():
             raise UserError(f"{arg('data_root')}{cfg.root}: folder not found")
@@ -81,7 +81,7 @@ def _standard(name: str) -> Callable[[DataConfig], list[Pair]]:
 
 
 def _csv(cfg: DataConfig) -> list[Pair]:
-    from data.csv_labels import load_csv_dataset
+    from ahiq.data.csv_labels import load_csv_dataset
 
     return load_csv_dataset(cfg.root, cfg.lower_better)
 

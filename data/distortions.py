@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from data.records import Pair
-from data.synthetic import DISTORTIONS
+from ahiq.data.records import Pair
+from ahiq.data.synthetic import DISTORTIONS
 
 # Lin, Hosu, Saupe, "KADID-10k: A Large-scale Artificially Distorted IQA Database", QoMEX 2019: types 01..25.
 KADID10K_TYPES = (

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 

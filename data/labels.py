@@ -10,8 +10,8 @@ import math
 import re
 from pathlib import Path
 
-from data.images import is_image
-from utils.errors import UserError
+from ahiq.data.images import is_image
+from ahiq.utils.errors import UserError
 
 
 def need_file(path: Path, what: str) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.images import list_images, note_skipped, reference_name, reference_stem
-from data.records import Pair
-from data.labels import check_new, images_by_lower_name, label_lines, parse_number
-from utils.errors import UserError, arg
+from ahiq.data.images import list_images, note_skipped, reference_name, reference_stem
+from ahiq.data.records import Pair
+from ahiq.data.labels import check_new, images_by_lower_name, label_lines, parse_number
+from ahiq.utils.errors import UserError, arg
 
 
 def read_label_list(path: Path) -> list[tuple[str, float, str]]:

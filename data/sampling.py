@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.images import common_depth, read_image
-from data.records import Pair
-from utils.errors import UserError, arg
+from ahiq.data.images import common_depth, read_image
+from ahiq.data.records import Pair
+from ahiq.data.crops import CROP_RULES
+from ahiq.utils.errors import UserError, arg
 
 @dataclass
 class ScoreNorm:
@@ -47,7 +48,6 @@ class ScoreNorm:
         return cls(**data) if data else cls("none")
 
 
-CROP_RULES = ("full", "authors")
 
 
 class CropPairs(Dataset):

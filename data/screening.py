@@ -14,9 +14,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from data.images import read_header, read_image
-from data.records import Pair
-from utils.errors import UserError, arg, flag, plain
+from ahiq.data.images import read_header, read_image
+from ahiq.data.records import Pair
+from ahiq.utils.errors import UserError, arg, flag, plain
 
 
 class Problem(NamedTuple):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets import DataConfig, load_dataset
-from data.records import Pair
-from data.screening import check_pairs_on_disk, describe, unique_messages
-from utils.errors import UserError, arg, say
-from utils.io import atomic_write_text
+from ahiq.data.datasets import DataConfig, load_dataset
+from ahiq.data.records import Pair
+from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
+from ahiq.utils.errors import UserError, arg, say
+from ahiq.utils.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -95,7 +95,7 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
             info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed}
         parts = apply_split(pairs, split)
         if cfg.val_list:
-            from data.pipal import load_folder_pairs
+            from ahiq.data.pipal import load_folder_pairs
 
             parts["val"] = load_folder_pairs(Path(cfg.val_ref_dir), Path(cfg.val_dis_dir), Path(cfg.val_list))
             info["val_list"] = str(cfg.val_list)

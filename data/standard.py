@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import reference_name, reference_stem
-from data.labels import check_new, csv_rows, images_by_lower_name, label_lines, need_file, parse_number
-from data.records import Pair
-from utils.errors import UserError
+from ahiq.data.images import reference_name, reference_stem
+from ahiq.data.labels import check_new, csv_rows, images_by_lower_name, label_lines, need_file, parse_number
+from ahiq.data.records import Pair
+from ahiq.utils.errors import UserError
 
 # TID2013 distorted names: i<ref>_<type>_<level>.bmp, in either case.
 _TID2013_NAME = re.compile(r"^i\d\d_\d\d_\d\.bmp$", re.IGNORECASE)

@@ -34,8 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.errors import UserError
-from utils.io import atomic_write, atomic_write_text
+from ahiq.utils.errors import UserError
+from ahiq.utils.io import atomic_write, atomic_write_text
 
 VERSION = 1
 LEVELS = 4

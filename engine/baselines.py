@@ -19,12 +19,13 @@ import piq
 import torch
 from torchvision.models import VGG16_Weights
 
-from data.datasets import DATASETS
-from data.distortions import TYPE_NAMES, pair_types
-from data.images import as_unit_float, read_header, read_image
-from data.records import Pair, result_names
-from utils.comparison import ScoredSet, comparison_report
-from utils.errors import UserError, arg
+from ahiq.data.datasets import DATASETS
+from ahiq.engine.config import BASELINE_NAMES, parse_baselines  # noqa: F401  (re-exported)
+from ahiq.data.distortions import TYPE_NAMES, pair_types
+from ahiq.data.images import as_unit_float, read_header, read_image
+from ahiq.data.records import Pair, result_names
+from ahiq.utils.comparison import ScoredSet, comparison_report
+from ahiq.utils.errors import UserError, arg
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (dist, ref) (B, 3, H, W) in [0, 1] -> (B,)
 
@@ -61,20 +62,7 @@ BASELINES: dict[str, Baseline] = {
     "lpips": Baseline("LPIPS", False, _learned(piq.LPIPS), weights=(piq.LPIPS._weights_url, _VGG16)),
     "dists": Baseline("DISTS", False, _learned(piq.DISTS), weights=(piq.DISTS._weights_url, _VGG16)),
 }
-
-
-def parse_baselines(text: str) -> list[str]:
-    """``'psnr,ssim'`` -> ``['psnr', 'ssim']``; ``all`` -> every one of :data:`BASELINES`; ``none`` -> AHIQ alone."""
-    names = [n.strip().lower().replace("-", "_") for n in text.split(",") if n.strip()]
-    if names in ([], ["none"]):
-        return []
-    if names == ["all"]:
-        return list(BASELINES)
-    unknown = [n for n in names if n not in BASELINES]
-    if unknown:
-        raise UserError(f"{arg('baselines')}{text}: unknown metric {', '.join(unknown)}; choose from "
-                        f"{', '.join(BASELINES)}, all or none")
-    return list(dict.fromkeys(names))
+assert tuple(BASELINES) == BASELINE_NAMES
 
 
 def weight_files(name: str) -> list[Path]:

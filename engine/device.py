@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils.errors import Stopped, UserError, arg
+from ahiq.engine.config import RunConfig  # noqa: F401  (re-exported)
+from ahiq.utils.errors import Stopped, UserError, arg
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -75,17 +76,6 @@ def precision_context(precision: str, device: torch.device, strict: bool = True)
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """How the network runs (options of every script): device, precision, compile, decoding workers, seed."""
-
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
-    num_workers: int = 0
-    seed: int = 1919
 
 
 @dataclass

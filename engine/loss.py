@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from data.crops import crop_windows, parse_crops
-from engine.device import PRECISIONS, precision_context, resolve_device
-from engine.scoring import paste_maps
-from models.ahiq import AHIQ
-from models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
-from utils.errors import UserError, arg
+from ahiq.data.crops import crop_windows, parse_crops
+from ahiq.engine.device import PRECISIONS, precision_context, resolve_device
+from ahiq.engine.scoring import paste_maps
+from ahiq.models.ahiq import AHIQ
+from ahiq.models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
+from ahiq.utils.errors import UserError, arg
 
 REDUCTIONS = ("mean", "sum", "none")
 

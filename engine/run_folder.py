@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.ahiq import AHIQ
-from models.checkpoint import save_checkpoint
-from utils.errors import UserError
-from utils.io import atomic_write_text, check_writable, load_torch_file, lock_folder, remove_stale_temps
+from ahiq.models.ahiq import AHIQ
+from ahiq.models.checkpoint import save_checkpoint
+from ahiq.utils.errors import UserError
+from ahiq.utils.io import atomic_write_text, check_writable, load_torch_file, lock_folder, remove_stale_temps
 
 LAST_NEEDS = ("deform_net_model_state_dict", "regressor_model_state_dict", "optimizer_state_dict",
               "scheduler_state_dict", "epoch", "ahiq")

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data.crops import crop_windows, parse_crops
-from data.images import common_depth, read_image
-from engine.device import precision_context, usable_workers
-from models.ahiq import AHIQ
-from models.checkpoint import CheckpointRecord
-from models.reference import ReferenceSide
-from utils.errors import UserError, arg
+from ahiq.data.crops import crop_windows, parse_crops
+from ahiq.data.images import common_depth, read_image
+from ahiq.engine.device import precision_context, usable_workers
+from ahiq.models.ahiq import AHIQ
+from ahiq.models.checkpoint import CheckpointRecord
+from ahiq.models.reference import ReferenceSide
+from ahiq.utils.errors import UserError, arg
 
 SEGMENT_BATCHES = 2  # a segment holds at least this many batches of crops: few partial batches, fine shards
 

@@ -11,51 +11,26 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 import torch
 from tqdm import tqdm
 
-from data.crops import parse_crops
-from data.images import read_image
-from data.records import Pair
-from data.screening import DecodedImages, screen_pairs
-from engine.device import RunConfig, RunContext, describe_precision, setup_run
-from engine.scoring import PairScore, plan, score_stream
-from models.ahiq import AHIQ
-from models.backbones import file_sha256
-from models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
-from utils.errors import Stopped, UserError, arg
-from utils.io import MAX_NAME, check_outputs, check_writable, map_file_names, write_target
-from utils.visual import save_quality_map
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """What a scoring run needs: how the network runs, which network, the crop protocol, and the outputs.
-
-    ``checkpoint`` None: the released one once downloaded; ``"none"``: random heads. ``pretrained_backbones``,
-    ``vit_weights``, ``cnn_weights`` None: the backbones the checkpoint records. ``overrides``: architecture
-    fields given explicitly, over the checkpoint's. ``crop_size`` None: the checkpoint's training crop, else 224.
-    ``batch_size``: crops per forward pass.
-    """
-
-    run: RunConfig = RunConfig()
-    checkpoint: str | None = None
-    pretrained_backbones: bool | None = None
-    vit_weights: str | None = None
-    cnn_weights: str | None = None
-    overrides: dict = field(default_factory=dict)
-    crops: str = "center"
-    crop_size: int | None = None
-    batch_size: int = 16
-    flip_tta: bool = False
-    skip_bad: bool = False
-    progress: bool = True
-    output: str | None = None
-    save_maps: str | None = None
+from ahiq.data.crops import parse_crops
+from ahiq.data.images import read_image
+from ahiq.data.records import Pair
+from ahiq.data.screening import DecodedImages, screen_pairs
+from ahiq.engine.config import ScoreConfig
+from ahiq.engine.device import RunContext, describe_precision, setup_run
+from ahiq.engine.scoring import PairScore, plan, score_stream
+from ahiq.models.ahiq import AHIQ
+from ahiq.models.backbones import file_sha256
+from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
+from ahiq.utils.errors import Stopped, UserError, arg
+from ahiq.utils.io import MAX_NAME, check_outputs, check_writable, map_file_names, write_target
+from ahiq.utils.visual import save_quality_map
 
 
 class ScoringSession:

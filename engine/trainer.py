@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,84 +19,23 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.crops import parse_crops
-from data.datasets import DataConfig
-from data.records import Pair
-from data.sampling import CropPairs, EpochSampler, ScoreNorm
-from data.screening import describe, screen_pairs
-from data.splits import prepare_splits
-from engine.device import RunConfig, RunContext, describe_precision, seed_everything, usable_workers
-from engine.run_folder import RunFolder, best_text, rng_state, set_rng_state
-from engine.scoring import quiet_worker
-from engine.session import predict
-from engine.training import build_optimizer, build_scheduler, step_loss
-from models.ahiq import build_ahiq
-from models.checkpoint import CheckpointRecord, choose_backbones, load_heads, open_checkpoint
-from models.config import IMPLEMENTATION_ONLY, ModelConfig
-from utils.errors import UserError, arg
-from utils.io import check_outputs
-from utils.metrics import format_metrics, iqa_metrics
-
-BEST_RULES = ("sum", "either")
-CONFIG_VERSION = 2
-# Training options that decide what a run trains, besides every model and data field (see run_defining).
-DEFINES_RUN = ("crop_size", "train_crop_rule", "pretrained_backbones", "vit_weights", "cnn_weights", "score_norm")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints.
-
-    ``checkpoint``: start the fusion and head from it (its architecture is used; ``model_given`` names the
-    architecture fields the user set, which must agree with it). ``crop_size`` / ``pretrained_backbones`` None:
-    the checkpoint's record, else 224 / true.
-    """
-
-    run: RunConfig = RunConfig()
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    model_given: tuple[str, ...] = ()
-    checkpoint: str | None = None
-    pretrained_backbones: bool | None = None
-    vit_weights: str | None = None
-    cnn_weights: str | None = None
-    name: str = "ahiq_pipal"
-    checkpoints_dir: str = "./checkpoints"
-    crop_size: int | None = None
-    n_epoch: int = 200
-    batch_size: int = 4
-    learning_rate: float = 1e-4
-    feature_lr_scale: float = 1.0
-    weight_decay: float = 1e-5
-    T_max: int = 50
-    eta_min: float = 0.0
-    flip: str = "horizontal"
-    train_crop_rule: str = "full"
-    score_norm: str = "fit"
-    strict_fp32: bool = False
-    grad_clip: float = 0.0
-    val_freq: int = 1
-    val_crops: str = "five"
-    val_drop_last: bool = False
-    best_rule: str = "sum"
-    resume: bool = False
-    max_steps: int = 0
-    time_limit: float = 0.0
-    progress: bool = True
-    validate_first: bool = False
-
-    def to_dict(self) -> dict:
-        """The JSON form of ``opt.json`` and checkpoints (versioned; sections flattened back by ``--config``)."""
-        out = {"script": "train", "config_version": CONFIG_VERSION, **asdict(self), "model": self.model.to_dict()}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-def run_defining() -> tuple[str, ...]:
-    """Options that change a run's model or data (refused at ``--resume`` unless allowed): every model and data
-    field, the ViT patch size, and :data:`DEFINES_RUN`."""
-    return (*(f.name for f in fields(ModelConfig)), "patch_size",
-            *(f.name for f in fields(DataConfig) if f.name != "skip_bad"), *DEFINES_RUN)
-
+from ahiq.data.crops import parse_crops
+from ahiq.data.records import Pair
+from ahiq.data.sampling import CropPairs, EpochSampler, ScoreNorm
+from ahiq.data.screening import describe, screen_pairs
+from ahiq.data.splits import prepare_splits
+from ahiq.engine.config import BEST_RULES, CONFIG_VERSION, TrainConfig, run_defining  # noqa: F401
+from ahiq.engine.device import RunContext, describe_precision, seed_everything, usable_workers
+from ahiq.engine.run_folder import RunFolder, best_text, rng_state, set_rng_state
+from ahiq.engine.scoring import quiet_worker
+from ahiq.engine.session import predict
+from ahiq.engine.training import build_optimizer, build_scheduler, step_loss
+from ahiq.models.ahiq import build_ahiq
+from ahiq.models.checkpoint import CheckpointRecord, choose_backbones, load_heads, open_checkpoint
+from ahiq.models.config import IMPLEMENTATION_ONLY, ModelConfig
+from ahiq.utils.errors import UserError, arg
+from ahiq.utils.io import check_outputs
+from ahiq.utils.metrics import format_metrics, iqa_metrics
 
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
     """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).

@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.device import precision_context
-from models.ahiq import AHIQ
+from ahiq.engine.device import precision_context
+from ahiq.models.ahiq import AHIQ
 
 
 def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:

@@ -22,12 +22,12 @@ import torch
 # Run as `python examples/optimize_image.py` from the repository root: the project's packages are one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.crops import parse_crops  # noqa: E402
-from data.images import as_unit_float, read_image  # noqa: E402
-from engine.loss import AHIQLoss  # noqa: E402
-from options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_bool, check_range  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import atomic_write, check_outputs, check_writable  # noqa: E402
+from ahiq.data.crops import parse_crops  # noqa: E402
+from ahiq.data.images import as_unit_float, read_image  # noqa: E402
+from ahiq.engine.loss import AHIQLoss  # noqa: E402
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_bool, check_range  # noqa: E402
+from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.utils.io import atomic_write, check_outputs, check_writable  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:

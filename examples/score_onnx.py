@@ -19,8 +19,8 @@ import numpy as np
 # Run as `python examples/score_onnx.py` from the repository root: the project's packages are one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.crops import PROTOCOLS, crop_positions, parse_crops  # noqa: E402  (numpy only)
-from utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # noqa: E402  (numpy only)
+from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

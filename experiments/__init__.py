@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from options.base_options import OneDefaultHelpFormatter, OneLineErrors  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors  # noqa: E402
+from ahiq.utils.errors import UserError  # noqa: E402
+from ahiq.utils.io import atomic_write_text  # noqa: E402
 
 
 def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
 def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> dict:
     """``train.py train_argv`` (which makes the run folder ``run``), then :func:`test_run`; test.py's metrics and
     the training time (``seconds``)."""
-    import train as train_script
+    from ahiq.commands import train as train_script
 
     start = time.perf_counter()
     train_script.main(train_argv)
@@ -36,7 +36,7 @@ def test_run(run: Path, test_argv: list[str], checkpoint: str | None = None, dat
     """``test.py`` with the training run's own options (its ``opt.json``: every option the two scripts share
     reaches the test run) and ``checkpoint`` (default its ``best.pth``), ``test_argv`` on top; ``data=False``
     leaves the run's data options out (another dataset is tested). test.py's metrics."""
-    import test as test_script
+    from ahiq.commands import test as test_script
 
     config = run / "opt.json"
     if not data:

@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 
 from experiments import parser, train_then_test  # noqa: E402
-from models.checkpoint import read_checkpoint  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
-from utils.metrics import LABELS  # noqa: E402
-from utils.tables import markdown_table  # noqa: E402
+from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
+from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.utils.io import atomic_write_text  # noqa: E402
+from ahiq.utils.metrics import LABELS  # noqa: E402
+from ahiq.utils.tables import markdown_table  # noqa: E402
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "options" / "presets"
 # The authors' model and one row per ablation of the paper.

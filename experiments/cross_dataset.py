@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import test as test_script  # noqa: E402
-import train as train_script  # noqa: E402
-from engine.baselines import check_baselines, parse_baselines  # noqa: E402
+from ahiq.commands import test as test_script  # noqa: E402
+from ahiq.commands import train as train_script  # noqa: E402
+from ahiq.engine.baselines import check_baselines, parse_baselines  # noqa: E402
 from experiments import parser, test_run  # noqa: E402
-from utils.comparison import ScoredSet  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
-from utils.metrics import LABELS, iqa_metrics  # noqa: E402
-from utils.tables import markdown_table, number, read_csv, write_csv  # noqa: E402
+from ahiq.utils.comparison import ScoredSet  # noqa: E402
+from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.utils.io import atomic_write_text  # noqa: E402
+from ahiq.utils.metrics import LABELS, iqa_metrics  # noqa: E402
+from ahiq.utils.tables import markdown_table, number, read_csv, write_csv  # noqa: E402
 
 COLUMNS = ("PLCC", "PLCC_fitted", "SRCC", "KRCC")
 

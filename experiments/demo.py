@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import score as score_script  # noqa: E402
+from ahiq.commands import score as score_script  # noqa: E402
 from experiments import parser  # noqa: E402
-import train as train_script  # noqa: E402
-from engine.device import native_bf16  # noqa: E402
-from models.backbones import pretrained_available  # noqa: E402
-from utils.errors import cli_main  # noqa: E402
+from ahiq.commands import train as train_script  # noqa: E402
+from ahiq.engine.device import native_bf16  # noqa: E402
+from ahiq.models.backbones import pretrained_available  # noqa: E402
+from ahiq.utils.errors import cli_main  # noqa: E402
 
 SYNTHETIC_REFS, SIZE = 150, 32
 

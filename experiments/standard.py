@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 
 from experiments import parser, train_then_test  # noqa: E402
-from engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
-from utils.metrics import LABELS  # noqa: E402
-from utils.tables import markdown_table, number  # noqa: E402
+from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
+from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.utils.io import atomic_write_text  # noqa: E402
+from ahiq.utils.metrics import LABELS  # noqa: E402
+from ahiq.utils.tables import markdown_table, number  # noqa: E402
 
 METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 

@@ -13,7 +13,7 @@ class ConvFusion(nn.Module):
 
     def __init__(self, cnn_channels: int = 768, scale: int = 2, hidden: int = 512):
         super().__init__()
-        from models.ahiq import downsampling_convs  # the same strided convs as the deformable fusion
+        from ahiq.models.ahiq import downsampling_convs  # the same strided convs as the deformable fusion
 
         self.conv = nn.Conv2d(cnn_channels, cnn_channels, 3, 1, 1)
         self.conv1 = downsampling_convs(cnn_channels, hidden, scale)

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d
 
-from models import reference
-from models.ablations import ConvFusion, ResampleFusion
-from models.backbones import (BackboneSource, Features, ResNetFeatures, ViTFeatures, backbone_sources, build_resnet,
+from ahiq.models import reference
+from ahiq.models.ablations import ConvFusion, ResampleFusion
+from ahiq.models.backbones import (BackboneSource, Features, ResNetFeatures, ViTFeatures, backbone_sources, build_resnet,
                               build_vit, check_available)
-from models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
-from models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
-from utils.errors import UserError, arg
+from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
+from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
+from ahiq.utils.errors import UserError, arg
 
 
 def downsampling_convs(channels: int, hidden: int, scale: int) -> nn.Sequential:

@@ -27,10 +27,10 @@ import timm
 import torch
 import torch.nn as nn
 
-from models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
-from models.state import state_dict_problems, summarise
-from utils.errors import UserError, arg
-from utils.io import load_torch_file
+from ahiq.models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
+from ahiq.models.state import state_dict_problems, summarise
+from ahiq.utils.errors import UserError, arg
+from ahiq.utils.io import load_torch_file
 
 # Where download.sh puts backbone weights and where they are looked for when no file is named.
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "backbones"

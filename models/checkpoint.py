@@ -20,12 +20,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.ahiq import AHIQ, build_ahiq
-from models.backbones import BackboneSource, backbone_source
-from models.config import RELEASED_CHECKPOINT, ModelConfig
-from models.state import state_dict_problems, summarise
-from utils.errors import UserError, arg
-from utils.io import atomic_torch_save, load_torch_file
+from ahiq.models.ahiq import AHIQ, build_ahiq
+from ahiq.models.backbones import BackboneSource, backbone_source
+from ahiq.models.config import RELEASED_CHECKPOINT, ModelConfig
+from ahiq.models.state import state_dict_problems, summarise
+from ahiq.utils.errors import UserError, arg
+from ahiq.utils.io import atomic_torch_save, load_torch_file
 
 DEFORM_KEY = "deform_net_model_state_dict"
 REGRESSOR_KEY = "regressor_model_state_dict"

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg
 
 DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
 DEFAULT_CNN = "resnet50.a1_in1k"

@@ -18,12 +18,12 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from models.ahiq import AHIQ, NORMALISATIONS, DeformFusion, ModelConfig
-from models.backbones import ResNetFeatures, create_backbone
-from models.checkpoint import META_KEY, checkpoint_dict
-from models.config import IMPLEMENTATION_ONLY
-from utils.errors import UserError, arg
-from utils.io import atomic_write
+from ahiq.models.ahiq import AHIQ, NORMALISATIONS, DeformFusion, ModelConfig
+from ahiq.models.backbones import ResNetFeatures, create_backbone
+from ahiq.models.checkpoint import META_KEY, checkpoint_dict
+from ahiq.models.config import IMPLEMENTATION_ONLY
+from ahiq.utils.errors import UserError, arg
+from ahiq.utils.io import atomic_write
 
 # The timm architectures pyiqa's AHIQ builds, and its names for them in ``params``.
 PYIQA_BACKBONES = {"vit": ("vit_base_patch8_224", "vit"), "cnn": ("resnet50", "resnet50")}

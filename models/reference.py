@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from models.ahiq import AHIQ
+    from ahiq.models.ahiq import AHIQ
 
 
 @dataclass

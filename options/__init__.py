@@ -1,1 +1,1 @@
-from options.base_options import BaseOptions  # noqa: F401
+"""Option classes of the scripts: parse, check, then build the frozen configs the floors below take."""

@@ -16,10 +16,9 @@ import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from models.ahiq import check_architecture
-from models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
-from models.config import ModelConfig
-from utils.errors import UserError
+from ahiq.models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
+from ahiq.models.config import ModelConfig
+from ahiq.utils.errors import UserError
 
 # Valid values of numeric options: (low, high), both included. Every numeric option of every script is here.
 RANGES: dict[str, tuple[float, float]] = {
@@ -91,8 +90,8 @@ class BaseOptions:
 
     description = "AHIQ"
 
-    def __init__(self):
-        self.parser = OneLineErrors(description=self.description, formatter_class=OneDefaultHelpFormatter,
+    def __init__(self, prog: str | None = None):
+        self.parser = OneLineErrors(prog=prog, description=self.description, formatter_class=OneDefaultHelpFormatter,
                                     allow_abbrev=False)
         self.initialize(self.parser)
 
@@ -183,6 +182,8 @@ class BaseOptions:
             raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
         if opt.pretrained_backbones is False and (opt.vit_weights or opt.cnn_weights):
             raise UserError("--pretrained_backbones false contradicts --vit_weights/--cnn_weights; drop one")
+        from ahiq.models.ahiq import check_architecture  # torch: only once the flags parsed
+
         check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
 
     def model_overrides(self, opt: argparse.Namespace) -> dict:
@@ -253,7 +254,7 @@ def script_option_names(script: str) -> set[str] | None:
     import importlib
 
     try:
-        module = importlib.import_module(f"options.{script}_options")
+        module = importlib.import_module(f"ahiq.options.{script}_options")
     except ImportError:
         return None
     classes = [c for c in vars(module).values()

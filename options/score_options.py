@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
-from engine.session import ScoreConfig
-from options.base_options import BaseOptions, build, scoring_defaults
-from utils.io import check_name_length
+from ahiq.data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
+from ahiq.engine.config import ScoreConfig
+from ahiq.options.base_options import BaseOptions, build, scoring_defaults
+from ahiq.utils.io import check_name_length
 
 
 def add_scoring_options(p: argparse.ArgumentParser, crops: str, crops_help: str) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.baselines import BASELINES, parse_baselines
-from engine.session import ScoreConfig
-from options.base_options import BaseOptions, add_bool, add_run_folder_options, str2bool
-from options.score_options import add_scoring_options, check_scoring, score_config
-from options.train_options import add_data_options, data_config
-from utils.errors import UserError
+from ahiq.engine.config import BASELINE_NAMES, ScoreConfig, parse_baselines
+from ahiq.options.base_options import BaseOptions, add_bool, add_run_folder_options, str2bool
+from ahiq.options.score_options import add_scoring_options, check_scoring, score_config
+from ahiq.options.train_options import add_data_options, data_config
+from ahiq.utils.errors import UserError
 
 
 def auto_bool(text: str) -> str | bool:
@@ -43,7 +42,7 @@ class TestOptions(BaseOptions):
                        help="also write the NTIRE submission zip (output.txt + readme.txt)")
         g.add_argument("--plot", type=str, default=None, help="PNG of predictions against labels (needs labels)")
         g.add_argument("--baselines", type=str, default=None,
-                       help=f"also score the same pairs with classical metrics (piq): {', '.join(BASELINES)}, all, or "
+                       help=f"also score the same pairs with classical metrics (piq): {', '.join(BASELINE_NAMES)}, all, or "
                             "none; prints and writes <output>_baselines.csv (per pair), _comparison.md/.csv, "
                             "_types.csv (SRCC per distortion type), _scatter.png, _types.png (needs labels)")
         g.add_argument("--denormalize", type=auto_bool, default="auto",

@@ -5,13 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from data.crops import REUSE_NOTE, parse_crops
-from data.datasets import DATASETS, DataConfig
-from data.sampling import CROP_RULES
-from engine.trainer import BEST_RULES, TrainConfig, run_defining
-from options.base_options import (BaseOptions, add_bool, add_run_folder_options, build, load_options_file,
+from ahiq.data.crops import REUSE_NOTE, parse_crops
+from ahiq.data.datasets import DATASETS, DataConfig
+from ahiq.data.crops import CROP_RULES
+from ahiq.engine.config import BEST_RULES, TrainConfig, run_defining
+from ahiq.options.base_options import (BaseOptions, add_bool, add_run_folder_options, build, load_options_file,
                                   model_config, scoring_defaults)
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def data_config(opt: argparse.Namespace) -> DataConfig:
     """The :class:`DataConfig` of the options (its rules are checked as it is built)."""
     cfg = build(DataConfig, vars(opt))
     if cfg.split_ratio is not None:
-        from data.splits import parse_ratio
+        from ahiq.data.splits import parse_ratio
 
         parse_ratio(cfg.split_ratio)
     if cfg.dataset == "synthetic" and cfg.synthetic_size < (opt.crop_size or 0):

@@ -19,7 +19,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from utils.io import shared_folder  # noqa: E402
+from ahiq.utils.io import shared_folder  # noqa: E402
 
 # The team's shared folder (spec, real label files, mini datasets): $AHIQ_SHARED, else ../shared.
 SHARED = shared_folder()
@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download; hub look-u
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the scripts tests start as processes, too
 torch.set_num_threads(1)
 
-from models.ahiq import ModelConfig  # noqa: E402
+from ahiq.models.ahiq import ModelConfig  # noqa: E402
 
 TINY_VIT_KWARGS = {"embed_dim": 32, "depth": 4, "num_heads": 2}
 TINY_CNN_KWARGS = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}
@@ -53,7 +53,7 @@ def shared_path(*parts: str) -> Path:
 
 def tiny_model(seed: int = 0, config: ModelConfig = TINY):
     """A :data:`TINY` AHIQ network with seeded random backbones and spread-out random heads, in eval mode."""
-    from models.ahiq import build_ahiq
+    from ahiq.models.ahiq import build_ahiq
 
     torch.manual_seed(seed)
     model = build_ahiq(config, pretrained_backbones=False)
@@ -103,7 +103,7 @@ def authors_files(tmp_path_factory):
     weights of the :data:`TINY` backbones, and the AHIQ model they make."""
     import timm
 
-    from models.ahiq import build_ahiq
+    from ahiq.models.ahiq import build_ahiq
     from tests.weight_files import save_state_dict
 
     folder = tmp_path_factory.mktemp("authors")

@@ -137,8 +137,8 @@ class AuthorsScorer:
 def models(authors, tmp_path_factory) -> SimpleNamespace:
     """``ours`` (our AHIQ from :func:`models.checkpoint.load_model`) and ``theirs`` (:class:`AuthorsScorer`),
     sharing heads through one authors'-format checkpoint and seeded random backbones."""
-    from models.backbones import create_backbone
-    from models.checkpoint import load_model
+    from ahiq.models.backbones import create_backbone
+    from ahiq.models.checkpoint import load_model
 
     # Their modules make the heads (seeded, spread-out weights, as the other tests use) and save them the
     # way their save_model does; our loader has to read their tensor names strictly.
@@ -176,7 +176,7 @@ def _authors_input(path: Path) -> torch.Tensor:
 
 def _our_input(path: Path) -> torch.Tensor:
     """An image as our reader gives it: ``(1, 3, H, W)`` uint8 (the model normalises)."""
-    from data.images import read_image
+    from ahiq.data.images import read_image
 
     return torch.from_numpy(read_image(path)).permute(2, 0, 1)[None]
 
@@ -205,7 +205,7 @@ def test_crop_scores_match_the_authors_code(kadid, models):
 
 
 def test_five_crop_protocol_matches_the_authors_code(kadid, models, authors):
-    from data.crops import crop_positions
+    from ahiq.data.crops import crop_positions
 
     ref, dist = kadid / "I01.png", kadid / "I01_06_05.png"
     r_img_org, d_img_org = _authors_input(ref), _authors_input(dist)

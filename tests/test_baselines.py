@@ -12,16 +12,16 @@ import pytest
 import torch
 from scipy import stats
 
-from data.datasets import DataConfig, load_dataset
-from data.distortions import TYPE_NAMES, pair_types, type_name
-from data.images import read_image
-from data.records import Pair
-from engine.baselines import baseline_scores, check_baselines, parse_baselines
+from ahiq.data.datasets import DataConfig, load_dataset
+from ahiq.data.distortions import TYPE_NAMES, pair_types, type_name
+from ahiq.data.images import read_image
+from ahiq.data.records import Pair
+from ahiq.engine.baselines import baseline_scores, check_baselines, parse_baselines
 from tests import fixtures_standard as fs
 from tests.conftest import shared_path
-from utils.comparison import ScoredSet, comparison_report, overall_rows, type_rows
-from utils.errors import UserError
-from utils.metrics import iqa_metrics
+from ahiq.utils.comparison import ScoredSet, comparison_report, overall_rows, type_rows
+from ahiq.utils.errors import UserError
+from ahiq.utils.metrics import iqa_metrics
 
 
 def test_types_follow_each_datasets_naming(tmp_path):

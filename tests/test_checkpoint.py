@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.checkpoint import (
+from ahiq.models.checkpoint import (
     DEFORM_KEY,
     REGRESSOR_KEY,
     checkpoint_dict,
@@ -13,7 +13,7 @@ from models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 def _authors_file(model, path):
@@ -101,7 +101,7 @@ def test_files_that_are_not_ahiq_checkpoints(tmp_path, content):
 
 
 def test_load_model_rebuilds_architecture_from_metadata(tmp_path):
-    from models.ahiq import ModelConfig, build_ahiq
+    from ahiq.models.ahiq import ModelConfig, build_ahiq
     from tests.conftest import TINY
 
     # another ViT and ResNet, other blocks, and timm keyword arguments: all come back from the metadata
@@ -132,7 +132,7 @@ def test_load_model_rebuilds_architecture_from_metadata(tmp_path):
     ("fusion_kwargs", {"hidden": 0}, "positive integer widths for hidden"),
 ])
 def test_bad_architecture_arguments_are_user_errors(field, value, message):
-    from models.ahiq import ModelConfig
+    from ahiq.models.ahiq import ModelConfig
 
     with pytest.raises(UserError, match=message) as err:
         ModelConfig(**{field: value})

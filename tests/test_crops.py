@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from data.crops import crop_positions, parse_crops
-from utils.errors import UserError
+from ahiq.data.crops import crop_positions, parse_crops
+from ahiq.utils.errors import UserError
 
 
 def test_center_five_nine_positions_follow_the_authors():

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-import test as test_script
+from ahiq.commands import test as test_script
 from experiments import cross_dataset
 from tests import fixtures_standard as fs
 from tests.conftest import TINY_ARGS, run_main, shared_path
 from tests.fixtures_baselines import build_kadid_mixed
-from utils.tables import read_csv
+from ahiq.utils.tables import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_train_then_test_with_baselines(kadid_tree, tmp_path, capsys):
     import torch
     from scipy import stats
 
-    from data.images import read_image
-    from utils.comparison import ScoredSet
+    from ahiq.data.images import read_image
+    from ahiq.utils.comparison import ScoredSet
 
     table = cross_dataset.main([
         "--train", f"synthetic={tmp_path / 'data'}", "--test", f"kadid10k={kadid_tree}", "--crops", "center",

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from data.csv_labels import load_csv_dataset
+from ahiq.data.csv_labels import load_csv_dataset
 from tests.conftest import SHARED, TINY_ARGS, random_pair_images
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32", "--crops", "center"]
 
@@ -47,7 +47,7 @@ def test_bad_rows_are_one_line_with_the_line_number(tmp_path, text, needle):
 
 
 def test_missing_labels_file_names_it(tmp_path, capsys):
-    import train
+    from ahiq.commands import train
 
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--dataset", "csv", "--data_root", str(tmp_path), "--check_data"])
@@ -83,7 +83,7 @@ def _write(root, rows, header="dist,ref,score", extra=lambda row: ()):
 
 
 def test_check_data_counts_pairs_and_distinct_references(own_folder, capsys):
-    import train
+    from ahiq.commands import train
 
     root, rows = own_folder
     _write(root, rows)
@@ -102,8 +102,8 @@ def test_train_and_test_on_own_folder(own_folder, tmp_path, capsys):
     names every result and map by its path as written in labels.csv."""
     import numpy as np
 
-    import test as test_script
-    import train
+    from ahiq.commands import test as test_script
+    from ahiq.commands import train
 
     root, rows = own_folder
     split = {"kadid/I01.png": "train", "gen/ref/r1.png": "train", "gen/ref/r2.png": "val"}
@@ -157,8 +157,8 @@ def test_repeated_splits_on_own_folder(own_folder, tmp_path):
 
 def test_check_data_takes_the_checkpoint_crop(own_folder, tmp_path, capsys):
     """Without --crop_size, --check_data checks against the crop training would take: the checkpoint's."""
-    import train
-    from models.checkpoint import save_checkpoint
+    from ahiq.commands import train
+    from ahiq.models.checkpoint import save_checkpoint
     from tests.conftest import tiny_model
 
     root, rows = own_folder
@@ -176,7 +176,7 @@ def test_check_data_takes_the_checkpoint_crop(own_folder, tmp_path, capsys):
 
 
 def test_printed_lines_name_arguments_as_the_entry_point_does(capsys):
-    from utils.errors import arg, cli_main, plain
+    from ahiq.utils.errors import arg, cli_main, plain
 
     line = f"give a smaller {arg('crop_size')}value"
     assert plain(line) == "give a smaller crop_size=value"  # from Python

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from models.deform import deform_conv3x3
+from ahiq.models.deform import deform_conv3x3
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh)")
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def default_model():
     """The default architecture (ViT-B/8 blocks 1-5, ResNet-50 layer1) with the seeded random weights these
     GPU checks were calibrated with (heads ~ N(0, 1/fan_in)): on a GPU the real size costs nothing."""
-    from models.ahiq import build_ahiq
+    from ahiq.models.ahiq import build_ahiq
 
     torch.manual_seed(0)
     model = build_ahiq(pretrained_backbones=False)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from data.sampling import CropPairs, EpochSampler, ScoreNorm
-from data.splits import apply_split, parse_ratio, read_split, split_references, write_split
-from data.pipal import load_folder_pairs, load_pipal_train, read_label_list
-from data.records import Pair
+from ahiq.data.sampling import CropPairs, EpochSampler, ScoreNorm
+from ahiq.data.splits import apply_split, parse_ratio, read_split, split_references, write_split
+from ahiq.data.pipal import load_folder_pairs, load_pipal_train, read_label_list
+from ahiq.data.records import Pair
 from tests.conftest import ROOT, run_main, shared_path
 from tests.fixtures_pipal import build_pipal, label_files
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 @pytest.mark.parametrize("layout", ["Train_Dis", "Distortion"])
@@ -138,7 +138,7 @@ def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path
 
 
 def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path, capsys):
-    import train
+    from ahiq.commands import train
 
     shared_path("data", "labels", "PIPAL", "Train_Label")
     root = tmp_path / "pipal"
@@ -199,8 +199,8 @@ def test_authors_crop_rule_never_reaches_the_last_row_or_column(tmp_path):
 
 
 def test_8_and_16_bit_images_meet_as_unit_floats_wherever_they_are_stacked():
-    from data.images import common_depth
-    from engine.scoring import crop_batch
+    from ahiq.data.images import common_depth
+    from ahiq.engine.scoring import crop_batch
 
     eight = np.full((4, 4, 3), 51, dtype=np.uint8)
     sixteen = np.full((4, 4, 3), 0.25, dtype=np.float32)  # read_image's 16-bit output

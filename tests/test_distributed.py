@@ -33,7 +33,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
     assert ckpt["epoch"] == 0 and set(ckpt["rng"]) == {0, 1}
     assert ckpt["scheduler_state_dict"]["last_epoch"] == 3  # 3 steps per rank, in lockstep
     # The sharded, gathered validation equals one process scoring the same split with the same weights.
-    import test as test_script
+    from ahiq.commands import test as test_script
 
     run = tmp_path / "ck" / "ddp"
     single = run_main(test_script.main, [*COMMON, "--data_root", tmp_path / "data", "--split", "val", "--split_file",

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.device import describe_precision, native_bf16, precision_context, resolve_device
-from utils.errors import UserError, arg, cli_main, flag
+from ahiq.engine.device import describe_precision, native_bf16, precision_context, resolve_device
+from ahiq.utils.errors import UserError, arg, cli_main, flag
 
 
 def test_strict_fp32_restores_the_tf32_flags():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from engine.device import native_bf16
+from ahiq.engine.device import native_bf16
 from experiments import standard
 from tests.conftest import TINY_ARGS
 
@@ -31,9 +31,9 @@ def test_ablations_table_over_every_preset(tmp_path, capsys):
     architecture read back from the file (same scores as the test run)."""
     import json
 
-    import score
+    from ahiq.commands import score
     from experiments import ablations
-    from models.checkpoint import read_checkpoint
+    from ahiq.models.checkpoint import read_checkpoint
 
     presets = ablations.DEFAULT_PRESETS
     assert len(presets) >= 6 and all((ablations.PRESETS_DIR / f"{p}.json").is_file() for p in presets)
@@ -90,12 +90,12 @@ def test_an_option_added_to_the_configs_reaches_the_test_run(tmp_path, monkeypat
     RunConfig, made here) reaches test.py through opt.json, with nothing in experiments/ listing it."""
     import dataclasses
 
-    from engine import device, session, trainer
-    from options.base_options import BaseOptions
+    from ahiq.engine import config, device, session
+    from ahiq.options.base_options import BaseOptions
 
     probed = dataclasses.make_dataclass("RunConfig", [("probe", int, dataclasses.field(default=0))],
                                         bases=(device.RunConfig,), frozen=True)
-    for module in (device, trainer, session):
+    for module in (config, device):  # where RunConfig is defined, and its re-export
         monkeypatch.setattr(module, "RunConfig", probed)
     initialize = BaseOptions.initialize
     monkeypatch.setattr(BaseOptions, "initialize",

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-import export as export_script
-import score as score_script
-from data.crops import crop_positions
-from data.images import as_unit_float, read_image
-from models.checkpoint import read_checkpoint, save_checkpoint
+from ahiq.commands import export as export_script
+from ahiq.commands import score as score_script
+from ahiq.data.crops import crop_positions
+from ahiq.data.images import as_unit_float, read_image
+from ahiq.models.checkpoint import read_checkpoint, save_checkpoint
 from tests.conftest import ROOT, random_pair_images, randomise_heads, run_main, shared_path, tiny_model
 
 SCORE_ONNX = ROOT / "examples" / "score_onnx.py"
@@ -137,8 +137,8 @@ def pyiqa_pair(tmp_path_factory):
     pyiqa = pytest.importorskip("pyiqa", reason="pyiqa is not installed (optional: pip install pyiqa)")
     from huggingface_hub import constants
 
-    from models.ahiq import build_ahiq
-    from models.export import pyiqa_metric_options
+    from ahiq.models.ahiq import build_ahiq
+    from ahiq.models.export import pyiqa_metric_options
 
     folder = tmp_path_factory.mktemp("pyiqa")
     model = build_ahiq(pretrained_backbones=False, seed=3)

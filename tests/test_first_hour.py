@@ -9,16 +9,16 @@ import importlib.util
 import pytest
 import torch
 
-import score
-import test as test_script
-from data.crops import crop_positions, crop_windows
+from ahiq.commands import score
+from ahiq.commands import test as test_script
+from ahiq.data.crops import crop_positions, crop_windows
 from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main, tiny_model
 
 
 @pytest.fixture
 def released(tmp_path, monkeypatch):
     """A random checkpoint in the authors' format at the documented default path (moved into tmp_path)."""
-    from models import checkpoint
+    from ahiq.models import checkpoint
 
     model = tiny_model(4)
     path = tmp_path / "checkpoints" / "ahiq_pipal" / "AHIQ_vit_p8_epoch33-da3ea303.pth"
@@ -48,8 +48,8 @@ def test_the_released_checkpoint_is_the_default_once_downloaded(released, tmp_pa
     missing = run_main(score.main, ["--ref", tmp_path / "ref", "--dist", tmp_path / "dist", *common], capsys)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "sh download.sh" in missing.stderr and "--checkpoint none" in missing.stderr
-    from engine.loss import AHIQLoss
-    from utils.errors import UserError
+    from ahiq.engine.loss import AHIQLoss
+    from ahiq.utils.errors import UserError
 
     with pytest.raises(UserError, match="download.sh"):
         AHIQLoss()
@@ -58,9 +58,9 @@ def test_the_released_checkpoint_is_the_default_once_downloaded(released, tmp_pa
 def test_every_entry_point_reads_the_record_the_same_way(tmp_path, capsys):
     """A checkpoint of ours trained at crop 32 with random backbones: score_pairs, AHIQLoss and load_model use
     that crop size and those backbones with no arguments; train.py --checkpoint starts from them."""
-    from engine.loss import AHIQLoss
-    from engine.scoring import score_pairs
-    from models.checkpoint import load_model, save_checkpoint
+    from ahiq.engine.loss import AHIQLoss
+    from ahiq.engine.scoring import score_pairs
+    from ahiq.models.checkpoint import load_model, save_checkpoint
 
     model = tiny_model(5)
     save_checkpoint(tmp_path / "ours.pth", model, {"train": {"crop_size": 32}})
@@ -72,14 +72,14 @@ def test_every_entry_point_reads_the_record_the_same_way(tmp_path, capsys):
     assert len(result.crop_scores) == 5 and result.score_map is None  # 32-pixel crops of a 48-pixel image
     loss = AHIQLoss(tmp_path / "ours.pth", crops="five")
     assert loss.crop_size == 32
-    from data.images import read_image
+    from ahiq.data.images import read_image
 
     image = lambda p: torch.from_numpy(read_image(p)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
     assert float(loss.score(image(pair[0]), image(pair[1]))) == pytest.approx(result.score, abs=1e-5)
 
 
 def test_identical_windows_run_once_and_grid_covers_rows(tmp_path, monkeypatch):
-    from engine.scoring import score_pairs
+    from ahiq.engine.scoring import score_pairs
 
     assert crop_windows("random:20", 224, 224, 224) == [(0, 0, 20)]
     assert len({t for t, _ in crop_positions("grid:7", 384, 512, 224)}) > 1  # rows, not one row

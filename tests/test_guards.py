@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import score
-import test as test_script
-import train
+from ahiq.commands import score
+from ahiq.commands import test as test_script
+from ahiq.commands import train
 from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main, tiny_model
-from utils.tables import read_csv
+from ahiq.utils.tables import read_csv
 
 TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
 NO_HEADS = ["--checkpoint", "none"]
@@ -127,7 +127,7 @@ def test_tables_round_trip_names_with_commas_quotes_and_line_breaks(tmp_path, ca
 
 
 def test_non_finite_weights_and_options_stop(pairs, tmp_path, capsys):
-    from models.checkpoint import save_checkpoint
+    from ahiq.models.checkpoint import save_checkpoint
 
     model = tiny_model(2)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def test_non_finite_weights_and_options_stop(pairs, tmp_path, capsys):
 
 
 def test_weights_that_turn_non_finite_are_never_saved(tmp_path, capsys, monkeypatch):
-    from engine import trainer
+    from ahiq.engine import trainer
 
     real = trainer.step_loss
 
@@ -160,8 +160,8 @@ def test_weights_that_turn_non_finite_are_never_saved(tmp_path, capsys, monkeypa
 
 
 def test_a_reference_named_three_ways_is_one_reference(tmp_path):
-    from data.datasets import DataConfig
-    from data.splits import prepare_splits
+    from ahiq.data.datasets import DataConfig
+    from ahiq.data.splits import prepare_splits
 
     names = [(f"A000{r}_0{k}_00.png", f"A000{r}.png") for r in range(1, 7) for k in range(2)]
     random_pair_images(tmp_path, names, 32, 32)
@@ -174,8 +174,8 @@ def test_a_reference_named_three_ways_is_one_reference(tmp_path):
     assert not (refs["train"] & refs["val"]) and not (refs["train"] & refs["test"])
     (tmp_path / "labels.csv").write_text("dist,ref,score\ndist/A0001_00_00.png,ref/A0001.png,1\n"
                                          "dist/../dist/A0001_00_00.png,ref/A0001.png,2\n")
-    from data.csv_labels import load_csv_dataset
-    from utils.errors import UserError
+    from ahiq.data.csv_labels import load_csv_dataset
+    from ahiq.utils.errors import UserError
 
     with pytest.raises(UserError, match=r"labels.csv:3: dist/../dist/A0001_00_00.png is listed again"):
         load_csv_dataset(tmp_path)
@@ -219,18 +219,19 @@ def test_folder_scans_name_what_they_leave_out(pairs, tmp_path, capsys):
 
 
 def test_label_lines_split_at_cr_and_lf_only(tmp_path):
-    from data.labels import label_lines
+    from ahiq.data.labels import label_lines
 
     (tmp_path / "l.txt").write_text("a\u2028b.bmp,1\r\nc.bmp,2\rd.bmp,3\n", newline="")
     assert label_lines(tmp_path / "l.txt") == ["a\u2028b.bmp,1", "c.bmp,2", "d.bmp,3"]
 
 
 def test_two_runs_of_one_folder_the_second_stops_at_once(tmp_path):
-    from utils.errors import UserError
-    from utils.io import lock_folder
+    from ahiq.utils.errors import UserError
+    from ahiq.utils.io import lock_folder
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nsys.path.insert(0, sys.argv[1])\n"
-                               "from utils.io import lock_folder\nh = lock_folder(sys.argv[2])\nprint('held', flush=True)\n"
+                               "from ahiq.utils.io import lock_folder\nh = lock_folder(sys.argv[2])\n"
+                               "print('held', flush=True)\n"
                                "time.sleep(60)", str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     start = time.monotonic()

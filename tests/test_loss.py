@@ -9,14 +9,14 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from data.images import read_image
-from engine.loss import AHIQLoss
-from engine.scoring import score_pairs
-from models.ahiq import build_ahiq
-from models.checkpoint import save_checkpoint
+from ahiq.data.images import read_image
+from ahiq.engine.loss import AHIQLoss
+from ahiq.engine.scoring import score_pairs
+from ahiq.models.ahiq import build_ahiq
+from ahiq.models.checkpoint import save_checkpoint
 from tests.conftest import TINY, random_pair_images, randomise_heads, shared_path
 from tests.weight_files import save_state_dict
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

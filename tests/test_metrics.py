@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.metrics import format_metrics, iqa_metrics
+from ahiq.utils.metrics import format_metrics, iqa_metrics
 
 
 def test_known_vectors():
@@ -33,7 +33,7 @@ def test_undefined_correlations_are_nan():
 
 
 def test_logistic_fit_recovers_a_known_mapping():
-    from utils.metrics import fit_logistic5, logistic5
+    from ahiq.utils.metrics import fit_logistic5, logistic5
 
     x = np.linspace(-2, 3, 40)
     truth = (4.0, 2.5, 0.4, 0.3, 3.0)
@@ -50,7 +50,7 @@ def test_logistic_fit_matches_a_reference_least_squares():
     (Nelder-Mead from the true parameters, many iterations) finds, and PLCC/RMSE(fitted) follow from it."""
     from scipy import optimize, stats
 
-    from utils.metrics import fit_logistic5, logistic5
+    from ahiq.utils.metrics import fit_logistic5, logistic5
 
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, 60)                       # predictions on a 0..1 scale
@@ -73,7 +73,7 @@ def test_logistic_fit_matches_a_reference_least_squares():
 
 
 def test_fit_never_worse_than_a_line():
-    from utils.metrics import fit_logistic5, logistic5
+    from ahiq.utils.metrics import fit_logistic5, logistic5
 
     x = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
     y = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0])

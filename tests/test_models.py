@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models.ahiq import AHIQ, ModelConfig, build_ahiq
-from models.deform import phase_kernels
-from models.backbones import ResNetFeatures, ViTFeatures
-from models.deform import deform_conv3x3, deform_conv3x3_torchvision
+from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq
+from ahiq.models.deform import phase_kernels
+from ahiq.models.backbones import ResNetFeatures, ViTFeatures
+from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision
 from tests.conftest import TINY
 
 SPEC_TABLE = {  # ../shared/docs/ahiq-reference.md §2
@@ -287,7 +287,7 @@ def _tiny(**changes) -> ModelConfig:
 
 def _tiny_backbones():
     """The tiny ViT with patch 8 and 16 (blocks 1, 3) and the tiny ResNet at stages 1-4, random weights."""
-    from models.backbones import backbone_source, build_resnet, build_vit
+    from ahiq.models.backbones import backbone_source, build_resnet, build_vit
 
     vits = {p: build_vit(backbone_source(name, False, seed=0), TINY.vit_blocks, **TINY.vit_kwargs)
             for p, name in VIT_BY_PATCH.items()}
@@ -300,8 +300,8 @@ def test_every_architecture_combination_builds_or_is_refused():
     one score per pair and maps on the patch grid; the refusals are exactly the ones that cannot be built."""
     import itertools
 
-    from models.ahiq import CHOICES
-    from utils.errors import UserError
+    from ahiq.models.ahiq import CHOICES
+    from ahiq.utils.errors import UserError
 
     vits, cnns = _tiny_backbones()
     built, refused = 0, []
@@ -330,8 +330,8 @@ def test_every_architecture_combination_builds_or_is_refused():
 def test_ablation_parts_equal_their_reference_formulations():
     """Plain conv fusion = deformable fusion with zero offsets; no fusion = 2x2 average; mean pooling = mean
     of f; the CNN-only deformable conv reads offsets from the reference's CNN features."""
-    from models.ablations import ConvFusion, ResampleFusion
-    from models.ahiq import DeformFusion, PatchScoreHead
+    from ahiq.models.ablations import ConvFusion, ResampleFusion
+    from ahiq.models.ahiq import DeformFusion, PatchScoreHead
 
     torch.manual_seed(4)
     cnn = torch.randn(4, 16, 8, 8)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from options import test_options
-from options.train_options import TrainOptions
+from ahiq.options import test_options
+from ahiq.options.train_options import TrainOptions
 from tests.conftest import ROOT
 
 PRESETS = ROOT / "options" / "presets"
@@ -37,7 +37,7 @@ def test_command_line_overrides_the_file(tmp_path):
     ([1, 2], "holds a list"),
 ])
 def test_bad_files_are_one_line_naming_the_file(tmp_path, capsys, content, needle):
-    import train
+    from ahiq.commands import train
 
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps(content))
@@ -51,7 +51,7 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, capsys, content, needl
 def test_run_options_written_by_train_are_read_by_test(tmp_path, capsys):
     """A run's opt.json says it was written by train.py: test.py takes the options it shares (data, model) and
     leaves train.py's own (n_epoch, learning_rate) to it; a key neither knows is still refused."""
-    from utils.io import save_options
+    from ahiq.utils.io import save_options
 
     opt = TrainOptions().parse(["--dataset", "synthetic", "--crop_size", "64", "--vit_blocks", "1-3"])
     save_options({"script": "train", **vars(opt)}, tmp_path)

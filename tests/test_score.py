@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import score as score_script
-from data.crops import crop_positions
-from data.images import pair_paths, read_image
+from ahiq.commands import score as score_script
+from ahiq.data.crops import crop_positions
+from ahiq.data.images import pair_paths, read_image
 from tests.conftest import TINY_ARGS, random_pair_images, run_main
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def run_score(capsys):
 def small_checkpoint(small_model, tmp_path_factory):
     """``small_model``'s heads and architecture in our checkpoint format: with ``--seed 0`` (the seed its random
     backbones were made with) and ``--pretrained_backbones false``, score.py rebuilds exactly ``small_model``."""
-    from models.checkpoint import save_checkpoint
+    from ahiq.models.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("small") / "small.pth"
     save_checkpoint(path, small_model)
@@ -141,7 +141,7 @@ def test_bf16_scores_close_to_fp32(tmp_path, run_score, small_checkpoint):
 
 def test_save_maps_average_the_crop_maps(tmp_path, run_score, monkeypatch, small_model, small_checkpoint):
     """The maps --save_maps draws are each crop's f and w, upsampled to pixels and averaged where crops overlap."""
-    from engine import session
+    from ahiq.engine import session
 
     random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp")], 80, 112)
     drawn = {}
@@ -185,8 +185,8 @@ def test_save_maps_average_the_crop_maps(tmp_path, run_score, monkeypatch, small
 def test_quality_maps_mark_uncovered_areas_and_use_a_robust_range(small_model, tmp_path):
     import cv2
 
-    from engine.scoring import score_pairs
-    from utils.visual import robust_range, save_quality_map
+    from ahiq.engine.scoring import score_pairs
+    from ahiq.utils.visual import robust_range, save_quality_map
 
     random_pair_images(tmp_path, [("d.png", "r.png")], 40, 56)
     (result,) = score_pairs(small_model, [(tmp_path / "dist" / "d.png", tmp_path / "ref" / "r.png")], "center", 32,

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data.crops import crop_positions
-from data.images import pair_paths
-from engine.scoring import reference_order, score_pairs
+from ahiq.data.crops import crop_positions
+from ahiq.data.images import pair_paths
+from ahiq.engine.scoring import reference_order, score_pairs
 from tests.conftest import SHARED, random_pair_images
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import score
+from ahiq.commands import score
 from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main, tiny_model
 
 # Four references with 5, 1, 3 and 2 distorted images: shards by reference cannot split them evenly.
@@ -22,7 +22,7 @@ ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """The pairs (32x48) and a checkpoint of ours with random backbones (so every process rebuilds the same)."""
-    from models.checkpoint import save_checkpoint
+    from ahiq.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("runs")
     random_pair_images(root, NAMES, 32, 48)
@@ -42,7 +42,7 @@ def _torchrun(script, *argv, timeout=300):
 
 
 def test_two_processes_write_the_single_process_bytes(folder, tmp_path, capsys):
-    import test as test_script
+    from ahiq.commands import test as test_script
 
     common = ["--ref_dir", folder / "ref", "--dist_dir", folder / "dist", "--checkpoint", folder / "tiny.pth",
               "--crops", "random:3", "--batch_size", "5", "--device", "cpu", *TINY_ARGS]
@@ -50,7 +50,7 @@ def test_two_processes_write_the_single_process_bytes(folder, tmp_path, capsys):
     assert run_main(test_script.main, [*common, "--output", tmp_path / "single.txt"], capsys).returncode == 0
     # one torchrun for both scripts: score.py, then test.py, in the same two processes
     script = tmp_path / "both.py"
-    script.write_text("import json, sys\nimport score, test\nfirst, second = json.loads(sys.argv[1])\n"
+    script.write_text("import json, sys\nfrom ahiq.commands import score, test\nfirst, second = json.loads(sys.argv[1])\n"
                       "score.main(first)\ntest.main(second)\n")
     argvs = [list(map(str, _argv(folder, tmp_path / "two.csv", "--save_maps", tmp_path / "maps"))),
              list(map(str, [*common, "--output", tmp_path / "two.txt"]))]
@@ -67,7 +67,8 @@ def test_a_rank_that_fails_stops_both_with_one_line(folder, tmp_path):
     # rank 1 meets an image it cannot decode after the screening passed (found late)
     script = tmp_path / "late_failure.py"
     script.write_text(
-        "import os, sys\nimport score\nfrom data.screening import DecodedImages\nfrom utils.errors import UserError\n"
+        "import os, sys\nfrom ahiq.commands import score\nfrom ahiq.data.screening import DecodedImages\n"
+        "from ahiq.utils.errors import UserError\n"
         "if os.environ['RANK'] == '1':\n"
         "    def fail(self, path):\n"
         "        raise UserError(f'{path}: cannot decode image; is it a valid image file?')\n"

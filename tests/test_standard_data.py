@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import scipy.io
 
-import train
-from data.standard import LOADERS, load_csiq, load_kadid10k, load_live, load_tid2013
+from ahiq.commands import train
+from ahiq.data.standard import LOADERS, load_csiq, load_kadid10k, load_live, load_tid2013
 from tests import fixtures_standard as fx
 from tests.conftest import SHARED_HINT, run_main
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 
 def _real(name: str) -> Path:
@@ -289,7 +289,7 @@ def test_check_data_counts_over_disjoint_splits(tmp_path, capsys, name, builder,
 
 
 def test_check_data_collapses_a_missing_image_folder_into_one_line(tmp_path, capsys):
-    import train
+    from ahiq.commands import train
 
     root = fx.build_kadid10k(tmp_path / "kadid", images=False)
     n_pairs = len(load_kadid10k(root))

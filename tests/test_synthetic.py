@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from data import synthetic
-from data.synthetic import (
+from ahiq.data import synthetic
+from ahiq.data.synthetic import (
     DISTORTIONS,
     LEVELS,
     MOS_MAX,
@@ -22,7 +22,7 @@ from data.synthetic import (
     ensure_synthetic,
     psnr_rgb,
 )
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 N_TYPES = len(DISTORTIONS)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-import score as score_script
-import test as test_script
+from ahiq.commands import score as score_script
+from ahiq.commands import test as test_script
 from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main
 
 PIPAL_NAMES = [(f"A{r:04d}_{t:02d}_{k:02d}.bmp", f"A{r:04d}.bmp") for r, t, k in
@@ -95,8 +95,8 @@ def test_labels_metrics_and_plot(authors_files, pipal_folder, tmp_path, run):
 def test_flip_tta_averages_each_crop_with_its_mirror(authors_files, pipal_folder, tmp_path, run):
     import torch
 
-    from data.crops import crop_positions
-    from data.images import read_image
+    from ahiq.data.crops import crop_positions
+    from ahiq.data.images import read_image
 
     _, model = authors_files
     out = tmp_path / "tta.txt"
@@ -254,7 +254,7 @@ TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--cro
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """A one-step training run on the synthetic set (labels ~1000..1950) in ``<root>/tiny``."""
-    import train
+    from ahiq.commands import train
 
     root = tmp_path_factory.mktemp("synthetic_run")
     train.main(["--dataset", "synthetic", "--data_root", str(root / "data"), "--synthetic_refs", "4",
@@ -267,8 +267,8 @@ def synthetic_run(tmp_path_factory):
 def test_labels_on_another_scale_get_raw_predictions_and_fitted_metrics(synthetic_run, tmp_path, capsys):
     import numpy as np
 
-    import test as test_script
-    from models.checkpoint import read_checkpoint
+    from ahiq.commands import test as test_script
+    from ahiq.models.checkpoint import read_checkpoint
 
     folder = tmp_path / "pairs"
     random_pair_images(folder, PIPAL_NAMES, 40, 48)
@@ -295,7 +295,7 @@ def test_labels_on_another_scale_get_raw_predictions_and_fitted_metrics(syntheti
 
 
 def test_same_dataset_predictions_on_the_training_scale(synthetic_run, tmp_path, capsys):
-    import test as test_script
+    from ahiq.commands import test as test_script
 
     metrics = test_script.main(["--checkpoints_dir", str(synthetic_run), "--name", "tiny", "--dataset", "synthetic",
                                 "--data_root", str(synthetic_run / "data"), "--synthetic_refs", "4",

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-import train
-from models.checkpoint import read_checkpoint
+from ahiq.commands import train
+from ahiq.models.checkpoint import read_checkpoint
 from tests.conftest import TINY_ARGS
 
 BASE = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "64", "--crop_size", "32",
@@ -19,7 +19,7 @@ BASE = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """The synthetic set of BASE, written here: a test must not depend on another having trained first."""
-    from data.synthetic import ensure_synthetic
+    from ahiq.data.synthetic import ensure_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     ensure_synthetic(root, n_refs=4, size=64, seed=0)  # --synthetic_refs 4 --synthetic_size 64, --split_seed 0
@@ -76,7 +76,7 @@ def test_resume_is_bit_identical(data_root, tmp_path):
 
 
 def test_config_file_round_trip(data_root, tmp_path):
-    from options.train_options import TrainOptions
+    from ahiq.options.train_options import TrainOptions
 
     _run(data_root, tmp_path, "cfg", "--n_epoch", "1", "--learning_rate", "3e-4")
     opt = TrainOptions().parse(["--config", str(tmp_path / "cfg" / "opt.json"), "--n_epoch", "5"])
@@ -84,7 +84,7 @@ def test_config_file_round_trip(data_root, tmp_path):
 
 
 def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsys):
-    from engine.training import optimizer_groups
+    from ahiq.engine.training import optimizer_groups
 
     _run(data_root, tmp_path, "scaled", "--n_epoch", "2", "--learning_rate", "3e-4", "--feature_lr_scale", "0.1",
          "--T_max", "0")
@@ -96,7 +96,7 @@ def test_feature_lr_scale_groups_and_whole_run_cosine(data_root, tmp_path, capsy
     # --T_max 0: one half cosine over 2 epochs x 3 steps, so the last step reaches eta_min = 0
     assert raw["scheduler_state_dict"]["T_max"] == 6 and raw["scheduler_state_dict"]["last_epoch"] == 6
     assert [g["lr"] for g in groups] == pytest.approx([0, 0, 0, 0], abs=1e-12)
-    from models.ahiq import build_ahiq
+    from ahiq.models.ahiq import build_ahiq
     from tests.conftest import TINY
 
     model = build_ahiq(TINY, pretrained_backbones=False)
@@ -150,9 +150,9 @@ def test_missing_images_stop_training_unless_skipped(data_root, tmp_path, capsys
 def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys):
     """--checkpoint starts the heads from the file: at lr 1e-9 they end within 1e-6 of it, and the validation
     before any step equals test.py with that file on the same split."""
-    import test as test_script
-    from models.ahiq import build_ahiq
-    from options.train_options import TrainOptions
+    from ahiq.commands import test as test_script
+    from ahiq.models.ahiq import build_ahiq
+    from ahiq.options.train_options import TrainOptions
     from tests.conftest import TINY, TINY_ARGS
 
     torch.manual_seed(3)
@@ -179,8 +179,8 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
         assert first[key] == pytest.approx(tested[key], abs=1e-9), key
     assert first["PLCC_fitted"] == pytest.approx(tested["PLCC_fitted"], abs=1e-4)
     # our checkpoint brings its architecture; a contradicting option is one line
-    from engine.trainer import adopt_architecture
-    from models.checkpoint import read_record
+    from ahiq.engine.trainer import adopt_architecture
+    from ahiq.models.checkpoint import read_record
 
     options = TrainOptions()
     cfg = options.config(options.parse(["--checkpoint", str(tmp_path / "tune" / "last.pth")]))
@@ -196,7 +196,7 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
 
 
 def test_validation_encodes_each_reference_once(data_root, tmp_path, monkeypatch):
-    from models.ahiq import AHIQ
+    from ahiq.models.ahiq import AHIQ
 
     encoded = []
     original = AHIQ.encode_reference
@@ -213,7 +213,7 @@ def test_validation_encodes_each_reference_once(data_root, tmp_path, monkeypatch
     assert encoded == [5]  # the one validation reference's five crops, once for its 24 distorted images
     assert math.isfinite(best["SRCC"])
 def test_each_dataset_has_its_own_default_folder_and_failed_set_up_leaves_no_run_folder(tmp_path, capsys):
-    from options.train_options import TrainOptions, data_config
+    from ahiq.options.train_options import TrainOptions, data_config
 
     roots = {name: str(data_config(TrainOptions().parse(["--dataset", name, "--crop_size", "32"])).root)
              for name in ("synthetic", "pipal", "kadid10k")}
@@ -228,9 +228,9 @@ def test_each_dataset_has_its_own_default_folder_and_failed_set_up_leaves_no_run
 
 
 def test_help_shows_one_default_per_option():
-    from options.score_options import ScoreOptions
-    from options.test_options import TestOptions
-    from options.train_options import TrainOptions
+    from ahiq.options.score_options import ScoreOptions
+    from ahiq.options.test_options import TestOptions
+    from ahiq.options.train_options import TrainOptions
 
     for options in (TrainOptions(), TestOptions(), ScoreOptions()):
         text = options.parser.format_help()
@@ -258,9 +258,9 @@ def _script(name: str):
 def test_random_backbone_checkpoint_scores_the_same_through_every_entry_point(data_root, tmp_path, capsys):
     import csv
 
-    from data.sampling import ScoreNorm
-    from data.images import read_image
-    from models.checkpoint import load_model
+    from ahiq.data.sampling import ScoreNorm
+    from ahiq.data.images import read_image
+    from ahiq.models.checkpoint import load_model
     from tests.conftest import random_pair_images
 
     _run(data_root, tmp_path, "prov", "--n_epoch", "1")
@@ -306,7 +306,7 @@ def test_random_backbone_checkpoint_scores_the_same_through_every_entry_point(da
 
 
 def test_resume_by_name_reloads_the_runs_options(data_root, tmp_path, capsys):
-    from options.train_options import TrainOptions
+    from ahiq.options.train_options import TrainOptions
 
     # a non-default crop (32) and dataset (synthetic), then only the name: the run continues to epoch 2
     _run(data_root, tmp_path, "named", "--n_epoch", "1", "--synthetic_refs", "4")

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train
-from data.crops import crop_positions
-from data.images import read_image
-from engine.trainer import improves
-from engine.training import build_optimizer, build_scheduler, train_step
+from ahiq.commands import train
+from ahiq.data.crops import crop_positions
+from ahiq.data.images import read_image
+from ahiq.engine.trainer import improves
+from ahiq.engine.training import build_optimizer, build_scheduler, train_step
 from tests.conftest import ROOT, TINY_ARGS, shared_path, tiny_model
 
 PRESET = ROOT / "options" / "presets" / "authors_release.json"
@@ -100,9 +100,9 @@ def data_root(tmp_path_factory):
 
 
 def _trainer(data_root, tmp_path, *extra):
-    from engine.device import setup_run
-    from engine.trainer import Trainer
-    from options.train_options import TrainOptions
+    from ahiq.engine.device import setup_run
+    from ahiq.engine.trainer import Trainer
+    from ahiq.options.train_options import TrainOptions
 
     options = TrainOptions()
     opt = options.parse([*TINY_RUN, "--data_root", data_root, "--checkpoints_dir", str(tmp_path), *extra])
@@ -153,7 +153,7 @@ def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_pat
     assert {k: preset[k] for k in ("score_norm", "flip", "train_crop_rule", "val_drop_last", "best_rule")} == {
         "score_norm": "per_split", "flip": "vertical", "train_crop_rule": "authors", "val_drop_last": True,
         "best_rule": "either"}
-    from options.train_options import TrainOptions
+    from ahiq.options.train_options import TrainOptions
 
     known = {a.dest for a in TrainOptions().parser._actions}
     assert set(preset) - {"script"} <= known and preset["script"] == "train"  # every key is an option's dest
@@ -162,8 +162,8 @@ def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_pat
     argv = [*TINY_RUN, "--seed", "1", "--data_root", data_root, "--checkpoints_dir", str(tmp_path), "--name",
             "release", "--n_epoch", "2", "--val_crops", "center"]
     best = train.main(["--config", str(PRESET), *argv])
-    from models.config import ModelConfig
-    from options.base_options import load_options_file
+    from ahiq.models.config import ModelConfig
+    from ahiq.options.base_options import load_options_file
 
     raw = json.loads((tmp_path / "release" / "opt.json").read_text())
     assert raw["config_version"] == 2 and raw["script"] == "train" and raw["model"]["vit_blocks"] == [1, 3]

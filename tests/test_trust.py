@@ -21,15 +21,15 @@ import pytest
 import torch
 from PIL import Image
 
-import score
-import test as test_script
-import train
-from data.images import read_image
-from models.ahiq import build_ahiq
-from models.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
+from ahiq.commands import score
+from ahiq.commands import test as test_script
+from ahiq.commands import train
+from ahiq.data.images import read_image
+from ahiq.models.ahiq import build_ahiq
+from ahiq.models.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
 from tests.conftest import ROOT, TINY_ARGS, random_pair_images
 from tests.conftest import TINY as TINY_CONFIG
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu"]
 TRAIN = [*TINY, "--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "32", "--crop_size", "32",
@@ -93,7 +93,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from data.synthetic import ensure_synthetic
+    from ahiq.data.synthetic import ensure_synthetic
 
     return str(ensure_synthetic(tmp_path_factory.mktemp("synthetic"), n_refs=4, size=32, seed=0))
 
@@ -155,7 +155,7 @@ def test_backbone_weight_file_with_payload_is_refused(tmp_path, pairs_folder, ca
             *[a for a in TINY if a not in ("--pretrained_backbones", "false")]]
     # both backbones from files: offline, a pretrained CNN would stop the run before any weight file is read
     fails(capsys, score_main, [*argv, "--vit_weights", str(bad), "--cnn_weights", str(bad)], f"{bad}: {REFUSAL}")
-    from models.backbones import backbone_source, build_resnet
+    from ahiq.models.backbones import backbone_source, build_resnet
 
     with pytest.raises(UserError, match=REFUSAL.replace("(", r"\(").replace(")", r"\)")):
         build_resnet(backbone_source(TINY_CONFIG.cnn, True, bad), 1, **TINY_CONFIG.cnn_kwargs)  # what --cnn_weights does
@@ -192,14 +192,14 @@ def test_folder_as_checkpoint_or_weights_says_folder(pairs_folder, tmp_path, cap
                                      "--checkpoint", str(tmp_path), "--output", str(tmp_path / "r.txt"),
                                      "--crop_size", "32", *TINY], "is a folder")
     with pytest.raises(UserError, match="is a folder"):
-        from models.backbones import load_weights_file
+        from ahiq.models.backbones import load_weights_file
 
         load_weights_file(torch.nn.Linear(1, 1), tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ 2. exact resume
 def test_time_limit_inside_an_epoch_then_resume_is_bit_identical(data_root, tmp_path, monkeypatch, capsys):
-    from engine.trainer import Trainer
+    from ahiq.engine.trainer import Trainer
 
     _train(data_root, tmp_path, "whole", "--n_epoch", "2", "--max_steps", "4")
     calls = {"n": 0}
@@ -224,7 +224,7 @@ def test_time_limit_inside_an_epoch_then_resume_is_bit_identical(data_root, tmp_
 def test_time_limit_after_an_epoch_validates_only_what_val_freq_says(data_root, tmp_path, monkeypatch, capsys):
     """A stop between epochs does not add a validation that --val_freq skips: the resumed run ends with the
     same best.pth as an uninterrupted one (and validates the same epochs)."""
-    from engine.trainer import Trainer
+    from ahiq.engine.trainer import Trainer
 
     common = ["--n_epoch", "4", "--max_steps", "2", "--val_freq", "2"]
     _train(data_root, tmp_path, "whole", *common)
@@ -368,7 +368,7 @@ def test_live_results_and_maps_are_named_uniquely(tmp_path, monkeypatch, capsys)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(name)
 
-    monkeypatch.setattr("engine.session.save_quality_map", fake_map)
+    monkeypatch.setattr("ahiq.engine.session.save_quality_map", fake_map)
     out, maps = tmp_path / "results.txt", tmp_path / "maps"
     test_main(["--dataset", "live", "--data_root", str(root), "--split", "all", "--checkpoint", "none",
                       "--crop_size", "32", "--crops", "center", "--batch_size", "64", "--output", str(out),
@@ -383,8 +383,8 @@ def test_live_results_and_maps_are_named_uniquely(tmp_path, monkeypatch, capsys)
 
 
 def test_unique_names_keep_bare_names_where_they_are_unique():
-    from data.records import result_names
-    from utils.io import map_file_names as unique_file_names
+    from ahiq.data.records import result_names
+    from ahiq.utils.io import map_file_names as unique_file_names
 
     assert result_names([Path("/d/Train_Dis/A0001_00_00.bmp"), Path("/d/Train_Dis/A0002_00_00.bmp")]) == \
         ["A0001_00_00.bmp", "A0002_00_00.bmp"]
@@ -481,7 +481,7 @@ def test_same_file_as_ref_and_dist_is_scored(pairs_folder, tmp_path, capsys):
 
 
 def test_duplicate_label_across_files_names_image_and_both_files(tmp_path):
-    from data.pipal import load_pipal_train
+    from ahiq.data.pipal import load_pipal_train
 
     (tmp_path / "Train_Ref").mkdir()
     (tmp_path / "Train_Dis").mkdir()
@@ -496,7 +496,7 @@ def test_duplicate_label_across_files_names_image_and_both_files(tmp_path):
 
 
 def test_csiq_dst_type_ignores_case_and_spaces(tmp_path):
-    from data.standard import load_csiq
+    from ahiq.data.standard import load_csiq
     from tests.fixtures_standard import build_csiq, csiq_rows
 
     rows = [r for r in csiq_rows() if r[2] in ("jpeg2000", "noise")][:4]

@@ -8,11 +8,11 @@ import pytest
 import timm
 import torch
 
-from models import backbones
-from models.backbones import backbone_source, create_backbone
+from ahiq.models import backbones
+from ahiq.models.backbones import backbone_source, create_backbone
 from tests.conftest import ROOT
 from tests.weight_files import save_state_dict, vit_to_jax_npz
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 VIT = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 CNN = "resnet18.a1_in1k"

@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from utils.io import atomic_write_text
-from utils.metrics import LABELS, iqa_metrics
-from utils.tables import markdown_table, number, read_csv, write_csv
+from ahiq.utils.io import atomic_write_text
+from ahiq.utils.metrics import LABELS, iqa_metrics
+from ahiq.utils.tables import markdown_table, number, read_csv, write_csv
 
 OVERALL = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 NO_TYPE = "(none)"
@@ -101,7 +101,7 @@ def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, titl
                       type_names: dict[str, str] | None = None, label_name: str = "label") -> str:
     """Write ``<prefix>_comparison.md`` (both tables), ``_comparison.csv``, ``_types.csv``, ``_scatter.png``
     (of the first set) and ``_types.png``; return the markdown."""
-    from utils.visual import save_fitted_scatter, save_type_bars
+    from ahiq.utils.visual import save_fitted_scatter, save_type_bars
 
     prefix, metrics, several = Path(prefix), list(sets[0].scores), len(sets) > 1
     out = lambda suffix: prefix.with_name(prefix.name + suffix)

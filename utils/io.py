@@ -14,9 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
-import torch
 
-from utils.errors import UserError
+from ahiq.utils.errors import UserError
 
 # Temporary files of atomic writes: ``.<name>.<random>.tmp`` beside the target (what mkstemp makes below).
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
@@ -101,6 +100,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically, flushed to disk before the rename."""
+    import torch  # here, not at the top: the options read names through this module before torch is needed
+
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a Python file: a full disk raises OSError (ENOSPC), not a torch error
@@ -240,9 +241,11 @@ def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
         raise UserError(f"{path}: is a folder, not a {what}; give the file inside it")
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
-    try:
-        import warnings
+    import warnings
 
+    import torch
+
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy 2 warns about numpy.core names in old files
             with torch.serialization.safe_globals(_numpy_globals()):

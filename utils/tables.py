@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from utils.io import atomic_write_text
+from ahiq.utils.io import atomic_write_text
 
 
 def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:

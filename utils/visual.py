@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.io import atomic_write
-from utils.metrics import fit_logistic5, logistic5
+from ahiq.utils.io import atomic_write
+from ahiq.utils.metrics import fit_logistic5, logistic5
 
 
 @functools.cache

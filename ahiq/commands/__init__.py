@@ -1,0 +1,12 @@
+"""The research tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py`` and ``ahiq <task>``.
+
+Each module's ``main(argv)`` parses its options (before torch is imported, so ``--help`` and a typo answer at
+once), makes one call below, and prints; library errors become one ``error:`` line and exit status 2.
+"""
+
+TASKS = {
+    "score": "score distorted images against their references",
+    "test": "score a dataset split or folder pair and report correlations with its labels",
+    "train": "train AHIQ (the NTIRE 2022 setting on PIPAL, the standard sets, your own labels.csv)",
+    "export": "export a checkpoint for pyiqa or ONNX",
+}

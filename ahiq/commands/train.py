@@ -1,0 +1,36 @@
+"""Train AHIQ: ``python train.py --dataset pipal --data_root DATA [options]`` (see ``--help`` and train.sh).
+
+Single process, or ``torchrun --nproc_per_node N train.py ...`` for data-parallel training.
+"""
+from __future__ import annotations
+
+import sys
+
+from ahiq.options.train_options import TrainOptions
+from ahiq.utils.errors import cli_main
+
+
+@cli_main
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    options = TrainOptions(prog)
+    opt = options.parse(argv)
+    # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
+    from ahiq.data.splits import prepare_splits, run_data_check
+    from ahiq.engine.device import setup_run
+    from ahiq.engine.trainer import Trainer
+    from ahiq.models.checkpoint import open_checkpoint
+
+    if opt.check_data:
+        cfg = options.config(opt)  # the crop training would take: --crop_size, else the checkpoint's, else 224
+        parts, _ = prepare_splits(cfg.data, None)
+        problems = run_data_check(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
+        sys.exit(1 if any(problems.values()) else 0)
+    trainer = Trainer(options.config(opt), setup_run(opt.device))
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The network: backbones, deformable fusion, patch-wise head, checkpoints and export."""
