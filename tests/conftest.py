@@ -18,7 +18,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests test this clone, whatever else is installed: its root first on the path here and in every process the
+# tests start (`import ahiq` finds ROOT/ahiq, which maps the clone's floors).
 sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+import ahiq  # noqa: E402
+
+if Path(ahiq.__file__).resolve().parent != ROOT / "ahiq":  # pragma: no cover
+    raise RuntimeError(f"`import ahiq` found {ahiq.__file__}, not this clone's {ROOT / 'ahiq'}")
 from ahiq.utils.io import shared_folder  # noqa: E402
 
 # The team's shared folder (spec, real label files, mini datasets): $AHIQ_SHARED, else ../shared.
