@@ -11,9 +11,9 @@
 # fetched gets one line saying how to place it by hand, and the script exits 1.
 set -u
 cd "$(dirname "$0")"
-AHIQ_FILE=$(python3 -c "from models.config import RELEASED_CHECKPOINT as p; import os; print(os.path.relpath(p))") ||
+AHIQ_FILE=$(python3 -c "from ahiq.models.config import RELEASED_CHECKPOINT as p; import os; print(os.path.relpath(p))") ||
   { echo "failed: python3 with this project's requirements is needed (pip install -r requirements.txt)"; exit 1; }
-AHIQ_URL=$(python3 -c "from models.config import RELEASED_URL as u; print(u)")
+AHIQ_URL=$(python3 -c "from ahiq.models.config import RELEASED_URL as u; print(u)")
 AHIQ_SHA_PREFIX=$(basename "$AHIQ_FILE" .pth | sed 's/.*-//')   # da3ea303
 SUMS=checkpoints/SHA256SUMS
 status=0

@@ -82,7 +82,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     if args.checkpoint:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint, device="cpu")
     else:
         model = build_ahiq(pretrained_backbones=False, seed=0).eval()
         gen = torch.Generator().manual_seed(1)

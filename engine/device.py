@@ -18,23 +18,10 @@ import torch
 import torch.distributed as dist
 
 from ahiq.engine.config import RunConfig  # noqa: F401  (re-exported)
+from ahiq.utils.device import resolve_device  # noqa: F401  (re-exported)
 from ahiq.utils.errors import Stopped, UserError, arg
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available else CPU; a CUDA device without a GPU is a :class:`UserError`."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"{arg('device')}{device}: no CUDA GPU is visible; use {arg('device')}cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"{arg('device')}{device}: not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def native_bf16(device: str | torch.device) -> bool:

@@ -12,22 +12,17 @@ towards whatever that network rewards: a check of the mechanics, not of quality.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-# Run as `python examples/optimize_image.py` from the repository root: the project's packages are one level up.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ahiq.data.crops import parse_crops  # noqa: E402
-from ahiq.data.images import as_unit_float, read_image  # noqa: E402
-from ahiq.engine.loss import AHIQLoss  # noqa: E402
-from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_bool, check_range  # noqa: E402
-from ahiq.utils.errors import UserError, cli_main  # noqa: E402
-from ahiq.utils.io import atomic_write, check_outputs, check_writable  # noqa: E402
+from ahiq.data.crops import parse_crops
+from ahiq.data.images import as_unit_float, read_image
+from ahiq.engine.loss import AHIQLoss
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_bool, check_range
+from ahiq.utils.errors import UserError, cli_main
+from ahiq.utils.io import atomic_write, check_outputs, check_writable
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -36,14 +31,15 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--dist", help="start image (same size as --ref); default: the reference degraded by --blur/--noise")
     p.add_argument("--blur", type=float, default=2.0, help="Gaussian blur sigma in pixels for the start image")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (0..1 scale) for the start image")
-    p.add_argument("--checkpoint", help="AHIQ checkpoint; default: the released one once `sh download.sh` has fetched "
-                   "it; none: random heads (announced)")
+    p.add_argument("--checkpoint", help="AHIQ checkpoint; default: the released one (downloaded once into the user "
+                   "cache); none: random heads (announced)")
     p.add_argument("--vit_weights", help="local ViT weight file")
     p.add_argument("--cnn_weights", help="local ResNet weight file")
     add_bool(p, "--pretrained_backbones", None, "true: pretrained backbones; false: random (default: the backbones the "
              "checkpoint records, else true)")
     p.add_argument("--crops", default="center", help="center, five, nine or grid:N (fixed windows, so scores compare)")
-    p.add_argument("--crop_size", type=int, default=224, help="crop size (a multiple of 32)")
+    p.add_argument("--crop_size", type=int, default=None,
+                   help="crop size, a multiple of 32 (default: the checkpoint's training crop, else 224)")
     p.add_argument("--steps", type=int, default=15, help="Adam steps")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (pixel values in [0, 1])")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -55,7 +51,8 @@ def parse(argv=None) -> argparse.Namespace:
     if not (1 <= opt.steps <= 10**6 and 0 < opt.lr < 1e3 and 0 <= opt.blur < 1e3 and 0 <= opt.noise < 1e3):
         raise UserError("--steps must be 1..10^6, --lr > 0, --blur and --noise >= 0 (all finite)")
     check_range("seed", opt.seed)
-    check_range("crop_size", opt.crop_size)
+    if opt.crop_size is not None:
+        check_range("crop_size", opt.crop_size)
     check_writable(opt.output, "--output ")
     check_outputs({"--output ": opt.output}, [p for p in (opt.ref, opt.dist, opt.checkpoint) if p])
     return opt
@@ -110,12 +107,12 @@ def main(argv=None) -> list[float]:
     levels = np.iinfo(dtype).max
     ref_np = as_unit_float(ref_file)
     dist_np = start_image(opt, ref_np, levels)
-    if min(ref_np.shape[:2]) < opt.crop_size:
-        raise UserError(f"--ref {opt.ref}: {ref_np.shape[1]}x{ref_np.shape[0]} is smaller than --crop_size "
-                        f"{opt.crop_size}")
     loss_fn = AHIQLoss(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
                        pretrained_backbones=opt.pretrained_backbones, crops=opt.crops, crop_size=opt.crop_size,
                        device=opt.device)
+    if min(ref_np.shape[:2]) < loss_fn.crop_size:
+        raise UserError(f"--ref {opt.ref}: {ref_np.shape[1]}x{ref_np.shape[0]} is smaller than the "
+                        f"{loss_fn.crop_size}-pixel crop; give --crop_size (a smaller multiple of 32)")
     to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].to(loss_fn.device)  # noqa: E731
     image, ref = to_t(dist_np), to_t(ref_np)
     scores = optimise(loss_fn, image, ref, opt.steps, opt.lr)

@@ -10,17 +10,13 @@ decoding (RGB, EXIF orientation applied, 16-bit files as value / 65535) and the 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-# Run as `python examples/score_onnx.py` from the repository root: the project's packages are one level up.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # noqa: E402  (numpy only)
-from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # numpy only: no torch here
+from ahiq.utils.errors import UserError, cli_main
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

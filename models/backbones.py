@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import sys
-import threading
-import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -27,6 +22,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from ahiq.models.hub import unreachable
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.errors import UserError, arg
@@ -68,9 +64,14 @@ def cached_hub_weights(name: str) -> Path | None:
     return None
 
 
+def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> list[str]:
+    """The backbones of ``names`` whose pretrained weights are not on this machine (backbones folder, hub cache)."""
+    return [n for n in names if find_local_weights(n) is None and cached_hub_weights(n) is None]
+
+
 def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
     """Whether pretrained weights of every backbone ``names`` are on this machine (backbones folder or hub cache)."""
-    return all(find_local_weights(n) is not None or cached_hub_weights(n) is not None for n in names)
+    return not missing_pretrained(names)
 
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
@@ -80,34 +81,8 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
 
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
-    return _endpoint_unreachable(constants.ENDPOINT, timeout)
-
-
-@lru_cache(maxsize=None)
-def _endpoint_unreachable(endpoint: str, timeout: float) -> str | None:
-    url = urllib.parse.urlparse(endpoint)
-    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(url.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = proxy_url.hostname or "", proxy_url.port or 80
-    outcome: list[BaseException | None] = []
-
-    def connect() -> None:  # in a thread: a name look-up without a network can block far longer than timeout
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as err:
-            outcome.append(err)
-
-    worker = threading.Thread(target=connect, daemon=True)
-    worker.start()
-    worker.join(timeout + 0.5)
-    if not outcome:
-        return f"the hub ({host}:{port}) did not answer within {timeout:.0f}s"
-    if outcome[0] is not None:
-        return f"the hub ({host}:{port}) cannot be reached: {type(outcome[0]).__name__}"
-    return None
+    reason = unreachable(constants.ENDPOINT, timeout)
+    return reason and f"the hub: {reason}"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -21,9 +21,11 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq
-from ahiq.models.backbones import BackboneSource, backbone_source
-from ahiq.models.config import RELEASED_CHECKPOINT, ModelConfig
+from ahiq.models.backbones import BackboneSource, backbone_source, missing_pretrained
+from ahiq.models.config import ModelConfig
+from ahiq.models.hub import released_checkpoint
 from ahiq.models.state import state_dict_problems, summarise
+from ahiq.utils.device import resolve_device
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import atomic_torch_save, load_torch_file
 
@@ -33,17 +35,14 @@ META_KEY = "ahiq"
 FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat, under "options")
 
 
-def resolve_checkpoint(checkpoint: str | Path | None) -> str | None:
-    """The checkpoint an entry point scores with: the one given; none given: the released one once `sh
-    download.sh` has put it in place (else one line saying how to get it); ``"none"``: random heads (None)."""
+def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> str | None:
+    """The checkpoint an entry point scores with: the one given; none given: the released one (the clone's copy,
+    the user cache, or downloaded into it once: :func:`models.hub.released_checkpoint`); ``"none"``: random heads
+    (None)."""
     if checkpoint is not None and str(checkpoint).lower() != "none":
         return str(checkpoint)
     if checkpoint is None:
-        if RELEASED_CHECKPOINT.is_file():
-            return str(RELEASED_CHECKPOINT)
-        raise UserError(f"no {arg('checkpoint')}given and the released one is not at {RELEASED_CHECKPOINT}: run "
-                        f"`sh download.sh` (online), give {arg('checkpoint')}FILE, or {arg('checkpoint')}none to score "
-                        "with random heads (not meaningful scores)")
+        return str(released_checkpoint(progress=progress, missing_backbones=missing_pretrained))
     return None
 
 
@@ -224,14 +223,13 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
 
 def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None = None,
                cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
-               default_seed: int | None = None, device: str | torch.device = "cpu", config: ModelConfig | None = None,
+               default_seed: int | None = None, device: str | torch.device = "auto", config: ModelConfig | None = None,
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode: architecture, heads and backbones as ``checkpoint`` records them.
 
-    Scoring from Python is two lines::
-
-        model = load_model("checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33-da3ea303.pth")
-        score = model(dist, ref)   # (B, 3, 224, 224) in [0, 1] -> (B,)
+    The network itself: ``model(dist, ref)`` takes crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32; for whole
+    images of any size, paths, PIL images or arrays use :func:`ahiq.create_metric`. ``device``: ``auto`` (CUDA
+    when present), ``cpu``, ``cuda`` or ``cuda:N``.
 
     The architecture: ``config``, else the checkpoint's (:func:`read_record`), else the authors'; keyword
     ``config_overrides`` (ModelConfig fields) change it. Backbones (:func:`choose_backbones`): the recorded ones
@@ -262,4 +260,4 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
     else:
         load_heads(model, deform, regressor, checkpoint)
     model.record, model.checkpoint_meta = record, meta
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()

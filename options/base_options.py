@@ -29,6 +29,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "weight_decay": (0, 1e3), "eta_min": (0, 1e3), "grad_clip": (0, 1e9), "time_limit": (0, 1e9),
 }
 NOT_GIVEN = object()  # the default of every option while finding out which ones the user gave
+PRESETS = Path(__file__).resolve().parent / "presets"
+ARCHITECTURE = "architecture (a checkpoint records its own; these change it: ablations, tests)"
 
 
 def str2bool(text: str) -> bool:
@@ -68,8 +70,9 @@ def add_bool(group, name: str, default: bool | None, help: str) -> None:
     group.add_argument(name, type=str2bool, nargs="?", const=True, default=default, metavar="{true,false}", help=help)
 
 
-class OneDefaultHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` where the help text does not already say its default (``None`` reads ``none``)."""
+class OneDefaultHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` where the help text does not already say its default (``None`` reads ``none``);
+    the description and the examples at the end keep their lines."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -89,17 +92,24 @@ class BaseOptions:
     """Parse options common to every script; subclasses add theirs in :meth:`initialize`."""
 
     description = "AHIQ"
+    first_groups: tuple[str, ...] = ()  # the task's own groups, shown first by --help
+    usage: str | None = None  # the usage line (None: argparse lists every option)
+    examples = ""  # usage examples shown at the end of --help (%(prog)s: the command as the user ran it)
 
     def __init__(self, prog: str | None = None):
-        self.parser = OneLineErrors(prog=prog, description=self.description, formatter_class=OneDefaultHelpFormatter,
-                                    allow_abbrev=False)
+        self.parser = OneLineErrors(prog=prog, usage=self.usage, description=self.description,
+                                    formatter_class=OneDefaultHelpFormatter, allow_abbrev=False,
+                                    epilog=f"examples:\n{self.examples}" if self.examples else None)
         self.initialize(self.parser)
+        # --help: the task's options first, the run and weights next, the architecture (ablations) last
+        rank = {title: k for k, title in enumerate((*self.first_groups, "weights", "run", ARCHITECTURE))}
+        self.parser._action_groups.sort(key=lambda group: rank.get(group.title, -1))
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("run")
         g.add_argument("--config", type=str, default=None,
-                       help="options file: a preset (options/presets/*.json) or a run's opt.json; flags given on "
-                            "the command line override it")
+                       help="options file: a preset by name (ntire2022, authors_release, ...: options/presets/*.json) or "
+                            "path, or a run's opt.json; flags given on the command line override it")
         g.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
         g.add_argument("--precision", type=str, default="fp32", choices=["fp32", "bf16"],
                        help="fp32, or bf16 autocast (faster on GPUs and CPUs with AVX512-BF16/AMX; scores differ from "
@@ -109,7 +119,7 @@ class BaseOptions:
         g.add_argument("--seed", type=int, default=1919, help="random seed, 0..2^32-1 (the authors' 1919)")
         g.add_argument("--crop_size", type=int, default=224, help="crop size in pixels, a multiple of 32")
 
-        g = p.add_argument_group("model")
+        g = p.add_argument_group(ARCHITECTURE)
         g.add_argument("--patch_size", type=int, default=8, choices=[8, 16],
                        help="ViT patch size; picks the default ViT tag for that patch size when --vit is not given")
         g.add_argument("--vit", type=str, default=None,
@@ -169,6 +179,9 @@ class BaseOptions:
         self.parser.parse_args(argv, probe)
         self.given = {k for k, v in vars(probe).items() if v is not NOT_GIVEN}
         self.check(opt)
+        from ahiq.models.ahiq import check_architecture  # torch loads only after every other check passed
+
+        check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
         return opt
 
     def check(self, opt: argparse.Namespace) -> None:
@@ -182,9 +195,6 @@ class BaseOptions:
             raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
         if opt.pretrained_backbones is False and (opt.vit_weights or opt.cnn_weights):
             raise UserError("--pretrained_backbones false contradicts --vit_weights/--cnn_weights; drop one")
-        from ahiq.models.ahiq import check_architecture  # torch: only once the flags parsed
-
-        check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
 
     def model_overrides(self, opt: argparse.Namespace) -> dict:
         """Architecture options given on the command line; they override a checkpoint's stored config."""
@@ -270,6 +280,9 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     as every ``opt.json`` does) may also hold that script's other options, which are left to it. A key known
     to neither is refused with one line naming the key and the file (a typo would otherwise be silently ignored).
     """
+    preset = PRESETS / f"{path}.json"  # a preset by name (--config ntire2022) works from an installed package too
+    if not Path(path).is_file() and "/" not in path and preset.is_file():
+        path = str(preset)
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:

@@ -8,11 +8,15 @@ from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, ch
 from ahiq.utils.errors import UserError
 
 DESCRIPTION = 'Export an AHIQ checkpoint for other runtimes.'
+EXAMPLES = """examples:
+  %(prog)s --checkpoint ahiq.pth --to onnx --output ahiq.onnx       the scoring graph, checked with onnxruntime
+  %(prog)s --checkpoint ahiq.pth --to pyiqa --output ahiq_pyiqa.pth  a file pyiqa.create_metric("ahiq") loads"""
 
 
 def parse_export(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
     """The checked options of export.py / ``ahiq export``."""
-    p = OneLineErrors(prog=prog, description=DESCRIPTION, formatter_class=OneDefaultHelpFormatter, allow_abbrev=False)
+    p = OneLineErrors(prog=prog, description=DESCRIPTION, epilog=EXAMPLES, formatter_class=OneDefaultHelpFormatter,
+                      allow_abbrev=False)
     p.add_argument("--checkpoint", metavar="FILE", required=True,
                    help="AHIQ checkpoint: the authors' release, pyiqa's mirror or ours")
     p.add_argument("--to", required=True, choices=["pyiqa", "onnx"], help="pyiqa checkpoint or ONNX scoring graph")

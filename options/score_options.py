@@ -5,6 +5,7 @@ import argparse
 
 from ahiq.data.crops import PROTOCOLS, REUSE_NOTE, parse_crops
 from ahiq.engine.config import ScoreConfig
+from ahiq.models.config import RELEASED_NOTE
 from ahiq.options.base_options import BaseOptions, build, scoring_defaults
 from ahiq.utils.io import check_name_length
 
@@ -15,7 +16,7 @@ def add_scoring_options(p: argparse.ArgumentParser, crops: str, crops_help: str)
     for action in p._actions:
         if action.dest == "checkpoint":
             action.help = ("AHIQ checkpoint (the authors' release, pyiqa's mirror, or ours); default: the released one "
-                           "once `sh download.sh` has fetched it; none: random heads (announced)")
+                           f"({RELEASED_NOTE}); none: random heads (announced)")
     g = p.add_argument_group("scoring")
     g.add_argument("--crops", type=str, default=crops, help=f"crop protocol ({PROTOCOLS}): {crops_help}; {REUSE_NOTE}")
     g.add_argument("--batch_size", type=int, default=16,
@@ -40,6 +41,11 @@ def score_config(options: BaseOptions, opt: argparse.Namespace, **values) -> Sco
 
 class ScoreOptions(BaseOptions):
     description = "Score distorted images against their references with AHIQ (higher = better)."
+    usage = "%(prog)s --ref REF --dist DIST [--checkpoint FILE] [--output CSV] [options]"
+    first_groups = ("score", "scoring")
+    examples = """  %(prog)s --ref ref.png --dist dist.png                     the released model (downloaded once)
+  %(prog)s --ref refs/ --dist dists/ --crops five --output scores.csv
+  %(prog)s --ref refs/ --dist dists/ --checkpoint none --pretrained_backbones false   offline try-out, random weights"""
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ahiq.engine.config import BASELINE_NAMES, ScoreConfig, parse_baselines
+from ahiq.models.config import RELEASED_NOTE
 from ahiq.options.base_options import BaseOptions, add_bool, add_run_folder_options, str2bool
 from ahiq.options.score_options import add_scoring_options, check_scoring, score_config
 from ahiq.options.train_options import add_data_options, data_config
@@ -18,6 +19,11 @@ def auto_bool(text: str) -> str | bool:
 
 class TestOptions(BaseOptions):
     description = "Score every pair of a dataset split or folder pair with an AHIQ checkpoint; write name,score."
+    usage = "%(prog)s (--ref_dir REF --dist_dir DIST | --dataset NAME --data_root DIR) [options]"
+    first_groups = ("test", "scoring", "data", "run folder")
+    examples = """  %(prog)s --ref_dir REF --dist_dir DIST --ntire_zip submission.zip   the NTIRE folders (sh test.sh)
+  %(prog)s --dataset kadid10k --data_root DATA --split all --plot kadid.png   a whole labelled set
+  %(prog)s --name mine --dataset csv --data_root DIR --split test            a trained run's best.pth"""
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)
@@ -25,7 +31,7 @@ class TestOptions(BaseOptions):
         for action in p._actions:
             if action.dest == "checkpoint":
                 action.help = ("AHIQ checkpoint; default: <checkpoints_dir>/<name>/best.pth when --name is given, else "
-                               "the released one once `sh download.sh` has fetched it; none: random heads")
+                               f"the released one ({RELEASED_NOTE}); none: random heads")
         add_run_folder_options(p)
         add_data_options(p)
         g = p.add_argument_group("test")

@@ -62,6 +62,11 @@ def _plain(value):
 
 class TrainOptions(BaseOptions):
     description = "Train AHIQ's fusion and head on frozen backbones (defaults: the authors' NTIRE 2022 setting)."
+    usage = "%(prog)s --dataset NAME --data_root DIR [--name RUN] [options]"
+    first_groups = ("data", "run folder", "training")
+    examples = """  %(prog)s --config ntire2022 --data_root PIPAL          the NTIRE 2022 setting (sh train.sh)
+  %(prog)s --dataset kadid10k --data_root DATA --check_data              pairs and references per split
+  %(prog)s --dataset csv --data_root DIR --name mine --n_epoch 50 --resume"""
 
     def initialize(self, p: argparse.ArgumentParser) -> None:
         super().initialize(p)

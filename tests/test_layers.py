@@ -6,16 +6,18 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-# package -> project packages it may import from
+# floor (a folder of the clone, ahiq.<floor> installed) -> floors it may import from
 ALLOWED = {
     "utils": set(),
     "models": {"utils"},
     "data": {"utils"},
     "engine": {"utils", "models", "data"},
     "options": {"utils", "models", "data", "engine"},
+    "ahiq/commands": {"utils", "models", "data", "engine", "options", "commands"},
 }
-PROJECT = {"utils", "models", "data", "engine", "options", "benchmarks", "experiments", "examples", "tests", "train", "test",
-           "score"}
+FLOORS = {"utils", "models", "data", "engine", "options", "commands"}
+# Names that would be a second name for a module of the package, or a clone-only folder: never imported bare.
+PROJECT = {*FLOORS, "benchmarks", "experiments", "examples", "tests", "train", "test", "score", "export"}
 TIMM_INTERNALS = {"_pos_embed", "patch_drop", "norm_pre"}
 
 
@@ -34,14 +36,34 @@ def _python_files(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
 
 
+def _floor(module: str) -> str | None:
+    """``ahiq.engine.scoring`` -> ``engine``; None outside the package's floors."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "ahiq" and len(parts) > 1 and parts[1] in FLOORS else None
+
+
 def test_each_floor_imports_only_from_below():
     wrong = []
     for package, allowed in ALLOWED.items():
+        own = package.rsplit("/", 1)[-1]
         for path in _python_files(package):
             for module, _, line in _imports(path):
-                top = module.split(".")[0]
-                if top in PROJECT and top != package and top not in allowed:
+                floor = _floor(module)
+                if floor is not None and floor != own and floor not in allowed:
                     wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_package_is_imported_by_one_name_only():
+    # `from utils.io import ...` would load a second copy of ahiq.utils.io (two UserError classes: every except
+    # breaks); every import of the package is written ahiq.<floor>, and scripts are reached as ahiq.commands.
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if ".git" in path.parts:
+            continue
+        for module, _, line in _imports(path):
+            if module.split(".")[0] in FLOORS | {"train", "test", "score", "export"}:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not wrong, "\n".join(wrong)
 
 
@@ -51,7 +73,7 @@ def test_no_private_names_cross_modules():
         if ".git" in path.parts:
             continue
         for module, names, line in _imports(path):
-            if module.split(".")[0] in PROJECT:
+            if module.split(".")[0] in PROJECT or _floor(module):
                 wrong += [f"{path.relative_to(ROOT)}:{line} imports {module}.{n}" for n in names if n.startswith("_")]
     assert not wrong, "\n".join(wrong)
 

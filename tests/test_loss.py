@@ -163,7 +163,7 @@ def test_finite_difference_of_the_loss_fp64(tiny_files):
 
 def test_real_blurred_image_gets_better_and_the_network_stays(tiny_files, tmp_path):
     """Done-when of issue 16 on a real KADID-10k reference and its blurred copy (type 01, level 5)."""
-    from score import main as score_main
+    from ahiq.commands.score import main as score_main
 
     images = shared_path("data", "mini", "KADID-10k-mini", "images")
     to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731

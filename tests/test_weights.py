@@ -143,7 +143,7 @@ def test_hub_reachability_is_checked_once_and_quickly(monkeypatch):
     import socket
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "_endpoint_unreachable", backbones._endpoint_unreachable.__wrapped__)
+    monkeypatch.setattr(backbones, "unreachable", backbones.unreachable.__wrapped__)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     if opt.hub_cache:
         check_hub_cache(opt.hub_cache)
     model = load_model(opt.checkpoint, vit_weights=opt.vit_weights, cnn_weights=opt.cnn_weights,
-                       pretrained_backbones=opt.pretrained_backbones, default_seed=opt.seed, contents=contents)
+                       pretrained_backbones=opt.pretrained_backbones, default_seed=opt.seed, contents=contents,
+                       device="cpu")
     trained_crop = record.crop()
     if opt.to == "pyiqa":
         if trained_crop != 224:

@@ -1,0 +1,207 @@
+"""AHIQ as a metric called on what a user has: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``.
+
+The metric takes file paths, PIL images, numpy arrays and tensors of any size of at least the crop, and scores
+them exactly as ``score.py`` scores the same files: the same decoding, crop windows, batches and mean over crops
+(:func:`engine.scoring.score_stream`, with the images held in memory instead of read from disk). A reference given
+once for several distorted images is encoded once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ahiq.data.crops import parse_crops
+from ahiq.data.images import read_image
+from ahiq.engine.config import RunConfig
+from ahiq.engine.device import PRECISIONS, resolve_device
+from ahiq.engine.loss import AHIQLoss
+from ahiq.engine.scoring import score_stream
+from ahiq.models.ahiq import AHIQ
+from ahiq.models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
+from ahiq.utils.errors import UserError
+
+ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
+WHAT_TO_PASS = ("a file path, a PIL image, a numpy array HxWx3 (uint8, or float in [0, 1]), a tensor (3, H, W) or "
+                "(B, 3, H, W) in [0, 1], or a list of these")
+MODEL_OPTIONS = ("vit_weights", "cnn_weights", "pretrained_backbones", "seed")
+LOSS_OPTIONS = ("reduction", "checkpointing")
+
+
+class AHIQMetric(nn.Module):
+    """AHIQ full-reference quality, higher = better: ``metric(dist, ref) -> (B,)`` scores.
+
+    ``dist`` and ``ref``: one image or a batch (see :data:`WHAT_TO_PASS`); one reference may serve a batch of
+    distorted images. Every pair's images have the same size, at least ``crop_size`` on each side; the crop
+    protocol ``crops`` places the windows (``center``, ``five``, ``nine``, ``grid:N``, ``random:N`` seeded by
+    ``seed``), and the score is the mean over the crops, as ``score.py`` computes it. ``return_maps=True`` also
+    gives each pair's score map and weight map at image resolution, ``(H, W)`` float arrays with NaN where no crop
+    looked (the maps ``score.py --save_maps`` draws). The network is frozen and never changes.
+    """
+
+    lower_better = False
+    score_range = "~0, ~1"  # the released model's; as pyiqa names it
+
+    def __init__(self, model: AHIQ, crops: str = "center", crop_size: int | None = None, precision: str = "fp32",
+                 seed: int | None = None, batch_size: int = 16):
+        super().__init__()
+        parse_crops(crops)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: give the number of crops per forward pass, 1 or more")
+        self.model = model.requires_grad_(False).eval()
+        self.crops, self.precision, self.batch_size = crops, precision, batch_size
+        self.seed = RunConfig.seed if seed is None else seed
+        self.crop_size = (model.record or CheckpointRecord()).crop(crop_size)
+        if self.crop_size % 32:
+            raise ValueError(f"crop_size={self.crop_size}: must be a multiple of 32")
+
+    def train(self, mode: bool = True) -> "AHIQMetric":
+        super().train(mode)
+        self.model.eval()  # a metric: nothing in it ever trains
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.mean.device
+
+    def forward(self, dist: ImageLike | Sequence[ImageLike], ref: ImageLike | Sequence[ImageLike],
+                return_maps: bool = False):
+        """Scores ``(B,)`` (float32, on the metric's device); with ``return_maps``, also the lists of score maps
+        and weight maps."""
+        dists, refs = as_images(dist, "dist"), as_images(ref, "ref")
+        if len(refs) == 1 < len(dists):
+            refs = refs * len(dists)  # one reference for the batch: the same object, so encoded once
+        if len(refs) != len(dists):
+            raise ValueError(f"dist holds {len(dists)} images and ref {len(refs)}: give one reference per distorted "
+                             "image, or one reference for all")
+        ids = {id(r): k for k, r in reversed(list(enumerate(refs)))}  # a repeated reference keeps one key
+        pairs, arrays = [], {}
+        for i, (d, r) in enumerate(zip(dists, refs)):
+            if d.shape[:2] != r.shape[:2]:
+                raise ValueError(f"dist[{i}] is {d.shape[1]}x{d.shape[0]} but ref[{i}] is {r.shape[1]}x{r.shape[0]}: "
+                                 "a pair's images must have the same size")
+            if min(d.shape[:2]) < self.crop_size:
+                raise ValueError(f"dist[{i}] is {d.shape[1]}x{d.shape[0]}, smaller than the {self.crop_size}x"
+                                 f"{self.crop_size} crop: give larger images or create_metric(crop_size=...) with a "
+                                 "smaller multiple of 32")
+            key_d, key_r = Path(f"dist[{i}]"), Path(f"ref[{ids[id(r)]}]")
+            arrays[key_d], arrays[key_r] = d, r
+            pairs.append((key_d, key_r))
+        results = dict(score_stream(self.model, pairs, self.crops, self.crop_size, self.seed, self.batch_size,
+                                    self.precision, with_maps=return_maps, read=arrays.__getitem__))
+        scores = torch.tensor([results[i].score for i in range(len(pairs))], dtype=torch.float32, device=self.device)
+        if not return_maps:
+            return scores
+        return (scores, [results[i].score_map for i in range(len(pairs))],
+                [results[i].weight_map for i in range(len(pairs))])
+
+
+def as_images(x: Any, name: str) -> list[np.ndarray]:
+    """``x`` as a list of RGB arrays ``(H, W, 3)``, uint8 or float32 in [0, 1], as :func:`data.images.read_image`
+    decodes files; anything else is a ValueError naming ``name`` and what to pass."""
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise ValueError(f"{name} is empty: give {WHAT_TO_PASS}")
+        return [img for k, item in enumerate(x) for img in as_images(item, f"{name}[{k}]")]
+    if isinstance(x, (str, os.PathLike)):
+        try:
+            return [read_image(x)]
+        except UserError as err:
+            raise ValueError(f"{name}: {err}") from None
+    if isinstance(x, torch.Tensor):
+        if x.dim() not in (3, 4) or x.shape[-3] not in (1, 3):
+            raise ValueError(f"{name} is a tensor of shape {tuple(x.shape)}: give (3, H, W) or (B, 3, H, W) RGB in "
+                             "[0, 1] (drop an alpha channel: x[..., :3, :, :])")
+        x = x.detach().cpu()
+        batch = (x.float() if x.is_floating_point() else x).reshape(-1, *x.shape[-3:]).movedim(1, -1)
+        return [_checked(img.numpy(), f"{name}[{k}]" if x.dim() == 4 else name) for k, img in enumerate(batch)]
+    if isinstance(x, np.ndarray):
+        return [_checked(x, name)]
+    if type(x).__module__.startswith("PIL."):
+        return [_from_pil(x, name)]
+    raise ValueError(f"{name} is a {type(x).__name__}: give {WHAT_TO_PASS}")
+
+
+def _from_pil(image, name: str) -> np.ndarray:
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)  # as viewers show it, as files are read
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return _checked(np.asarray(image).astype(np.float32) / 65535, name)
+    return _checked(np.asarray(image.convert("RGB")), name)
+
+
+def _checked(array: np.ndarray, name: str) -> np.ndarray:
+    """One image ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` as RGB uint8 or float32 in [0, 1]."""
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} is an array of shape {array.shape} (channels first): numpy images are HxWx3; "
+                         "pass array.transpose(1, 2, 0), or a tensor")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} has shape {array.shape}: give HxWx3 RGB (or HxW grey); drop an alpha channel with "
+                         "x[..., :3]")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if array.dtype == np.uint8:
+        return np.require(array, requirements=["C", "W"])  # PIL's arrays are read-only: a copy then
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} holds {array.dtype} values: give uint8 (0..255) or floats in [0, 1]")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 1:
+        hint = "divide 8-bit values by 255" if high > 1 else "clamp them to [0, 1]"
+        raise ValueError(f"{name} holds values from {low:g} to {high:g}: give floats in [0, 1] ({hint})")
+    return array
+
+
+def create_metric(checkpoint: str | os.PathLike | None = None, *, crops: str = "center", crop_size: int | None = None,
+                  device: str | torch.device = "auto", precision: str = "fp32", as_loss: bool = False,
+                  **options: Any) -> nn.Module:
+    """AHIQ as a ``torch.nn.Module``: :class:`AHIQMetric` (``as_loss=False``) or :class:`engine.loss.AHIQLoss`.
+
+    ``checkpoint``: None for the released model (the clone's copy, else the user cache, downloaded there once;
+    see :mod:`models.hub`), a file, or ``"none"`` (random heads, announced). The architecture, backbones and
+    training crop come from the checkpoint's record. ``options``: ``vit_weights``, ``cnn_weights``,
+    ``pretrained_backbones``, ``seed`` (random backbones and ``random:N`` crops, as ``score.py --seed``) and
+    ``batch_size`` (crops per forward pass); with ``as_loss``, ``reduction`` and ``checkpointing`` of AHIQLoss.
+    """
+    allowed = (*MODEL_OPTIONS, *(LOSS_OPTIONS if as_loss else ("batch_size",)))
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"create_metric() got unknown option(s) {', '.join(unknown)}; it takes {', '.join(allowed)}")
+    seed = options.get("seed")
+    path = resolve_checkpoint(None if checkpoint is None else os.fspath(checkpoint))
+    with torch.random.fork_rng(devices=[]):  # random heads as score.py draws them; the caller's RNG untouched
+        torch.manual_seed(RunConfig.seed if seed is None else seed)
+        model = load_model(path, vit_weights=options.get("vit_weights"), cnn_weights=options.get("cnn_weights"),
+                           pretrained_backbones=options.get("pretrained_backbones"),
+                           default_seed=RunConfig.seed if seed is None else seed, device=resolve_device(device))
+    if as_loss:
+        return AHIQLoss(crops=crops, crop_size=crop_size, precision=precision, model=model,
+                        **{k: options[k] for k in LOSS_OPTIONS if k in options})
+    return AHIQMetric(model, crops, crop_size, precision, seed, options.get("batch_size", 16))
+
+
+_last: tuple[str, nn.Module] | None = None  # ahiq.score's metric, kept while the settings stay the same
+
+
+def score(dist: ImageLike, ref: ImageLike, **kwargs: Any) -> float:
+    """The AHIQ score of one pair (higher = better); ``kwargs`` as :func:`create_metric` takes them. The metric is
+    built once and kept for further calls with the same settings."""
+    global _last
+    key = repr(sorted(kwargs.items()))
+    if _last is None or _last[0] != key:
+        _last = (key, create_metric(**kwargs))
+    scores = _last[1](dist, ref)
+    if scores.numel() != 1:
+        raise ValueError(f"ahiq.score takes one pair, got {scores.numel()}; use ahiq.create_metric() for batches")
+    return float(scores[0])

@@ -1,0 +1,21 @@
+"""torch.hub entry: ``torch.hub.load("OWNER/REPO", "ahiq", checkpoint=None, crops="center", ...)``, OWNER/REPO being
+this repository's GitHub name; from a clone, ``torch.hub.load(path, "ahiq", source="local", ...)``.
+
+Returns :func:`ahiq.create_metric`'s module: ``metric(dist, ref) -> (B,)`` on file paths, PIL images, arrays or
+tensors; the released weights are downloaded once into the user cache.
+"""
+dependencies = ["torch", "torchvision", "timm", "numpy", "scipy", "PIL", "cv2", "tqdm", "safetensors"]
+
+
+def ahiq(checkpoint=None, **kwargs):
+    """AHIQ full-reference quality (higher = better); the arguments of ``ahiq.create_metric``."""
+    import warnings
+    from pathlib import Path
+
+    import ahiq as package  # torch.hub puts this folder first on the path while it calls us
+
+    here = Path(__file__).resolve().parent
+    if Path(package.__file__).resolve().parent.parent != here:
+        warnings.warn(f"ahiq was already imported from {package.__file__}; torch.hub uses that one, not {here}",
+                      stacklevel=2)
+    return package.create_metric(checkpoint, **kwargs)

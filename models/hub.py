@@ -1,0 +1,125 @@
+"""The released AHIQ checkpoint: found in a clone, else in the user cache, else downloaded there once.
+
+Where it is looked for, in order: the clone's ``checkpoints/ahiq_pipal/`` (where ``sh download.sh`` puts it), then
+the user cache ``$AHIQ_HOME`` (else ``torch.hub.get_dir()/checkpoints``, as torchvision, LPIPS and pyiqa keep
+their weights). Missing from both, it is downloaded into the cache with a progress bar, its SHA-256 checked
+against the prefix in its name (``...-da3ea303.pth``) before it is moved into place: a wrong or partial file
+never stays. Nothing is written into the installed package. Offline, one line names every way forward.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from ahiq.models.config import RELEASED_CHECKPOINT, RELEASED_URL
+from ahiq.utils.errors import UserError, arg
+
+OFFLINE_VARIABLES = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")  # either set: never download
+
+
+def cache_dir() -> Path:
+    """The user cache of checkpoints: ``$AHIQ_HOME``, else ``torch.hub.get_dir()/checkpoints``."""
+    if os.environ.get("AHIQ_HOME"):
+        return Path(os.environ["AHIQ_HOME"]).expanduser()
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_prefix(url: str) -> str:
+    """The SHA-256 prefix a file name carries by torch.hub's convention (``name-<prefix>.pth``)."""
+    return url.rsplit("/", 1)[1].rsplit(".", 1)[0].rsplit("-", 1)[1]
+
+
+def offline_reason(url: str, timeout: float = 3.0) -> str | None:
+    """Why ``url`` cannot be fetched now (an offline variable set, or its host not answering within ``timeout``
+    seconds, through the proxy when one is set), or None when it can be tried. ``file:`` URLs are always tried."""
+    for name in OFFLINE_VARIABLES:
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name} is set"
+    if urllib.parse.urlparse(url).scheme == "file":
+        return None
+    return unreachable(url, timeout)
+
+
+@lru_cache(maxsize=None)
+def unreachable(endpoint: str, timeout: float) -> str | None:
+    """Why ``endpoint``'s host does not take a TCP connection within ``timeout`` seconds (via the proxy when one is
+    set), or None when it does. The look-up runs in a thread: without a network it can block far longer."""
+    url = urllib.parse.urlparse(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname or "", proxy_url.port or 80
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"{host}:{port} did not answer within {timeout:.0f}s"
+    if outcome[0] is not None:
+        return f"{host}:{port} cannot be reached ({type(outcome[0]).__name__})"
+    return None
+
+
+def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
+                        missing_backbones: Callable[[], list[str]] = list) -> Path:
+    """The released checkpoint's path: the clone's copy, else the cached one, else downloaded into the cache.
+    ``missing_backbones()``: the pretrained backbones not on this machine, named too when the checkpoint is
+    missing (so that the first message names everything a first, offline use lacks)."""
+    name = url.rsplit("/", 1)[1]
+    if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
+        return RELEASED_CHECKPOINT
+    cached = cache_dir() / name
+    if cached.is_file():
+        return cached
+    reason = offline_reason(url)
+    if reason is None:
+        try:
+            return download(url, cached, progress)
+        except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+            reason = f"the download failed ({getattr(err, 'reason', None) or err})"
+    raise UserError(missing_message(name, url, cached, reason, missing_backbones()))
+
+
+def download(url: str, path: Path, progress: bool = True) -> Path:
+    """Fetch ``url`` to ``path`` (its folder made), checking the SHA-256 prefix in its name; a file that does not
+    match is removed and refused."""
+    import torch.hub
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256_prefix(url), progress=progress)
+    except RuntimeError as err:  # torch.hub's hash check; its temporary file is already gone
+        raise UserError(f"{url}: the downloaded file's SHA-256 does not start with {sha256_prefix(url)} ({err}); "
+                        f"nothing was kept at {path}; try again, or fetch it by hand and give "
+                        f"{arg('checkpoint')}PATH") from None
+    return path
+
+
+def missing_message(name: str, url: str, cached: Path, reason: str, backbones: list[str]) -> str:
+    """One line naming everything a first, offline use lacks and every way forward at once."""
+    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
+             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
+             f"clone), or give {arg('checkpoint')}PATH"]
+    if backbones:
+        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
+                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
+    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
+                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
+    return "; ".join(parts)
