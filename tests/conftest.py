@@ -141,3 +141,12 @@ def run_main(main, argv: list[str], capsys) -> SimpleNamespace:
         code = stop.code if isinstance(stop.code, int) else 1
     out, err = capsys.readouterr()
     return SimpleNamespace(returncode=code, stdout=out, stderr=err, value=value)
+
+
+def pytest_runtest_logreport(report) -> None:
+    """With ``AHIQ_SKIPPED_SHARED`` set to a file, list there each test skipped for want of the shared folder
+    (CI runs the suite without it, then only those tests with it)."""
+    listing = os.environ.get("AHIQ_SKIPPED_SHARED")
+    if listing and report.skipped and SHARED_HINT in str(report.longrepr) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        with open(listing, "a") as fh:
+            fh.write(report.nodeid + "\n")

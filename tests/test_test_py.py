@@ -213,7 +213,8 @@ def test_download_script_offline(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "download.sh", repo / "download.sh")
-    for part in ("models/config.py", "utils/errors.py"):  # where it reads the released checkpoint's name
+    for part in ("pyproject.toml", "ahiq/__init__.py", "models/__init__.py", "models/config.py", "models/ahiq.py",
+                 "utils/__init__.py", "utils/errors.py"):  # where it reads the released checkpoint's name
         (repo / part).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / part, repo / part)
     (repo / "checkpoints" / "backbones").mkdir(parents=True)

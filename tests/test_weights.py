@@ -128,7 +128,7 @@ def test_score_py_stops_in_seconds_when_the_hub_is_unreachable(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     elapsed = time.monotonic() - start
     start = time.monotonic()  # start-up alone (imports: ~4 s idle, far more on a loaded machine) is not the wait
-    subprocess.run([sys.executable, "-c", "import score"], cwd=ROOT, env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", "import ahiq.engine.session"], cwd=ROOT, env=env, check=True, timeout=300)
     startup = time.monotonic() - start
     assert proc.returncode == 2 and elapsed - startup < 10, (elapsed, startup, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
