@@ -244,3 +244,15 @@ def test_the_wheel_is_one_import_name_and_scores_like_score_py(files, tmp_path, 
                           "--quiet"], cwd=where, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert out.read_text() == expected
+    # the installed library on every input kind, from that folder
+    code = ("import json, sys, numpy as np, torch, ahiq\nfrom PIL import Image\n"
+            "d, r, ck = sys.argv[1:4]\nm = ahiq.create_metric(ck, device='cpu')\n"
+            "t = lambda p: torch.from_numpy(np.asarray(Image.open(p).convert('RGB')).copy()).permute(2, 0, 1) / 255.0\n"
+            "kinds = [(d, r), (Image.open(d), Image.open(r)), (np.asarray(Image.open(d)), np.asarray(Image.open(r))),"
+            " (t(d), t(r)), (t(d)[None], [r])]\n"
+            "print(json.dumps([float(m(a, b)[0]) for a, b in kinds] + [ahiq.score(d, r, checkpoint=ck, device='cpu')]))")
+    listed = subprocess.run([sys.executable, "-c", code, *map(str, _pair(files)), str(files / "ck.pth")], cwd=where, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    scores = json.loads(listed.stdout.strip().splitlines()[-1])
+    assert np.allclose(scores, float(expected.splitlines()[1].rsplit(",", 1)[1]), atol=1e-6, rtol=0), scores
