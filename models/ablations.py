@@ -1,10 +1,18 @@
 """The paper's ablations of the fusion (``ModelConfig.fusion``): the other two ways the CNN features reach the
-ViT grid. Single-branch and mean-pooling ablations are switches of :class:`models.ahiq.AHIQ` and its head."""
+ViT grid, and the strided convs every fusion shares. Single-branch and mean-pooling ablations are switches of
+:class:`models.ahiq.AHIQ` and its head. A leaf: it imports nothing of the project."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def downsampling_convs(channels: int, hidden: int, scale: int) -> nn.Sequential:
+    """conv3x3 (stride 2 when ``scale >= 2``), ReLU, conv3x3 (stride ``scale / 2``): the CNN grid to the ViT grid."""
+    first, second = (2, scale // 2) if scale >= 2 else (1, 1)
+    return nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1, stride=first), nn.ReLU(),
+                         nn.Conv2d(hidden, channels, 3, padding=1, stride=second))
 
 
 class ConvFusion(nn.Module):
@@ -13,8 +21,6 @@ class ConvFusion(nn.Module):
 
     def __init__(self, cnn_channels: int = 768, scale: int = 2, hidden: int = 512):
         super().__init__()
-        from ahiq.models.ahiq import downsampling_convs  # the same strided convs as the deformable fusion
-
         self.conv = nn.Conv2d(cnn_channels, cnn_channels, 3, 1, 1)
         self.conv1 = downsampling_convs(cnn_channels, hidden, scale)
 

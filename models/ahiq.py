@@ -23,20 +23,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d
 
-from ahiq.models import reference
-from ahiq.models.ablations import ConvFusion, ResampleFusion
+from ahiq.models.ablations import ConvFusion, ResampleFusion, downsampling_convs  # noqa: F401
 from ahiq.models.backbones import (BackboneSource, Features, ResNetFeatures, ViTFeatures, backbone_sources, build_resnet,
                               build_vit, check_available)
 from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
+from ahiq.models.reference import ReferenceSide
 from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
 from ahiq.utils.errors import UserError, arg
-
-
-def downsampling_convs(channels: int, hidden: int, scale: int) -> nn.Sequential:
-    """conv3x3 (stride 2 when ``scale >= 2``), ReLU, conv3x3 (stride ``scale / 2``): the CNN grid to the ViT grid."""
-    first, second = (2, scale // 2) if scale >= 2 else (1, 1)
-    return nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1, stride=first), nn.ReLU(),
-                         nn.Conv2d(hidden, channels, 3, padding=1, stride=second))
 
 
 class DeformFusion(nn.Module):
@@ -168,13 +161,22 @@ class AHIQ(nn.Module):
             parts.append(fused.to(parts[0].dtype if parts else cnn.dtype))
         return self.regressor.project(torch.cat(parts, dim=1))
 
-    def encode_reference(self, ref: torch.Tensor) -> reference.ReferenceSide:
+    def encode_reference(self, ref: torch.Tensor) -> ReferenceSide:
         """Reference crops ``(N, 3, H, W)`` -> their :class:`models.reference.ReferenceSide`."""
-        return reference.encode_reference(self, ref)
+        vit, cnn = self.features(ref)
+        offset = self.offsets(vit, cnn)
+        return ReferenceSide(offset=offset, terms=self.terms(vit, cnn, offset))
 
-    def score_distorted(self, dist: torch.Tensor, side: reference.ReferenceSide, return_maps: bool = False):
-        """``forward(dist, ref)`` with ``ref``'s side already computed (row ``i`` of ``side`` for ``dist[i]``)."""
-        return reference.score_distorted(self, dist, side, return_maps)
+    def score_distorted(self, dist: torch.Tensor, side: ReferenceSide, return_maps: bool = False):
+        """``forward(dist, ref)`` with ``ref``'s side already computed: distorted crops ``(N, 3, H, W)`` against
+        ``side`` row by row (``side.select(index)`` lines rows up)."""
+        grid = (dist.shape[-2] // self.patch_size, dist.shape[-1] // self.patch_size)
+        if len(side) != len(dist) or side.terms.shape[-2:] != grid:
+            raise ValueError(f"distorted {tuple(dist.shape)} does not match a reference side of {len(side)} crops "
+                             f"with {tuple(side.terms.shape[-2:])} patches")
+        vit, cnn = self.features(dist)
+        score, f, w = self.regressor.compare(self.terms(vit, cnn, side.offset), side.terms)
+        return (score, f, w) if return_maps else score
 
     def input_gradients(self, enabled: bool = True) -> "AHIQ":
         """Let gradients reach the input images through the frozen backbones (AHIQ as a loss); their weights

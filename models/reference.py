@@ -1,15 +1,13 @@
 """Reusing a reference's side: everything computed from the reference crops alone (their offsets and the head's
-projection of their features) computed once and served to any number of distorted crops. ``forward(dist, ref)``
-computes the same terms in one pass; scoring a dataset this way costs about one pass per distorted image."""
+projection of their features) computed once and served to any number of distorted crops
+(:meth:`models.ahiq.AHIQ.encode_reference` makes it, :meth:`~models.ahiq.AHIQ.score_distorted` uses it).
+``forward(dist, ref)`` computes the same terms in one pass; scoring a dataset this way costs about one pass per
+distorted image. A leaf: it imports nothing of the project."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from ahiq.models.ahiq import AHIQ
 
 
 @dataclass
@@ -45,21 +43,3 @@ class ReferenceSide:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors().values())
-
-
-def encode_reference(model: "AHIQ", ref: torch.Tensor) -> ReferenceSide:
-    """Reference crops ``(N, 3, H, W)`` -> their :class:`ReferenceSide`."""
-    vit, cnn = model.features(ref)
-    offset = model.offsets(vit, cnn)
-    return ReferenceSide(offset=offset, terms=model.terms(vit, cnn, offset))
-
-
-def score_distorted(model: "AHIQ", dist: torch.Tensor, side: ReferenceSide, return_maps: bool = False):
-    """Scores of distorted crops ``(N, 3, H, W)`` against ``side`` row by row (``side.select(index)`` lines rows up)."""
-    grid = (dist.shape[-2] // model.patch_size, dist.shape[-1] // model.patch_size)
-    if len(side) != len(dist) or side.terms.shape[-2:] != grid:
-        raise ValueError(f"distorted {tuple(dist.shape)} does not match a reference side of {len(side)} crops with "
-                         f"{tuple(side.terms.shape[-2:])} patches")
-    vit, cnn = model.features(dist)
-    score, f, w = model.regressor.compare(model.terms(vit, cnn, side.offset), side.terms)
-    return (score, f, w) if return_maps else score

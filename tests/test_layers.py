@@ -110,3 +110,41 @@ def test_only_options_and_scripts_know_argparse():
                 if "argparse" in names or module == "argparse" or (isinstance(node, ast.Name) and node.id == "Namespace"):
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not wrong, "\n".join(wrong)
+
+
+def _package_modules() -> dict[str, Path]:
+    """Every module of the package: ``ahiq.<floor>.<name>`` -> its file (package ``__init__`` files left out)."""
+    found = {}
+    for folder in ("utils", "models", "data", "engine", "options", "ahiq/commands", "ahiq"):
+        prefix = "ahiq." + folder.replace("ahiq/", "") + "." if folder != "ahiq" else "ahiq."
+        for path in sorted((ROOT / folder).glob("*.py")):
+            if path.stem != "__init__":
+                found[prefix + path.stem] = path
+    return found
+
+
+def test_no_import_circle_in_the_package():
+    # function-local imports count: a circle dodged by importing inside a function is still a circle
+    modules = _package_modules()
+    edges = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, names, _ in _imports(path):
+            targets |= {f"{module}.{n}" for n in names if f"{module}.{n}" in modules} or ({module} & set(modules))
+        edges[name] = targets - {name}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (circle := visit(nxt, [*path, nxt])):
+                return circle
+        state[node] = 2
+        return None
+
+    for start in sorted(modules):
+        if start not in state:
+            circle = visit(start, [start])
+            assert circle is None, " -> ".join(circle)
