@@ -13,7 +13,7 @@ REF_DIR=${REF_DIR:-$DATA_ROOT/NTIRE2022_FR_Valid_Ref}
 DIST_DIR=${DIST_DIR:-$DATA_ROOT/NTIRE2022_FR_Valid_Dis}
 LAUNCH=python3
 if [ "${NPROC:-1}" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node $NPROC"; fi
-exec $LAUNCH test.py \
+exec $LAUNCH "$(dirname "$0")/test.py" \
   ${CHECKPOINT:+--checkpoint "$CHECKPOINT"} \
   --ref_dir "$REF_DIR" \
   --dist_dir "$DIST_DIR" \

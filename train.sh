@@ -11,7 +11,7 @@ DATA_ROOT=${DATA_ROOT:-./datasets/PIPAL}
 LAUNCH=python3
 if [ "${NPROC:-1}" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc_per_node $NPROC"; fi
 # The options are options/presets/ntire2022.json; flags after it (and "$@") override them.
-exec $LAUNCH train.py \
+exec $LAUNCH "$(dirname "$0")/train.py" \
   --config "$(dirname "$0")/options/presets/ntire2022.json" \
   --data_root "$DATA_ROOT" \
   "$@"
