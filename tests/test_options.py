@@ -76,7 +76,7 @@ def test_train_sh_runs_exactly_the_ntire2022_preset(tmp_path):
                           env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
     assert proc.returncode == 0, proc.stderr
     argv = proc.stdout.splitlines()
-    assert argv[0] == "train.py" and "--config" in argv
+    assert argv[0] == "./train.py" and "--config" in argv
     opt = TrainOptions().parse(argv[1:])
     assert {k: getattr(opt, k) for k in NTIRE} == NTIRE and opt.data_root == "/data/PIPAL"
     preset = json.loads((PRESETS / "ntire2022.json").read_text())
