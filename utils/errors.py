@@ -38,6 +38,13 @@ def say(text: str, file=None) -> None:
     print(plain(text), file=file or sys.stderr)
 
 
+def note(text: str, file=None) -> None:
+    """:func:`say` a note on rank 0 only: under ``torchrun`` every rank meets the same data and settings, and one
+    note says it once."""
+    if os.environ.get("RANK", "0") == "0":
+        say(text, file)
+
+
 def arg(name: str) -> str:
     """The marker for argument ``name`` followed by its value inside a :class:`UserError` message:
     ``f"{arg('crop_size')}100"`` reads ``crop_size=100`` from Python, ``--crop_size 100`` on the command line."""
