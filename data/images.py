@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from ahiq.utils.errors import UserError, arg, note
@@ -236,7 +235,9 @@ def _quiet_opencv() -> None:
 def as_unit_float(image):
     """A ``uint8`` image (array or tensor) as float32 in [0, 1]; float images unchanged. Used where images of
     both depths meet in one batch."""
-    if isinstance(image, torch.Tensor):
+    if not isinstance(image, np.ndarray):  # a tensor (torch is imported only by those who pass one)
+        import torch
+
         return image.float() / 255 if image.dtype == torch.uint8 else image
     return image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
 

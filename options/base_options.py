@@ -17,6 +17,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from ahiq.models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
+from ahiq.engine.config import CONFIG_VERSION
 from ahiq.models.config import ModelConfig
 from ahiq.utils.errors import UserError
 
@@ -286,6 +287,10 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     for section in SECTIONS:  # a run's configs, flattened: their fields are named like the options
         if isinstance(data.get(section), dict):
             data = {**data.pop(section), **data}
+    version = data.get("config_version", CONFIG_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+        raise UserError(f"--config {path}: config_version {version!r}: this version of AHIQ reads versions 1 to "
+                        f"{CONFIG_VERSION}; a newer one wrote the file (update AHIQ), or correct the number")
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     writer = data.get("script")
     theirs = script_option_names(writer) if isinstance(writer, str) else None
