@@ -66,9 +66,9 @@ def _open_error(path: Path) -> UserError:
     return UserError(f"{path}: cannot decode image; is it a valid image file?")
 
 
-def _not_found(path: Path) -> UserError:
-    """"image not found", with the file the name was probably meant for when the folder holds the same name in
-    another case or Unicode normalisation (names that print alike)."""
+def image_not_found(path: Path) -> UserError:
+    """A :class:`UserError` saying "image not found", naming the file the name was probably meant for when the
+    folder holds the same name in another case or Unicode normalisation (names that print alike)."""
     folder, key = path.parent, name_key(path.name)
     try:
         near = [p.name for p in folder.iterdir() if p.name != path.name and name_key(p.name) == key] \
@@ -132,7 +132,7 @@ def read_header(path: str | os.PathLike, decode: bool = False,
     ``max_pixels`` pixels is a :class:`UserError` (None: no budget), found from the header alone."""
     path = Path(path)
     if not path.is_file():
-        raise _not_found(path)
+        raise image_not_found(path)
     try:
         with Image.open(path) as img:
             header = _header(img, path, max_pixels)
@@ -177,7 +177,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
     try:
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise _not_found(path) from None
+        raise image_not_found(path) from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror}); check its permissions") from None
     try:

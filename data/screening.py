@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_MEGAPIXELS, decode_image, megapixels, read_header, read_image
+from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_MEGAPIXELS, decode_image, image_not_found, megapixels
+from ahiq.data.images import read_header, read_image
 from ahiq.data.records import Pair
 from ahiq.utils.errors import UserError, arg, flag, plain
 
@@ -97,7 +98,7 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
                     keep.keep(path, image)
             return header.height, header.width, header.alpha, header.frames
         except UserError as err:
-            return str(err)
+            return err.template  # arguments named as the running entry point names them
 
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
@@ -118,7 +119,7 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
                               "remove or rename the distorted image")
         sizes = []
         for path in (pair.dist, pair.ref):
-            found = info.get(path, f"{path}: image not found")
+            found = info[path] if path in info else image_not_found(path).template
             if isinstance(found, str):
                 return Problem(i, found)
             sizes.append(found[:2])
