@@ -207,7 +207,11 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
     view = img[..., ::-1]  # BGR -> RGB, as a view: one copy below makes the result
     if header.orientation != 1:
         view = _ORIENT[header.orientation](view)
-    out = view.astype(np.float32) / 65535 if img.dtype == np.uint16 else np.ascontiguousarray(view)
+    if img.dtype == np.uint8:
+        return header, np.ascontiguousarray(view)
+    out = view.astype(np.float32)
+    del img, view
+    out /= 65535  # in place: the peak is the uint16 image and one float32 copy
     return header, out
 
 
