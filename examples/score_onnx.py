@@ -1,4 +1,4 @@
-"""Score image pairs with an AHIQ ONNX export: onnxruntime, numpy and OpenCV only (no torch).
+"""Score image pairs with an AHIQ ONNX export: onnxruntime, numpy, OpenCV and Pillow only (no torch).
 
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx
     python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
