@@ -76,8 +76,8 @@ def image_not_found(path: Path) -> UserError:
     except OSError:
         near = []
     if near:
-        return UserError(f"{path}: image not found; {folder} holds {spell(near[0])}, {difference(path.name, near[0])}: "
-                         "rename the file or the name that lists it")
+        return UserError(f"{path}: image not found; {folder} holds {spell(near[0])}, a name that differs "
+                         f"{difference(path.name, near[0])}: rename the file or the name that lists it")
     return UserError(f"{path}: image not found")
 
 
@@ -283,11 +283,12 @@ def spell(name: str) -> str:
 
 
 def difference(a: str, b: str) -> str:
-    """Why two names with one :func:`name_key` differ, for messages where they print alike."""
+    """How two names with one :func:`name_key` differ, for messages where they print alike: ``"only in case"`` or
+    ``"only in Unicode normalisation (...)"``."""
     if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
         forms = ["composed (NFC)" if unicodedata.is_normalized("NFC", n) else "decomposed (NFD)" for n in (a, b)]
-        return f"the same letters, one {forms[0]}, the other {forms[1]}"
-    return "the same name in another case"
+        return f"only in Unicode normalisation (one {forms[0]}, the other {forms[1]})"
+    return "only in case"
 
 
 def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Path]:
@@ -299,7 +300,7 @@ def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Pa
         if other != p:
             both = (other.name, p.name) if other.parent == p.parent else (str(other), str(p))
             why = ("the same name in two folders" if other.name == p.name else
-                   f"names that differ only in case or Unicode normalisation ({difference(other.name, p.name)})")
+                   f"names that differ {difference(other.name, p.name)}")
             raise UserError(f"{where}: {spell(both[0])} and {spell(both[1])} are {why}, which names cannot tell "
                             "apart; rename or remove one")
     return found
