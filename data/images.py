@@ -81,7 +81,9 @@ def image_not_found(path: Path) -> UserError:
     return UserError(f"{path}: image not found")
 
 
-# PIL's own size warning says what the budget says, in its words; the budget's one line replaces it.
+# PIL's own size warning (over 89.5 megapixels) says what the pixel budget says, raw and in its words: the budget's
+# one line replaces it. A process-wide filter (catch_warnings is not thread-safe, and screening decodes in threads),
+# so importing this module hides that warning from PIL everywhere in the process.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
@@ -117,7 +119,7 @@ def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error)
 
 
-def _pil_error(path: Path, err: Exception, max_pixels: int | None) -> UserError:
+def _pil_error(path: Path, err: Exception) -> UserError:
     if isinstance(err, Image.DecompressionBombError):  # over PIL's own ceiling, which no budget lifts
         return UserError(f"{path}: over {PIL_LIMIT_MEGAPIXELS:g} megapixels, more than any pixel budget allows "
                          f"({arg('max_megapixels')}at most {PIL_LIMIT_MEGAPIXELS:g}); give a smaller image")
@@ -138,7 +140,7 @@ def read_header(path: str | os.PathLike, decode: bool = False,
             header = _header(img, path, max_pixels)
             _check_body(img, decode)
     except (*_PIL_ERRORS, Image.DecompressionBombError) as err:
-        raise _pil_error(path, err, max_pixels) from None
+        raise _pil_error(path, err) from None
     return header
 
 
@@ -186,7 +188,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
             _check_body(img, check_body)
             tiff = img.format == "TIFF"
     except (*_PIL_ERRORS, Image.DecompressionBombError) as err:
-        raise _pil_error(path, err, max_pixels) from None
+        raise _pil_error(path, err) from None
     if tiff and header.orientation != 1:
         try:
             data = _tiff_without_orientation(data)
