@@ -206,9 +206,8 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
     if img.shape[:2] != stored:
         raise UserError(f"{path}: decodes to {img.shape[1]}x{img.shape[0]}, its header says {stored[1]}x{stored[0]}; "
                         "re-save the image")
-    view = img[..., ::-1]  # BGR -> RGB, as a view: one copy below makes the result
-    if header.orientation != 1:
-        view = _ORIENT[header.orientation](view)
+    cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place
+    view = _ORIENT[header.orientation](img) if header.orientation != 1 else img
     if img.dtype == np.uint8:
         return header, np.ascontiguousarray(view)
     out = view.astype(np.float32)
