@@ -1,30 +1,43 @@
-"""Image files: decoding, header sizes, and pairing distorted images with their references."""
+"""Image files: decoding (as image viewers show them, within a pixel budget), header sizes, and the one rule that
+pairs distorted images with their references."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
-import sys
+import unicodedata
+import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
-from ahiq.utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg, note
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# The pixel budget per image, checked from the header before decoding: a 16-bit RGB image takes about 18 bytes a
+# pixel at the peak of read_image (uint16 as decoded + float32), so 50 megapixels stay under ~1 GB.
+MAX_MEGAPIXELS = 50.0
+# PIL refuses more than this many pixels whatever we allow (twice Image.MAX_IMAGE_PIXELS): the budget's ceiling.
+PIL_LIMIT_MEGAPIXELS = 178.0
+DECODED_BYTES_PER_PIXEL = 18
 
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-# EXIF orientation -> how to turn the stored pixels (H, W, C) into what image viewers show.
+def megapixels(max_megapixels: float | None) -> int | None:
+    """A budget in megapixels as a number of pixels (None: no budget)."""
+    return None if max_megapixels is None else int(max_megapixels * 1_000_000)
+
+
+# EXIF orientation -> how to turn the stored pixels (H, W, C) into what image viewers show (PIL's exif_transpose).
 _ORIENT = {
     2: lambda a: a[:, ::-1],                       # mirrored left-right
     3: lambda a: a[::-1, ::-1],                    # rotated 180
@@ -40,66 +53,179 @@ _DECODE = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
 @dataclass(frozen=True)
 class ImageHeader:
     """What a file's header says: ``(height, width)`` as viewers show it (EXIF orientation applied), the EXIF
-    orientation (1 = none), and whether it has an alpha channel."""
+    orientation (1 = none), whether it has an alpha channel, and its number of frames (animations: > 1)."""
 
     height: int
     width: int
     orientation: int = 1
     alpha: bool = False
+    frames: int = 1
 
 
 def _open_error(path: Path) -> UserError:
     return UserError(f"{path}: cannot decode image; is it a valid image file?")
 
 
-def read_header(path: str | os.PathLike, decode: bool = False) -> ImageHeader:
-    """The :class:`ImageHeader` of ``path``; with ``decode`` a JPEG is decoded in full too and a PNG's chunks are
-    verified (PIL): that finds the truncated JPEG body OpenCV lets pass, and the damaged PNG that libpng would
-    report on stderr in its own words (for other formats :func:`read_image` fails on damage)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image not found")
+def image_not_found(path: Path) -> UserError:
+    """A :class:`UserError` saying "image not found", naming the file the name was probably meant for when the
+    folder holds the same name in another case or Unicode normalisation (names that print alike)."""
+    folder, key = path.parent, name_key(path.name)
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            # PIL's PNG getexif() decodes the whole file to look for an eXIf chunk after the pixels; one before
-            # them is already in img.info (where image viewers look too).
-            has_exif = img.format != "PNG" or "exif" in img.info
-            orientation = int(img.getexif().get(0x0112, 1) or 1) if has_exif else 1
-            alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-            if decode and img.format in ("JPEG", "MPO"):
-                img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
-            elif decode and img.format == "PNG":
-                img.verify()  # chunk CRCs and the end of the stream, without decoding the pixels
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error,
-            Image.DecompressionBombError):  # what PIL raises for bad, truncated or huge files
-        raise _open_error(path) from None
+        near = [p.name for p in folder.iterdir() if p.name != path.name and name_key(p.name) == key] \
+            if folder.is_dir() else []
+    except OSError:
+        near = []
+    if near:
+        return UserError(f"{path}: image not found; {folder} holds {spell(near[0])}, a name that differs "
+                         f"{difference(path.name, near[0])}: rename the file or the name that lists it")
+    return UserError(f"{path}: image not found")
+
+
+# PIL's own size warning (over 89.5 megapixels) says what the pixel budget says, raw and in its words: the budget's
+# one line replaces it. A process-wide filter (catch_warnings is not thread-safe, and screening decodes in threads),
+# so importing this module hides that warning from PIL everywhere in the process.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _over_budget(path: Path, width: int, height: int, max_pixels: int | None) -> UserError | None:
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return UserError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the budget of "
+                     f"{max_pixels / 1e6:g} per image (decoding would take up to "
+                     f"{width * height * DECODED_BYTES_PER_PIXEL / 2**30:.1f} GiB); give a larger "
+                     f"{arg('max_megapixels')}value (up to {PIL_LIMIT_MEGAPIXELS:g}) or a smaller image")
+
+
+def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader:
+    """The :class:`ImageHeader` of an opened image; over the pixel budget: a :class:`UserError`."""
+    width, height = img.size
+    if img.format == "TIFF":  # newer PIL reports a TIFF's size with its orientation applied: take the stored one
+        width, height = int(img.tag_v2.get(256, width)), int(img.tag_v2.get(257, height))
+    too_large = _over_budget(path, width, height, max_pixels)
+    if too_large is not None:
+        raise too_large
+    # PIL's PNG getexif() decodes the whole file to look for an eXIf chunk after the pixels; one before
+    # them is already in img.info (where image viewers look too).
+    has_exif = img.format != "PNG" or "exif" in img.info
+    orientation = int(img.getexif().get(0x0112, 1) or 1) if has_exif else 1
+    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     orientation = orientation if orientation in _ORIENT else 1
     if orientation >= 5:
         width, height = height, width
-    return ImageHeader(height, width, orientation, alpha)
+    return ImageHeader(height, width, orientation, alpha, int(getattr(img, "n_frames", 1) or 1))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to RGB ``(H, W, 3)`` as image viewers show it (EXIF orientation applied).
+# What PIL raises for bad, truncated or huge files.
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error)
 
-    8-bit files give ``uint8``; 16-bit files give ``float32`` in [0, 1] (value / 65535, full depth kept).
-    Grey images are repeated to 3 channels; an alpha channel is ignored (screening says so once per run).
-    """
+
+def _pil_error(path: Path, err: Exception) -> UserError:
+    if isinstance(err, Image.DecompressionBombError):  # over PIL's own ceiling, which no budget lifts
+        return UserError(f"{path}: over {PIL_LIMIT_MEGAPIXELS:g} megapixels, more than any pixel budget allows "
+                         f"({arg('max_megapixels')}at most {PIL_LIMIT_MEGAPIXELS:g}); give a smaller image")
+    return _open_error(path)
+
+
+def read_header(path: str | os.PathLike, decode: bool = False,
+                max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> ImageHeader:
+    """The :class:`ImageHeader` of ``path``; with ``decode`` a JPEG is decoded in full too and a PNG's chunks are
+    verified (PIL): that finds the truncated JPEG body OpenCV lets pass, and the damaged PNG that libpng would
+    report on stderr in its own words (for other formats :func:`read_image` fails on damage). An image of more than
+    ``max_pixels`` pixels is a :class:`UserError` (None: no budget), found from the header alone."""
     path = Path(path)
-    header = read_header(path)
+    if not path.is_file():
+        raise image_not_found(path)
+    try:
+        with Image.open(path) as img:
+            header = _header(img, path, max_pixels)
+            _check_body(img, decode)
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as err:
+        raise _pil_error(path, err) from None
+    return header
+
+
+def _check_body(img: Image.Image, decode: bool) -> None:
+    if decode and img.format in ("JPEG", "MPO"):
+        img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
+    elif decode and img.format == "PNG":
+        img.verify()  # chunk CRCs and the end of the stream, without decoding the pixels
+
+
+def _tiff_without_orientation(data: bytes) -> bytes:
+    """A TIFF's bytes with the orientation tag of its first directory set to 1: OpenCV applies a TIFF's
+    orientation itself whatever ``IMREAD_IGNORE_ORIENTATION`` says (for some files; for others it fails), and
+    :func:`read_image` applies it once, itself, for every format."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = struct.unpack(order + "H", data[2:4])[0] == 43  # BigTIFF: 8-byte offsets, 20-byte entries
+    count_fmt, entry, offset = ("Q", 20, struct.unpack(order + "Q", data[8:16])[0]) if big else \
+        ("H", 12, struct.unpack(order + "I", data[4:8])[0])
+    count_size = struct.calcsize(count_fmt)
+    (count,) = struct.unpack(order + count_fmt, data[offset:offset + count_size])
+    out = bytearray(data)
+    for k in range(count):
+        at = offset + count_size + k * entry
+        tag, kind = struct.unpack(order + "HH", data[at:at + 4])
+        if tag == 0x0112 and kind == 3:  # SHORT, stored in the entry itself
+            value_at = at + (12 if big else 8)
+            out[value_at:value_at + 2] = struct.pack(order + "H", 1)
+    return bytes(out)
+
+
+def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
+                 check_body: bool = False) -> tuple[ImageHeader, np.ndarray]:
+    """The header and pixels of ``path``, from one read of the file (see :func:`read_image`); ``check_body`` as
+    :func:`read_header`'s ``decode``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise image_not_found(path) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror}); check its permissions") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            header = _header(img, path, max_pixels)
+            _check_body(img, check_body)
+            tiff = img.format == "TIFF"
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as err:
+        raise _pil_error(path, err) from None
+    if tiff and header.orientation != 1:
+        try:
+            data = _tiff_without_orientation(data)
+        except (struct.error, IndexError):
+            raise _open_error(path) from None
     _quiet_opencv()
-    img = cv2.imread(str(path), _DECODE)
+    # From memory, never by name: OpenCV's imread crashes on names that are not UTF-8 (a file name may be any bytes).
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE)
+    del data
     if img is None:
         raise _open_error(path)
     if img.dtype not in (np.uint8, np.uint16):
         raise UserError(f"{path}: {img.dtype} pixels; give 8-bit or 16-bit images")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if header.orientation != 1:
-        img = np.ascontiguousarray(_ORIENT[header.orientation](img))
-    if img.dtype == np.uint16:
-        img = img.astype(np.float32) / 65535
-    return img
+    stored = (header.width, header.height) if header.orientation >= 5 else (header.height, header.width)
+    if img.shape[:2] != stored:
+        raise UserError(f"{path}: decodes to {img.shape[1]}x{img.shape[0]}, its header says {stored[1]}x{stored[0]}; "
+                        "re-save the image")
+    cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place
+    view = _ORIENT[header.orientation](img) if header.orientation != 1 else img
+    if img.dtype == np.uint8:
+        return header, np.ascontiguousarray(view)
+    out = view.astype(np.float32)
+    del img, view
+    out /= 65535  # in place: the peak is the uint16 image and one float32 copy
+    return header, out
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> np.ndarray:
+    """Decode an image file to RGB ``(H, W, 3)`` as image viewers show it (EXIF orientation applied, once, for
+    every format).
+
+    8-bit files give ``uint8``; 16-bit files give ``float32`` in [0, 1] (value / 65535, full depth kept).
+    Grey images are repeated to 3 channels; an alpha channel is ignored (screening says so once per run); an
+    animation gives its first frame. An image of more than ``max_pixels`` pixels is refused from its header,
+    before decoding (None: no budget); any file name the system accepts is read (the file is decoded from memory).
+    """
+    return decode_image(path, max_pixels)[1]
 
 
 @functools.cache
@@ -114,7 +240,9 @@ def _quiet_opencv() -> None:
 def as_unit_float(image):
     """A ``uint8`` image (array or tensor) as float32 in [0, 1]; float images unchanged. Used where images of
     both depths meet in one batch."""
-    if isinstance(image, torch.Tensor):
+    if not isinstance(image, np.ndarray):  # a tensor (torch is imported only by those who pass one)
+        import torch
+
         return image.float() / 255 if image.dtype == torch.uint8 else image
     return image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
 
@@ -128,13 +256,12 @@ def common_depth(images: Sequence) -> list:
 
 def list_images(folder: Path) -> tuple[list[Path], list[str]]:
     """The image files of ``folder`` (sorted), and one ``name (why)`` for each entry left out that could have been
-    meant as one: a broken or looping link, something that is not a regular file, an unreadable file, another
-    format. Sub-folders are not entries."""
+    meant as one: a sub-folder (not searched), a broken or looping link, something that is not a regular file, an
+    unreadable file, another format."""
     images, skipped = [], []
     for p in sorted(folder.iterdir()):
-        if p.is_dir():
-            continue
-        why = ("broken or looping link" if p.is_symlink() and not p.exists() else
+        why = ("sub-folder, not searched" if p.is_dir() else
+               "broken or looping link" if p.is_symlink() and not p.exists() else
                "not a regular file" if not p.is_file() else
                f"not an image format we read ({p.suffix or 'no suffix'})" if not is_image(p) else
                "unreadable (permissions)" if not os.access(p, os.R_OK) else None)
@@ -145,6 +272,41 @@ def list_images(folder: Path) -> tuple[list[Path], list[str]]:
     return images, skipped
 
 
+def name_key(name: str) -> str:
+    """A file name as pairing and label look-ups compare it: Unicode NFC (macOS writes names decomposed, NFD), in
+    lower case (datasets name files in either case)."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
+def spell(name: str) -> str:
+    """A name as messages show it: quoted, with non-printable characters escaped."""
+    return repr(name)
+
+
+def difference(a: str, b: str) -> str:
+    """How two names with one :func:`name_key` differ, for messages where they print alike: ``"only in case"`` or
+    ``"only in Unicode normalisation (...)"``."""
+    if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
+        forms = ["composed (NFC)" if unicodedata.is_normalized("NFC", n) else "decomposed (NFD)" for n in (a, b)]
+        return f"only in Unicode normalisation (one {forms[0]}, the other {forms[1]})"
+    return "only in case"
+
+
+def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Path]:
+    """``files`` keyed by :func:`name_key` of their names; two files whose names differ only in case or Unicode
+    normalisation are one :class:`UserError` naming both (one would take the other's pair or label)."""
+    found: dict[str, Path] = {}
+    for p in files:
+        other = found.setdefault(name_key(p.name), p)
+        if other != p:
+            both = (other.name, p.name) if other.parent == p.parent else (str(other), str(p))
+            why = ("the same name in two folders" if other.name == p.name else
+                   f"names that differ {difference(other.name, p.name)}")
+            raise UserError(f"{where}: {spell(both[0])} and {spell(both[1])} are {why}, which names cannot tell "
+                            "apart; rename or remove one")
+    return found
+
+
 def reference_name(name: str) -> str:
     """The reference stem the datasets' naming rule gives a distorted file name: the part before the first
     underscore, as written. ``A0001_00_00.bmp`` -> ``A0001`` (PIPAL), ``i03_11_5.bmp`` -> ``i03`` (TID2013),
@@ -153,23 +315,76 @@ def reference_name(name: str) -> str:
 
 
 def reference_stem(name: str) -> str:
-    """:func:`reference_name` in lower case, for case-insensitive matching."""
-    return reference_name(name).lower()
+    """:func:`reference_name` as :func:`name_key` compares it."""
+    return name_key(reference_name(name))
+
+
+class References:
+    """The references of a folder under the one pairing rule of every entry point (``score.py``, ``test.py``, the
+    loaders): a distorted file named ``n`` pairs with the reference named ``n`` and with those whose stem is
+    :func:`reference_stem` of ``n``, names compared by :func:`name_key`. More than one such reference is an
+    ambiguity, one :class:`UserError` naming them (never a silent choice)."""
+
+    def __init__(self, folder: str | os.PathLike, files: Iterable[Path]):
+        self.folder = Path(folder)
+        self.by_name = by_name_key(files, folder)
+        self.by_stem: dict[str, list[Path]] = {}
+        for key, p in self.by_name.items():
+            self.by_stem.setdefault(name_key(Path(key).stem), []).append(p)
+
+    def candidates(self, name: str, itself: Path | None = None) -> list[Path]:
+        """Every reference a distorted file ``name`` may pair with; ``itself`` (the distorted file, when the
+        references share its folder) left out."""
+        found = [self.by_name[name_key(name)]] if name_key(name) in self.by_name else []
+        found += [p for p in self.by_stem.get(reference_stem(name), []) if p not in found]
+        if itself is not None and found:
+            me = itself.resolve()
+            found = [p for p in found if p.resolve() != me]
+        return found
+
+    def find(self, name: str, itself: Path | None = None, where: str | os.PathLike | None = None) -> Path | None:
+        """The one reference of distorted file ``name`` (None: none), or a :class:`UserError` naming the
+        candidates when more than one fits; ``where`` names the distorted file in that message."""
+        found = self.candidates(name, itself)
+        if len(found) > 1:
+            raise UserError(f"{where or name}: {len(found)} references fit it in {self.folder} "
+                            f"({', '.join(spell(p.name) for p in found)}: the same name, or the part before the first "
+                            "underscore, in any case); rename or remove all but one, or give "
+                            f"{arg('ref')}FILE")
+        return found[0] if found else None
 
 
 def note_skipped(folder: Path, skipped: list[str]) -> None:
-    """One line on stderr for the entries a folder scan left out (:func:`list_images`), the first five named."""
+    """One note on stderr (rank 0) for the entries a folder scan left out (:func:`list_images`), the first five
+    named."""
     if skipped:
-        print(f"note: left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of {folder}: "
-              f"{'; '.join(skipped[:5])}{'; ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+        note(f"note: left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of {folder}: "
+             f"{'; '.join(skipped[:5])}{'; ...' if len(skipped) > 5 else ''}")
+
+
+def match_folder(ref: Path, dist_files: list[Path]) -> list[tuple[Path, Path | None]]:
+    """``(dist, its reference or None)`` for each distorted file by the one rule of :class:`References` over the
+    images of folder ``ref`` (an ambiguity, or two names that differ only in case or Unicode normalisation, is a
+    :class:`UserError`); a reference met among the distorted files (one folder holding both) is left out."""
+    by_name_key(dist_files, dist_files[0].parent if dist_files else ref)  # two files no name tells apart
+    refs, skipped = list_images(ref)
+    if not dist_files or ref.resolve() != dist_files[0].parent.resolve():
+        note_skipped(ref, skipped)
+    index = References(ref, refs)
+    matched = []
+    for d in dist_files:
+        match = index.find(d.name, itself=d, where=d)
+        if match is not None or not index.candidates(d.name):  # else: d is a reference itself
+            matched.append((d, match))
+    return matched
 
 
 def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair distorted images with references: ``(pairs, problems)``, pairs as ``(dist, ref)`` sorted.
 
-    ``ref`` and ``dist`` are files or folders. Folders pair by identical file name, else by
-    :func:`reference_stem` matched case-insensitively. A distorted file that pairs with nothing is a problem;
-    folder entries that are no images we read are named in one note (:func:`note_skipped`).
+    ``ref`` and ``dist`` are files or folders; folders pair by :func:`match_folder`. A distorted file that pairs
+    with nothing is a problem; folder entries that are no images we read are named in one note
+    (:func:`note_skipped`). A reference met in the distorted folder (both folders one) is not its own pair.
     """
     ref, dist = Path(ref), Path(dist)
     for path, name in ((ref, "ref"), (dist, "dist")):
@@ -180,21 +395,13 @@ def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tu
     if dist.is_dir() and not dist_files:
         raise UserError(f"{arg('dist')}{dist}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if ref.is_file():  # a reference inside the distorted folder is not its own pair; a file named twice is
+        by_name_key(dist_files, dist)
         return sorted((d, ref) for d in dist_files if d != ref or not dist.is_dir()), []
-    refs, ref_skipped = list_images(ref)
-    if ref.resolve() != dist.resolve():
-        note_skipped(ref, ref_skipped)
-    by_name = {p.name: p for p in refs}
-    by_stem: dict[str, Path] = {}
-    for p in refs:
-        by_stem.setdefault(p.stem.lower(), p)
     pairs, problems = [], []
-    for d in dist_files:
-        match = by_name.get(d.name) if ref.resolve() != d.parent.resolve() else None
-        match = match or by_stem.get(reference_stem(d.name))
-        if match is None:
-            problems.append(f"{d}: no reference in {ref} (tried {d.name} and {reference_stem(d.name)}.*); "
-                            f"name it like its reference or give {arg('ref')}FILE")
-        elif match.resolve() != d.resolve():
+    for d, match in match_folder(ref, dist_files):
+        if match is not None:
             pairs.append((d, match))
+        else:
+            problems.append(f"{d}: no reference in {ref} (tried {d.name} and {reference_name(d.name)}.*, in any "
+                            f"case); name it like its reference or give {arg('ref')}FILE")
     return sorted(pairs), problems

@@ -10,7 +10,7 @@ import math
 import re
 from pathlib import Path
 
-from ahiq.data.images import is_image
+from ahiq.data.images import by_name_key, is_image
 from ahiq.utils.errors import UserError
 
 
@@ -49,6 +49,10 @@ def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str,
                     continue
                 if header is None:
                     header = [f.lower() for f in fields]
+                    repeated = sorted({c for c in header if c and header.count(c) > 1})
+                    if repeated:  # a DictReader would keep the last one silently
+                        raise UserError(f"{where}: the header names {', '.join(repeated)} more than once; keep one "
+                                        "column of each name")
                     missing = [c for c in required if c not in header]
                     if missing:
                         raise UserError(f"{where}: the header lacks {', '.join(missing)} (found "
@@ -79,11 +83,13 @@ def parse_number(text: object, where: str, column: str) -> float:
     return value
 
 
-def images_by_lower_name(folder: Path) -> dict[str, Path]:
-    """Image files of ``folder`` keyed by lower-case name; empty when the folder is absent."""
+def images_by_key(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` keyed by :func:`data.images.name_key` (case and Unicode normalisation aside, as
+    label files name them); empty when the folder is absent. Two files no such name tells apart are a
+    :class:`UserError` naming both (each would take the other's label)."""
     if not folder.is_dir():
         return {}
-    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file() and is_image(p)}
+    return by_name_key((p for p in sorted(folder.iterdir()) if p.is_file() and is_image(p)), folder)
 
 
 def check_new(seen: dict[str, int], key: str, number: int, where: str, name: str) -> None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ahiq.data.images import list_images, note_skipped, reference_name, reference_stem
+from ahiq.data.images import References, by_name_key, list_images, match_folder, name_key, note_skipped, reference_name
+from ahiq.data.images import reference_stem
 from ahiq.data.records import Pair
-from ahiq.data.labels import check_new, images_by_lower_name, label_lines, parse_number
+from ahiq.data.labels import check_new, images_by_key, label_lines, parse_number
 from ahiq.utils.errors import UserError, arg
 
 
@@ -34,31 +35,32 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
         fields = [f.strip() for f in line.split(",")]  # PIPAL's names hold no comma
         if len(fields) != 2 or not fields[0]:
             raise UserError(f"{where}: expected 'name,score', found {line.strip()!r}; correct or delete that line")
-        check_new(seen, fields[0].lower(), number, where, fields[0])
+        check_new(seen, name_key(fields[0]), number, where, fields[0])
         rows.append((fields[0], parse_number(fields[1], where, "score"), where))
     return rows
 
 
 def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """Distorted images by lower-case name from ``Train_Dis/`` or ``Distortion_*/``, and those folders."""
+    """Distorted images by :func:`data.images.name_key` from ``Train_Dis/`` or ``Distortion_*/`` (a name in two of
+    them is a :class:`UserError`), and those folders."""
     parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
         p for p in root.glob("Distortion_*") if p.is_dir())
     if not parts:
         raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give {arg('data_root')}the PIPAL "
                         "training folder (the one holding Train_Ref/)")
-    return {k: v for part in parts for k, v in images_by_lower_name(part).items()}, parts
+    return by_name_key((p for part in parts for p in images_by_key(part).values()), root), parts
 
 
 def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
-    """A pair per label row. A missing distorted image is named where the release keeps it: in the folder that
-    holds its reference's other images (PIPAL ships them split over Distortion_1..4), else the first folder."""
-    refs = {p.stem.lower(): p for p in images_by_lower_name(ref_dir).values()}
+    """A pair per label row, its reference found by the one pairing rule (:class:`data.images.References`). A
+    missing distorted image is named where the release keeps it: in the folder that holds its reference's other
+    images (PIPAL ships them split over Distortion_1..4), else the first folder."""
+    refs = References(ref_dir, images_by_key(ref_dir).values())
     home = {reference_stem(name): path.parent for name, path in sorted(dists.items(), reverse=True)}
     pairs = []
-    for name, score, _where in rows:
-        stem = reference_stem(name)
-        ref = refs.get(stem, ref_dir / f"{reference_name(name)}.bmp")
-        dist = dists.get(name.lower(), home.get(stem, folders[0]) / name)
+    for name, score, where in rows:
+        ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}.bmp"
+        dist = dists.get(name_key(name), home.get(reference_stem(name), folders[0]) / name)
         pairs.append(Pair(dist=dist, ref=ref, score=score, raw=score))
     return sorted(pairs, key=lambda p: p.dist.name)
 
@@ -78,10 +80,10 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
         rows = [row for f in files for row in read_label_list(f)]
         first: dict[str, str] = {}
         for name, _score, where in rows:
-            if name.lower() in first:
-                raise UserError(f"{where}: {name} is labelled again (first at {first[name.lower()]}); delete one of "
+            if name_key(name) in first:
+                raise UserError(f"{where}: {name} is labelled again (first at {first[name_key(name)]}); delete one of "
                                 "the lines")
-            first[name.lower()] = where
+            first[name_key(name)] = where
     dists, folders = _distorted_files(root)
     return _pairs(rows, dists, folders, root / "Train_Ref")
 
@@ -96,12 +98,13 @@ def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None)
         if not folder.is_dir():
             raise UserError(f"{folder}: {flag} folder not found")
     images, skipped = list_images(dist_dir)
-    dists = {p.name.lower(): p for p in images}
-    if labels is not None:
-        return _pairs(read_label_list(Path(labels)), dists, [dist_dir], ref_dir)
-    rows = [(p.name, None, str(p)) for p in images if "_" in p.stem]
-    skipped += [f"{p.name} (not named like a distorted image, A0000_10_00.bmp)" for p in images if "_" not in p.stem]
-    if not rows:
-        raise UserError(f"{dist_dir}: no distorted images named like A0000_10_00.bmp")
     note_skipped(dist_dir, skipped)
-    return _pairs(rows, dists, [dist_dir], ref_dir)
+    if labels is not None:
+        return _pairs(read_label_list(Path(labels)), by_name_key(images, dist_dir), [dist_dir], ref_dir)
+    # The pairing of score.py (data.images.match_folder); a distorted image without a reference is named where
+    # the naming rule looks for it, so screening reports it (or --skip_bad leaves it out).
+    pairs = [Pair(dist=d, ref=ref or ref_dir / f"{reference_name(d.name)}{d.suffix}")
+             for d, ref in match_folder(ref_dir, images)]
+    if not pairs:
+        raise UserError(f"{dist_dir}: no distorted images")
+    return sorted(pairs, key=lambda p: p.dist.name)

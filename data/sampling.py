@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ahiq.data.images import common_depth, read_image
+from ahiq.data.images import MAX_MEGAPIXELS, common_depth, megapixels, read_image
 from ahiq.data.records import Pair
 from ahiq.data.crops import CROP_RULES
 from ahiq.utils.errors import UserError, arg
@@ -63,7 +63,7 @@ class CropPairs(Dataset):
     """
 
     def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0,
-                 crop_rule: str = "full"):
+                 crop_rule: str = "full", max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
         if flip not in ("horizontal", "vertical", "none"):
             raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
         if crop_rule not in CROP_RULES:
@@ -74,6 +74,7 @@ class CropPairs(Dataset):
         self.flip = flip
         self.seed = seed
         self.crop_rule = crop_rule
+        self.max_pixels = max_pixels  # the pixel budget per image
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -81,7 +82,7 @@ class CropPairs(Dataset):
     def __getitem__(self, key: int):
         epoch, i = divmod(int(key), len(self.pairs))
         pair = self.pairs[i]
-        dist, ref = common_depth((read_image(pair.dist), read_image(pair.ref)))
+        dist, ref = common_depth((read_image(pair.dist, self.max_pixels), read_image(pair.ref, self.max_pixels)))
         if dist.shape != ref.shape:
             raise UserError(f"{pair.dist}: size differs from its reference {pair.ref}")
         h, w, _ = dist.shape

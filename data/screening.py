@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_MEGAPIXELS, decode_image, image_not_found, megapixels
 from ahiq.data.images import read_header, read_image
 from ahiq.data.records import Pair
 from ahiq.utils.errors import UserError, arg, flag, plain
@@ -32,8 +33,9 @@ class DecodedImages:
     """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over
     (and forgets it), so memory falls as scoring proceeds."""
 
-    def __init__(self, budget: int = 512 << 20):
+    def __init__(self, budget: int = 512 << 20, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
         self.budget, self.used, self.images, self.lock = budget, 0, {}, threading.Lock()
+        self.max_pixels = max_pixels  # for the images read again (those beyond the budget)
 
     def keep(self, path: Path, image: np.ndarray) -> None:
         with self.lock:  # screening threads keep images at once
@@ -44,33 +46,59 @@ class DecodedImages:
     def take(self, path: Path) -> np.ndarray:
         image = self.images.pop(path, None)
         if image is None:
-            return read_image(path)
+            return read_image(path, self.max_pixels)
         self.used -= image.nbytes
         return image
 
 
-def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8,
-                        alpha: list[Path] | None = None, keep: DecodedImages | None = None) -> list[Problem]:
-    """Problems of the pairs' images: missing, undecodable, reference/distorted size mismatch, smaller than
-    ``crop``. Sizes are those :func:`read_image` returns (EXIF orientation applied).
+class MemoryGate:
+    """At most ``capacity`` bytes of decodes in flight across threads (one larger decode runs alone), so that
+    screening's parallel decodes stay within memory whatever the images' sizes."""
 
-    With ``decode`` every distinct file is decoded in full, once, in ``workers`` threads (JPEG and PNG bodies by
-    PIL too, which finds the damage OpenCV lets pass), so what passes can be read later; ``keep`` keeps the
-    decoded images. Without it only headers are read. Files with an alpha channel are appended to ``alpha``.
+    def __init__(self, capacity: int = 2 << 30):
+        self.capacity, self.used, self.cond = capacity, 0, threading.Condition()
+
+    def take(self, size: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + size <= self.capacity)
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self.cond:
+            self.used -= size
+            self.cond.notify_all()
+
+
+def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8,
+                        alpha: list[Path] | None = None, keep: DecodedImages | None = None,
+                        max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
+                        animated: list[Path] | None = None) -> list[Problem]:
+    """Problems of the pairs' images: missing, undecodable, over ``max_pixels`` (from the header, before
+    decoding), reference/distorted size mismatch, smaller than ``crop``. Sizes are those :func:`read_image`
+    returns (EXIF orientation applied).
+
+    With ``decode`` every distinct file is decoded in full, once, in ``workers`` threads whose decodes in flight
+    are bounded in memory (:class:`MemoryGate`; JPEG and PNG bodies checked by PIL too, which finds the damage
+    OpenCV lets pass), so what passes can be read later; ``keep`` keeps the decoded images. Without it only
+    headers are read. Files with an alpha channel are appended to ``alpha``, animations to ``animated``.
     """
-    def inspect(path: Path) -> tuple[int, int, bool] | str:
+    gate = MemoryGate()
+
+    def inspect(path: Path) -> tuple[int, int, bool, int] | str:
         try:
-            header = read_header(path, decode=decode)
+            header = read_header(path, max_pixels=max_pixels)
             if decode:
-                image = read_image(path)
-                if image.shape[:2] != (header.height, header.width):
-                    return (f"{path}: decodes to {image.shape[1]}x{image.shape[0]}, its header says {header.width}x"
-                            f"{header.height}; re-save the image")
+                size = header.height * header.width * DECODED_BYTES_PER_PIXEL
+                gate.take(size)
+                try:
+                    header, image = decode_image(path, max_pixels, check_body=True)
+                finally:
+                    gate.give(size)
                 if keep is not None:
                     keep.keep(path, image)
-            return header.height, header.width, header.alpha
+            return header.height, header.width, header.alpha, header.frames
         except UserError as err:
-            return str(err)
+            return err.template  # arguments named as the running entry point names them
 
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
@@ -78,6 +106,8 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
                                     disable=not decode or len(paths) < 500, leave=False)))
     if alpha is not None:
         alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
+    if animated is not None:
+        animated += [p for p, v in info.items() if not isinstance(v, str) and v[3] > 1]
     folders: dict[Path, bool] = {}
 
     def one(i: int, pair: Pair) -> Problem | None:
@@ -89,7 +119,7 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
                               "remove or rename the distorted image")
         sizes = []
         for path in (pair.dist, pair.ref):
-            found = info.get(path, f"{path}: image not found")
+            found = info[path] if path in info else image_not_found(path).template
             if isinstance(found, str):
                 return Problem(i, found)
             sizes.append(found[:2])
@@ -122,17 +152,21 @@ def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
 
 def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None, part: str = "",
                  report: Callable[[str], None] | None = None, warned: set[str] | None = None,
-                 keep: DecodedImages | None = None, check_hint: bool = True) -> list[Pair]:
+                 keep: DecodedImages | None = None, check_hint: bool = True,
+                 max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> list[Pair]:
     """The pairs that can be used: the one screening path of scoring and training.
 
     Every image is decoded in full (see :func:`check_pairs_on_disk`; ``keep`` keeps the results), so what passes,
     scoring can read. Problems (``known`` ones, e.g. from pairing, plus those found on disk) stop everything with
     one :class:`UserError` listing them, or with ``skip_bad`` are reported as skipped (``report``, default stderr)
     and left out. ``part`` names the split in messages (``train``, ``val``); ``check_hint`` names ``check_data``
-    (the scripts that have it). Images with an alpha channel get one warning per run (``warned``).
+    (the scripts that have it); ``max_pixels`` is the pixel budget per image. Images with an alpha channel, and
+    animations (their first frame is scored), get one warning each per run (``warned``).
     """
     alpha: list[Path] = []
-    found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha, keep=keep)
+    animated: list[Path] = []
+    found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha, keep=keep, max_pixels=max_pixels,
+                                animated=animated)
     problems = list(known or []) + unique_messages(found, crop)
     where = f" in the {part} data" if part else ""
     tell = report or (lambda line: print(line, file=sys.stderr))
@@ -150,6 +184,10 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
         warned.add("alpha")
         report(f"warning: {len(alpha)} image(s) have an alpha channel (first: {alpha[0]}); AHIQ scores their "
                "RGB values and ignores alpha")
+    if animated and "animated" not in warned:
+        warned.add("animated")
+        report(f"warning: {len(animated)} image(s) are animations (first: {animated[0]}); AHIQ scores their first "
+               "frame")
     for line in problems:
         report(f"skipped{f' ({part})' if part else ''}: {line}")
     bad = {p.index for p in found}

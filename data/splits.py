@@ -11,7 +11,7 @@ import numpy as np
 from ahiq.data.datasets import DataConfig, load_dataset
 from ahiq.data.records import Pair
 from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
-from ahiq.utils.errors import UserError, arg, say
+from ahiq.utils.errors import UserError, arg, named, note, say
 from ahiq.utils.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
@@ -77,13 +77,13 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
     pairs = load_dataset(cfg)
     if pairs[0].split is not None:
         if cfg.split_file or cfg.split_ratio:
-            say(f"note: {arg('split_file')}/{arg('split_ratio')}not used: the labels' split column decides")
+            note(f"note: {named('split_file')}/{named('split_ratio')} not used: the labels' split column decides")
         parts = {name: [p for p in pairs if p.split == name] for name in SPLITS}
         split = {name: sorted({p.ref_id for p in part}) for name, part in parts.items()}
         shared = set(split["train"]) & (set(split["val"]) | set(split["test"]))
         if shared:
-            print(f"note: {len(shared)} reference(s) appear in training and in val/test (e.g. {sorted(shared)[0]}): "
-                  "the split column is not reference-disjoint", file=sys.stderr)
+            note(f"note: {len(shared)} reference(s) appear in training and in val/test (e.g. {sorted(shared)[0]}): "
+                 "the split column is not reference-disjoint")
         info = {"dataset": cfg.dataset, "from": "split column"}
     else:
         split_file = cfg.split_file or (str(saved_split) if saved_split else None)

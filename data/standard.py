@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ahiq.data.images import reference_name, reference_stem
-from ahiq.data.labels import check_new, csv_rows, images_by_lower_name, label_lines, need_file, parse_number
+from ahiq.data.images import References, name_key, reference_name
+from ahiq.data.labels import check_new, csv_rows, images_by_key, label_lines, need_file, parse_number
 from ahiq.data.records import Pair
 from ahiq.utils.errors import UserError
 
@@ -56,10 +56,8 @@ def load_tid2013(root: Path) -> list[Pair]:
     root = Path(root)
     labels = root / "mos_with_names.txt"
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
-    dists = images_by_lower_name(dist_dir)
-    refs: dict[str, Path] = {}
-    for path in images_by_lower_name(ref_dir).values():
-        refs.setdefault(path.stem.lower(), path)
+    dists = images_by_key(dist_dir)
+    refs = References(ref_dir, images_by_key(ref_dir).values())
     pairs: list[Pair] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(label_lines(labels), 1):
@@ -74,11 +72,10 @@ def load_tid2013(root: Path) -> list[Pair]:
         name = fields[1]
         if not _TID2013_NAME.match(name):
             raise UserError(f"{where}: {name!r} is not a TID2013 name like i01_01_1.bmp; correct or delete that line")
-        check_new(seen, name.lower(), number, where, name)
-        stem = reference_stem(name)
+        check_new(seen, name_key(name), number, where, name)
         # Unmatched names keep the label's spelling, so the checker reports the path the label asked for.
-        dist = dists.get(name.lower(), dist_dir / name)
-        ref = refs.get(stem, ref_dir / f"{reference_name(name)}{Path(name).suffix}")
+        dist = dists.get(name_key(name), dist_dir / name)
+        ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}{Path(name).suffix}"
         pairs.append(Pair(dist=dist, ref=ref, score=mos, raw=mos))
     return _sorted(pairs)
 

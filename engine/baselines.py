@@ -95,7 +95,8 @@ def check_baselines(names: Sequence[str], pairs: Sequence[Pair] = ()) -> None:
             build_baseline(name)
     need = {n: BASELINES[n].min_size for n in names if BASELINES[n].min_size > 1}
     for pair in pairs if need else ():
-        h, w = read_header(pair.dist).height, read_header(pair.dist).width
+        header = read_header(pair.dist, max_pixels=None)  # screened already, within the run's pixel budget
+        h, w = header.height, header.width
         for name, size in need.items():
             if min(h, w) < size:
                 raise UserError(f"{pair.dist}: {w}x{h} is smaller than {BASELINES[name].title} takes ({size}x{size} "
@@ -103,7 +104,8 @@ def check_baselines(names: Sequence[str], pairs: Sequence[Pair] = ()) -> None:
 
 
 def _image(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(as_unit_float(read_image(path)))).permute(2, 0, 1)
+    image = read_image(path, max_pixels=None)  # the pairs were screened within the run's pixel budget
+    return torch.from_numpy(np.ascontiguousarray(as_unit_float(image))).permute(2, 0, 1)
 
 
 def baseline_scores(names: Sequence[str], pairs: Sequence[Pair], device: torch.device | str = "cpu",

@@ -14,13 +14,19 @@ BASELINE_NAMES = ("psnr", "ssim", "ms_ssim", "vif", "fsim", "gmsd", "lpips", "di
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How the network runs (options of every script): device, precision, compile, decoding workers, seed."""
+    """How the network runs (options of every script): device, precision, compile, decoding workers, seed, and the
+    pixel budget per decoded image (megapixels; data.images.MAX_MEGAPIXELS by default, checked from the header)."""
 
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
     num_workers: int = 0
     seed: int = 1919
+    max_megapixels: float = 50.0
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1_000_000)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import datetime
 import functools
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
@@ -19,7 +18,7 @@ import torch.distributed as dist
 
 from ahiq.engine.config import RunConfig  # noqa: F401  (re-exported)
 from ahiq.utils.device import resolve_device  # noqa: F401  (re-exported)
-from ahiq.utils.errors import Stopped, UserError, arg
+from ahiq.utils.errors import Stopped, UserError, arg, note
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -143,7 +142,7 @@ def usable_workers(asked: int) -> int:
     PyTorch would warn about each loader); one note says so."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if asked > cores:
-        print(f"note: --num_workers {asked} > the {cores} CPU cores here; using {cores}", file=sys.stderr)
+        note(f"note: {arg('num_workers')}{asked} > the {cores} CPU cores here; using {cores}")
     return min(asked, cores)
 
 

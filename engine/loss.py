@@ -16,7 +16,7 @@ from ahiq.engine.device import PRECISIONS, precision_context, resolve_device
 from ahiq.engine.scoring import paste_maps
 from ahiq.models.ahiq import AHIQ
 from ahiq.models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
-from ahiq.utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg, named
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -60,7 +60,8 @@ class AHIQLoss(nn.Module):
             model = load_model(resolve_checkpoint(checkpoint), vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, device=resolve_device(device))
         elif checkpoint is not None or vit_weights is not None or cnn_weights is not None:
-            raise UserError(f"give either {arg('model')}... or {arg('checkpoint')}/vit_weights/cnn_weights, not both")
+            raise UserError(f"give either {arg('model')}... or {named('checkpoint')}/{named('vit_weights')}/"
+                            f"{named('cnn_weights')}, not both")
         elif device != "auto":
             model = model.to(resolve_device(device))
         crop_size = (model.record or CheckpointRecord()).crop(crop_size)

@@ -9,6 +9,8 @@ records what defines the scores, and a resume with other settings is refused.
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import sys
 from dataclasses import asdict
@@ -50,13 +52,15 @@ class ScoringSession:
         self.contents, self.record = open_checkpoint(self.checkpoint)
         self.crop_size = self.record.crop(cfg.crop_size)
         parse_crops(cfg.crops)
-        self.images = DecodedImages() if cfg.run.num_workers == 0 else None
+        self.images = DecodedImages(max_pixels=cfg.run.max_pixels) if cfg.run.num_workers == 0 else None
+        self.read = functools.partial(read_image, max_pixels=cfg.run.max_pixels)  # within the pixel budget
         self._model: AHIQ | None = None
 
     def screen(self, pairs: list[Pair], known: Iterable[str] = (), check_hint: bool = True) -> list[Pair]:
         """The usable pairs (every image decoded once; problems stop the run, or are skipped with ``skip_bad``)."""
         report = None if self.ctx.main else (lambda line: None)
         return screen_pairs(pairs, self.crop_size, self.cfg.skip_bad, list(known), report=report, keep=self.images,
+                            max_pixels=self.cfg.run.max_pixels,
                             check_hint=check_hint)
 
     def guard(self, pairs: list[Pair], names: list[str], outputs: dict[str, str | None] | None = None,
@@ -143,7 +147,7 @@ class ScoringSession:
                          batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
                          flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
                          done={i: journal.done[keys[i]] for i in before},
-                         read=self.images.take if self.images is not None else read_image)
+                         read=self.images.take if self.images is not None else self.read)
         if journal:
             journal.close()
         return scores if ctx.main else None
@@ -151,7 +155,7 @@ class ScoringSession:
     def _save_map(self, result: PairScore, path: Path, name: str, title: str) -> None:
         random = " (RANDOM weights: not meaningful)" if self.checkpoint is None or any(
             s.kind == "random" for s in self.model.backbone_sources.values()) else ""
-        save_quality_map(read_image(result.dist), result.score_map, result.weight_map, path,
+        save_quality_map(self.read(result.dist), result.score_map, result.weight_map, path,
                          title=f"{title} {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
 
     def finish(self, written: str | None) -> None:

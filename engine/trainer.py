@@ -8,6 +8,8 @@ per rank) and gathers the predictions; rank 0 alone writes files.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import sys
 import time
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from ahiq.data.crops import parse_crops
 from ahiq.data.records import Pair
 from ahiq.data.sampling import CropPairs, EpochSampler, ScoreNorm
+from ahiq.data.images import read_image
 from ahiq.data.screening import describe, screen_pairs
 from ahiq.data.splits import prepare_splits
 from ahiq.engine.config import BEST_RULES, CONFIG_VERSION, TrainConfig, run_defining  # noqa: F401
@@ -99,6 +102,7 @@ class Trainer:
         warned: set[str] = set()
         for name in ("train", "val"):  # every image decoded once; bad pairs stop training unless --skip_bad
             self.parts[name] = screen_pairs(self.parts[name], cfg.crop_size, cfg.data.skip_bad, part=name,
+                                            max_pixels=cfg.run.max_pixels,
                                             report=self.log.info, warned=warned)
         if cfg.val_drop_last and len(self.parts["val"]) < cfg.batch_size:
             raise UserError(f"--val_drop_last with --batch_size {cfg.batch_size} leaves no validation pair of "
@@ -132,7 +136,7 @@ class Trainer:
         if cfg.run.compile:
             self.net = torch.compile(self.net)
         self.train_set = CropPairs(self.parts["train"], self.norm([p.score for p in self.parts["train"]]),
-                                   cfg.crop_size, cfg.flip, cfg.run.seed, cfg.train_crop_rule)
+                                   cfg.crop_size, cfg.flip, cfg.run.seed, cfg.train_crop_rule, cfg.run.max_pixels)
         workers = usable_workers(cfg.run.num_workers)
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
                                  collate_fn=CropPairs.collate, pin_memory=ctx.device.type == "cuda",
@@ -232,7 +236,8 @@ class Trainer:
         pairs = self.validation_pairs()
         scores = predict(self.model, pairs, self.ctx, crops=cfg.val_crops, crop_size=cfg.crop_size, seed=cfg.run.seed,
                          batch_size=cfg.batch_size * parse_crops(cfg.val_crops)[1], precision=cfg.run.precision,
-                         num_workers=cfg.run.num_workers, progress=cfg.progress)
+                         num_workers=cfg.run.num_workers, progress=cfg.progress,
+                         read=functools.partial(read_image, max_pixels=cfg.run.max_pixels))
         return [scores[i] for i in range(len(pairs))]
 
     def validate(self) -> dict[str, float]:

@@ -1,34 +1,44 @@
-"""Score image pairs with an AHIQ ONNX export: onnxruntime, numpy and OpenCV only (no torch).
+"""Score image pairs with an AHIQ ONNX export: onnxruntime, numpy, OpenCV and Pillow only (no torch).
 
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx
     python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
 
 Each distorted image is scored against ``--ref`` as score.py scores the pair: the same crop windows
 (``data.crops``, for the same ``--crops`` and ``--seed``), the crop size the graph was exported for, the same
-decoding (RGB, EXIF orientation applied, 16-bit files as value / 65535) and the mean over the crops.
+decoding (``data.images.read_image``: RGB, EXIF orientation applied once, 16-bit files as value / 65535) and the
+mean over the crops.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # numpy only: no torch here
+from ahiq.data.images import as_unit_float, read_image  # OpenCV, PIL, numpy
 from ahiq.utils.errors import UserError, cli_main
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """``(H, W, 3)`` float32 RGB in [0, 1], as score.py reads the file: OpenCV applies the EXIF orientation, 8-bit
-    values / 255 (the network's own uint8 conversion), 16-bit / 65535, grey repeated, alpha ignored."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None:
-        raise UserError(f"{path}: cannot decode image; is it a valid image file?")
-    if img.dtype not in (np.uint8, np.uint16):
-        raise UserError(f"{path}: {img.dtype} pixels; give 8-bit or 16-bit images")
-    scale = 255 if img.dtype == np.uint8 else 65535
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / scale
+    """``(H, W, 3)`` float32 RGB in [0, 1], as score.py reads the file (``data.images.read_image``: the EXIF
+    orientation applied once, 8-bit values / 255 as the network's own uint8 conversion, 16-bit / 65535, grey
+    repeated, alpha ignored, the pixel budget)."""
+    return as_unit_float(read_image(path))
+
+
+def check_inputs(session, path: str) -> int:
+    """The crop size an AHIQ export takes, from its inputs (``dist``, ``ref``: ``(N, 3, S, S)``, S fixed); a model
+    with other inputs is a :class:`UserError`."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    shapes = list(inputs.values())
+    if sorted(inputs) == ["dist", "ref"] and all(
+            len(s) == 4 and s[1] == 3 and isinstance(s[2], int) and s[2] == s[3] and s[2] > 0 for s in shapes) \
+            and shapes[0][1:] == shapes[1][1:]:
+        return int(shapes[0][-1])
+    found = ", ".join(f"{name} {shape}" for name, shape in inputs.items()) or "none"
+    raise UserError(f"--model {path}: its inputs ({found}) are not an AHIQ export's (dist and ref, (N, 3, S, S)); "
+                    "write one with `python export.py --to onnx`")
 
 
 def crops(image: np.ndarray, positions: list[tuple[int, int]], size: int) -> np.ndarray:
@@ -72,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
             raise UserError(f"onnxruntime {onnxruntime.__version__} cannot run DeformConv: pip install "
                             "'onnxruntime>=1.25'") from None
         raise UserError(f"--model {opt.model}: not a readable ONNX model ({type(err).__name__})") from None
-    size = int(session.get_inputs()[0].shape[-1])
+    size = check_inputs(session, opt.model)
     ref = read_rgb(opt.ref)
     h, w = ref.shape[:2]
     if h < size or w < size:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from ahiq.models.hub import unreachable
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from ahiq.models.state import state_dict_problems, summarise
-from ahiq.utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import load_torch_file
 
 # Where download.sh puts backbone weights and where they are looked for when no file is named.
@@ -257,8 +257,8 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
             load_weights_file(model, weights_file)
             return model
         if source.kind == "random":
-            print(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality "
-                  "predictions", file=sys.stderr)
+            note(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality "
+                 "predictions")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(source.seed or 0))
                 return timm.create_model(name, pretrained=False, **kwargs)

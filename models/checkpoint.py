@@ -26,7 +26,7 @@ from ahiq.models.config import ModelConfig
 from ahiq.models.hub import released_checkpoint
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.device import resolve_device
-from ahiq.utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg, named, note
 from ahiq.utils.io import atomic_torch_save, load_torch_file
 
 DEFORM_KEY = "deform_net_model_state_dict"
@@ -162,8 +162,8 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
     problems += _check_and_load(model.regressor, regressor, "regressor")
     if problems:
         raise UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check "
-                        f"{arg('vit')}, {arg('vit_blocks')}, {arg('cnn')}, {arg('cnn_stage')}, {arg('branches')}, "
-                        f"{arg('fusion')}, {arg('pooling')}against the checkpoint")
+                        f"{named('vit')}, {named('vit_blocks')}, {named('cnn')}, {named('cnn_stage')}, "
+                        f"{named('branches')}, {named('fusion')}, {named('pooling')} against the checkpoint")
 
 
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:
@@ -252,11 +252,11 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                                pretrained_backbones=pretrained_backbones, seed=seed, default_seed=default_seed,
                                where=str(checkpoint))
     if record.backbones and (vit_weights, cnn_weights, pretrained_backbones, seed) == (None, None, None, None):
-        print(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
-              f"cnn {sources['cnn'].describe()}", file=sys.stderr)
+        note(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
+             f"cnn {sources['cnn'].describe()}")
     model = build_ahiq(config, sources=sources)
     if checkpoint is None:
-        print("note: no checkpoint: fusion and head have RANDOM weights; scores are not meaningful", file=sys.stderr)
+        note("note: no checkpoint: fusion and head have RANDOM weights; scores are not meaningful")
     else:
         load_heads(model, deform, regressor, checkpoint)
     model.record, model.checkpoint_meta = record, meta

@@ -17,6 +17,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from ahiq.models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
+from ahiq.engine.config import CONFIG_VERSION
 from ahiq.models.config import ModelConfig
 from ahiq.utils.errors import UserError
 
@@ -27,6 +28,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "val_freq": (1, 10**6), "max_steps": (0, 10**9), "T_max": (0, 10**9), "synthetic_refs": (2, 9999),
     "synthetic_size": (32, 8192), "learning_rate": (1e-12, 1e3), "feature_lr_scale": (1e-6, 1e6),
     "weight_decay": (0, 1e3), "eta_min": (0, 1e3), "grad_clip": (0, 1e9), "time_limit": (0, 1e9),
+    "max_megapixels": (1e-3, 178),  # PIL refuses larger images whatever we allow
 }
 NOT_GIVEN = object()  # the default of every option while finding out which ones the user gave
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -118,6 +120,9 @@ class BaseOptions:
         g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes for image decoding")
         g.add_argument("--seed", type=int, default=1919, help="random seed, 0..2^32-1 (the authors' 1919)")
         g.add_argument("--crop_size", type=int, default=224, help="crop size in pixels, a multiple of 32")
+        g.add_argument("--max_megapixels", type=float, default=50.0,
+                       help="pixel budget per image, checked from its header before decoding (50: up to ~1 GB "
+                            "decoded for a 16-bit image); larger images are refused, up to 178")
 
         g = p.add_argument_group(ARCHITECTURE)
         g.add_argument("--patch_size", type=int, default=8, choices=[8, 16],
@@ -295,6 +300,10 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     for section in SECTIONS:  # a run's configs, flattened: their fields are named like the options
         if isinstance(data.get(section), dict):
             data = {**data.pop(section), **data}
+    version = data.get("config_version", CONFIG_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+        raise UserError(f"--config {path}: config_version {version!r}: this version of AHIQ reads versions 1 to "
+                        f"{CONFIG_VERSION}; a newer one wrote the file (update AHIQ), or correct the number")
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     writer = data.get("script")
     theirs = script_option_names(writer) if isinstance(writer, str) else None

@@ -50,7 +50,9 @@ def data_config(opt: argparse.Namespace) -> DataConfig:
     if cfg.split_ratio is not None:
         from ahiq.data.splits import parse_ratio
 
-        parse_ratio(cfg.split_ratio)
+        if parse_ratio(cfg.split_ratio)[1] == 0 and not cfg.val_list:  # training and validation both non-empty
+            raise UserError(f"--split_ratio {cfg.split_ratio}: the validation part is 0; give it a share (e.g. 9:1 or "
+                            "6:2:2), or give --val_list with --val_ref_dir/--val_dis_dir")
     if cfg.dataset == "synthetic" and cfg.synthetic_size < (opt.crop_size or 0):
         raise UserError(f"synthetic: need --synthetic_size >= --crop_size ({opt.crop_size})")
     return cfg

@@ -18,13 +18,16 @@ F = TypeVar("F", bound=Callable)
 
 _ARG = re.compile(r"\{arg:([A-Za-z_][A-Za-z0-9_]*)\}")
 _FLAG = re.compile(r"\{flag:([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"\{name:([A-Za-z_][A-Za-z0-9_]*)\}")
 _in_script = False  # inside a script's main (cli_main): printed lines name arguments as flags
 
 
 def render(text: str, cli: bool) -> str:
     """``text`` with its markers as flags (``cli``) or as Python arguments."""
     if cli:
+        text = _NAME.sub(lambda m: f"--{m.group(1)}", text)
         return _FLAG.sub(lambda m: f"--{m.group(1)}", _ARG.sub(lambda m: f"--{m.group(1)} ", text))
+    text = _NAME.sub(lambda m: m.group(1), text)
     return _FLAG.sub(lambda m: f"{m.group(1)}=True", _ARG.sub(lambda m: f"{m.group(1)}=", text))
 
 
@@ -38,10 +41,23 @@ def say(text: str, file=None) -> None:
     print(plain(text), file=file or sys.stderr)
 
 
+def note(text: str, file=None) -> None:
+    """:func:`say` a note on rank 0 only: under ``torchrun`` every rank meets the same data and settings, and one
+    note says it once."""
+    if os.environ.get("RANK", "0") == "0":
+        say(text, file)
+
+
 def arg(name: str) -> str:
     """The marker for argument ``name`` followed by its value inside a :class:`UserError` message:
     ``f"{arg('crop_size')}100"`` reads ``crop_size=100`` from Python, ``--crop_size 100`` on the command line."""
     return "{arg:" + name + "}"
+
+
+def named(name: str) -> str:
+    """The marker for an argument named without a value (in a list of them): ``name`` from Python, ``--name`` on
+    the command line."""
+    return "{name:" + name + "}"
 
 
 def flag(name: str) -> str:

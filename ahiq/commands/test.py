@@ -22,7 +22,7 @@ from ahiq.data.datasets import DATASETS, DataConfig, label_files
 from ahiq.engine.config import parse_baselines
 from ahiq.options.test_options import TestOptions
 from ahiq.options.train_options import data_config
-from ahiq.utils.errors import UserError, cli_main
+from ahiq.utils.errors import UserError, cli_main, note
 from ahiq.utils.io import atomic_write
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def collect_pairs(opt, cfg: DataConfig | None) -> list[Pair]:
     use_saved = not opt.split_file and not opt.split_ratio and saved.is_file()
     parts, info = prepare_splits(cfg, None, saved if use_saved else None)
     if use_saved and info.get("from") == str(saved):
-        print(f"note: using the training split {saved}", file=sys.stderr)
+        note(f"note: using the training split {saved}")
     split = opt.split or ("test" if parts["test"] else "val")
     if not parts[split]:
         raise UserError(f"--split {split}: the split has no pairs (see --split_ratio / --split_file)")
