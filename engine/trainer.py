@@ -35,7 +35,7 @@ from ahiq.models.checkpoint import CheckpointRecord, choose_backbones, load_head
 from ahiq.models.config import IMPLEMENTATION_ONLY, ModelConfig
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import check_outputs
-from ahiq.utils.metrics import format_metrics, iqa_metrics
+from ahiq.utils.metrics import evaluate, format_metrics
 
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
     """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
@@ -121,6 +121,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.T_max, cfg.eta_min, cfg.n_epoch * self.steps_per_epoch)
         self.start_epoch, self.best = 0, {"main": -math.inf}
         self.start_metrics: dict | None = None  # validation before any step (--validate_first)
+        self.val_notes: dict[str, str] = {}  # the last validation's notes (utils.metrics.Evaluation.notes)
         self.position: dict | None = None  # inside an epoch: {"epoch", "step", "loss_sum", "count"}
         if self.resume_from is not None:
             self._resume(*self.resume_from)
@@ -242,7 +243,9 @@ class Trainer:
         labels = [p.score for p in self.validation_pairs()]
         # per_split fits on the whole validation file, as the release did before its loader dropped a batch
         norm = ScoreNorm.fit([p.score for p in self.parts["val"]]) if self.cfg.score_norm == "per_split" else self.norm
-        return iqa_metrics(predictions, norm(labels))
+        found = evaluate(predictions, norm(labels))
+        self.val_notes = found.notes()  # why a figure is missing (too few pairs), and the fitted mapping's form
+        return found.metrics
 
     def checkpoint_meta(self, epoch: int) -> dict:
         return {"score_norm": self.norm.to_dict(), "label_range": self.label_range, "split": self.split_info,
@@ -271,7 +274,8 @@ class Trainer:
         self.started = time.perf_counter()
         if cfg.validate_first and self.start_epoch == 0 and self.position is None:
             self.start_metrics = self.validate()
-            self.log.info(f"epoch 0/{cfg.n_epoch} (before training) val {format_metrics(self.start_metrics)}")
+            self.log.info(f"epoch 0/{cfg.n_epoch} (before training) val "
+                          f"{format_metrics(self.start_metrics, self.val_notes)}")
         for epoch in range(self.start_epoch, cfg.n_epoch):
             start = time.perf_counter()
             loss = self.train_epoch(epoch)
@@ -291,7 +295,7 @@ class Trainer:
             stop = epoch + 1 < cfg.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
             if (epoch + 1) % cfg.val_freq == 0 or epoch + 1 == cfg.n_epoch:
                 metrics = self.validate()
-                line += f" val {format_metrics(metrics)}"
+                line += f" val {format_metrics(metrics, self.val_notes)}"
                 if improves(metrics, self.best, cfg.best_rule):  # default: by SRCC + PLCC, not SRCC *or* PLCC
                     self.best = {**metrics, "epoch": epoch + 1}
                     self.save("best.pth", epoch, loss, metrics)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     from ahiq.data.splits import run_data_check
     from ahiq.engine.baselines import check_baselines, compare_with_baselines, comparison_files
     from ahiq.engine.session import ScoringSession
-    from ahiq.utils.metrics import format_metrics, iqa_metrics
+    from ahiq.utils.metrics import evaluate, format_metrics
     from ahiq.utils.tables import csv_text, write_csv
 
     cfg = options.config(opt)
@@ -165,10 +165,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         print(f"wrote {opt.ntire_zip}", file=sys.stderr)
     if not labelled:
         return None
-    metrics = iqa_metrics(scores, [p.score for p in pairs], same_scale=same_scale)
+    found = evaluate(scores, [p.score for p in pairs], same_scale=same_scale)
+    metrics = found.metrics
     write_csv(details, ["name", "prediction", "label", "raw_label"],
               [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
-    print(f"test: {format_metrics(metrics)}")
+    print(f"test: {format_metrics(metrics, found.notes())}")
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
         print(compare_with_baselines(pairs, scores, baselines, prefix,
                                      None if opt.ref_dir else opt.dataset, session.ctx.device))
