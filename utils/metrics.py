@@ -13,6 +13,9 @@ from scipy import optimize, stats
 # Printed names of the metric keys; ``_fitted`` ones are computed after the logistic mapping.
 LABELS = {"SRCC": "SRCC", "PLCC": "PLCC", "KRCC": "KRCC", "PLCC_fitted": "PLCC(fitted)",
           "RMSE_fitted": "RMSE(fitted)", "RMSE": "RMSE", "main": "main"}
+# The steepest logistic the constrained fits consider, per standard deviation of the predictions: 50 is a step over
+# 1/50 of their spread; steeper ones only make the least-squares search crawl towards a step.
+MAX_STEEPNESS = 50.0
 MIN_FIT_PAIRS = 5  # the logistic has 5 parameters: fewer pairs than that fit it exactly, saying nothing
 # What each form of the fitted mapping is called in tables and lines (``fit=...``).
 FIT_FORMS = {"logistic5": "monotonic 5-parameter logistic", "logistic4": "4-parameter logistic (b4 = 0)",
@@ -58,8 +61,21 @@ class LogisticFit:
         return logistic5(x, *self.params)
 
 
+def _jacobian(x, b1, b2, b3, b4, b5) -> np.ndarray:
+    """``d logistic5 / d(b1..b5)`` at ``x``, ``(N, 5)``: least squares with it take a few dozen steps, not thousands
+    of finite differences."""
+    z = np.clip(b2 * (x - b3), -500, 500)
+    s = 1.0 / (1.0 + np.exp(-z))
+    slope = b1 * s * (1.0 - s)
+    return np.stack([s - 0.5, slope * (x - b3), -slope * b2, x, np.ones_like(x)], axis=1)
+
+
 def _sse(params, x, y) -> float:
     return float(np.sum((logistic5(x, *params) - y) ** 2))
+
+
+def _sse_gradient(params, x, y) -> np.ndarray:
+    return 2.0 * _jacobian(x, *params).T @ (logistic5(x, *params) - y)
 
 
 def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.ndarray]:
@@ -75,13 +91,14 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:  # the classic free fit: kept only when it is monotonic on the data
-            candidates.append(optimize.curve_fit(logistic5, x, y, p0=[spread, 1.0, 0.0, 0.0, 0.0], maxfev=20000)[0])
+            candidates.append(optimize.curve_fit(logistic5, x, y, p0=[spread, 1.0, 0.0, 0.0, 0.0], jac=_jacobian,
+                                                 maxfev=2000)[0])
         except (RuntimeError, ValueError, optimize.OptimizeWarning):
             pass
         try:  # b1, b2, b4 >= 0: non-decreasing everywhere (a start inside the constraint for the refinement)
             candidates.append(optimize.curve_fit(
-                logistic5, x, y, p0=[spread, 1.0, 0.0, 1e-3, 0.0], maxfev=20000,
-                bounds=([0.0, 0.0, -np.inf, 0.0, -np.inf], np.inf))[0])
+                logistic5, x, y, p0=[spread, 1.0, 0.0, 1e-3, 0.0], jac=_jacobian, max_nfev=500,
+                bounds=([0.0, 0.0, -np.inf, 0.0, -np.inf], [np.inf, MAX_STEEPNESS, np.inf, np.inf, np.inf]))[0])
         except (RuntimeError, ValueError, optimize.OptimizeWarning):
             pass
         grid = np.linspace(lo, hi, 64)
@@ -89,10 +106,12 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
         for start in list(candidates):
             if np.all(np.isfinite(start)) and min_slope(start, lo, hi) < -tol:
                 start = np.array([abs(start[0]), abs(start[1]), start[2], max(start[3], 0.0), start[4]])
+            start = np.array([start[0], np.clip(start[1], -MAX_STEEPNESS, MAX_STEEPNESS), *start[2:]])
             if not np.all(np.isfinite(start)):
                 continue
-            found = optimize.minimize(_sse, start, args=(x, y), method="SLSQP", constraints=[constraint],
-                                      options={"maxiter": 500, "ftol": 1e-12})
+            found = optimize.minimize(_sse, start, args=(x, y), jac=_sse_gradient, method="SLSQP",
+                                      bounds=[(None, None), (-MAX_STEEPNESS, MAX_STEEPNESS)] + [(None, None)] * 3,
+                                      constraints=[constraint], options={"maxiter": 300, "ftol": 1e-12})
             candidates.append(found.x)
     for params in candidates:
         if np.all(np.isfinite(params)) and min_slope(params, lo, hi) >= -tol and _sse(params, x, y) < best_sse:
@@ -103,8 +122,9 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
         warnings.simplefilter("ignore")
         try:
             four = optimize.curve_fit(lambda t, b1, b2, b3, b5: logistic5(t, b1, b2, b3, 0.0, b5), x, y,
-                                      p0=[spread, 1.0, 0.0, 0.0], maxfev=20000,
-                                      bounds=([0.0, 0.0, -np.inf, -np.inf], np.inf))[0]
+                                      p0=[spread, 1.0, 0.0, 0.0], max_nfev=500,
+                                      jac=lambda t, b1, b2, b3, b5: _jacobian(t, b1, b2, b3, 0.0, b5)[:, [0, 1, 2, 4]],
+                                      bounds=([0.0, 0.0, -np.inf, -np.inf], [np.inf, MAX_STEEPNESS, np.inf, np.inf]))[0]
             params = np.array([four[0], four[1], four[2], 0.0, four[3]])
             if np.all(np.isfinite(params)) and _sse(params, x, y) < best_sse:
                 return "logistic4", params

@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         trained = DATASETS[record.dataset].label if record.dataset in DATASETS else record.dataset
         pred_name = (f"AHIQ prediction on the training labels' scale: {trained}" if norm.kind != "none" and trained
                      else "AHIQ prediction (network output)")
-        save_scatter(np.asarray(scores), [p.score for p in pairs], metrics, opt.plot, label_name, pred_name)
+        shown = {k: metrics[k] for k in ("SRCC", "PLCC", "PLCC_fitted")}
+        caption = (f"n={len(pairs)}: {format_metrics(shown, found.notes())}"
+                   + (f"\nred: the fitted mapping, {found.fit.form}" if found.fit else ""))
+        save_scatter(np.asarray(scores), [p.score for p in pairs], caption, opt.plot, label_name, pred_name, found.fit)
         print(f"wrote {opt.plot}", file=sys.stderr)
     return metrics
 
