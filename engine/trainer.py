@@ -40,11 +40,17 @@ from ahiq.utils.metrics import evaluate, format_metrics
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
     """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
 
-    ``sum``: SRCC + PLCC (``main``) rose. ``either``: the release's rule, SRCC or PLCC rose, each against
-    the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a lower sum).
+    ``sum``: SRCC + PLCC (``main``) rose; where it is undefined (fewer than 2 validation pairs) the first validated
+    epoch is the best, so a run on a tiny set still writes ``best.pth``. ``either``: the release's rule, SRCC or
+    PLCC rose, each against the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a
+    lower sum).
     """
     if rule == "sum":
-        return metrics["main"] > best.get("main", -math.inf)
+        last = best.get("main", -math.inf)
+        last = -math.inf if math.isnan(last) else last
+        if math.isnan(metrics["main"]):  # a validation part too small to correlate (n<2): only a first best
+            return last == -math.inf and "epoch" not in best
+        return metrics["main"] > last
     if rule == "either":
         return metrics["SRCC"] > best.get("SRCC", 0.0) or metrics["PLCC"] > best.get("PLCC", 0.0)
     raise ValueError(f"rule={rule}: use one of {', '.join(BEST_RULES)}")
@@ -308,7 +314,7 @@ class Trainer:
                 self.log.info(f"time limit of {cfg.time_limit:.0f}s reached after epoch {epoch + 1}; saved "
                               f"{self.folder.path / 'last.pth'} (--resume continues from it)")
                 break
-        if self.best["main"] > -math.inf:
+        if "epoch" in self.best:
             self.log.info(f"best: epoch {self.best.get('epoch')} {format_metrics(self.best)} -> "
                           f"{self.folder.path / 'best.pth'}")
         self.close()
