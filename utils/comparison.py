@@ -71,8 +71,9 @@ def _missing(whys: Sequence[str | None], n_sets: int) -> str:
     return f"n/a ({reasons})" if len(found) == n_sets else f"n/a ({reasons} on {len(found)} of {n_sets} splits)"
 
 
-def _spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: int = 4) -> tuple[str, str, str, str]:
-    """(markdown cell, median, mean, std) over the sets. One set: the value; several: ``median (mean ± std)``. A
+def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: int = 4) -> tuple[str, str, str, str]:
+    """(markdown cell, median, mean, std) of one figure over the sets (``whys``: why it is missing on each, None
+    where it is not). One set: the value; several: ``median (mean ± std)``. A
     figure missing on any set is its reason (:func:`_missing`) in every cell, never a NaN."""
     if any(w is not None for w in whys):
         cell = _missing(whys, len(values))
@@ -82,17 +83,23 @@ def _spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: i
     return md, figure(med, digits=digits), figure(mean, digits=digits), figure(std, digits=digits)
 
 
-def fit_cell(evaluations: Sequence[Evaluation]) -> str:
-    """The form of the mapping behind PLCC(fitted) over the sets: ``logistic5``, or ``logistic5 x2, logistic4 x1``
-    where the sets differ; ``n/a (n=4<5)`` where no set had enough pairs."""
-    forms = [e.fit.form for e in evaluations if e.fit is not None]
-    if not forms:
-        return _missing([e.why.get("PLCC_fitted", "undefined") for e in evaluations], len(evaluations))
-    counts = {f: forms.count(f) for f in dict.fromkeys(forms)}
-    if len(counts) == 1 and len(forms) == len(evaluations):
-        return forms[0]
+def fit_cell(forms: Sequence[str | None], whys: Sequence[str | None] = ()) -> str:
+    """The form of the mapping behind PLCC(fitted) over the sets (``forms``, None where a set had none, ``whys``
+    saying why): ``logistic5``, or ``logistic5 x2, logistic4 x1`` where the sets differ; ``n/a (n=4<5)`` where no
+    set had one."""
+    found = [f for f in forms if f]
+    if not found:
+        return _missing([w or "undefined" for w in (whys or [None] * len(forms))], len(forms))
+    counts = {f: found.count(f) for f in dict.fromkeys(found)}
+    if len(counts) == 1 and len(found) == len(forms):
+        return found[0]
     return ", ".join(f"{f} x{c}" for f, c in counts.items()) + (
-        f", none x{len(evaluations) - len(forms)}" if len(forms) < len(evaluations) else "")
+        f", none x{len(forms) - len(found)}" if len(found) < len(forms) else "")
+
+
+def _fit_cell(evaluations: Sequence[Evaluation]) -> str:
+    return fit_cell([e.fit.form if e.fit else None for e in evaluations],
+                    [e.why.get("PLCC_fitted") for e in evaluations])
 
 
 def evaluations(sets: Sequence[ScoredSet]) -> dict[str, list[Evaluation]]:
@@ -109,17 +116,17 @@ def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] |
     md, table = [], []
     counts = [len(s.labels) for s in sets]
     for metric, per_set in found.items():
-        cells = {k: _spread_cells([e.metrics[k] for e in per_set], [e.why.get(k) for e in per_set], 6) for k in OVERALL}
-        md.append([metric, _pairs_cell(counts), *(cells[k][0] for k in OVERALL), fit_cell(per_set)])
+        cells = {k: spread_cells([e.metrics[k] for e in per_set], [e.why.get(k) for e in per_set], 6) for k in OVERALL}
+        md.append([metric, _pairs_cell(counts), *(cells[k][0] for k in OVERALL), _fit_cell(per_set)])
         table.append([metric, len(sets), min(counts), max(counts), *(c for k in OVERALL for c in cells[k][1:]),
-                      fit_cell(per_set)])
+                      _fit_cell(per_set)])
     return md, table
 
 
 def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
               min_pairs: int = TYPE_MIN_PAIRS) -> list[list]:
     """Per distortion type (sorted by code), ``code, name, pairs`` and each metric's SRCC on that type's pairs
-    (median over the sets), then ``all``. A type with fewer than ``min_pairs`` pairs on some set shows its count
+    (median over the sets), then ``all``. A row with fewer than ``min_pairs`` pairs on some set shows its count
     and, instead of a correlation, the string ``n/a (n<min_pairs)``; an SRCC undefined on some set (constant
     labels) the reason. Empty when no pair has a type."""
     codes = sorted({t or NO_TYPE for s in sets for t in s.types})
@@ -169,15 +176,17 @@ def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, titl
         heading = f"{title}: SRCC per distortion type" + (f" (median over the {set_name}s)" if several else "")
         text += "\n" + markdown_table(["type", "name", "pairs", *metrics],
                                       [[*r[:3], *(_type_cell(v) for v in r[3:])] for r in types], heading)
-        text += f"\nTypes with fewer than {min_pairs} pairs{' on a ' + set_name if several else ''} get no SRCC (n/a).\n"
+        text += (f"\nRows with fewer than {min_pairs} pairs{' on a ' + set_name if several else ''} get no SRCC "
+                 "(n/a; an SRCC of so few pairs says little); the first table has the figures of all pairs.\n")
         write_csv(out("_types.csv"), ["type", "name", "pairs", *metrics],
                   [[*r[:3], *(_type_cell(v, 6) for v in r[3:])] for r in types])
         shown = types[:-1]
+        few = f"n/a (n<{min_pairs})"
+        notes = [next((f"{r[2]} pair{'' if r[2] == '1' else 's'}, fewer than {min_pairs}" if v == few else v
+                       for v in r[3:] if isinstance(v, str)), None) for r in shown]
         save_type_bars([f"{r[0]} {r[1]}".strip() for r in shown],
                        {m: [v if isinstance(v, float) else math.nan for v in (r[3 + k] for r in shown)]
-                        for k, m in enumerate(metrics)}, out("_types.png"), heading,
-                       [next((f"{r[2]} pairs, fewer than {min_pairs}" if v == f"n/a (n<{min_pairs})" else v
-                              for v in r[3:] if isinstance(v, str)), None) for r in shown])
+                        for k, m in enumerate(metrics)}, out("_types.png"), heading, notes)
     else:
         text += "\nno distortion types known for these pairs (no per-type table)\n"
     n = sum(len(s.labels) for s in sets)
@@ -194,7 +203,7 @@ def _panel_caption(per_set: Sequence[Evaluation], several: bool) -> str:
     medians over the sets) and the fitted mapping's form."""
     lines = [f"median of {len(per_set)}" if several else ""]
     for key in ("SRCC", "PLCC_fitted"):
-        median = _spread_cells([e.metrics[key] for e in per_set], [e.why.get(key) for e in per_set])[1]
+        median = spread_cells([e.metrics[key] for e in per_set], [e.why.get(key) for e in per_set])[1]
         lines.append(f"{LABELS[key]} {median}")
-    lines.append(f"fit: {fit_cell(per_set)}")
-    return "\n".join(lines)
+    form = _fit_cell(per_set)
+    return "\n".join(lines + ([] if form.startswith("n/a") else [f"fit: {form}"]))  # no fit: PLCC(fitted) says why

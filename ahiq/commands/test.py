@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
               [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
     print(f"test: {format_metrics(metrics, found.notes())}")
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
-        print(compare_with_baselines(pairs, scores, baselines, prefix,
-                                     None if opt.ref_dir else opt.dataset, session.ctx.device))
+        print(compare_with_baselines(pairs, scores, baselines, prefix, None if opt.ref_dir else opt.dataset,
+                                     session.ctx.device, min_pairs=opt.type_min_pairs))
     if opt.plot:
         from ahiq.utils.visual import save_scatter
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
                    + (f"\nred: the fitted mapping, {found.fit.form}" if found.fit else ""))
         save_scatter(np.asarray(scores), [p.score for p in pairs], caption, opt.plot, label_name, pred_name, found.fit)
         print(f"wrote {opt.plot}", file=sys.stderr)
-    return metrics
+    return {**metrics, "notes": found.notes()}  # notes: why a figure is missing, the fitted mapping's form
 
 
 if __name__ == "__main__":
