@@ -3,9 +3,10 @@
     python test.py --checkpoint FILE --ref_dir REF --dist_dir DIST [--labels FILE] [--ntire_zip sub.zip]
     python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
 
-Writes ``name,score`` lines to ``--output`` (default ``checkpoints/<name>/results.txt``); with labels prints
-``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... [RMSE=...] main=...`` (plain RMSE only when
-the predictions are on the labels' scale). Every pair is scored (no dropped batch), all inputs are checked before
+Writes ``name,score`` lines to ``--output`` (default: beside the checkpoint, see ``options.test_options.
+default_output``); with labels prints ``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... fit=...
+[RMSE=...] main=...`` (plain RMSE only when the predictions are on the labels' scale; a missing figure as
+``n/a(<reason>)``). Every pair is scored (no dropped batch), all inputs are checked before
 any scoring, files are written atomically, and under ``torchrun`` the ranks share the pairs by reference.
 """
 from __future__ import annotations
