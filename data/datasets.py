@@ -12,6 +12,9 @@ from ahiq.utils.errors import UserError, arg, flag
 STANDARD_RATIO = "6:2:2"
 
 
+SPLIT_BY = ("reference", "pair")  # what a random split shuffles into its parts
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which labelled pairs to use and how to split them (the data options of train.py and test.py)."""
@@ -26,6 +29,7 @@ class DataConfig:
     split_ratio: str | None = None
     split_seed: int = 0
     split_file: str | None = None
+    split_by: str = "reference"  # "pair": pairs, not references, are shuffled into the parts (tiny sets only)
     synthetic_refs: int = 12
     synthetic_size: int = 128
     skip_bad: bool = False
@@ -41,6 +45,8 @@ class DataConfig:
         if self.lower_better and self.dataset != "csv":
             raise UserError(f"{flag('lower_better')} is for csv datasets ({self.dataset} scores are oriented by its "
                             "loader)")
+        if self.split_by not in SPLIT_BY:
+            raise UserError(f"{arg('split_by')}{self.split_by}: choose one of {', '.join(SPLIT_BY)}")
         if self.train_list and self.dataset != "pipal":
             raise UserError(f"{arg('train_list')}is for the pipal dataset")
 

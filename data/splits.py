@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ahiq.data.datasets import DataConfig, load_dataset
-from ahiq.data.records import Pair
+from ahiq.data.records import Pair, result_names
 from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
 from ahiq.utils.errors import UserError, arg, named, note, say
 from ahiq.utils.io import atomic_write_text
@@ -30,17 +30,30 @@ def parse_ratio(text: str) -> tuple[float, float, float]:
     return tuple(p / total for p in parts)  # type: ignore[return-value]
 
 
-def split_references(ref_ids: list[str], ratio: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
-    """Assign whole references to train/val/test at ``ratio`` after a seeded shuffle (reference-disjoint)."""
+def split_references(ref_ids: list[str], ratio: tuple[float, float, float], seed: int,
+                     by: str = "reference", ratio_text: str | None = None) -> dict[str, list[str]]:
+    """Assign whole references to train/val/test at ``ratio`` (as the user wrote it: ``ratio_text``) after a
+    seeded shuffle (reference-disjoint); with ``by="pair"`` the ids are pairs' names and the parts share
+    references."""
     ids = sorted(set(ref_ids))
     order = [ids[i] for i in np.random.RandomState(seed).permutation(len(ids))]
     n = len(ids)
     n_val = max(1, round(n * ratio[1])) if ratio[1] > 0 else 0
     n_test = max(1, round(n * ratio[2])) if ratio[2] > 0 else 0
     if n - n_val - n_test < 1:
-        raise UserError(f"{n} reference(s) cannot be split {ratio}: need at least one per part")
+        shown = ratio_text or ":".join(f"{r:g}" for r in ratio[:3 if ratio[2] else 2])
+        larger = f"give {arg('split_ratio')}a larger first (train) part"
+        way = (f"or split pairs instead of references with {arg('split_by')}pair (a pipeline check: the parts then "
+               f"share references){f', or {larger}' if n >= 3 else ''}" if by == "reference" else f"or {larger}")
+        raise UserError(f"{n} {by}(s) cannot be split {shown} (one at least per part): to score the whole set "
+                        f"without training use {arg('split')}all (test.py), {way}")
     return {"train": sorted(order[n_val + n_test:]), "val": sorted(order[:n_val]),
             "test": sorted(order[n_val:n_val + n_test])}
+
+
+def split_keys(pairs: list[Pair], by: str = "reference") -> list[str]:
+    """What a split assigns to its parts, per pair: its reference id, or (``by="pair"``) its result name."""
+    return result_names(pairs) if by == "pair" else [p.ref_id for p in pairs]
 
 
 def write_split(path: Path, split: dict[str, list[str]], info: dict) -> None:
@@ -48,22 +61,28 @@ def write_split(path: Path, split: dict[str, list[str]], info: dict) -> None:
 
 
 def read_split(path: str | Path) -> dict[str, list[str]]:
+    return read_split_file(path)[0]
+
+
+def read_split_file(path: str | Path) -> tuple[dict[str, list[str]], str]:
+    """The parts of a ``split.json`` and what they hold (``reference`` ids, or ``pair`` names)."""
     try:
         data = json.loads(Path(path).read_text())
-        return {k: list(data["splits"].get(k, [])) for k in SPLITS}
+        return {k: list(data["splits"].get(k, [])) for k in SPLITS}, str(data.get("by", "reference"))
     except FileNotFoundError:
         raise UserError(f"{arg('split_file')}{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError):
         raise UserError(f"{arg('split_file')}{path}: not a split file written by train.py (split.json)") from None
 
 
-def apply_split(pairs: list[Pair], split: dict[str, list[str]]) -> dict[str, list[Pair]]:
-    """Pairs of each part by reference id; references in no part are left out."""
+def apply_split(pairs: list[Pair], split: dict[str, list[str]], keys: list[str] | None = None) -> dict[str, list[Pair]]:
+    """Pairs of each part by reference id (or by ``keys``, one per pair: :func:`split_keys`); pairs in no part are
+    left out."""
     part_of = {ref: part for part, refs in split.items() for ref in refs}
     out: dict[str, list[Pair]] = {part: [] for part in SPLITS}
-    for pair in pairs:
-        if pair.ref_id in part_of:
-            out[part_of[pair.ref_id]].append(pair)
+    for pair, key in zip(pairs, keys or [p.ref_id for p in pairs]):
+        if key in part_of:
+            out[part_of[key]].append(pair)
     return out
 
 
@@ -88,12 +107,18 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
     else:
         split_file = cfg.split_file or (str(saved_split) if saved_split else None)
         if split_file:
-            split, info = read_split(split_file), {"dataset": cfg.dataset, "from": str(split_file)}
+            split, by = read_split_file(split_file)
+            info = {"dataset": cfg.dataset, "from": str(split_file), **({"by": by} if by != "reference" else {})}
         else:
+            by = cfg.split_by
             ratio = "1:0" if cfg.val_list and not cfg.split_ratio else cfg.ratio  # a validation list replaces it
-            split = split_references([p.ref_id for p in pairs], parse_ratio(ratio), cfg.split_seed)
-            info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed}
-        parts = apply_split(pairs, split)
+            split = split_references(split_keys(pairs, by), parse_ratio(ratio), cfg.split_seed, by, ratio)
+            info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed, **({"by": by} if by != "reference"
+                                                                                        else {})}
+            if by == "pair":
+                say(f"note: {arg('split_by')}pair: the parts share references (a pipeline check, not the "
+                    "reference-disjoint protocol)")
+        parts = apply_split(pairs, split, split_keys(pairs, by))
         if cfg.val_list:
             from ahiq.data.pipal import load_folder_pairs
 

@@ -24,7 +24,7 @@ from ahiq.engine.config import BASELINE_NAMES, parse_baselines  # noqa: F401  (r
 from ahiq.data.distortions import TYPE_NAMES, pair_types
 from ahiq.data.images import as_unit_float, read_header, read_image
 from ahiq.data.records import Pair, result_names
-from ahiq.utils.comparison import ScoredSet, comparison_report
+from ahiq.utils.comparison import TYPE_MIN_PAIRS, ScoredSet, comparison_report
 from ahiq.utils.errors import UserError, arg
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (dist, ref) (B, 3, H, W) in [0, 1] -> (B,)
@@ -140,21 +140,27 @@ def comparison_files(prefix: str | os.PathLike) -> list[Path]:
 
 
 def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], prefix: str | os.PathLike,
-                           dataset: str | None = None, device: torch.device | str = "cpu", title: str = "") -> str:
+                           dataset: str | None = None, device: torch.device | str = "cpu", title: str = "",
+                           min_pairs: int = TYPE_MIN_PAIRS) -> str:
     """Score ``pairs`` with each baseline beside AHIQ's predictions ``ahiq`` (higher = better), write
     ``<prefix>_baselines.csv`` (one row per pair, every metric) and :func:`utils.comparison.comparison_report`'s
-    tables and pictures; return the markdown."""
+    tables and pictures (a distortion type with fewer than ``min_pairs`` pairs gets no SRCC); return the
+    markdown."""
     pairs = list(pairs)
     scored = ScoredSet(result_names(pairs), pair_types(dataset, pairs), np.array([p.score for p in pairs], float),
                        {"AHIQ": np.asarray(ahiq, dtype=np.float64), **baseline_scores(names, pairs, device)})
     prefix = Path(prefix)
     scored.write(prefix.with_name(prefix.name + "_baselines.csv"))
     return comparison_report([scored], prefix, title or dataset or "pairs", TYPE_NAMES.get(dataset or ""),
-                             DATASETS[dataset].label if dataset in DATASETS else "label")
+                             DATASETS[dataset].label if dataset in DATASETS else "label", min_pairs)
 
 
-def summarise_splits(scored_files: Sequence[str | os.PathLike], prefix: str | os.PathLike, dataset: str) -> str:
-    """The comparison over the test parts of several splits, from each split's ``<output>_baselines.csv``."""
+def summarise_splits(scored_files: Sequence[str | os.PathLike], prefix: str | os.PathLike, dataset: str,
+                     min_pairs: int = TYPE_MIN_PAIRS, note: str = "") -> str:
+    """The comparison over the test parts of several splits, from each split's ``<output>_baselines.csv``
+    (``note``: said after the dataset's name in every title)."""
     sets = [ScoredSet.read(f) for f in scored_files]
-    return comparison_report(sets, prefix, f"{dataset} ({len(sets)} splits, test parts)", TYPE_NAMES.get(dataset),
-                             DATASETS[dataset].label if dataset in DATASETS else "label")
+    several = "s" if len(sets) > 1 else ""
+    title = f"{dataset}{f' {note}' if note else ''} ({len(sets)} split{several}, test part{several})"
+    return comparison_report(sets, prefix, title, TYPE_NAMES.get(dataset),
+                             DATASETS[dataset].label if dataset in DATASETS else "label", min_pairs)

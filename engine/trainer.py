@@ -38,16 +38,22 @@ from ahiq.models.checkpoint import CheckpointRecord, choose_backbones, load_head
 from ahiq.models.config import IMPLEMENTATION_ONLY, ModelConfig
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import check_outputs
-from ahiq.utils.metrics import format_metrics, iqa_metrics
+from ahiq.utils.metrics import evaluate, format_metrics
 
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
     """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
 
-    ``sum``: SRCC + PLCC (``main``) rose. ``either``: the release's rule, SRCC or PLCC rose, each against
-    the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a lower sum).
+    ``sum``: SRCC + PLCC (``main``) rose; where it is undefined (fewer than 2 validation pairs) the first validated
+    epoch is the best, so a run on a tiny set still writes ``best.pth``. ``either``: the release's rule, SRCC or
+    PLCC rose, each against the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a
+    lower sum).
     """
     if rule == "sum":
-        return metrics["main"] > best.get("main", -math.inf)
+        last = best.get("main", -math.inf)
+        last = -math.inf if math.isnan(last) else last
+        if math.isnan(metrics["main"]):  # a validation part too small to correlate (n<2): only a first best
+            return last == -math.inf and "epoch" not in best
+        return metrics["main"] > last
     if rule == "either":
         return metrics["SRCC"] > best.get("SRCC", 0.0) or metrics["PLCC"] > best.get("PLCC", 0.0)
     raise ValueError(f"rule={rule}: use one of {', '.join(BEST_RULES)}")
@@ -125,6 +131,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.T_max, cfg.eta_min, cfg.n_epoch * self.steps_per_epoch)
         self.start_epoch, self.best = 0, {"main": -math.inf}
         self.start_metrics: dict | None = None  # validation before any step (--validate_first)
+        self.val_notes: dict[str, str] = {}  # the last validation's notes (utils.metrics.Evaluation.notes)
         self.position: dict | None = None  # inside an epoch: {"epoch", "step", "loss_sum", "count"}
         if self.resume_from is not None:
             self._resume(*self.resume_from)
@@ -247,7 +254,9 @@ class Trainer:
         labels = [p.score for p in self.validation_pairs()]
         # per_split fits on the whole validation file, as the release did before its loader dropped a batch
         norm = ScoreNorm.fit([p.score for p in self.parts["val"]]) if self.cfg.score_norm == "per_split" else self.norm
-        return iqa_metrics(predictions, norm(labels))
+        found = evaluate(predictions, norm(labels))
+        self.val_notes = found.notes()  # why a figure is missing (too few pairs), and the fitted mapping's form
+        return found.metrics
 
     def checkpoint_meta(self, epoch: int) -> dict:
         return {"score_norm": self.norm.to_dict(), "label_range": self.label_range, "split": self.split_info,
@@ -276,7 +285,8 @@ class Trainer:
         self.started = time.perf_counter()
         if cfg.validate_first and self.start_epoch == 0 and self.position is None:
             self.start_metrics = self.validate()
-            self.log.info(f"epoch 0/{cfg.n_epoch} (before training) val {format_metrics(self.start_metrics)}")
+            self.log.info(f"epoch 0/{cfg.n_epoch} (before training) val "
+                          f"{format_metrics(self.start_metrics, self.val_notes)}")
         for epoch in range(self.start_epoch, cfg.n_epoch):
             start = time.perf_counter()
             loss = self.train_epoch(epoch)
@@ -296,7 +306,7 @@ class Trainer:
             stop = epoch + 1 < cfg.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
             if (epoch + 1) % cfg.val_freq == 0 or epoch + 1 == cfg.n_epoch:
                 metrics = self.validate()
-                line += f" val {format_metrics(metrics)}"
+                line += f" val {format_metrics(metrics, self.val_notes)}"
                 if improves(metrics, self.best, cfg.best_rule):  # default: by SRCC + PLCC, not SRCC *or* PLCC
                     self.best = {**metrics, "epoch": epoch + 1}
                     self.save("best.pth", epoch, loss, metrics)
@@ -309,7 +319,7 @@ class Trainer:
                 self.log.info(f"time limit of {cfg.time_limit:.0f}s reached after epoch {epoch + 1}; saved "
                               f"{self.folder.path / 'last.pth'} (--resume continues from it)")
                 break
-        if self.best["main"] > -math.inf:
+        if "epoch" in self.best:
             self.log.info(f"best: epoch {self.best.get('epoch')} {format_metrics(self.best)} -> "
                           f"{self.folder.path / 'best.pth'}")
         self.close()

@@ -23,6 +23,7 @@ from experiments import parser, train_then_test  # noqa: E402
 from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
+from ahiq.utils.comparison import spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
 
@@ -54,7 +55,8 @@ def ablation_table(dataset: str, rows: list[dict]) -> str:
     """One markdown row per preset: parameters, median metrics over the splits, median training time."""
     seeds = len(rows[0]["runs"]) if rows else 0
     lines = [[row["preset"], f"{row['parameters']:,}",
-              *(f"{np.median([run[m] for run in row['runs']]):.4f}" for m in METRICS),  # NaN stays NaN
+              *(spread_cells([run[m] for run in row["runs"]], [run.get("notes", {}).get(m) for run in row["runs"]])[1]
+                for m in METRICS),  # a figure missing on some split: its reason
               f"{np.median([run['seconds'] for run in row['runs']]):.1f} s"] for row in rows]
     return markdown_table(["preset", "trainable parameters", *(LABELS[m] for m in METRICS), "training time"], lines,
                           f"{dataset}, median over {seeds} split(s)")

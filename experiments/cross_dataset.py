@@ -24,8 +24,8 @@ from experiments import parser, test_run  # noqa: E402
 from ahiq.utils.comparison import ScoredSet  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
-from ahiq.utils.metrics import LABELS, iqa_metrics  # noqa: E402
-from ahiq.utils.tables import markdown_table, number, read_csv, write_csv  # noqa: E402
+from ahiq.utils.metrics import LABELS, evaluate, figure  # noqa: E402
+from ahiq.utils.tables import markdown_table, read_csv, write_csv  # noqa: E402
 
 COLUMNS = ("PLCC", "PLCC_fitted", "SRCC", "KRCC")
 
@@ -71,17 +71,21 @@ def main(argv=None) -> str:
             metrics = test_script.main([*test_argv, "--checkpoint", args.checkpoint, *common, *extra])
             if metrics is None:
                 raise UserError(f"{dataset}: no labels to test against")
-        found = {"AHIQ": metrics}
+        found = {"AHIQ": (metrics, metrics.get("notes", {}))}
         if args.baselines is not None:  # every metric from the same per-pair file (AHIQ's equals test.py's)
             scored = ScoredSet.read(output.with_name(f"{output.stem}_baselines.csv"))
-            found = {m: iqa_metrics(v, scored.labels) for m, v in scored.scores.items()}
+            found = {m: (e.metrics, e.notes()) for m, e in
+                     ((m, evaluate(v, scored.labels)) for m, v in scored.scores.items())}
         pairs = len(read_csv(output))  # test.py's name,score rows
-        rows += [[dataset, metric, pairs, *(m[k] for k in COLUMNS)] for metric, m in found.items()]
-    header = ["test set", "metric", "pairs", *(LABELS[k] for k in COLUMNS)]
+        rows += [[dataset, metric, pairs, *((m[k], notes.get(k)) for k in COLUMNS),
+                  notes.get("fit") or figure(float("nan"), notes.get("PLCC_fitted"))]
+                 for metric, (m, notes) in found.items()]
+    header = ["test set", "metric", "pairs", *(LABELS[k] for k in COLUMNS), "fit"]
     title = (f"cross-dataset: trained on {args.train[0] if args.train else args.checkpoint}, each test set whole "
-             "(PLCC(fitted): after the 5-parameter logistic, fitted on that set)")
-    table = markdown_table(header, [[*r[:3], *(number(v) for v in r[3:])] for r in rows], title)
-    write_csv(run / "cross_dataset.csv", header, [[*r[:3], *(number(v, 6) for v in r[3:])] for r in rows])
+             "(PLCC(fitted): after the monotonic logistic fitted on that set; fit: its form)")
+    cells = lambda r, digits: [*r[:3], *(figure(v, why, digits) for v, why in r[3:-1]), r[-1]]  # noqa: E731
+    table = markdown_table(header, [cells(r, 4) for r in rows], title)
+    write_csv(run / "cross_dataset.csv", header, [cells(r, 6) for r in rows])
     atomic_write_text(run / "cross_dataset.md", table)
     print(table)
     return table

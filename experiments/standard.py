@@ -16,26 +16,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import numpy as np  # noqa: E402
-
 from experiments import parser, train_then_test  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
-from ahiq.utils.metrics import LABELS  # noqa: E402
-from ahiq.utils.tables import markdown_table, number  # noqa: E402
+from ahiq.utils.comparison import fit_cell, spread_cells  # noqa: E402
+from ahiq.utils.metrics import LABELS, figure  # noqa: E402
+from ahiq.utils.tables import markdown_table  # noqa: E402
 
 METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 
 def summary_table(dataset: str, results: list[dict]) -> str:
-    """Median and mean ± std over the splits (a NaN on some split, e.g. the fitted PLCC of fewer than 5 pairs,
-    stays NaN), then one row per split."""
-    values = {m: [r[m] for r in results] for m in METRICS}
-    rows = [["median", *(number(np.median(values[m])) for m in METRICS)],
-            ["mean ± std", *(f"{number(np.mean(values[m]))} ± {number(np.std(values[m]))}" for m in METRICS)],
-            *([f"split {r['seed']}", *(number(r[m]) for m in METRICS)] for r in results)]
-    return markdown_table([f"{dataset} ({len(results)} splits)", *(LABELS[m] for m in METRICS)], rows)
+    """Median and mean ± std over the splits, then one row per split, and the form of the fitted mapping. A figure
+    missing on some split (the fitted PLCC of fewer than 5 pairs) is its reason there, never a NaN."""
+    notes = [r.get("notes", {}) for r in results]
+    rows = [["median"], ["mean ± std"]]
+    for m in METRICS:
+        cells = spread_cells([r[m] for r in results], [n.get(m) for n in notes])
+        rows[0].append(cells[1])
+        rows[1].append(cells[2] if cells[2].startswith("n/a") else f"{cells[2]} ± {cells[3]}")
+    forms = fit_cell([n.get("fit") for n in notes], [n.get("PLCC_fitted") for n in notes])
+    rows[0].append(forms)
+    rows[1].append("")
+    rows += [[f"split {r['seed']}", *(figure(r[m], n.get(m)) for m in METRICS), fit_cell([n.get("fit")], [n.get(
+        "PLCC_fitted")])] for r, n in zip(results, notes)]
+    return markdown_table([f"{dataset} ({len(results)} splits)", *(LABELS[m] for m in METRICS), "fit"], rows)
 
 
 @cli_main
@@ -48,10 +54,18 @@ def main(argv=None) -> str:
     p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the tables go")
     p.add_argument("--baselines", default=None, help="classical metrics on each split's test pairs (test.py "
                    "--baselines), e.g. psnr,ssim: their rows and the per-type table join the table")
+    p.add_argument("--type_min_pairs", type=int, default=5, help="the fewest test pairs of a distortion type that get "
+                   "an SRCC in the per-type table (a type with fewer shows its count and n/a)")
+    p.add_argument("--split_by", default="reference", choices=["reference", "pair"],
+                   help="reference: reference-disjoint splits (the protocol); pair: pairs shuffled into the parts, "
+                        "for a set of too few references (the table says so)")
     args, extra = p.parse_known_args(argv)
+    if not 1 <= args.type_min_pairs <= 10**6:
+        raise UserError("--type_min_pairs must be 1..1000000")
     if not 1 <= args.seeds <= 1000:
         raise UserError("--seeds must be 1..1000")
-    baselines = [] if args.baselines is None else ["--baselines", args.baselines]
+    baselines = [] if args.baselines is None else ["--baselines", args.baselines, "--type_min_pairs",
+                                                   str(args.type_min_pairs)]
     if baselines:
         check_baselines(parse_baselines(args.baselines))  # before any training
     root, results = Path(args.checkpoints_dir), []
@@ -60,14 +74,17 @@ def main(argv=None) -> str:
         print(f"== split {seed + 1}/{args.seeds}: {name}", flush=True)
         run = root / name
         metrics = train_then_test(["--dataset", args.dataset, "--name", name, "--checkpoints_dir", str(root),
-                                   "--split_ratio", args.split_ratio, "--split_seed", str(seed), *extra], run,
+                                   "--split_ratio", args.split_ratio, "--split_seed", str(seed), "--split_by",
+                                   args.split_by, *extra], run,
                                   ["--split", "test", "--crops", args.test_crops, "--output",
                                    str(run / "test_results.txt"), *baselines])
         results.append({"seed": seed, **metrics})
-    table = summary_table(args.dataset, results)
+    note = "[split by pair: the parts share references]" if args.split_by == "pair" else ""
+    table = summary_table(f"{args.dataset} {note}".strip(), results)
     if baselines:
         table += "\n" + summarise_splits([root / f"{args.dataset}_split{r['seed']}" / "test_results_baselines.csv"
-                                          for r in results], root / args.dataset, args.dataset)
+                                          for r in results], root / args.dataset, args.dataset, args.type_min_pairs,
+                                         note)
     atomic_write_text(root / f"{args.dataset}_splits.md", table)
     print(table)
     return table

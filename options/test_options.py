@@ -42,8 +42,10 @@ class TestOptions(BaseOptions):
         g.add_argument("--labels", type=str, default=None, help="labels of --dist_dir (name,score) for metrics")
         add_bool(g, "--flip_tta", False, "also score the left-right flipped pair and average (test-time augmentation)")
         g.add_argument("--output", type=str, default=None,
-                       help="name,score file (default checkpoints/<name>/results.txt); a stopped run continues from "
-                            "its journal (<output>.journal) when run again with the same settings")
+                       help="name,score file (default: beside the checkpoint: its run folder's results.txt for a "
+                            "run's best.pth, else <checkpoint stem>_results.txt next to the file; the released one: "
+                            "checkpoints/<name>/results.txt; --checkpoint none: ./results.txt); a stopped run "
+                            "continues from its journal (<output>.journal) when run again with the same settings")
         g.add_argument("--ntire_zip", type=str, default=None,
                        help="also write the NTIRE submission zip (output.txt + readme.txt)")
         g.add_argument("--plot", type=str, default=None, help="PNG of predictions against labels (needs labels)")
@@ -51,6 +53,9 @@ class TestOptions(BaseOptions):
                        help=f"also score the same pairs with classical metrics (piq): {', '.join(BASELINE_NAMES)}, all, or "
                             "none; prints and writes <output>_baselines.csv (per pair), _comparison.md/.csv, "
                             "_types.csv (SRCC per distortion type), _scatter.png, _types.png (needs labels)")
+        g.add_argument("--type_min_pairs", type=int, default=5,
+                       help="the fewest pairs of a distortion type that get a correlation in the per-type tables of "
+                            "--baselines (a type with fewer shows its count and n/a)")
         g.add_argument("--denormalize", type=auto_bool, default="auto",
                        help="map predictions back to the training label scale stored in the checkpoint: auto = "
                             "only when the test labels are on that scale (same dataset, labels within the training "
@@ -70,11 +75,27 @@ class TestOptions(BaseOptions):
             data_config(opt)
         if opt.baselines is not None:
             parse_baselines(opt.baselines)
+        if not 1 <= opt.type_min_pairs <= 10**6:
+            raise UserError(f"--type_min_pairs {opt.type_min_pairs}: give 1..1000000")
 
     def config(self, opt: argparse.Namespace) -> ScoreConfig:
         run = Path(opt.checkpoints_dir) / opt.name
         checkpoint = opt.checkpoint
         if checkpoint is None and "name" in self.given | self.from_file:
             checkpoint = str(run / "best.pth")  # a named run's own; without a name, the released checkpoint
-        output = opt.output or str(run / "results.txt")
+        output = opt.output or str(default_output(checkpoint, run, "name" in self.given | self.from_file))
         return score_config(self, opt, checkpoint=checkpoint, output=output)
+
+
+def default_output(checkpoint: str | None, run: Path, named: bool) -> Path:
+    """Where results go without ``--output``: beside the checkpoint they come from. A run's ``best.pth``: the run
+    folder's ``results.txt``; another file: ``<its stem>_results.txt`` next to it; the released checkpoint (None):
+    its folder ``checkpoints/<name>/results.txt``; random heads (``none``): the named run's folder, else
+    ``./results.txt``."""
+    if checkpoint is None:
+        return run / "results.txt"
+    if checkpoint.lower() == "none":
+        return run / "results.txt" if named else Path("results.txt")
+    path = Path(checkpoint)
+    in_run = path.name == "best.pth" and (path.parent / "opt.json").is_file()
+    return path.parent / ("results.txt" if in_run or (named and path == run / "best.pth") else f"{path.stem}_results.txt")

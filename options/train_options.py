@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ahiq.data.crops import REUSE_NOTE, parse_crops
-from ahiq.data.datasets import DATASETS, DataConfig
+from ahiq.data.datasets import DATASETS, SPLIT_BY, DataConfig
 from ahiq.data.crops import CROP_RULES
 from ahiq.engine.config import BEST_RULES, TrainConfig, run_defining
 from ahiq.options.base_options import (BaseOptions, add_bool, add_run_folder_options, build, load_options_file,
@@ -37,6 +37,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                         "(default 9:1 for pipal, 3:1 for synthetic, 6:2:2 for the standard sets)")
     g.add_argument("--split_seed", type=int, default=0, help="seed of the reference-disjoint split")
     g.add_argument("--split_file", type=str, default=None, help="reuse a split.json written by an earlier run")
+    g.add_argument("--split_by", type=str, default="reference", choices=list(SPLIT_BY),
+                   help="what the random split shuffles into train/val/test: whole references (the protocol), or "
+                        "single pairs (for a set of too few references to split, e.g. a one-reference sample; its "
+                        "parts then share references and every table says so)")
     g.add_argument("--synthetic_refs", type=int, default=12, help="synthetic: number of reference images")
     g.add_argument("--synthetic_size", type=int, default=128, help="synthetic: image side in pixels")
     g.add_argument("--check_data", action="store_true",

@@ -90,6 +90,34 @@ def test_reference_disjoint_split_and_reuse(tmp_path):
             parse_ratio(bad)
 
 
+def test_split_by_pair_for_a_set_too_small_to_split_by_reference(tmp_path):
+    """KADID-10k's layout with one reference and 6 distorted images: 6:2:2 by reference stops in one line naming
+    --split all and --split_by pair; by pair the parts share the reference, and split.json (which says "by": "pair")
+    gives the same parts back."""
+    from ahiq.data.datasets import DataConfig
+    from ahiq.data.splits import prepare_splits
+
+    (tmp_path / "images").mkdir()
+    names = [f"I01_{t:02d}_01.png" for t in range(1, 7)]
+    (tmp_path / "dmos.csv").write_text("dist_img,ref_img,dmos,var\n" + "".join(
+        f"{n},I01.png,{1 + 0.5 * k},0.1\n" for k, n in enumerate(names)))
+    with pytest.raises(UserError) as err:
+        prepare_splits(DataConfig("kadid10k", str(tmp_path)), None)
+    assert err.value.for_cli() == (
+        "1 reference(s) cannot be split 6:2:2 (one at least per part): to score the whole set without training use "
+        "--split all (test.py), or split pairs instead of references with --split_by pair (a pipeline check: the "
+        "parts then share references)")
+    parts, info = prepare_splits(DataConfig("kadid10k", str(tmp_path), split_ratio="4:1:1", split_by="pair"), tmp_path)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [4, 1, 1] and info["by"] == "pair"
+    assert sorted(p.name for part in parts.values() for p in part) == names
+    assert {p.ref_id for part in parts.values() for p in part} == {"i01"}
+    again, info = prepare_splits(DataConfig("kadid10k", str(tmp_path), split_file=str(tmp_path / "split.json")), None)
+    assert {k: [p.name for p in v] for k, v in again.items()} == {k: [p.name for p in v] for k, v in parts.items()}
+    assert info["by"] == "pair"
+    with pytest.raises(UserError, match=r"6 pair\(s\) cannot be split 1:3:3 .* split_ratio=a larger first"):
+        prepare_splits(DataConfig("kadid10k", str(tmp_path), split_by="pair", split_ratio="1:3:3"), None)
+
+
 def test_score_normalisation_round_trip():
     scores = np.array([916.7, 1200.0, 1836.0, 1500.5])
     norm = ScoreNorm.fit(scores)

@@ -15,7 +15,7 @@ def test_repeated_splits_table(tmp_path, capsys):
         "--synthetic_size", "32", "--crop_size", "32", "--batch_size", "4", "--n_epoch", "1", "--max_steps", "2",
         "--pretrained_backbones", "false", "--device", "cpu", "--val_crops", "center", "--progress", "false", *TINY_ARGS])
     lines = table.splitlines()
-    assert lines[0] == "| synthetic (2 splits) | SRCC | PLCC | KRCC | PLCC(fitted) | RMSE(fitted) |"
+    assert lines[0] == "| synthetic (2 splits) | SRCC | PLCC | KRCC | PLCC(fitted) | RMSE(fitted) | fit |"
     assert lines[2].startswith("| median | ") and lines[3].startswith("| mean ± std | ")
     assert len(re.findall(r"-?\d\.\d{4}", lines[2])) == 5
     assert (tmp_path / "synthetic_splits.md").read_text() == table
@@ -23,6 +23,33 @@ def test_repeated_splits_table(tmp_path, capsys):
         run = tmp_path / f"synthetic_split{seed}"
         assert (run / "best.pth").is_file() and len((run / "test_results.txt").read_text().splitlines()) == 24
     assert "test: SRCC=" in capsys.readouterr().out
+
+
+def test_repeated_splits_on_the_one_reference_mini_set(tmp_path, capsys):
+    """The README's small-set recipe (tiny network): pairs split, not references, 1:1:2, no score normalisation
+    (one training pair has no spread); every split trains, writes best.pth (a one-pair validation has no
+    correlation) and tests its two pairs; every figure of every table is a number or a stated reason."""
+    from tests.conftest import shared_path
+
+    mini = shared_path("data", "mini", "KADID-10k-mini")
+    table = standard.main([
+        "--dataset", "kadid10k", "--data_root", str(mini), "--split_by", "pair", "--split_ratio", "1:1:2",
+        "--score_norm", "none", "--seeds", "2", "--n_epoch", "1", "--batch_size", "1", "--test_crops", "center",
+        "--val_crops", "center", "--crop_size", "64", "--pretrained_backbones", "false", "--baselines", "psnr,ssim",
+        "--checkpoints_dir", str(tmp_path), "--device", "cpu", "--progress", "false", *TINY_ARGS])
+    out = capsys.readouterr()
+    assert "the parts share references" in out.err
+    for seed in (0, 1):
+        run = tmp_path / f"kadid10k_split{seed}"
+        assert (run / "best.pth").is_file() and len((run / "test_results.txt").read_text().splitlines()) == 2
+    assert "nan" not in table.lower() and table.startswith(
+        "| kadid10k [split by pair: the parts share references] (2 splits) | SRCC |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert rows["median"][4:] == ["n/a (n=2<5)", "n/a (n=2<5)", "n/a (n=2<5) |"]
+    assert re.fullmatch(r"-?1\.0000", rows["split 0"][1]) and rows["PSNR"][1] == "2"
+    assert rows["01"][3:] == ["n/a (n<5)"] * 2 + ["n/a (n<5) |"]
+    for suffix in ("_comparison.csv", "_types.csv"):
+        assert "nan" not in (tmp_path / f"kadid10k{suffix}").read_text().lower()
 
 
 def test_ablations_table_over_every_preset(tmp_path, capsys):

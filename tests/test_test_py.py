@@ -248,6 +248,61 @@ def test_cross_dataset_on_the_real_kadid_subset(authors_files, tmp_path, run):
     assert [float(r.split(",")[2]) for r in labels] == [4.33, 1.1, 2.27, 1.33]
 
 
+def test_mini_set_every_figure_a_number_or_a_reason(authors_files, tmp_path, run):
+    """The real 4-pair KADID-10k sample, whole, with baselines and --plot: the fit needs 5 pairs and says so
+    (no nan anywhere), per-type rows of 1-2 pairs show their count and no SRCC, PSNR's SRCC is scipy's on the
+    set's documented PSNRs; the results go beside the checkpoint (no --output); a split of one reference names
+    --split all in its one line."""
+    import numpy as np
+    from scipy import stats
+
+    from ahiq.utils.tables import read_csv
+    from tests.conftest import shared_path
+
+    mini = shared_path("data", "mini", "KADID-10k-mini")
+    folder, _ = authors_files
+    plot = tmp_path / "plot.png"
+    common = ["--dataset", "kadid10k", "--data_root", str(mini), "--crops", "center", *weights(authors_files)]
+    proc = run("test.py", *common, "--split", "all", "--baselines", "psnr,ssim", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    results = folder / "ahiq_results.txt"  # beside the checkpoint ahiq.pth, not in checkpoints/ahiq_pipal/
+    assert f"to {results} " in proc.stderr and len(results.read_text().splitlines()) == 4
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("test: SRCC="))
+    assert line.endswith("PLCC(fitted)=n/a(n=4<5) RMSE(fitted)=n/a(n=4<5) main=" + line.rsplit("main=", 1)[1])
+    assert "nan" not in proc.stdout.lower() and cv2.imread(str(plot)) is not None
+    table = (folder / "ahiq_results_comparison.md").read_text()
+    rows = {r.split(" | ")[0][2:]: r.split(" | ") for r in table.splitlines() if r.startswith("| ")}
+    psnr = stats.spearmanr([40.25, 20.47, 17.84, 20.95], [4.33, 1.1, 2.27, 1.33])[0]
+    assert rows["PSNR"][2] == f"{psnr:.4f}" and rows["PSNR"][5:7] == ["n/a (n=4<5)", "n/a (n=4<5)"]
+    assert rows["01"][2:] == ["2", "n/a (n<5)", "n/a (n<5)", "n/a (n<5) |"]
+    assert rows["06"][2] == "1" and "nan" not in table
+    for name in ("ahiq_results_comparison.csv", "ahiq_results_types.csv"):
+        cells = [c for r in read_csv(folder / name) for c in r]
+        assert "nan" not in cells and ("n/a (n=4<5)" in cells or "n/a (n<5)" in cells)
+    assert np.isfinite(proc.value["SRCC"]) and proc.value["notes"]["PLCC_fitted"] == "n=4<5"
+    for suffix in ("", "_labels", "_baselines", "_comparison", "_types", "_scatter", "_types"):
+        for found in folder.glob(f"ahiq_results{suffix}.*"):
+            found.unlink()
+    proc = run("test.py", *common, "--output", str(tmp_path / "r.txt"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "1 reference(s) cannot be split 6:2:2" in proc.stderr and "use --split all (test.py)" in proc.stderr
+    assert "--split_by pair" in proc.stderr
+
+
+def test_results_go_beside_their_checkpoint(tmp_path):
+    from ahiq.options.test_options import default_output
+
+    run = tmp_path / "checkpoints" / "mine"
+    run.mkdir(parents=True)
+    (run / "opt.json").write_text("{}")
+    assert default_output(str(run / "best.pth"), tmp_path / "checkpoints" / "ahiq_pipal", False) == run / "results.txt"
+    assert default_output(str(run / "last.pth"), run, True) == run / "last_results.txt"
+    assert default_output(str(tmp_path / "w" / "m.pth"), run, True) == tmp_path / "w" / "m_results.txt"
+    assert default_output(None, run, False) == run / "results.txt"  # the released checkpoint: checkpoints/<name>/
+    assert default_output("none", run, False) == Path("results.txt")
+    assert default_output("None", run, True) == run / "results.txt"
+
+
 # The tiny architecture through the real code paths, random backbones.
 TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
 

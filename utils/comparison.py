@@ -16,11 +16,12 @@ import numpy as np
 from scipy import stats
 
 from ahiq.utils.io import atomic_write_text
-from ahiq.utils.metrics import LABELS, iqa_metrics
-from ahiq.utils.tables import markdown_table, number, read_csv, write_csv
+from ahiq.utils.metrics import LABELS, Evaluation, evaluate, figure
+from ahiq.utils.tables import markdown_table, read_csv, write_csv
 
 OVERALL = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 NO_TYPE = "(none)"
+TYPE_MIN_PAIRS = 5  # a correlation over fewer pairs says little: such a type shows its count, not a figure
 
 
 @dataclass
@@ -55,35 +56,79 @@ def srcc(pred, labels) -> float:
     return float(stats.spearmanr(pred, labels)[0])
 
 
+def _why_no_srcc(pred, labels) -> str:
+    return f"n={len(labels)}<2" if len(labels) < 2 else "constant predictions" if np.ptp(pred) == 0 else "constant labels"
+
+
 def _pairs_cell(counts: Sequence[int]) -> str:
     return str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
 
 
-def _spread_cell(values: Sequence[float]) -> str:
-    """One split: the value; several: ``median (mean ± std)`` (a NaN on any split stays NaN)."""
-    if len(values) == 1:
-        return number(values[0])
-    return f"{number(float(np.median(values)))} ({number(float(np.mean(values)))} ± {number(float(np.std(values)))})"
+def _missing(whys: Sequence[str | None], n_sets: int) -> str:
+    """The cell of a figure missing on some sets: its reasons, and on how many sets when not on all."""
+    found = [w for w in whys if w is not None]
+    reasons = ", ".join(dict.fromkeys(found))
+    return f"n/a ({reasons})" if len(found) == n_sets else f"n/a ({reasons} on {len(found)} of {n_sets} splits)"
 
 
-def overall_rows(sets: Sequence[ScoredSet]) -> tuple[list[list], list[list]]:
-    """Per metric, over the sets: (markdown rows ``metric, pairs, SRCC..RMSE(fitted)``, CSV rows ``metric, splits,
-    pairs_min, pairs_max`` + median/mean/std of each metric). The logistic of the fitted columns is fitted per set,
-    on that metric's own predictions."""
+def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: int = 4) -> tuple[str, str, str, str]:
+    """(markdown cell, median, mean, std) of one figure over the sets (``whys``: why it is missing on each, None
+    where it is not). One set: the value; several: ``median (mean ± std)``. A
+    figure missing on any set is its reason (:func:`_missing`) in every cell, never a NaN."""
+    if any(w is not None for w in whys):
+        cell = _missing(whys, len(values))
+        return cell, cell, cell, cell
+    med, mean, std = (float(f(values)) for f in (np.median, np.mean, np.std))
+    md = figure(values[0]) if len(values) == 1 else f"{figure(med)} ({figure(mean)} ± {figure(std)})"
+    return md, figure(med, digits=digits), figure(mean, digits=digits), figure(std, digits=digits)
+
+
+def fit_cell(forms: Sequence[str | None], whys: Sequence[str | None] = ()) -> str:
+    """The form of the mapping behind PLCC(fitted) over the sets (``forms``, None where a set had none, ``whys``
+    saying why): ``logistic5``, or ``logistic5 x2, logistic4 x1`` where the sets differ; ``n/a (n=4<5)`` where no
+    set had one."""
+    found = [f for f in forms if f]
+    if not found:
+        return _missing([w or "undefined" for w in (whys or [None] * len(forms))], len(forms))
+    counts = {f: found.count(f) for f in dict.fromkeys(found)}
+    if len(counts) == 1 and len(found) == len(forms):
+        return found[0]
+    return ", ".join(f"{f} x{c}" for f, c in counts.items()) + (
+        f", none x{len(forms) - len(found)}" if len(found) < len(forms) else "")
+
+
+def _fit_cell(evaluations: Sequence[Evaluation]) -> str:
+    return fit_cell([e.fit.form if e.fit else None for e in evaluations],
+                    [e.why.get("PLCC_fitted") for e in evaluations])
+
+
+def evaluations(sets: Sequence[ScoredSet]) -> dict[str, list[Evaluation]]:
+    """Per metric, its :func:`utils.metrics.evaluate` on each set (the logistic fitted per set, on that metric's
+    own predictions)."""
+    return {metric: [evaluate(s.scores[metric], s.labels) for s in sets] for metric in sets[0].scores}
+
+
+def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] | None = None
+                 ) -> tuple[list[list], list[list]]:
+    """Per metric, over the sets: (markdown rows ``metric, pairs, SRCC..RMSE(fitted), fit``, CSV rows ``metric,
+    splits, pairs_min, pairs_max`` + median/mean/std of each metric + ``fit``). A missing figure is its reason."""
+    found = found or evaluations(sets)
     md, table = [], []
-    for metric in sets[0].scores:
-        per_set = [iqa_metrics(s.scores[metric], s.labels) for s in sets]
-        counts = [len(s.labels) for s in sets]
-        values = {k: [m[k] for m in per_set] for k in OVERALL}
-        md.append([metric, _pairs_cell(counts), *(_spread_cell(values[k]) for k in OVERALL)])
-        table.append([metric, len(sets), min(counts), max(counts), *(
-            number(f(values[k]), 6) for k in OVERALL for f in (np.median, np.mean, np.std))])
+    counts = [len(s.labels) for s in sets]
+    for metric, per_set in found.items():
+        cells = {k: spread_cells([e.metrics[k] for e in per_set], [e.why.get(k) for e in per_set], 6) for k in OVERALL}
+        md.append([metric, _pairs_cell(counts), *(cells[k][0] for k in OVERALL), _fit_cell(per_set)])
+        table.append([metric, len(sets), min(counts), max(counts), *(c for k in OVERALL for c in cells[k][1:]),
+                      _fit_cell(per_set)])
     return md, table
 
 
-def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str]) -> list[list]:
+def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
+              min_pairs: int = TYPE_MIN_PAIRS) -> list[list]:
     """Per distortion type (sorted by code), ``code, name, pairs`` and each metric's SRCC on that type's pairs
-    (median over the sets), then ``all``. Empty when no pair has a type."""
+    (median over the sets), then ``all``. A row with fewer than ``min_pairs`` pairs on some set shows its count
+    and, instead of a correlation, the string ``n/a (n<min_pairs)``; an SRCC undefined on some set (constant
+    labels) the reason. Empty when no pair has a type."""
     codes = sorted({t or NO_TYPE for s in sets for t in s.types})
     if codes == [NO_TYPE]:
         return []
@@ -91,40 +136,74 @@ def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str]) -> list[lis
     for code in [*codes, None]:
         picks = [np.array([code is None or (t or NO_TYPE) == code for t in s.types]) for s in sets]
         counts = [int(p.sum()) for p in picks]
-        cells = [float(np.median([srcc(s.scores[m][p], s.labels[p]) for s, p in zip(sets, picks)]))
-                 for m in sets[0].scores]
+        cells: list[float | str] = []
+        for metric in sets[0].scores:
+            if min(counts) < min_pairs:
+                cells.append(f"n/a (n<{min_pairs})")
+                continue
+            values = [srcc(s.scores[metric][p], s.labels[p]) for s, p in zip(sets, picks)]
+            whys = [None if v == v else _why_no_srcc(s.scores[metric][p], s.labels[p])
+                    for v, s, p in zip(values, sets, picks)]
+            cells.append(_missing(whys, len(sets)) if any(whys) else float(np.median(values)))
         rows.append([code or "all", type_names.get(code, "") if code else "all types", _pairs_cell(counts), *cells])
     return rows
 
 
+def _type_cell(value: float | str, digits: int = 4) -> str:
+    return value if isinstance(value, str) else figure(value, digits=digits)
+
+
 def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, title: str,
-                      type_names: dict[str, str] | None = None, label_name: str = "label") -> str:
+                      type_names: dict[str, str] | None = None, label_name: str = "label",
+                      min_pairs: int = TYPE_MIN_PAIRS, set_name: str = "split") -> str:
     """Write ``<prefix>_comparison.md`` (both tables), ``_comparison.csv``, ``_types.csv``, ``_scatter.png``
-    (of the first set) and ``_types.png``; return the markdown."""
-    from ahiq.utils.visual import save_fitted_scatter, save_type_bars
+    (every set: all the points, each set's fitted curve) and ``_types.png``; return the markdown. ``min_pairs``:
+    the fewest pairs of a type that get an SRCC; ``set_name`` what one set is (a split)."""
+    from ahiq.utils.visual import ScatterPanel, save_fitted_scatter, save_type_bars
 
     prefix, metrics, several = Path(prefix), list(sets[0].scores), len(sets) > 1
     out = lambda suffix: prefix.with_name(prefix.name + suffix)
-    md, table = overall_rows(sets)
-    text = markdown_table(["metric", "pairs", *(LABELS[k] for k in OVERALL)], md, f"{title}: every metric on the same "
-                          f"pairs ({f'{len(sets)} splits, median (mean ± std)' if several else 'one set'}; predictions "
-                          "oriented higher = better)")
+    found = evaluations(sets)
+    md, table = overall_rows(sets, found)
+    sets_text = f"{len(sets)} {set_name}s, median (mean ± std)" if several else "one set"
+    text = markdown_table(["metric", "pairs", *(LABELS[k] for k in OVERALL), "fit"], md,
+                          f"{title}: every metric on the same pairs ({sets_text}; predictions oriented higher = "
+                          "better; fit: the monotonic mapping behind the fitted figures)")
     write_csv(out("_comparison.csv"), ["metric", "splits", "pairs_min", "pairs_max",
-                                       *(f"{k}_{s}" for k in OVERALL for s in ("median", "mean", "std"))], table)
-    types = type_rows(sets, type_names or {})
+                                       *(f"{k}_{s}" for k in OVERALL for s in ("median", "mean", "std")), "fit"], table)
+    types = type_rows(sets, type_names or {}, min_pairs)
     if types:
-        heading = f"{title}: SRCC per distortion type" + (" (median over the splits)" if several else "")
+        heading = f"{title}: SRCC per distortion type" + (f" (median over the {set_name}s)" if several else "")
         text += "\n" + markdown_table(["type", "name", "pairs", *metrics],
-                                      [[*r[:3], *(number(v) for v in r[3:])] for r in types], heading)
+                                      [[*r[:3], *(_type_cell(v) for v in r[3:])] for r in types], heading)
+        text += (f"\nRows with fewer than {min_pairs} pairs{' on a ' + set_name if several else ''} get no SRCC "
+                 "(n/a; an SRCC of so few pairs says little); the first table has the figures of all pairs.\n")
         write_csv(out("_types.csv"), ["type", "name", "pairs", *metrics],
-                  [[*r[:3], *(number(v, 6) for v in r[3:])] for r in types])
-        save_type_bars([f"{r[0]} {r[1]}".strip() for r in types[:-1]],
-                       {m: [r[3 + k] for r in types[:-1]] for k, m in enumerate(metrics)}, out("_types.png"), heading)
+                  [[*r[:3], *(_type_cell(v, 6) for v in r[3:])] for r in types])
+        shown = types[:-1]
+        few = f"n/a (n<{min_pairs})"
+        notes = [next((f"{r[2]} pair{'' if r[2] == '1' else 's'}, fewer than {min_pairs}" if v == few else v
+                       for v in r[3:] if isinstance(v, str)), None) for r in shown]
+        save_type_bars([f"{r[0]} {r[1]}".strip() for r in shown],
+                       {m: [v if isinstance(v, float) else math.nan for v in (r[3 + k] for r in shown)]
+                        for k, m in enumerate(metrics)}, out("_types.png"), heading, notes)
     else:
         text += "\nno distortion types known for these pairs (no per-type table)\n"
-    first = sets[0]
-    save_fitted_scatter([(m, first.scores[m], iqa_metrics(first.scores[m], first.labels)) for m in metrics],
-                        first.labels, out("_scatter.png"), label_name,
-                        f"{title}{' (split 0)' if several else ''}, n={len(first.labels)}")
+    n = sum(len(s.labels) for s in sets)
+    drawn = f"every {set_name}'s pairs, n={n}, one fitted curve per {set_name}" if several else f"n={n}"
+    panels = [ScatterPanel(m, _panel_caption(found[m], several), [s.scores[m] for s in sets],
+                           [e.fit for e in found[m]]) for m in metrics]
+    save_fitted_scatter(panels, [s.labels for s in sets], out("_scatter.png"), label_name, f"{title}: {drawn}")
     atomic_write_text(out("_comparison.md"), text)
     return text
+
+
+def _panel_caption(per_set: Sequence[Evaluation], several: bool) -> str:
+    """A scatter panel's figures, one a line (so a title never outgrows its panel): SRCC and PLCC(fitted) (their
+    medians over the sets) and the fitted mapping's form."""
+    lines = [f"median of {len(per_set)}" if several else ""]
+    for key in ("SRCC", "PLCC_fitted"):
+        median = spread_cells([e.metrics[key] for e in per_set], [e.why.get(key) for e in per_set])[1]
+        lines.append(f"{LABELS[key]} {median}")
+    form = _fit_cell(per_set)
+    return "\n".join(lines + ([] if form.startswith("n/a") else [f"fit: {form}"]))  # no fit: PLCC(fitted) says why

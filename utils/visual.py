@@ -1,16 +1,22 @@
-"""Pictures: per-pair quality maps, prediction-vs-label scatter plots (with the fitted logistic) and per-type SRCC
-bars (matplotlib, no display needed)."""
+"""Pictures: per-pair quality maps, label-vs-prediction scatter plots (with the fitted logistic) and per-type SRCC
+bars (matplotlib, no display needed).
+
+One orientation everywhere, as in the AHIQ and PIPAL papers: the subjective score (the label) on x, the metric's
+prediction on y. Figures use matplotlib's constrained layout, so titles, axis labels and tick labels never overlap
+whatever the number of panels.
+"""
 from __future__ import annotations
 
 import functools
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ahiq.utils.io import atomic_write
-from ahiq.utils.metrics import fit_logistic5, logistic5
+from ahiq.utils.metrics import LogisticFit
 
 
 @functools.cache
@@ -77,56 +83,86 @@ def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.nd
     return path
 
 
-def save_scatter(pred, labels, metrics: dict, path: str | Path, label_name: str = "MOS",
-                 pred_name: str = "AHIQ prediction") -> None:
-    """Predictions against labels with SRCC/PLCC in the title; ``label_name`` and ``pred_name`` label the axes
-    (the label's real name and scale, e.g. ``dmos (1-5 ACR)``)."""
+def _draw_fit(ax, fit: LogisticFit | None, pred: np.ndarray, **style) -> None:
+    """The fitted mapping label = fit(prediction) in label-x / prediction-y axes: the points (fit(p), p) over the
+    predictions' range (a monotonic fit makes it the graph of a function of the label)."""
+    if fit is None or pred.size == 0 or np.ptp(pred) == 0:
+        return
+    p = np.linspace(float(pred.min()), float(pred.max()), 200)
+    ax.plot(fit(p), p, **{"color": "tab:red", "lw": 1.5, **style})
+
+
+def save_scatter(pred, labels, caption: str, path: str | Path, label_name: str = "MOS",
+                 pred_name: str = "AHIQ prediction", fit: LogisticFit | None = None) -> None:
+    """Labels (x) against predictions (y), with ``fit`` (the fitted logistic) when given and ``caption`` (the
+    figures: SRCC, PLCC, ...) as the title; ``label_name`` and ``pred_name`` label the axes (the label's real
+    name and scale, e.g. ``dmos (1-5 ACR)``)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    pred = np.asarray(pred, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
     ax.scatter(labels, pred, s=6, alpha=0.6)
+    _draw_fit(ax, fit, pred)
     ax.set_xlabel(label_name)
-    ax.set_ylabel(pred_name)
-    ax.set_title(f"SRCC={metrics['SRCC']:.4f}  PLCC={metrics['PLCC']:.4f}  (n={len(pred)})")
+    ax.set_ylabel(pred_name, wrap=True)
+    ax.set_title(caption, fontsize=9)
     ax.grid(alpha=0.3)
     _save_figure(fig, Path(path))
 
 
-def save_fitted_scatter(panels: Sequence[tuple[str, np.ndarray, dict]], labels, path: str | Path,
+@dataclass
+class ScatterPanel:
+    """One metric's panel of :func:`save_fitted_scatter`: its ``metric`` name, a ``caption`` (its first line goes
+    beside the name, e.g. ``median of 3``, the others, e.g. the figures, below it), and per set its predictions
+    ``preds`` and fitted mapping ``fits`` (None: too few pairs)."""
+
+    metric: str
+    caption: str
+    preds: Sequence[np.ndarray]
+    fits: Sequence[LogisticFit | None]
+
+
+def save_fitted_scatter(panels: Sequence[ScatterPanel], labels: Sequence[np.ndarray], path: str | Path,
                         label_name: str = "MOS", title: str = "") -> None:
-    """One panel per ``(metric, predictions, its iqa_metrics)``: labels against predictions (higher = better) with
-    the fitted 5-parameter logistic (:func:`utils.metrics.fit_logistic5`) and SRCC / PLCC(fitted) above."""
+    """One panel per metric: the labels of every set (``labels``, one array per set) on x against that metric's
+    predictions (higher = better) on y, each set's fitted logistic (:func:`utils.metrics.fit_logistic`) drawn
+    over it, and the panel's caption above."""
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
     plt = _pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.8 * rows), squeeze=False)
-    labels = np.asarray(labels, dtype=np.float64)
-    for k, (ax, (metric, pred, m)) in enumerate(zip(axes.flat, panels)):
-        pred = np.asarray(pred, dtype=np.float64)
-        ax.scatter(pred, labels, s=6, alpha=0.6)
-        if len(pred) >= 5 and np.ptp(pred) > 0:
-            x = np.linspace(pred.min(), pred.max(), 200)
-            ax.plot(x, logistic5(x, *fit_logistic5(pred, labels)), color="tab:red", lw=1.5)
-        ax.set_xlabel(f"{metric} (oriented higher = better)")
-        if k % cols == 0:
-            ax.set_ylabel(label_name)
-        ax.set_title(f"{metric}: SRCC={m['SRCC']:.4f} PLCC(fitted)={m['PLCC_fitted']:.4f}", fontsize=9)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.2 * rows + 0.4), squeeze=False, layout="constrained")
+    several = len(labels) > 1
+    for ax, panel in zip(axes.flat, panels):
+        for y, pred, fit in zip(labels, panel.preds, panel.fits):
+            pred = np.asarray(pred, dtype=np.float64)
+            ax.scatter(np.asarray(y, dtype=np.float64), pred, s=6, alpha=0.5, color="tab:blue")
+            _draw_fit(ax, fit, pred, lw=1.0 if several else 1.5, alpha=0.7 if several else 1.0)
+        ax.set_xlabel(label_name, fontsize=9)
+        ax.set_ylabel(f"{panel.metric} (higher = better)", fontsize=9)
+        head, _, rest = panel.caption.partition("\n")
+        ax.set_title(f"{panel.metric}{f' ({head})' if head else ''}\n{rest}".rstrip(), fontsize=9)
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=11)
     _save_figure(fig, Path(path))
 
 
-def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path: str | Path, title: str = "") -> None:
-    """Horizontal bars of SRCC per distortion type (one row per type, top to bottom, one bar per metric; a NaN
-    draws no bar)."""
+def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path: str | Path, title: str = "",
+                   notes: Sequence[str | None] | None = None) -> None:
+    """Horizontal bars of SRCC per distortion type (one row per type, top to bottom, one bar per metric). A NaN
+    draws no bar; a row's ``notes`` entry (e.g. ``pairs 3: n/a (n<5)``) is written in the row instead."""
     n, k = len(types), len(srcc)
     height = 0.8 / k
+    notes = list(notes or [None] * n)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1 + n * (0.25 + 0.1 * k)))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + n * (0.25 + 0.1 * k)), layout="constrained")
     for j, (metric, values) in enumerate(srcc.items()):
         ax.barh(np.arange(n) + (j - (k - 1) / 2) * height, np.nan_to_num(np.asarray(values, dtype=float)),
                 height=height, label=metric)
+    for row, note in enumerate(notes):
+        if note:
+            ax.text(0.01, row, f"no SRCC: {note}", va="center", fontsize=7, color="dimgrey")
     ax.set_yticks(np.arange(n), list(types), fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("SRCC")
@@ -134,5 +170,5 @@ def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path:
     ax.axvline(0, color="black", lw=0.8)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10, wrap=True)
     _save_figure(fig, Path(path))

@@ -3,9 +3,10 @@
     python test.py --checkpoint FILE --ref_dir REF --dist_dir DIST [--labels FILE] [--ntire_zip sub.zip]
     python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
 
-Writes ``name,score`` lines to ``--output`` (default ``checkpoints/<name>/results.txt``); with labels prints
-``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... [RMSE=...] main=...`` (plain RMSE only when
-the predictions are on the labels' scale). Every pair is scored (no dropped batch), all inputs are checked before
+Writes ``name,score`` lines to ``--output`` (default: beside the checkpoint, see ``options.test_options.
+default_output``); with labels prints ``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... fit=...
+[RMSE=...] main=...`` (plain RMSE only when the predictions are on the labels' scale; a missing figure as
+``n/a(<reason>)``). Every pair is scored (no dropped batch), all inputs are checked before
 any scoring, files are written atomically, and under ``torchrun`` the ranks share the pairs by reference.
 """
 from __future__ import annotations
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     from ahiq.data.splits import run_data_check
     from ahiq.engine.baselines import check_baselines, compare_with_baselines, comparison_files
     from ahiq.engine.session import ScoringSession
-    from ahiq.utils.metrics import format_metrics, iqa_metrics
+    from ahiq.utils.metrics import evaluate, format_metrics
     from ahiq.utils.tables import csv_text, write_csv
 
     cfg = options.config(opt)
@@ -165,13 +166,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         print(f"wrote {opt.ntire_zip}", file=sys.stderr)
     if not labelled:
         return None
-    metrics = iqa_metrics(scores, [p.score for p in pairs], same_scale=same_scale)
+    found = evaluate(scores, [p.score for p in pairs], same_scale=same_scale)
+    metrics = found.metrics
     write_csv(details, ["name", "prediction", "label", "raw_label"],
               [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
-    print(f"test: {format_metrics(metrics)}")
+    print(f"test: {format_metrics(metrics, found.notes())}")
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
-        print(compare_with_baselines(pairs, scores, baselines, prefix,
-                                     None if opt.ref_dir else opt.dataset, session.ctx.device))
+        print(compare_with_baselines(pairs, scores, baselines, prefix, None if opt.ref_dir else opt.dataset,
+                                     session.ctx.device, min_pairs=opt.type_min_pairs))
     if opt.plot:
         from ahiq.utils.visual import save_scatter
 
@@ -179,9 +181,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         trained = DATASETS[record.dataset].label if record.dataset in DATASETS else record.dataset
         pred_name = (f"AHIQ prediction on the training labels' scale: {trained}" if norm.kind != "none" and trained
                      else "AHIQ prediction (network output)")
-        save_scatter(np.asarray(scores), [p.score for p in pairs], metrics, opt.plot, label_name, pred_name)
+        shown = {k: metrics[k] for k in ("SRCC", "PLCC", "PLCC_fitted")}
+        caption = (f"n={len(pairs)}: {format_metrics(shown, found.notes())}"
+                   + (f"\nred: the fitted mapping, {found.fit.form}" if found.fit else ""))
+        save_scatter(np.asarray(scores), [p.score for p in pairs], caption, opt.plot, label_name, pred_name, found.fit)
         print(f"wrote {opt.plot}", file=sys.stderr)
-    return metrics
+    return {**metrics, "notes": found.notes()}  # notes: why a figure is missing, the fitted mapping's form
 
 
 if __name__ == "__main__":
