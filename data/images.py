@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ahiq.utils.errors import UserError, arg
+from ahiq.utils.inputs import reading
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -87,6 +88,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Grey images are repeated to 3 channels; an alpha channel is ignored (screening says so once per run).
     """
     path = Path(path)
+    reading(path)  # an input of the run: no write of it may land here (utils.inputs)
     header = read_header(path)
     _quiet_opencv()
     img = cv2.imread(str(path), _DECODE)

@@ -12,6 +12,7 @@ from ahiq.data.datasets import DataConfig, load_dataset
 from ahiq.data.records import Pair
 from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
 from ahiq.utils.errors import UserError, arg, say
+from ahiq.utils.inputs import reading
 from ahiq.utils.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
@@ -49,6 +50,7 @@ def write_split(path: Path, split: dict[str, list[str]], info: dict) -> None:
 
 def read_split(path: str | Path) -> dict[str, list[str]]:
     try:
+        reading(path)
         data = json.loads(Path(path).read_text())
         return {k: list(data["splits"].get(k, [])) for k in SPLITS}
     except FileNotFoundError:

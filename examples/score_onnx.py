@@ -21,11 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # noqa: E402  (numpy only)
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.utils.inputs import reading  # noqa: E402
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """``(H, W, 3)`` float32 RGB in [0, 1], as score.py reads the file: OpenCV applies the EXIF orientation, 8-bit
     values / 255 (the network's own uint8 conversion), 16-bit / 65535, grey repeated, alpha ignored."""
+    reading(path)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise UserError(f"{path}: cannot decode image; is it a valid image file?")
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
         raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
     if not Path(opt.model).is_file():
         raise UserError(f"--model {opt.model}: not found; write it with `python export.py --to onnx`")
+    reading(opt.model)
     settings = onnxruntime.SessionOptions()
     settings.intra_op_num_threads = opt.threads
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from ahiq.models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
 from ahiq.models.config import ModelConfig
 from ahiq.utils.errors import UserError
+from ahiq.utils.inputs import reading
 
 # Valid values of numeric options: (low, high), both included. Every numeric option of every script is here.
 RANGES: dict[str, tuple[float, float]] = {
@@ -271,6 +272,7 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     to neither is refused with one line naming the key and the file (a typo would otherwise be silently ignored).
     """
     try:
+        reading(path)
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"--config {path}: file not found") from None
