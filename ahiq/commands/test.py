@@ -102,6 +102,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     options = TestOptions(prog)
     opt = options.parse(argv)
     # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
+    from ahiq.engine.session import ScoringSession
+
+    cfg = options.config(opt)
+    # outputs checked for writing, the output locked, then the checkpoint read (and refused, if it must be), before
+    # anything else; the lock is released however the run ends
+    with ScoringSession(cfg, outputs={"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot}) as session:
+        return run(opt, cfg, session)
+
+
+def run(opt, cfg, session) -> dict | None:
+    """Collect, screen, guard, score, write, measure: the run of :func:`main` inside its session."""
     import numpy as np
 
     from ahiq.data.records import result_names
@@ -109,13 +120,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     from ahiq.data.screening import describe
     from ahiq.data.splits import run_data_check
     from ahiq.engine.baselines import check_baselines, compare_with_baselines, comparison_files
-    from ahiq.engine.session import ScoringSession
     from ahiq.utils.metrics import format_metrics, iqa_metrics
     from ahiq.utils.tables import csv_text, write_csv
 
-    cfg = options.config(opt)
-    # outputs checked for writing, then the checkpoint read (and refused, if it must be), before anything else
-    session = ScoringSession(cfg, outputs={"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot})
     data = None if opt.ref_dir else data_config(opt)
     pairs = collect_pairs(opt, data)
     if opt.check_data:
