@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import save_checkpoint
+from ahiq.models.checkpoint import read_record, save_checkpoint
 from ahiq.utils.errors import UserError, arg, flag, plain
 from ahiq.utils.inputs import may_replace
 from ahiq.utils.io import atomic_write_text, check_writable, load_torch_file, lock_folder, remove_stale_temps
@@ -152,6 +152,7 @@ class RunFolder:
         if missing:
             raise UserError(f"{path}: not a last.pth written by train.py (lacks {', '.join(missing)}); move it "
                             "away to start over, or drop --resume")
+        read_record(ckpt["ahiq"], path)  # its metadata typed and in range, or one line
         return path, ckpt
 
     def close(self) -> None:

@@ -32,7 +32,8 @@ from ahiq.engine.scoring import quiet_worker
 from ahiq.engine.session import predict
 from ahiq.engine.training import build_optimizer, build_scheduler, step_loss
 from ahiq.models.ahiq import build_ahiq
-from ahiq.models.checkpoint import CheckpointRecord, choose_backbones, load_heads, open_checkpoint
+from ahiq.models.checkpoint import (CheckpointRecord, check_heads_fit, choose_backbones, load_heads,
+                                    open_checkpoint)
 from ahiq.models.config import IMPLEMENTATION_ONLY, ModelConfig
 from ahiq.utils.errors import UserError, arg, flag
 from ahiq.utils.io import check_outputs
@@ -108,6 +109,8 @@ class Trainer:
         # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
         contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
+        if contents is not None:  # on the meta device: a checkpoint that does not fit stops before any work
+            check_heads_fit(model_cfg, contents[0], contents[1], cfg.checkpoint)
         self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=record.crop(cfg.crop_size))
         outputs = {f"run folder {folder.path}: ": folder.path / n for n in ("last.pth", "best.pth", "opt.json")}
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
