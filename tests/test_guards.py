@@ -447,3 +447,49 @@ def test_a_run_folder_is_never_replaced_and_resume_trains_what_the_run_was(tmp_p
     refused(capsys, train.main, resume, "last.pth: was trained with data.synthetic_size 32", "say 64",
             "--allow_changes")
     assert files() == before
+
+
+def test_checkpoint_metadata_is_typed_and_checked_before_anything_is_built(pairs, tmp_path, capsys, monkeypatch):
+    """Every malformed value a checkpoint records is one line, and a checkpoint whose architecture does not take its
+    tensors stops before any network is built (on the meta device)."""
+    from ahiq.models import checkpoint
+    from ahiq.models.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "good.pth", tiny_model(4), {"train": {"crop_size": 32}, "label_range": [1.0, 5.0],
+                                                           "score_norm": {"kind": "minmax", "lo": 1.0, "hi": 5.0}})
+    good = torch.load(tmp_path / "good.pth", weights_only=True)
+
+    def variant(change) -> Path:
+        ckpt = json.loads(json.dumps(good, default=lambda t: None))  # a deep copy of everything but the tensors
+        for key in ("deform_net_model_state_dict", "regressor_model_state_dict"):
+            ckpt[key] = dict(good[key])
+        change(ckpt)
+        path = tmp_path / "variant.pth"
+        torch.save(ckpt, path)
+        return path
+
+    def never(*args, **kwargs):
+        raise AssertionError("a network was built")
+
+    monkeypatch.setattr(checkpoint, "build_ahiq", never)
+    cases = [
+        (lambda c: c["ahiq"]["score_norm"].update(lo=math.nan), "score_norm"),
+        (lambda c: c["ahiq"]["score_norm"].update(hi=1.0), "finite lo < hi"),
+        (lambda c: c["ahiq"].update(score_norm="minmax"), "score_norm"),
+        (lambda c: c["ahiq"].update(label_range=["1", "5"]), "label_range"),
+        (lambda c: c["ahiq"].update(label_range=[5.0, math.inf]), "label_range"),
+        (lambda c: c["ahiq"].update(split=["train"]), "records split"),
+        (lambda c: c.update(ahiq=3), "'ahiq' metadata is a int"),
+        (lambda c: c["ahiq"]["backbones"]["vit"].update(seed="abc"), "backbones"),
+        (lambda c: c["regressor_model_state_dict"].update({"conv.0.weight": "abc"}), "regressor.conv.0.weight holds a str"),
+        (lambda c: c["ahiq"]["model_config"]["vit_kwargs"].update(embed_dim=64), "tensors do not fit"),
+    ]
+    before = fingerprint(pairs)
+    for change, needle in cases:
+        path = variant(change)
+        refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--checkpoint", path,
+                                     "--device", "cpu"], str(path), needle)
+    refused(capsys, test_script.main, ["--ref_dir", pairs / "ref", "--dist_dir", pairs / "dist", "--checkpoint",
+                                       variant(cases[0][0]), "--device", "cpu", "--output", tmp_path / "r.txt"],
+            "score_norm")
+    assert fingerprint(pairs) == before and not (tmp_path / "r.txt").exists()
