@@ -285,8 +285,6 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
     import cv2
     import numpy as np
 
-    from ahiq.engine.session import Journal
-
     one = ["--batch_size", "1", "--crops", "center", "--quiet", *TINY, *NO_HEADS]  # A0001's two pairs: one segment
     out = tmp_path / "s.csv"
 
@@ -295,7 +293,7 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
         proc = run_main(score.main, ["--ref", folder / "ref", "--dist", folder / "dist", "--output", output, *one,
                                      *extra], capsys)
         restore()
-        assert proc.returncode == 130 and Journal.files(output), proc.stderr
+        assert proc.returncode == 130 and Path(f"{output}.journal").is_file(), proc.stderr
 
     def scored(folder, output, *extra):
         proc = run_main(score.main, ["--ref", folder / "ref", "--dist", folder / "dist", "--output", output, *one,
@@ -310,7 +308,7 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
     err = scored(pairs, out)
     assert "resume: 1 of 3 pair(s) already scored" in err and "1 scored again: their files changed" in err, err
     scored(pairs, tmp_path / "fresh.csv")
-    assert out.read_bytes() == (tmp_path / "fresh.csv").read_bytes() and not Journal.files(out)
+    assert out.read_bytes() == (tmp_path / "fresh.csv").read_bytes() and not Path(f"{out}.journal").exists()
 
     # other images under the same relative names, run from another folder into the same output: none reused
     other = tmp_path / "other"
@@ -327,7 +325,7 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
     # values read back are checked: NaN, Infinity or a string end what is trusted (those pairs are scored again)
     for bad in ("NaN", "Infinity", '"0.5"'):
         stopped(pairs, out)
-        journal = Journal.files(out)[0]
+        journal = Path(f"{out}.journal")
         lines = journal.read_text().splitlines()
         journal.write_text("\n".join([lines[0], lines[1].rsplit('"score": ', 1)[0] + f'"score": {bad}}}',
                                       *lines[2:]]) + "\n")
@@ -383,12 +381,15 @@ def test_every_file_a_run_reads_is_an_input_and_standard_output_is_written_as_it
     from ahiq.utils.errors import cli_main
     from ahiq.utils.io import atomic_write_text, load_torch_file
 
-    folder, _ = authors_files
+    from ahiq.models.checkpoint import save_checkpoint
+
+    folder, model = authors_files
+    save_checkpoint(tmp_path / "ours.pth", model)  # records the two weight files as its backbones
     before = fingerprint(folder)
     for weights in ("--vit_weights", "--cnn_weights"):
         target = folder / ("vit.safetensors" if weights == "--vit_weights" else "cnn.pth")
-        refused(capsys, export.main, ["--checkpoint", folder / "ahiq.pth", "--to", "pyiqa", "--output", target,
-                                      weights, target], "--output", "is the input", target.name)
+        refused(capsys, export.main, ["--checkpoint", tmp_path / "ours.pth", "--to", "onnx", "--output", target,
+                                      weights, target, "--check", "false"], "--output", "is the input", target.name)
     assert fingerprint(folder) == before
 
     @cli_main
