@@ -247,13 +247,14 @@ class Journal:
         self.path = self.output.with_name(self.output.name + ".journal" + (f".{ctx.rank}" if ctx.world_size > 1
                                                                            else ""))
         self.done: dict[tuple[str, str], tuple[list[int], float]] = {}
+        self.torn: set[Path] = set()  # journals whose header was never finished (a run killed as it started)
         header = json.dumps({"journal": self.FORMAT, "settings": settings}, sort_keys=True)
         settings = json.loads(header)["settings"]  # as read back (lists, not tuples)
         for old in self.files(output):
             self._read(old, header, settings, ctx.main)
         ctx.wait_all("journals read")  # before any rank starts a journal of its own
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self.file = open(self.path, "a", encoding="utf-8")
+        fresh = not self.path.exists() or self.path.stat().st_size == 0 or self.path in self.torn
+        self.file = open(self.path, "w" if fresh else "a", encoding="utf-8")  # the lock holder: nobody else writes
         if fresh:
             self.file.write(header + "\n")
         elif not self.path.read_bytes().endswith(b"\n"):
@@ -280,8 +281,9 @@ class Journal:
             lines = path.read_bytes().split(b"\n")
         except OSError as err:
             raise unusable(f"cannot be read ({err.strerror})") from None
-        if lines == [b""]:
-            return  # created, nothing written yet
+        if len(lines) == 1:  # created, its header not (or not wholly) written: nothing journaled yet
+            self.torn.add(path)
+            return
         try:
             first = json.loads(lines[0].decode("utf-8"))
             if not isinstance(first, dict) or "journal" not in first or not isinstance(first.get("settings"), dict):

@@ -341,7 +341,9 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
     (tmp_path / "s.csv.journal").write_bytes(b"\xff\xfe{}\n")
     refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--output", out, *one],
             "s.csv.journal", "first line is damaged", "delete it")
-    (tmp_path / "s.csv.journal").unlink()
+    (tmp_path / "s.csv.journal").write_text('{"journal": 2, "sett')  # killed while writing its header
+    scored(pairs, out)
+    assert out.read_bytes() == (tmp_path / "fresh.csv").read_bytes() and not (tmp_path / "s.csv.journal").exists()
     glob_out = tmp_path / "g[1].csv"
     keep = {tmp_path / "g1.csv.journal": "a user's file\n", tmp_path / "g[1].csv.journal_notes.txt": "",
             tmp_path / "g[1].csv.journal.csv": "x\n"}
