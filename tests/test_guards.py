@@ -375,7 +375,7 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
 
 
 def test_every_file_a_run_reads_is_an_input_and_standard_output_is_written_as_it_is(pairs, tmp_path, capsys,
-                                                                                    authors_files):
+                                                                                    authors_files, monkeypatch):
     """Reading functions register what they open and every write is checked against that register (a new script
     cannot forget an input); ``--output -`` appends to what standard output is redirected to."""
     from ahiq.commands import export
@@ -417,6 +417,12 @@ def test_every_file_a_run_reads_is_an_input_and_standard_output_is_written_as_it
     assert proc.returncode == 0, proc.stderr
     lines = log.read_text().splitlines()
     assert lines[:5] == [f"earlier line {k}" for k in range(5)] and lines[5] == "dist,ref,score" and len(lines) == 9
+    monkeypatch.chdir(tmp_path)  # test.py with labels to standard output: no labels copy named "-_labels.csv"
+    proc = run_main(test_script.main, ["--dataset", "csv", "--data_root", pairs, "--split", "all", "--crops", "center",
+                                       "--output", "-", *TINY, *NO_HEADS], capsys)
+    assert proc.returncode == 0 and [r.split(",")[0] for r in proc.stdout.splitlines()[:3]] == [
+        "dist/A0001_00_00.png", "dist/A0001_01_00.png", "dist/A0002_00_00.png"], proc.stdout
+    assert not list(tmp_path.glob("-*"))
 
 
 def test_a_run_folder_is_never_replaced_and_resume_trains_what_the_run_was(tmp_path, capsys):

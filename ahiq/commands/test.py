@@ -140,7 +140,8 @@ def run(opt, cfg, session) -> dict | None:
         raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
                         "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
     prefix = Path(cfg.output).with_name(Path(cfg.output).stem)
-    details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled else None
+    # the labels copy sits beside --output; standard output (-) has no beside: the scores alone go there
+    details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled and str(cfg.output) != "-" else None
     labels = [opt.labels] if opt.labels else [] if data is None else label_files(data)
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if opt.baselines else {}
     session.guard(pairs, map_names, {"labels copy ": details, **extra}, labels)
@@ -173,8 +174,10 @@ def run(opt, cfg, session) -> dict | None:
     if not labelled:
         return None
     metrics = iqa_metrics(scores, [p.score for p in pairs], same_scale=same_scale)
-    write_csv(details, ["name", "prediction", "label", "raw_label"],
-              [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
+    if details is not None:
+        write_csv(details, ["name", "prediction", "label", "raw_label"],
+                  [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw]
+                   for n, p, s in zip(names, pairs, scores)])
     print(f"test: {format_metrics(metrics)}")
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
         print(compare_with_baselines(pairs, scores, baselines, prefix,
