@@ -209,9 +209,9 @@ def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: st
 
 
 def _misfit(path: str | Path, problems: list[str]) -> UserError:
-    return UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check "
-                     f"{arg('vit')}, {arg('vit_blocks')}, {arg('cnn')}, {arg('cnn_stage')}, {arg('branches')}, "
-                     f"{arg('fusion')}, {arg('pooling')}against the checkpoint")
+    return UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check the "
+                     "architecture options (vit, vit_blocks, cnn, cnn_stage, branches, fusion, pooling and their "
+                     "kwargs) against the checkpoint")
 
 
 def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
