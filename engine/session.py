@@ -267,7 +267,7 @@ class Journal:
         output = Path(output)
         name = re.compile(re.escape(output.name) + r"\.journal(\.[0-9]{1,6})?")
         try:
-            return sorted(output.parent / n for n in os.listdir(output.parent or ".") if name.fullmatch(n))
+            return sorted(output.parent / n for n in os.listdir(output.parent) if name.fullmatch(n))
         except OSError:
             return []
 

@@ -112,9 +112,11 @@ class Trainer:
         if contents is not None:  # on the meta device: a checkpoint that does not fit stops before any work
             check_heads_fit(model_cfg, contents[0], contents[1], cfg.checkpoint)
         self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=record.crop(cfg.crop_size))
-        outputs = {f"run folder {folder.path}: ": folder.path / n for n in ("last.pth", "best.pth", "opt.json")}
+        own = ("last.pth", "best.pth", "opt.json", "split.json")  # split.json too: --overwrite removes it
+        outputs = {f"run folder {folder.path}: ": folder.path / n for n in own}
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
-                                if p and not (cfg.resume and Path(p) == folder.path / "last.pth")])
+                                if p and not (cfg.resume and Path(p).resolve() in {(folder.path / n).resolve()
+                                                                                   for n in ("last.pth", "split.json")})])
         folder.start_over()  # --overwrite: the previous run's files go, now that none is an input
         self.resume_from = folder.read_last() if cfg.resume else None  # every rank reads it
         if self.resume_from is not None and not cfg.allow_changes:

@@ -442,6 +442,9 @@ def test_a_run_folder_is_never_replaced_and_resume_trains_what_the_run_was(tmp_p
             "--resume", "--name NEW", "--overwrite")
     assert files() == before
     refused(capsys, train.main, [*argv, "--overwrite", "--resume"], "give one")
+    refused(capsys, train.main, [*argv, "--overwrite", "--split_file", run / "split.json"], "split.json",
+            "is the input")  # checked before --overwrite removes anything
+    assert files() == before
     proc = run_main(train.main, [*argv, "--seed", "7", "--overwrite"], capsys)
     assert proc.returncode == 0, proc.stderr
     log = (run / "train.log").read_text()
