@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ahiq.utils.errors import UserError, arg, note
+from ahiq.utils.inputs import reading
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # The pixel budget per image, checked from the header before decoding: a 16-bit RGB image takes about 18 bytes a
@@ -176,6 +177,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
     """The header and pixels of ``path``, from one read of the file (see :func:`read_image`); ``check_body`` as
     :func:`read_header`'s ``decode``."""
     path = Path(path)
+    reading(path)  # an input of the run: no write of it may land here (utils.inputs)
     try:
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ahiq.data.images import by_name_key, is_image
 from ahiq.utils.errors import UserError
+from ahiq.utils.inputs import reading
 
 
 def need_file(path: Path, what: str) -> None:
@@ -19,6 +20,7 @@ def need_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; give the folder of the dataset as distributed "
                         f"(the one that holds {path.name})")
+    reading(path)
 
 
 def label_lines(path: Path) -> list[str]:

@@ -12,6 +12,7 @@ from ahiq.data.datasets import DataConfig, load_dataset
 from ahiq.data.records import Pair, result_names
 from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
 from ahiq.utils.errors import UserError, arg, named, note, say
+from ahiq.utils.inputs import reading
 from ahiq.utils.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
@@ -67,6 +68,7 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
 def read_split_file(path: str | Path) -> tuple[dict[str, list[str]], str]:
     """The parts of a ``split.json`` and what they hold (``reference`` ids, or ``pair`` names)."""
     try:
+        reading(path)
         data = json.loads(Path(path).read_text())
         return {k: list(data["splits"].get(k, [])) for k in SPLITS}, str(data.get("by", "reference"))
     except FileNotFoundError:

@@ -26,6 +26,7 @@ from ahiq.data.images import as_unit_float, read_header, read_image
 from ahiq.data.records import Pair, result_names
 from ahiq.utils.comparison import TYPE_MIN_PAIRS, ScoredSet, comparison_report
 from ahiq.utils.errors import UserError, arg
+from ahiq.utils.inputs import reading
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (dist, ref) (B, 3, H, W) in [0, 1] -> (B,)
 
@@ -93,6 +94,8 @@ def check_baselines(names: Sequence[str], pairs: Sequence[Pair] = ()) -> None:
     for name in names:
         if not all(f.is_file() for f in weight_files(name)):
             build_baseline(name)
+        for f in weight_files(name):
+            reading(f)  # inputs of the run: no table or picture of it may land there
     need = {n: BASELINES[n].min_size for n in names if BASELINES[n].min_size > 1}
     for pair in pairs if need else ():
         header = read_header(pair.dist, max_pixels=None)  # screened already, within the run's pixel budget

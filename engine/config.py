@@ -58,6 +58,7 @@ class ScoreConfig:
 BEST_RULES = ("sum", "either")
 CONFIG_VERSION = 2
 # Training options that decide what a run trains, besides every model and data field (see run_defining).
+NOT_SAVED = ("allow_changes", "overwrite")  # what one command asks of the run folder, not what the run is
 DEFINES_RUN = ("crop_size", "train_crop_rule", "pretrained_backbones", "vit_weights", "cnn_weights", "score_norm")
 
 
@@ -98,6 +99,8 @@ class TrainConfig:
     val_drop_last: bool = False
     best_rule: str = "sum"
     resume: bool = False
+    allow_changes: bool = False  # with resume: the model or data may differ from the run's (not saved)
+    overwrite: bool = False  # replace a run already in the folder (not saved)
     max_steps: int = 0
     time_limit: float = 0.0
     progress: bool = True
@@ -106,7 +109,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The JSON form of ``opt.json`` and checkpoints (versioned; sections flattened back by ``--config``)."""
         out = {"script": "train", "config_version": CONFIG_VERSION, **asdict(self), "model": self.model.to_dict()}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items() if k not in NOT_SAVED}
 
 
 def run_defining() -> tuple[str, ...]:

@@ -14,10 +14,13 @@ import numpy as np
 import torch
 
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import save_checkpoint
-from ahiq.utils.errors import UserError
+from ahiq.models.checkpoint import read_record, save_checkpoint
+from ahiq.utils.errors import UserError, arg, flag, plain
+from ahiq.utils.inputs import may_replace
 from ahiq.utils.io import atomic_write_text, check_writable, load_torch_file, lock_folder, remove_stale_temps
 
+# What a run leaves in its folder (``--overwrite`` removes them); the first three mean the folder holds a run.
+RUN_FILES = ("last.pth", "best.pth", "opt.json", "opt.txt", "split.json", "train.log", "tb")
 LAST_NEEDS = ("deform_net_model_state_dict", "regressor_model_state_dict", "optimizer_state_dict",
               "scheduler_state_dict", "epoch", "ahiq")
 
@@ -45,11 +48,14 @@ class RunFolder:
 
     Opening it: the folder is created (a place that cannot be written stops here), locked for this process (a
     second run of the same name stops at once, naming the holder; the lock dies with the process), and temporary
-    files of interrupted writes are removed. ``discard()`` after a failed set-up removes what this run created.
+    files of interrupted writes are removed. A folder that holds a run is refused unless ``resume`` (continue it)
+    or ``overwrite`` (:meth:`start_over` removes it, once the run's inputs are checked). ``discard()`` after a
+    failed set-up removes what this run created.
     """
 
-    def __init__(self, path: Path, main: bool = True):
+    def __init__(self, path: Path, main: bool = True, resume: bool = False, overwrite: bool = False):
         self.path, self.main, self.writer = Path(path), main, None
+        self.replacing: list[str] = []
         self.log = logging.getLogger(f"ahiq.train.{id(self)}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
@@ -59,16 +65,43 @@ class RunFolder:
             return
         check_writable(self.path, "run folder ", folder=True)  # before any data or model work
         self.lock = lock_folder(self.path)
+        held = [n for n in RUN_FILES[:3] if (self.path / n).exists()]
+        if held and not resume and not overwrite:
+            self.close()
+            raise UserError(f"{self.path}: holds a run ({', '.join(held)}); add {flag('resume')} to continue it, give "
+                            f"a new name ({arg('name')}NEW), or add {flag('overwrite')} to replace it")
+        if overwrite and not resume:
+            self.replacing = [n for n in RUN_FILES if (self.path / n).exists()]
+        may_replace(self.path / n for n in RUN_FILES)  # read to be continued (resume): this run writes them anew
         stale = remove_stale_temps(self.path)
+        self._open_log()
+        if stale:
+            self.log.info(f"removed {len(stale)} temporary file(s) of interrupted writes: "
+                          f"{', '.join(p.name for p in stale)}")
+
+    def _open_log(self) -> None:
         to_file = logging.FileHandler(self.path / "train.log")
         to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         to_screen = logging.StreamHandler(sys.stdout)
         to_screen.setFormatter(logging.Formatter("%(message)s"))
         self.log.addHandler(to_file)
         self.log.addHandler(to_screen)
-        if stale:
-            self.log.info(f"removed {len(stale)} temporary file(s) of interrupted writes: "
-                          f"{', '.join(p.name for p in stale)}")
+
+    def start_over(self) -> None:
+        """With ``overwrite``: remove the previous run's files (:data:`RUN_FILES`), said in the new log. Called once
+        the new run's inputs are known not to be among them."""
+        if not self.main or not self.replacing:
+            return
+        for handler in list(self.log.handlers):
+            handler.close()
+            self.log.removeHandler(handler)
+        for name in self.replacing:
+            target = self.path / name
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
+        self._open_log()
+        self.log.info(plain(f"{self.path}: replaced the run that was here ({flag('overwrite')}): removed "
+                            f"{', '.join(self.replacing)}"))
+        self.replacing = []
 
     def start_tensorboard(self) -> None:
         if self.main:
@@ -119,6 +152,7 @@ class RunFolder:
         if missing:
             raise UserError(f"{path}: not a last.pth written by train.py (lacks {', '.join(missing)}); move it "
                             "away to start over, or drop --resume")
+        read_record(ckpt["ahiq"], path)  # its metadata typed and in range, or one line
         return path, ckpt
 
     def close(self) -> None:

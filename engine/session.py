@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 
 import json
+import math
+import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -30,13 +33,15 @@ from ahiq.engine.scoring import PairScore, plan, score_stream
 from ahiq.models.ahiq import AHIQ
 from ahiq.models.backbones import file_sha256
 from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
-from ahiq.utils.errors import Stopped, UserError, arg
-from ahiq.utils.io import MAX_NAME, check_outputs, check_writable, map_file_names, write_target
+from ahiq.utils.errors import Stopped, UserError, arg, say
+from ahiq.utils.io import (MAX_NAME, check_outputs, check_writable, lock_file, map_file_names, unlock_file,
+                           write_target)
 from ahiq.utils.visual import save_quality_map
 
 
 class ScoringSession:
-    """See the module docstring. ``screen`` -> ``guard`` -> ``score`` (the model is built on first use).
+    """See the module docstring. ``screen`` -> ``guard`` -> ``score`` (the model is built on first use); use it in
+    a ``with`` block, which releases the output's lock (``<output>.lock``) however the run ends.
 
     ``outputs``: the script's own output files (``{"--plot ": path}``), checked for writing at once with
     ``--output`` and ``--save_maps``, before the checkpoint is read or any image decoded."""
@@ -48,13 +53,33 @@ class ScoringSession:
             check_writable(path, what)
         check_writable(cfg.save_maps, f"{arg('save_maps')}", folder=True)
         self.ctx = ctx or setup_run(cfg.run.device)
-        self.checkpoint = resolve_checkpoint(cfg.checkpoint)
-        self.contents, self.record = open_checkpoint(self.checkpoint)
-        self.crop_size = self.record.crop(cfg.crop_size)
-        parse_crops(cfg.crops)
+        # One run per output at a time (rank 0 holds the lock for all ranks): a second stops here, naming the first.
+        self.journaled = bool(cfg.output) and not write_target(cfg.output)[1]
+        self.lock = lock_file(f"{cfg.output}.lock", f"{arg('output')}{cfg.output}: another run is writing it",
+                              "wait for it to end, or give another output") if self.journaled and self.ctx.main else None
+        try:
+            self.checkpoint = resolve_checkpoint(cfg.checkpoint)
+            self.contents, self.record = open_checkpoint(self.checkpoint)
+            self.crop_size = self.record.crop(cfg.crop_size)
+            parse_crops(cfg.crops)
+        except BaseException:
+            self.close()
+            raise
         self.images = DecodedImages(max_pixels=cfg.run.max_pixels) if cfg.run.num_workers == 0 else None
         self.read = functools.partial(read_image, max_pixels=cfg.run.max_pixels)  # within the pixel budget
         self._model: AHIQ | None = None
+
+    def __enter__(self) -> "ScoringSession":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the output's lock (and delete its file)."""
+        if self.lock is not None:
+            unlock_file(self.lock)
+            self.lock = None
 
     def screen(self, pairs: list[Pair], known: Iterable[str] = (), check_hint: bool = True) -> list[Pair]:
         """The usable pairs (every image decoded once; problems stop the run, or are skipped with ``skip_bad``)."""
@@ -72,6 +97,10 @@ class ScoringSession:
         outputs = {**self.outputs, **(outputs or {})}
         inputs = [*inputs, *(p for pair in pairs for p in (pair.dist, pair.ref))]
         inputs += [p for p in (self.checkpoint, cfg.vit_weights, cfg.cnn_weights) if p]
+        if self.journaled:
+            journal = Path(f"{cfg.output}.journal")
+            outputs.update({f"{arg('output')}{cfg.output}: its journal ": journal,
+                            f"{arg('output')}{cfg.output}: its lock ": Path(f"{cfg.output}.lock")})
         if cfg.save_maps:
             self.map_files = [Path(cfg.save_maps) / f for f in map_file_names(names, ".png")]
             too_long = next((f for f in self.map_files if len(f.name.encode()) > MAX_NAME), None)
@@ -132,21 +161,28 @@ class ScoringSession:
 
     def _score(self, pairs: list[Pair], names: list[str], title: str) -> dict[int, float] | None:
         cfg, ctx = self.cfg, self.ctx
-        keys = [f"{p.dist}\t{p.ref}" for p in pairs]
-        journal = Journal(cfg.output, ctx, self.settings()) if cfg.output and not write_target(cfg.output)[1] else None
-        before = {i for i, k in enumerate(keys) if journal and k in journal.done}
+        journal = Journal(cfg.output, ctx, self.settings()) if self.journaled else None
+        before, changed = journal.reusable(pairs) if journal else ({}, 0)
+        if cfg.save_maps:  # a resume that adds --save_maps: the pairs without their map are scored again
+            without = [i for i in before if not self.map_files[i].is_file()]
+            before = {i: s for i, s in before.items() if i not in without}
+        if journal and journal.done and ctx.main:
+            again = [f"{changed} scored again: their files changed since"] if changed else []
+            again += [f"{len(without)} scored again for their missing maps"] if cfg.save_maps and without else []
+            print(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
+                  + "".join(f"; {a}" for a in again), file=sys.stderr)
 
         def each(i: int, result: PairScore) -> None:
             if cfg.save_maps and i not in before:
                 self._save_map(result, self.map_files[i], names[i], title)
             if journal and i not in before:
-                journal.add(keys[i], result.score)
+                journal.add(pairs[i], result.score)
             ctx.check()
 
         scores = predict(self.model, pairs, ctx, crops=cfg.crops, crop_size=self.crop_size, seed=cfg.run.seed,
                          batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
                          flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
-                         done={i: journal.done[keys[i]] for i in before},
+                         done=before,
                          read=self.images.take if self.images is not None else self.read)
         if journal:
             journal.close()
@@ -159,9 +195,10 @@ class ScoringSession:
                          title=f"{title} {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
 
     def finish(self, written: str | None) -> None:
-        """After the output is written (rank 0): the journals are no longer needed."""
+        """After the output is written (rank 0): the journals are no longer needed; the output's lock is released."""
         if written and self.ctx.main:
             Journal.remove(written)
+        self.close()
 
 
 def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop_size: int, seed: int,
@@ -197,47 +234,134 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
 
 class Journal:
     """Results appended as they come to ``<output>.journal`` (``.journal.<rank>`` under torchrun), flushed per
-    pair: a header line with the settings, then ``{"key": ..., "score": ...}`` lines. Reading ignores a torn last
-    line; a journal with other settings is refused."""
+    pair: a header line (the format and the settings, written once, when the file is created), then one line per
+    pair: its two files (resolved), their identity (:func:`file_identity`) and the score.
+
+    Journals are found by their exact names (``<output>.journal`` and ``<output>.journal.<number>``, nothing else
+    beside the output). Reading: a journal with other settings is refused, a damaged header or a file that is no
+    journal is one line saying which file to delete; entry lines are read up to the first one that is not whole
+    and well-formed (the torn last line of a killed run, a damaged file), and the scores read back must be finite.
+    ``done`` maps ``(dist, ref)`` to ``(identity, score)``; :meth:`reusable` keeps the pairs whose files have not
+    changed since."""
+
+    FORMAT = 2  # 2: identities per pair (1: keys only)
 
     def __init__(self, output: str, ctx: RunContext, settings: dict):
-        self.path = Path(f"{output}.journal" + (f".{ctx.rank}" if ctx.world_size > 1 else ""))
-        self.done: dict[str, float] = {}
-        header = json.dumps({"journal": 1, "settings": settings}, sort_keys=True)
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".journal" + (f".{ctx.rank}" if ctx.world_size > 1
+                                                                           else ""))
+        self.done: dict[tuple[str, str], tuple[list[int], float]] = {}
+        self.torn: set[Path] = set()  # journals whose header was never finished (a run killed as it started)
+        header = json.dumps({"journal": self.FORMAT, "settings": settings}, sort_keys=True)
         settings = json.loads(header)["settings"]  # as read back (lists, not tuples)
-        for old in sorted(Path(output).parent.glob(Path(output).name + ".journal*")):
-            lines = old.read_text(encoding="utf-8").split("\n")
-            if lines == [""]:
-                continue  # created, nothing written yet
-            if lines[0] != header:
-                theirs = json.loads(lines[0]).get("settings", {}) if lines[0].startswith("{") else {}
-                differ = [k for k in settings if theirs.get(k) != settings[k]] or ["the format"]
-                raise UserError(f"{old}: a stopped run's results with other settings ({', '.join(differ)}); give the "
-                                "same settings to continue it, or delete that file to start over")
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                    self.done[entry["key"]] = float(entry["score"])
-                except (ValueError, KeyError, TypeError):
-                    pass  # the torn last line of a run that was killed while writing
-        if self.done and ctx.main:
-            print(f"resume: {len(self.done)} pair(s) already scored in {self.path.parent}/"
-                  f"{Path(output).name}.journal*", file=sys.stderr)
+        for old in self.files(output):
+            self._read(old, header, settings, ctx.main)
         ctx.wait_all("journals read")  # before any rank starts a journal of its own
-        self.file = open(self.path, "a", encoding="utf-8")
-        if self.file.tell() == 0:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0 or self.path in self.torn
+        self.file = open(self.path, "w" if fresh else "a", encoding="utf-8")  # the lock holder: nobody else writes
+        if fresh:
             self.file.write(header + "\n")
-        elif not self.path.read_text(encoding="utf-8").endswith("\n"):
+        elif not self.path.read_bytes().endswith(b"\n"):
             self.file.write("\n")  # after a torn line, start a fresh one
+        self.file.flush()
 
-    def add(self, key: str, score: float) -> None:
-        self.file.write(json.dumps({"key": key, "score": score}) + "\n")
+    @staticmethod
+    def files(output: str | Path) -> list[Path]:
+        """The journals of ``output`` that exist, by their exact names."""
+        output = Path(output)
+        name = re.compile(re.escape(output.name) + r"\.journal(\.[0-9]{1,6})?")
+        try:
+            return sorted(output.parent / n for n in os.listdir(output.parent) if name.fullmatch(n))
+        except OSError:
+            return []
+
+    def _read(self, path: Path, header: str, settings: dict, main: bool) -> None:
+        def unusable(why: str) -> UserError:
+            return UserError(f"{path}: {why}; delete it to start over (its pairs are scored again)")
+
+        if path.is_symlink() or not path.is_file():
+            raise unusable("is not a journal of this project (not a regular file)")
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except OSError as err:
+            raise unusable(f"cannot be read ({err.strerror})") from None
+        if len(lines) == 1:  # created, its header not (or not wholly) written: nothing journaled yet
+            self.torn.add(path)
+            return
+        try:
+            first = json.loads(lines[0].decode("utf-8"))
+            if not isinstance(first, dict) or "journal" not in first or not isinstance(first.get("settings"), dict):
+                raise ValueError
+        except (UnicodeDecodeError, ValueError):
+            raise unusable("is not a readable journal (its first line is damaged or foreign)") from None
+        if lines[0].decode("utf-8") != header:
+            theirs = first["settings"]
+            differ = [k for k in settings if theirs.get(k) != settings[k]] if first["journal"] == self.FORMAT else []
+            raise UserError(f"{path}: a stopped run's results with other settings ({', '.join(differ or ['the format'])}); "
+                            "give the same settings to continue it, or delete that file to start over")
+        for number, line in enumerate(lines[1:], 2):
+            entry = _journal_entry(line)
+            if entry is None:  # a torn or damaged line: what follows it is not trusted either
+                torn = number == len(lines)  # the last line, unfinished (a killed run) or empty
+                if not torn and main:
+                    say(f"note: {path}: line {number} is damaged; its pair and those journaled after it are scored "
+                        "again")
+                break
+            key, identity, score = entry
+            self.done[key] = (identity, score)
+
+    def reusable(self, pairs: list[Pair]) -> tuple[dict[int, float], int]:
+        """``({pair index: score}`` of the pairs journaled with files unchanged since, the number journaled whose
+        files changed)."""
+        keep, changed = {}, 0
+        for i, pair in enumerate(pairs):
+            found = self.done.get(pair_key(pair))
+            if found is None:
+                continue
+            if found[0] == pair_identity(pair):
+                keep[i] = found[1]
+            else:
+                changed += 1
+        return keep, changed
+
+    def add(self, pair: Pair, score: float) -> None:
+        dist, ref = pair_key(pair)
+        self.file.write(json.dumps({"dist": dist, "ref": ref, "id": pair_identity(pair), "score": score}) + "\n")
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
 
-    @staticmethod
-    def remove(output: str) -> None:
-        for path in Path(output).parent.glob(Path(output).name + ".journal*"):
+    @classmethod
+    def remove(cls, output: str) -> None:
+        for path in cls.files(output):
             path.unlink(missing_ok=True)
+
+
+def file_identity(path: str | Path) -> list[int]:
+    """What tells a file's versions apart cheaply: ``[size, modification time (ns), inode]`` (through links)."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def pair_key(pair: Pair) -> tuple[str, str]:
+    """A pair's journal key: both files resolved (the same images named from another folder are the same pair;
+    other images with the same names are not)."""
+    return str(Path(pair.dist).resolve()), str(Path(pair.ref).resolve())
+
+
+def pair_identity(pair: Pair) -> list[int]:
+    return [*file_identity(pair.dist), *file_identity(pair.ref)]
+
+
+def _journal_entry(line: bytes) -> tuple[tuple[str, str], list[int], float] | None:
+    """``((dist, ref), identity, score)`` of a journal line, None unless whole and well-formed (score finite)."""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+        dist, ref, identity, score = entry["dist"], entry["ref"], entry["id"], entry["score"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(dist, str) and isinstance(ref, str) and isinstance(identity, list) and len(identity) == 6
+            and all(type(v) is int for v in identity) and type(score) in (int, float) and math.isfinite(score)):
+        return None
+    return (dist, ref), identity, float(score)

@@ -9,6 +9,7 @@ per rank) and gathers the predictions; rank 0 alone writes files.
 from __future__ import annotations
 
 import functools
+import json
 
 import math
 import sys
@@ -34,9 +35,10 @@ from ahiq.engine.scoring import quiet_worker
 from ahiq.engine.session import predict
 from ahiq.engine.training import build_optimizer, build_scheduler, step_loss
 from ahiq.models.ahiq import build_ahiq
-from ahiq.models.checkpoint import CheckpointRecord, choose_backbones, load_heads, open_checkpoint
+from ahiq.models.checkpoint import (CheckpointRecord, check_heads_fit, choose_backbones, load_heads,
+                                    open_checkpoint)
 from ahiq.models.config import IMPLEMENTATION_ONLY, ModelConfig
-from ahiq.utils.errors import UserError, arg
+from ahiq.utils.errors import UserError, arg, flag
 from ahiq.utils.io import check_outputs
 from ahiq.utils.metrics import evaluate, format_metrics
 
@@ -74,6 +76,27 @@ def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: Check
     return ModelConfig.from_dict({**theirs, **{k: mine[k] for k in IMPLEMENTATION_ONLY}})
 
 
+def same_run(cfg: TrainConfig, path: Path, ckpt: dict, options: Path) -> None:
+    """At resume: the model and data the run's ``last.pth`` was trained with are those of ``cfg`` (the run's
+    ``opt.json`` and the options given): a hand-edited ``opt.json`` would otherwise train on other data or another
+    model under the run's name. One :class:`UserError` naming the first difference."""
+    trained = (ckpt.get("ahiq") or {}).get("train") if isinstance(ckpt.get("ahiq"), dict) else None
+    if not isinstance(trained, dict):
+        return  # written before checkpoints recorded their config: nothing to compare
+    now, trained = (json.loads(json.dumps(c, default=str)) for c in (cfg.to_dict(), trained))  # tuples as lists
+    for key in run_defining():
+        for section in ("model", "data", None):
+            mine = now.get(section, {}) if section else now
+            theirs = trained.get(section) if section else trained
+            if key in mine and isinstance(theirs, dict) and key in theirs and key not in IMPLEMENTATION_ONLY:
+                if mine[key] != theirs[key]:
+                    where = f"{section}.{key}" if section else key
+                    raise UserError(f"{path}: was trained with {where} {theirs[key]!r}, the run's options ({options} and "
+                                    f"those given) say {mine[key]!r}; restore them to continue the run as it was, "
+                                    f"or add {flag('allow_changes')}")
+                break
+
+
 class Trainer:
     """Trains ``deform_net`` and ``regressor`` of an :class:`AHIQ` model; see the module docstring."""
 
@@ -81,7 +104,7 @@ class Trainer:
         if cfg.time_limit and ctx.world_size > 1:
             raise UserError("--time_limit is for single-process runs (ranks would stop at different steps)")
         self.ctx = ctx
-        self.folder = RunFolder(Path(cfg.checkpoints_dir) / cfg.name, ctx.main)
+        self.folder = RunFolder(Path(cfg.checkpoints_dir) / cfg.name, ctx.main, cfg.resume, cfg.overwrite)
         self.log = self.folder.log
         try:
             self._set_up(cfg)
@@ -95,11 +118,18 @@ class Trainer:
         # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
         contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
+        if contents is not None:  # on the meta device: a checkpoint that does not fit stops before any work
+            check_heads_fit(model_cfg, contents[0], contents[1], cfg.checkpoint)
         self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=record.crop(cfg.crop_size))
-        outputs = {f"run folder {folder.path}: ": folder.path / n for n in ("last.pth", "best.pth", "opt.json")}
+        own = ("last.pth", "best.pth", "opt.json", "split.json")  # split.json too: --overwrite removes it
+        outputs = {f"run folder {folder.path}: ": folder.path / n for n in own}
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
-                                if p and not (cfg.resume and Path(p) == folder.path / "last.pth")])
+                                if p and not (cfg.resume and Path(p).resolve() in {(folder.path / n).resolve()
+                                                                                   for n in ("last.pth", "split.json")})])
+        folder.start_over()  # --overwrite: the previous run's files go, now that none is an input
         self.resume_from = folder.read_last() if cfg.resume else None  # every rank reads it
+        if self.resume_from is not None and not cfg.allow_changes:
+            same_run(cfg, *self.resume_from, folder.path / "opt.json")
         seed_everything(cfg.run.seed)
         self.parts, self.split_info = prepare_splits(cfg.data, folder.path if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:

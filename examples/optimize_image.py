@@ -54,7 +54,8 @@ def parse(argv=None) -> argparse.Namespace:
     if opt.crop_size is not None:
         check_range("crop_size", opt.crop_size)
     check_writable(opt.output, "--output ")
-    check_outputs({"--output ": opt.output}, [p for p in (opt.ref, opt.dist, opt.checkpoint) if p])
+    check_outputs({"--output ": opt.output},
+                  [p for p in (opt.ref, opt.dist, opt.checkpoint, opt.vit_weights, opt.cnn_weights) if p])
     return opt
 
 

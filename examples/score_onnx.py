@@ -18,6 +18,7 @@ import numpy as np
 from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # numpy only: no torch here
 from ahiq.data.images import as_unit_float, read_image  # OpenCV, PIL, numpy
 from ahiq.utils.errors import UserError, cli_main
+from ahiq.utils.inputs import reading
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
         raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
     if not Path(opt.model).is_file():
         raise UserError(f"--model {opt.model}: not found; write it with `python export.py --to onnx`")
+    reading(opt.model)
     settings = onnxruntime.SessionOptions()
     settings.intra_op_num_threads = opt.threads
     try:

@@ -45,7 +45,7 @@ def demo_train_options(demo_dir: Path, device: str, precision: str, pretrained: 
             "--n_epoch", "1",
             "--val_freq", "1", "--val_crops", "center", "--pretrained_backbones", str(pretrained).lower(),
             "--precision", precision, "--device", device, "--checkpoints_dir", str(demo_dir / "checkpoints"),
-            "--name", "demo"]
+            "--name", "demo", "--overwrite"]  # a demo run again replaces its own run
 
 
 @cli_main

@@ -194,10 +194,11 @@ class AHIQ(nn.Module):
         self.checkpoint_fusion = enable
 
 
-def check_architecture(config: ModelConfig) -> None:
+def check_architecture(config: ModelConfig) -> AHIQ:
     """Build the network on the meta device (shapes only: no weights, no memory, milliseconds), so that what timm
     or the network refuses (a keyword argument of the wrong kind, an unknown name, blocks the ViT lacks) is one
-    line when the options are read, not a traceback after the data is screened."""
+    line when the options are read, not a traceback after the data is screened; the meta network is returned
+    (its tensor shapes, e.g. to check a checkpoint against before building)."""
     import timm
 
     parts = {"vit": (config.vit, config.vit_kwargs, {"dynamic_img_size": True}), "cnn": (config.cnn, config.cnn_kwargs, {})}
@@ -211,8 +212,8 @@ def check_architecture(config: ModelConfig) -> None:
             except (TypeError, ValueError, RuntimeError, KeyError, AssertionError, AttributeError, IndexError) as err:
                 shown = f" with {arg(part + '_kwargs')}{json.dumps(kwargs)}" if kwargs else ""
                 raise UserError(f"{arg(part)}{name}{shown}: timm cannot build it ({type(err).__name__}: {err})") from None
-        AHIQ(ViTFeatures(nets["vit"], config.vit_blocks) if "vit" in nets else None,
-             ResNetFeatures(nets["cnn"], config.cnn_stage) if "cnn" in nets else None, config)
+        return AHIQ(ViTFeatures(nets["vit"], config.vit_blocks) if "vit" in nets else None,
+                    ResNetFeatures(nets["cnn"], config.cnn_stage) if "cnn" in nets else None, config)
 
 
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,

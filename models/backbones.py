@@ -26,6 +26,7 @@ from ahiq.models.hub import unreachable
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.errors import UserError, arg, note
+from ahiq.utils.inputs import reading
 from ahiq.utils.io import load_torch_file
 
 # Where download.sh puts backbone weights and where they are looked for when no file is named.
@@ -137,6 +138,7 @@ def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None
         path = Path(weights_file)
         if not path.is_file():
             raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
+        reading(path)
         return BackboneSource("file", name, str(path), file_sha256(path))
     return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
 
@@ -195,6 +197,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         raise UserError(f"{path}: is a folder, not a backbone weight file; give the file inside it")
     if not path.is_file():
         raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
+    reading(path)
     if path.suffix == ".npz":
         if not hasattr(model, "load_pretrained"):
             raise UserError(f"{path}: .npz weights are only for timm ViTs; give a .pth or .safetensors file")

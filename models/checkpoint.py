@@ -12,6 +12,7 @@ Formats read:
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ahiq.models.ahiq import AHIQ, build_ahiq
+from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
 from ahiq.models.backbones import BackboneSource, backbone_source, missing_pretrained
 from ahiq.models.config import ModelConfig
 from ahiq.models.hub import released_checkpoint
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.device import resolve_device
-from ahiq.utils.errors import UserError, arg, named, note
+from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import atomic_torch_save, load_torch_file
 
 DEFORM_KEY = "deform_net_model_state_dict"
@@ -64,13 +65,37 @@ class CheckpointRecord:
         return given or self.crop_size or 224
 
 
+def _number(value: Any) -> bool:
+    """A finite real number (not a bool, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _source(value: Any) -> bool:
+    """A recorded backbone: its kind, timm name, and the fields of that kind, each of the right type."""
+    if not isinstance(value, dict) or value.get("kind") not in ("timm", "file", "random") or not (
+            isinstance(value.get("name"), str) and value["name"]):
+        return False
+    seed, file, sha = value.get("seed"), value.get("file"), value.get("sha256")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        return False
+    if value["kind"] == "random" and seed is None:
+        return False
+    if value["kind"] == "file" and not (isinstance(file, str) and file and isinstance(sha, str)):
+        return False
+    return all(v is None or isinstance(v, str) for v in (file, sha))
+
+
 def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
-    """The :class:`CheckpointRecord` of a checkpoint's metadata (``read_checkpoint(...)[2]``), checked: a value
-    of the wrong kind is one :class:`UserError` naming the file."""
+    """The :class:`CheckpointRecord` of a checkpoint's metadata (``read_checkpoint(...)[2]``), checked: every
+    value this code uses is typed and in range (a score normalisation and label range finite with ``lo < hi``),
+    else one :class:`UserError` naming the file and the value."""
     def bad(what: str, value: object) -> UserError:
-        return UserError(f"{where}: its metadata records {what} {value!r}, which this code cannot use; re-save the "
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        return UserError(f"{where}: its metadata records {what} {shown}, which this code cannot use; re-save the "
                          "checkpoint with this project or give another")
 
+    if not isinstance(meta, dict):
+        raise bad("metadata", meta)
     run = meta.get("train") or meta.get("options") or {}  # format 2, or 1 (the options, flat)
     if not isinstance(run, dict):
         raise bad("a training config", run)
@@ -82,19 +107,30 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
             config = ModelConfig.from_dict(meta["model_config"])
         except UserError as err:
             raise UserError(f"{where}: its model_config does not build: {err}") from None
+        except (TypeError, ValueError):
+            raise bad("model_config", meta["model_config"]) from None
     crop = run.get("crop_size")
     if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % 32):
         raise bad("crop_size", crop)
     sources = meta.get("backbones") or {}
-    if not isinstance(sources, dict) or not all(isinstance(v, dict) and v.get("kind") in ("timm", "file", "random")
-                                                and isinstance(v.get("name"), str) for v in sources.values()):
+    if not isinstance(sources, dict) or not all(part in ("vit", "cnn") and _source(v) for part, v in sources.items()):
         raise bad("backbones", sources)
     norm, span = meta.get("score_norm"), meta.get("label_range")
-    if norm is not None and not (isinstance(norm, dict) and norm.get("kind") in ("minmax", "none")):
-        raise bad("score_norm", norm)
-    if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2):
-        raise bad("label_range", span)
-    dataset = (meta.get("split") or {}).get("dataset") or run.get("dataset") or (run.get("data") or {}).get("dataset")
+    if norm is not None and not (isinstance(norm, dict) and set(norm) <= {"kind", "lo", "hi"} and (
+            norm.get("kind") == "none" or norm.get("kind") == "minmax" and _number(norm.get("lo"))
+            and _number(norm.get("hi")) and norm["lo"] < norm["hi"])):
+        raise bad("score_norm (a kind, and for minmax finite lo < hi)", norm)
+    if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_number, span))
+                                 and span[0] < span[1]):
+        raise bad("label_range (two finite numbers, low < high)", span)
+    split, data = meta.get("split"), run.get("data")
+    if split is not None and not isinstance(split, dict):
+        raise bad("split", split)
+    if data is not None and not isinstance(data, dict):
+        raise bad("a data config", data)
+    dataset = (split or {}).get("dataset") or run.get("dataset") or (data or {}).get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise bad("dataset", dataset)
     return CheckpointRecord(config, {part: BackboneSource.from_dict(v) for part, v in sources.items()}, crop, norm,
                             tuple(span) if span else None, dataset)
 
@@ -121,12 +157,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     if not isinstance(state, dict):
         raise UserError(f"{path}: not an AHIQ checkpoint (holds a {type(state).__name__}, not a dict)")
     meta = raw.get(META_KEY, {}) if isinstance(raw, dict) else {}
-    version = (meta or {}).get("format_version", FORMAT_VERSION) if isinstance(meta, dict) else FORMAT_VERSION
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if meta is not None and not isinstance(meta, dict):
+        raise UserError(f"{path}: its '{META_KEY}' metadata is a {type(meta).__name__}, not a dict; re-save the "
+                        "checkpoint with this project or give another")
+    version = (meta or {}).get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{path}: written in checkpoint format {version}, newer than this code reads "
                         f"({FORMAT_VERSION}); update this project (git pull) to load it")
     if DEFORM_KEY in state and REGRESSOR_KEY in state:
-        return dict(state[DEFORM_KEY]), dict(state[REGRESSOR_KEY]), dict(meta or {})
+        deform, regressor = state[DEFORM_KEY], state[REGRESSOR_KEY]
+        if not isinstance(deform, dict) or not isinstance(regressor, dict):
+            raise UserError(f"{path}: not an AHIQ checkpoint ({DEFORM_KEY} and {REGRESSOR_KEY} must be dicts of "
+                            "tensors)")
+        return _tensors(dict(deform), dict(regressor), path) + (dict(meta or {}),)
     deform, regressor = {}, {}
     for key, value in state.items():
         key = key.removeprefix("module.").removeprefix("net.")
@@ -138,7 +181,36 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
         shown = ", ".join(list(map(str, state))[:5])
         raise UserError(f"{path}: not an AHIQ checkpoint (no {DEFORM_KEY}/{REGRESSOR_KEY} and no deform_net./"
                         f"regressor. tensors; keys: {shown}); give the released AHIQ file or one of ours")
-    return deform, regressor, dict(meta or {})
+    return _tensors(deform, regressor, path) + (dict(meta or {}),)
+
+
+def _tensors(deform: dict, regressor: dict, path: Path) -> tuple[dict, dict]:
+    """``(deform, regressor)`` when every entry is a tensor named by a string; else one :class:`UserError`."""
+    for prefix, state in (("deform_net", deform), ("regressor", regressor)):
+        bad = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+        if bad is not None:
+            raise UserError(f"{path}: {prefix}.{bad[0]} holds a {type(bad[1]).__name__}, not a tensor; re-save the "
+                            "checkpoint with this project or give another")
+    return deform, regressor
+
+
+def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
+    """Before anything is built: the architecture ``config``, built on the meta device (shapes only), takes the
+    checkpoint's fusion and head tensors; else the one :class:`UserError` of :func:`load_heads`."""
+    try:
+        model = check_architecture(config)
+    except UserError as err:
+        raise UserError(f"{path}: its architecture does not build: {err}") from None
+    problems = state_dict_problems(model.deform_net.state_dict(), deform, "deform_net.")
+    problems += state_dict_problems(model.regressor.state_dict(), regressor, "regressor.")
+    if problems:
+        raise _misfit(path, problems)
+
+
+def _misfit(path: str | Path, problems: list[str]) -> UserError:
+    return UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check the "
+                     "architecture options (vit, vit_blocks, cnn, cnn_stage, branches, fusion, pooling and their "
+                     "kwargs) against the checkpoint")
 
 
 def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
@@ -161,9 +233,7 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
     problems = _check_and_load(model.deform_net, deform, "deform_net")
     problems += _check_and_load(model.regressor, regressor, "regressor")
     if problems:
-        raise UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check "
-                        f"{named('vit')}, {named('vit_blocks')}, {named('cnn')}, {named('cnn_stage')}, "
-                        f"{named('branches')}, {named('fusion')}, {named('pooling')} against the checkpoint")
+        raise _misfit(path, problems)
 
 
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:
@@ -251,6 +321,8 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
     sources = choose_backbones(config, record.backbones, vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, seed=seed, default_seed=default_seed,
                                where=str(checkpoint))
+    if checkpoint is not None:
+        check_heads_fit(config, deform, regressor, checkpoint)  # on the meta device: a misfit costs nothing
     if record.backbones and (vit_weights, cnn_weights, pretrained_backbones, seed) == (None, None, None, None):
         note(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
              f"cnn {sources['cnn'].describe()}")

@@ -20,6 +20,7 @@ from ahiq.models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_
 from ahiq.engine.config import CONFIG_VERSION
 from ahiq.models.config import ModelConfig
 from ahiq.utils.errors import UserError
+from ahiq.utils.inputs import reading
 
 # Valid values of numeric options: (low, high), both included. Every numeric option of every script is here.
 RANGES: dict[str, tuple[float, float]] = {
@@ -289,6 +290,7 @@ def load_options_file(path: str, parser: argparse.ArgumentParser) -> dict:
     if not Path(path).is_file() and "/" not in path and preset.is_file():
         path = str(preset)
     try:
+        reading(path)
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"--config {path}: file not found") from None

@@ -115,6 +115,9 @@ class TrainOptions(BaseOptions):
         g.add_argument("--resume", action="store_true",
                        help="continue checkpoints/<name>/last.pth (weights, optimiser, scheduler, epoch, RNG) with the "
                             "run's own options (checkpoints/<name>/opt.json); options given here override them")
+        g.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in checkpoints/<name>/ (its checkpoints, options, split, log and "
+                            "TensorBoard scalars); without it, a folder that holds a run is refused unless --resume")
         g.add_argument("--allow_changes", action="store_true",
                        help="with --resume: accept options that change the run's model or data (crop, architecture, "
                             "backbones, dataset, split), which are refused otherwise")
@@ -152,6 +155,8 @@ class TrainOptions(BaseOptions):
 
     def check(self, opt: argparse.Namespace) -> None:
         super().check(opt)
+        if opt.resume and opt.overwrite:
+            raise UserError("--resume continues the run, --overwrite replaces it; give one")
         data_config(opt)
         parse_crops(opt.val_crops)
 

@@ -260,3 +260,248 @@ def test_ctrl_c_while_workers_decode_is_one_line(tmp_path):
     proc.wait(timeout=60)
     text = log.read_text()
     assert proc.returncode == 130 and text.strip().endswith("interrupted") and "Traceback" not in text, text[-2000:]
+
+
+def _stopped_after(monkeypatch, n: int):
+    """Make the next scoring run stop (as Ctrl-C does) after ``n`` pairs are journaled."""
+    from ahiq.engine.session import Journal
+
+    real, count = Journal.add, [0]
+
+    def add(self, pair, score):
+        real(self, pair, score)
+        count[0] += 1
+        if count[0] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Journal, "add", add)
+    return lambda: monkeypatch.setattr(Journal, "add", real)
+
+
+def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_path, capsys, monkeypatch):
+    """A resumed run rescores pairs whose files changed (or are other files of the same names), reads journals by
+    their exact names only, stops at the first bad line (NaN, a string), refuses what is no journal in one line,
+    writes the maps a resume adds, and a second run on one output stops at once naming the first."""
+    import cv2
+    import numpy as np
+
+    one = ["--batch_size", "1", "--crops", "center", "--quiet", *TINY, *NO_HEADS]  # A0001's two pairs: one segment
+    out = tmp_path / "s.csv"
+
+    def stopped(folder, output, *extra):
+        restore = _stopped_after(monkeypatch, 2)
+        proc = run_main(score.main, ["--ref", folder / "ref", "--dist", folder / "dist", "--output", output, *one,
+                                     *extra], capsys)
+        restore()
+        assert proc.returncode == 130 and Path(f"{output}.journal").is_file(), proc.stderr
+
+    def scored(folder, output, *extra):
+        proc = run_main(score.main, ["--ref", folder / "ref", "--dist", folder / "dist", "--output", output, *one,
+                                     *extra], capsys)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    # a file changed after its score was journaled: scored again, and said so
+    stopped(pairs, out)
+    changed = pairs / "dist" / "A0001_00_00.png"
+    cv2.imwrite(str(changed), np.full((32, 32, 3), 200, np.uint8))
+    err = scored(pairs, out)
+    assert "resume: 1 of 3 pair(s) already scored" in err and "1 scored again: their files changed" in err, err
+    scored(pairs, tmp_path / "fresh.csv")
+    assert out.read_bytes() == (tmp_path / "fresh.csv").read_bytes() and not Path(f"{out}.journal").exists()
+
+    # other images under the same relative names, run from another folder into the same output: none reused
+    other = tmp_path / "other"
+    random_pair_images(other, [("A0001_00_00.png", "A0001.png"), ("A0001_01_00.png", "A0001.png"),
+                               ("A0002_00_00.png", "A0002.png")], 32, 32, seed=5)
+    monkeypatch.chdir(tmp_path / "data")
+    stopped(Path("."), out)
+    monkeypatch.chdir(other)
+    scored(Path("."), out)
+    scored(other, tmp_path / "fresh.csv")
+    assert [r[2] for r in read_csv(out)] == [r[2] for r in read_csv(tmp_path / "fresh.csv")]
+    scored(pairs, tmp_path / "fresh.csv")
+
+    # values read back are checked: NaN, Infinity or a string end what is trusted (those pairs are scored again)
+    for bad in ("NaN", "Infinity", '"0.5"'):
+        stopped(pairs, out)
+        journal = Path(f"{out}.journal")
+        lines = journal.read_text().splitlines()
+        journal.write_text("\n".join([lines[0], lines[1].rsplit('"score": ', 1)[0] + f'"score": {bad}}}',
+                                      *lines[2:]]) + "\n")
+        err = scored(pairs, out)
+        assert "line 2 is damaged" in err and out.read_bytes() == (tmp_path / "fresh.csv").read_bytes(), err
+
+    # what is no journal is one line naming the file to delete; names are exact (no glob, no prefix)
+    before = fingerprint(pairs)
+    (tmp_path / "s.csv.journal").mkdir()
+    refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--output", out, *one],
+            "s.csv.journal", "delete it to start over")
+    (tmp_path / "s.csv.journal").rmdir()
+    (tmp_path / "s.csv.journal").write_bytes(b"\xff\xfe{}\n")
+    refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--output", out, *one],
+            "s.csv.journal", "first line is damaged", "delete it")
+    (tmp_path / "s.csv.journal").write_text('{"journal": 2, "sett')  # killed while writing its header
+    scored(pairs, out)
+    assert out.read_bytes() == (tmp_path / "fresh.csv").read_bytes() and not (tmp_path / "s.csv.journal").exists()
+    glob_out = tmp_path / "g[1].csv"
+    keep = {tmp_path / "g1.csv.journal": "a user's file\n", tmp_path / "g[1].csv.journal_notes.txt": "",
+            tmp_path / "g[1].csv.journal.csv": "x\n"}
+    for path, text in keep.items():
+        path.write_text(text)
+    scored(pairs, glob_out)
+    assert all(path.read_text() == text for path, text in keep.items())
+    assert fingerprint(pairs) == before
+
+    # a resume that adds --save_maps writes every map, the journaled pairs' too
+    stopped(pairs, out)
+    scored(pairs, out, "--save_maps", tmp_path / "maps")
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 3
+
+    # a second run on the same output stops at once, naming the process that holds it
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nsys.path.insert(0, sys.argv[1])\n"
+                               "from ahiq.utils.io import lock_file\nh = lock_file(sys.argv[2], 'busy', 'wait')\n"
+                               "print('held', flush=True)\ntime.sleep(60)", str(ROOT), f"{out}.lock"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--output", out, *one],
+                f"--output {out}: another run is writing it (process {holder.pid})")
+    finally:
+        holder.kill()
+        holder.wait()
+    scored(pairs, out)
+    assert not (tmp_path / "s.csv.lock").exists()
+
+
+def test_every_file_a_run_reads_is_an_input_and_standard_output_is_written_as_it_is(pairs, tmp_path, capsys,
+                                                                                    authors_files, monkeypatch):
+    """Reading functions register what they open and every write is checked against that register (a new script
+    cannot forget an input); ``--output -`` appends to what standard output is redirected to."""
+    from ahiq.commands import export
+    from ahiq.data.images import read_image
+    from ahiq.utils.errors import cli_main
+    from ahiq.utils.io import atomic_write_text, load_torch_file
+
+    from ahiq.models.checkpoint import save_checkpoint
+
+    folder, model = authors_files
+    save_checkpoint(tmp_path / "ours.pth", model)  # records the two weight files as its backbones
+    before = fingerprint(folder)
+    for weights in ("--vit_weights", "--cnn_weights"):
+        target = folder / ("vit.safetensors" if weights == "--vit_weights" else "cnn.pth")
+        refused(capsys, export.main, ["--checkpoint", tmp_path / "ours.pth", "--to", "onnx", "--output", target,
+                                      weights, target, "--check", "false"], "--output", "is the input", target.name)
+    assert fingerprint(folder) == before
+
+    @cli_main
+    def new_script(argv):  # reads an image and a weight file, then writes where it read, as a careless script would
+        read_image(argv[0])
+        load_torch_file(argv[1])
+        atomic_write_text(argv[2], "overwritten")
+
+    image, weights = pairs / "dist" / "A0001_00_00.png", folder / "cnn.pth"
+    data = fingerprint(pairs)
+    for target in (image, weights, pairs / "dist" / ".." / "dist" / "A0001_00_00.png"):
+        refused(capsys, new_script, [image, weights, target], "is the input", "this run read")
+    assert fingerprint(pairs) == data and fingerprint(folder) == before
+    assert run_main(new_script, [image, weights, tmp_path / "elsewhere.txt"], capsys).returncode == 0
+    atomic_write_text(tmp_path / "elsewhere.txt", "outside a run: nothing registered")
+
+    log = tmp_path / "log.txt"
+    log.write_text("".join(f"earlier line {k}\n" for k in range(5)))
+    with open(log, "a") as out:
+        proc = subprocess.run([sys.executable, "score.py", "--ref", str(pairs / "ref"), "--dist", str(pairs / "dist"),
+                               "--output", "-", *map(str, TINY), *NO_HEADS], cwd=ROOT, stdout=out, text=True,
+                              stderr=subprocess.PIPE, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    assert lines[:5] == [f"earlier line {k}" for k in range(5)] and lines[5] == "dist,ref,score" and len(lines) == 9
+    monkeypatch.chdir(tmp_path)  # test.py with labels to standard output: no labels copy named "-_labels.csv"
+    proc = run_main(test_script.main, ["--dataset", "csv", "--data_root", pairs, "--split", "all", "--crops", "center",
+                                       "--output", "-", *TINY, *NO_HEADS], capsys)
+    assert proc.returncode == 0 and [r.split(",")[0] for r in proc.stdout.splitlines()[:3]] == [
+        "dist/A0001_00_00.png", "dist/A0001_01_00.png", "dist/A0002_00_00.png"], proc.stdout
+    assert not list(tmp_path.glob("-*"))
+
+
+def test_a_run_folder_is_never_replaced_and_resume_trains_what_the_run_was(tmp_path, capsys):
+    """A new run with an existing run's name is refused (its files byte for byte as they were) unless --overwrite,
+    which replaces it whole; --resume refuses options that no longer match what last.pth was trained with."""
+    argv = ["--dataset", "synthetic", "--data_root", tmp_path / "data", "--synthetic_refs", "4", "--synthetic_size",
+            "32", "--batch_size", "4", "--n_epoch", "1", "--max_steps", "1", "--val_crops", "center", "--progress",
+            "false", "--checkpoints_dir", tmp_path, "--name", "run", *TINY]
+    assert run_main(train.main, argv, capsys).returncode == 0
+    run = tmp_path / "run"
+
+    def files() -> dict[str, str]:
+        return {k: v for k, v in fingerprint(run).items() if k != ".lock" and not k.startswith("tb/")}
+
+    before = files()
+    refused(capsys, train.main, [*argv, "--seed", "7"], f"{run}: holds a run (last.pth, best.pth, opt.json)",
+            "--resume", "--name NEW", "--overwrite")
+    assert files() == before
+    refused(capsys, train.main, [*argv, "--overwrite", "--resume"], "give one")
+    refused(capsys, train.main, [*argv, "--overwrite", "--split_file", run / "split.json"], "split.json",
+            "is the input")  # checked before --overwrite removes anything
+    assert files() == before
+    proc = run_main(train.main, [*argv, "--seed", "7", "--overwrite"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    log = (run / "train.log").read_text()
+    assert "replaced the run that was here (--overwrite)" in log and log.count("epoch 1/1") == 1, log
+    assert json.loads((run / "opt.json").read_text())["run"]["seed"] == 7 and len(list((run / "tb").iterdir())) == 1
+
+    options = json.loads((run / "opt.json").read_text())
+    options["data"]["synthetic_size"] = 64  # a hand-edited opt.json: other data under the run's name
+    (run / "opt.json").write_text(json.dumps(options))
+    before = files()
+    resume = ["--checkpoints_dir", tmp_path, "--name", "run", "--resume", "--n_epoch", "2", "--progress", "false"]
+    refused(capsys, train.main, resume, "last.pth: was trained with data.synthetic_size 32", "say 64",
+            "--allow_changes")
+    assert files() == before
+
+
+def test_checkpoint_metadata_is_typed_and_checked_before_anything_is_built(pairs, tmp_path, capsys, monkeypatch):
+    """Every malformed value a checkpoint records is one line, and a checkpoint whose architecture does not take its
+    tensors stops before any network is built (on the meta device)."""
+    from ahiq.models import checkpoint
+    from ahiq.models.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "good.pth", tiny_model(4), {"train": {"crop_size": 32}, "label_range": [1.0, 5.0],
+                                                           "score_norm": {"kind": "minmax", "lo": 1.0, "hi": 5.0}})
+    good = torch.load(tmp_path / "good.pth", weights_only=True)
+
+    def variant(change) -> Path:
+        ckpt = json.loads(json.dumps(good, default=lambda t: None))  # a deep copy of everything but the tensors
+        for key in ("deform_net_model_state_dict", "regressor_model_state_dict"):
+            ckpt[key] = dict(good[key])
+        change(ckpt)
+        path = tmp_path / "variant.pth"
+        torch.save(ckpt, path)
+        return path
+
+    def never(*args, **kwargs):
+        raise AssertionError("a network was built")
+
+    monkeypatch.setattr(checkpoint, "build_ahiq", never)
+    cases = [
+        (lambda c: c["ahiq"]["score_norm"].update(lo=math.nan), "score_norm"),
+        (lambda c: c["ahiq"]["score_norm"].update(hi=1.0), "finite lo < hi"),
+        (lambda c: c["ahiq"].update(score_norm="minmax"), "score_norm"),
+        (lambda c: c["ahiq"].update(label_range=["1", "5"]), "label_range"),
+        (lambda c: c["ahiq"].update(label_range=[5.0, math.inf]), "label_range"),
+        (lambda c: c["ahiq"].update(split=["train"]), "records split"),
+        (lambda c: c.update(ahiq=3), "'ahiq' metadata is a int"),
+        (lambda c: c["ahiq"]["backbones"]["vit"].update(seed="abc"), "backbones"),
+        (lambda c: c["regressor_model_state_dict"].update({"conv.0.weight": "abc"}), "regressor.conv.0.weight holds a str"),
+        (lambda c: c["ahiq"]["model_config"]["vit_kwargs"].update(embed_dim=64), "tensors do not fit"),
+    ]
+    before = fingerprint(pairs)
+    for change, needle in cases:
+        path = variant(change)
+        refused(capsys, score.main, ["--ref", pairs / "ref", "--dist", pairs / "dist", "--checkpoint", path,
+                                     "--device", "cpu"], str(path), needle)
+    refused(capsys, test_script.main, ["--ref_dir", pairs / "ref", "--dist_dir", pairs / "dist", "--checkpoint",
+                                       variant(cases[0][0]), "--device", "cpu", "--output", tmp_path / "r.txt"],
+            "score_norm")
+    assert fingerprint(pairs) == before and not (tmp_path / "r.txt").exists()

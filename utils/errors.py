@@ -89,14 +89,18 @@ class Stopped(UserError):
 
 def cli_main(fn: F) -> F:
     """Wrap a script's ``main`` so that a :class:`UserError` prints one line and exits with status 2 (a rank
-    :class:`Stopped` by another's failure exits quietly) and Ctrl-C prints one line."""
+    :class:`Stopped` by another's failure exits quietly) and Ctrl-C prints one line. The run records the files it
+    reads (:func:`utils.inputs.input_register`), so that none of its writes lands on one."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         global _in_script
+        from ahiq.utils.inputs import input_register
+
         outer, _in_script = _in_script, True
         try:
-            return fn(*args, **kwargs)
+            with input_register():
+                return fn(*args, **kwargs)
         except Stopped:
             sys.exit(2)
         except UserError as err:

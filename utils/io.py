@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import stat
+import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -16,6 +17,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ahiq.utils.errors import UserError
+from ahiq.utils.inputs import read_by_this_run, read_so_far, reading
 
 # Temporary files of atomic writes: ``.<name>.<random>.tmp`` beside the target (what mkstemp makes below).
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
@@ -40,9 +42,10 @@ def _why(err: OSError) -> str:
 
 def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
     """Where writing ``path`` lands, and whether it is a stream written through rather than replaced: ``-`` is
-    standard output; a link is followed to its target; a FIFO or character device is written to directly."""
+    this process's standard output (``Path("-")``, never reopened); a link is followed to its target; a FIFO or
+    character device is written to directly."""
     if str(path) == "-":
-        return Path("/dev/stdout"), True
+        return Path("-"), True
     path, link = Path(path), False
     try:
         link = path.is_symlink()
@@ -61,11 +64,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     output) is written through, never replaced (:func:`write_target`). The file gets the permissions of a newly
     created file under the umask (not mkstemp's 0600). A failed write (full disk, unwritable folder) removes the
     temporary file, leaves an existing ``path`` as it was and raises one :class:`UserError` naming the file and
-    the cause.
+    the cause. A file this run has read (:mod:`utils.inputs`) is never written: one :class:`UserError` instead.
     """
     path, stream = write_target(path)
+    read_as = None if str(path) == "-" else read_by_this_run(path)
+    if read_as is not None:
+        raise UserError(f"{path}: is the input {read_as} this run read; writing there would destroy it; choose "
+                        "another name")
     tmp = None
     try:
+        if str(path) == "-":  # written to the stream as it is: reopening /dev/stdout with "w" truncates a file
+            fd, tmp = tempfile.mkstemp(suffix=".tmp")
+            os.close(fd)
+            write(tmp)
+            _to_stdout(Path(tmp).read_bytes())
+            return
         if stream:
             write(str(path))
             return
@@ -86,6 +99,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _to_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    if hasattr(sys.stdout, "buffer"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:  # a text-only stand-in (a test's capture)
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+        sys.stdout.flush()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -158,8 +181,9 @@ def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
     """Before any work: no output (``{what: path}``, e.g. ``{"--output ": "scores.csv"}``) is, once links and
     ``..`` are resolved, one of the ``inputs`` (images, label files, checkpoints and weight files being read) or
-    another output. One :class:`UserError` naming both paths otherwise."""
-    taken: dict[Path, str] = {Path(p).resolve(): f"the input {p}" for p in inputs}
+    another output. One :class:`UserError` naming both paths otherwise. Every file the running script has read so
+    far (:mod:`utils.inputs`) counts as an input too."""
+    taken: dict[Path, str] = {Path(p).resolve(): f"the input {p}" for p in [*read_so_far(), *inputs]}
     for what, path in outputs.items():
         if not path or str(path) == "-":
             continue
@@ -188,23 +212,53 @@ def lock_folder(folder: str | os.PathLike) -> IO:
     """Hold ``folder/.lock`` exclusively for as long as the returned file stays open (one writer per run folder;
     the operating system drops the lock when the process dies, SIGKILL included). A second holder is one
     :class:`UserError` naming the folder and the process that holds it."""
+    return lock_file(Path(folder) / ".lock", f"{folder}: another run is writing there",
+                     "wait for it to end, or give another name or folder")
+
+
+def lock_file(path: str | os.PathLike, busy: str, advice: str) -> IO:
+    """Hold the lock file ``path`` exclusively (``fcntl.flock``) for as long as the returned file stays open; it
+    records ``process <pid>``. Held by another process: one :class:`UserError` ``"<busy> (process N); <advice>"``.
+    The file may be deleted by its holder (:func:`unlock_file`): a lock taken on a file deleted meanwhile is
+    taken again on the new one."""
     import fcntl
 
-    folder = Path(folder)
-    handle = open(folder / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    path = Path(path)
+    while True:
+        try:
+            handle = open(path, "a+")
+        except OSError as err:
+            raise UserError(f"{path}: cannot create the lock file ({_why(err)}); choose another place") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"{busy} ({holder}); {advice}") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # its holder deleted it as we took it: take the one now there
+    handle.seek(0)
+    if not re.fullmatch(r"(process \d+\s*)?", handle.read(64)):  # a file of the user's with our lock's name
         handle.close()
-        raise UserError(f"{folder}: another run is writing there ({holder}); wait for it to end, or give another "
-                        "name or folder") from None
+        raise UserError(f"{path}: exists and is not a lock file of this project; move it away (a run keeps its lock "
+                        "there)")
     handle.seek(0)
     handle.truncate()
     handle.write(f"process {os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def unlock_file(handle: IO, remove: bool = True) -> None:
+    """Release a :func:`lock_file` lock, deleting the file first when ``remove`` (while still held)."""
+    if remove:
+        Path(handle.name).unlink(missing_ok=True)
+    handle.close()
 
 
 def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> None:
@@ -241,6 +295,7 @@ def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
         raise UserError(f"{path}: is a folder, not a {what}; give the file inside it")
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
+    reading(path)
     import warnings
 
     import torch

@@ -47,11 +47,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     from ahiq.models.checkpoint import load_model, open_checkpoint
     from ahiq.models.export import (check_hub_cache, check_onnx_exporter, check_pyiqa_architecture, export_onnx,
                                     pyiqa_checkpoint, pyiqa_metric_options, whole_backbones, write_hub_cache)
-    from ahiq.utils.io import atomic_torch_save, check_writable
+    from ahiq.utils.io import atomic_torch_save, check_outputs, check_writable
 
     check_writable(opt.output, "--output ")
     check_writable(opt.hub_cache, "--hub_cache ", folder=True)
     contents, record = open_checkpoint(opt.checkpoint)
+    # every file read so far and the weight files to read: the output lands on none (atomic_write checks again)
+    check_outputs({"--output ": opt.output}, [p for p in (opt.vit_weights, opt.cnn_weights) if p])
     if opt.to == "onnx":  # what is missing or refused stops before any backbone is built
         check_onnx_exporter()
     elif record.model_config is not None:

@@ -18,12 +18,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     options = ScoreOptions(prog)
     opt = options.parse(argv)
     # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
+    from ahiq.engine.session import ScoringSession
+
+    with ScoringSession(options.config(opt)) as session:  # the output locked until the end
+        run(opt, session)
+
+
+def run(opt, session) -> None:
+    """Pair, screen, guard, score, write: the run of :func:`main` inside its session."""
     from ahiq.data.images import pair_paths
     from ahiq.data.records import Pair, result_names
-    from ahiq.engine.session import ScoringSession
     from ahiq.utils.tables import write_csv
 
-    session = ScoringSession(options.config(opt))
     found, problems = pair_paths(opt.ref, opt.dist)
     pairs = session.screen([Pair(d, r) for d, r in found], problems, check_hint=False)
     names = result_names(pairs)

@@ -103,6 +103,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     options = TestOptions(prog)
     opt = options.parse(argv)
     # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
+    from ahiq.engine.session import ScoringSession
+
+    cfg = options.config(opt)
+    # outputs checked for writing, the output locked, then the checkpoint read (and refused, if it must be), before
+    # anything else; the lock is released however the run ends
+    with ScoringSession(cfg, outputs={"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot}) as session:
+        return run(opt, cfg, session)
+
+
+def run(opt, cfg, session) -> dict | None:
+    """Collect, screen, guard, score, write, measure: the run of :func:`main` inside its session."""
     import numpy as np
 
     from ahiq.data.records import result_names
@@ -110,13 +121,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     from ahiq.data.screening import describe
     from ahiq.data.splits import run_data_check
     from ahiq.engine.baselines import check_baselines, compare_with_baselines, comparison_files
-    from ahiq.engine.session import ScoringSession
     from ahiq.utils.metrics import evaluate, format_metrics
     from ahiq.utils.tables import csv_text, write_csv
 
-    cfg = options.config(opt)
-    # outputs checked for writing, then the checkpoint read (and refused, if it must be), before anything else
-    session = ScoringSession(cfg, outputs={"--ntire_zip ": opt.ntire_zip, "--plot ": opt.plot})
     data = None if opt.ref_dir else data_config(opt)
     pairs = collect_pairs(opt, data)
     if opt.check_data:
@@ -134,7 +141,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
                         "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
     prefix = Path(cfg.output).with_name(Path(cfg.output).stem)
-    details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled else None
+    # the labels copy sits beside --output; standard output (-) has no beside: the scores alone go there
+    details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled and str(cfg.output) != "-" else None
     labels = [opt.labels] if opt.labels else [] if data is None else label_files(data)
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if opt.baselines else {}
     session.guard(pairs, map_names, {"labels copy ": details, **extra}, labels)
@@ -168,8 +176,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         return None
     found = evaluate(scores, [p.score for p in pairs], same_scale=same_scale)
     metrics = found.metrics
-    write_csv(details, ["name", "prediction", "label", "raw_label"],
-              [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw] for n, p, s in zip(names, pairs, scores)])
+    if details is not None:
+        write_csv(details, ["name", "prediction", "label", "raw_label"],
+                  [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw]
+                   for n, p, s in zip(names, pairs, scores)])
     print(f"test: {format_metrics(metrics, found.notes())}")
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
         print(compare_with_baselines(pairs, scores, baselines, prefix, None if opt.ref_dir else opt.dataset,
