@@ -110,6 +110,9 @@ def as_images(x: Any, name: str) -> list[np.ndarray]:
             raise ValueError(f"{name} is empty: give {WHAT_TO_PASS}")
         return [img for k, item in enumerate(x) for img in as_images(item, f"{name}[{k}]")]
     if isinstance(x, (str, os.PathLike)):
+        if Path(x).is_dir():
+            raise ValueError(f"{name} is a folder ({os.fspath(x)}): the metric scores images; for folders paired by "
+                             "name use `ahiq score --ref REF --dist DIST` (score.py) or give the files")
         try:
             return [read_image(x)]
         except UserError as err:

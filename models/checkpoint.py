@@ -121,8 +121,8 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
             and _number(norm.get("hi")) and norm["lo"] < norm["hi"])):
         raise bad("score_norm (a kind, and for minmax finite lo < hi)", norm)
     if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_number, span))
-                                 and span[0] < span[1]):
-        raise bad("label_range (two finite numbers, low < high)", span)
+                                 and span[0] <= span[1]):  # one label value is a range too (a tiny training part)
+        raise bad("label_range (two finite numbers, low <= high)", span)
     split, data = meta.get("split"), run.get("data")
     if split is not None and not isinstance(split, dict):
         raise bad("split", split)

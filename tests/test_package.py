@@ -94,6 +94,7 @@ def test_wrong_input_is_one_clear_value_error(files):
         "channels first array": (np.zeros((3, 48, 64), np.uint8), ref, "channels first"),
         "a dict": ({"a": 1}, ref, "dist is a dict: give a file path"),
         "a missing file": ("missing.png", ref, "dist: missing.png"),
+        "a folder": (files / "small" / "dist", ref, "dist is a folder"),
     }
     for case, (dist, ref_, pattern) in cases.items():
         with pytest.raises(ValueError, match=pattern):
