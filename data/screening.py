@@ -4,7 +4,6 @@ memory budget, so that scoring a few pairs decodes each file once."""
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from tqdm import tqdm
 from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_MEGAPIXELS, decode_image, image_not_found, megapixels
 from ahiq.data.images import read_header, read_image
 from ahiq.data.records import Pair
-from ahiq.utils.errors import UserError, arg, flag, plain
+from ahiq.utils.errors import arg, flag, note, plain, UserError
 
 
 class Problem(NamedTuple):
@@ -169,7 +168,7 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
                                 animated=animated)
     problems = list(known or []) + unique_messages(found, crop)
     where = f" in the {part} data" if part else ""
-    tell = report or (lambda line: print(line, file=sys.stderr))
+    tell = report or note
 
     def report(line: str) -> None:  # a log's lines too name arguments as the running script does
         tell(plain(line))

@@ -118,7 +118,7 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
             info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed, **({"by": by} if by != "reference"
                                                                                         else {})}
             if by == "pair":
-                say(f"note: {arg('split_by')}pair: the parts share references (a pipeline check, not the "
+                note(f"note: {arg('split_by')}pair: the parts share references (a pipeline check, not the "
                     "reference-disjoint protocol)")
         parts = apply_split(pairs, split, split_keys(pairs, by))
         if cfg.val_list:

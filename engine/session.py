@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
@@ -33,7 +32,7 @@ from ahiq.engine.scoring import PairScore, plan, score_stream
 from ahiq.models.ahiq import AHIQ
 from ahiq.models.backbones import file_sha256
 from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
-from ahiq.utils.errors import Stopped, UserError, arg, say
+from ahiq.utils.errors import arg, note, Stopped, UserError
 from ahiq.utils.io import (MAX_NAME, check_outputs, check_writable, lock_file, map_file_names, unlock_file,
                            write_target)
 from ahiq.utils.visual import save_quality_map
@@ -169,8 +168,8 @@ class ScoringSession:
         if journal and journal.done and ctx.main:
             again = [f"{changed} scored again: their files changed since"] if changed else []
             again += [f"{len(without)} scored again for their missing maps"] if cfg.save_maps and without else []
-            print(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
-                  + "".join(f"; {a}" for a in again), file=sys.stderr)
+            note(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
+                 + "".join(f"; {a}" for a in again))
 
         def each(i: int, result: PairScore) -> None:
             if cfg.save_maps and i not in before:
@@ -304,7 +303,7 @@ class Journal:
             if entry is None:  # a torn or damaged line: what follows it is not trusted either
                 torn = number == len(lines)  # the last line, unfinished (a killed run) or empty
                 if not torn and main:
-                    say(f"note: {path}: line {number} is damaged; its pair and those journaled after it are scored "
+                    note(f"note: {path}: line {number} is damaged; its pair and those journaled after it are scored "
                         "again")
                 break
             key, identity, score = entry

@@ -13,7 +13,6 @@ Formats read:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,8 +273,8 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
                                 f"with those weights, or {arg('pretrained_backbones')}true/false to use others")
             source = backbone_source(name, True, rec.file) if rec.kind == "file" else rec
             if not source.same_weights(rec):
-                print(f"warning: {rec.file} changed since {where} was trained on it (sha256 {str(rec.sha256)[:12]}... "
-                      f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's", file=sys.stderr)
+                note(f"warning: {rec.file} changed since {where} was trained on it (sha256 {str(rec.sha256)[:12]}... "
+                      f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's")
             chosen[part] = source
             continue
         was_random = rec is not None and rec.kind == "random"
@@ -285,8 +284,8 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
             part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
         source = backbone_source(name, pretrained, weights, part_seed)
         if rec is not None and not source.same_weights(rec):
-            print(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
-                  "(scores will differ from the trained model's)", file=sys.stderr)
+            note(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
+                  "(scores will differ from the trained model's)")
         chosen[part] = source
     return chosen
 

@@ -257,3 +257,30 @@ def test_the_wheel_is_one_import_name_and_scores_like_score_py(files, tmp_path, 
     assert listed.returncode == 0, listed.stderr[-2000:]
     scores = json.loads(listed.stdout.strip().splitlines()[-1])
     assert np.allclose(scores, float(expected.splitlines()[1].rsplit(",", 1)[1]), atol=1e-6, rtol=0), scores
+
+
+def test_notes_go_to_the_ahiq_logger_not_to_print(files, capsys):
+    import logging
+
+    log = logging.getLogger("ahiq")
+    records: list[logging.LogRecord] = []
+    catcher = logging.Handler()
+    catcher.emit = records.append
+    log.addHandler(catcher)
+    capsys.readouterr()
+    try:
+        ahiq.create_metric(files / "ck.pth", device="cpu")
+        shown = capsys.readouterr().err  # the default handler: the same bare lines as the scripts print
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            ahiq.create_metric(files / "ck.pth", device="cpu")
+        finally:
+            log.setLevel(level)
+        silenced = capsys.readouterr().err
+    finally:
+        log.removeHandler(catcher)
+    random = [r.getMessage() for r in records if "RANDOM weights" in r.getMessage()]
+    assert len(random) == 2 and all(r.levelno == logging.WARNING for r in records)
+    assert [line for line in shown.splitlines() if "RANDOM weights" in line] == random
+    assert "note:" not in silenced

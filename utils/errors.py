@@ -3,12 +3,17 @@
 Library code (``models/``, ``data/``, the running floor) speaks of its Python arguments; scripts speak of
 flags. A message names an argument as ``{arg:NAME}``: :class:`UserError` renders it as ``NAME=`` when read
 from Python and :func:`cli_main` as ``--NAME `` on the command line, so one message serves both. A line printed
-or logged rather than raised goes through :func:`plain` (or :func:`say`): arguments named as the running
-entry point names them.
+or logged rather than raised goes through :func:`plain`: arguments named as the running entry point names them.
+
+Notes and warnings of library code go to the ``ahiq`` logger (:func:`note`), never to ``print``: by default its
+handler writes each as one bare line on stderr, as the scripts show them; a library user silences them with
+``logging.getLogger("ahiq").setLevel(logging.ERROR)``, or captures them with a handler of their own on that logger
+(``LOG.propagate = True`` sends them on to the application's logging as well).
 """
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import sys
@@ -41,11 +46,27 @@ def say(text: str, file=None) -> None:
     print(plain(text), file=file or sys.stderr)
 
 
-def note(text: str, file=None) -> None:
-    """:func:`say` a note on rank 0 only: under ``torchrun`` every rank meets the same data and settings, and one
-    note says it once."""
+class _Lines(logging.Handler):
+    """Each record as its bare message, one line on the stderr of the moment (a test's capture, a script's)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001  (logging's rule: a handler never raises)
+            self.handleError(record)
+
+
+LOG = logging.getLogger("ahiq")
+LOG.addHandler(_Lines())
+LOG.setLevel(logging.INFO)
+LOG.propagate = False  # the lines are shown once, by the handler above (set True to reach the application's logging)
+
+
+def note(text: str, level: int = logging.WARNING) -> None:
+    """A note or warning for the user, on the ``ahiq`` logger (:data:`LOG`), on rank 0 only: under ``torchrun``
+    every rank meets the same data and settings, and one line says it once."""
     if os.environ.get("RANK", "0") == "0":
-        say(text, file)
+        LOG.log(level, plain(text))
 
 
 def arg(name: str) -> str:
