@@ -190,7 +190,9 @@ def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, titl
     else:
         text += "\nno distortion types known for these pairs (no per-type table)\n"
     n = sum(len(s.labels) for s in sets)
-    drawn = f"every {set_name}'s pairs, n={n}, one fitted curve per {set_name}" if several else f"n={n}"
+    fitted = any(e.fit is not None for m in metrics for e in found[m])  # no curve where no set could be fitted
+    curves = f", one fitted curve per {set_name}" if fitted else ", no fitted curve (too few pairs)"
+    drawn = f"every {set_name}'s pairs, n={n}{curves}" if several else f"n={n}"
     panels = [ScatterPanel(m, _panel_caption(found[m], several), [s.scores[m] for s in sets],
                            [e.fit for e in found[m]]) for m in metrics]
     save_fitted_scatter(panels, [s.labels for s in sets], out("_scatter.png"), label_name, f"{title}: {drawn}")
