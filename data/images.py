@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -48,7 +47,6 @@ _ORIENT = {
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transversed
     8: lambda a: a.transpose(1, 0, 2)[::-1],       # stored rotated 90 clockwise: turn counter-clockwise
 }
-_DECODE = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION  # orientation: ours, below
 
 
 @dataclass(frozen=True)
@@ -196,9 +194,11 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
             data = _tiff_without_orientation(data)
         except (struct.error, IndexError):
             raise _open_error(path) from None
-    _quiet_opencv()
-    # From memory, never by name: OpenCV's imread crashes on names that are not UTF-8 (a file name may be any bytes).
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE)
+    cv2 = _opencv()
+    # From memory, never by name: OpenCV's imread crashes on names that are not UTF-8 (a file name may be any bytes);
+    # the orientation is ours, applied below.
+    img = cv2.imdecode(np.frombuffer(data, np.uint8),
+                       cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
     del data
     if img is None:
         raise _open_error(path)
@@ -231,12 +231,15 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_
 
 
 @functools.cache
-def _quiet_opencv() -> None:
-    """OpenCV settings for decoding, made once: no thread pool of its own (decoding runs in DataLoader workers and
-    screening threads, which it would oversubscribe), and no log lines for files it cannot read (we say so, in
-    one line)."""
+def _opencv():
+    """OpenCV, imported on the first decode (so that the options, which read this module's pixel budget, parse
+    before it loads) and set up once: no thread pool of its own (decoding runs in DataLoader workers and screening
+    threads, which it would oversubscribe), and no log lines for files it cannot read (we say so, in one line)."""
+    import cv2
+
     cv2.setNumThreads(0)
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    return cv2
 
 
 def as_unit_float(image):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ahiq.data.datasets import DataConfig
+from ahiq.data.images import MAX_MEGAPIXELS, megapixels
 from ahiq.models.config import ModelConfig
 from ahiq.utils.errors import UserError, arg
 
@@ -15,18 +16,18 @@ BASELINE_NAMES = ("psnr", "ssim", "ms_ssim", "vif", "fsim", "gmsd", "lpips", "di
 @dataclass(frozen=True)
 class RunConfig:
     """How the network runs (options of every script): device, precision, compile, decoding workers, seed, and the
-    pixel budget per decoded image (megapixels; data.images.MAX_MEGAPIXELS by default, checked from the header)."""
+    pixel budget per decoded image (megapixels, checked from the header)."""
 
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
     num_workers: int = 0
     seed: int = 1919
-    max_megapixels: float = 50.0
+    max_megapixels: float = MAX_MEGAPIXELS
 
     @property
     def max_pixels(self) -> int:
-        return int(self.max_megapixels * 1_000_000)
+        return megapixels(self.max_megapixels)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ random initialisation drawn from a recorded seed, which is announced.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from ahiq.models.hub import unreachable
+from ahiq.models.hub import offline_variable, unreachable
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT, DEFAULT_VIT_BLOCKS
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.errors import UserError, arg, note
@@ -80,8 +79,9 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
     connection within ``timeout`` seconds, through the proxy when one is set), or None when it can."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
+    set_offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else offline_variable(("HF_HUB_OFFLINE",))
+    if set_offline:
+        return set_offline
     reason = unreachable(constants.ENDPOINT, timeout)
     return reason and f"the hub: {reason}"
 

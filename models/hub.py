@@ -37,14 +37,21 @@ def sha256_prefix(url: str) -> str:
     return url.rsplit("/", 1)[1].rsplit(".", 1)[0].rsplit("-", 1)[1]
 
 
-def offline_reason(url: str, timeout: float = 3.0) -> str | None:
-    """Why ``url`` cannot be fetched now (an offline variable set, or its host not answering within ``timeout``
-    seconds, through the proxy when one is set), or None when it can be tried. ``file:`` URLs are always tried."""
-    for name in OFFLINE_VARIABLES:
+def offline_variable(names: tuple[str, ...] = OFFLINE_VARIABLES) -> str | None:
+    """``"NAME is set"`` for the first of the environment variables ``names`` set to a true value, else None."""
+    for name in names:
         if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{name} is set"
-    if urllib.parse.urlparse(url).scheme == "file":
-        return None
+    return None
+
+
+def offline_reason(url: str, timeout: float = 3.0) -> str | None:
+    """Why ``url`` cannot be fetched now (an offline variable set, or its host not answering within ``timeout``
+    seconds, through the proxy when one is set), or None when it can be tried. A ``file:`` URL is tried unless an
+    offline variable is set."""
+    set_offline = offline_variable()
+    if set_offline or urllib.parse.urlparse(url).scheme == "file":
+        return set_offline
     return unreachable(url, timeout)
 
 

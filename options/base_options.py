@@ -17,6 +17,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from ahiq.models.config import CHOICES, DEFAULT_CNN, DEFAULT_CNN_STAGE, DEFAULT_VIT_BLOCKS, NORMALISATIONS, VIT_BY_PATCH
+from ahiq.data.images import MAX_MEGAPIXELS, PIL_LIMIT_MEGAPIXELS
 from ahiq.engine.config import CONFIG_VERSION
 from ahiq.models.config import ModelConfig
 from ahiq.utils.errors import UserError
@@ -29,7 +30,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "val_freq": (1, 10**6), "max_steps": (0, 10**9), "T_max": (0, 10**9), "synthetic_refs": (2, 9999),
     "synthetic_size": (32, 8192), "learning_rate": (1e-12, 1e3), "feature_lr_scale": (1e-6, 1e6),
     "weight_decay": (0, 1e3), "eta_min": (0, 1e3), "grad_clip": (0, 1e9), "time_limit": (0, 1e9),
-    "max_megapixels": (1e-3, 178),  # PIL refuses larger images whatever we allow
+    "max_megapixels": (1e-3, PIL_LIMIT_MEGAPIXELS),  # PIL refuses larger images whatever we allow
 }
 NOT_GIVEN = object()  # the default of every option while finding out which ones the user gave
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -121,9 +122,10 @@ class BaseOptions:
         g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes for image decoding")
         g.add_argument("--seed", type=int, default=1919, help="random seed, 0..2^32-1 (the authors' 1919)")
         g.add_argument("--crop_size", type=int, default=224, help="crop size in pixels, a multiple of 32")
-        g.add_argument("--max_megapixels", type=float, default=50.0,
-                       help="pixel budget per image, checked from its header before decoding (50: up to ~1 GB "
-                            "decoded for a 16-bit image); larger images are refused, up to 178")
+        g.add_argument("--max_megapixels", type=float, default=MAX_MEGAPIXELS,
+                       help=f"pixel budget per image, checked from its header before decoding ({MAX_MEGAPIXELS:g}: up "
+                            f"to ~1 GB decoded for a 16-bit image); larger images are refused, up to "
+                            f"{PIL_LIMIT_MEGAPIXELS:g}")
 
         g = p.add_argument_group(ARCHITECTURE)
         g.add_argument("--patch_size", type=int, default=8, choices=[8, 16],
