@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_MEGAPIXELS, decode_image, image_not_found, megapixels
 from ahiq.data.images import read_header, read_image
 from ahiq.data.records import Pair
-from ahiq.utils.errors import arg, flag, note, plain, UserError
+from ahiq.utils.errors import UserError, arg, flag, note, plain
 
 
 class Problem(NamedTuple):

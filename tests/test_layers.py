@@ -42,6 +42,16 @@ def _floor(module: str) -> str | None:
     return parts[1] if parts[0] == "ahiq" and len(parts) > 1 and parts[1] in FLOORS else None
 
 
+def _every_import():
+    """``(path from the root, module, names, line)`` of every import in the clone's own Python files (hidden
+    folders such as a virtual environment, and build output, left out)."""
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if not any(part.startswith(".") or part == "build" for part in relative.parts[:-1]):
+            for module, names, line in _imports(path):
+                yield relative, module, names, line
+
+
 def test_each_floor_imports_only_from_below():
     wrong = []
     for package, allowed in ALLOWED.items():
@@ -57,24 +67,14 @@ def test_each_floor_imports_only_from_below():
 def test_the_package_is_imported_by_one_name_only():
     # `from utils.io import ...` would load a second copy of ahiq.utils.io (two UserError classes: every except
     # breaks); every import of the package is written ahiq.<floor>, and scripts are reached as ahiq.commands.
-    wrong = []
-    for path in sorted(ROOT.rglob("*.py")):
-        if ".git" in path.parts:
-            continue
-        for module, _, line in _imports(path):
-            if module.split(".")[0] in FLOORS | {"train", "test", "score", "export"}:
-                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    wrong = [f"{path}:{line} imports {module}" for path, module, _, line in _every_import()
+             if module.split(".")[0] in FLOORS | {"train", "test", "score", "export"}]
     assert not wrong, "\n".join(wrong)
 
 
 def test_no_private_names_cross_modules():
-    wrong = []
-    for path in sorted(ROOT.rglob("*.py")):
-        if ".git" in path.parts:
-            continue
-        for module, names, line in _imports(path):
-            if module.split(".")[0] in PROJECT or _floor(module):
-                wrong += [f"{path.relative_to(ROOT)}:{line} imports {module}.{n}" for n in names if n.startswith("_")]
+    wrong = [f"{path}:{line} imports {module}.{n}" for path, module, names, line in _every_import()
+             if module.split(".")[0] in PROJECT or _floor(module) for n in names if n.startswith("_")]
     assert not wrong, "\n".join(wrong)
 
 
