@@ -304,7 +304,7 @@ class Journal:
                 torn = number == len(lines)  # the last line, unfinished (a killed run) or empty
                 if not torn and main:
                     note(f"note: {path}: line {number} is damaged; its pair and those journaled after it are scored "
-                        "again")
+                         "again")
                 break
             key, identity, score = entry
             self.done[key] = (identity, score)

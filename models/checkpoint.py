@@ -274,7 +274,7 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
             source = backbone_source(name, True, rec.file) if rec.kind == "file" else rec
             if not source.same_weights(rec):
                 note(f"warning: {rec.file} changed since {where} was trained on it (sha256 {str(rec.sha256)[:12]}... "
-                      f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's")
+                     f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's")
             chosen[part] = source
             continue
         was_random = rec is not None and rec.kind == "random"
@@ -285,7 +285,7 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
         source = backbone_source(name, pretrained, weights, part_seed)
         if rec is not None and not source.same_weights(rec):
             note(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
-                  "(scores will differ from the trained model's)")
+                 "(scores will differ from the trained model's)")
         chosen[part] = source
     return chosen
 
