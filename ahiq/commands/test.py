@@ -16,7 +16,6 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ahiq.data.datasets import DATASETS, DataConfig, label_files
