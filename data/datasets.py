@@ -67,11 +67,20 @@ def _pipal(cfg: DataConfig) -> list[Pair]:
     return load_pipal_train(cfg.root, Path(cfg.train_list) if cfg.train_list else None)
 
 
+def write_generated(cfg: DataConfig) -> None:
+    """Write the dataset ``cfg`` names when it is one this project generates (``synthetic``) and is not there yet;
+    nothing for the others. Under torchrun one rank calls it and the others wait: two ranks writing one folder at
+    once remove each other's files."""
+    if cfg.dataset == "synthetic":
+        from ahiq.data.synthetic import ensure_synthetic
+
+        ensure_synthetic(cfg.root, n_refs=cfg.synthetic_refs, size=cfg.synthetic_size, seed=cfg.split_seed)
+
+
 def _synthetic(cfg: DataConfig) -> list[Pair]:
     from ahiq.data.pipal import load_pipal_train
-    from ahiq.data.synthetic import ensure_synthetic
 
-    ensure_synthetic(cfg.root, n_refs=cfg.synthetic_refs, size=cfg.synthetic_size, seed=cfg.split_seed)
+    write_generated(cfg)
     return load_pipal_train(cfg.root)
 
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ahiq.data.crops import parse_crops
+from ahiq.data.datasets import write_generated
 from ahiq.data.records import Pair
 from ahiq.data.sampling import CropPairs, EpochSampler, ScoreNorm
 from ahiq.data.images import read_image
@@ -131,6 +132,9 @@ class Trainer:
         if self.resume_from is not None and not cfg.allow_changes:
             same_run(cfg, *self.resume_from, folder.path / "opt.json")
         seed_everything(cfg.run.seed)
+        if ctx.main:  # a generated set is written by this rank alone; the others read it once it is whole
+            write_generated(cfg.data)
+        ctx.wait_all("data written")
         self.parts, self.split_info = prepare_splits(cfg.data, folder.path if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:
             raise UserError(f"need training and validation pairs; got {describe(self.parts['train'])} and "
