@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ahiq.data.datasets import DataConfig
 from ahiq.data.images import MAX_MEGAPIXELS, megapixels
-from ahiq.models.config import ModelConfig
+from ahiq.models.config import SEED, ModelConfig
 from ahiq.utils.errors import UserError, arg
 
 # Classical metrics test.py and the experiments compare with (engine.baselines builds them with piq).
@@ -22,7 +22,7 @@ class RunConfig:
     precision: str = "fp32"
     compile: bool = False
     num_workers: int = 0
-    seed: int = 1919
+    seed: int = SEED
     max_megapixels: float = MAX_MEGAPIXELS
 
     @property

@@ -12,6 +12,8 @@ DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
 DEFAULT_CNN = "resnet50.a1_in1k"
 DEFAULT_VIT_BLOCKS = (1, 2, 3, 4, 5)
 DEFAULT_CNN_STAGE = 1
+SEED = 1919  # the authors' seed: the default of random crops, random backbones and training (stated only here)
+CROP_MULTIPLE = 32  # a crop side must be a multiple of the ResNet's and the ViT's strides
 # The default ViT tag of each patch size (--patch_size).
 VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
 
@@ -145,3 +147,11 @@ def _widths(value: Any, name: str, known: tuple[str, ...]) -> dict[str, int]:
             isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value.values()):
         raise UserError(f"{arg(name)}{value!r}: give positive integer widths for {', '.join(known)}")
     return dict(sorted(value.items()))
+
+
+def check_crop_size(crop: Any, name: str = "crop_size") -> int:
+    """``crop`` itself when it is a positive multiple of :data:`CROP_MULTIPLE` pixels, else a one-line
+    :class:`UserError` naming the argument ``name``."""
+    if isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % CROP_MULTIPLE:
+        raise UserError(f"{arg(name)}{crop}: must be a positive multiple of {CROP_MULTIPLE}")
+    return crop
