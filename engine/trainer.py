@@ -141,7 +141,7 @@ class Trainer:
                             f"{describe(self.parts['val'])} (check --split_ratio / --val_list)")
         warned: set[str] = set()
         for name in ("train", "val"):  # every image decoded once; bad pairs stop training unless --skip_bad
-            self.parts[name] = screen_pairs(self.parts[name], cfg.crop_size, cfg.data.skip_bad, part=name,
+            self.parts[name] = screen_pairs(self.parts[name], cfg.crop_size, cfg.skip_bad, part=name,
                                             max_pixels=cfg.run.max_pixels,
                                             report=self.log.info, warned=warned)
         if cfg.val_drop_last and len(self.parts["val"]) < cfg.batch_size:
