@@ -1,9 +1,4 @@
-"""AHIQ as a differentiable full-reference metric and loss (:class:`AHIQLoss`).
-
-For restoration and generative models: ``loss = AHIQLoss(checkpoint)(output, target)`` is ``1 - score``
-(lower is better) with gradients that reach ``output`` through the frozen network; ``score`` and
-``score_map`` give the metric and its spatial map. The network never changes.
-"""
+"""AHIQ as a differentiable full-reference loss for restoration and generative models (:class:`AHIQLoss`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +27,7 @@ class AHIQLoss(nn.Module):
 
     Gradients flow to ``dist`` (and to ``ref`` when it requires grad) through the frozen backbones. The
     network never changes: its parameters have ``requires_grad=False`` and it stays in eval mode when a
-    parent module calls ``.train()``. ``score`` and ``score_map`` give the metric itself.
+    parent module calls ``.train()``. ``score`` and ``score_map`` give the metric and its spatial map.
 
     The network comes from ``checkpoint`` exactly as in ``score.py`` (:func:`models.checkpoint.load_model`: the
     architecture, backbones and training crop size the checkpoint records; no checkpoint: the released one once

@@ -1,8 +1,7 @@
 """Score whole image pairs with a crop protocol, streaming: a forward pass holds at most ``batch_size`` crops.
 
-:class:`CropPlanner` is how every entry point (scoring here, :class:`engine.loss.AHIQLoss`,
-:class:`engine.metric.AHIQMetric`) crops and runs pairs: the windows of a protocol, the crops cut from them,
-the network at a precision, the mean over crops and the maps pasted back at image resolution.
+:class:`CropPlanner` crops and runs pairs for every entry point (here, :class:`engine.loss.AHIQLoss` and
+:class:`engine.metric.AHIQMetric`): a protocol's windows, their crops, precision, mean over crops, maps.
 
 Pairs are taken reference by reference: a reference's crops go through the network once
 (:meth:`AHIQ.encode_reference`) and serve every distorted image of that reference, across batches too (every
@@ -54,9 +53,8 @@ class PairScore:
 
 @dataclass(frozen=True)
 class CropPlanner:
-    """How pairs are cropped and run: protocol ``crops`` (:mod:`data.crops`), crop side ``crop`` (None: the
-    model's, see :meth:`for_model`), ``precision`` and ``flip_tta`` (each window also mirrored left-right, its
-    score the mean of both). Checked when made."""
+    """How pairs are cropped and run, checked when made: protocol ``crops`` (:mod:`data.crops`), crop side
+    ``crop`` (None: the model's, :meth:`for_model`), ``precision``, ``flip_tta`` (each window also mirrored)."""
 
     crops: str = "center"
     crop: int | None = None
@@ -76,8 +74,7 @@ class CropPlanner:
 
     def windows(self, height: int, width: int, seed: int | None = None,
                 draw: Callable[[int, int], list[int]] | None = None) -> list[Window]:
-        """The distinct windows of an image ``height x width`` (:func:`data.crops.crop_windows`; ``random:N``
-        seeded by ``seed`` or drawn by ``draw``), each followed by its mirror with ``flip_tta``."""
+        """:func:`data.crops.crop_windows` of an image ``height x width``, each followed by its mirror with TTA."""
         mirrors = (False, True) if self.flip_tta else (False,)
         return [(top, left, times, mirrored) for top, left, times in
                 crop_windows(self.crops, height, width, self.crop, seed, draw) for mirrored in mirrors]
@@ -89,8 +86,8 @@ class CropPlanner:
         return view.flip(-1) if mirrored else view
 
     def cut(self, images: torch.Tensor, windows: Sequence[Sequence[Window]]) -> torch.Tensor:
-        """The crops of ``windows[i]`` of each image ``images[i]`` ``(3, H, W)``, stacked in order
-        ``(sum of windows, 3, crop, crop)``: ``images`` itself when each is one crop-sized unmirrored window."""
+        """The crops ``(sum of windows, 3, crop, crop)`` of ``windows[i]`` in ``images[i]`` ``(3, H, W)``, in order
+        (``images`` itself when each is one crop-sized unmirrored window)."""
         if images.shape[-2:] == (self.crop, self.crop) and all(len(w) == 1 and not w[0][3] for w in windows):
             return images
         return torch.stack([self.piece(image, window) for image, mine in zip(images, windows) for window in mine])
@@ -108,34 +105,23 @@ class CropPlanner:
             return ReferenceSide.cat([model.encode_reference(part) for part in refs.split(chunk)])
 
     def crop_scores(self, scores: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
-        """The score of each crop ``(N,)`` of the protocol from the scores of ``windows`` (a window's and its
-        mirror's averaged), each repeated as often as the protocol places the window; differentiable."""
+        """The protocol's crop scores ``(N,)`` from those of ``windows`` (a window's and its mirror's averaged),
+        each window's repeated as often as it is placed."""
         if self.flip_tta:
             scores = (scores[0::2] + scores[1::2]) / 2
         return scores.repeat_interleave(torch.tensor([w[2] for w in windows if not w[3]], device=scores.device))
 
     def paste(self, maps: torch.Tensor, windows: Sequence[Window], height: int, width: int,
               fill: float = 0.0) -> torch.Tensor:
-        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` as one ``(H, W)`` map (:func:`paste_maps`)."""
-        plain = [w for w in windows if not w[3]]
-        return paste_maps(maps, [w[:2] for w in plain], height, width, self.crop, [w[2] for w in plain], fill)
-
-
-def paste_maps(maps: torch.Tensor, positions: Sequence[tuple[int, int]], height: int, width: int, crop: int,
-               weights: Sequence[int] | None = None, fill: float = 0.0) -> torch.Tensor:
-    """Average per-crop maps ``(N, 1, h, w)`` taken at ``positions`` ``(top, left)`` into one ``(H, W)`` map, crop
-    ``k`` counted ``weights[k]`` times (default once).
-
-    Each crop's map is upsampled (nearest) to the crop's pixels; pixels no crop covers are ``fill``. Runs on the
-    maps' device in fp32 and is differentiable, so a spatial loss can use it.
-    """
-    up = F.interpolate(maps.float(), size=(crop, crop), mode="nearest")[:, 0]
-    total, count = up.new_zeros(height, width), up.new_zeros(height, width)
-    for k, (m, (top, left)) in enumerate(zip(up, positions)):
-        times = 1 if weights is None else weights[k]
-        total[top:top + crop, left:left + crop] += m * times
-        count[top:top + crop, left:left + crop] += times
-    return torch.where(count > 0, total / count.clamp(min=1), fill)
+        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` averaged into one ``(H, W)`` map, each window
+        counted as often as placed; each map upsampled (nearest) to its crop's pixels, ``fill`` where no crop
+        looked. In fp32 on the maps' device, differentiable (a spatial loss can use it)."""
+        up = F.interpolate(maps.float(), size=(self.crop, self.crop), mode="nearest")[:, 0]
+        total, count = up.new_zeros(height, width), up.new_zeros(height, width)
+        for m, (top, left, times, _) in zip(up, [w for w in windows if not w[3]]):
+            total[top:top + self.crop, left:left + self.crop] += m * times
+            count[top:top + self.crop, left:left + self.crop] += times
+        return torch.where(count > 0, total / count.clamp(min=1), fill)
 
 
 def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
@@ -271,9 +257,10 @@ class _Stream:
             self.sides[last] = (*self.sides[last][:2], self.sides[last][2].clone())  # the rest of the batch freed
         self.queue, self.fresh = [], []
         for work in done:
+            result = self._result(work)
             if self.progress is not None:
                 self.progress(1.0)
-            yield work.index, self._result(work)
+            yield work.index, result
 
     def _forward(self):
         if self.fresh:  # every reference the batch starts, together, in chunks of batch_size
@@ -299,7 +286,7 @@ class _Stream:
             raise UserError(f"{dist}: the network scores it {result.score} (the checkpoint's weights or these "
                             "images give non-finite values); nothing more is scored")
         if self.with_maps:  # NaN where no crop looked: no score there
-            for name, maps in (("score_map", [f for f, _ in work.maps]), ("weight_map", [w for _, w in work.maps])):
+            for name, maps in zip(("score_map", "weight_map"), zip(*work.maps)):
                 pasted = self.planner.paste(torch.stack(maps), work.windows, work.height, work.width, np.nan)
                 setattr(result, name, pasted.numpy())
         return result

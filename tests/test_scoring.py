@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from ahiq.data.crops import crop_positions
 from ahiq.data.images import pair_paths
-from ahiq.engine.scoring import reference_order, score_pairs
+from ahiq.engine.scoring import CropPlanner, reference_order, score_pairs
 from ahiq.models.config import SEED
 from tests.conftest import SHARED, random_pair_images
 from ahiq.utils.errors import UserError
@@ -98,3 +99,27 @@ def test_size_mismatch_is_found_with_a_reused_reference(small_model, several_ref
     other = several_references[2][0]  # a 96x64 image against A0001's 64x96 reference, decoded in an earlier batch
     with pytest.raises(UserError, match=f"{other.name}: size differs from its reference"):
         list(score_pairs(small_model, [(dist, ref), (other, ref)], crop_size=32, batch_size=1, progress=False))
+
+
+def test_crop_planner_windows_scores_and_maps(small_model):
+    """The planner every entry point shares: mirrored windows, a window placed twice counted twice, maps pasted."""
+    planner = CropPlanner("five", 32, flip_tta=True).for_model(small_model)
+    windows = planner.windows(32, 64)  # five on 32x64: left and right corners twice each, the centre once
+    assert windows[::2] == [(0, 0, 2, False), (0, 32, 2, False), (0, 16, 1, False)]
+    assert windows[1::2] == [(0, 0, 2, True), (0, 32, 2, True), (0, 16, 1, True)]
+    assert CropPlanner("five", 32).windows(32, 32) == [(0, 0, 5, False)]
+    assert CropPlanner("five").for_model(small_model).crop == 224  # no crop recorded: the authors'
+
+    scores = torch.tensor([1.0, 3.0, 5.0, 5.0, 0.0, 1.0])  # window, mirror, ...
+    torch.testing.assert_close(planner.crop_scores(scores, windows), torch.tensor([2.0, 2.0, 5.0, 5.0, 0.5]))
+    image = torch.arange(3 * 32 * 64.0).reshape(3, 32, 64)
+    crops = planner.cut(image[None], [windows])
+    assert crops.shape == (6, 3, 32, 32) and torch.equal(crops[1], image[:, :, :32].flip(-1))
+    maps = torch.tensor([1.0, 3.0, 2.0]).reshape(3, 1, 1, 1)  # the unmirrored windows' maps
+    pasted = planner.paste(maps, windows, 32, 80, fill=float("nan"))
+    torch.testing.assert_close(pasted[0, [0, 16, 56]], torch.tensor([1.0, (2 * 1 + 2) / 3, 3.0]))
+    assert pasted[:, 64:].isnan().all() and not pasted[:, :64].isnan().any()
+    with pytest.raises(UserError, match="crop_size=100: must be a positive multiple of 32"):
+        CropPlanner("five", 100)
+    with pytest.raises(UserError, match="precision=fp16: use one of fp32, bf16"):
+        CropPlanner("five", precision="fp16")
