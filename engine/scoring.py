@@ -211,14 +211,15 @@ class _Pair:
 
 class _Stream:
     """What :func:`score_stream` holds between batches: the crops queued for the next forward pass, and the
-    references they use (key -> windows, image shape, crops or their encoded side)."""
+    references they use (by key: windows and image shape; crops, or their encoded side once encoded)."""
 
     def __init__(self, model: AHIQ, planner: CropPlanner, pairs, seed: int, batch_size: int, with_maps: bool,
                  reuse_reference: bool, progress: Callable[[float], None] | None):
         self.model, self.planner, self.pairs, self.seed = model, planner, pairs, seed
         self.batch_size, self.with_maps, self.reuse, self.progress = batch_size, with_maps, reuse_reference, progress
         self.device = next(model.parameters()).device
-        self.sides: dict[str, tuple[list[Window], torch.Size, torch.Tensor | ReferenceSide]] = {}
+        self.refs: dict[str, tuple[list[Window], torch.Size]] = {}
+        self.sides: dict[str, torch.Tensor | ReferenceSide] = {}
         self.queue: list[tuple[_Pair, int, torch.Tensor, str]] = []  # (pair, window, crop, reference key)
         self.fresh: list[str] = []  # references this batch starts, not yet encoded
 
@@ -227,10 +228,10 @@ class _Stream:
         key = str(self.pairs[i][1])
         if ref is not None:
             windows = self.planner.windows(ref.shape[-2], ref.shape[-1], self.seed)
-            self.sides[key] = (windows, ref.shape, self.planner.cut(ref[None], [windows]))
+            self.refs[key], self.sides[key] = (windows, ref.shape), self.planner.cut(ref[None], [windows])
             if self.reuse:
                 self.fresh.append(key)
-        windows, ref_shape, _ = self.sides[key]
+        windows, ref_shape = self.refs[key]
         if dist.shape != ref_shape:
             raise UserError(f"{self.pairs[i][0]}: size differs from its reference {self.pairs[i][1]}")
         work = _Pair(i, windows, dist.shape[-2], dist.shape[-1])
@@ -251,10 +252,9 @@ class _Stream:
                 work.maps.append((f[k].float().cpu(), w[k].float().cpu()))
             if len(work.scores) == len(work.windows):
                 done.append(work)
-        last = self.queue[-1][3]
-        self.sides = {last: self.sides[last]}  # only the last reference can continue into the next batch
-        if self.reuse and isinstance(self.sides[last][2], ReferenceSide):
-            self.sides[last] = (*self.sides[last][:2], self.sides[last][2].clone())  # the rest of the batch freed
+        last = self.queue[-1][3]  # only the last reference can continue into the next batch
+        self.refs = {last: self.refs[last]}
+        self.sides = {last: self.sides[last].clone() if self.reuse else self.sides[last]}  # the batch's side freed
         self.queue, self.fresh = [], []
         for work in done:
             result = self._result(work)
@@ -264,17 +264,17 @@ class _Stream:
 
     def _forward(self):
         if self.fresh:  # every reference the batch starts, together, in chunks of batch_size
-            stacked = torch.cat(common_depth([self.sides[key][2] for key in self.fresh])).to(self.device)
+            stacked = torch.cat(common_depth([self.sides[key] for key in self.fresh])).to(self.device)
             encoded, start = self.planner.encode(self.model, stacked, self.batch_size), 0
             for key in self.fresh:
-                n = len(self.sides[key][2])
-                self.sides[key] = (*self.sides[key][:2], encoded.select(slice(start, start + n)))
+                n = len(self.sides[key])
+                self.sides[key] = encoded.select(slice(start, start + n))
                 start += n
         dist = torch.stack(common_depth([c for _, _, c, _ in self.queue])).to(self.device)
         if self.reuse:
-            ref = ReferenceSide.cat([self.sides[key][2].select(slice(w, w + 1)) for _, w, _, key in self.queue])
+            ref = ReferenceSide.cat([self.sides[key].select(slice(w, w + 1)) for _, w, _, key in self.queue])
         else:
-            ref = torch.stack(common_depth([self.sides[key][2][w] for _, w, _, key in self.queue])).to(self.device)
+            ref = torch.stack(common_depth([self.sides[key][w] for _, w, _, key in self.queue])).to(self.device)
         scores, f, w = self.planner.forward(self.model, dist, ref, return_maps=True)
         return scores.float().cpu(), f, w
 
