@@ -30,7 +30,7 @@ from ahiq.engine.config import ScoreConfig
 from ahiq.engine.device import RunContext, describe_precision, setup_run
 from ahiq.engine.scoring import PairScore, plan, score_stream
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.backbones import file_sha256
+from ahiq.models.weights import file_sha256
 from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
 from ahiq.utils.errors import Stopped, UserError, arg, note
 from ahiq.utils.io import (MAX_NAME, check_outputs, check_writable, lock_file, map_file_names, unlock_file,

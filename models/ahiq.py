@@ -24,11 +24,11 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d
 
 from ahiq.models.ablations import ConvFusion, ResampleFusion, downsampling_convs  # noqa: F401
-from ahiq.models.backbones import (BackboneSource, Features, ResNetFeatures, ViTFeatures, backbone_sources, build_resnet,
-                              build_vit, check_available)
+from ahiq.models.backbones import Features, ResNetFeatures, ViTFeatures, build_resnet, build_vit
 from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
-from ahiq.models.reference import ReferenceSide
 from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
+from ahiq.models.reference import ReferenceSide
+from ahiq.models.weights import BackboneSource, backbone_sources, check_available
 from ahiq.utils.errors import UserError, arg
 
 
@@ -221,7 +221,7 @@ def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = T
                sources: dict[str, BackboneSource] | None = None) -> AHIQ:
     """An AHIQ network with backbones by timm name/tag and random (untrained) fusion and head.
 
-    Backbone weights: ``sources``, else as :func:`models.backbones.backbone_sources` makes them of the other
+    Backbone weights: ``sources``, else as :func:`models.weights.backbone_sources` makes them of the other
     arguments (random ones drawn from ``seed``, by default drawn from torch's generator), kept as
     ``model.backbone_sources``. Pretrained weights that cannot be had stop before anything is built.
     """

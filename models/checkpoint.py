@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
-from ahiq.models.backbones import BackboneSource, backbone_source, missing_pretrained
 from ahiq.models.config import ModelConfig
+from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained
 from ahiq.models.hub import released_checkpoint
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.device import resolve_device

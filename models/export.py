@@ -19,9 +19,10 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, NORMALISATIONS, DeformFusion, ModelConfig
-from ahiq.models.backbones import ResNetFeatures, create_backbone
+from ahiq.models.backbones import ResNetFeatures
 from ahiq.models.checkpoint import META_KEY, checkpoint_dict
 from ahiq.models.config import IMPLEMENTATION_ONLY
+from ahiq.models.weights import create_backbone
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import atomic_write
 
