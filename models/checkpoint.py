@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
-from ahiq.models.config import ModelConfig
+from ahiq.models.config import ModelConfig, check_crop_size
 from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained
 from ahiq.models.hub import released_checkpoint
 from ahiq.models.state import state_dict_problems, summarise
@@ -109,8 +109,11 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
         except (TypeError, ValueError):
             raise bad("model_config", meta["model_config"]) from None
     crop = run.get("crop_size")
-    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % 32):
-        raise bad("crop_size", crop)
+    if crop is not None:
+        try:
+            check_crop_size(crop)
+        except UserError:
+            raise bad("crop_size", crop) from None
     sources = meta.get("backbones") or {}
     if not isinstance(sources, dict) or not all(part in ("vit", "cnn") and _source(v) for part, v in sources.items()):
         raise bad("backbones", sources)

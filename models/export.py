@@ -21,7 +21,7 @@ import torch.nn as nn
 from ahiq.models.ahiq import AHIQ, NORMALISATIONS, DeformFusion, ModelConfig
 from ahiq.models.backbones import ResNetFeatures
 from ahiq.models.checkpoint import META_KEY, checkpoint_dict
-from ahiq.models.config import IMPLEMENTATION_ONLY
+from ahiq.models.config import IMPLEMENTATION_ONLY, check_crop_size
 from ahiq.models.weights import create_backbone
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import atomic_write
@@ -157,8 +157,7 @@ def export_onnx(model: AHIQ, path: str | Path, crop_size: int) -> None:
     """Write ``model``'s scoring graph to ``path`` (one file, atomically): inputs ``dist``, ``ref`` ``(B, 3, crop,
     crop)`` float32 RGB in [0, 1], output ``score`` ``(B,)``, any batch ``B``; normalisation included."""
     check_onnx_exporter()
-    if crop_size % 32:
-        raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
+    check_crop_size(crop_size)
     gen = torch.Generator().manual_seed(0)
     example = tuple(torch.rand(2, 3, crop_size, crop_size, generator=gen) for _ in range(2))  # batch 2: not specialised
     batch = torch.export.Dim("batch")
