@@ -115,49 +115,72 @@ class Trainer:
 
     def _set_up(self, cfg: TrainConfig) -> None:
         """Checkpoint record, data, model, optimiser, schedule, resume state, loader, from the config."""
-        ctx, folder = self.ctx, self.folder
-        # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
+        contents, record = self._open_inputs(cfg)
+        self._prepare_data()
+        self._build_model(contents, record)
+        self._build_optimisation()
+        if self.resume_from is not None:
+            self._resume(*self.resume_from)
+        self._build_loader()
+        self.folder.start_tensorboard()
+        self.folder.save_options(self.cfg.to_dict())  # a valid --config file
+
+    def _open_inputs(self, cfg: TrainConfig) -> tuple[tuple[dict, dict, dict] | None, CheckpointRecord]:
+        """Read the files the user named (refused, if unsafe or damaged) before any data or model work; guard the
+        run folder's outputs; read ``last.pth`` when resuming."""
+        folder = self.folder
         contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
         if contents is not None:  # on the meta device: a checkpoint that does not fit stops before any work
             check_heads_fit(model_cfg, contents[0], contents[1], cfg.checkpoint)
         self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=record.crop(cfg.crop_size))
-        own = ("last.pth", "best.pth", "opt.json", "split.json")  # split.json too: --overwrite removes it
-        outputs = {f"run folder {folder.path}: ": folder.path / n for n in own}
+        outputs = {f"run folder {folder.path}: ": folder.path / n  # split.json too: --overwrite removes it
+                   for n in ("last.pth", "best.pth", "opt.json", "split.json")}
+        continued = {(folder.path / n).resolve() for n in ("last.pth", "split.json")} if cfg.resume else set()
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
-                                if p and not (cfg.resume and Path(p).resolve() in {(folder.path / n).resolve()
-                                                                                   for n in ("last.pth", "split.json")})])
+                                if p and Path(p).resolve() not in continued])
         folder.start_over()  # --overwrite: the previous run's files go, now that none is an input
         self.resume_from = folder.read_last() if cfg.resume else None  # every rank reads it
         if self.resume_from is not None and not cfg.allow_changes:
             same_run(cfg, *self.resume_from, folder.path / "opt.json")
+        return contents, record
+
+    def _prepare_data(self) -> None:
+        """The train and validation pairs, screened (every image decoded once), and the score normalisation."""
+        cfg, ctx = self.cfg, self.ctx
         seed_everything(cfg.run.seed)
         if ctx.main:  # a generated set is written by this rank alone; the others read it once it is whole
             write_generated(cfg.data)
         ctx.wait_all("data written")
-        self.parts, self.split_info = prepare_splits(cfg.data, folder.path if ctx.main else None)
+        self.parts, self.split_info = prepare_splits(cfg.data, self.folder.path if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:
             raise UserError(f"need training and validation pairs; got {describe(self.parts['train'])} and "
                             f"{describe(self.parts['val'])} (check --split_ratio / --val_list)")
         warned: set[str] = set()
-        for name in ("train", "val"):  # every image decoded once; bad pairs stop training unless --skip_bad
+        for name in ("train", "val"):  # bad pairs stop training unless --skip_bad
             self.parts[name] = screen_pairs(self.parts[name], cfg.crop_size, cfg.data.skip_bad, part=name,
-                                            max_pixels=cfg.run.max_pixels,
-                                            report=self.log.info, warned=warned)
+                                            max_pixels=cfg.run.max_pixels, report=self.log.info, warned=warned)
         if cfg.val_drop_last and len(self.parts["val"]) < cfg.batch_size:
             raise UserError(f"--val_drop_last with --batch_size {cfg.batch_size} leaves no validation pair of "
                             f"{len(self.parts['val'])}; lower --batch_size or drop --val_drop_last")
         train_scores = [p.score for p in self.parts["train"]]
         self.norm = ScoreNorm.fit(train_scores, "none" if cfg.score_norm == "none" else "minmax")
         self.label_range = [float(min(train_scores)), float(max(train_scores))]
-        sources = choose_backbones(model_cfg, record.backbones, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
+
+    def _build_model(self, contents: tuple[dict, dict, dict] | None, record: CheckpointRecord) -> None:
+        cfg = self.cfg
+        sources = choose_backbones(cfg.model, record.backbones, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
                                    pretrained_backbones=cfg.pretrained_backbones, default_seed=cfg.run.seed,
                                    where=str(cfg.checkpoint))
-        self.model = build_ahiq(model_cfg, sources=sources)
+        self.model = build_ahiq(cfg.model, sources=sources)
         if contents is not None:
             load_heads(self.model, contents[0], contents[1], cfg.checkpoint)
             self.log.info(f"initialised fusion and head from {cfg.checkpoint}")
-        self.model.to(ctx.device)
+        self.model.to(self.ctx.device)
+
+    def _build_optimisation(self) -> None:
+        """Optimiser, sampler and schedule, and the state a run starts from (replaced by :meth:`_resume`)."""
+        cfg, ctx = self.cfg, self.ctx
         self.optimizer = build_optimizer(self.model, cfg.learning_rate, cfg.weight_decay, cfg.feature_lr_scale)
         self.sampler = EpochSampler(len(self.parts["train"]), cfg.run.seed, ctx.rank, ctx.world_size)
         steps = math.ceil(len(self.sampler) / cfg.batch_size)
@@ -167,8 +190,10 @@ class Trainer:
         self.start_metrics: dict | None = None  # validation before any step (--validate_first)
         self.val_notes: dict[str, str] = {}  # the last validation's notes (utils.metrics.Evaluation.notes)
         self.position: dict | None = None  # inside an epoch: {"epoch", "step", "loss_sum", "count"}
-        if self.resume_from is not None:
-            self._resume(*self.resume_from)
+
+    def _build_loader(self) -> None:
+        """The network the loop runs (DDP- and compile-wrapped as asked) and the training loader."""
+        cfg, ctx = self.cfg, self.ctx
         self.net = self.model
         if ctx.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -183,8 +208,6 @@ class Trainer:
                                  collate_fn=CropPairs.collate, pin_memory=ctx.device.type == "cuda",
                                  persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                                  worker_init_fn=quiet_worker if workers else None)
-        folder.start_tensorboard()
-        folder.save_options(cfg.to_dict())  # a valid --config file
 
     def _resume(self, path: Path, ckpt: dict) -> None:
         load_heads(self.model, ckpt["deform_net_model_state_dict"], ckpt["regressor_model_state_dict"], path)
