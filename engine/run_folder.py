@@ -46,11 +46,8 @@ def set_rng_state(state: dict) -> None:
 class RunFolder:
     """The folder of one run, on rank 0 (other ranks get a silent stand-in: ``main=False``).
 
-    Opening it: the folder is created (a place that cannot be written stops here), locked for this process (a
-    second run of the same name stops at once, naming the holder; the lock dies with the process), and temporary
-    files of interrupted writes are removed. A folder that holds a run is refused unless ``resume`` (continue it)
-    or ``overwrite`` (:meth:`start_over` removes it, once the run's inputs are checked). ``discard()`` after a
-    failed set-up removes what this run created.
+    Opening it creates and locks it and removes temporary files of interrupted writes. A folder that holds a run
+    is refused unless ``resume`` or ``overwrite`` (:meth:`start_over` removes it once the run's inputs are checked).
     """
 
     def __init__(self, path: Path, main: bool = True, resume: bool = False, overwrite: bool = False):
@@ -88,8 +85,7 @@ class RunFolder:
         self.log.addHandler(to_screen)
 
     def start_over(self) -> None:
-        """With ``overwrite``: remove the previous run's files (:data:`RUN_FILES`), said in the new log. Called once
-        the new run's inputs are known not to be among them."""
+        """With ``overwrite``: remove the previous run's files (:data:`RUN_FILES`), said in the new log."""
         if not self.main or not self.replacing:
             return
         for handler in list(self.log.handlers):
@@ -156,7 +152,7 @@ class RunFolder:
         return path, ckpt
 
     def close(self) -> None:
-        """Close the log file, TensorBoard and the lock (several runs may live in one process)."""
+        """Close the log file, TensorBoard and the lock."""
         for handler in list(self.log.handlers):
             handler.close()
             self.log.removeHandler(handler)
@@ -168,7 +164,7 @@ class RunFolder:
             self.lock = None
 
     def discard(self) -> None:
-        """After a failed set-up: close, and remove the folders this run created (nothing of an earlier run's)."""
+        """After a failed set-up: close, and remove the folders this run created."""
         self.close()
         if self.main and self.created is not None:
             shutil.rmtree(self.created, ignore_errors=True)

@@ -1,16 +1,13 @@
 """Training: the epoch loop over :class:`TrainConfig`, with validation, checkpoints, resume and DDP.
 
-Flow: ``TrainConfig`` -> :class:`Trainer` set-up (the run folder, the checkpoint's record, data splits and
-screening, the model, Adam with the authors' two groups and the cosine schedule of :mod:`engine.training`) ->
-``run()``: per epoch train, validate every ``val_freq`` epochs, write ``last.pth`` and ``best.pth``. Under
-``torchrun`` each process trains on its shard; validation scores each pair once on some rank (whole references
-per rank) and gathers the predictions; rank 0 alone writes files.
+:class:`Trainer` sets up the run folder, data, model, optimiser and schedule (:mod:`engine.training`); ``run()``
+trains per epoch, validates every ``val_freq`` epochs and writes ``last.pth`` and ``best.pth``. Under ``torchrun``
+each process trains on its shard, validation scores each pair once on some rank, and rank 0 alone writes files.
 """
 from __future__ import annotations
 
 import functools
 import json
-
 import math
 import sys
 import time
@@ -46,10 +43,8 @@ from ahiq.utils.metrics import evaluate, format_metrics
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
     """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
 
-    ``sum``: SRCC + PLCC (``main``) rose; where it is undefined (fewer than 2 validation pairs) the first validated
-    epoch is the best, so a run on a tiny set still writes ``best.pth``. ``either``: the release's rule, SRCC or
-    PLCC rose, each against the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a
-    lower sum).
+    ``sum``: SRCC + PLCC (``main``) rose (undefined, under 2 pairs: the first validated epoch is the best).
+    ``either``: the release's rule, SRCC or PLCC rose against the last best's, starting from 0.
     """
     if rule == "sum":
         last = best.get("main", -math.inf)
@@ -63,8 +58,8 @@ def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum
 
 
 def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: CheckpointRecord, where: str) -> ModelConfig:
-    """The architecture of a run started from a checkpoint: the one it records (ours; the authors' file records
-    none, so the options'), with the options' implementation choices. A field the user set otherwise stops."""
+    """The architecture of a run started from a checkpoint: the one it records, else the options', with the
+    options' implementation choices; a field the user set otherwise stops."""
     if record.model_config is None:
         return asked
     mine, theirs = asked.to_dict(), record.model_config.to_dict()
@@ -78,9 +73,8 @@ def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: Check
 
 
 def same_run(cfg: TrainConfig, path: Path, ckpt: dict, options: Path) -> None:
-    """At resume: the model and data the run's ``last.pth`` was trained with are those of ``cfg`` (the run's
-    ``opt.json`` and the options given): a hand-edited ``opt.json`` would otherwise train on other data or another
-    model under the run's name. One :class:`UserError` naming the first difference."""
+    """At resume: one :class:`UserError` naming the first run-defining option where ``cfg`` differs from what
+    ``last.pth`` was trained with (a hand-edited ``opt.json`` would train another model under the run's name)."""
     trained = (ckpt.get("ahiq") or {}).get("train") if isinstance(ckpt.get("ahiq"), dict) else None
     if not isinstance(trained, dict):
         return  # written before checkpoints recorded their config: nothing to compare
@@ -245,9 +239,8 @@ class Trainer:
         return bool(self.cfg.time_limit) and time.perf_counter() + ahead - self.started > self.cfg.time_limit
 
     def train_epoch(self, epoch: int) -> float:
-        """Train one epoch (or its rest, when :attr:`position` says where a stopped run left it); the mean loss.
-
-        When ``--time_limit`` runs out inside the epoch, :attr:`position` is set to where it stopped."""
+        """Train one epoch (or its rest, from :attr:`position`); the mean loss. When ``--time_limit`` runs out inside
+        the epoch, :attr:`position` is set to where it stopped."""
         cfg, device = self.cfg, self.ctx.device
         self.net.train()
         resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
@@ -287,14 +280,12 @@ class Trainer:
         return float(loss_sum.item() / max(count, 1))
 
     def validation_pairs(self) -> list[Pair]:
-        """The pairs validation scores: all of them, or with ``val_drop_last`` (the release's loader) all but
-        the last partial batch of ``batch_size``."""
+        """The pairs validation scores: all, or with ``val_drop_last`` all but the last partial batch."""
         pairs = self.parts["val"]
         return pairs[:len(pairs) - len(pairs) % self.cfg.batch_size] if self.cfg.val_drop_last else pairs
 
     def validation_predictions(self) -> list[float]:
-        """Predictions for :meth:`validation_pairs`, in order: ``val_crops`` per pair, each pair scored once across
-        ranks (whole references per rank, so each encodes its references once) and gathered."""
+        """Predictions for :meth:`validation_pairs`, in order, each pair scored once across ranks."""
         cfg = self.cfg
         self.model.eval()
         pairs = self.validation_pairs()
@@ -305,8 +296,7 @@ class Trainer:
         return [scores[i] for i in range(len(pairs))]
 
     def validate(self) -> dict[str, float]:
-        """Metrics of :meth:`validation_predictions` against the labels, normalised as in training
-        (``per_split``: min-max within the validation pairs, as the release did per label file)."""
+        """Metrics against the labels, normalised as in training (``per_split``: within the validation pairs)."""
         predictions = self.validation_predictions()
         labels = [p.score for p in self.validation_pairs()]
         # per_split fits on the whole validation file, as the release did before its loader dropped a batch
@@ -320,8 +310,7 @@ class Trainer:
                 "epoch": epoch, "train": self.cfg.to_dict()}
 
     def save(self, filename: str, epoch: int, loss: float, metrics: dict | None) -> None:
-        """Write ``filename`` in the run folder: weights, optimiser, scheduler, RNG, best, and :attr:`position`
-        (None at an epoch's end); ``epoch`` is the index of the last finished epoch."""
+        """Write ``filename`` in the run folder with the training state; ``epoch``: the last finished epoch's index."""
         rng = {k: v for part in self.ctx.gather({self.ctx.rank: rng_state()}) for k, v in part.items()}
         self.folder.save(filename, self.model, self.checkpoint_meta(epoch), epoch=epoch, loss=loss,
                          optimizer_state_dict=self.optimizer.state_dict(),

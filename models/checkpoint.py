@@ -1,14 +1,9 @@
 """Read and write AHIQ checkpoints, and build a ready model from one (:func:`load_model`).
 
-Formats read:
-
-(a) the authors' release: ``{'regressor_model_state_dict', 'deform_net_model_state_dict', 'epoch',
-    'optimizer_state_dict', 'scheduler_state_dict', 'loss'}`` (only the two model dicts are used);
-(b) pyiqa's mirror: the same dicts, or one flat state dict with ``deform_net.`` / ``regressor.`` keys,
-    possibly nested under ``params`` (backbone tensors in it are ignored: backbones come from timm);
-(c) ours: format (a) plus ``ahiq`` metadata (model config, backbones, score normalisation, the training
-    config), so the authors' code loads our files too. What the metadata records is read in one place,
-    :func:`read_record`, by every entry point.
+Formats read: (a) the authors' release (``regressor_model_state_dict``, ``deform_net_model_state_dict`` and
+training state); (b) pyiqa's mirror: the same dicts, or one flat state dict with ``deform_net.`` / ``regressor.``
+keys, possibly under ``params`` (backbone tensors ignored); (c) ours: (a) plus ``ahiq`` metadata, read by
+:func:`read_record` alone.
 """
 from __future__ import annotations
 
@@ -36,9 +31,8 @@ FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> str | None:
-    """The checkpoint an entry point scores with: the one given; none given: the released one (the clone's copy,
-    the user cache, or downloaded into it once: :func:`models.hub.released_checkpoint`); ``"none"``: random heads
-    (None)."""
+    """The checkpoint given; none given: the released one (:func:`models.hub.released_checkpoint`); ``"none"``:
+    None (random heads)."""
     if checkpoint is not None and str(checkpoint).lower() != "none":
         return str(checkpoint)
     if checkpoint is None:
@@ -48,9 +42,8 @@ def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> 
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """What a checkpoint records about the model it holds (the authors' file: nothing, so every field is empty):
-    the architecture, the backbones (timm tag, weight file, or random init and its seed), the training crop size,
-    the score normalisation and label range of training, and the dataset it was trained on."""
+    """What a checkpoint records about its model (the authors' file: nothing): architecture, backbones, training
+    crop size, score normalisation, label range and dataset."""
 
     model_config: ModelConfig | None = None
     backbones: dict[str, BackboneSource] = field(default_factory=dict)
@@ -85,9 +78,8 @@ def _source(value: Any) -> bool:
 
 
 def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
-    """The :class:`CheckpointRecord` of a checkpoint's metadata (``read_checkpoint(...)[2]``), checked: every
-    value this code uses is typed and in range (a score normalisation and label range finite with ``lo < hi``),
-    else one :class:`UserError` naming the file and the value."""
+    """The :class:`CheckpointRecord` of a checkpoint's metadata, every value typed and in range, else one
+    :class:`UserError` naming the file and the value."""
     def bad(what: str, value: object) -> UserError:
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
         return UserError(f"{where}: its metadata records {what} {shown}, which this code cannot use; re-save the "
@@ -197,8 +189,8 @@ def _tensors(deform: dict, regressor: dict, path: Path) -> tuple[dict, dict]:
 
 
 def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Before anything is built: the architecture ``config``, built on the meta device (shapes only), takes the
-    checkpoint's fusion and head tensors; else the one :class:`UserError` of :func:`load_heads`."""
+    """Before anything is built: ``config``'s network on the meta device takes the fusion and head tensors, else
+    the :class:`UserError` of :func:`load_heads`."""
     try:
         model = check_architecture(config)
     except UserError as err:
@@ -223,8 +215,7 @@ def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
 
 
 def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch, another names the first
-    tensor holding NaN or Inf (a run that diverged)."""
+    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch, or names a NaN/Inf tensor."""
     path = Path(path)
     for prefix, state in (("deform_net", deform), ("regressor", regressor)):
         bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
@@ -261,10 +252,9 @@ def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = Non
 def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *, vit_weights: str | None = None,
                      cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
                      default_seed: int | None = None, where: str = "the checkpoint") -> dict[str, BackboneSource]:
-    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning on stderr
-    then says how they differ). Without a record: pretrained by timm tag unless asked otherwise. Random ones
-    are drawn from ``seed``, else the recorded seed, else ``default_seed``, else a seed drawn from torch's
-    generator."""
+    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning says how they
+    differ), else pretrained by timm tag. Random ones from ``seed``, the recorded seed, ``default_seed`` or torch's
+    generator, in that order."""
     chosen = {}
     for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
         rec = recorded.get(part)
@@ -299,18 +289,11 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode: architecture, heads and backbones as ``checkpoint`` records them.
 
-    The network itself: ``model(dist, ref)`` takes crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32; for whole
-    images of any size, paths, PIL images or arrays use :func:`ahiq.create_metric`. ``device``: ``auto`` (CUDA
-    when present), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    The architecture: ``config``, else the checkpoint's (:func:`read_record`), else the authors'; keyword
-    ``config_overrides`` (ModelConfig fields) change it. Backbones (:func:`choose_backbones`): the recorded ones
-    (timm tag, a weight file checked by SHA-256, or random init redrawn from its seed, announced); the authors'
-    file records none, so timm tags are used. ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask
-    for others (a warning says how they differ); ``default_seed`` draws random backbones when nothing records a
-    seed. Without a checkpoint the fusion and head are random (announced). ``contents``: what
-    :func:`read_checkpoint` returned for ``checkpoint``, when already read. The record is kept as
-    ``model.record`` and the raw metadata as ``model.checkpoint_meta``.
+    ``model(dist, ref)`` takes crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32 (whole images:
+    :func:`ahiq.create_metric`). Architecture: ``config``, else the checkpoint's, else the authors', changed by
+    ``config_overrides``; backbones as :func:`choose_backbones` picks them; without a checkpoint the heads are
+    random (announced). ``contents``: :func:`read_checkpoint`'s result, when already read. The record is kept as
+    ``model.record``, the raw metadata as ``model.checkpoint_meta``.
     """
     deform = regressor = None
     meta: dict = {}
