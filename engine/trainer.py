@@ -317,6 +317,28 @@ class Trainer:
                          scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng,
                          start_metrics=self.start_metrics, position=self.position)
 
+    def end_epoch(self, epoch: int, loss: float, start: float) -> bool:
+        """Validate when due, save ``last.pth`` (and ``best.pth``), log; whether another epoch would overrun
+        ``--time_limit``. Which epochs are validated does not depend on the limit, so a stopped and resumed run
+        keeps the same ``best.pth`` as an uninterrupted one."""
+        cfg = self.cfg
+        lr = self.scheduler.get_last_lr()[0]
+        metrics = None
+        line = f"epoch {epoch + 1}/{cfg.n_epoch} loss={loss:.5f} lr={lr:.3e}"
+        stop = epoch + 1 < cfg.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
+        if (epoch + 1) % cfg.val_freq == 0 or epoch + 1 == cfg.n_epoch:
+            metrics = self.validate()
+            line += f" val {format_metrics(metrics, self.val_notes)}"
+            if improves(metrics, self.best, cfg.best_rule):
+                self.best = {**metrics, "epoch": epoch + 1}
+                self.save("best.pth", epoch, loss, metrics)
+                line += " (best)"
+        self.save("last.pth", epoch, loss, metrics)
+        self.folder.scalars(epoch + 1, {"train/loss": loss, "train/lr": lr,
+                                        **{f"val/{k}": v for k, v in (metrics or {}).items()}})
+        self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
+        return stop
+
     def run(self) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         if self.start_epoch >= cfg.n_epoch and self.position is None:
@@ -343,25 +365,7 @@ class Trainer:
                               f"{self.position['step']} of {self.steps_per_epoch}; saved that position in "
                               f"{self.folder.path / 'last.pth'} (--resume continues from it exactly)")
                 break
-            lr = self.scheduler.get_last_lr()[0]
-            metrics = None
-            line = f"epoch {epoch + 1}/{cfg.n_epoch} loss={loss:.5f} lr={lr:.3e}"
-            # Another epoch would overrun --time_limit: stop after this one. Which epochs are validated does not
-            # depend on that (only on --val_freq and the final epoch), so a stopped and resumed run keeps the
-            # same best.pth as an uninterrupted one.
-            stop = epoch + 1 < cfg.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
-            if (epoch + 1) % cfg.val_freq == 0 or epoch + 1 == cfg.n_epoch:
-                metrics = self.validate()
-                line += f" val {format_metrics(metrics, self.val_notes)}"
-                if improves(metrics, self.best, cfg.best_rule):  # default: by SRCC + PLCC, not SRCC *or* PLCC
-                    self.best = {**metrics, "epoch": epoch + 1}
-                    self.save("best.pth", epoch, loss, metrics)
-                    line += " (best)"
-            self.save("last.pth", epoch, loss, metrics)
-            self.folder.scalars(epoch + 1, {"train/loss": loss, "train/lr": lr,
-                                            **{f"val/{k}": v for k, v in (metrics or {}).items()}})
-            self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
-            if stop:
+            if self.end_epoch(epoch, loss, start):
                 self.log.info(f"time limit of {cfg.time_limit:.0f}s reached after epoch {epoch + 1}; saved "
                               f"{self.folder.path / 'last.pth'} (--resume continues from it)")
                 break

@@ -158,12 +158,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{path}: written in checkpoint format {version}, newer than this code reads "
                         f"({FORMAT_VERSION}); update this project (git pull) to load it")
+    return _tensors(*_head_dicts(state, path), path) + (dict(meta or {}),)
+
+
+def _head_dicts(state: dict, path: Path) -> tuple[dict, dict]:
+    """The fusion's and the head's state dicts: under the authors' two keys, or prefixed in one flat dict."""
     if DEFORM_KEY in state and REGRESSOR_KEY in state:
         deform, regressor = state[DEFORM_KEY], state[REGRESSOR_KEY]
         if not isinstance(deform, dict) or not isinstance(regressor, dict):
             raise UserError(f"{path}: not an AHIQ checkpoint ({DEFORM_KEY} and {REGRESSOR_KEY} must be dicts of "
                             "tensors)")
-        return _tensors(dict(deform), dict(regressor), path) + (dict(meta or {}),)
+        return dict(deform), dict(regressor)
     deform, regressor = {}, {}
     for key, value in state.items():
         key = key.removeprefix("module.").removeprefix("net.")
@@ -175,7 +180,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
         shown = ", ".join(list(map(str, state))[:5])
         raise UserError(f"{path}: not an AHIQ checkpoint (no {DEFORM_KEY}/{REGRESSOR_KEY} and no deform_net./"
                         f"regressor. tensors; keys: {shown}); give the released AHIQ file or one of ours")
-    return _tensors(deform, regressor, path) + (dict(meta or {}),)
+    return deform, regressor
 
 
 def _tensors(deform: dict, regressor: dict, path: Path) -> tuple[dict, dict]:
@@ -195,23 +200,16 @@ def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: st
         model = check_architecture(config)
     except UserError as err:
         raise UserError(f"{path}: its architecture does not build: {err}") from None
+    _check_fit(model, deform, regressor, path)
+
+
+def _check_fit(model: nn.Module, deform: dict, regressor: dict, path: str | Path) -> None:
     problems = state_dict_problems(model.deform_net.state_dict(), deform, "deform_net.")
     problems += state_dict_problems(model.regressor.state_dict(), regressor, "regressor.")
     if problems:
-        raise _misfit(path, problems)
-
-
-def _misfit(path: str | Path, problems: list[str]) -> UserError:
-    return UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check the "
-                     "architecture options (vit, vit_blocks, cnn, cnn_stage, branches, fusion, pooling and their "
-                     "kwargs) against the checkpoint")
-
-
-def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
-    problems = state_dict_problems(module.state_dict(), state, f"{what}.")
-    if not problems:
-        module.load_state_dict(state, strict=True)
-    return problems
+        raise UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check the "
+                        "architecture options (vit, vit_blocks, cnn, cnn_stage, branches, fusion, pooling and their "
+                        "kwargs) against the checkpoint")
 
 
 def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
@@ -223,10 +221,9 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
         if bad is not None:
             raise UserError(f"{path}: tensor {prefix}.{bad} holds NaN or Inf (the run that wrote it diverged); "
                             "use an earlier checkpoint")
-    problems = _check_and_load(model.deform_net, deform, "deform_net")
-    problems += _check_and_load(model.regressor, regressor, "regressor")
-    if problems:
-        raise _misfit(path, problems)
+    _check_fit(model, deform, regressor, path)
+    model.deform_net.load_state_dict(deform, strict=True)
+    model.regressor.load_state_dict(regressor, strict=True)
 
 
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:
