@@ -26,7 +26,7 @@ LAST_NEEDS = ("deform_net_model_state_dict", "regressor_model_state_dict", "opti
 
 
 def rng_state() -> dict:
-    """The Python, numpy and torch RNG states as tensors and plain values (a checkpoint loads with weights_only)."""
+    """The Python, numpy and torch RNG states as tensors and plain values (loadable with weights_only)."""
     np_state = np.random.get_state(legacy=False)
     np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}
     state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
@@ -124,7 +124,7 @@ class RunFolder:
         atomic_write_text(self.path / "opt.txt", "".join(f"{k:<{width}} : {v}\n" for k, v in rows))
 
     def check_finite(self, model: AHIQ, epoch: int) -> None:
-        """Stop as diverged when a trained weight is NaN or Inf: such weights are never written or validated."""
+        """Stop as diverged when a trained weight is NaN or Inf."""
         bad = next((f"{part}.{n}" for part in ("deform_net", "regressor")
                     for n, p in getattr(model, part).named_parameters() if not torch.isfinite(p).all()), None)
         if bad is not None:

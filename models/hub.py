@@ -20,7 +20,6 @@ OFFLINE_VARIABLES = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")  # either set: never down
 
 
 def cache_dir() -> Path:
-    """The user cache of checkpoints: ``$AHIQ_HOME``, else ``torch.hub.get_dir()/checkpoints``."""
     if os.environ.get("AHIQ_HOME"):
         return Path(os.environ["AHIQ_HOME"]).expanduser()
     import torch.hub
@@ -113,7 +112,6 @@ def download(url: str, path: Path, progress: bool = True) -> Path:
 
 
 def missing_message(name: str, url: str, cached: Path, reason: str, backbones: list[str]) -> str:
-    """One line naming everything a first, offline use lacks and every way forward at once."""
     parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
              f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
              f"clone), or give {arg('checkpoint')}PATH"]

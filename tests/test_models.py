@@ -8,9 +8,8 @@ import torch.nn.functional as F
 import torchvision
 
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq
-from ahiq.models.deform import phase_kernels
 from ahiq.models.backbones import ResNetFeatures, ViTFeatures
-from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision
+from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, phase_kernels
 from tests.conftest import TINY
 
 SPEC_TABLE = {  # ../shared/docs/ahiq-reference.md §2
