@@ -28,12 +28,8 @@ class Features(Protocol):
 
 
 class _FrozenBackbone(nn.Module):
-    """Base for backbones that stay in eval mode and hold no trainable parameters.
-
-    By default they build no graph (``torch.no_grad``): scoring and training the heads need none. With
-    ``input_grad = True`` they run under the caller's grad mode, so a loss on the score reaches the input
-    images (the weights still get no gradient); AHIQ-as-a-loss sets it.
-    """
+    """Base for backbones that stay in eval mode and hold no trainable parameters. They build no graph unless
+    ``input_grad`` (AHIQ as a loss), when a loss on the score reaches the input images."""
 
     input_grad: bool = False
 
@@ -49,12 +45,10 @@ class _FrozenBackbone(nn.Module):
 
 
 class ViTFeatures(_FrozenBackbone):
-    """Token maps of selected transformer blocks of a timm ViT, computed without running later blocks.
+    """Token maps of selected transformer blocks (1-based) of a timm ViT, computed without running later blocks.
 
-    Input ``(B, 3, H, W)`` normalised images (H, W multiples of the patch size); output
-    ``(B, len(blocks) * D, H / p, W / p)``: for each selected block (1-based, in order) its output tokens
-    without the prefix (class) tokens, laid out row-major as the patch grid. Default: blocks 1-5 of
-    ViT-B/8, ``(B, 3840, H/8, W/8)``. Crops other than 224 use timm's resampled position embedding.
+    ``(B, 3, H, W)`` normalised images -> ``(B, len(blocks) * D, H / p, W / p)``, each block's tokens without the
+    class token, as the patch grid. Default: blocks 1-5 of ViT-B/8, ``(B, 3840, H/8, W/8)``.
     """
 
     def __init__(self, model: nn.Module, blocks: Sequence[int] = DEFAULT_VIT_BLOCKS):
@@ -87,30 +81,24 @@ class ViTFeatures(_FrozenBackbone):
             return torch.cat(maps, dim=1)  # (B, len(blocks)*D, h, w), the authors' channel order
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them (timm's own
-        activation checkpointing, which ``forward_intermediates`` honours); only matters with ``input_grad``."""
+        """Recompute each block's activations in the backward pass (timm's checkpointing; with ``input_grad``)."""
         self.model.set_grad_checkpointing(enable)
 
 
 def build_vit(source: BackboneSource, blocks: Sequence[int], **timm_kwargs) -> ViTFeatures:
-    """A :class:`ViTFeatures` for the timm model and weights ``source`` names (see :func:`create_backbone`);
-    ``timm_kwargs`` change the architecture (e.g. ``depth``, ``embed_dim``, ``num_heads``)."""
+    """A :class:`ViTFeatures` of ``source``'s timm model; ``timm_kwargs`` change it (e.g. ``depth``, ``embed_dim``)."""
     model = create_backbone(source, weights_arg="vit_weights", dynamic_img_size=True, **timm_kwargs)
     return ViTFeatures(model, blocks)
 
 
 def build_resnet(source: BackboneSource, stage: int, **timm_kwargs) -> "ResNetFeatures":
-    """A :class:`ResNetFeatures` for the timm model and weights ``source`` names (see :func:`create_backbone`);
-    ``timm_kwargs`` change the architecture (e.g. ``layers``, ``channels``, ``stem_width``)."""
+    """A :class:`ResNetFeatures` of ``source``'s timm model; ``timm_kwargs`` change it (e.g. ``layers``, ``channels``)."""
     return ResNetFeatures(create_backbone(source, weights_arg="cnn_weights", **timm_kwargs), stage)
 
 
 class ResNetFeatures(_FrozenBackbone):
-    """Outputs of every block of one stage of a timm ResNet, after the stem, concatenated on channels.
-
-    Input ``(B, 3, H, W)``; output ``(B, n_blocks * C, H / r, W / r)`` with ``r`` the stage's reduction.
-    Default: the 3 bottlenecks of ResNet-50 ``layer1``, ``(B, 768, H/4, W/4)``.
-    """
+    """Outputs of every block of one stage of a timm ResNet, concatenated on channels: ``(B, 3, H, W)`` ->
+    ``(B, n_blocks * C, H / r, W / r)``. Default: ResNet-50 ``layer1``, ``(B, 768, H/4, W/4)``."""
 
     def __init__(self, model: nn.Module, stage: int = DEFAULT_CNN_STAGE):
         super().__init__()

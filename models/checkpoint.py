@@ -77,6 +77,17 @@ def _source(value: Any) -> bool:
     return all(v is None or isinstance(v, str) for v in (file, sha))
 
 
+def _score_norm(norm: Any) -> bool:
+    return norm is None or isinstance(norm, dict) and set(norm) <= {"kind", "lo", "hi"} and (
+        norm.get("kind") == "none" or norm.get("kind") == "minmax" and _number(norm.get("lo"))
+        and _number(norm.get("hi")) and norm["lo"] < norm["hi"])
+
+
+def _label_range(span: Any) -> bool:  # one label value is a range too (a tiny training part)
+    return span is None or isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_number, span)) and (
+        span[0] <= span[1])
+
+
 def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
     """The :class:`CheckpointRecord` of a checkpoint's metadata, every value typed and in range, else one
     :class:`UserError` naming the file and the value."""
@@ -90,38 +101,31 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
     run = meta.get("train") or meta.get("options") or {}  # format 2, or 1 (the options, flat)
     if not isinstance(run, dict):
         raise bad("a training config", run)
-    config = None
-    if meta.get("model_config") is not None:
-        if not isinstance(meta["model_config"], dict):
-            raise bad("model_config", meta["model_config"])
-        try:
-            config = ModelConfig.from_dict(meta["model_config"])
-        except UserError as err:
-            raise UserError(f"{where}: its model_config does not build: {err}") from None
-        except (TypeError, ValueError):
-            raise bad("model_config", meta["model_config"]) from None
+    config = meta.get("model_config")
+    try:
+        if config is not None and not isinstance(config, dict):
+            raise TypeError
+        config = None if config is None else ModelConfig.from_dict(config)
+    except UserError as err:
+        raise UserError(f"{where}: its model_config does not build: {err}") from None
+    except (TypeError, ValueError):
+        raise bad("model_config", config) from None
     crop = run.get("crop_size")
-    if crop is not None:
-        try:
-            check_crop_size(crop)
-        except UserError:
-            raise bad("crop_size", crop) from None
-    sources = meta.get("backbones") or {}
-    if not isinstance(sources, dict) or not all(part in ("vit", "cnn") and _source(v) for part, v in sources.items()):
-        raise bad("backbones", sources)
-    norm, span = meta.get("score_norm"), meta.get("label_range")
-    if norm is not None and not (isinstance(norm, dict) and set(norm) <= {"kind", "lo", "hi"} and (
-            norm.get("kind") == "none" or norm.get("kind") == "minmax" and _number(norm.get("lo"))
-            and _number(norm.get("hi")) and norm["lo"] < norm["hi"])):
-        raise bad("score_norm (a kind, and for minmax finite lo < hi)", norm)
-    if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_number, span))
-                                 and span[0] <= span[1]):  # one label value is a range too (a tiny training part)
-        raise bad("label_range (two finite numbers, low <= high)", span)
+    try:
+        crop = None if crop is None else check_crop_size(crop)
+    except UserError:
+        raise bad("crop_size", crop) from None
+    sources, norm, span = meta.get("backbones") or {}, meta.get("score_norm"), meta.get("label_range")
     split, data = meta.get("split"), run.get("data")
-    if split is not None and not isinstance(split, dict):
-        raise bad("split", split)
-    if data is not None and not isinstance(data, dict):
-        raise bad("a data config", data)
+    for what, value, fine in (
+            ("backbones", sources, isinstance(sources, dict) and all(
+                part in ("vit", "cnn") and _source(v) for part, v in sources.items())),
+            ("score_norm (a kind, and for minmax finite lo < hi)", norm, _score_norm(norm)),
+            ("label_range (two finite numbers, low <= high)", span, _label_range(span)),
+            ("split", split, split is None or isinstance(split, dict)),
+            ("a data config", data, data is None or isinstance(data, dict))):
+        if not fine:
+            raise bad(what, value)
     dataset = (split or {}).get("dataset") or run.get("dataset") or (data or {}).get("dataset")
     if dataset is not None and not isinstance(dataset, str):
         raise bad("dataset", dataset)

@@ -1,9 +1,6 @@
-"""Where backbone weights come from: a :class:`BackboneSource` (recorded in our checkpoints, so a model is rebuilt
-with the backbones it was trained on) and the timm model built with its weights (:func:`create_backbone`).
-
-A source is timm's pretrained weights by tag (``checkpoints/backbones/``, the Hugging Face hub cache, or the hub,
-asked only when it answers quickly), a local file with its SHA-256, or random initialisation drawn from a recorded
-seed, which is announced.
+"""Where backbone weights come from: a :class:`BackboneSource` (recorded in our checkpoints) and the timm model
+built with its weights (:func:`create_backbone`): pretrained by tag (``checkpoints/backbones/``, the hub cache, or
+the hub when it answers quickly), a local file with its SHA-256, or random init from a recorded seed (announced).
 """
 from __future__ import annotations
 
@@ -51,13 +48,11 @@ def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> lis
 
 
 def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
-    """Whether pretrained weights of every backbone ``names`` are on this machine."""
     return not missing_pretrained(names)
 
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
-    """Why the Hugging Face hub cannot be asked now (``HF_HUB_OFFLINE`` set, or its host does not answer within
-    ``timeout`` seconds), or None when it can."""
+    """Why the Hugging Face hub cannot be asked now (``HF_HUB_OFFLINE`` set, or no answer in ``timeout`` s), or None."""
     from huggingface_hub import constants
 
     set_offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else offline_variable(("HF_HUB_OFFLINE",))
@@ -124,8 +119,7 @@ def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None
 
 def backbone_sources(vit: str, cnn: str, pretrained: bool = True, vit_weights: str | None = None,
                      cnn_weights: str | None = None, seed: int | None = None) -> dict[str, BackboneSource]:
-    """``{"vit": ..., "cnn": ...}`` as the arguments ask. Random backbones without a ``seed`` get one drawn from
-    torch's global generator (so ``torch.manual_seed`` before still decides them), and it is recorded."""
+    """``{"vit": ..., "cnn": ...}`` as the arguments ask; without a ``seed`` one is drawn from torch's generator."""
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # CPU even under a meta-device scope
     return {"vit": backbone_source(vit, pretrained, vit_weights, seed),
@@ -237,13 +231,8 @@ def _pretrained(name: str, weights_arg: str, changed: dict, **kwargs) -> nn.Modu
 
 
 def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> nn.Module:
-    """Build the timm model ``source.name`` (``arch.tag``) with the weights ``source`` names.
-
-    ``timm``: a file in ``checkpoints/backbones/<name>.*`` if present, else the hub cache's copy, else the hub
-    (asked only after :func:`check_available`). ``random``: timm's initialisation drawn from ``source.seed``
-    without touching the global random state, announced. ``weights_arg`` names the argument that takes a weight
-    file, for messages.
-    """
+    """Build the timm model ``source.name`` (``arch.tag``) with the weights ``source`` names (random ones without
+    touching the global random state); ``weights_arg`` names the argument that takes a weight file, for messages."""
     name = source.name
     changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
     try:
