@@ -84,13 +84,16 @@ class RunFolder:
         self.log.addHandler(to_file)
         self.log.addHandler(to_screen)
 
+    def _close_log(self) -> None:
+        for handler in list(self.log.handlers):
+            handler.close()
+            self.log.removeHandler(handler)
+
     def start_over(self) -> None:
         """With ``overwrite``: remove the previous run's files (:data:`RUN_FILES`), said in the new log."""
         if not self.main or not self.replacing:
             return
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
+        self._close_log()
         for name in self.replacing:
             target = self.path / name
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
@@ -153,9 +156,7 @@ class RunFolder:
 
     def close(self) -> None:
         """Close the log file, TensorBoard and the lock."""
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
+        self._close_log()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
