@@ -227,9 +227,7 @@ class Journal:
     FORMAT = 2  # 2: identities per pair (1: keys only)
 
     def __init__(self, output: str, ctx: RunContext, settings: dict):
-        self.output = Path(output)
-        self.path = self.output.with_name(self.output.name + ".journal" + (f".{ctx.rank}" if ctx.world_size > 1
-                                                                           else ""))
+        self.path = Path(f"{output}.journal" + (f".{ctx.rank}" if ctx.world_size > 1 else ""))
         self.done: dict[tuple[str, str], tuple[list[int], float]] = {}
         self.torn: set[Path] = set()  # journals whose header was never finished (a run killed as it started)
         header = json.dumps({"journal": self.FORMAT, "settings": settings}, sort_keys=True)
@@ -292,16 +290,9 @@ class Journal:
 
     def reusable(self, pairs: list[Pair]) -> tuple[dict[int, float], int]:
         """``({pair index: score}`` of journaled pairs whose files are unchanged, the number whose files changed)."""
-        keep, changed = {}, 0
-        for i, pair in enumerate(pairs):
-            found = self.done.get(pair_key(pair))
-            if found is None:
-                continue
-            if found[0] == pair_identity(pair):
-                keep[i] = found[1]
-            else:
-                changed += 1
-        return keep, changed
+        found = {i: f for i, p in enumerate(pairs) if (f := self.done.get(pair_key(p))) is not None}
+        keep = {i: score for i, (identity, score) in found.items() if identity == pair_identity(pairs[i])}
+        return keep, len(found) - len(keep)
 
     def add(self, pair: Pair, score: float) -> None:
         dist, ref = pair_key(pair)
