@@ -95,11 +95,11 @@ class DataConfig:
     dataset: str = option("pipal", "dataset in its distributed layout under --data_root (synthetic: generated there; "
                           "csv: your own pairs listed in DATA_ROOT/labels.csv, header dist,ref,score[,split])",
                           **DATA, choices=tuple(DATASETS))
+    data_root: str | None = option(None, "folder of the dataset: ./datasets/PIPAL, ./datasets/synthetic, "
+                                   "./datasets/kadid10k ...", **DATA, shown="./datasets/<its name>")
     lower_better: bool = option(False, "csv: the scores are DMOS-like (lower = better); training and metrics use them "
                                 "negated, the raw values are kept beside the predictions in <output>_labels.csv",
                                 **DATA, switch=True)
-    data_root: str | None = option(None, "folder of the dataset: ./datasets/PIPAL, ./datasets/synthetic, "
-                                   "./datasets/kadid10k ...", **DATA, shown="./datasets/<its name>")
     train_list: str | None = option(None, "PIPAL: one label list file (name,score) instead of Train_Label/*.txt",
                                     **DATA)
     val_list: str | None = option(None, "validation labels (name,score); replaces the held-out split. Needs "

@@ -43,7 +43,7 @@ class ModelConfig:
     the tests' tiny backbones)."""
 
     vit: str = option(DEFAULT_VIT, "timm ViT name.tag", group=ARCH, defaults=dict.fromkeys(SCRIPTS),
-                      shown=f"the --patch_size tag: {VIT_BY_PATCH[8]} (8), {VIT_BY_PATCH[16]} (16)")
+                      shown=f"the patch size's tag: {VIT_BY_PATCH[8]} (8), {VIT_BY_PATCH[16]} (16)")
     vit_blocks: tuple[int, ...] = option(DEFAULT_VIT_BLOCKS, "1-based ViT blocks whose outputs are used, e.g. 1-5 or "
                                          "1,3,5", group=ARCH, parse=int_list, shown="1-5")
     cnn: str = option(DEFAULT_CNN, "timm ResNet name.tag", group=ARCH)
@@ -64,9 +64,9 @@ class ModelConfig:
                                          "smoothed (512)", group=ARCH, parse=json_dict)
     fusion_kwargs: dict[str, int] = option({}, "width of the deformable fusion, as JSON: hidden (512)", group=ARCH,
                                            parse=json_dict)
-    branches: str = option("both", "both: ViT + CNN (the authors'); vit: ViT features only (needs --fusion none); "
+    branches: str = option("both", "both: ViT + CNN (the authors'); vit: ViT features only (with fusion none); "
                            "cnn: CNN features only, the deformable conv steered by the reference's own CNN features, "
-                           "the score grid still the --patch_size grid", group=ARCH, choices=CHOICES["branches"])
+                           "the score grid still the ViT patch grid", group=ARCH, choices=CHOICES["branches"])
     fusion: str = option("deform", "how the CNN features reach the ViT grid: deform = deformable 3x3 conv steered by "
                          "the reference (the authors'); conv = a plain 3x3 conv of the same shape; none = CNN features "
                          "only averaged onto the grid (no parameters)", group=ARCH, choices=CHOICES["fusion"])

@@ -53,9 +53,10 @@ class OneDefaultHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.Arg
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (argparse.SUPPRESS, None, False) or action.required:
+        if "default" in text.lower() or action.default is argparse.SUPPRESS or action.required or isinstance(
+                action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
             return text
-        return f"{text} (default: %(default)s)"
+        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -69,8 +70,10 @@ def shown_default(d: Declared, script: str) -> str | None:
     if d.flag.shown is not None:
         return d.flag.shown
     value = d.default_for(script)
-    if d.flag.switch or value is None or script in d.flag.required:
+    if d.flag.switch or script in d.flag.required:
         return None
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return str(value).lower()
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
@@ -281,5 +284,6 @@ def _file_value(d: Declared, value, path: str, script: str):
         raise UserError(f"--config {path}: {d.name} {value!r}: {err}") from None
     problem = d.flag.problem(converted)
     if problem:
-        raise UserError(f"--config {path}: {d.name} {value!r}: {problem}")
+        shown = f"{d.name} {value!r}" if d.flag.choices else f"--{d.name} {converted}"
+        raise UserError(f"--config {path}: {shown}: {problem}")
     return converted

@@ -45,7 +45,7 @@ def table(options: BaseOptions, shown: dict[str, tuple]) -> str:
         shown[name] = (d.flag, text)
         default = shown_default(d, options.script)
         default = "required" if options.script in d.flag.required else "off" if d.flag.switch else (
-            "none" if default is None else default if d.flag.shown else f"`{default}`")
+            default if d.flag.shown or default == "none" else f"`{default}`")
         rows.append(f"| `--{name}` | {default} | {valid(d)} | {text.replace('|', '/')} |")
     return "\n".join(rows) + "\n"
 
