@@ -17,13 +17,8 @@ BASE = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """The synthetic set of BASE, written here: a test must not depend on another having trained first."""
-    from ahiq.data.synthetic import ensure_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    ensure_synthetic(root, n_refs=4, size=64, seed=0)  # --synthetic_refs 4 --synthetic_size 64, --split_seed 0
-    return str(root)
+def data_root(synthetic_root):
+    return synthetic_root(4, 64)  # BASE's --synthetic_refs 4 --synthetic_size 64 (--split_seed 0)
 
 
 def _run(data_root, ckpt_dir, name, *extra):
