@@ -53,10 +53,11 @@ def _grid_rows(n: int, height: int, width: int) -> list[int]:
     return [n // rows + (i < n % rows) for i in range(rows)]
 
 
-def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 1919,
+def crop_positions(spec: str, height: int, width: int, crop: int, seed: int | None = None,
                    draw: Callable[[int, int], list[int]] | None = None) -> list[tuple[int, int]]:
     """``(top, left)`` of each crop of size ``crop`` in an image of ``height x width`` under protocol ``spec``.
-    ``random:N`` draws from ``np.random.RandomState(seed)``, or from ``draw(high, n)`` (n ints in ``[0, high)``)."""
+    ``random:N`` draws from ``np.random.RandomState(seed)`` (the authors' seed: ``models.config.SEED``), or from
+    ``draw(high, n)`` (n ints in ``[0, high)``); one of the two is required."""
     kind, n = parse_crops(spec)
     if height < crop or width < crop:
         raise UserError(f"image {width}x{height} is smaller than the {crop}x{crop} crop; "
@@ -65,6 +66,8 @@ def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 19
     mid_top, mid_left = height // 2 - crop // 2, width // 2 - crop // 2
     if kind == "random":
         if draw is None:
+            if seed is None:
+                raise ValueError(f"crop_positions({spec!r}): random crops need a seed or a draw function")
             rng = np.random.RandomState(seed)
             draw = lambda high, k: rng.randint(0, high, size=k).tolist()  # noqa: E731
         tops, lefts = draw(bottom + 1, n), draw(right + 1, n)
@@ -78,7 +81,7 @@ def crop_positions(spec: str, height: int, width: int, crop: int, seed: int = 19
     return [authors_order[4]] if kind == "center" else authors_order[:n]
 
 
-def crop_windows(spec: str, height: int, width: int, crop: int, seed: int = 1919,
+def crop_windows(spec: str, height: int, width: int, crop: int, seed: int | None = None,
                  draw: Callable[[int, int], list[int]] | None = None) -> list[tuple[int, int, int]]:
     """The distinct windows of :func:`crop_positions` in order, as ``(top, left, times placed)``."""
     return [(top, left, k) for (top, left), k in Counter(crop_positions(spec, height, width, crop, seed, draw)).items()]

@@ -7,58 +7,14 @@ from pathlib import Path
 from typing import Callable
 
 from ahiq.data.records import Pair
+from ahiq.utils.declare import option
 from ahiq.utils.errors import UserError, arg, flag
 
 STANDARD_RATIO = "6:2:2"
 
 
 SPLIT_BY = ("reference", "pair")  # what a random split shuffles into its parts
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which labelled pairs to use and how to split them (the data options of train.py and test.py)."""
-
-    dataset: str = "pipal"
-    data_root: str | None = None  # None: the dataset's own folder under ./datasets/
-    lower_better: bool = False
-    train_list: str | None = None
-    val_list: str | None = None
-    val_ref_dir: str | None = None
-    val_dis_dir: str | None = None
-    split_ratio: str | None = None
-    split_seed: int = 0
-    split_file: str | None = None
-    split_by: str = "reference"  # "pair": pairs, not references, are shuffled into the parts (tiny sets only)
-    synthetic_refs: int = 12
-    synthetic_size: int = 128
-    skip_bad: bool = False
-
-    def __post_init__(self):
-        """The rules between data options, checked when the options are read."""
-        if self.dataset not in DATASETS:
-            raise UserError(f"{arg('dataset')}{self.dataset}: choose one of {', '.join(DATASETS)}")
-        if self.val_list and not (self.val_ref_dir and self.val_dis_dir):
-            raise UserError(f"{arg('val_list')}needs {arg('val_ref_dir')}and {arg('val_dis_dir')}")
-        if self.split_file and self.split_ratio:
-            raise UserError(f"{arg('split_file')}and {arg('split_ratio')}both set; give one")
-        if self.lower_better and self.dataset != "csv":
-            raise UserError(f"{flag('lower_better')} is for csv datasets ({self.dataset} scores are oriented by its "
-                            "loader)")
-        if self.split_by not in SPLIT_BY:
-            raise UserError(f"{arg('split_by')}{self.split_by}: choose one of {', '.join(SPLIT_BY)}")
-        if self.train_list and self.dataset != "pipal":
-            raise UserError(f"{arg('train_list')}is for the pipal dataset")
-
-    @property
-    def root(self) -> Path:
-        """The dataset's folder: ``data_root``, else ``./datasets/<its folder>`` (each dataset its own, so a generated
-        set never lands in a real one's)."""
-        return Path(self.data_root or f"./datasets/{DATASETS[self.dataset].folder}")
-
-    @property
-    def ratio(self) -> str:
-        return self.split_ratio or DATASETS[self.dataset].ratio
+DATA = {"group": "data", "scripts": ("train", "test")}
 
 
 def _pipal(cfg: DataConfig) -> list[Pair]:
@@ -130,6 +86,62 @@ DATASETS: dict[str, Dataset] = {
                     labels=("dmos.mat", "refnames_all.mat"), raw_lower_better=True),
     "csv": Dataset(_csv, "score (labels.csv)", folder="csv", labels=("labels.csv",)),
 }
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which labelled pairs to use and how to split them (the data options of train.py and test.py)."""
+
+    dataset: str = option("pipal", "dataset in its distributed layout under --data_root (synthetic: generated there; "
+                          "csv: your own pairs listed in DATA_ROOT/labels.csv, header dist,ref,score[,split])",
+                          **DATA, choices=tuple(DATASETS))
+    lower_better: bool = option(False, "csv: the scores are DMOS-like (lower = better); training and metrics use them "
+                                "negated, the raw values are kept beside the predictions in <output>_labels.csv",
+                                **DATA, switch=True)
+    data_root: str | None = option(None, "folder of the dataset: ./datasets/PIPAL, ./datasets/synthetic, "
+                                   "./datasets/kadid10k ...", **DATA, shown="./datasets/<its name>")
+    train_list: str | None = option(None, "PIPAL: one label list file (name,score) instead of Train_Label/*.txt",
+                                    **DATA)
+    val_list: str | None = option(None, "validation labels (name,score); replaces the held-out split. Needs "
+                                  "--val_ref_dir/--val_dis_dir", **DATA)
+    val_ref_dir: str | None = option(None, "reference folder of --val_list", **DATA)
+    val_dis_dir: str | None = option(None, "distorted folder of --val_list", **DATA)
+    split_ratio: str | None = option(None, "reference-disjoint train:val[:test] split, e.g. 9:1 or 6:2:2", **DATA,
+                                     shown="9:1 (pipal), 3:1 (synthetic), 6:2:2 (the standard sets)")
+    split_seed: int = option(0, "seed of the reference-disjoint split", **DATA, low=0, high=2**32 - 1)
+    split_file: str | None = option(None, "reuse a split.json written by an earlier run", **DATA)
+    split_by: str = option("reference", "what the random split shuffles into train/val/test: whole references (the "
+                           "protocol), or single pairs (for a set of too few references to split, e.g. a one-reference "
+                           "sample; its parts then share references and every table says so)", **DATA,
+                           choices=SPLIT_BY)
+    synthetic_refs: int = option(12, "synthetic: number of reference images", **DATA, low=2, high=9999)
+    synthetic_size: int = option(128, "synthetic: image side in pixels", **DATA, low=32, high=8192)
+
+    def __post_init__(self):
+        """The rules between data options, checked when the options are read."""
+        if self.dataset not in DATASETS:
+            raise UserError(f"{arg('dataset')}{self.dataset}: choose one of {', '.join(DATASETS)}")
+        if self.val_list and not (self.val_ref_dir and self.val_dis_dir):
+            raise UserError(f"{arg('val_list')}needs {arg('val_ref_dir')}and {arg('val_dis_dir')}")
+        if self.split_file and self.split_ratio:
+            raise UserError(f"{arg('split_file')}and {arg('split_ratio')}both set; give one")
+        if self.lower_better and self.dataset != "csv":
+            raise UserError(f"{flag('lower_better')} is for csv datasets ({self.dataset} scores are oriented by its "
+                            "loader)")
+        if self.split_by not in SPLIT_BY:
+            raise UserError(f"{arg('split_by')}{self.split_by}: choose one of {', '.join(SPLIT_BY)}")
+        if self.train_list and self.dataset != "pipal":
+            raise UserError(f"{arg('train_list')}is for the pipal dataset")
+
+    @property
+    def root(self) -> Path:
+        """The dataset's folder: ``data_root``, else ``./datasets/<its folder>`` (each dataset its own, so a generated
+        set never lands in a real one's)."""
+        return Path(self.data_root or f"./datasets/{DATASETS[self.dataset].folder}")
+
+    @property
+    def ratio(self) -> str:
+        return self.split_ratio or DATASETS[self.dataset].ratio
 
 
 def load_dataset(cfg: DataConfig) -> list[Pair]:

@@ -1,10 +1,7 @@
-"""Classical full-reference metrics (piq) on exactly the pairs AHIQ scored, from the same decoded images, and the
-comparison tables of AHIQ beside them.
+"""Classical full-reference metrics (piq) on exactly the pairs AHIQ scored, and the comparison tables beside AHIQ.
 
-Orientation rule: every prediction is oriented higher = better, as every label (``Pair.score``). Metrics where
-lower is better (GMSD, LPIPS and DISTS are distances) are negated; PSNR, SSIM, MS-SSIM, VIF and FSIM are kept.
-Images go in as ``data.images.read_image`` decodes them, RGB in [0, 1], whole (no crops); ``dist`` is piq's
-``x`` (the image judged), ``ref`` its ``y`` (the target).
+Every prediction is oriented higher = better, as every label: distances (GMSD, LPIPS, DISTS) are negated. Images
+go in whole, RGB in [0, 1]; ``dist`` is piq's ``x`` (the image judged), ``ref`` its ``y``.
 """
 from __future__ import annotations
 
@@ -33,8 +30,8 @@ Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (dist, ref) (B,
 
 @dataclass(frozen=True)
 class Baseline:
-    """A piq metric: its printed ``title``, whether higher is better, how to build it, the smallest image side it
-    takes, and the weight files it fetches through ``torch.hub`` (URLs) the first time it is built."""
+    """A piq metric: its ``title``, whether higher is better, how to build it, the smallest image side it takes,
+    and the weight files (URLs) it fetches through ``torch.hub``."""
 
     title: str
     higher_better: bool
@@ -73,8 +70,7 @@ def weight_files(name: str) -> list[Path]:
 
 
 def build_baseline(name: str, device: torch.device | str = "cpu") -> Metric:
-    """Baseline ``name`` ready to score; a learned one (LPIPS, DISTS) downloads its weights where ``torch.hub``
-    keeps them when they are not there, and without them stops with one line saying how to get them."""
+    """Baseline ``name`` ready to score; a learned one without its weights (and offline) stops with one line."""
     spec = BASELINES[name]
     try:
         metric = spec.build()
@@ -89,8 +85,7 @@ def build_baseline(name: str, device: torch.device | str = "cpu") -> Metric:
 
 
 def check_baselines(names: Sequence[str], pairs: Sequence[Pair] = ()) -> None:
-    """Before any work: the learned metrics' weights are at hand (fetched now when online) and every image is large
-    enough for each metric (from the file headers)."""
+    """Before any work: the learned metrics' weights are at hand and every image is large enough for each metric."""
     for name in names:
         if not all(f.is_file() for f in weight_files(name)):
             build_baseline(name)
@@ -113,11 +108,8 @@ def _image(path: Path) -> torch.Tensor:
 
 def baseline_scores(names: Sequence[str], pairs: Sequence[Pair], device: torch.device | str = "cpu",
                     batch_size: int = 8) -> dict[str, np.ndarray]:
-    """``{title: predictions}`` of each baseline on ``pairs``, oriented higher = better (see the module docstring).
-
-    Distorted images of one reference (consecutive pairs) go through in batches of ``batch_size`` against one
-    decode of the reference.
-    """
+    """``{title: predictions}`` of each baseline on ``pairs``, higher = better; consecutive pairs of one reference
+    go through in batches of ``batch_size`` against one decode of it."""
     metrics = {n: build_baseline(n, device) for n in names}
     out = {n: np.empty(len(pairs)) for n in names}
     start = 0
@@ -145,10 +137,8 @@ def comparison_files(prefix: str | os.PathLike) -> list[Path]:
 def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], prefix: str | os.PathLike,
                            dataset: str | None = None, device: torch.device | str = "cpu", title: str = "",
                            min_pairs: int = TYPE_MIN_PAIRS) -> str:
-    """Score ``pairs`` with each baseline beside AHIQ's predictions ``ahiq`` (higher = better), write
-    ``<prefix>_baselines.csv`` (one row per pair, every metric) and :func:`utils.comparison.comparison_report`'s
-    tables and pictures (a distortion type with fewer than ``min_pairs`` pairs gets no SRCC); return the
-    markdown."""
+    """Score ``pairs`` with each baseline beside AHIQ's predictions ``ahiq``, write ``<prefix>_baselines.csv`` and
+    :func:`utils.comparison.comparison_report`'s tables and pictures; return the markdown."""
     pairs = list(pairs)
     scored = ScoredSet(result_names(pairs), pair_types(dataset, pairs), np.array([p.score for p in pairs], float),
                        {"AHIQ": np.asarray(ahiq, dtype=np.float64), **baseline_scores(names, pairs, device)})
@@ -160,8 +150,7 @@ def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], pr
 
 def summarise_splits(scored_files: Sequence[str | os.PathLike], prefix: str | os.PathLike, dataset: str,
                      min_pairs: int = TYPE_MIN_PAIRS, note: str = "") -> str:
-    """The comparison over the test parts of several splits, from each split's ``<output>_baselines.csv``
-    (``note``: said after the dataset's name in every title)."""
+    """The comparison over the test parts of several splits, from each split's ``<output>_baselines.csv``."""
     sets = [ScoredSet.read(f) for f in scored_files]
     several = "s" if len(sets) > 1 else ""
     title = f"{dataset}{f' {note}' if note else ''} ({len(sets)} split{several}, test part{several})"

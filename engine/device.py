@@ -24,9 +24,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware: a CUDA GPU, or a CPU with AVX512-BF16 or AMX (as PyTorch's
-    CPU feature check reports them). Elsewhere bf16 is emulated and slower than fp32. A property of the machine,
-    never of its load."""
+    """Whether ``device`` computes bf16 in hardware (a CUDA GPU, a CPU with AVX512-BF16 or AMX); elsewhere bf16 is
+    emulated and slower than fp32."""
     where = resolve_device(device) if device == "auto" else torch.device(device)  # no GPU for "cuda": False
     if where.type == "cuda":
         return torch.cuda.is_available()
@@ -37,7 +36,6 @@ def native_bf16(device: str | torch.device) -> bool:
 
 
 def describe_precision(precision: str, device: str | torch.device) -> str:
-    """``precision`` as the run header prints it: bf16 on a CPU without bf16 hardware says that it is emulated."""
     if precision == "bf16" and not native_bf16(device):
         return "bf16 (emulated: this CPU has no AVX512-BF16/AMX, so fp32 is faster here)"
     return precision
@@ -45,8 +43,7 @@ def describe_precision(precision: str, device: str | torch.device) -> str:
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device, strict: bool = True) -> Iterator[None]:
-    """Autocast for ``bf16``; fp32 otherwise. With ``strict`` fp32 means fp32 on GPUs too (TF32 off inside
-    the block only: the previous flags are restored on exit); without it PyTorch's own TF32 defaults apply."""
+    """Autocast for ``bf16``; fp32 otherwise, with ``strict`` without TF32 on GPUs (inside the block only)."""
     if precision not in PRECISIONS:
         raise UserError(f"{arg('precision')}{precision}: use fp32 or bf16")
     if precision == "bf16":
@@ -66,8 +63,8 @@ def precision_context(precision: str, device: torch.device, strict: bool = True)
 
 @dataclass
 class RunContext:
-    """Where this process runs: rank and world size (1 without torchrun), its device, and the rendezvous store
-    the ranks share (None alone): one rank's failure is posted there, and the others stop at their next check."""
+    """Where this process runs: rank, world size, device, and the store the ranks share (None alone), where one
+    rank's failure is posted for the others."""
 
     rank: int
     world_size: int
@@ -81,7 +78,6 @@ class RunContext:
         return self.rank == 0
 
     def fail(self, message: str) -> None:
-        """Tell the other ranks that this one stops, and why."""
         if self.store is not None:
             self.store.set("abort", f"rank {self.rank}: {message}")
 
@@ -91,8 +87,7 @@ class RunContext:
             raise Stopped(self.store.get("abort").decode())
 
     def wait_all(self, tag: str) -> None:
-        """Wait until every rank has reached ``tag`` (polling the store, so that a rank that failed meanwhile stops
-        the others within a second instead of leaving them in a collective)."""
+        """Wait until every rank has reached ``tag``, polling the store (a rank that failed meanwhile stops the others)."""
         if self.store is None:
             return
         self.rounds[tag] = self.rounds.get(tag, 0) + 1
@@ -103,7 +98,7 @@ class RunContext:
             time.sleep(0.05)
 
     def count(self, key: str, n: int = 1) -> int:
-        """Add ``n`` to the counter ``key`` all ranks share (in the store); its new total."""
+        """Add ``n`` to the counter ``key`` all ranks share; its new total."""
         return int(self.store.add(key, n))
 
     def gather(self, value: Any) -> list:
@@ -116,8 +111,7 @@ class RunContext:
 
 
 def setup_run(device: str) -> RunContext:
-    """Initialise torch.distributed when started by torchrun (NCCL on GPU, gloo on CPU), with a client of the
-    rendezvous store for :meth:`RunContext.fail` / :meth:`RunContext.check`."""
+    """The run's context; under torchrun torch.distributed initialised (NCCL on GPU, gloo on CPU) with a store client."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -138,8 +132,7 @@ def setup_run(device: str) -> RunContext:
 
 @functools.cache
 def usable_workers(asked: int) -> int:
-    """``asked`` DataLoader workers, at most one per CPU this process may use (more only compete for the cores;
-    PyTorch would warn about each loader); one note says so."""
+    """``asked`` DataLoader workers, at most one per CPU this process may use (a note says so)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if asked > cores:
         note(f"note: {arg('num_workers')}{asked} > the {cores} CPU cores here; using {cores}")

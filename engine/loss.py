@@ -1,9 +1,4 @@
-"""AHIQ as a differentiable full-reference metric and loss (:class:`AHIQLoss`).
-
-For restoration and generative models: ``loss = AHIQLoss(checkpoint)(output, target)`` is ``1 - score``
-(lower is better) with gradients that reach ``output`` through the frozen network; ``score`` and
-``score_map`` give the metric and its spatial map. The network never changes.
-"""
+"""AHIQ as a differentiable full-reference loss for restoration and generative models (:class:`AHIQLoss`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,16 +6,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ahiq.data.crops import crop_windows, parse_crops
-from ahiq.engine.device import PRECISIONS, precision_context, resolve_device
-from ahiq.engine.scoring import paste_maps
+from ahiq.engine.device import resolve_device
+from ahiq.engine.scoring import CropPlanner, Window
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
+from ahiq.models.checkpoint import load_model, resolve_checkpoint
 from ahiq.utils.errors import UserError, arg, named
 
 REDUCTIONS = ("mean", "sum", "none")
-
-Window = tuple[int, int, int, int]  # (image index in the batch, top, left, how many of the crops are this window)
 
 
 class AHIQLoss(nn.Module):
@@ -35,7 +27,7 @@ class AHIQLoss(nn.Module):
 
     Gradients flow to ``dist`` (and to ``ref`` when it requires grad) through the frozen backbones. The
     network never changes: its parameters have ``requires_grad=False`` and it stays in eval mode when a
-    parent module calls ``.train()``. ``score`` and ``score_map`` give the metric itself.
+    parent module calls ``.train()``. ``score`` and ``score_map`` give the metric and its spatial map.
 
     The network comes from ``checkpoint`` exactly as in ``score.py`` (:func:`models.checkpoint.load_model`: the
     architecture, backbones and training crop size the checkpoint records; no checkpoint: the released one once
@@ -51,11 +43,9 @@ class AHIQLoss(nn.Module):
                  crop_size: int | None = None, reduction: str = "mean", device: str | torch.device = "auto",
                  precision: str = "fp32", checkpointing: bool = False, *, model: AHIQ | None = None):
         super().__init__()
-        kind, count = parse_crops(crops)
+        planner = CropPlanner(crops, crop_size, precision)
         if reduction not in REDUCTIONS:
             raise UserError(f"{arg('reduction')}{reduction}: use one of {', '.join(REDUCTIONS)}")
-        if precision not in PRECISIONS:
-            raise UserError(f"{arg('precision')}{precision}: use one of {', '.join(PRECISIONS)}")
         if model is None:
             model = load_model(resolve_checkpoint(checkpoint), vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, device=resolve_device(device))
@@ -64,11 +54,7 @@ class AHIQLoss(nn.Module):
                             f"{named('cnn_weights')}, not both")
         elif device != "auto":
             model = model.to(resolve_device(device))
-        crop_size = (model.record or CheckpointRecord()).crop(crop_size)
-        if crop_size % 32:
-            raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
-        self.crops, self.crop_kind, self.crop_count = crops, kind, count
-        self.crop_size, self.reduction, self.precision = crop_size, reduction, precision
+        self.planner, self.reduction = planner.for_model(model), reduction
         self.model = model
         self.model.requires_grad_(False)
         self.model.input_gradients(True)
@@ -83,6 +69,10 @@ class AHIQLoss(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.model.mean.device
+
+    @property
+    def crop_size(self) -> int:
+        return self.planner.crop
 
     def forward(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``1 - score`` reduced by ``reduction``; differentiable in ``dist`` and ``ref``."""
@@ -99,52 +89,30 @@ class AHIQLoss(nn.Module):
     def score_map(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """The patch score map ``f`` at image resolution, ``(B, 1, H, W)``, averaged over overlapping crops
         (the map of ``score.py --save_maps``; pixels no crop covers are 0). Differentiable when grad is on."""
-        dist, ref = self._inputs(dist, ref)
-        windows = self._windows(dist.shape[0], *dist.shape[-2:])
-        _, f, _ = self._run(dist, ref, windows, return_maps=True)
-        maps = []
-        for i in range(dist.shape[0]):
-            mine = [k for k, w in enumerate(windows) if w[0] == i]
-            repeats = torch.tensor([windows[k][3] for k in mine], device=f.device)
-            positions = [windows[k][1:3] for k in mine for _ in range(windows[k][3])]
-            maps.append(paste_maps(f[mine].repeat_interleave(repeats, dim=0), positions, *dist.shape[-2:],
-                                   self.crop_size))
-        return torch.stack(maps)[:, None]
+        windows, (_, maps, _) = self._run(dist, ref, return_maps=True)
+        return torch.stack([self.planner.paste(f, w, *dist.shape[-2:]) for f, w in zip(maps, windows)])[:, None]
 
     def _scores(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        dist, ref = self._inputs(dist, ref)
-        b = dist.shape[0]
-        windows = self._windows(b, *dist.shape[-2:])
-        scores = self._run(dist, ref, windows)
-        owner = torch.tensor([w[0] for w in windows], device=scores.device)
-        weight = torch.tensor([w[3] for w in windows], device=scores.device, dtype=scores.dtype)
-        return scores.new_zeros(b).index_add(0, owner, scores * weight) / self.crop_count
+        windows, (scores,) = self._run(dist, ref)
+        return torch.stack([self.planner.crop_scores(s, w).mean() for s, w in zip(scores, windows)])
 
-    def _inputs(self, dist: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, dist: torch.Tensor, ref: torch.Tensor,
+             return_maps: bool = False) -> tuple[list[list[Window]], list[tuple[torch.Tensor, ...]]]:
+        """The windows of each image (``random:N`` drawn from torch's RNG, anew for each image) and the network's
+        outputs (scores, or scores and maps) split by image, in the network's dtype (not autocast's bf16)."""
         if dist.dim() != 4 or dist.shape[1] != 3 or dist.shape != ref.shape:
             raise ValueError(f"dist {tuple(dist.shape)} and ref {tuple(ref.shape)}: need the same (B, 3, H, W)")
         if min(dist.shape[-2:]) < self.crop_size:
             raise ValueError(f"images {dist.shape[-1]}x{dist.shape[-2]} are smaller than the crop "
                              f"({self.crop_size}); give larger images or a smaller crop_size")
         dtype = self.model.mean.dtype
-        return dist.to(self.device, dtype), ref.to(self.device, dtype)
-
-    def _windows(self, batch: int, height: int, width: int) -> list[Window]:
-        """The distinct crop windows of each image (``data.crops``; ``random:N`` drawn from torch's RNG, anew for
-        each image), with how many of its crops each one stands for."""
-        draw = lambda high, n: torch.randint(0, high, (n,)).tolist()  # noqa: E731
-        fixed = None if self.crop_kind == "random" else crop_windows(self.crops, height, width, self.crop_size)
-        return [(i, top, left, n) for i in range(batch)
-                for top, left, n in fixed or crop_windows(self.crops, height, width, self.crop_size, draw=draw)]
-
-    def _run(self, dist: torch.Tensor, ref: torch.Tensor, windows: list[Window], return_maps: bool = False):
-        c = self.crop_size
-        if len(windows) == dist.shape[0] and dist.shape[-2:] == (c, c):
-            dist_c, ref_c = dist, ref  # one window per image and it is the whole image: no copy
+        dist, ref = dist.to(self.device, dtype), ref.to(self.device, dtype)
+        if self.planner.crops.startswith("random"):
+            draw = lambda high, n: torch.randint(0, high, (n,)).tolist()  # noqa: E731
+            windows = [self.planner.windows(*dist.shape[-2:], draw=draw) for _ in range(len(dist))]
         else:
-            dist_c = torch.stack([dist[i, :, t:t + c, x:x + c] for i, t, x, _ in windows])
-            ref_c = torch.stack([ref[i, :, t:t + c, x:x + c] for i, t, x, _ in windows])
-        with precision_context(self.precision, self.device):
-            out = self.model(dist_c, ref_c, return_maps=return_maps)
-        dtype = dist.dtype  # bf16 outputs of autocast back to the network's dtype
-        return tuple(o.to(dtype) for o in out) if return_maps else out.to(dtype)
+            windows = [self.planner.windows(*dist.shape[-2:])] * len(dist)
+        out = self.planner.forward(self.model, self.planner.cut(dist, windows), self.planner.cut(ref, windows),
+                                   return_maps)
+        sizes = [len(w) for w in windows]
+        return windows, [o.to(dtype).split(sizes) for o in (out if return_maps else (out,))]

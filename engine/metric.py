@@ -15,14 +15,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ahiq.data.crops import parse_crops
 from ahiq.data.images import read_image
-from ahiq.engine.config import RunConfig
-from ahiq.engine.device import PRECISIONS, resolve_device
+from ahiq.engine.device import resolve_device
 from ahiq.engine.loss import AHIQLoss
-from ahiq.engine.scoring import score_stream
+from ahiq.engine.scoring import CropPlanner, score_stream
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import CheckpointRecord, load_model, resolve_checkpoint
+from ahiq.models.checkpoint import load_model, resolve_checkpoint
+from ahiq.models.config import SEED
 from ahiq.utils.errors import UserError
 
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
@@ -49,17 +48,11 @@ class AHIQMetric(nn.Module):
     def __init__(self, model: AHIQ, crops: str = "center", crop_size: int | None = None, precision: str = "fp32",
                  seed: int | None = None, batch_size: int = 16):
         super().__init__()
-        parse_crops(crops)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.planner = CropPlanner(crops, crop_size, precision).for_model(model)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: give the number of crops per forward pass, 1 or more")
         self.model = model.requires_grad_(False).eval()
-        self.crops, self.precision, self.batch_size = crops, precision, batch_size
-        self.seed = RunConfig.seed if seed is None else seed
-        self.crop_size = (model.record or CheckpointRecord()).crop(crop_size)
-        if self.crop_size % 32:
-            raise ValueError(f"crop_size={self.crop_size}: must be a multiple of 32")
+        self.seed, self.batch_size = SEED if seed is None else seed, batch_size
 
     def train(self, mode: bool = True) -> "AHIQMetric":
         super().train(mode)
@@ -81,20 +74,19 @@ class AHIQMetric(nn.Module):
             raise ValueError(f"dist holds {len(dists)} images and ref {len(refs)}: give one reference per distorted "
                              "image, or one reference for all")
         ids = {id(r): k for k, r in reversed(list(enumerate(refs)))}  # a repeated reference keeps one key
-        pairs, arrays = [], {}
+        pairs, arrays, plan = [], {}, self.planner
         for i, (d, r) in enumerate(zip(dists, refs)):
             if d.shape[:2] != r.shape[:2]:
                 raise ValueError(f"dist[{i}] is {d.shape[1]}x{d.shape[0]} but ref[{i}] is {r.shape[1]}x{r.shape[0]}: "
                                  "a pair's images must have the same size")
-            if min(d.shape[:2]) < self.crop_size:
-                raise ValueError(f"dist[{i}] is {d.shape[1]}x{d.shape[0]}, smaller than the {self.crop_size}x"
-                                 f"{self.crop_size} crop: give larger images or create_metric(crop_size=...) with a "
-                                 "smaller multiple of 32")
+            if min(d.shape[:2]) < plan.crop:
+                raise ValueError(f"dist[{i}] is {d.shape[1]}x{d.shape[0]}, smaller than the {plan.crop}x{plan.crop} "
+                                 "crop: give larger images or create_metric(crop_size=...) with a smaller multiple of 32")
             key_d, key_r = Path(f"dist[{i}]"), Path(f"ref[{ids[id(r)]}]")
             arrays[key_d], arrays[key_r] = d, r
             pairs.append((key_d, key_r))
-        results = dict(score_stream(self.model, pairs, self.crops, self.crop_size, self.seed, self.batch_size,
-                                    self.precision, with_maps=return_maps, read=arrays.__getitem__))
+        results = dict(score_stream(self.model, pairs, plan.crops, plan.crop, self.seed, self.batch_size,
+                                    plan.precision, with_maps=return_maps, read=arrays.__getitem__))
         scores = torch.tensor([results[i].score for i in range(len(pairs))], dtype=torch.float32, device=self.device)
         if not return_maps:
             return scores
@@ -181,13 +173,13 @@ def create_metric(checkpoint: str | os.PathLike | None = None, *, crops: str = "
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"create_metric() got unknown option(s) {', '.join(unknown)}; it takes {', '.join(allowed)}")
-    seed = options.get("seed")
+    seed = SEED if options.get("seed") is None else options["seed"]
     path = resolve_checkpoint(None if checkpoint is None else os.fspath(checkpoint))
     with torch.random.fork_rng(devices=[]):  # random heads as score.py draws them; the caller's RNG untouched
-        torch.manual_seed(RunConfig.seed if seed is None else seed)
+        torch.manual_seed(seed)
         model = load_model(path, vit_weights=options.get("vit_weights"), cnn_weights=options.get("cnn_weights"),
-                           pretrained_backbones=options.get("pretrained_backbones"),
-                           default_seed=RunConfig.seed if seed is None else seed, device=resolve_device(device))
+                           pretrained_backbones=options.get("pretrained_backbones"), default_seed=seed,
+                           device=resolve_device(device))
     if as_loss:
         return AHIQLoss(crops=crops, crop_size=crop_size, precision=precision, model=model,
                         **{k: options[k] for k in LOSS_OPTIONS if k in options})

@@ -26,7 +26,7 @@ LAST_NEEDS = ("deform_net_model_state_dict", "regressor_model_state_dict", "opti
 
 
 def rng_state() -> dict:
-    """The Python, numpy and torch RNG states as tensors and plain values (a checkpoint loads with weights_only)."""
+    """The Python, numpy and torch RNG states as tensors and plain values (loadable with weights_only)."""
     np_state = np.random.get_state(legacy=False)
     np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}
     state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
@@ -46,11 +46,8 @@ def set_rng_state(state: dict) -> None:
 class RunFolder:
     """The folder of one run, on rank 0 (other ranks get a silent stand-in: ``main=False``).
 
-    Opening it: the folder is created (a place that cannot be written stops here), locked for this process (a
-    second run of the same name stops at once, naming the holder; the lock dies with the process), and temporary
-    files of interrupted writes are removed. A folder that holds a run is refused unless ``resume`` (continue it)
-    or ``overwrite`` (:meth:`start_over` removes it, once the run's inputs are checked). ``discard()`` after a
-    failed set-up removes what this run created.
+    Opening it creates and locks it and removes temporary files of interrupted writes. A folder that holds a run
+    is refused unless ``resume`` or ``overwrite`` (:meth:`start_over` removes it once the run's inputs are checked).
     """
 
     def __init__(self, path: Path, main: bool = True, resume: bool = False, overwrite: bool = False):
@@ -87,14 +84,16 @@ class RunFolder:
         self.log.addHandler(to_file)
         self.log.addHandler(to_screen)
 
-    def start_over(self) -> None:
-        """With ``overwrite``: remove the previous run's files (:data:`RUN_FILES`), said in the new log. Called once
-        the new run's inputs are known not to be among them."""
-        if not self.main or not self.replacing:
-            return
+    def _close_log(self) -> None:
         for handler in list(self.log.handlers):
             handler.close()
             self.log.removeHandler(handler)
+
+    def start_over(self) -> None:
+        """With ``overwrite``: remove the previous run's files (:data:`RUN_FILES`), said in the new log."""
+        if not self.main or not self.replacing:
+            return
+        self._close_log()
         for name in self.replacing:
             target = self.path / name
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
@@ -128,7 +127,7 @@ class RunFolder:
         atomic_write_text(self.path / "opt.txt", "".join(f"{k:<{width}} : {v}\n" for k, v in rows))
 
     def check_finite(self, model: AHIQ, epoch: int) -> None:
-        """Stop as diverged when a trained weight is NaN or Inf: such weights are never written or validated."""
+        """Stop as diverged when a trained weight is NaN or Inf."""
         bad = next((f"{part}.{n}" for part in ("deform_net", "regressor")
                     for n, p in getattr(model, part).named_parameters() if not torch.isfinite(p).all()), None)
         if bad is not None:
@@ -156,10 +155,8 @@ class RunFolder:
         return path, ckpt
 
     def close(self) -> None:
-        """Close the log file, TensorBoard and the lock (several runs may live in one process)."""
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
+        """Close the log file, TensorBoard and the lock."""
+        self._close_log()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -168,7 +165,7 @@ class RunFolder:
             self.lock = None
 
     def discard(self) -> None:
-        """After a failed set-up: close, and remove the folders this run created (nothing of an earlier run's)."""
+        """After a failed set-up: close, and remove the folders this run created."""
         self.close()
         if self.main and self.created is not None:
             shutil.rmtree(self.created, ignore_errors=True)

@@ -1,5 +1,8 @@
 """Score whole image pairs with a crop protocol, streaming: a forward pass holds at most ``batch_size`` crops.
 
+:class:`CropPlanner` crops and runs pairs for every entry point (here, :class:`engine.loss.AHIQLoss` and
+:class:`engine.metric.AHIQMetric`): a protocol's windows, their crops, precision, mean over crops, maps.
+
 Pairs are taken reference by reference: a reference's crops go through the network once
 (:meth:`AHIQ.encode_reference`) and serve every distorted image of that reference, across batches too (every
 protocol qualifies: its windows depend on the image size and the seed alone). A window a protocol places twice
@@ -13,7 +16,7 @@ a segment's end, so how crops are batched depends on the pairs alone: a run spli
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -25,13 +28,15 @@ from tqdm import tqdm
 
 from ahiq.data.crops import crop_windows, parse_crops
 from ahiq.data.images import common_depth, read_image
-from ahiq.engine.device import precision_context, usable_workers
+from ahiq.engine.device import PRECISIONS, precision_context, usable_workers
 from ahiq.models.ahiq import AHIQ
 from ahiq.models.checkpoint import CheckpointRecord
+from ahiq.models.config import SEED, check_crop_size
 from ahiq.models.reference import ReferenceSide
 from ahiq.utils.errors import UserError, arg
 
 SEGMENT_BATCHES = 2  # a segment holds at least this many batches of crops: few partial batches, fine shards
+Window = tuple[int, int, int, bool]  # (top, left, times the protocol places it, mirrored)
 
 
 @dataclass
@@ -44,6 +49,86 @@ class PairScore:
     crop_scores: list[float]
     score_map: np.ndarray | None = None  # NaN where no crop covered the image
     weight_map: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CropPlanner:
+    """How pairs are cropped and run, checked when made: protocol ``crops`` (:mod:`data.crops`), crop side
+    ``crop`` (None: the model's, :meth:`for_model`), ``precision``, ``flip_tta`` (each window also mirrored)."""
+
+    crops: str = "center"
+    crop: int | None = None
+    precision: str = "fp32"
+    flip_tta: bool = False
+
+    def __post_init__(self):
+        parse_crops(self.crops)
+        if self.precision not in PRECISIONS:
+            raise UserError(f"{arg('precision')}{self.precision}: use one of {', '.join(PRECISIONS)}")
+        if self.crop is not None:
+            check_crop_size(self.crop)
+
+    def for_model(self, model: AHIQ) -> CropPlanner:
+        """This planner, its crop (when None) the training crop ``model``'s checkpoint records, else 224."""
+        return replace(self, crop=(model.record or CheckpointRecord()).crop(self.crop))
+
+    def windows(self, height: int, width: int, seed: int | None = None,
+                draw: Callable[[int, int], list[int]] | None = None) -> list[Window]:
+        """:func:`data.crops.crop_windows` of an image ``height x width``, each followed by its mirror with TTA."""
+        mirrors = (False, True) if self.flip_tta else (False,)
+        return [(top, left, times, mirrored) for top, left, times in
+                crop_windows(self.crops, height, width, self.crop, seed, draw) for mirrored in mirrors]
+
+    def piece(self, image: torch.Tensor, window: Window) -> torch.Tensor:
+        """The crop ``(3, crop, crop)`` of ``image`` ``(3, H, W)`` at ``window``: a view, or a mirrored copy."""
+        top, left, _, mirrored = window
+        view = image[:, top:top + self.crop, left:left + self.crop]
+        return view.flip(-1) if mirrored else view
+
+    def cut(self, images: torch.Tensor, windows: Sequence[Sequence[Window]]) -> torch.Tensor:
+        """The crops ``(sum of windows, 3, crop, crop)`` of ``windows[i]`` in ``images[i]`` ``(3, H, W)``, in order
+        (``images`` itself when each is one crop-sized unmirrored window)."""
+        if images.shape[-2:] == (self.crop, self.crop) and all(len(w) == 1 and not w[0][3] for w in windows):
+            return images
+        return torch.stack([self.piece(image, window) for image, mine in zip(images, windows) for window in mine])
+
+    def forward(self, model: AHIQ, dist: torch.Tensor, ref: torch.Tensor | ReferenceSide, return_maps: bool = False):
+        """``model`` at ``precision`` on crops ``dist`` against reference crops, or their encoded side."""
+        with precision_context(self.precision, dist.device):
+            if isinstance(ref, ReferenceSide):
+                return model.score_distorted(dist, ref, return_maps=return_maps)
+            return model(dist, ref, return_maps=return_maps)
+
+    def encode(self, model: AHIQ, refs: torch.Tensor, chunk: int) -> ReferenceSide:
+        """The side of reference crops ``refs`` ``(N, 3, crop, crop)``, encoded ``chunk`` crops at a time."""
+        with precision_context(self.precision, refs.device):
+            return ReferenceSide.cat([model.encode_reference(part) for part in refs.split(chunk)])
+
+    def crop_scores(self, scores: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
+        """The protocol's crop scores ``(N,)`` from those of ``windows`` (a window's and its mirror's averaged),
+        each window's repeated as often as it is placed."""
+        if self.flip_tta:
+            scores = (scores[0::2] + scores[1::2]) / 2
+        return scores.repeat_interleave(torch.tensor([w[2] for w in windows if not w[3]], device=scores.device))
+
+    def paste(self, maps: torch.Tensor, windows: Sequence[Window], height: int, width: int,
+              fill: float = 0.0) -> torch.Tensor:
+        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` averaged into one ``(H, W)`` map, each window
+        counted as often as placed; each map upsampled (nearest) to its crop's pixels, ``fill`` where no crop
+        looked. In fp32 on the maps' device, differentiable (a spatial loss can use it)."""
+        up = F.interpolate(maps.float(), size=(self.crop, self.crop), mode="nearest")[:, 0]
+        total, count = up.new_zeros(height, width), up.new_zeros(height, width)
+        for m, (top, left, times, _) in zip(up, [w for w in windows if not w[3]]):
+            total[top:top + self.crop, left:left + self.crop] += m * times
+            count[top:top + self.crop, left:left + self.crop] += times
+        return torch.where(count > 0, total / count.clamp(min=1), fill)
+
+
+def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
+    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)`` (all as
+    float in [0, 1] when 8-bit and 16-bit images meet)."""
+    images = common_depth(images)
+    return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
 
 def reference_order(pairs: Sequence[tuple[Path, Path]]) -> list[int]:
@@ -112,156 +197,129 @@ class _Images(Dataset):
         return i, _to_chw(self.read(dist)), _to_chw(self.read(ref)) if new_ref else None
 
 
-def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
-    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)`` (all as
-    float in [0, 1] when 8-bit and 16-bit images meet)."""
-    images = common_depth(images)
-    return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
-
-
-def coverage(positions: Sequence[tuple[int, int]], height: int, width: int, crop: int) -> np.ndarray:
-    """``(H, W)`` bool: the pixels that some crop at ``positions`` ``(top, left)`` covers."""
-    covered = np.zeros((height, width), dtype=bool)
-    for top, left in positions:
-        covered[top:top + crop, left:left + crop] = True
-    return covered
-
-
-def paste_maps(maps: torch.Tensor, positions: Sequence[tuple[int, int]], height: int, width: int, crop: int,
-               weights: Sequence[int] | None = None) -> torch.Tensor:
-    """Average per-crop maps ``(N, 1, h, w)`` taken at ``positions`` ``(top, left)`` into one ``(H, W)`` map, crop
-    ``k`` counted ``weights[k]`` times (default once).
-
-    Each crop's map is upsampled (nearest) to the crop's pixels; pixels no crop covers are 0. Runs on the maps'
-    device in fp32 and is differentiable, so a spatial loss can use it.
-    """
-    up = F.interpolate(maps.float(), size=(crop, crop), mode="nearest")[:, 0]
-    total, count = up.new_zeros(height, width), up.new_zeros(height, width)
-    for k, (m, (top, left)) in enumerate(zip(up, positions)):
-        times = 1 if weights is None else weights[k]
-        total[top:top + crop, left:left + crop] += m * times
-        count[top:top + crop, left:left + crop] += times
-    return total / count.clamp(min=1)
-
-
 @dataclass
 class _Pair:
-    """A pair being scored: its windows ``(top, left, times placed, mirrored)`` and what came back for each."""
+    """A pair being scored: its windows and what came back for each (maps: of the unmirrored windows)."""
 
     index: int
-    windows: list[tuple[int, int, int, bool]]
+    windows: list[Window]
     height: int
     width: int
-    scores: list = field(default_factory=list)
-    maps: list = field(default_factory=list)  # (f, w) of the unmirrored windows
+    scores: list[float] = field(default_factory=list)
+    maps: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
-    def result(self, pair: tuple[Path, Path], crop: int, with_maps: bool) -> PairScore:
-        tta = self.windows[-1][3]  # with flip_tta every window comes twice: as is, then mirrored
-        plain = [w for w in self.windows if not w[3]]
-        per_window = [(a + b) / 2 for a, b in zip(self.scores[::2], self.scores[1::2])] if tta else self.scores
-        crop_scores = [s for s, w in zip(per_window, plain) for _ in range(w[2])]
-        result = PairScore(pair[0], pair[1], float(torch.tensor(crop_scores).mean()), crop_scores)
-        if with_maps:
-            positions, times = [(t, x) for t, x, _, _ in plain], [k for _, _, k, _ in plain]
-            covered = coverage(positions, self.height, self.width, crop)  # NaN where no crop looked: no score there
-            for name, maps in (("score_map", [f for f, _ in self.maps]), ("weight_map", [w for _, w in self.maps])):
-                pasted = paste_maps(torch.stack(maps), positions, self.height, self.width, crop, times)
-                setattr(result, name, np.where(covered, pasted.numpy(), np.nan))
+
+class _Stream:
+    """What :func:`score_stream` holds between batches: the crops queued for the next forward pass, and the
+    references they use (by key: windows and image shape; crops, or their encoded side once encoded)."""
+
+    def __init__(self, model: AHIQ, planner: CropPlanner, pairs, seed: int, batch_size: int, with_maps: bool,
+                 reuse_reference: bool, progress: Callable[[float], None] | None):
+        self.model, self.planner, self.pairs, self.seed = model, planner, pairs, seed
+        self.batch_size, self.with_maps, self.reuse, self.progress = batch_size, with_maps, reuse_reference, progress
+        self.device = next(model.parameters()).device
+        self.refs: dict[str, tuple[list[Window], torch.Size]] = {}
+        self.sides: dict[str, torch.Tensor | ReferenceSide] = {}
+        self.queue: list[tuple[_Pair, int, torch.Tensor, str]] = []  # (pair, window, crop, reference key)
+        self.fresh: list[str] = []  # references this batch starts, not yet encoded
+
+    def add(self, i: int, dist: torch.Tensor, ref: torch.Tensor | None) -> Iterator[tuple[int, PairScore]]:
+        """Queue pair ``i``'s crops (``ref``: its reference, decoded for the first of its pairs only)."""
+        key = str(self.pairs[i][1])
+        if ref is not None:
+            windows = self.planner.windows(ref.shape[-2], ref.shape[-1], self.seed)
+            self.refs[key], self.sides[key] = (windows, ref.shape), self.planner.cut(ref[None], [windows])
+            if self.reuse:
+                self.fresh.append(key)
+        windows, ref_shape = self.refs[key]
+        if dist.shape != ref_shape:
+            raise UserError(f"{self.pairs[i][0]}: size differs from its reference {self.pairs[i][1]}")
+        work = _Pair(i, windows, dist.shape[-2], dist.shape[-1])
+        for k, window in enumerate(windows):
+            self.queue.append((work, k, self.planner.piece(dist, window), key))
+            if len(self.queue) == self.batch_size:
+                yield from self.flush()
+
+    def flush(self) -> Iterator[tuple[int, PairScore]]:
+        """Score the queued crops; yield the pairs they complete."""
+        if not self.queue:
+            return
+        scores, f, w = self._forward()
+        done = []
+        for k, (work, window, _, _) in enumerate(self.queue):
+            work.scores.append(float(scores[k]))
+            if self.with_maps and not work.windows[window][3]:
+                work.maps.append((f[k].float().cpu(), w[k].float().cpu()))
+            if len(work.scores) == len(work.windows):
+                done.append(work)
+        last = self.queue[-1][3]  # only the last reference can continue into the next batch
+        self.refs = {last: self.refs[last]}
+        self.sides = {last: self.sides[last].clone() if self.reuse else self.sides[last]}  # the batch's side freed
+        self.queue, self.fresh = [], []
+        for work in done:
+            result = self._result(work)
+            if self.progress is not None:
+                self.progress(1.0)
+            yield work.index, result
+
+    def _forward(self):
+        if self.fresh:  # every reference the batch starts, together, in chunks of batch_size
+            stacked = torch.cat(common_depth([self.sides[key] for key in self.fresh])).to(self.device)
+            encoded, start = self.planner.encode(self.model, stacked, self.batch_size), 0
+            for key in self.fresh:
+                n = len(self.sides[key])
+                self.sides[key] = encoded.select(slice(start, start + n))
+                start += n
+        dist = torch.stack(common_depth([c for _, _, c, _ in self.queue])).to(self.device)
+        if self.reuse:
+            ref = ReferenceSide.cat([self.sides[key].select(slice(w, w + 1)) for _, w, _, key in self.queue])
+        else:
+            ref = torch.stack(common_depth([self.sides[key][w] for _, w, _, key in self.queue])).to(self.device)
+        scores, f, w = self.planner.forward(self.model, dist, ref, return_maps=True)
+        return scores.float().cpu(), f, w
+
+    def _result(self, work: _Pair) -> PairScore:
+        dist, ref = self.pairs[work.index]
+        crop_scores = self.planner.crop_scores(torch.tensor(work.scores, dtype=torch.float64), work.windows).tolist()
+        result = PairScore(dist, ref, float(torch.tensor(crop_scores).mean()), crop_scores)
+        if not np.isfinite(result.score):
+            raise UserError(f"{dist}: the network scores it {result.score} (the checkpoint's weights or these "
+                            "images give non-finite values); nothing more is scored")
+        if self.with_maps:  # NaN where no crop looked: no score there
+            for name, maps in zip(("score_map", "weight_map"), zip(*work.maps)):
+                pasted = self.planner.paste(torch.stack(maps), work.windows, work.height, work.width, np.nan)
+                setattr(result, name, pasted.numpy())
         return result
 
 
 @torch.inference_mode()
 def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int | None = None,
-                 seed: int = 1919, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
+                 seed: int = SEED, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
                  with_maps: bool = False, flip_tta: bool = False, reuse_reference: bool = True,
                  indices: Sequence[int] | None = None, read: Callable[[Path], np.ndarray] = read_image,
                  progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, PairScore]]:
     """``(pair index, PairScore)`` as pairs complete, for ``indices`` (default all) of ``pairs`` (see
     :func:`score_pairs` for the arguments); ``progress(pairs)`` is called with each finished fraction of pairs."""
-    crop = (model.record or CheckpointRecord()).crop(crop_size)
-    if crop % 32:
-        raise UserError(f"{arg('crop_size')}{crop}: must be a multiple of 32")
+    planner = CropPlanner(crops, crop_size, precision, flip_tta).for_model(model)
     wanted = set(range(len(pairs)) if indices is None else indices)
     parts = [[i for i in part if i in wanted] for part in segments(pairs, parse_crops(crops)[1] * (1 + flip_tta),
                                                                    batch_size)]
     order = [i for part in parts for i in part]
     ends = {part[-1] for part in parts if part}
-    device = next(model.parameters()).device
+    stream = _Stream(model, planner, pairs, seed, batch_size, with_maps, reuse_reference, progress)
     num_workers = usable_workers(num_workers)
     loader = DataLoader(_Images(pairs, order, read), batch_size=None, num_workers=num_workers,
-                        worker_init_fn=quiet_worker if num_workers else None, pin_memory=device.type == "cuda")
-    sides: dict[str, tuple[list, torch.Size, ReferenceSide | torch.Tensor]] = {}  # reference -> windows, shape, side
-    queue: list[tuple[_Pair, int, torch.Tensor, str]] = []  # (pair, window, crop, reference) not yet scored
-    fresh: list[tuple[str, torch.Tensor]] = []  # references this batch starts: (key, crops), not yet encoded
-
-    def flush() -> Iterator[tuple[int, PairScore]]:
-        nonlocal queue, fresh
-        if not queue:
-            return
-        with precision_context(precision, device):
-            if reuse_reference and fresh:  # every reference the batch starts, together, in chunks of batch_size
-                stacked = torch.cat(common_depth([c for _, c in fresh])).to(device)
-                encoded = ReferenceSide.cat([model.encode_reference(chunk) for chunk in stacked.split(batch_size)])
-                start = 0
-                for key, c in fresh:
-                    sides[key] = (*sides[key][:2], encoded.select(slice(start, start + len(c))))
-                    start += len(c)
-            dist = common_depth([c for _, _, c, _ in queue])
-            if reuse_reference:
-                rows = ReferenceSide.cat([sides[key][2].select(slice(w, w + 1)) for _, w, _, key in queue])
-                scores, f, w_ = model.score_distorted(torch.stack(dist).to(device), rows, return_maps=True)
-            else:
-                ref = common_depth([sides[key][2][w] for _, w, _, key in queue])
-                scores, f, w_ = model(torch.stack(dist).to(device), torch.stack(ref).to(device), return_maps=True)
-        scores, done = scores.float().cpu(), []
-        for k, (work, window, _, _) in enumerate(queue):
-            work.scores.append(float(scores[k]))
-            if with_maps and not work.windows[window][3]:
-                work.maps.append((f[k].float().cpu(), w_[k].float().cpu()))
-            if len(work.scores) == len(work.windows):
-                done.append(work)
-        last = queue[-1][3]
-        for key in [k for k in sides if k != last]:  # only the last reference can continue into the next batch
-            del sides[key]
-        if reuse_reference and isinstance(sides[last][2], ReferenceSide):
-            sides[last] = (*sides[last][:2], sides[last][2].clone())  # alone: the rest of the encoding is freed
-        queue, fresh = [], []
-        for work in done:
-            result = work.result(pairs[work.index], crop, with_maps)
-            if not np.isfinite(result.score):
-                raise UserError(f"{pairs[work.index][0]}: the network scores it {result.score} (the checkpoint's "
-                                "weights or these images give non-finite values); nothing more is scored")
-            if progress is not None:
-                progress(1.0)
-            yield work.index, result
-
+                        worker_init_fn=quiet_worker if num_workers else None, pin_memory=stream.device.type == "cuda")
     for i, dist, ref in loader:
-        key = str(pairs[i][1])
-        if ref is not None:
-            windows = [(t, x, k, m) for t, x, k in crop_windows(crops, ref.shape[-2], ref.shape[-1], crop, seed)
-                       for m in ((False, True) if flip_tta else (False,))]
-            cut = torch.stack([(ref[:, t:t + crop, x:x + crop].flip(-1) if m else ref[:, t:t + crop, x:x + crop])
-                               for t, x, _, m in windows])
-            sides[key] = (windows, ref.shape, cut)
-            if reuse_reference:
-                fresh.append((key, cut))
-        windows, ref_shape, _ = sides[key]
-        if dist.shape != ref_shape:
-            raise UserError(f"{pairs[i][0]}: size differs from its reference {pairs[i][1]}")
-        work = _Pair(i, windows, dist.shape[-2], dist.shape[-1])
-        for window, (t, x, _, m) in enumerate(windows):
-            piece = dist[:, t:t + crop, x:x + crop]
-            queue.append((work, window, piece.flip(-1) if m else piece, key))
-            if len(queue) == batch_size:
-                yield from flush()
+        yield from stream.add(i, dist, ref)
         if i in ends:
-            yield from flush()
-    yield from flush()
+            yield from stream.flush()
+    yield from stream.flush()
 
 
 @torch.inference_mode()
 def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int | None = None,
-                seed: int = 1919, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
+                seed: int = SEED, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
                 with_maps: bool = False, progress: bool = True, flip_tta: bool = False,
                 reuse_reference: bool = True) -> Iterator[PairScore]:
     """Yield a :class:`PairScore` per pair, in the order of ``pairs``; at most ``batch_size`` crops per forward.

@@ -1,16 +1,13 @@
-"""One scoring session, the flow of score.py, test.py, the experiments and validation: open the checkpoint once,
-screen the pairs once (decoded images kept for scoring), guard the outputs, build the model, score.
+"""One scoring session (score.py, test.py, the experiments, validation): open the checkpoint once, screen the pairs
+once, guard the outputs, build the model, score.
 
-Under ``torchrun`` each rank scores a contiguous run of whole references (``engine.scoring.shard``); maps are
-written by the rank that scored the pair, and rank 0 gathers every score. With an output file, results are
-appended to a journal beside it as they come (``<output>.journal``, one per rank), so a run stopped at any
-moment (SIGKILL included) continues with the pairs not yet scored and ends with the same bytes; the journal
-records what defines the scores, and a resume with other settings is refused.
+Under ``torchrun`` each rank scores whole references and rank 0 gathers every score. With an output file, results
+are appended to a journal beside it (``<output>.journal``, one per rank), so a run stopped at any moment continues
+with the pairs not yet scored and ends with the same bytes; a resume with other settings is refused.
 """
 from __future__ import annotations
 
 import functools
-
 import json
 import math
 import os
@@ -30,7 +27,7 @@ from ahiq.engine.config import ScoreConfig
 from ahiq.engine.device import RunContext, describe_precision, setup_run
 from ahiq.engine.scoring import PairScore, plan, score_stream
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.backbones import file_sha256
+from ahiq.models.weights import file_sha256
 from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
 from ahiq.utils.errors import Stopped, UserError, arg, note
 from ahiq.utils.io import (MAX_NAME, check_outputs, check_writable, lock_file, map_file_names, unlock_file,
@@ -39,11 +36,8 @@ from ahiq.utils.visual import save_quality_map
 
 
 class ScoringSession:
-    """See the module docstring. ``screen`` -> ``guard`` -> ``score`` (the model is built on first use); use it in
-    a ``with`` block, which releases the output's lock (``<output>.lock``) however the run ends.
-
-    ``outputs``: the script's own output files (``{"--plot ": path}``), checked for writing at once with
-    ``--output`` and ``--save_maps``, before the checkpoint is read or any image decoded."""
+    """``screen`` -> ``guard`` -> ``score`` (the model built on first use), in a ``with`` block that releases the
+    output's lock. ``outputs``: the script's own output files (``{"--plot ": path}``), checked for writing at once."""
 
     def __init__(self, cfg: ScoreConfig, ctx: RunContext | None = None, outputs: dict[str, str | None] | None = None):
         self.cfg = cfg
@@ -75,7 +69,6 @@ class ScoringSession:
         self.close()
 
     def close(self) -> None:
-        """Release the output's lock (and delete its file)."""
         if self.lock is not None:
             unlock_file(self.lock)
             self.lock = None
@@ -84,21 +77,18 @@ class ScoringSession:
         """The usable pairs (every image decoded once; problems stop the run, or are skipped with ``skip_bad``)."""
         report = None if self.ctx.main else (lambda line: None)
         return screen_pairs(pairs, self.crop_size, self.cfg.skip_bad, list(known), report=report, keep=self.images,
-                            max_pixels=self.cfg.run.max_pixels,
-                            check_hint=check_hint)
+                            max_pixels=self.cfg.run.max_pixels, check_hint=check_hint)
 
     def guard(self, pairs: list[Pair], names: list[str], outputs: dict[str, str | None] | None = None,
               inputs: Iterable[str | Path] = ()) -> None:
-        """Before any model is built: no output (``--output``, each map file under ``--save_maps``, the script's
-        outputs, and ``outputs`` found since, such as a labels copy) is an input (the pairs' images, the
-        checkpoint and weight files, the script's label files ``inputs``) or another output."""
+        """Before any model is built: no output (``--output``, its journal and lock, the map files, the script's
+        outputs) is an input (images, checkpoint, weight files, ``inputs``) or another output."""
         cfg = self.cfg
         outputs = {**self.outputs, **(outputs or {})}
         inputs = [*inputs, *(p for pair in pairs for p in (pair.dist, pair.ref))]
         inputs += [p for p in (self.checkpoint, cfg.vit_weights, cfg.cnn_weights) if p]
         if self.journaled:
-            journal = Path(f"{cfg.output}.journal")
-            outputs.update({f"{arg('output')}{cfg.output}: its journal ": journal,
+            outputs.update({f"{arg('output')}{cfg.output}: its journal ": Path(f"{cfg.output}.journal"),
                             f"{arg('output')}{cfg.output}: its lock ": Path(f"{cfg.output}.lock")})
         if cfg.save_maps:
             self.map_files = [Path(cfg.save_maps) / f for f in map_file_names(names, ".png")]
@@ -142,8 +132,7 @@ class ScoringSession:
                 "backbones": {k: asdict(v) for k, v in model.backbone_sources.items()}}
 
     def score(self, pairs: list[Pair], names: list[str], title: str = "AHIQ score") -> dict[int, float] | None:
-        """Score ``pairs`` (named ``names`` in maps): ``{pair index: score}`` on rank 0 (every pair), None on the
-        other ranks. Maps go to ``save_maps`` as pairs complete; the journal makes the run resumable."""
+        """``{pair index: score}`` on rank 0, None on the other ranks; maps (named ``names``) saved as pairs complete."""
         cfg, ctx = self.cfg, self.ctx
         try:
             return self._score(pairs, names, title)
@@ -181,8 +170,7 @@ class ScoringSession:
         scores = predict(self.model, pairs, ctx, crops=cfg.crops, crop_size=self.crop_size, seed=cfg.run.seed,
                          batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
                          flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
-                         done=before,
-                         read=self.images.take if self.images is not None else self.read)
+                         done=before, read=self.images.take if self.images is not None else self.read)
         if journal:
             journal.close()
         return scores if ctx.main else None
@@ -194,7 +182,7 @@ class ScoringSession:
                          title=f"{title} {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
 
     def finish(self, written: str | None) -> None:
-        """After the output is written (rank 0): the journals are no longer needed; the output's lock is released."""
+        """After the output is written: remove the journals (rank 0), release the lock."""
         if written and self.ctx.main:
             Journal.remove(written)
         self.close()
@@ -204,10 +192,8 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
             batch_size: int, precision: str, num_workers: int = 0, flip_tta: bool = False, with_maps: bool = False,
             done: dict[int, float] | None = None, each=None, progress: bool = False,
             read=read_image) -> dict[int, float]:
-    """``{pair index: score}`` for every pair, on every rank: each rank scores its share of whole references
-    (:func:`engine.scoring.plan`; pairs in ``done`` keep their scores unless their segment must be redone), calls
-    ``each(index, PairScore)`` as pairs complete, and the ranks gather the scores. A rank that fails stops the
-    others (they see it at their next pair, or at the gathering)."""
+    """``{pair index: score}`` for every pair, on every rank: each rank scores its share of whole references (pairs
+    in ``done`` keep their scores), calls ``each(index, PairScore)`` as pairs complete, and the ranks gather."""
     tuples = [(p.dist, p.ref) for p in pairs]
     done = dict(done or {})
     everyone = [plan(tuples, crops, batch_size, flip_tta, r, ctx.world_size, set(done)) for r in range(ctx.world_size)]
@@ -232,23 +218,16 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
 
 
 class Journal:
-    """Results appended as they come to ``<output>.journal`` (``.journal.<rank>`` under torchrun), flushed per
-    pair: a header line (the format and the settings, written once, when the file is created), then one line per
-    pair: its two files (resolved), their identity (:func:`file_identity`) and the score.
+    """Results appended to ``<output>.journal`` (``.journal.<rank>`` under torchrun), flushed per pair: a header
+    line (format and settings), then per pair its two files (resolved), their identity and the score.
 
-    Journals are found by their exact names (``<output>.journal`` and ``<output>.journal.<number>``, nothing else
-    beside the output). Reading: a journal with other settings is refused, a damaged header or a file that is no
-    journal is one line saying which file to delete; entry lines are read up to the first one that is not whole
-    and well-formed (the torn last line of a killed run, a damaged file), and the scores read back must be finite.
-    ``done`` maps ``(dist, ref)`` to ``(identity, score)``; :meth:`reusable` keeps the pairs whose files have not
-    changed since."""
+    Reading refuses other settings and a damaged header; entries are read up to the first that is not whole and
+    well-formed (a killed run's torn line). ``done``: ``(dist, ref)`` -> ``(identity, score)``."""
 
     FORMAT = 2  # 2: identities per pair (1: keys only)
 
     def __init__(self, output: str, ctx: RunContext, settings: dict):
-        self.output = Path(output)
-        self.path = self.output.with_name(self.output.name + ".journal" + (f".{ctx.rank}" if ctx.world_size > 1
-                                                                           else ""))
+        self.path = Path(f"{output}.journal" + (f".{ctx.rank}" if ctx.world_size > 1 else ""))
         self.done: dict[tuple[str, str], tuple[list[int], float]] = {}
         self.torn: set[Path] = set()  # journals whose header was never finished (a run killed as it started)
         header = json.dumps({"journal": self.FORMAT, "settings": settings}, sort_keys=True)
@@ -310,18 +289,10 @@ class Journal:
             self.done[key] = (identity, score)
 
     def reusable(self, pairs: list[Pair]) -> tuple[dict[int, float], int]:
-        """``({pair index: score}`` of the pairs journaled with files unchanged since, the number journaled whose
-        files changed)."""
-        keep, changed = {}, 0
-        for i, pair in enumerate(pairs):
-            found = self.done.get(pair_key(pair))
-            if found is None:
-                continue
-            if found[0] == pair_identity(pair):
-                keep[i] = found[1]
-            else:
-                changed += 1
-        return keep, changed
+        """``({pair index: score}`` of journaled pairs whose files are unchanged, the number whose files changed)."""
+        found = {i: f for i, p in enumerate(pairs) if (f := self.done.get(pair_key(p))) is not None}
+        keep = {i: score for i, (identity, score) in found.items() if identity == pair_identity(pairs[i])}
+        return keep, len(found) - len(keep)
 
     def add(self, pair: Pair, score: float) -> None:
         dist, ref = pair_key(pair)
@@ -344,8 +315,7 @@ def file_identity(path: str | Path) -> list[int]:
 
 
 def pair_key(pair: Pair) -> tuple[str, str]:
-    """A pair's journal key: both files resolved (the same images named from another folder are the same pair;
-    other images with the same names are not)."""
+    """A pair's journal key: both files resolved."""
     return str(Path(pair.dist).resolve()), str(Path(pair.ref).resolve())
 
 

@@ -1,16 +1,13 @@
 """Training: the epoch loop over :class:`TrainConfig`, with validation, checkpoints, resume and DDP.
 
-Flow: ``TrainConfig`` -> :class:`Trainer` set-up (the run folder, the checkpoint's record, data splits and
-screening, the model, Adam with the authors' two groups and the cosine schedule of :mod:`engine.training`) ->
-``run()``: per epoch train, validate every ``val_freq`` epochs, write ``last.pth`` and ``best.pth``. Under
-``torchrun`` each process trains on its shard; validation scores each pair once on some rank (whole references
-per rank) and gathers the predictions; rank 0 alone writes files.
+:class:`Trainer` sets up the run folder, data, model, optimiser and schedule (:mod:`engine.training`); ``run()``
+trains per epoch, validates every ``val_freq`` epochs and writes ``last.pth`` and ``best.pth``. Under ``torchrun``
+each process trains on its shard, validation scores each pair once on some rank, and rank 0 alone writes files.
 """
 from __future__ import annotations
 
 import functools
 import json
-
 import math
 import sys
 import time
@@ -46,10 +43,8 @@ from ahiq.utils.metrics import evaluate, format_metrics
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
     """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
 
-    ``sum``: SRCC + PLCC (``main``) rose; where it is undefined (fewer than 2 validation pairs) the first validated
-    epoch is the best, so a run on a tiny set still writes ``best.pth``. ``either``: the release's rule, SRCC or
-    PLCC rose, each against the values of the last saved epoch, starting from 0 (so an epoch can be "best" with a
-    lower sum).
+    ``sum``: SRCC + PLCC (``main``) rose (undefined, under 2 pairs: the first validated epoch is the best).
+    ``either``: the release's rule, SRCC or PLCC rose against the last best's, starting from 0.
     """
     if rule == "sum":
         last = best.get("main", -math.inf)
@@ -63,8 +58,8 @@ def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum
 
 
 def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: CheckpointRecord, where: str) -> ModelConfig:
-    """The architecture of a run started from a checkpoint: the one it records (ours; the authors' file records
-    none, so the options'), with the options' implementation choices. A field the user set otherwise stops."""
+    """The architecture of a run started from a checkpoint: the one it records, else the options', with the
+    options' implementation choices; a field the user set otherwise stops."""
     if record.model_config is None:
         return asked
     mine, theirs = asked.to_dict(), record.model_config.to_dict()
@@ -78,9 +73,8 @@ def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: Check
 
 
 def same_run(cfg: TrainConfig, path: Path, ckpt: dict, options: Path) -> None:
-    """At resume: the model and data the run's ``last.pth`` was trained with are those of ``cfg`` (the run's
-    ``opt.json`` and the options given): a hand-edited ``opt.json`` would otherwise train on other data or another
-    model under the run's name. One :class:`UserError` naming the first difference."""
+    """At resume: one :class:`UserError` naming the first run-defining option where ``cfg`` differs from what
+    ``last.pth`` was trained with (a hand-edited ``opt.json`` would train another model under the run's name)."""
     trained = (ckpt.get("ahiq") or {}).get("train") if isinstance(ckpt.get("ahiq"), dict) else None
     if not isinstance(trained, dict):
         return  # written before checkpoints recorded their config: nothing to compare
@@ -115,49 +109,72 @@ class Trainer:
 
     def _set_up(self, cfg: TrainConfig) -> None:
         """Checkpoint record, data, model, optimiser, schedule, resume state, loader, from the config."""
-        ctx, folder = self.ctx, self.folder
-        # Files named by the user are read (and refused, if unsafe or damaged) before any data or model work.
+        contents, record = self._open_inputs(cfg)
+        self._prepare_data()
+        self._build_model(contents, record)
+        self._build_optimisation()
+        if self.resume_from is not None:
+            self._resume(*self.resume_from)
+        self._build_loader()
+        self.folder.start_tensorboard()
+        self.folder.save_options(self.cfg.to_dict())  # a valid --config file
+
+    def _open_inputs(self, cfg: TrainConfig) -> tuple[tuple[dict, dict, dict] | None, CheckpointRecord]:
+        """Read the files the user named (refused, if unsafe or damaged) before any data or model work; guard the
+        run folder's outputs; read ``last.pth`` when resuming."""
+        folder = self.folder
         contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
         if contents is not None:  # on the meta device: a checkpoint that does not fit stops before any work
             check_heads_fit(model_cfg, contents[0], contents[1], cfg.checkpoint)
         self.cfg = cfg = replace(cfg, model=model_cfg, crop_size=record.crop(cfg.crop_size))
-        own = ("last.pth", "best.pth", "opt.json", "split.json")  # split.json too: --overwrite removes it
-        outputs = {f"run folder {folder.path}: ": folder.path / n for n in own}
+        outputs = {f"run folder {folder.path}: ": folder.path / n  # split.json too: --overwrite removes it
+                   for n in ("last.pth", "best.pth", "opt.json", "split.json")}
+        continued = {(folder.path / n).resolve() for n in ("last.pth", "split.json")} if cfg.resume else set()
         check_outputs(outputs, [p for p in (cfg.checkpoint, cfg.vit_weights, cfg.cnn_weights, cfg.data.split_file)
-                                if p and not (cfg.resume and Path(p).resolve() in {(folder.path / n).resolve()
-                                                                                   for n in ("last.pth", "split.json")})])
+                                if p and Path(p).resolve() not in continued])
         folder.start_over()  # --overwrite: the previous run's files go, now that none is an input
         self.resume_from = folder.read_last() if cfg.resume else None  # every rank reads it
         if self.resume_from is not None and not cfg.allow_changes:
             same_run(cfg, *self.resume_from, folder.path / "opt.json")
+        return contents, record
+
+    def _prepare_data(self) -> None:
+        """The train and validation pairs, screened (every image decoded once), and the score normalisation."""
+        cfg, ctx = self.cfg, self.ctx
         seed_everything(cfg.run.seed)
         if ctx.main:  # a generated set is written by this rank alone; the others read it once it is whole
             write_generated(cfg.data)
         ctx.wait_all("data written")
-        self.parts, self.split_info = prepare_splits(cfg.data, folder.path if ctx.main else None)
+        self.parts, self.split_info = prepare_splits(cfg.data, self.folder.path if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:
             raise UserError(f"need training and validation pairs; got {describe(self.parts['train'])} and "
                             f"{describe(self.parts['val'])} (check --split_ratio / --val_list)")
         warned: set[str] = set()
-        for name in ("train", "val"):  # every image decoded once; bad pairs stop training unless --skip_bad
-            self.parts[name] = screen_pairs(self.parts[name], cfg.crop_size, cfg.data.skip_bad, part=name,
-                                            max_pixels=cfg.run.max_pixels,
-                                            report=self.log.info, warned=warned)
+        for name in ("train", "val"):  # bad pairs stop training unless --skip_bad
+            self.parts[name] = screen_pairs(self.parts[name], cfg.crop_size, cfg.skip_bad, part=name,
+                                            max_pixels=cfg.run.max_pixels, report=self.log.info, warned=warned)
         if cfg.val_drop_last and len(self.parts["val"]) < cfg.batch_size:
             raise UserError(f"--val_drop_last with --batch_size {cfg.batch_size} leaves no validation pair of "
                             f"{len(self.parts['val'])}; lower --batch_size or drop --val_drop_last")
         train_scores = [p.score for p in self.parts["train"]]
         self.norm = ScoreNorm.fit(train_scores, "none" if cfg.score_norm == "none" else "minmax")
         self.label_range = [float(min(train_scores)), float(max(train_scores))]
-        sources = choose_backbones(model_cfg, record.backbones, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
+
+    def _build_model(self, contents: tuple[dict, dict, dict] | None, record: CheckpointRecord) -> None:
+        cfg = self.cfg
+        sources = choose_backbones(cfg.model, record.backbones, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
                                    pretrained_backbones=cfg.pretrained_backbones, default_seed=cfg.run.seed,
                                    where=str(cfg.checkpoint))
-        self.model = build_ahiq(model_cfg, sources=sources)
+        self.model = build_ahiq(cfg.model, sources=sources)
         if contents is not None:
             load_heads(self.model, contents[0], contents[1], cfg.checkpoint)
             self.log.info(f"initialised fusion and head from {cfg.checkpoint}")
-        self.model.to(ctx.device)
+        self.model.to(self.ctx.device)
+
+    def _build_optimisation(self) -> None:
+        """Optimiser, sampler and schedule, and the state a run starts from (replaced by :meth:`_resume`)."""
+        cfg, ctx = self.cfg, self.ctx
         self.optimizer = build_optimizer(self.model, cfg.learning_rate, cfg.weight_decay, cfg.feature_lr_scale)
         self.sampler = EpochSampler(len(self.parts["train"]), cfg.run.seed, ctx.rank, ctx.world_size)
         steps = math.ceil(len(self.sampler) / cfg.batch_size)
@@ -167,8 +184,10 @@ class Trainer:
         self.start_metrics: dict | None = None  # validation before any step (--validate_first)
         self.val_notes: dict[str, str] = {}  # the last validation's notes (utils.metrics.Evaluation.notes)
         self.position: dict | None = None  # inside an epoch: {"epoch", "step", "loss_sum", "count"}
-        if self.resume_from is not None:
-            self._resume(*self.resume_from)
+
+    def _build_loader(self) -> None:
+        """The network the loop runs (DDP- and compile-wrapped as asked) and the training loader."""
+        cfg, ctx = self.cfg, self.ctx
         self.net = self.model
         if ctx.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -183,8 +202,6 @@ class Trainer:
                                  collate_fn=CropPairs.collate, pin_memory=ctx.device.type == "cuda",
                                  persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                                  worker_init_fn=quiet_worker if workers else None)
-        folder.start_tensorboard()
-        folder.save_options(cfg.to_dict())  # a valid --config file
 
     def _resume(self, path: Path, ckpt: dict) -> None:
         load_heads(self.model, ckpt["deform_net_model_state_dict"], ckpt["regressor_model_state_dict"], path)
@@ -222,9 +239,8 @@ class Trainer:
         return bool(self.cfg.time_limit) and time.perf_counter() + ahead - self.started > self.cfg.time_limit
 
     def train_epoch(self, epoch: int) -> float:
-        """Train one epoch (or its rest, when :attr:`position` says where a stopped run left it); the mean loss.
-
-        When ``--time_limit`` runs out inside the epoch, :attr:`position` is set to where it stopped."""
+        """Train one epoch (or its rest, from :attr:`position`); the mean loss. When ``--time_limit`` runs out inside
+        the epoch, :attr:`position` is set to where it stopped."""
         cfg, device = self.cfg, self.ctx.device
         self.net.train()
         resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
@@ -264,14 +280,12 @@ class Trainer:
         return float(loss_sum.item() / max(count, 1))
 
     def validation_pairs(self) -> list[Pair]:
-        """The pairs validation scores: all of them, or with ``val_drop_last`` (the release's loader) all but
-        the last partial batch of ``batch_size``."""
+        """The pairs validation scores: all, or with ``val_drop_last`` all but the last partial batch."""
         pairs = self.parts["val"]
         return pairs[:len(pairs) - len(pairs) % self.cfg.batch_size] if self.cfg.val_drop_last else pairs
 
     def validation_predictions(self) -> list[float]:
-        """Predictions for :meth:`validation_pairs`, in order: ``val_crops`` per pair, each pair scored once across
-        ranks (whole references per rank, so each encodes its references once) and gathered."""
+        """Predictions for :meth:`validation_pairs`, in order, each pair scored once across ranks."""
         cfg = self.cfg
         self.model.eval()
         pairs = self.validation_pairs()
@@ -282,8 +296,7 @@ class Trainer:
         return [scores[i] for i in range(len(pairs))]
 
     def validate(self) -> dict[str, float]:
-        """Metrics of :meth:`validation_predictions` against the labels, normalised as in training
-        (``per_split``: min-max within the validation pairs, as the release did per label file)."""
+        """Metrics against the labels, normalised as in training (``per_split``: within the validation pairs)."""
         predictions = self.validation_predictions()
         labels = [p.score for p in self.validation_pairs()]
         # per_split fits on the whole validation file, as the release did before its loader dropped a batch
@@ -297,13 +310,34 @@ class Trainer:
                 "epoch": epoch, "train": self.cfg.to_dict()}
 
     def save(self, filename: str, epoch: int, loss: float, metrics: dict | None) -> None:
-        """Write ``filename`` in the run folder: weights, optimiser, scheduler, RNG, best, and :attr:`position`
-        (None at an epoch's end); ``epoch`` is the index of the last finished epoch."""
+        """Write ``filename`` in the run folder with the training state; ``epoch``: the last finished epoch's index."""
         rng = {k: v for part in self.ctx.gather({self.ctx.rank: rng_state()}) for k, v in part.items()}
         self.folder.save(filename, self.model, self.checkpoint_meta(epoch), epoch=epoch, loss=loss,
                          optimizer_state_dict=self.optimizer.state_dict(),
                          scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng,
                          start_metrics=self.start_metrics, position=self.position)
+
+    def end_epoch(self, epoch: int, loss: float, start: float) -> bool:
+        """Validate when due, save ``last.pth`` (and ``best.pth``), log; whether another epoch would overrun
+        ``--time_limit``. Which epochs are validated does not depend on the limit, so a stopped and resumed run
+        keeps the same ``best.pth`` as an uninterrupted one."""
+        cfg = self.cfg
+        lr = self.scheduler.get_last_lr()[0]
+        metrics = None
+        line = f"epoch {epoch + 1}/{cfg.n_epoch} loss={loss:.5f} lr={lr:.3e}"
+        stop = epoch + 1 < cfg.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
+        if (epoch + 1) % cfg.val_freq == 0 or epoch + 1 == cfg.n_epoch:
+            metrics = self.validate()
+            line += f" val {format_metrics(metrics, self.val_notes)}"
+            if improves(metrics, self.best, cfg.best_rule):
+                self.best = {**metrics, "epoch": epoch + 1}
+                self.save("best.pth", epoch, loss, metrics)
+                line += " (best)"
+        self.save("last.pth", epoch, loss, metrics)
+        self.folder.scalars(epoch + 1, {"train/loss": loss, "train/lr": lr,
+                                        **{f"val/{k}": v for k, v in (metrics or {}).items()}})
+        self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
+        return stop
 
     def run(self) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
@@ -331,25 +365,7 @@ class Trainer:
                               f"{self.position['step']} of {self.steps_per_epoch}; saved that position in "
                               f"{self.folder.path / 'last.pth'} (--resume continues from it exactly)")
                 break
-            lr = self.scheduler.get_last_lr()[0]
-            metrics = None
-            line = f"epoch {epoch + 1}/{cfg.n_epoch} loss={loss:.5f} lr={lr:.3e}"
-            # Another epoch would overrun --time_limit: stop after this one. Which epochs are validated does not
-            # depend on that (only on --val_freq and the final epoch), so a stopped and resumed run keeps the
-            # same best.pth as an uninterrupted one.
-            stop = epoch + 1 < cfg.n_epoch and self.out_of_time(ahead=time.perf_counter() - start)
-            if (epoch + 1) % cfg.val_freq == 0 or epoch + 1 == cfg.n_epoch:
-                metrics = self.validate()
-                line += f" val {format_metrics(metrics, self.val_notes)}"
-                if improves(metrics, self.best, cfg.best_rule):  # default: by SRCC + PLCC, not SRCC *or* PLCC
-                    self.best = {**metrics, "epoch": epoch + 1}
-                    self.save("best.pth", epoch, loss, metrics)
-                    line += " (best)"
-            self.save("last.pth", epoch, loss, metrics)
-            self.folder.scalars(epoch + 1, {"train/loss": loss, "train/lr": lr,
-                                            **{f"val/{k}": v for k, v in (metrics or {}).items()}})
-            self.log.info(f"{line} time={time.perf_counter() - start:.1f}s")
-            if stop:
+            if self.end_epoch(epoch, loss, start):
                 self.log.info(f"time limit of {cfg.time_limit:.0f}s reached after epoch {epoch + 1}; saved "
                               f"{self.folder.path / 'last.pth'} (--resume continues from it)")
                 break

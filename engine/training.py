@@ -1,15 +1,8 @@
 """One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under.
 
-The authors' setting by default: Adam over their two parameter groups (``regressor``, ``deform_net``) at
-lr 1e-4, weight decay 1e-5; ``CosineAnnealingLR(T_max=50, eta_min=0)`` stepped once per iteration; MSE
-between the predicted scores and the normalised labels. :class:`engine.trainer.Trainer` runs its loop
-with these functions, so a step can be checked from Python exactly as training takes it::
-
-    optimizer = build_optimizer(model)
-    scheduler = build_scheduler(optimizer)
-    for dist, ref, target in batches:
-        loss = train_step(model, optimizer, dist, ref, target)
-        scheduler.step()
+The authors' setting by default: Adam over their two parameter groups (``regressor``, ``deform_net``) at lr 1e-4,
+weight decay 1e-5; ``CosineAnnealingLR(T_max=50)`` stepped once per iteration; MSE against the normalised labels.
+:class:`engine.trainer.Trainer` runs its loop with these functions, so a step can be checked from Python.
 """
 from __future__ import annotations
 
@@ -22,13 +15,9 @@ from ahiq.models.ahiq import AHIQ
 
 
 def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:
-    """Adam parameter groups: the authors' two (regressor, deform_net) at ``lr``.
-
-    With ``feature_lr_scale != 1`` the weights of the three layers that read the frozen backbone features
-    (``regressor.down_channel``, ``deform_net.conv_offset``, ``deform_net.deform``) move to two more groups
-    at ``lr * feature_lr_scale``. Their inputs are thousands of large, correlated channels, so Adam's
-    per-weight step changes their outputs far more than it changes the other layers'.
-    """
+    """Adam parameter groups: the authors' two (regressor, deform_net) at ``lr``; with ``feature_lr_scale != 1``
+    the weights of the layers that read the backbone features move to two more groups at ``lr * feature_lr_scale``
+    (their thousands of correlated input channels make Adam's per-weight step large for them)."""
     wide = {id(model.regressor.down_channel.weight)}
     for name in ("conv_offset", "deform"):  # absent in the fusion ablations
         if hasattr(model.deform_net, name):
@@ -49,23 +38,15 @@ def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_sca
 
 def build_optimizer(model: AHIQ, lr: float = 1e-4, weight_decay: float = 1e-5,
                     feature_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """Adam over :func:`optimizer_groups` (the authors' two groups by default).
-
-    On CPU and CUDA the fused kernel updates each group in one pass (about 20 % of a small CPU step); it
-    computes Adam's update with the same formula as the authors' (for-each) Adam.
-    """
-    device = next(model.regressor.parameters()).device
-    fused = device.type in ("cuda", "cpu")
+    """Adam over :func:`optimizer_groups`, fused on CPU and CUDA (the authors' formula, one pass per group)."""
+    fused = next(model.regressor.parameters()).device.type in ("cuda", "cpu")
     return torch.optim.Adam(optimizer_groups(model, lr, weight_decay, feature_lr_scale), fused=fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0,
                     total_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine annealing, stepped once per iteration by the caller (as the authors do).
-
-    ``T_max`` steps per half period (the authors' 50: the rate returns to its start every 100 steps);
-    ``T_max=0`` makes one half period over the whole run, ``total_steps`` long, ending at ``eta_min``.
-    """
+    """Cosine annealing stepped once per iteration: ``T_max`` steps per half period (the authors' 50), or with
+    ``T_max=0`` one half period over the whole run of ``total_steps``."""
     if T_max < 0 or (T_max == 0 and total_steps < 1):
         raise ValueError(f"T_max={T_max}: need T_max >= 1, or T_max=0 with total_steps >= 1 (got {total_steps})")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T_max or total_steps, eta_min=eta_min)
@@ -74,12 +55,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: 
 def step_loss(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor, ref: torch.Tensor,
               target: torch.Tensor, precision: str = "fp32", *, net: nn.Module | None = None,
               grad_clip: float = 0.0, strict_fp32: bool = True) -> torch.Tensor:
-    """:func:`train_step` returning the loss as a 0-d tensor (no host sync: the trainer's loop reads it
-    every few steps). ``net`` runs the forward pass instead of ``model`` when given: ``model`` wrapped by
-    DistributedDataParallel or ``torch.compile``. ``grad_clip > 0`` clips the norm of the trained
-    parameters' gradients (those in ``optimizer``) before the step. ``strict_fp32``: fp32 without TF32 on GPUs.
-    """
-    # The backbones are frozen modules that stay in eval mode whatever mode the caller set.
+    """:func:`train_step` returning the loss as a 0-d tensor (no host sync). ``net``: ``model`` wrapped by DDP or
+    ``torch.compile``, run instead. ``grad_clip > 0`` clips the trained gradients' norm. ``strict_fp32``: no TF32."""
     for backbone in (model.vit, model.cnn):  # one of them is None in the branch ablations
         if backbone is not None:
             backbone.eval()
@@ -99,11 +76,7 @@ def train_step(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor
                target: torch.Tensor, precision: str = "fp32", **options) -> float:
     """One optimisation step on a batch; returns the batch's loss (before the step).
 
-    ``dist``, ``ref`` ``(B, 3, H, W)`` float in [0, 1] (or uint8, as the training loader yields them),
-    ``target`` ``(B,)`` normalised labels. Zeroes the gradients, runs the forward pass (``precision``
-    ``fp32`` or ``bf16`` autocast), takes the MSE between predictions and targets, back-propagates and
-    steps ``optimizer``. The learning-rate schedule is the caller's: step it after each call. The
-    backbones stay frozen and in eval mode even when the caller has put ``model`` in ``train()`` mode.
-    Keyword ``options`` (``net``, ``grad_clip``, ``strict_fp32``) as in :func:`step_loss`.
+    ``dist``, ``ref`` ``(B, 3, H, W)`` float in [0, 1] or uint8, ``target`` ``(B,)`` normalised labels. The
+    schedule is the caller's; the backbones stay in eval mode. ``options`` as in :func:`step_loss`.
     """
     return float(step_loss(model, optimizer, dist, ref, target, precision, **options))

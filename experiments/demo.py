@@ -31,7 +31,7 @@ from ahiq.commands import score as score_script  # noqa: E402
 from experiments import parser  # noqa: E402
 from ahiq.commands import train as train_script  # noqa: E402
 from ahiq.engine.device import native_bf16  # noqa: E402
-from ahiq.models.backbones import pretrained_available  # noqa: E402
+from ahiq.models.weights import pretrained_available  # noqa: E402
 from ahiq.utils.errors import cli_main  # noqa: E402
 
 SYNTHETIC_REFS, SIZE = 150, 32

@@ -8,15 +8,14 @@
                                            -> score map f, weight map w (B, 1, 28, 28)
     score = sum(f * w) / sum(w)            (B,)
 
-Backbones meet the network through a small contract (:class:`models.backbones.Features`: ``out_channels``,
-``reduction``, NCHW maps), so another family is one adapter. The paper's ablations (another fusion, one branch,
-mean pooling; :class:`ModelConfig`) are in :mod:`models.ablations`; reusing a reference's side for many
-distorted crops (``encode_reference``, ``score_distorted``) in :mod:`models.reference`.
+Backbones meet the network through :class:`models.backbones.Features`; the other fusions of the paper's ablations
+are in :mod:`models.ablations`; a reference's side computed once (``encode_reference``) in :mod:`models.reference`.
 """
 from __future__ import annotations
 
 import json
 
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,20 +23,19 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d
 
 from ahiq.models.ablations import ConvFusion, ResampleFusion, downsampling_convs  # noqa: F401
-from ahiq.models.backbones import (BackboneSource, Features, ResNetFeatures, ViTFeatures, backbone_sources, build_resnet,
-                              build_vit, check_available)
+from ahiq.models.backbones import Features, ResNetFeatures, ViTFeatures, build_resnet, build_vit
 from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
-from ahiq.models.reference import ReferenceSide
 from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
+from ahiq.models.reference import ReferenceSide
+from ahiq.models.weights import BackboneSource, backbone_sources, check_available
 from ahiq.utils.errors import UserError, arg
 
 
 class DeformFusion(nn.Module):
-    """Deformable fusion of CNN features, steered by offsets from the reference's ViT features.
+    """Deformable fusion of CNN features, steered by offsets from the reference's ViT features (authors' names).
 
-    ``offsets(vit_ref, size)``: ``(B, C_vit, h, w)`` -> ``(B, 18, H, W)`` (nearest upsample to the CNN grid, 3x3
-    conv). ``forward(cnn, offset)``: ``(B * k, C_cnn, H, W)``, consecutive groups of ``k`` maps sharing
-    ``offset[b]`` -> ``(B * k, C_cnn, h, w)``. Parameter names are the authors' (``conv_offset``, ``deform``, ``conv1``).
+    ``offsets(vit_ref, size)``: ``(B, C_vit, h, w)`` -> ``(B, 18, H, W)``. ``forward(cnn, offset)``:
+    ``(B * k, C_cnn, H, W)``, groups of ``k`` maps sharing ``offset[b]`` -> ``(B * k, C_cnn, h, w)``.
     """
 
     def __init__(self, vit_channels: int = 3840, cnn_channels: int = 768, scale: int = 2, hidden: int = 512,
@@ -59,11 +57,10 @@ class DeformFusion(nn.Module):
 
 
 class PatchScoreHead(nn.Module):
-    """Patch-wise score and weight maps from the terms of a distorted and a reference image.
+    """Patch-wise score and weight maps from the terms of a distorted and a reference image (authors' names).
 
-    ``project(x)``: one image's features ``(N, C, h, w)`` -> its terms ``(N, channels, h, w)``. ``compare(dist,
-    ref)``: two such terms -> ``score (N,)``, score map ``f`` and weight map ``w`` ``(N, 1, h, w)``, with
-    ``score = sum(f * w) / sum(w)`` (``pooling='mean'``: the mean of f, w all ones). Parameter names are the authors'.
+    ``project(x)``: features ``(N, C, h, w)`` -> terms ``(N, channels, h, w)``. ``compare(dist, ref)``: two such
+    terms -> ``score (N,)``, maps ``f``, ``w`` ``(N, 1, h, w)``, ``score = sum(f * w) / sum(w)`` (or the mean of f).
     """
 
     def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024, smoothed: int = 512,
@@ -94,10 +91,8 @@ class AHIQ(nn.Module):
     """Full-reference quality of crop pairs.
 
     ``forward(dist, ref)``: ``(B, 3, H, W)`` RGB, float in [0, 1] or uint8, H and W multiples of 32 -> scores
-    ``(B,)``; with ``return_maps=True`` also the score map f and weight map w, ``(B, 1, H/p, W/p)``. Only
-    ``deform_net`` and ``regressor`` are trained; the backbones are frozen and build no graph unless
-    :meth:`input_gradients` is on. ``encode_reference`` / ``score_distorted``: the same scores with a reference's
-    side computed once (:mod:`models.reference`).
+    ``(B,)``; with ``return_maps=True`` also the maps f and w, ``(B, 1, H/p, W/p)``. Only ``deform_net`` and
+    ``regressor`` are trained; the backbones are frozen.
     """
 
     def __init__(self, vit: Features | None, cnn: Features | None, config: ModelConfig | None = None):
@@ -110,22 +105,22 @@ class AHIQ(nn.Module):
         self.patch_size = vit.reduction if vit is not None else config.patch_size
         self.backbone_sources: dict[str, BackboneSource] = {}  # where the backbones' weights came from
         self.record = None  # the checkpoint's record (models.checkpoint.CheckpointRecord) once loaded
-        channels = (vit.out_channels if vit is not None else 0) + (cnn.out_channels if cnn is not None else 0)
-        if cnn is None:
-            self.deform_net = nn.Module()  # nothing to fuse; kept so that checkpoints keep both dicts
-        else:
-            scale = self.patch_size // cnn.reduction
-            steer = vit.out_channels if vit is not None else cnn.out_channels  # without ViT the CNN map steers
-            kinds = {"deform": lambda: DeformFusion(steer, cnn.out_channels, scale, impl=config.deform_impl,
-                                                    **config.fusion_kwargs),
-                     "conv": lambda: ConvFusion(cnn.out_channels, scale, **config.fusion_kwargs),
-                     "none": lambda: ResampleFusion(scale)}
-            self.deform_net = kinds[config.fusion]()
+        channels = sum(net.out_channels for net in (vit, cnn) if net is not None)
+        self.deform_net = nn.Module() if cnn is None else self._fusion(vit, cnn)  # no CNN: an empty dict to keep
         self.regressor = PatchScoreHead(channels, pooling=config.pooling, **config.head_kwargs)
         mean, std = NORMALISATIONS[config.normalization]
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.checkpoint_fusion = False
+
+    def _fusion(self, vit: Features | None, cnn: Features) -> nn.Module:
+        config, scale = self.config, self.patch_size // cnn.reduction
+        if config.fusion == "deform":  # without ViT the CNN map steers
+            steer = (vit if vit is not None else cnn).out_channels
+            return DeformFusion(steer, cnn.out_channels, scale, impl=config.deform_impl, **config.fusion_kwargs)
+        if config.fusion == "conv":
+            return ConvFusion(cnn.out_channels, scale, **config.fusion_kwargs)
+        return ResampleFusion(scale)
 
     def forward(self, dist: torch.Tensor, ref: torch.Tensor, return_maps: bool = False):
         if dist.shape != ref.shape:
@@ -168,8 +163,7 @@ class AHIQ(nn.Module):
         return ReferenceSide(offset=offset, terms=self.terms(vit, cnn, offset))
 
     def score_distorted(self, dist: torch.Tensor, side: ReferenceSide, return_maps: bool = False):
-        """``forward(dist, ref)`` with ``ref``'s side already computed: distorted crops ``(N, 3, H, W)`` against
-        ``side`` row by row (``side.select(index)`` lines rows up)."""
+        """``forward(dist, ref)`` with ``ref``'s side already computed: crops ``(N, 3, H, W)`` against ``side``'s rows."""
         grid = (dist.shape[-2] // self.patch_size, dist.shape[-1] // self.patch_size)
         if len(side) != len(dist) or side.terms.shape[-2:] != grid:
             raise ValueError(f"distorted {tuple(dist.shape)} does not match a reference side of {len(side)} crops "
@@ -179,28 +173,22 @@ class AHIQ(nn.Module):
         return (score, f, w) if return_maps else score
 
     def input_gradients(self, enabled: bool = True) -> "AHIQ":
-        """Let gradients reach the input images through the frozen backbones (AHIQ as a loss); their weights
-        never get gradients. Off by default: scoring and training the heads build no backbone graph."""
+        """Let gradients reach the input images through the frozen backbones (AHIQ as a loss); off by default."""
         for backbone in (self.vit, self.cnn):
             if backbone is not None:
                 backbone.input_grad = enabled
         return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute the ViT blocks (timm's checkpointing) and the fusion in the backward pass instead of storing
-        their activations: less memory, more time, same gradients."""
+        """Recompute the ViT blocks and the fusion in the backward pass instead of storing their activations."""
         if self.vit is not None:
             self.vit.set_grad_checkpointing(enable)
         self.checkpoint_fusion = enable
 
 
 def check_architecture(config: ModelConfig) -> AHIQ:
-    """Build the network on the meta device (shapes only: no weights, no memory, milliseconds), so that what timm
-    or the network refuses (a keyword argument of the wrong kind, an unknown name, blocks the ViT lacks) is one
-    line when the options are read, not a traceback after the data is screened; the meta network is returned
-    (its tensor shapes, e.g. to check a checkpoint against before building)."""
-    import timm
-
+    """The network on the meta device (shapes only, milliseconds), so that what timm or the network refuses is one
+    line when the options are read, not a traceback after the data is screened."""
     parts = {"vit": (config.vit, config.vit_kwargs, {"dynamic_img_size": True}), "cnn": (config.cnn, config.cnn_kwargs, {})}
     nets = {}
     with torch.device("meta"):
@@ -221,8 +209,7 @@ def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = T
                sources: dict[str, BackboneSource] | None = None) -> AHIQ:
     """An AHIQ network with backbones by timm name/tag and random (untrained) fusion and head.
 
-    Backbone weights: ``sources``, else as :func:`models.backbones.backbone_sources` makes them of the other
-    arguments (random ones drawn from ``seed``, by default drawn from torch's generator), kept as
+    Backbone weights: ``sources``, else :func:`models.weights.backbone_sources` of the other arguments; kept as
     ``model.backbone_sources``. Pretrained weights that cannot be had stop before anything is built.
     """
     config = config or ModelConfig()

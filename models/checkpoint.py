@@ -1,14 +1,9 @@
 """Read and write AHIQ checkpoints, and build a ready model from one (:func:`load_model`).
 
-Formats read:
-
-(a) the authors' release: ``{'regressor_model_state_dict', 'deform_net_model_state_dict', 'epoch',
-    'optimizer_state_dict', 'scheduler_state_dict', 'loss'}`` (only the two model dicts are used);
-(b) pyiqa's mirror: the same dicts, or one flat state dict with ``deform_net.`` / ``regressor.`` keys,
-    possibly nested under ``params`` (backbone tensors in it are ignored: backbones come from timm);
-(c) ours: format (a) plus ``ahiq`` metadata (model config, backbones, score normalisation, the training
-    config), so the authors' code loads our files too. What the metadata records is read in one place,
-    :func:`read_record`, by every entry point.
+Formats read: (a) the authors' release (``regressor_model_state_dict``, ``deform_net_model_state_dict`` and
+training state); (b) pyiqa's mirror: the same dicts, or one flat state dict with ``deform_net.`` / ``regressor.``
+keys, possibly under ``params`` (backbone tensors ignored); (c) ours: (a) plus ``ahiq`` metadata, read by
+:func:`read_record` alone.
 """
 from __future__ import annotations
 
@@ -21,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
-from ahiq.models.backbones import BackboneSource, backbone_source, missing_pretrained
-from ahiq.models.config import ModelConfig
+from ahiq.models.config import ModelConfig, check_crop_size
+from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained
 from ahiq.models.hub import released_checkpoint
 from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.device import resolve_device
@@ -36,9 +31,8 @@ FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> str | None:
-    """The checkpoint an entry point scores with: the one given; none given: the released one (the clone's copy,
-    the user cache, or downloaded into it once: :func:`models.hub.released_checkpoint`); ``"none"``: random heads
-    (None)."""
+    """The checkpoint given; none given: the released one (:func:`models.hub.released_checkpoint`); ``"none"``:
+    None (random heads)."""
     if checkpoint is not None and str(checkpoint).lower() != "none":
         return str(checkpoint)
     if checkpoint is None:
@@ -48,9 +42,8 @@ def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> 
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """What a checkpoint records about the model it holds (the authors' file: nothing, so every field is empty):
-    the architecture, the backbones (timm tag, weight file, or random init and its seed), the training crop size,
-    the score normalisation and label range of training, and the dataset it was trained on."""
+    """What a checkpoint records about its model (the authors' file: nothing): architecture, backbones, training
+    crop size, score normalisation, label range and dataset."""
 
     model_config: ModelConfig | None = None
     backbones: dict[str, BackboneSource] = field(default_factory=dict)
@@ -84,10 +77,20 @@ def _source(value: Any) -> bool:
     return all(v is None or isinstance(v, str) for v in (file, sha))
 
 
+def _score_norm(norm: Any) -> bool:
+    return norm is None or isinstance(norm, dict) and set(norm) <= {"kind", "lo", "hi"} and (
+        norm.get("kind") == "none" or norm.get("kind") == "minmax" and _number(norm.get("lo"))
+        and _number(norm.get("hi")) and norm["lo"] < norm["hi"])
+
+
+def _label_range(span: Any) -> bool:  # one label value is a range too (a tiny training part)
+    return span is None or isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_number, span)) and (
+        span[0] <= span[1])
+
+
 def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
-    """The :class:`CheckpointRecord` of a checkpoint's metadata (``read_checkpoint(...)[2]``), checked: every
-    value this code uses is typed and in range (a score normalisation and label range finite with ``lo < hi``),
-    else one :class:`UserError` naming the file and the value."""
+    """The :class:`CheckpointRecord` of a checkpoint's metadata, every value typed and in range, else one
+    :class:`UserError` naming the file and the value."""
     def bad(what: str, value: object) -> UserError:
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
         return UserError(f"{where}: its metadata records {what} {shown}, which this code cannot use; re-save the "
@@ -98,35 +101,31 @@ def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecor
     run = meta.get("train") or meta.get("options") or {}  # format 2, or 1 (the options, flat)
     if not isinstance(run, dict):
         raise bad("a training config", run)
-    config = None
-    if meta.get("model_config") is not None:
-        if not isinstance(meta["model_config"], dict):
-            raise bad("model_config", meta["model_config"])
-        try:
-            config = ModelConfig.from_dict(meta["model_config"])
-        except UserError as err:
-            raise UserError(f"{where}: its model_config does not build: {err}") from None
-        except (TypeError, ValueError):
-            raise bad("model_config", meta["model_config"]) from None
+    config = meta.get("model_config")
+    try:
+        if config is not None and not isinstance(config, dict):
+            raise TypeError
+        config = None if config is None else ModelConfig.from_dict(config)
+    except UserError as err:
+        raise UserError(f"{where}: its model_config does not build: {err}") from None
+    except (TypeError, ValueError):
+        raise bad("model_config", config) from None
     crop = run.get("crop_size")
-    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % 32):
-        raise bad("crop_size", crop)
-    sources = meta.get("backbones") or {}
-    if not isinstance(sources, dict) or not all(part in ("vit", "cnn") and _source(v) for part, v in sources.items()):
-        raise bad("backbones", sources)
-    norm, span = meta.get("score_norm"), meta.get("label_range")
-    if norm is not None and not (isinstance(norm, dict) and set(norm) <= {"kind", "lo", "hi"} and (
-            norm.get("kind") == "none" or norm.get("kind") == "minmax" and _number(norm.get("lo"))
-            and _number(norm.get("hi")) and norm["lo"] < norm["hi"])):
-        raise bad("score_norm (a kind, and for minmax finite lo < hi)", norm)
-    if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2 and all(map(_number, span))
-                                 and span[0] <= span[1]):  # one label value is a range too (a tiny training part)
-        raise bad("label_range (two finite numbers, low <= high)", span)
+    try:
+        crop = None if crop is None else check_crop_size(crop)
+    except UserError:
+        raise bad("crop_size", crop) from None
+    sources, norm, span = meta.get("backbones") or {}, meta.get("score_norm"), meta.get("label_range")
     split, data = meta.get("split"), run.get("data")
-    if split is not None and not isinstance(split, dict):
-        raise bad("split", split)
-    if data is not None and not isinstance(data, dict):
-        raise bad("a data config", data)
+    for what, value, fine in (
+            ("backbones", sources, isinstance(sources, dict) and all(
+                part in ("vit", "cnn") and _source(v) for part, v in sources.items())),
+            ("score_norm (a kind, and for minmax finite lo < hi)", norm, _score_norm(norm)),
+            ("label_range (two finite numbers, low <= high)", span, _label_range(span)),
+            ("split", split, split is None or isinstance(split, dict)),
+            ("a data config", data, data is None or isinstance(data, dict))):
+        if not fine:
+            raise bad(what, value)
     dataset = (split or {}).get("dataset") or run.get("dataset") or (data or {}).get("dataset")
     if dataset is not None and not isinstance(dataset, str):
         raise bad("dataset", dataset)
@@ -163,12 +162,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{path}: written in checkpoint format {version}, newer than this code reads "
                         f"({FORMAT_VERSION}); update this project (git pull) to load it")
+    return _tensors(*_head_dicts(state, path), path) + (dict(meta or {}),)
+
+
+def _head_dicts(state: dict, path: Path) -> tuple[dict, dict]:
+    """The fusion's and the head's state dicts: under the authors' two keys, or prefixed in one flat dict."""
     if DEFORM_KEY in state and REGRESSOR_KEY in state:
         deform, regressor = state[DEFORM_KEY], state[REGRESSOR_KEY]
         if not isinstance(deform, dict) or not isinstance(regressor, dict):
             raise UserError(f"{path}: not an AHIQ checkpoint ({DEFORM_KEY} and {REGRESSOR_KEY} must be dicts of "
                             "tensors)")
-        return _tensors(dict(deform), dict(regressor), path) + (dict(meta or {}),)
+        return dict(deform), dict(regressor)
     deform, regressor = {}, {}
     for key, value in state.items():
         key = key.removeprefix("module.").removeprefix("net.")
@@ -180,7 +184,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
         shown = ", ".join(list(map(str, state))[:5])
         raise UserError(f"{path}: not an AHIQ checkpoint (no {DEFORM_KEY}/{REGRESSOR_KEY} and no deform_net./"
                         f"regressor. tensors; keys: {shown}); give the released AHIQ file or one of ours")
-    return _tensors(deform, regressor, path) + (dict(meta or {}),)
+    return deform, regressor
 
 
 def _tensors(deform: dict, regressor: dict, path: Path) -> tuple[dict, dict]:
@@ -194,34 +198,26 @@ def _tensors(deform: dict, regressor: dict, path: Path) -> tuple[dict, dict]:
 
 
 def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Before anything is built: the architecture ``config``, built on the meta device (shapes only), takes the
-    checkpoint's fusion and head tensors; else the one :class:`UserError` of :func:`load_heads`."""
+    """Before anything is built: ``config``'s network on the meta device takes the fusion and head tensors, else
+    the :class:`UserError` of :func:`load_heads`."""
     try:
         model = check_architecture(config)
     except UserError as err:
         raise UserError(f"{path}: its architecture does not build: {err}") from None
+    _check_fit(model, deform, regressor, path)
+
+
+def _check_fit(model: nn.Module, deform: dict, regressor: dict, path: str | Path) -> None:
     problems = state_dict_problems(model.deform_net.state_dict(), deform, "deform_net.")
     problems += state_dict_problems(model.regressor.state_dict(), regressor, "regressor.")
     if problems:
-        raise _misfit(path, problems)
-
-
-def _misfit(path: str | Path, problems: list[str]) -> UserError:
-    return UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check the "
-                     "architecture options (vit, vit_blocks, cnn, cnn_stage, branches, fusion, pooling and their "
-                     "kwargs) against the checkpoint")
-
-
-def _check_and_load(module: nn.Module, state: dict, what: str) -> list[str]:
-    problems = state_dict_problems(module.state_dict(), state, f"{what}.")
-    if not problems:
-        module.load_state_dict(state, strict=True)
-    return problems
+        raise UserError(f"{path}: tensors do not fit this AHIQ network ({summarise(problems, 12)}); check the "
+                        "architecture options (vit, vit_blocks, cnn, cnn_stage, branches, fusion, pooling and their "
+                        "kwargs) against the checkpoint")
 
 
 def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch, another names the first
-    tensor holding NaN or Inf (a run that diverged)."""
+    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch, or names a NaN/Inf tensor."""
     path = Path(path)
     for prefix, state in (("deform_net", deform), ("regressor", regressor)):
         bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
@@ -229,10 +225,9 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
         if bad is not None:
             raise UserError(f"{path}: tensor {prefix}.{bad} holds NaN or Inf (the run that wrote it diverged); "
                             "use an earlier checkpoint")
-    problems = _check_and_load(model.deform_net, deform, "deform_net")
-    problems += _check_and_load(model.regressor, regressor, "regressor")
-    if problems:
-        raise _misfit(path, problems)
+    _check_fit(model, deform, regressor, path)
+    model.deform_net.load_state_dict(deform, strict=True)
+    model.regressor.load_state_dict(regressor, strict=True)
 
 
 def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> dict:
@@ -258,10 +253,9 @@ def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = Non
 def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *, vit_weights: str | None = None,
                      cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
                      default_seed: int | None = None, where: str = "the checkpoint") -> dict[str, BackboneSource]:
-    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning on stderr
-    then says how they differ). Without a record: pretrained by timm tag unless asked otherwise. Random ones
-    are drawn from ``seed``, else the recorded seed, else ``default_seed``, else a seed drawn from torch's
-    generator."""
+    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning says how they
+    differ), else pretrained by timm tag. Random ones from ``seed``, the recorded seed, ``default_seed`` or torch's
+    generator, in that order."""
     chosen = {}
     for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
         rec = recorded.get(part)
@@ -296,18 +290,11 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode: architecture, heads and backbones as ``checkpoint`` records them.
 
-    The network itself: ``model(dist, ref)`` takes crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32; for whole
-    images of any size, paths, PIL images or arrays use :func:`ahiq.create_metric`. ``device``: ``auto`` (CUDA
-    when present), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    The architecture: ``config``, else the checkpoint's (:func:`read_record`), else the authors'; keyword
-    ``config_overrides`` (ModelConfig fields) change it. Backbones (:func:`choose_backbones`): the recorded ones
-    (timm tag, a weight file checked by SHA-256, or random init redrawn from its seed, announced); the authors'
-    file records none, so timm tags are used. ``vit_weights``/``cnn_weights``/``pretrained_backbones``/``seed`` ask
-    for others (a warning says how they differ); ``default_seed`` draws random backbones when nothing records a
-    seed. Without a checkpoint the fusion and head are random (announced). ``contents``: what
-    :func:`read_checkpoint` returned for ``checkpoint``, when already read. The record is kept as
-    ``model.record`` and the raw metadata as ``model.checkpoint_meta``.
+    ``model(dist, ref)`` takes crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32 (whole images:
+    :func:`ahiq.create_metric`). Architecture: ``config``, else the checkpoint's, else the authors', changed by
+    ``config_overrides``; backbones as :func:`choose_backbones` picks them; without a checkpoint the heads are
+    random (announced). ``contents``: :func:`read_checkpoint`'s result, when already read. The record is kept as
+    ``model.record``, the raw metadata as ``model.checkpoint_meta``.
     """
     deform = regressor = None
     meta: dict = {}

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ahiq.utils.declare import SCRIPTS, int_list, json_dict, option
 from ahiq.utils.errors import UserError, arg
 
 DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
@@ -33,32 +34,45 @@ NORMALISATIONS = {
 DEFORM_IMPLS = ("sampled", "torchvision")
 # Fields that choose how a layer is computed, not what the network is.
 IMPLEMENTATION_ONLY = ("deform_impl",)
+ARCH = "architecture"  # the --help group of the fields below
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The architecture; every field is also an option of train.py, test.py and score.py.
+    """The architecture; every field is also an option of train.py, test.py and score.py (the paper's ablations,
+    the tests' tiny backbones)."""
 
-    ``vit_kwargs`` / ``cnn_kwargs`` are timm keyword arguments that change a backbone (``{"depth": 2,
-    "embed_dim": 32, "num_heads": 2}``; ablations, fast tests; pretrained weights of the tag no longer fit);
-    ``head_kwargs`` (``channels``, ``hidden``, ``smoothed``) and ``fusion_kwargs`` (``hidden``) narrow the trained
-    layers. ``branches`` vit / cnn (one backbone only), ``fusion`` conv (plain 3x3 conv) / none (CNN features
-    only resampled), ``pooling`` mean (no weight map): the paper's ablations.
-    """
-
-    vit: str = DEFAULT_VIT
-    vit_blocks: tuple[int, ...] = DEFAULT_VIT_BLOCKS
-    cnn: str = DEFAULT_CNN
-    cnn_stage: int = DEFAULT_CNN_STAGE
-    normalization: str = "authors"
-    deform_impl: str = "sampled"  # sampled (sampling + GEMM, fast) or torchvision (the reference)
-    vit_kwargs: dict[str, Any] = field(default_factory=dict)
-    cnn_kwargs: dict[str, Any] = field(default_factory=dict)
-    head_kwargs: dict[str, int] = field(default_factory=dict)
-    fusion_kwargs: dict[str, int] = field(default_factory=dict)
-    branches: str = "both"
-    fusion: str = "deform"
-    pooling: str = "weighted"
+    vit: str = option(DEFAULT_VIT, "timm ViT name.tag", group=ARCH, defaults=dict.fromkeys(SCRIPTS),
+                      shown=f"the --patch_size tag: {VIT_BY_PATCH[8]} (8), {VIT_BY_PATCH[16]} (16)")
+    vit_blocks: tuple[int, ...] = option(DEFAULT_VIT_BLOCKS, "1-based ViT blocks whose outputs are used, e.g. 1-5 or "
+                                         "1,3,5", group=ARCH, parse=int_list, shown="1-5")
+    cnn: str = option(DEFAULT_CNN, "timm ResNet name.tag", group=ARCH)
+    cnn_stage: int = option(DEFAULT_CNN_STAGE, "ResNet stage (1 = layer1) whose block outputs are used", group=ARCH,
+                            low=1, high=4)
+    normalization: str = option("authors", "input normalisation: authors = (x-0.5)/0.5 (the released model); "
+                                "imagenet = pyiqa's mean/std, which gives different scores", group=ARCH,
+                                choices=tuple(NORMALISATIONS))
+    deform_impl: str = option("sampled", "deformable conv: sampled (bilinear sampling + GEMM, faster) or "
+                              "torchvision (the reference)", group=ARCH, choices=DEFORM_IMPLS)
+    vit_kwargs: dict[str, Any] = option({}, 'timm keyword arguments that change the ViT, as JSON, e.g. \'{"depth": 2, '
+                                        '"embed_dim": 32, "num_heads": 2}\' (ablations, fast tests; pretrained weights '
+                                        'of the tag no longer fit)', group=ARCH, parse=json_dict)
+    cnn_kwargs: dict[str, Any] = option({}, 'timm keyword arguments that change the ResNet, as JSON, e.g. '
+                                        '\'{"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}\'',
+                                        group=ARCH, parse=json_dict)
+    head_kwargs: dict[str, int] = option({}, "widths of the score head, as JSON: channels (256), hidden (1024), "
+                                         "smoothed (512)", group=ARCH, parse=json_dict)
+    fusion_kwargs: dict[str, int] = option({}, "width of the deformable fusion, as JSON: hidden (512)", group=ARCH,
+                                           parse=json_dict)
+    branches: str = option("both", "both: ViT + CNN (the authors'); vit: ViT features only (needs --fusion none); "
+                           "cnn: CNN features only, the deformable conv steered by the reference's own CNN features, "
+                           "the score grid still the --patch_size grid", group=ARCH, choices=CHOICES["branches"])
+    fusion: str = option("deform", "how the CNN features reach the ViT grid: deform = deformable 3x3 conv steered by "
+                         "the reference (the authors'); conv = a plain 3x3 conv of the same shape; none = CNN features "
+                         "only averaged onto the grid (no parameters)", group=ARCH, choices=CHOICES["fusion"])
+    pooling: str = option("weighted", "weighted: score = sum(f*w)/sum(w) with the patch weight map w (the authors'); "
+                          "mean: score = mean of the patch scores f (no weight branch)", group=ARCH,
+                          choices=CHOICES["pooling"])
 
     def __post_init__(self):
         """Normalise and check every field and combination: a config that constructs also builds."""

@@ -1,10 +1,6 @@
-"""Fast forms of AHIQ's two costly layers: the deformable 3x3 convolution as bilinear sampling + matrix multiplies,
-and the offsets' "nearest upsample, then 3x3 conv" as one convolution on the small map.
-
-The deformable convolution gives the same result as ``torchvision.ops.deform_conv2d`` (stride 1, padding 1, one
-offset group, no mask) without its im2col buffer: for each of the 9 kernel taps the input is sampled at the shifted
-positions and multiplied by that tap's ``(C_out, C_in)`` weight slice, so the work is 9 gathers and 9 GEMMs in the
-input's dtype (bf16 on tensor cores) while positions stay in fp32; on a CPU about twice as fast as torchvision's.
+"""Fast forms of AHIQ's two costly layers: the deformable 3x3 convolution as bilinear sampling + matrix multiplies
+(``torchvision.ops.deform_conv2d``'s result without its im2col buffer: 9 gathers and 9 GEMMs in the input's dtype,
+positions in fp32), and the offsets' "nearest upsample, then 3x3 conv" as one convolution on the small map.
 """
 from __future__ import annotations
 
@@ -17,12 +13,9 @@ def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> t
     """Row indices ``(4, B*H*W)`` into the flattened ``(B*H*W, C)`` input, and weights ``(4, B*H*W, 1)``, of
     the 4 neighbours sampled by one kernel tap.
 
-    Follows torchvision's rules. Forward: a position outside ``(-1, H) x (-1, W)`` reads 0, and neighbours
-    that fall outside the image contribute 0 (their index is clamped, their weight zeroed). Backward:
-    torchvision differentiates every position by the floor rule (at an integer coordinate, the difference
-    towards the next pixel), including a coordinate of exactly -1, where the value is 0 but the gradient
-    with respect to the offset is the next pixel's value. Counting -1 as inside reproduces that: there the
-    only neighbour in the image has weight ``y - floor(y) = 0``, so forward values are unchanged, bit for bit.
+    torchvision's rules: a position outside ``(-1, H) x (-1, W)`` reads 0, neighbours outside the image weigh 0.
+    At a coordinate of exactly -1 torchvision's offset gradient is the next pixel's value (the floor rule);
+    counting -1 as inside reproduces that, and its only neighbour in the image has weight 0 in the forward pass.
     """
     b = offset.shape[0]
     ki, kj = divmod(tap, 3)
@@ -47,14 +40,10 @@ def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> t
 def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Deformable 3x3 convolution, stride 1, padding 1.
 
-    ``x`` ``(B * k, C_in, H, W)``; ``offset`` ``(B, 18, H, W)`` in torchvision's layout (for kernel tap
-    ``t = 3 * i + j``, channels ``2t, 2t+1`` hold ``(dy, dx)``); images ``x[b * k : (b + 1) * k]`` all use
-    ``offset[b]``, so one set of offsets serves several feature maps (AHIQ: distorted and reference).
-    ``weight`` ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, contiguous (NCHW).
-
-    Works on pixel rows (channels contiguous): each tap's bilinear sample is one ``embedding_bag`` pass (a
-    weighted sum of 4 contiguous rows), and its contribution is accumulated inside the GEMM (``addmm_``),
-    so no im2col buffer is built.
+    ``x`` ``(B * k, C_in, H, W)``; ``offset`` ``(B, 18, H, W)`` in torchvision's layout (tap ``t``: channels
+    ``2t, 2t+1`` hold ``(dy, dx)``), ``offset[b]`` shared by ``x[b * k : (b + 1) * k]``; ``weight``
+    ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, contiguous. Each tap's bilinear
+    sample is one ``embedding_bag`` pass over pixel rows, accumulated inside the GEMM (``addmm_``).
     """
     n, c_in, h, w = x.shape
     b = offset.shape[0]
@@ -93,10 +82,8 @@ def deform_conv3x3_torchvision(x: torch.Tensor, offset: torch.Tensor, weight: to
 def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewrite "nearest-upsample by ``scale``, then 3x3 conv" as one 3x3 conv on the small map.
 
-    Output pixel ``(s*i + a, s*j + b)`` of the original reads small-map rows ``i + (a + t - 1) // s`` for taps
-    ``t = 0, 1, 2``; summing the taps that land on the same small-map pixel gives, for each phase ``(a, b)``, a 3x3
-    kernel on the small map. Stacked on output channels in pixel-shuffle order, ``pixel_shuffle(conv(small, K), s)``
-    equals the original without the upsampled tensor.
+    Output pixel ``(s*i + a, s*j + b)`` reads small-map rows ``i + (a + t - 1) // s`` for taps ``t = 0, 1, 2``;
+    summing the taps that land on one pixel gives a 3x3 kernel per phase ``(a, b)``, stacked in pixel-shuffle order.
     """
     s = scale
     hit = torch.zeros(s, 3, 3, dtype=weight.dtype, device=weight.device)  # [phase, source offset + 1, tap]

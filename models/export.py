@@ -1,11 +1,9 @@
 """An AHIQ model for other runtimes: pyiqa's checkpoint format, and an ONNX scoring graph.
 
-pyiqa (0.1.16) builds the authors' network only, with whole timm backbones under the bare names
-``vit_base_patch8_224`` and ``resnet50`` (``timm.create_model(..., pretrained=True)``), and loads one state dict
-under ``params`` strictly: ``vit.*`` and ``resnet50.*`` (whole timm models), ``deform_net.*``, ``regressor.*``. Our
-backbones are truncated, so the whole timm models are rebuilt from the sources the model records and checked
-against the tensors it runs. The ONNX graph is ``(dist, ref) -> score`` for one crop size and any batch, with
-the deformable convolution as the opset's ``DeformConv``.
+pyiqa (0.1.16) builds the authors' network only, with whole timm backbones (``vit_base_patch8_224``, ``resnet50``),
+and loads one state dict under ``params`` strictly: ``vit.*``, ``resnet50.*``, ``deform_net.*``, ``regressor.*``.
+Our backbones are truncated, so the whole timm models are rebuilt from the recorded sources and checked against
+the tensors the model runs. The ONNX graph is ``(dist, ref) -> score`` for one crop size and any batch.
 """
 from __future__ import annotations
 
@@ -19,9 +17,10 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, NORMALISATIONS, DeformFusion, ModelConfig
-from ahiq.models.backbones import ResNetFeatures, create_backbone
+from ahiq.models.backbones import ResNetFeatures
 from ahiq.models.checkpoint import META_KEY, checkpoint_dict
-from ahiq.models.config import IMPLEMENTATION_ONLY
+from ahiq.models.config import IMPLEMENTATION_ONLY, check_crop_size
+from ahiq.models.weights import create_backbone
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import atomic_write
 
@@ -31,9 +30,8 @@ ONNX_OPSET = 19  # the first with DeformConv
 
 
 def check_pyiqa_architecture(config: ModelConfig) -> None:
-    """A one-line :class:`UserError` unless ``config`` is the one architecture pyiqa builds (the authors').
-    Backbone tags and the normalisation do not count: the weights travel in the file, the mean/std are
-    options of ``pyiqa.create_metric``."""
+    """A one-line :class:`UserError` unless ``config`` is the authors' architecture (backbone tags and the
+    normalisation aside: the weights travel in the file, the mean/std are options of ``pyiqa.create_metric``)."""
     ours, theirs = config.to_dict(), ModelConfig().to_dict()
     for part in ("vit", "cnn"):
         ours[part], theirs[part] = ours[part].split(".")[0], theirs[part].split(".")[0]
@@ -57,8 +55,8 @@ def _check_same(ours: dict[str, torch.Tensor], whole: dict[str, torch.Tensor], p
 
 
 def whole_backbones(model: AHIQ) -> dict[str, nn.Module]:
-    """``{"vit", "cnn"}``: the whole timm models of ``model``'s backbones (head, final norm and later blocks
-    included), rebuilt from ``model.backbone_sources``; every tensor the model runs is checked equal."""
+    """``{"vit", "cnn"}``: the whole timm models of ``model``'s backbones, rebuilt from ``model.backbone_sources``;
+    every tensor the model runs is checked equal."""
     config = model.config
     vit = create_backbone(model.backbone_sources["vit"], "vit_weights", **config.vit_kwargs)
     cnn = create_backbone(model.backbone_sources["cnn"], "cnn_weights", **config.cnn_kwargs)
@@ -69,8 +67,7 @@ def whole_backbones(model: AHIQ) -> dict[str, nn.Module]:
 
 def pyiqa_checkpoint(model: AHIQ, whole: dict[str, nn.Module] | None = None) -> dict:
     """What ``pyiqa.create_metric("ahiq", pretrained_model_path=FILE)`` loads: ``{"params": state dict}``, plus our
-    metadata under ``ahiq`` (pyiqa ignores it; :func:`models.checkpoint.load_model` reads the file too).
-    ``whole``: :func:`whole_backbones` of ``model``, when already built."""
+    metadata under ``ahiq`` (which pyiqa ignores). ``whole``: :func:`whole_backbones` of ``model``, when built."""
     check_pyiqa_architecture(model.config)
     whole = whole or whole_backbones(model)
     state = {}
@@ -91,10 +88,8 @@ def check_hub_cache(folder: str | Path) -> None:
 
 
 def write_hub_cache(folder: str | Path, whole: dict[str, nn.Module]) -> list[str]:
-    """Write ``folder`` as a Hugging Face hub cache holding ``whole``'s backbones under the timm tags that
-    pyiqa's bare names resolve to, so that ``HF_HUB_CACHE=folder HF_HUB_OFFLINE=1`` lets pyiqa build its
-    network offline (it then replaces every tensor with the checkpoint's). Returns the hub repositories written.
-    Refuses the user's own hub cache (:func:`check_hub_cache`)."""
+    """Write ``folder`` as a Hugging Face hub cache of ``whole``'s backbones under the tags pyiqa's bare names
+    resolve to, so that ``HF_HUB_CACHE=folder HF_HUB_OFFLINE=1`` lets pyiqa build offline; the repositories written."""
     import timm
     from safetensors.torch import save_file
 
@@ -117,8 +112,7 @@ def write_hub_cache(folder: str | Path, whole: dict[str, nn.Module]) -> list[str
 
 @contextlib.contextmanager
 def torchvision_deform(model: AHIQ) -> Iterator[AHIQ]:
-    """``model`` with its deformable convolution run by torchvision's operator, which the exporter turns into
-    ONNX ``DeformConv`` (the sampled form would become slow loops); the same function."""
+    """``model`` with its deformable convolution run by torchvision's operator, which exports as ``DeformConv``."""
     fusion = model.deform_net
     impl = getattr(fusion, "impl", None)
     if isinstance(fusion, DeformFusion):
@@ -153,11 +147,10 @@ def check_onnx_exporter() -> None:
 
 
 def export_onnx(model: AHIQ, path: str | Path, crop_size: int) -> None:
-    """Write ``model``'s scoring graph to ``path`` (one file, atomically): inputs ``dist``, ``ref`` ``(B, 3, crop,
-    crop)`` float32 RGB in [0, 1], output ``score`` ``(B,)``, any batch ``B``; normalisation included."""
+    """Write ``model``'s scoring graph to ``path`` atomically: ``dist``, ``ref`` ``(B, 3, crop, crop)`` in [0, 1]
+    -> ``score`` ``(B,)``, any ``B``."""
     check_onnx_exporter()
-    if crop_size % 32:
-        raise UserError(f"{arg('crop_size')}{crop_size}: must be a multiple of 32")
+    check_crop_size(crop_size)
     gen = torch.Generator().manual_seed(0)
     example = tuple(torch.rand(2, 3, crop_size, crop_size, generator=gen) for _ in range(2))  # batch 2: not specialised
     batch = torch.export.Dim("batch")

@@ -1,10 +1,6 @@
-"""The released AHIQ checkpoint: found in a clone, else in the user cache, else downloaded there once.
-
-Where it is looked for, in order: the clone's ``checkpoints/ahiq_pipal/`` (where ``sh download.sh`` puts it), then
-the user cache ``$AHIQ_HOME`` (else ``torch.hub.get_dir()/checkpoints``, as torchvision, LPIPS and pyiqa keep
-their weights). Missing from both, it is downloaded into the cache with a progress bar, its SHA-256 checked
-against the prefix in its name (``...-da3ea303.pth``) before it is moved into place: a wrong or partial file
-never stays. Nothing is written into the installed package. Offline, one line names every way forward.
+"""The released AHIQ checkpoint: the clone's ``checkpoints/ahiq_pipal/``, else the user cache (``$AHIQ_HOME``, else
+``torch.hub.get_dir()/checkpoints``), else downloaded into the cache once, its SHA-256 checked against the prefix in
+its name (a wrong or partial file never stays). Offline, one line names every way forward.
 """
 from __future__ import annotations
 
@@ -24,7 +20,6 @@ OFFLINE_VARIABLES = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")  # either set: never down
 
 
 def cache_dir() -> Path:
-    """The user cache of checkpoints: ``$AHIQ_HOME``, else ``torch.hub.get_dir()/checkpoints``."""
     if os.environ.get("AHIQ_HOME"):
         return Path(os.environ["AHIQ_HOME"]).expanduser()
     import torch.hub
@@ -47,8 +42,7 @@ def offline_variable(names: tuple[str, ...] = OFFLINE_VARIABLES) -> str | None:
 
 def offline_reason(url: str, timeout: float = 3.0) -> str | None:
     """Why ``url`` cannot be fetched now (an offline variable set, or its host not answering within ``timeout``
-    seconds, through the proxy when one is set), or None when it can be tried. A ``file:`` URL is tried unless an
-    offline variable is set."""
+    seconds), or None when it can be tried."""
     set_offline = offline_variable()
     if set_offline or urllib.parse.urlparse(url).scheme == "file":
         return set_offline
@@ -57,8 +51,8 @@ def offline_reason(url: str, timeout: float = 3.0) -> str | None:
 
 @lru_cache(maxsize=None)
 def unreachable(endpoint: str, timeout: float) -> str | None:
-    """Why ``endpoint``'s host does not take a TCP connection within ``timeout`` seconds (via the proxy when one is
-    set), or None when it does. The look-up runs in a thread: without a network it can block far longer."""
+    """Why ``endpoint``'s host (or the proxy) does not take a TCP connection within ``timeout`` seconds, or None.
+    The look-up runs in a thread: without a network it can block far longer."""
     url = urllib.parse.urlparse(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     proxy = urllib.request.getproxies().get(url.scheme)
@@ -86,9 +80,8 @@ def unreachable(endpoint: str, timeout: float) -> str | None:
 
 def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
                         missing_backbones: Callable[[], list[str]] = list) -> Path:
-    """The released checkpoint's path: the clone's copy, else the cached one, else downloaded into the cache.
-    ``missing_backbones()``: the pretrained backbones not on this machine, named too when the checkpoint is
-    missing (so that the first message names everything a first, offline use lacks)."""
+    """The released checkpoint's path: the clone's copy, the cached one, or downloaded into the cache.
+    ``missing_backbones()``: the pretrained backbones not on this machine, named too when the checkpoint is missing."""
     name = url.rsplit("/", 1)[1]
     if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
         return RELEASED_CHECKPOINT
@@ -105,8 +98,7 @@ def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
 
 
 def download(url: str, path: Path, progress: bool = True) -> Path:
-    """Fetch ``url`` to ``path`` (its folder made), checking the SHA-256 prefix in its name; a file that does not
-    match is removed and refused."""
+    """Fetch ``url`` to ``path``, checking the SHA-256 prefix in its name (a file that does not match is removed)."""
     import torch.hub
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +112,6 @@ def download(url: str, path: Path, progress: bool = True) -> Path:
 
 
 def missing_message(name: str, url: str, cached: Path, reason: str, backbones: list[str]) -> str:
-    """One line naming everything a first, offline use lacks and every way forward at once."""
     parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
              f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
              f"clone), or give {arg('checkpoint')}PATH"]

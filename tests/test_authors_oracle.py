@@ -137,7 +137,7 @@ class AuthorsScorer:
 def models(authors, tmp_path_factory) -> SimpleNamespace:
     """``ours`` (our AHIQ from :func:`models.checkpoint.load_model`) and ``theirs`` (:class:`AuthorsScorer`),
     sharing heads through one authors'-format checkpoint and seeded random backbones."""
-    from ahiq.models.backbones import create_backbone
+    from ahiq.models.weights import create_backbone
     from ahiq.models.checkpoint import load_model
 
     # Their modules make the heads (seeded, spread-out weights, as the other tests use) and save them the

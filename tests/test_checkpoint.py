@@ -4,15 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ahiq.models.checkpoint import (
-    DEFORM_KEY,
-    REGRESSOR_KEY,
-    checkpoint_dict,
-    load_heads,
-    load_model,
-    read_checkpoint,
-    save_checkpoint,
-)
+from ahiq.models.checkpoint import (DEFORM_KEY, REGRESSOR_KEY, checkpoint_dict, load_heads, load_model, read_checkpoint,
+                                    save_checkpoint)
 from ahiq.utils.errors import UserError
 
 

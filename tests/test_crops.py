@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ahiq.data.crops import crop_positions, parse_crops
+from ahiq.models.config import SEED
 from ahiq.utils.errors import UserError
 
 
@@ -16,12 +17,15 @@ def test_center_five_nine_positions_follow_the_authors():
 
 
 def test_random_is_seeded_and_reaches_last_row_and_column():
-    a = crop_positions("random:2000", 230, 227, 224, seed=1919)
-    assert a == crop_positions("random:2000", 230, 227, 224, seed=1919)
+    a = crop_positions("random:2000", 230, 227, 224, seed=SEED)
+    assert a == crop_positions("random:2000", 230, 227, 224, seed=SEED)
     assert a[:20] != crop_positions("random:20", 230, 227, 224, seed=7)
     tops, lefts = {t for t, _ in a}, {left for _, left in a}
     assert tops == set(range(7)) and lefts == set(range(4))  # 0..h-c inclusive, unlike randint(0, h - c)
-    assert len(crop_positions("random:20", 288, 288, 224)) == 20
+    assert len(crop_positions("random:20", 288, 288, 224, seed=SEED)) == 20
+    assert crop_positions("random:3", 288, 288, 224, draw=lambda high, n: [high - 1] * n) == [(64, 64)] * 3
+    with pytest.raises(ValueError, match="random crops need a seed"):
+        crop_positions("random:20", 288, 288, 224)
 
 
 def test_grid_is_uniform_and_spans_the_image():
@@ -35,7 +39,7 @@ def test_grid_is_uniform_and_spans_the_image():
 
 @pytest.mark.parametrize("spec", ["center", "five", "nine", "random:5", "grid:4"])
 def test_image_exactly_the_crop_size(spec):
-    assert set(crop_positions(spec, 224, 224, 224)) == {(0, 0)}
+    assert set(crop_positions(spec, 224, 224, 224, seed=SEED)) == {(0, 0)}
 
 
 @pytest.mark.parametrize("spec", ["six", "random", "random:0", "grid:x", "five:3"])

@@ -116,20 +116,18 @@ def test_demo_prints_the_same_line_on_every_run(tmp_path, capsys):
 
 
 def test_an_option_added_to_the_configs_reaches_the_test_run(tmp_path, monkeypatch):
-    """Experiments derive each test run from the training run's configs: a new option (a parser flag and a field of
-    RunConfig, made here) reaches test.py through opt.json, with nothing in experiments/ listing it."""
+    """Experiments derive each test run from the training run's configs: a new option (one declared field of
+    RunConfig, made here) is a flag of both scripts and reaches test.py through opt.json, with nothing in
+    experiments/ or options/ listing it."""
     import dataclasses
 
     from ahiq.engine import config, device, session
-    from ahiq.options.base_options import BaseOptions
+    from ahiq.utils.declare import option
 
-    probed = dataclasses.make_dataclass("RunConfig", [("probe", int, dataclasses.field(default=0))],
+    probed = dataclasses.make_dataclass("RunConfig", [("probe", int, option(0, "a new option", low=0, high=9))],
                                         bases=(device.RunConfig,), frozen=True)
     for module in (config, device):  # where RunConfig is defined, and its re-export
         monkeypatch.setattr(module, "RunConfig", probed)
-    initialize = BaseOptions.initialize
-    monkeypatch.setattr(BaseOptions, "initialize",
-                        lambda self, p: (initialize(self, p), p.add_argument("--probe", type=int, default=0)))
     seen = []
     start = session.ScoringSession.__init__
     monkeypatch.setattr(session.ScoringSession, "__init__",
@@ -144,4 +142,4 @@ def test_an_option_added_to_the_configs_reaches_the_test_run(tmp_path, monkeypat
     import json
 
     saved = json.loads((run / "opt.json").read_text())
-    assert saved["run"]["probe"] == 7 and saved["data"]["skip_bad"] and saved["model"]["deform_impl"] == "torchvision"
+    assert saved["run"]["probe"] == 7 and saved["skip_bad"] and saved["model"]["deform_impl"] == "torchvision"

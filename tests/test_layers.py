@@ -36,6 +36,14 @@ def _python_files(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
 
 
+def _nodes(folders):
+    """``(path from the root, node)`` of every syntax node in the Python files of ``folders``."""
+    for folder in folders:
+        for path in _python_files(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                yield path.relative_to(ROOT), node
+
+
 def _floor(module: str) -> str | None:
     """``ahiq.engine.scoring`` -> ``engine``; None outside the package's floors."""
     parts = module.split(".")
@@ -79,36 +87,27 @@ def test_no_private_names_cross_modules():
 
 
 def test_timm_only_through_its_public_api():
-    wrong = []
-    for package in ALLOWED:
-        for path in _python_files(package):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Attribute) and node.attr in TIMM_INTERNALS:
-                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} uses .{node.attr}")
+    wrong = [f"{path}:{node.lineno} uses .{node.attr}" for path, node in _nodes(ALLOWED)
+             if isinstance(node, ast.Attribute) and node.attr in TIMM_INTERNALS]
     assert not wrong, "\n".join(wrong)
 
 
 def test_models_speak_python_not_flags():
     # Messages in models/ name Python arguments through utils.errors.arg/flag; scripts turn them into flags.
-    wrong = []
-    for path in _python_files("models"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and " --" in f" {node.value}":
-                if any(word.startswith("--") and len(word) > 2 for word in node.value.split()):
-                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    wrong = [f"{path}:{node.lineno}: {node.value[:60]!r}" for path, node in _nodes(["models"])
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             and any(word.startswith("--") and len(word) > 2 for word in node.value.split())]
     assert not wrong, "\n".join(wrong)
 
 
 def test_only_options_and_scripts_know_argparse():
     # Typed configs cross the floors: nothing below options/ imports argparse or reads a Namespace.
     wrong = []
-    for package in ("utils", "models", "data", "engine"):
-        for path in _python_files(package):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
-                module = getattr(node, "module", "") or ""
-                if "argparse" in names or module == "argparse" or (isinstance(node, ast.Name) and node.id == "Namespace"):
-                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    for path, node in _nodes(("utils", "models", "data", "engine")):
+        names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+        if "argparse" in names or getattr(node, "module", None) == "argparse" or (
+                isinstance(node, ast.Name) and node.id == "Namespace"):
+            wrong.append(f"{path}:{node.lineno}")
     assert not wrong, "\n".join(wrong)
 
 

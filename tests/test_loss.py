@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ahiq.data.images import read_image
 from ahiq.engine.loss import AHIQLoss
+from ahiq.engine.metric import AHIQMetric
 from ahiq.engine.scoring import score_pairs
 from ahiq.models.ahiq import build_ahiq
 from ahiq.models.checkpoint import save_checkpoint
@@ -85,6 +86,12 @@ def test_reductions_and_a_frozen_network(tiny_files):
     assert parent[0].training and loss.training and not any(m.training for m in loss.model.modules())
     with pytest.raises(UserError, match="reduction=max"):
         tiny_loss(tiny_files, reduction="max", crop_size=64)
+    for bad, message in (({"crop_size": 100}, "crop_size=100: must be a positive multiple of 32"),
+                         ({"precision": "fp16"}, "precision=fp16: use one of"), ({"crops": "six"}, "crops=six")):
+        with pytest.raises(UserError, match=message):  # the loss and the library metric check alike
+            tiny_loss(tiny_files, **bad)
+        with pytest.raises(UserError, match=message):
+            AHIQMetric(tiny_files[1], **bad)
     with pytest.raises(ValueError, match="smaller than the crop"):
         loss(dist[..., :60], ref[..., :60])
 

@@ -8,9 +8,8 @@ import torch.nn.functional as F
 import torchvision
 
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq
-from ahiq.models.deform import phase_kernels
 from ahiq.models.backbones import ResNetFeatures, ViTFeatures
-from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision
+from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, phase_kernels
 from tests.conftest import TINY
 
 SPEC_TABLE = {  # ../shared/docs/ahiq-reference.md §2
@@ -287,7 +286,8 @@ def _tiny(**changes) -> ModelConfig:
 
 def _tiny_backbones():
     """The tiny ViT with patch 8 and 16 (blocks 1, 3) and the tiny ResNet at stages 1-4, random weights."""
-    from ahiq.models.backbones import backbone_source, build_resnet, build_vit
+    from ahiq.models.backbones import build_resnet, build_vit
+    from ahiq.models.weights import backbone_source
 
     vits = {p: build_vit(backbone_source(name, False, seed=0), TINY.vit_blocks, **TINY.vit_kwargs)
             for p, name in VIT_BY_PATCH.items()}

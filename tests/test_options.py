@@ -82,3 +82,44 @@ def test_train_sh_runs_exactly_the_ntire2022_preset(tmp_path):
     preset = json.loads((PRESETS / "ntire2022.json").read_text())
     assert {k: v for k, v in preset.items() if k != "script"} == NTIRE
 
+
+
+def test_readme_option_tables_are_the_declarations():
+    """The README's option tables are what the declarations make (python -m ahiq.options.tables README.md)."""
+    from ahiq.options.tables import rewrite, tables
+
+    text = (ROOT / "README.md").read_text()
+    assert text.count("<!-- options: ") == 4 and rewrite(text) == text
+    found = tables()
+    assert "| `--seed` | `1919` | 0..2^32-1 |" in found["score"] and "`--seed`" not in found["train"]
+    assert "| `--crops` | `random:20` |" in found["test"] and "| `--n_epoch` | `200` | 1..10^6 |" in found["train"]
+
+
+def test_each_option_is_declared_once_and_every_script_derives_from_it():
+    """One declaration per option: the parsers, ranges, configs and defaults all come from it; 1919 is written once
+    in the product."""
+    import dataclasses
+
+    from ahiq.engine.config import RunConfig, TrainConfig
+    from ahiq.options.base_options import BaseOptions
+    from ahiq.options.export_options import ExportOptions
+    from ahiq.options.score_options import ScoreOptions
+
+    seeds = {id(cls().options["seed"].flag) for cls in (TrainOptions, test_options.TestOptions, ScoreOptions, ExportOptions)}
+    assert len(seeds) == 1 and RunConfig().seed == 1919
+    options = TrainOptions()
+    for name, d in options.options.items():  # every default of the parser is its config field's default
+        assert options.defaults()[name] == d.default_for("train")
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - set(options.options) == {"run", "model", "data",
+                                                                                           "model_given"}
+
+    class Twice(BaseOptions):  # two declarations of one name are refused when the parser is built
+        script = "score"
+        configs = (RunConfig, dataclasses.make_dataclass("X", [("seed", int, dataclasses.field(
+            default=1, metadata={"flag": RunConfig.__dataclass_fields__["seed"].metadata["flag"].__class__("x")}))]))
+
+    with pytest.raises(TypeError, match="--seed is declared twice"):
+        Twice()
+    product = [p for p in ROOT.rglob("*.py") if "tests" not in p.parts and not any(
+        part.startswith(".") or part in ("build", "wt") for part in p.relative_to(ROOT).parts)]
+    assert sum(p.read_text().count("1919") for p in product) == 1

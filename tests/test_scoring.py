@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from ahiq.data.crops import crop_positions
 from ahiq.data.images import pair_paths
-from ahiq.engine.scoring import reference_order, score_pairs
+from ahiq.engine.scoring import CropPlanner, reference_order, score_pairs
+from ahiq.models.config import SEED
 from tests.conftest import SHARED, random_pair_images
 from ahiq.utils.errors import UserError
 
@@ -50,12 +52,12 @@ def test_reuse_equals_pair_by_pair(small_model, several_references, monkeypatch,
     reused, plain, counter = _both_ways(small_model, pairs, monkeypatch, crops=crops, crop_size=32, batch_size=3)
     assert [(r.dist, r.ref) for r in reused] == pairs == [(r.dist, r.ref) for r in plain]  # the given order
     for a, b in zip(reused, plain):
-        assert len(a.crop_scores) == len(b.crop_scores) == len(crop_positions(crops, 64, 96, 32))
+        assert len(a.crop_scores) == len(b.crop_scores) == len(crop_positions(crops, 64, 96, 32, seed=SEED))
         assert max(abs(x - y) for x, y in zip(a.crop_scores, b.crop_scores)) <= 1e-6
         assert abs(a.score - b.score) <= 1e-6
     assert len({round(r.score, 5) for r in plain}) == len(pairs)  # distinct pairs, distinct scores
     # each of the 3 references through the network once, though batches of 3 split A0001's 4 images
-    assert counter.crops == 3 * len(crop_positions(crops, 64, 96, 32))
+    assert counter.crops == 3 * len(crop_positions(crops, 64, 96, 32, seed=SEED))
 
 
 def test_reuse_with_maps_flip_and_one_image_per_batch(small_model, several_references, monkeypatch):
@@ -97,3 +99,27 @@ def test_size_mismatch_is_found_with_a_reused_reference(small_model, several_ref
     other = several_references[2][0]  # a 96x64 image against A0001's 64x96 reference, decoded in an earlier batch
     with pytest.raises(UserError, match=f"{other.name}: size differs from its reference"):
         list(score_pairs(small_model, [(dist, ref), (other, ref)], crop_size=32, batch_size=1, progress=False))
+
+
+def test_crop_planner_windows_scores_and_maps(small_model):
+    """The planner every entry point shares: mirrored windows, a window placed twice counted twice, maps pasted."""
+    planner = CropPlanner("five", 32, flip_tta=True).for_model(small_model)
+    windows = planner.windows(32, 64)  # five on 32x64: left and right corners twice each, the centre once
+    assert windows[::2] == [(0, 0, 2, False), (0, 32, 2, False), (0, 16, 1, False)]
+    assert windows[1::2] == [(0, 0, 2, True), (0, 32, 2, True), (0, 16, 1, True)]
+    assert CropPlanner("five", 32).windows(32, 32) == [(0, 0, 5, False)]
+    assert CropPlanner("five").for_model(small_model).crop == 224  # no crop recorded: the authors'
+
+    scores = torch.tensor([1.0, 3.0, 5.0, 5.0, 0.0, 1.0])  # window, mirror, ...
+    torch.testing.assert_close(planner.crop_scores(scores, windows), torch.tensor([2.0, 2.0, 5.0, 5.0, 0.5]))
+    image = torch.arange(3 * 32 * 64.0).reshape(3, 32, 64)
+    crops = planner.cut(image[None], [windows])
+    assert crops.shape == (6, 3, 32, 32) and torch.equal(crops[1], image[:, :, :32].flip(-1))
+    maps = torch.tensor([1.0, 3.0, 2.0]).reshape(3, 1, 1, 1)  # the unmirrored windows' maps
+    pasted = planner.paste(maps, windows, 32, 80, fill=float("nan"))
+    torch.testing.assert_close(pasted[0, [0, 16, 56]], torch.tensor([1.0, (2 * 1 + 2) / 3, 3.0]))
+    assert pasted[:, 64:].isnan().all() and not pasted[:, :64].isnan().any()
+    with pytest.raises(UserError, match="crop_size=100: must be a positive multiple of 32"):
+        CropPlanner("five", 100)
+    with pytest.raises(UserError, match="precision=fp16: use one of fp32, bf16"):
+        CropPlanner("five", precision="fp16")

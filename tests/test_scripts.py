@@ -66,7 +66,8 @@ def test_backbone_weight_file_with_payload_is_refused(tmp_path, pairs_folder, ca
             *[a for a in TINY_CLI if a not in ("--pretrained_backbones", "false")]]
     # both backbones from files: offline, a pretrained CNN would stop the run before any weight file is read
     fails(capsys, score_main, [*argv, "--vit_weights", str(bad), "--cnn_weights", str(bad)], f"{bad}: {REFUSAL}")
-    from ahiq.models.backbones import backbone_source, build_resnet
+    from ahiq.models.backbones import build_resnet
+    from ahiq.models.weights import backbone_source
 
     with pytest.raises(UserError, match=REFUSAL.replace("(", r"\(").replace(")", r"\)")):
         build_resnet(backbone_source(TINY.cnn, True, bad), 1, **TINY.cnn_kwargs)  # what --cnn_weights does
@@ -103,7 +104,7 @@ def test_folder_as_checkpoint_or_weights_says_folder(pairs_folder, tmp_path, cap
                                      "--checkpoint", str(tmp_path), "--output", str(tmp_path / "r.txt"),
                                      "--crop_size", "32", *TINY_CLI], "is a folder")
     with pytest.raises(UserError, match="is a folder"):
-        from ahiq.models.backbones import load_weights_file
+        from ahiq.models.weights import load_weights_file
 
         load_weights_file(torch.nn.Linear(1, 1), tmp_path)
 

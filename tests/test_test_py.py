@@ -214,7 +214,7 @@ def test_download_script_offline(tmp_path):
     repo.mkdir()
     shutil.copy(ROOT / "download.sh", repo / "download.sh")
     for part in ("pyproject.toml", "ahiq/__init__.py", "models/__init__.py", "models/config.py", "models/ahiq.py",
-                 "utils/__init__.py", "utils/errors.py"):  # where it reads the released checkpoint's name
+                 "utils/__init__.py", "utils/errors.py", "utils/declare.py"):  # what download.sh reads
         (repo / part).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / part, repo / part)
     (repo / "checkpoints" / "backbones").mkdir(parents=True)

@@ -167,7 +167,7 @@ def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_pat
 
     raw = json.loads((tmp_path / "release" / "opt.json").read_text())
     assert raw["config_version"] == 2 and raw["script"] == "train" and raw["model"]["vit_blocks"] == [1, 3]
-    saved = load_options_file(str(tmp_path / "release" / "opt.json"), TrainOptions().parser)  # its configs, flat
+    saved = load_options_file(str(tmp_path / "release" / "opt.json"), TrainOptions())  # its configs, flat
     given = {a[2:] for a in argv if a.startswith("--")} | {"script", "patch_size"}
     assert {k: saved[k] for k in preset if k not in given} == {k: v for k, v in preset.items() if k not in given}
     assert ModelConfig(vit=saved["vit"]).patch_size == preset["patch_size"]  # the tag of the preset's patch size

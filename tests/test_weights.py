@@ -8,8 +8,8 @@ import pytest
 import timm
 import torch
 
-from ahiq.models import backbones
-from ahiq.models.backbones import backbone_source, create_backbone
+from ahiq.models import weights
+from ahiq.models.weights import backbone_source, create_backbone
 from tests.conftest import ROOT
 from tests.weight_files import save_state_dict, vit_to_jax_npz
 from ahiq.utils.errors import UserError
@@ -72,15 +72,15 @@ def test_default_backbones_folder_is_used(tmp_path, monkeypatch):
     torch.manual_seed(13)
     source = timm.create_model(CNN, pretrained=False, **CNN_KW)
     save_state_dict(source, tmp_path / f"{CNN}.safetensors")
-    monkeypatch.setattr(backbones, "DEFAULT_WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(backbones.find_local_weights, "__defaults__", (tmp_path,))
+    monkeypatch.setattr(weights, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(weights.find_local_weights, "__defaults__", (tmp_path,))
     _same_weights(source, create_timm_model(CNN, pretrained=True, **CNN_KW))
 
 
 def test_offline_pretrained_request_fails_with_instructions(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
-    monkeypatch.setattr(backbones.find_local_weights, "__defaults__", (tmp_path,))
+    monkeypatch.setattr(weights.find_local_weights, "__defaults__", (tmp_path,))
     with pytest.raises(UserError) as err:
         create_timm_model(CNN, pretrained=True, weights_arg="cnn_weights")
     message = str(err.value)  # from Python the message names the argument; on the command line, the flag
@@ -115,7 +115,7 @@ def test_score_py_stops_in_seconds_when_the_hub_is_unreachable(tmp_path):
 
     from tests.conftest import random_pair_images
 
-    if any(backbones.find_local_weights(n) for n in (backbones.DEFAULT_VIT, backbones.DEFAULT_CNN)):
+    if any(weights.find_local_weights(n) for n in (weights.DEFAULT_VIT, weights.DEFAULT_CNN)):
         pytest.skip("backbone weights are in checkpoints/backbones/ on this machine")
     with socket.socket() as sock:  # a local port nobody listens on: the hub "cannot be reached"
         sock.bind(("127.0.0.1", 0))
@@ -134,7 +134,7 @@ def test_score_py_stops_in_seconds_when_the_hub_is_unreachable(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr and "Retrying" not in proc.stderr, proc.stderr
     message = lines[0]
-    assert f"127.0.0.1:{port}" in message and backbones.DEFAULT_VIT in message and backbones.DEFAULT_CNN in message
+    assert f"127.0.0.1:{port}" in message and weights.DEFAULT_VIT in message and weights.DEFAULT_CNN in message
     for way in ("sh download.sh", "--vit_weights FILE", "--cnn_weights FILE", "hub cache", "--pretrained_backbones false"):
         assert way in message, way
 
@@ -143,7 +143,7 @@ def test_hub_reachability_is_checked_once_and_quickly(monkeypatch):
     import socket
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "unreachable", backbones.unreachable.__wrapped__)
+    monkeypatch.setattr(weights, "unreachable", weights.unreachable.__wrapped__)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -151,7 +151,7 @@ def test_hub_reachability_is_checked_once_and_quickly(monkeypatch):
         server.bind(("127.0.0.1", 0))
         server.listen()
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
-        assert backbones.hub_offline_reason() is None
-    assert "cannot be reached" in backbones.hub_offline_reason()
+        assert weights.hub_offline_reason() is None
+    assert "cannot be reached" in weights.hub_offline_reason()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert backbones.hub_offline_reason() == "HF_HUB_OFFLINE is set"
+    assert weights.hub_offline_reason() == "HF_HUB_OFFLINE is set"

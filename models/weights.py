@@ -1,0 +1,259 @@
+"""Where backbone weights come from: a :class:`BackboneSource` (recorded in our checkpoints) and the timm model
+built with its weights (:func:`create_backbone`): pretrained by tag (``checkpoints/backbones/``, the hub cache, or
+the hub when it answers quickly), a local file with its SHA-256, or random init from a recorded seed (announced).
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn as nn
+
+from ahiq.models.config import DEFAULT_CNN, DEFAULT_VIT
+from ahiq.models.hub import offline_variable, unreachable
+from ahiq.models.state import state_dict_problems, summarise
+from ahiq.utils.errors import UserError, arg, note
+from ahiq.utils.inputs import reading
+from ahiq.utils.io import load_torch_file
+
+# Where download.sh puts backbone weights and where they are looked for when no file is named.
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "backbones"
+WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".bin")
+
+
+def find_local_weights(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Path | None:
+    """``weights_dir/<name><suffix>`` for the first suffix that exists, else None."""
+    return next((p for p in (weights_dir / f"{name}{s}" for s in WEIGHT_SUFFIXES) if p.is_file()), None)
+
+
+def cached_hub_weights(name: str) -> Path | None:
+    """timm's weight file for ``name`` in the Hugging Face hub cache, else None (nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(f"timm/{name}", filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> list[str]:
+    """The backbones of ``names`` whose pretrained weights are not on this machine (backbones folder, hub cache)."""
+    return [n for n in names if find_local_weights(n) is None and cached_hub_weights(n) is None]
+
+
+def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
+    return not missing_pretrained(names)
+
+
+def hub_offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be asked now (``HF_HUB_OFFLINE`` set, or no answer in ``timeout`` s), or None."""
+    from huggingface_hub import constants
+
+    set_offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else offline_variable(("HF_HUB_OFFLINE",))
+    if set_offline:
+        return set_offline
+    reason = unreachable(constants.ENDPOINT, timeout)
+    return reason and f"the hub: {reason}"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a backbone's weights come from: ``kind`` ``timm`` (pretrained weights of the timm tag ``name``),
+    ``file`` (a local weight file ``file`` with its ``sha256``) or ``random`` (timm's initialisation drawn after
+    ``torch.manual_seed(seed)``)."""
+
+    kind: str
+    name: str
+    file: str | None = None
+    sha256: str | None = None
+    seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BackboneSource":
+        return cls(**{k: data.get(k) for k in ("kind", "name", "file", "sha256", "seed")})
+
+    def same_weights(self, other: "BackboneSource") -> bool:
+        """Whether both give the same tensors (files compared by content, not by path)."""
+        if self.kind != other.kind or self.name != other.name:
+            return False
+        if self.kind == "file":
+            return self.sha256 == other.sha256
+        return self.kind != "random" or self.seed == other.seed
+
+    def describe(self) -> str:
+        if self.kind == "file":
+            return f"file {self.file} (sha256 {str(self.sha256)[:12]}...)"
+        if self.kind == "random":
+            return f"{self.name} random init (seed {self.seed})"
+        return f"{self.name} pretrained (timm tag)"
+
+
+def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None = None, seed: int = 0) -> BackboneSource:
+    """The source the arguments ask for: ``weights_file`` (hashed) wins, else the timm tag ``name`` pretrained, else
+    random init from ``seed``."""
+    if weights_file is not None:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
+        reading(path)
+        return BackboneSource("file", name, str(path), file_sha256(path))
+    return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
+
+
+def backbone_sources(vit: str, cnn: str, pretrained: bool = True, vit_weights: str | None = None,
+                     cnn_weights: str | None = None, seed: int | None = None) -> dict[str, BackboneSource]:
+    """``{"vit": ..., "cnn": ...}`` as the arguments ask; without a ``seed`` one is drawn from torch's generator."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # CPU even under a meta-device scope
+    return {"vit": backbone_source(vit, pretrained, vit_weights, seed),
+            "cnn": backbone_source(cnn, pretrained, cnn_weights, seed)}
+
+
+def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[str] = ()) -> None:
+    """Stop within seconds, before anything is built, when pretrained weights are neither on this machine nor
+    obtainable from the hub: one line naming every way forward."""
+    missing = missing_pretrained([s.name for s in sources if s.kind == "timm"])
+    reason = hub_offline_reason() if missing else None
+    if reason is None:
+        return
+    files = " / ".join(f"{arg(a)}FILE" for a in weights_args) or "local weight files"
+    raise UserError(
+        f"cannot get pretrained weights for {', '.join(missing)}: {reason}, and they are neither in "
+        f"{DEFAULT_WEIGHTS_DIR} nor in the Hugging Face hub cache. Ways forward: run `sh download.sh` while online; "
+        f"give {files}; fill the hub cache (HF_HOME) on a machine that is online; or {arg('pretrained_backbones')}"
+        "false (random backbones, to try the pipeline)")
+
+
+def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise UserError(f"{path}: not a readable .safetensors file ({err}); re-download it") from None
+    state = load_torch_file(path, "backbone weight file")
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: holds no state dict; give a .pth/.bin state dict, .safetensors or .npz file")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_npz(model: nn.Module, path: Path) -> None:
+    if not hasattr(model, "load_pretrained"):
+        raise UserError(f"{path}: .npz weights are only for timm ViTs; give a .pth or .safetensors file")
+    try:
+        model.load_pretrained(str(path))
+    except (KeyError, ValueError, IndexError, OSError, RuntimeError) as err:  # kinds of a malformed npz in timm
+        if "allow_pickle" in str(err):  # object arrays: numpy refuses to unpickle them, and so do we
+            raise UserError(f"{path}: holds Python objects other than tensors; refusing to unpickle it "
+                            "(see README, Security)") from None
+        raise UserError(f"{path}: not a JAX ViT .npz for this model ({type(err).__name__}: {err})") from None
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a local weight file into a whole timm model (strict): ``.npz``, ``.safetensors``, ``.pth``, ``.bin``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a backbone weight file; give the file inside it")
+    if not path.is_file():
+        raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
+    reading(path)
+    if path.suffix == ".npz":
+        return _load_npz(model, path)
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise UserError(f"{path}: unknown weight file type; use .safetensors, .npz, .pth or .bin")
+    state = _load_state_dict_file(path)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    problems = state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise UserError(f"{path}: weights do not fit {type(model).__name__} ({summarise(problems)}); "
+                        "is it the right backbone?")
+    model.load_state_dict(state, strict=True)
+
+
+def _from_file(name: str, path: str | Path, **kwargs) -> nn.Module:
+    """The model with ``path``'s weights. A state-dict file goes into a model built on the meta device (random init
+    of ViT-B/8 costs seconds), unless a buffer of the model would not come from the state dict."""
+    model = None
+    if Path(path).suffix != ".npz":
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, **kwargs)
+        model = None if {k for k, _ in model.named_buffers()} - set(model.state_dict()) else model.to_empty(device="cpu")
+    model = model or timm.create_model(name, pretrained=False, **kwargs)
+    load_weights_file(model, path)
+    return model
+
+
+def _unknown_name(err: Exception) -> bool:
+    return "Unknown model" in str(err) or "Invalid pretrained tag" in str(err)
+
+
+def _pretrained(name: str, weights_arg: str, changed: dict, **kwargs) -> nn.Module:
+    """timm's pretrained model: the hub cache's copy (no network at all), else the hub's."""
+    cached = cached_hub_weights(name)
+    overlay = {} if cached is None else {"pretrained_cfg_overlay": {"file": str(cached)}}
+    try:
+        return timm.create_model(name, pretrained=True, **overlay, **kwargs)
+    except (RuntimeError, OSError, ValueError) as err:
+        if isinstance(err, RuntimeError) and _unknown_name(err):
+            raise
+        if "size mismatch" in str(err):
+            raise UserError(f"{name}: its pretrained weights do not fit the architecture changed by {changed}; "
+                            f"use {arg('pretrained_backbones')}false or a weight file made for it") from None
+        where = f" or give {arg(weights_arg)}FILE" if weights_arg else ""
+        raise UserError(f"cannot get pretrained weights for {name} ({type(err).__name__}); run `sh download.sh` "
+                        f"online, put the file at {DEFAULT_WEIGHTS_DIR}/{name}.safetensors{where}, fill the Hugging "
+                        f"Face hub cache, or use {arg('pretrained_backbones')}false (random backbones)") from None
+
+
+def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> nn.Module:
+    """Build the timm model ``source.name`` (``arch.tag``) with the weights ``source`` names (random ones without
+    touching the global random state); ``weights_arg`` names the argument that takes a weight file, for messages."""
+    name = source.name
+    changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
+    try:
+        weights_file = source.file if source.kind == "file" else None
+        if source.kind == "timm":
+            weights_file = find_local_weights(name)
+        if weights_file is not None:
+            return _from_file(name, weights_file, **kwargs)
+        if source.kind == "random":
+            note(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality "
+                 "predictions")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(source.seed or 0))
+                return timm.create_model(name, pretrained=False, **kwargs)
+        check_available([source], [weights_arg] if weights_arg else [])
+        return _pretrained(name, weights_arg, changed, **kwargs)
+    except RuntimeError as err:
+        if _unknown_name(err):
+            raise UserError(f"{name}: not a timm model name/tag ({err})") from None
+        raise
+    except TypeError as err:  # a keyword argument the timm model does not take
+        if "keyword argument" not in str(err):
+            raise
+        raise UserError(f"{name} with {changed}: {err}; check the timm keyword arguments") from None

@@ -1,0 +1,66 @@
+"""The README's option tables, derived from the declarations: ``python -m ahiq.options.tables README.md`` rewrites
+the blocks between ``<!-- options: SCRIPT -->`` and ``<!-- /options -->``; a test checks they are current."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from ahiq.options.base_options import BaseOptions, shown_default
+from ahiq.options.export_options import ExportOptions
+from ahiq.options.score_options import ScoreOptions
+from ahiq.options.test_options import TestOptions
+from ahiq.options.train_options import TrainOptions
+from ahiq.utils.declare import Declared
+
+ORDER = (ScoreOptions, TestOptions, TrainOptions, ExportOptions)  # each table lists what the ones before lack
+BLOCK = re.compile(r"(<!-- options: (\w+) -->\n)(.*?)(<!-- /options -->)", re.S)
+
+
+def _number(x: float) -> str:
+    if x == 2**32 - 1:
+        return "2^32-1"
+    if isinstance(x, int) and x >= 10**6 and str(x).rstrip("0") == "1":
+        return f"10^{len(str(x)) - 1}"
+    return f"{x:g}"
+
+
+def valid(d: Declared) -> str:
+    if d.flag.valid is not None:
+        return d.flag.valid
+    if d.flag.choices is not None:
+        return ", ".join(f"`{c}`" for c in d.flag.choices)
+    if d.flag.low is not None:
+        return f"{_number(d.flag.low)}..{_number(d.flag.high)}"
+    return "`true`, `false`" if "bool" in str(d.kind) and not d.flag.switch else ""
+
+
+def table(options: BaseOptions, shown: dict[str, tuple]) -> str:
+    """The markdown table of ``options`` that ``shown`` (name -> (flag, help) of earlier tables) lacks."""
+    rows = ["| option | default | valid | meaning |", "|---|---|---|---|"]
+    for name, d in options.options.items():
+        text = d.flag.text(options.script)
+        if shown.get(name) == (d.flag, text):
+            continue
+        shown[name] = (d.flag, text)
+        default = shown_default(d, options.script)
+        default = "required" if options.script in d.flag.required else "off" if d.flag.switch else (
+            "none" if default is None else default if d.flag.shown else f"`{default}`")
+        rows.append(f"| `--{name}` | {default} | {valid(d)} | {text.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
+def tables() -> dict[str, str]:
+    """Each script's table (score, test, train, export)."""
+    shown: dict[str, tuple] = {}
+    return {cls.script: table(cls(), shown) for cls in ORDER}
+
+
+def rewrite(text: str) -> str:
+    found = tables()
+    return BLOCK.sub(lambda m: m.group(1) + found[m.group(2)] + m.group(4), text)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path.write_text(rewrite(path.read_text()))
