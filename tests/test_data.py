@@ -165,6 +165,7 @@ def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path
     assert any((vertical[i][0][0, :, 0] // 30).diff()[0] == -1 for i in range(20))  # the authors' up-down flip
 
 
+@pytest.mark.slow  # 23200 PIPAL files written, then train.py as a process
 def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path, capsys):
     from ahiq.commands import train
 

@@ -184,7 +184,8 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
                                                                             TINY.head_kwargs)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--checkpoint", str(tmp_path / "tune" / "last.pth"), "--vit_blocks", "1-5"])
+        train.main(["--checkpoint", str(tmp_path / "tune" / "last.pth"), "--vit_blocks", "1-5", "--checkpoints_dir",
+                    str(tmp_path)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "was trained with vit_blocks 1,3, the options say 1,2,3,4,5" in err
