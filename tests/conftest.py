@@ -8,8 +8,10 @@ architecture itself is built on the meta device (shapes and tensor names, no wei
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,16 +43,19 @@ torch.set_num_threads(1)
 
 from ahiq.models.ahiq import ModelConfig  # noqa: E402
 
-TINY_VIT_KWARGS = {"embed_dim": 32, "depth": 4, "num_heads": 2}
-TINY_CNN_KWARGS = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}
-TINY_HEAD_KWARGS = {"channels": 16, "hidden": 32, "smoothed": 24}
-TINY_FUSION_KWARGS = {"hidden": 24}
-TINY = ModelConfig(vit_blocks=(1, 3), vit_kwargs=TINY_VIT_KWARGS, cnn_kwargs=TINY_CNN_KWARGS,
-                   head_kwargs=TINY_HEAD_KWARGS, fusion_kwargs=TINY_FUSION_KWARGS)
-# The same architecture as command-line flags of train.py / test.py / score.py.
-TINY_ARGS = ["--vit_blocks", "1,3", "--vit_kwargs", json.dumps(TINY_VIT_KWARGS), "--cnn_kwargs",
-             json.dumps(TINY_CNN_KWARGS), "--head_kwargs", json.dumps(TINY_HEAD_KWARGS), "--fusion_kwargs",
-             json.dumps(TINY_FUSION_KWARGS)]
+TINY = ModelConfig(vit_blocks=(1, 3), vit_kwargs={"embed_dim": 32, "depth": 4, "num_heads": 2},
+                   cnn_kwargs={"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16},
+                   head_kwargs={"channels": 16, "hidden": 32, "smoothed": 24}, fusion_kwargs={"hidden": 24})
+# The same architecture as command-line flags of train.py / test.py / score.py ...
+TINY_ARGS = ["--vit_blocks", ",".join(map(str, TINY.vit_blocks)),
+             *(a for key in ("vit_kwargs", "cnn_kwargs", "head_kwargs", "fusion_kwargs")
+               for a in (f"--{key}", json.dumps(getattr(TINY, key))))]
+# ... and with random backbones on the CPU at crop size 32: what most script tests run.
+TINY_CLI = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
+NO_HEADS = ["--checkpoint", "none"]
+# A short training run of train.py on the generated set of :func:`data_root`.
+TRAIN = [*TINY_CLI, "--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "32", "--batch_size", "4",
+         "--num_workers", "0", "--seed", "3", "--val_crops", "center", "--progress", "false", "--learning_rate", "3e-4"]
 
 
 def shared_path(*parts: str) -> Path:
@@ -75,6 +80,37 @@ def tiny_model(seed: int = 0, config: ModelConfig = TINY):
 def small_model():
     """The :data:`TINY` architecture with seeded random weights (heads whose scores spread)."""
     return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """``synthetic_root(n_refs, size)``: the folder of the generated set that ``--dataset synthetic
+    --synthetic_refs N --synthetic_size S`` reads (split seed 0), written once per session; runs only read it."""
+    from ahiq.data.synthetic import ensure_synthetic
+
+    made: dict[tuple[int, int], str] = {}
+
+    def root(n_refs: int = 4, size: int = 32) -> str:
+        if (n_refs, size) not in made:
+            folder = tmp_path_factory.mktemp(f"synthetic_{n_refs}_{size}")
+            made[n_refs, size] = str(ensure_synthetic(folder, n_refs=n_refs, size=size, seed=0))
+        return made[n_refs, size]
+
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root(synthetic_root):
+    """The generated set of ``--synthetic_refs 4 --synthetic_size 32``."""
+    return synthetic_root(4, 32)
+
+
+@pytest.fixture(scope="session")
+def kadid_tree(tmp_path_factory):
+    """KADID-10k in its mixed layout, built from the shared folder's mini set (skipped without it)."""
+    from tests.fixtures_baselines import build_kadid_mixed
+
+    return build_kadid_mixed(tmp_path_factory.mktemp("kadid"), shared_path("data", "mini", "KADID-10k-mini"))
 
 
 def randomise_heads(model) -> None:
@@ -143,6 +179,87 @@ def run_main(main, argv: list[str], capsys) -> SimpleNamespace:
     return SimpleNamespace(returncode=code, stdout=out, stderr=err, value=value)
 
 
+def train_run(data_root: str, checkpoints_dir, name: str, *extra):
+    """train.py's main on :data:`TRAIN`, in this process."""
+    from ahiq.commands import train
+
+    return train.main([*TRAIN, "--data_root", data_root, "--checkpoints_dir", str(checkpoints_dir), "--name", name,
+                       *extra])
+
+
+def score_main(argv):
+    """score.py's main; without a checkpoint in ``argv``, with random heads (``--checkpoint none``)."""
+    from ahiq.commands import score
+
+    return score.main(argv if "--checkpoint" in argv else [*argv, *NO_HEADS])
+
+
+def test_main(argv):
+    """test.py's main; without a checkpoint in ``argv``, with random heads (``--checkpoint none``)."""
+    from ahiq.commands import test
+
+    return test.main(argv if "--checkpoint" in argv else [*argv, *NO_HEADS])
+
+
+test_main.__test__ = False  # a helper, not a test
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (links by target) with the SHA-256 of its bytes: what no refused run may change."""
+    return {str(p.relative_to(folder)): ("link:" + os.readlink(p)) if p.is_symlink() else
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
+
+
+def refused(capsys, main, argv, *expected) -> str:
+    """A run of ``main(argv)`` refused: exit 2, no traceback, its last stderr line an error naming ``expected``."""
+    proc = run_main(main, argv, capsys)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) >= 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = err[-1]
+    assert line.startswith("error: ") and all(e in line for e in expected), line
+    return line
+
+
+def fails(capsys, main, argv, *expected: str) -> str:
+    """A run of ``main(argv)`` refused with exit 2 and a single stderr line (no traceback) naming ``expected``."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder that refuses new files: read-only permissions, or a sysfs folder where those do not bind (root)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return Path("/sys/kernel") if os.access(folder, os.W_OK) else folder
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    """PNG pairs (so that maps could land on them) and a labels.csv over them, in ``tmp_path / data``."""
+    names = [("A0001_00_00.png", "A0001.png"), ("A0001_01_00.png", "A0001.png"), ("A0002_00_00.png", "A0002.png")]
+    root = tmp_path / "data"
+    random_pair_images(root, names, 32, 32)
+    rows = [f"dist/{d},ref/{r},{3.0 + k}" for k, (d, r) in enumerate(names)]
+    (root / "labels.csv").write_text("dist,ref,score\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pairs_folder(tmp_path_factory):
+    """Two BMP pairs of one 32x32 reference, for runs that only read them."""
+    folder = tmp_path_factory.mktemp("pairs")
+    random_pair_images(folder, [("A0001_00_00.bmp", "A0001.bmp"), ("A0001_01_00.bmp", "A0001.bmp")], 32, 32)
+    return folder
+
+
 def pytest_runtest_logreport(report) -> None:
     """With ``AHIQ_SKIPPED_SHARED`` set to a file, list there each test skipped for want of the shared folder
     (CI runs the suite without it, then only those tests with it)."""
@@ -150,3 +267,32 @@ def pytest_runtest_logreport(report) -> None:
     if listing and report.skipped and SHARED_HINT in str(report.longrepr) and not os.environ.get("PYTEST_XDIST_WORKER"):
         with open(listing, "a") as fh:
             fh.write(report.nodeid + "\n")
+
+
+def clone_files() -> set[str] | None:
+    """The clone's untracked and ignored paths (Python's caches left out), or None outside a git work tree."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return {line[3:] for line in proc.stdout.splitlines() if line[:2] in ("??", "!!")
+            and not {"__pycache__", ".pytest_cache"} & set(Path(line[3:]).parts)}
+
+
+def pytest_sessionstart(session) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller: before any worker starts, after all have ended
+        session.config.ahiq_clone_files = clone_files()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """No test writes inside the clone: a session that left a file there fails, naming it."""
+    before = getattr(session.config, "ahiq_clone_files", None)
+    after = clone_files() if before is not None else None
+    if after is not None and after - before:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"error: the tests wrote inside the clone {ROOT}: {', '.join(sorted(after - before))}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

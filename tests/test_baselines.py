@@ -139,13 +139,6 @@ def test_tables_are_scipys_numbers_over_the_splits(tmp_path):
         assert (tmp_path / f"kadid{suffix}").stat().st_size > 0
 
 
-@pytest.fixture(scope="module")
-def kadid_tree(tmp_path_factory):
-    from tests.fixtures_baselines import build_kadid_mixed
-
-    return build_kadid_mixed(tmp_path_factory.mktemp("kadid"), shared_path("data", "mini", "KADID-10k-mini"))
-
-
 def test_standard_splits_with_baselines(kadid_tree, tmp_path, capsys):
     """standard.py --seeds 2 --baselines psnr,ssim: AHIQ, PSNR and SSIM rows and a per-type table; PSNR/SSIM are
     piq's own numbers on each split's test pairs, AHIQ's are test.py's, SRCC rows are scipy's over those pairs."""

@@ -6,14 +6,8 @@ import pytest
 from ahiq.commands import test as test_script
 from experiments import cross_dataset
 from tests import fixtures_standard as fs
-from tests.conftest import TINY_ARGS, run_main, shared_path
-from tests.fixtures_baselines import build_kadid_mixed
+from tests.conftest import TINY_ARGS, run_main
 from ahiq.utils.tables import read_csv
-
-
-@pytest.fixture(scope="module")
-def kadid_tree(tmp_path_factory):
-    return build_kadid_mixed(tmp_path_factory.mktemp("kadid"), shared_path("data", "mini", "KADID-10k-mini"))
 
 
 def test_checkpoint_on_whole_sets(authors_files, kadid_tree, tmp_path, capsys):

@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from ahiq.data.csv_labels import load_csv_dataset
-from tests.conftest import SHARED, TINY_ARGS, random_pair_images
+from tests.conftest import SHARED, TINY_CLI, random_pair_images
 from ahiq.utils.errors import UserError
 
-TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32", "--crops", "center"]
+CENTER = [*TINY_CLI, "--crops", "center"]
 
 
 def test_rows_paths_split_and_orientation(tmp_path):
@@ -112,12 +112,12 @@ def test_train_and_test_on_own_folder(own_folder, tmp_path, capsys):
     common = ["--dataset", "csv", "--data_root", str(root), "--lower_better", "--checkpoints_dir", str(tmp_path),
               "--name", "own"]
     train.main([*common, "--n_epoch", "1", "--max_steps", "1", "--batch_size", "4", "--val_crops", "center",
-                "--progress", "false", *[a for a in TINY if a not in ("--crops", "center")]])
+                "--progress", "false", *TINY_CLI])
     out = capsys.readouterr().out
     assert "train=7 pairs from 2 references val=3 pairs from 1 references" in out
     output = tmp_path / "all.txt"
     metrics = test_script.main([*common, "--split", "all", "--output", str(output), "--save_maps",
-                                str(tmp_path / "maps"), *TINY])
+                                str(tmp_path / "maps"), *CENTER])
     lines = output.read_text().splitlines()
     assert [x.split(",")[0] for x in lines] == [d for d, _, _ in rows]
     maps = sorted(str(p.relative_to(tmp_path / "maps")) for p in (tmp_path / "maps").rglob("*.png"))
@@ -131,7 +131,7 @@ def test_train_and_test_on_own_folder(own_folder, tmp_path, capsys):
     from scipy import stats
 
     assert metrics["SRCC"] == pytest.approx(stats.spearmanr(preds, labels)[0], abs=1e-6)
-    val = test_script.main([*common, "--split", "val", "--output", str(tmp_path / "val.txt"), *TINY])
+    val = test_script.main([*common, "--split", "val", "--output", str(tmp_path / "val.txt"), *CENTER])
     assert [x.split(",")[0] for x in (tmp_path / "val.txt").read_text().splitlines()] == \
         [d for d, r, _ in rows if split[r] == "val"] and np.isfinite(val["SRCC"])
 
@@ -146,7 +146,7 @@ def test_repeated_splits_on_own_folder(own_folder, tmp_path):
     table = standard.main(["--dataset", "csv", "--data_root", str(root), "--lower_better", "--seeds", "1",
                            "--split_ratio", "1:1:1", "--test_crops", "center", "--checkpoints_dir", str(tmp_path),
                            "--n_epoch", "1", "--max_steps", "1", "--batch_size", "4", "--val_crops", "center",
-                           "--progress", "false", *[a for a in TINY if a not in ("--crops", "center")]])
+                           "--progress", "false", *TINY_CLI])
     assert table.splitlines()[0].startswith("| csv (1 splits) | SRCC | PLCC | KRCC |")
     tested = [x.split(",")[0] for x in (tmp_path / "csv_split0" / "test_results.txt").read_text().splitlines()]
     listed = [d for d, _, _ in rows]
@@ -182,3 +182,25 @@ def test_printed_lines_name_arguments_as_the_entry_point_does(capsys):
     assert plain(line) == "give a smaller crop_size=value"  # from Python
     assert cli_main(lambda: plain(line))() == "give a smaller --crop_size value"  # inside a script
     assert plain(line) == "give a smaller crop_size=value"  # and back after it
+
+
+def test_a_reference_named_three_ways_is_one_reference(tmp_path):
+    from ahiq.data.datasets import DataConfig
+    from ahiq.data.splits import prepare_splits
+
+    names = [(f"A000{r}_0{k}_00.png", f"A000{r}.png") for r in range(1, 7) for k in range(2)]
+    random_pair_images(tmp_path, names, 32, 32)
+    spell = [lambda r: f"ref/{r}", lambda r: f"ref/../ref/{r}", lambda r: str(tmp_path / "ref" / r)]
+    lines = [f"dist/{d},{spell[k % 3](r)},{k}" for k, (d, r) in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("dist,ref,score\n" + "\n".join(lines) + "\n")
+    parts, _ = prepare_splits(DataConfig("csv", str(tmp_path), split_ratio="4:1:1"), None)
+    refs = {part: {p.ref_id for p in pairs} for part, pairs in parts.items()}
+    assert sum(map(len, refs.values())) == 6 and all(r.startswith("ref/A000") for v in refs.values() for r in v)
+    assert not (refs["train"] & refs["val"]) and not (refs["train"] & refs["test"])
+    (tmp_path / "labels.csv").write_text("dist,ref,score\ndist/A0001_00_00.png,ref/A0001.png,1\n"
+                                         "dist/../dist/A0001_00_00.png,ref/A0001.png,2\n")
+    from ahiq.data.csv_labels import load_csv_dataset
+    from ahiq.utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"labels.csv:3: dist/../dist/A0001_00_00.png is listed again"):
+        load_csv_dataset(tmp_path)

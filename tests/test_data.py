@@ -165,6 +165,7 @@ def test_crops_share_window_reach_every_position_and_flip_is_horizontal(tmp_path
     assert any((vertical[i][0][0, :, 0] // 30).diff()[0] == -1 for i in range(20))  # the authors' up-down flip
 
 
+@pytest.mark.slow  # 23200 PIPAL files written, then train.py as a process
 def test_check_data_real_pipal_counts_and_a_missing_image(tmp_path, capsys):
     from ahiq.commands import train
 
@@ -244,3 +245,25 @@ def test_8_and_16_bit_images_meet_as_unit_floats_wherever_they_are_stacked():
     stacked = CropPairs.collate([(to_t(eight), to_t(eight), target, 0), (to_t(sixteen), to_t(eight), target, 1)])
     assert stacked[0].dtype == torch.float32 and stacked[1].dtype == torch.uint8  # each column on its own
     assert torch.allclose(stacked[0][0], torch.tensor(0.2)) and stacked[3].tolist() == [0, 1]
+
+
+def test_duplicate_label_across_files_names_image_and_both_files(tmp_path):
+    from ahiq.data.pipal import load_pipal_train
+
+    (tmp_path / "Train_Ref").mkdir()
+    (tmp_path / "Train_Dis").mkdir()
+    labels = tmp_path / "Train_Label"
+    labels.mkdir()
+    (labels / "A0001.txt").write_text("A0001_00_00.bmp,1500\nA0001_00_01.bmp,1400\n")
+    (labels / "A0002.txt").write_text("A0002_00_00.bmp,1500\nA0001_00_01.bmp,1300\n")
+    with pytest.raises(UserError) as err:
+        load_pipal_train(tmp_path)
+    assert str(err.value) == (f"{labels / 'A0002.txt'}:2: A0001_00_01.bmp is labelled again (first at "
+                              f"{labels / 'A0001.txt'}:2); delete one of the lines")
+
+
+def test_label_lines_split_at_cr_and_lf_only(tmp_path):
+    from ahiq.data.labels import label_lines
+
+    (tmp_path / "l.txt").write_text("a\u2028b.bmp,1\r\nc.bmp,2\rd.bmp,3\n", newline="")
+    assert label_lines(tmp_path / "l.txt") == ["a\u2028b.bmp,1", "c.bmp,2", "d.bmp,3"]

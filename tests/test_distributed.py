@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import ROOT, TINY_ARGS, run_main
@@ -22,6 +23,7 @@ def _torchrun(tmp_path, *extra):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
     proc = _torchrun(tmp_path, "--n_epoch", "1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from ahiq.engine.device import native_bf16
 from experiments import standard
 from tests.conftest import TINY_ARGS
@@ -52,6 +54,7 @@ def test_repeated_splits_on_the_one_reference_mini_set(tmp_path, capsys):
         assert "nan" not in (tmp_path / f"kadid10k{suffix}").read_text().lower()
 
 
+@pytest.mark.slow
 def test_ablations_table_over_every_preset(tmp_path, capsys):
     """Every ablation preset trains (overridden to a tiny synthetic run), the table has one row per preset with
     >= 4 different trainable-parameter counts, and each checkpoint scores through score.py with its

@@ -217,6 +217,7 @@ def _tracked_copy(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_the_wheel_is_one_import_name_and_scores_like_score_py(files, tmp_path, capsys):
     pytest.importorskip("wheel", reason="building the wheel offline needs the wheel package (requirements-dev.txt)")
     source = _tracked_copy(tmp_path / "source")

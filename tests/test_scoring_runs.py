@@ -41,6 +41,7 @@ def _torchrun(script, *argv, timeout=300):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_single_process_bytes(folder, tmp_path, capsys):
     from ahiq.commands import test as test_script
 
@@ -63,6 +64,7 @@ def test_two_processes_write_the_single_process_bytes(folder, tmp_path, capsys):
     assert not list(tmp_path.glob("*.journal*"))  # done: the journals are gone
 
 
+@pytest.mark.slow
 def test_a_rank_that_fails_stops_both_with_one_line(folder, tmp_path):
     # rank 1 meets an image it cannot decode after the screening passed (found late)
     script = tmp_path / "late_failure.py"
@@ -81,6 +83,7 @@ def test_a_rank_that_fails_stops_both_with_one_line(folder, tmp_path):
     assert not (tmp_path / "late.csv").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_csv_and_other_settings_are_refused(folder, tmp_path, capsys):
     slow = ["--batch_size", "1", "--crops", "random:40"]  # 440 forward passes: time to stop it part-way
     whole = run_main(score.main, _argv(folder, tmp_path / "whole.csv", *slow), capsys)

@@ -302,3 +302,14 @@ def test_check_data_collapses_a_missing_image_folder_into_one_line(tmp_path, cap
                                                           out)]
     assert len(problems) == 3 and sum(counts) == n_pairs and n_pairs >= 7  # one line per split, not per pair
     assert re.findall(r"; (\d+) problems$", out, re.M) == ["1", "1", "1"]
+
+
+def test_csiq_dst_type_ignores_case_and_spaces(tmp_path):
+    from ahiq.data.standard import load_csiq
+    from tests.fixtures_standard import build_csiq, csiq_rows
+
+    rows = [r for r in csiq_rows() if r[2] in ("jpeg2000", "noise")][:4]
+    spelled = [(r[0], r[1], "jpeg 2000" if r[2] == "jpeg2000" else "Noise", *r[3:]) for r in rows]
+    pairs = load_csiq(build_csiq(tmp_path / "CSIQ", spelled, images=False))
+    assert sorted(p.dist.parent.name for p in pairs) == sorted("jpeg2000" if r[2] == "jpeg2000" else "awgn"
+                                                             for r in rows)

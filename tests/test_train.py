@@ -17,13 +17,8 @@ BASE = ["--dataset", "synthetic", "--synthetic_refs", "4", "--synthetic_size", "
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """The synthetic set of BASE, written here: a test must not depend on another having trained first."""
-    from ahiq.data.synthetic import ensure_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    ensure_synthetic(root, n_refs=4, size=64, seed=0)  # --synthetic_refs 4 --synthetic_size 64, --split_seed 0
-    return str(root)
+def data_root(synthetic_root):
+    return synthetic_root(4, 64)  # BASE's --synthetic_refs 4 --synthetic_size 64 (--split_seed 0)
 
 
 def _run(data_root, ckpt_dir, name, *extra):
@@ -189,7 +184,8 @@ def test_fine_tune_from_an_authors_format_checkpoint(data_root, tmp_path, capsys
                                                                             TINY.head_kwargs)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--checkpoint", str(tmp_path / "tune" / "last.pth"), "--vit_blocks", "1-5"])
+        train.main(["--checkpoint", str(tmp_path / "tune" / "last.pth"), "--vit_blocks", "1-5", "--checkpoints_dir",
+                    str(tmp_path)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "was trained with vit_blocks 1,3, the options say 1,2,3,4,5" in err

@@ -63,6 +63,7 @@ def scored_sets(metrics: int, sets: int, n: int = 30) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_comparison_pictures_never_overlap_from_1_to_10_metrics(drawn, tmp_path):
     """Every number of metrics from 1 to 10, one set or three splits: no text box over another (titles, axis
     labels, tick labels, the figure title), the label on x and each metric on y, one fitted curve per set, and a
