@@ -22,6 +22,29 @@ def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
                                 "through the run's opt.json, to its test run.")
 
 
+def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse.Namespace, list[str]]:
+    """Parse with the options of repeated splits added (``--seeds``, ``--split_ratio``, ``--test_crops``,
+    ``--checkpoints_dir``): the known options and the rest, for train.py."""
+    p.add_argument("--seeds", type=int, default=seeds, help="number of random splits (split seeds 0..K-1)")
+    p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
+    p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
+    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the tables go")
+    args, extra = p.parse_known_args(argv)
+    if not 1 <= args.seeds <= 1000:
+        raise UserError("--seeds must be 1..1000")
+    return args, extra
+
+
+def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), test_argv=(), config=()) -> dict:
+    """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last), then test
+    it on that split's test part: :func:`train_then_test`'s metrics."""
+    run = Path(args.checkpoints_dir) / name
+    return train_then_test([*config, "--dataset", args.dataset, "--name", name, "--checkpoints_dir",
+                            args.checkpoints_dir, "--split_ratio", args.split_ratio, "--split_seed", str(seed),
+                            *train_argv], run, ["--split", "test", "--crops", args.test_crops, "--output",
+                                                str(run / "test_results.txt"), *test_argv])
+
+
 def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> dict:
     """``train.py train_argv`` (which makes the run folder ``run``), then :func:`test_run`; test.py's metrics and
     the training time (``seconds``)."""
