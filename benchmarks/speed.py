@@ -84,7 +84,7 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
             with precision_context(precision, device):
                 return net(dist, ref)
 
-        _, t, mem = timed(lambda: step(predict, opt), device, args.train_steps)
+        _, t, mem = timed(lambda opt=opt, predict=predict: step(predict, opt), device, args.train_steps)
         rows.append((f"train b{batch}", f"ours {precision}", batch / t, t_base / t, mem, float("nan")))
     return rows
 

@@ -19,12 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.authors_pattern import (  # noqa: E402
-    AuthorsPattern,
-    authors_optimizer,
-    authors_scheduler,
-    authors_train_step,
-)
+from benchmarks.authors_pattern import (AuthorsPattern, authors_optimizer, authors_scheduler,  # noqa: E402
+                                        authors_train_step)
 from benchmarks.common import KADID, image_tensor, parser  # noqa: E402
 from ahiq.engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq  # noqa: E402
