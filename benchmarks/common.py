@@ -35,8 +35,8 @@ def _rss_kib(field: str) -> int:
 
 
 def reset_peak(device: torch.device) -> float:
-    """Start a new peak of memory: CUDA allocations, or on a CPU the process's resident set (``VmHWM``, reset
-    through ``/proc/self/clear_refs``); the memory in use now (MiB)."""
+    """Start a new peak of memory (CUDA allocations, or the CPU process's resident set via ``/proc/self/clear_refs``);
+    the memory in use now (MiB)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -52,8 +52,8 @@ def peak_mib(device: torch.device) -> float:
 
 
 def timed(fn, device: torch.device, repeats: int = 1, warm_up=None) -> tuple[object, float, float]:
-    """``fn()`` after one call of ``warm_up`` (default ``fn``: cuDNN autotune, compile): its last output, the
-    seconds per call and the peak CUDA memory of the timed calls (GiB, NaN on a CPU)."""
+    """``fn()`` ``repeats`` times after one ``warm_up`` call (default ``fn``): the last output, seconds per call, peak
+    CUDA GiB (NaN on a CPU)."""
     (warm_up or fn)()
     if device.type == "cuda":
         reset_peak(device)
@@ -67,7 +67,7 @@ def timed(fn, device: torch.device, repeats: int = 1, warm_up=None) -> tuple[obj
 
 def spread_heads(model: torch.nn.Module, gain: float = 1.0, bias: float = 0.01, seed: int = 1) -> None:
     """Seeded random fusion and head weights whose scores spread (PyTorch's default init makes them near-constant):
-    ``N(0, gain / fan_in)`` for weights, ``N(0, bias^2)`` for biases (small: no dead ReLUs)."""
+    ``N(0, gain / fan_in)``, biases ``N(0, bias^2)``."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for prm in [*model.deform_net.parameters(), *model.regressor.parameters()]:
@@ -76,7 +76,7 @@ def spread_heads(model: torch.nn.Module, gain: float = 1.0, bias: float = 0.01, 
 
 
 def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A blurred random picture, ``(H, W, 3)`` uint8 (smooth like a photograph, so distortions change it)."""
+    """A blurred random picture ``(H, W, 3)`` uint8, smooth like a photograph."""
     blurred = cv2.GaussianBlur(rng.random((height, width, 3)).astype(np.float32), (0, 0), 3)
     return np.clip(blurred * 510 - 128, 0, 255).astype(np.uint8)
 

@@ -75,7 +75,7 @@ def image_not_found(path: Path) -> UserError:
     except OSError:
         near = []
     if near:
-        return UserError(f"{path}: image not found; {folder} holds {spell(near[0])}, a name that differs "
+        return UserError(f"{path}: image not found; {folder} holds {near[0]!r}, a name that differs "
                          f"{difference(path.name, near[0])}: rename the file or the name that lists it")
     return UserError(f"{path}: image not found")
 
@@ -272,11 +272,6 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).lower()
 
 
-def spell(name: str) -> str:
-    """A name as messages show it: quoted, with non-printable characters escaped."""
-    return repr(name)
-
-
 def difference(a: str, b: str) -> str:
     """How two names with one :func:`name_key` differ: ``"only in case"`` or ``"only in Unicode normalisation (...)"``."""
     if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
@@ -295,7 +290,7 @@ def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Pa
             both = (other.name, p.name) if other.parent == p.parent else (str(other), str(p))
             why = ("the same name in two folders" if other.name == p.name else
                    f"names that differ {difference(other.name, p.name)}")
-            raise UserError(f"{where}: {spell(both[0])} and {spell(both[1])} are {why}, which names cannot tell "
+            raise UserError(f"{where}: {both[0]!r} and {both[1]!r} are {why}, which names cannot tell "
                             "apart; rename or remove one")
     return found
 
@@ -339,7 +334,7 @@ class References:
         found = self.candidates(name, itself)
         if len(found) > 1:
             raise UserError(f"{where or name}: {len(found)} references fit it in {self.folder} "
-                            f"({', '.join(spell(p.name) for p in found)}: the same name, or the part before the first "
+                            f"({', '.join(repr(p.name) for p in found)}: the same name, or the part before the first "
                             "underscore, in any case); rename or remove all but one, or give "
                             f"{arg('ref')}FILE")
         return found[0] if found else None

@@ -175,14 +175,12 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
         raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
                         + f"\n(fix them, {listing}or add {flag('skip_bad')} to use the rest)")
     warned = set() if warned is None else warned
-    if alpha and "alpha" not in warned:
-        warned.add("alpha")
-        report(f"warning: {len(alpha)} image(s) have an alpha channel (first: {alpha[0]}); AHIQ scores their "
-               "RGB values and ignores alpha")
-    if animated and "animated" not in warned:
-        warned.add("animated")
-        report(f"warning: {len(animated)} image(s) are animations (first: {animated[0]}); AHIQ scores their first "
-               "frame")
+    for key, files, what in (("alpha", alpha, "have an alpha channel (first: {}); AHIQ scores their RGB values and "
+                                              "ignores alpha"),
+                             ("animated", animated, "are animations (first: {}); AHIQ scores their first frame")):
+        if files and key not in warned:
+            warned.add(key)
+            report(f"warning: {len(files)} image(s) " + what.format(files[0]))
     for line in problems:
         report(f"skipped{f' ({part})' if part else ''}: {line}")
     bad = {p.index for p in found}

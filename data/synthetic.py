@@ -152,15 +152,10 @@ def distort(ref: np.ndarray, dist_type: int, level: int, rng: np.random.Generato
 
 
 def _parameters(n_refs: int, size: int, seed: int) -> dict:
-    return {
-        "version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS,
-        "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)},
-        "pseudo_mos": {
-            "ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH,
-            "logistic_centre": LOGISTIC_CENTRE, "logistic_scale": LOGISTIC_SCALE,
-            "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD,
-        },
-    }
+    mos = {"ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH, "logistic_centre": LOGISTIC_CENTRE,
+           "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
+    return {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
+            "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
 
 
 def _read_json(path: Path) -> dict | None:

@@ -15,8 +15,7 @@ from ahiq.utils.io import atomic_write_text  # noqa: E402
 
 
 def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
-    """An experiment's parser: its docstring's first line, defaults shown, and the note that every other option
-    goes to ``passes_to``."""
+    """An experiment's parser: its docstring's first line, defaults shown, every other option passed to ``passes_to``."""
     return OneLineErrors(description=doc.splitlines()[0], formatter_class=OneDefaultHelpFormatter, allow_abbrev=False,
                          epilog=f"Every other option is passed to {passes_to} (see python {passes_to} --help) and, "
                                 "through the run's opt.json, to its test run.")
@@ -24,7 +23,7 @@ def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
 
 def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse.Namespace, list[str]]:
     """Parse with the options of repeated splits added (``--seeds``, ``--split_ratio``, ``--test_crops``,
-    ``--checkpoints_dir``): the known options and the rest, for train.py."""
+    ``--checkpoints_dir``): the known options and the rest (for train.py)."""
     p.add_argument("--seeds", type=int, default=seeds, help="number of random splits (split seeds 0..K-1)")
     p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
     p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
@@ -36,8 +35,8 @@ def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse
 
 
 def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), test_argv=(), config=()) -> dict:
-    """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last), then test
-    it on that split's test part: :func:`train_then_test`'s metrics."""
+    """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last) and test it on
+    the split's test part: :func:`train_then_test`."""
     run = Path(args.checkpoints_dir) / name
     return train_then_test([*config, "--dataset", args.dataset, "--name", name, "--checkpoints_dir",
                             args.checkpoints_dir, "--split_ratio", args.split_ratio, "--split_seed", str(seed),
@@ -46,8 +45,8 @@ def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), tes
 
 
 def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> dict:
-    """``train.py train_argv`` (which makes the run folder ``run``), then :func:`test_run`; test.py's metrics and
-    the training time (``seconds``)."""
+    """``train.py train_argv`` (making the run folder ``run``), then :func:`test_run`: test.py's metrics and the
+    training ``seconds``."""
     from ahiq.commands import train as train_script
 
     start = time.perf_counter()
@@ -56,9 +55,8 @@ def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> d
 
 
 def test_run(run: Path, test_argv: list[str], checkpoint: str | None = None, data: bool = True) -> dict:
-    """``test.py`` with the training run's own options (its ``opt.json``: every option the two scripts share
-    reaches the test run) and ``checkpoint`` (default its ``best.pth``), ``test_argv`` on top; ``data=False``
-    leaves the run's data options out (another dataset is tested). test.py's metrics."""
+    """``test.py`` with the training run's own options (its ``opt.json``) and ``checkpoint`` (default its ``best.pth``),
+    ``test_argv`` on top; ``data=False`` leaves the run's data options out (another dataset). test.py's metrics."""
     from ahiq.commands import test as test_script
 
     config = run / "opt.json"
