@@ -35,7 +35,7 @@ def measure(args, checkpointing: bool) -> dict:
     """One setting, in a fresh process: its step's peak is not hidden by memory a previous setting left behind."""
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    loss_fn = AHIQLoss(pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,
+    loss_fn = AHIQLoss("none", pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,
                        checkpointing=checkpointing)
     gen = torch.Generator().manual_seed(1)
     ref = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
