@@ -18,11 +18,9 @@ from experiments import parse_splits, parser, split_run  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
-from ahiq.utils.comparison import fit_cell, spread_cells  # noqa: E402
+from ahiq.utils.comparison import OVERALL as METRICS, fit_cell, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS, figure  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
-
-METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 
 def summary_table(dataset: str, results: list[dict]) -> str:
