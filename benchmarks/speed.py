@@ -31,14 +31,22 @@ from ahiq.models.ahiq import build_ahiq  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 
 
+def table_rows(task: str, n: int, timings: dict[str, tuple]) -> list[tuple]:
+    """``(task, path, pairs/s, vs authors, peak GiB, max abs score diff)`` per :func:`timed` path, the authors' first
+    (the diff is NaN where a path returns no scores)."""
+    base, t_base, _ = next(iter(timings.values()))
+    return [(task, path, n / t, t_base / t, mem, float("nan") if out is None else (out - base).abs().max().item())
+            for path, (out, t, mem) in timings.items()]
+
+
 def scoring(model, reference, images, positions, crop, device, args) -> list[tuple]:
     dist, ref = images
 
     def authors():
         return torch.stack([reference.score_image(d[None], r[None], positions, crop)[0] for d, r in zip(dist, ref)])
 
-    base, t_base, mem_base = timed(authors, device, 1)
-    rows = [("score", "authors fp32", len(dist) / t_base, 1.0, mem_base, base.tolist())]
+    timings = {"authors fp32": timed(authors, device, 1)}
+    print(f"authors' scores: {[round(v, 4) for v in timings['authors fp32'][0].tolist()]}")
     for precision in ("fp32", "bf16"):
         net = torch.compile(model) if args.compile else model
 
@@ -49,10 +57,8 @@ def scoring(model, reference, images, positions, crop, device, args) -> list[tup
                 r = crop_batch(list(ref), [positions] * len(ref), crop)
                 return net(d, r).float().view(len(dist), -1).mean(1)
 
-        out, t, mem = timed(ours, device, args.repeats)
-        rows.append(("score", f"ours {precision}" + (" compiled" if args.compile else ""), len(dist) / t,
-                     t_base / t, mem, (out - base).abs().max().item()))
-    return rows
+        timings[f"ours {precision}" + (" compiled" if args.compile else "")] = timed(ours, device, args.repeats)
+    return table_rows("score", len(dist), timings)
 
 
 def training(model, reference, batch, crop, device, args) -> list[tuple]:
@@ -71,11 +77,10 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     for backbone in (reference.vit, reference.resnet):
         backbone.requires_grad_(True)  # their backbones were not frozen: backward ran through them
     opt = torch.optim.Adam(heads, lr=1e-6)
-    _, t_base, mem_base = timed(lambda: step(lambda: reference.predict(dist, ref), opt), device, args.train_steps)
+    timings = {"authors fp32": timed(lambda: step(lambda: reference.predict(dist, ref), opt), device, args.train_steps)}
     for backbone in (reference.vit, reference.resnet):
         backbone.requires_grad_(False)
         backbone.zero_grad(set_to_none=True)
-    rows = [(f"train b{batch}", "authors fp32", batch / t_base, 1.0, mem_base, float("nan"))]
     for precision in ("fp32", "bf16"):
         opt = torch.optim.Adam(heads, lr=1e-6, fused=device.type == "cuda")
         net = torch.compile(model) if args.compile else model
@@ -84,9 +89,9 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
             with precision_context(precision, device):
                 return net(dist, ref)
 
-        _, t, mem = timed(lambda opt=opt, predict=predict: step(predict, opt), device, args.train_steps)
-        rows.append((f"train b{batch}", f"ours {precision}", batch / t, t_base / t, mem, float("nan")))
-    return rows
+        timings[f"ours {precision}"] = timed(lambda opt=opt, predict=predict: step(predict, opt), device,
+                                             args.train_steps)
+    return table_rows(f"train b{batch}", batch, timings)
 
 
 def write_dataset(folder: Path, reference: torch.Tensor, count: int) -> list[tuple[Path, Path]]:
@@ -104,7 +109,6 @@ def write_dataset(folder: Path, reference: torch.Tensor, count: int) -> list[tup
 
 def dataset(model, reference, reference_image, crop, device, args) -> list[tuple]:
     """1 reference x N distorted image files, five crops: authors, pair by pair, reference side reused."""
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         pairs = write_dataset(Path(tmp), reference_image, args.dataset_images)
         positions = crop_positions("five", args.image, args.image, crop, seed=SEED)
@@ -121,24 +125,21 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
         def on_pairs(fn):  # warm-up on one pair: the whole set once more would double a CPU run
             return timed(lambda: fn(pairs), device, warm_up=lambda: fn(pairs[:1]))
 
-        name = f"dataset 1x{len(pairs)}"
-        base, t_base, mem = on_pairs(authors)
-        rows.append((name, "authors fp32", len(pairs) / t_base, 1.0, mem, 0.0))
+        timings = {"authors fp32": on_pairs(authors)}
         for precision in ("fp32", "bf16"):
-            scores = {}
             for reuse, label in ((False, "pair by pair"), (True, "reference reused")):
-                scores[reuse], t, mem = on_pairs(functools.partial(ours, precision=precision, reuse=reuse))
-                rows.append((name, f"ours {precision} {label}", len(pairs) / t, t_base / t, mem,
-                             (scores[reuse] - base).abs().max().item()))
-            print(f"{name} {precision}: max |reused - pair by pair| = "
-                  f"{(scores[True] - scores[False]).abs().max().item():.2e}", flush=True)
+                timings[f"ours {precision} {label}"] = on_pairs(functools.partial(ours, precision=precision,
+                                                                                  reuse=reuse))
+            reused, each = (timings[f"ours {precision} {label}"][0] for label in ("reference reused", "pair by pair"))
+            print(f"dataset 1x{len(pairs)} {precision}: max |reused - pair by pair| = "
+                  f"{(reused - each).abs().max().item():.2e}", flush=True)
         for precision in ("fp32", "bf16"):  # the cache is one row per crop: measure one crop
             with torch.inference_mode(), precision_context(precision, device):
                 crops = crop_batch([image_tensor(pairs[0][1], device)[0]], [positions[:1]], crop)
                 per_crop = model.encode_reference(crops).nbytes
             print(f"reference cache ({crop}x{crop} crops, {precision}, one reference held): five crops "
                   f"{5 * per_crop / 2**20:.1f} MiB, twenty crops {20 * per_crop / 2**20:.1f} MiB", flush=True)
-    return rows
+    return table_rows(f"dataset 1x{len(pairs)}", len(pairs), timings)
 
 
 def parse(argv):
@@ -186,11 +187,7 @@ def main(argv=None) -> None:
     ref = (dist.int() + torch.randint(-20, 21, dist.shape, generator=gen)).clamp(0, 255).to(torch.uint8)
     dist, ref = dist.to(device), ref.to(device)
     positions = crop_positions(f"random:{args.crops}", args.image, args.image, args.crop, seed=SEED)
-    rows = []
-    if "score" in args.cases:
-        rows = scoring(model, reference, (dist, ref), positions, args.crop, device, args)
-        print(f"authors' scores: {[round(v, 4) for v in rows[0][-1]]}")
-        rows[0] = rows[0][:-1] + (0.0,)
+    rows = scoring(model, reference, (dist, ref), positions, args.crop, device, args) if "score" in args.cases else []
     if "dataset" in args.cases:
         rows += dataset(model, reference, ref[0], args.crop, device, args)
     with contextlib.suppress(torch.cuda.OutOfMemoryError):
