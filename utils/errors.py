@@ -17,19 +17,14 @@ from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
-_ARG = re.compile(r"\{arg:([A-Za-z_][A-Za-z0-9_]*)\}")
-_FLAG = re.compile(r"\{flag:([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = re.compile(r"\{name:([A-Za-z_][A-Za-z0-9_]*)\}")
+_MARK = re.compile(r"\{(arg|flag|name):([A-Za-z_][A-Za-z0-9_]*)\}")
+_FORMS = {True: {"arg": "--{} ", "flag": "--{}", "name": "--{}"}, False: {"arg": "{}=", "flag": "{}=True", "name": "{}"}}
 _in_script = False  # inside a script's main (cli_main): printed lines name arguments as flags
 
 
 def render(text: str, cli: bool) -> str:
     """``text`` with its markers as flags (``cli``) or as Python arguments."""
-    if cli:
-        text = _NAME.sub(lambda m: f"--{m.group(1)}", text)
-        return _FLAG.sub(lambda m: f"--{m.group(1)}", _ARG.sub(lambda m: f"--{m.group(1)} ", text))
-    text = _NAME.sub(lambda m: m.group(1), text)
-    return _FLAG.sub(lambda m: f"{m.group(1)}=True", _ARG.sub(lambda m: f"{m.group(1)}=", text))
+    return _MARK.sub(lambda m: _FORMS[cli][m.group(1)].format(m.group(2)), text)
 
 
 def plain(text: str) -> str:
