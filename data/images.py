@@ -85,13 +85,12 @@ def image_not_found(path: Path) -> UserError:
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _over_budget(path: Path, width: int, height: int, max_pixels: int | None) -> UserError | None:
-    if max_pixels is None or width * height <= max_pixels:
-        return None
-    return UserError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the budget of "
-                     f"{max_pixels / 1e6:g} per image (decoding would take up to "
-                     f"{width * height * DECODED_BYTES_PER_PIXEL / 2**30:.1f} GiB); give a larger "
-                     f"{arg('max_megapixels')}value (up to {PIL_LIMIT_MEGAPIXELS:g}) or a smaller image")
+def _check_budget(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise UserError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the budget of "
+                        f"{max_pixels / 1e6:g} per image (decoding would take up to "
+                        f"{width * height * DECODED_BYTES_PER_PIXEL / 2**30:.1f} GiB); give a larger "
+                        f"{arg('max_megapixels')}value (up to {PIL_LIMIT_MEGAPIXELS:g}) or a smaller image")
 
 
 def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader:
@@ -99,9 +98,7 @@ def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader
     width, height = img.size
     if img.format == "TIFF":  # newer PIL reports a TIFF's size with its orientation applied: take the stored one
         width, height = int(img.tag_v2.get(256, width)), int(img.tag_v2.get(257, height))
-    too_large = _over_budget(path, width, height, max_pixels)
-    if too_large is not None:
-        raise too_large
+    _check_budget(path, width, height, max_pixels)
     # PIL's PNG getexif() decodes the whole file for an eXIf chunk after the pixels; viewers read img.info's.
     has_exif = img.format != "PNG" or "exif" in img.info
     orientation = int(img.getexif().get(0x0112, 1) or 1) if has_exif else 1

@@ -63,12 +63,8 @@ class CropPairs(Dataset):
             raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
         if crop_rule not in CROP_RULES:
             raise UserError(f"{arg('train_crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")
-        self.pairs = pairs
-        self.targets = np.asarray(targets, dtype=np.float32)
-        self.crop = crop
-        self.flip = flip
-        self.seed = seed
-        self.crop_rule = crop_rule
+        self.pairs, self.targets = pairs, np.asarray(targets, dtype=np.float32)
+        self.crop, self.flip, self.seed, self.crop_rule = crop, flip, seed, crop_rule
         self.max_pixels = max_pixels  # the pixel budget per image
 
     def __len__(self) -> int:
