@@ -1,14 +1,10 @@
 """The authors' computation pattern, as a reference for correctness tests and speed ratios.
 
-Follows what the authors' release does: whole timm backbones with forward hooks on every transformer
-block and bottleneck, the distorted and reference images through each backbone separately, the offsets
-computed twice (once per image, from an upsampled 3840-channel map), torchvision's deformable convolution,
-their head's arithmetic, fp32. At test time (``score_crop``, ``score_image``: their ``eval_epoch``) one crop
-position at a time; in training (:func:`authors_train_step`: their ``train_epoch``) MSE on the squeezed
-prediction, back-propagated through the whole backbones too (their backbones were never frozen), Adam over
-their two parameter groups and ``CosineAnnealingLR`` stepped per iteration. It shares the parameter
-tensors of an :class:`AHIQ` model, so both compute the same function and their scores can be compared;
-to train both side by side, give it a copy (``AuthorsPattern(copy.deepcopy(model))``).
+As in their release: whole timm backbones with forward hooks, each image through each backbone separately, the
+offsets computed twice, torchvision's deformable convolution, their head's arithmetic, fp32; one crop position at a
+time at test time (their ``eval_epoch``); in training (their ``train_epoch``) back-propagation through the whole
+backbones, Adam over their two parameter groups, ``CosineAnnealingLR`` stepped per iteration. It shares the
+parameter tensors of an :class:`AHIQ` model; to train both side by side, give it a copy.
 """
 from __future__ import annotations
 
@@ -33,25 +29,17 @@ class AuthorsPattern(nn.Module):
         # The truncated backbones keep timm's parameter names, so the whole networks take their weights;
         # the layers they dropped keep random weights (never read: they only cost time, as in the release).
         self.vit.load_state_dict(model.vit.model.state_dict(), strict=False)
-        own = {k: v for k, v in model.cnn.state_dict().items()}
-        renamed = {k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1."): v for k, v in own.items()}
+        renamed = {k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1."): v for k, v in model.cnn.state_dict().items()}
         renamed = {(f"layer{int(k.split('.')[1]) + 1}." + k.split(".", 2)[2]) if k.startswith("stages.") else k: v
                    for k, v in renamed.items()}
         self.resnet.load_state_dict(renamed, strict=False)
         self.vit.eval()
         self.resnet.eval()
-        self.blocks = cfg.vit_blocks
-        self.stage = cfg.cnn_stage
-        self.patch = model.vit.patch_size
-        self.deform_net = model.deform_net
-        self.regressor = model.regressor
-        self.normalise = model.normalise
+        self.blocks, self.patch = cfg.vit_blocks, model.vit.patch_size
+        self.deform_net, self.regressor, self.normalise = model.deform_net, model.regressor, model.normalise
         self._outputs: list[torch.Tensor] = []
-        for module in self.vit.modules():
-            if isinstance(module, timm.models.vision_transformer.Block):
-                module.register_forward_hook(lambda m, i, o: self._outputs.append(o))
-        stage = getattr(self.resnet, f"layer{self.stage}")
-        for block in stage:
+        blocks = [m for m in self.vit.modules() if isinstance(m, timm.models.vision_transformer.Block)]
+        for block in [*blocks, *getattr(self.resnet, f"layer{cfg.cnn_stage}")]:
             block.register_forward_hook(lambda m, i, o: self._outputs.append(o))
 
     def _vit(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,10 +95,8 @@ class AuthorsPattern(nn.Module):
 
 def authors_optimizer(pattern: AuthorsPattern, lr: float = 1e-4, weight_decay: float = 1e-5) -> torch.optim.Adam:
     """Their optimiser: plain Adam over two groups, ``regressor`` then ``deform_net``, same rate and decay."""
-    return torch.optim.Adam([
-        {"params": pattern.regressor.parameters(), "lr": lr, "weight_decay": weight_decay},
-        {"params": pattern.deform_net.parameters(), "lr": lr, "weight_decay": weight_decay},
-    ])
+    return torch.optim.Adam([{"params": part.parameters(), "lr": lr, "weight_decay": weight_decay}
+                             for part in (pattern.regressor, pattern.deform_net)])
 
 
 def authors_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0):

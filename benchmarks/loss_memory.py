@@ -3,12 +3,8 @@
     python benchmarks/loss_memory.py                    # default network, B=4, 224x224 images (one crop each)
     python benchmarks/loss_memory.py --device cuda --batch 16
 
-Both settings run on the same inputs and seeded random weights; the table gives
-seconds per step (median), the ratio to the run without checkpointing, and the peak memory a step adds
-on top of what the network and inputs hold: CUDA ``max_memory_allocated``, or on a CPU the process's peak
-resident set (``VmHWM``, reset through ``/proc/self/clear_refs``). Each setting runs in its own process,
-so memory one leaves in the allocator cannot hide the other's peak. The gradients are compared too:
-checkpointing recomputes, it must not change them.
+Same inputs and seeded weights; each setting in its own process. Seconds per step (median), the ratio, the peak
+memory a step adds (CUDA allocations, or the CPU's resident set), and the gradients' difference (must be ~0).
 """
 from __future__ import annotations
 
@@ -24,32 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import parser, peak_mib, print_table, reset_peak, sync  # noqa: E402
 from ahiq.engine.device import resolve_device  # noqa: E402
 from ahiq.engine.loss import AHIQLoss  # noqa: E402
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak(device: torch.device) -> float:
-    """Reset the peak counter; return the memory in use now (MiB)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**20
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    return _rss_kib("VmRSS") / 1024
-
-
-def _peak(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _rss_kib("VmHWM") / 1024
 
 
 def step(loss_fn: AHIQLoss, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -62,29 +35,27 @@ def measure(args, checkpointing: bool) -> dict:
     """One setting, in a fresh process: its step's peak is not hidden by memory a previous setting left behind."""
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    loss_fn = AHIQLoss(pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,
+    loss_fn = AHIQLoss("none", pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,
                        checkpointing=checkpointing)
     gen = torch.Generator().manual_seed(1)
     ref = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(device)
     dist = (ref + 0.1 * torch.randn(ref.shape, generator=gen).to(device)).clamp(0, 1)
-    base = _reset_peak(device)
+    base = reset_peak(device)
     grad = step(loss_fn, dist, ref)  # warm-up; its peak counts (a first step costs what later ones do)
     times = []
     for _ in range(args.repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         step(loss_fn, dist, ref)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "mib": _peak(device) - base, "device": str(device),
+    return {"seconds": statistics.median(times), "mib": peak_mib(device) - base, "device": str(device),
             "threads": torch.get_num_threads(), "grad": grad.flatten()[::997].tolist(),
             "grad_max": grad.abs().max().item()}
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--batch", type=int, default=4, help="image pairs per step")
     p.add_argument("--size", type=int, default=224, help="image (and crop) size")
@@ -104,10 +75,9 @@ def main(argv=None) -> None:
     threads = f", {off['threads']} threads" if off["device"] == "cpu" else ""
     print(f"AHIQLoss step (forward + backward to the image), B={args.batch}, {args.size}x{args.size}, "
           f"{args.precision}, {off['device']}{threads}")
-    print("| checkpointing | s/step | vs off | peak memory of a step (MiB) |")
-    print("|---|---|---|---|")
-    for setting, r in rows.items():
-        print(f"| {setting} | {r['seconds']:.2f} | {r['seconds'] / off['seconds']:.2f}x | {r['mib']:.0f} |")
+    print_table(["checkpointing", "s/step", "vs off", "peak memory of a step (MiB)"],
+                [[setting, f"{r['seconds']:.2f}", f"{r['seconds'] / off['seconds']:.2f}x", f"{r['mib']:.0f}"]
+                 for setting, r in rows.items()])
     diff = max(abs(a - b) for a, b in zip(off["grad"], on["grad"])) / off["grad_max"]
     print(f"gradient difference on/off (sampled entries, relative to the largest): {diff:.1e}")
 

@@ -2,18 +2,13 @@
 
     python benchmarks/score_process.py [--ref REF_DIR --dist DIST_DIR] [--crops five] [--precision fp32,bf16]
 
-(a) the authors' pattern (``benchmarks/authors_pattern.py``) in this process, models already built, one crop
-at a time; (b) ``python score.py`` as a subprocess, once per precision: start-up, model building and scoring
-all counted (score.py computes each reference's side once). Both use the same seeded random weights (written
-to a temporary folder), so their scores must agree. Wall and CPU seconds are both printed: on a shared
-machine the CPU seconds (all threads, the child's from ``getrusage``) are the steadier comparison.
-Without --ref/--dist: one reference with ``--distorted`` (8) distorted 512x384 images, the real KADID-10k
-reference I01 and its 4 real distorted images from ../shared/data/mini plus JPEG and noise versions of it made
-here (all generated when the subset is absent).
+(a) the authors' pattern in this process, models already built; (b) ``python score.py`` as a subprocess per
+precision, start-up included; same seeded random weights, so the scores must agree. Wall and CPU seconds (the
+steadier on a shared machine). Default pairs: KADID-10k I01 and its real distorted images from ../shared/data/mini,
+topped up with JPEG and noise versions to ``--distorted`` (all generated when the subset is absent).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import resource
 import shutil
@@ -28,44 +23,66 @@ import numpy as np
 import timm
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
+from benchmarks.common import KADID, ROOT, image_tensor, noisy, parser, smooth_image  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
 from ahiq.data.images import pair_paths, read_image  # noqa: E402
 from ahiq.engine.device import describe_precision  # noqa: E402
 from ahiq.models.ahiq import build_ahiq  # noqa: E402
-from ahiq.utils.io import shared_folder  # noqa: E402
+from ahiq.models.config import SEED  # noqa: E402
 
 
 def one_reference_set(folder: Path, distorted: int) -> Path:
     """``folder/images``: reference I01.png and ``distorted`` versions (the real KADID-10k ones first)."""
-    mini = shared_folder() / "data" / "mini" / "KADID-10k-mini" / "images"
-    out = folder / "images"
+    mini, out = KADID / "images", folder / "images"
     out.mkdir()
     if (mini / "I01.png").is_file():
-        shutil.copy(mini / "I01.png", out / "I01.png")
-        for real in sorted(mini.glob("I01_*.png"))[:distorted]:
+        for real in [mini / "I01.png", *sorted(mini.glob("I01_*.png"))[:distorted]]:
             shutil.copy(real, out / real.name)
         reference = cv2.imread(str(out / "I01.png"))
     else:
-        rng = np.random.default_rng(0)
-        reference = np.clip(cv2.GaussianBlur(rng.random((384, 512, 3)).astype(np.float32), (0, 0), 3) * 510 - 128,
-                            0, 255).astype(np.uint8)
+        reference = smooth_image(np.random.default_rng(0), 384, 512)
         cv2.imwrite(str(out / "I01.png"), reference)
     rng = np.random.default_rng(1)
     for k in range(distorted - len(list(out.glob("I01_*.png")))):  # JPEG at falling quality, then noise
         if k % 2 == 0:
             image = cv2.imdecode(cv2.imencode(".jpg", reference, [cv2.IMWRITE_JPEG_QUALITY, 40 - 10 * (k // 2)])[1], 1)
         else:
-            image = np.clip(reference + rng.normal(0, 5 + 5 * k, reference.shape), 0, 255).astype(np.uint8)
+            image = noisy(reference, rng, 5 + 5 * k)
         cv2.imwrite(str(out / f"I01_9{k}_01.png"), image)
     return out
 
 
+def seeded_weights(tmp: Path) -> AuthorsPattern:
+    """Seeded random backbones and heads, written to ``tmp`` (``vit.pth``, ``cnn.pth``, ``ahiq.pth``) for
+    score.py; the authors' pattern over the same weights."""
+    torch.manual_seed(0)
+    torch.save(timm.create_model("vit_base_patch8_224").state_dict(), tmp / "vit.pth")
+    torch.save(timm.create_model("resnet50").state_dict(), tmp / "cnn.pth")
+    model = build_ahiq(vit_weights=str(tmp / "vit.pth"), cnn_weights=str(tmp / "cnn.pth")).eval()
+    torch.save({"regressor_model_state_dict": model.regressor.state_dict(),
+                "deform_net_model_state_dict": model.deform_net.state_dict()}, tmp / "ahiq.pth")
+    return AuthorsPattern(model)
+
+
+def score_py(args, tmp: Path, precision: str) -> tuple[dict[str, float], float, float]:
+    """``python score.py`` on the pairs as a child: its scores by file name, wall and CPU seconds."""
+    out = tmp / f"scores_{precision}.csv"
+    cmd = [sys.executable, "score.py", "--ref", args.ref, "--dist", args.dist, "--checkpoint",
+           str(tmp / "ahiq.pth"), "--vit_weights", str(tmp / "vit.pth"), "--cnn_weights", str(tmp / "cnn.pth"),
+           "--crops", args.crops, "--device", args.device, "--precision", precision, "--batch_size",
+           str(args.batch_size), "--output", str(out), "--quiet"]
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}, wall, cpu
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--ref", default=None, help="reference file or folder (default: one reference, see above)")
     p.add_argument("--dist", default=None, help="distorted file or folder")
     p.add_argument("--distorted", type=int, default=8, help="distorted images of the default reference")
@@ -81,41 +98,21 @@ def main(argv=None) -> None:
         pairs, problems = pair_paths(args.ref, args.dist)
         if problems or not pairs:
             sys.exit(f"no usable pairs in {args.ref} / {args.dist}: {problems[:3]}")
-        torch.manual_seed(0)
-        vit, cnn = timm.create_model("vit_base_patch8_224"), timm.create_model("resnet50")
-        torch.save(vit.state_dict(), tmp / "vit.pth")
-        torch.save(cnn.state_dict(), tmp / "cnn.pth")
-        model = build_ahiq(vit_weights=str(tmp / "vit.pth"), cnn_weights=str(tmp / "cnn.pth")).eval()
-        torch.save({"regressor_model_state_dict": model.regressor.state_dict(),
-                    "deform_net_model_state_dict": model.deform_net.state_dict()}, tmp / "ahiq.pth")
-        reference = AuthorsPattern(model)
+        reference = seeded_weights(tmp)
         sizes = {tuple(read_image(d).shape[:2]) for d, _ in pairs}
         print(f"{len(pairs)} pairs of {len({r for _, r in pairs})} reference(s), sizes {sorted(sizes)}, "
               f"crops={args.crops}, batch_size={args.batch_size}, device={args.device}, "
               f"threads={torch.get_num_threads()}; {describe_precision('bf16', args.device)}", flush=True)
-
         start, cpu_start = time.perf_counter(), time.process_time()
         expected = {}
         for dist_path, ref_path in pairs:
-            dist = torch.from_numpy(read_image(dist_path)).permute(2, 0, 1)[None].float() / 255
-            ref = torch.from_numpy(read_image(ref_path)).permute(2, 0, 1)[None].float() / 255
-            positions = crop_positions(args.crops, dist.shape[-2], dist.shape[-1], 224)
+            dist, ref = image_tensor(dist_path).float() / 255, image_tensor(ref_path).float() / 255
+            positions = crop_positions(args.crops, dist.shape[-2], dist.shape[-1], 224, seed=SEED)
             expected[dist_path.name] = reference.score_image(dist, ref, positions, 224).item()
         t_authors, cpu_authors = time.perf_counter() - start, time.process_time() - cpu_start
         print(f"authors' pattern in-process: {t_authors:.1f} s wall, {cpu_authors:.1f} s CPU", flush=True)
-
         for precision in args.precision.split(","):
-            out = tmp / f"scores_{precision}.csv"
-            cmd = [sys.executable, "score.py", "--ref", args.ref, "--dist", args.dist, "--checkpoint",
-                   str(tmp / "ahiq.pth"), "--vit_weights", str(tmp / "vit.pth"), "--cnn_weights", str(tmp / "cnn.pth"),
-                   "--crops", args.crops, "--device", args.device, "--precision", precision, "--batch_size",
-                   str(args.batch_size), "--output", str(out), "--quiet"]
-            start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-            t_ours = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu_ours = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-            ours = {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}
+            ours, t_ours, cpu_ours = score_py(args, tmp, precision)
             diff = max(abs(ours[k] - v) for k, v in expected.items())
             print(f"score.py whole process ({precision}): {t_ours:.1f} s wall -> {t_authors / t_ours:.2f}x, "
                   f"{cpu_ours:.1f} s CPU -> {cpu_authors / cpu_ours:.2f}x; max |score difference| {diff:.2e}",

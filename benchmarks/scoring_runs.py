@@ -1,17 +1,14 @@
-"""score.py at scale: the same pairs by 1 and 2 processes (torchrun, gloo, one thread each) and, with a GPU, by one
-GPU; and the peak memory of a scoring process as the number of pairs, of crops and the image size grow.
+"""score.py at scale: the same pairs by 1 and 2 processes (torchrun, gloo, one thread each) and one GPU if present;
+the peak memory of a scoring process as pairs, crops and the image size grow.
 
     python benchmarks/scoring_runs.py --case scaling        # 64 pairs (8 references x 8), pairs/s, ratio, score diff
     python benchmarks/scoring_runs.py --case memory         # peak RSS: 1x1 vs 1x4 at random:20, 1k vs 10k pairs, 2048^2
 
-Every run is ``python score.py`` as a subprocess on images written here, with a checkpoint of seeded random weights
-(backbones recorded, so every process rebuilds the same model). Rates are score.py's own timing of its scoring
-(start-up and model building left out); peak memory is the child's maximum resident set (``getrusage``).
+Every run is ``python score.py`` as a subprocess with a checkpoint of seeded random weights; rates are score.py's
+own timing of its scoring, peak memory the child's maximum resident set.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import os
 import re
@@ -24,12 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import ROOT, noisy, parser, print_table, smooth_image, spread_heads  # noqa: E402
 from ahiq.models.ahiq import build_ahiq  # noqa: E402
 from ahiq.models.checkpoint import save_checkpoint  # noqa: E402
 from ahiq.models.config import ModelConfig  # noqa: E402
+from ahiq.utils.tables import read_csv  # noqa: E402
 
 # A small network for the many-pairs case (the default one for the others).
 TINY = {"vit_blocks": (1, 3), "vit_kwargs": {"embed_dim": 32, "depth": 4, "num_heads": 2},
@@ -37,27 +35,23 @@ TINY = {"vit_blocks": (1, 3), "vit_kwargs": {"embed_dim": 32, "depth": 4, "num_h
         "head_kwargs": {"channels": 16, "hidden": 32, "smoothed": 24}, "fusion_kwargs": {"hidden": 24}}
 
 
-def write_pairs(folder: Path, refs: int, per_ref: int, height: int, width: int) -> None:
+def write_pairs(folder: Path, refs: int, per_ref: int, height: int, width: int) -> Path:
     """``refs`` references with ``per_ref`` distorted images each (noise of growing strength), PNG."""
     rng = np.random.default_rng(0)
     for sub in ("ref", "dist"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for r in range(refs):
-        ref = np.clip(cv2.GaussianBlur(rng.random((height, width, 3)).astype(np.float32), (0, 0), 3) * 510 - 128, 0,
-                      255).astype(np.uint8)
+        ref = smooth_image(rng, height, width)
         cv2.imwrite(str(folder / "ref" / f"R{r:05d}.png"), ref)
         for k in range(per_ref):
-            noisy = np.clip(ref + rng.normal(0, 3 + 2 * k, ref.shape), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(folder / "dist" / f"R{r:05d}_{k:02d}_01.png"), noisy)
+            cv2.imwrite(str(folder / "dist" / f"R{r:05d}_{k:02d}_01.png"), noisy(ref, rng, 3 + 2 * k))
+    return folder
 
 
 def checkpoint(path: Path, config: ModelConfig) -> Path:
     torch.manual_seed(0)
     model = build_ahiq(config, pretrained_backbones=False, seed=3)
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(1)
-        for prm in list(model.deform_net.parameters()) + list(model.regressor.parameters()):
-            prm.copy_(torch.randn(prm.shape, generator=gen) * ((1.0 / prm[0].numel()) ** 0.5 if prm.dim() > 1 else 0.01))
+    spread_heads(model)
     save_checkpoint(path, model)
     return path
 
@@ -80,26 +74,23 @@ def score(folder: Path, ckpt: Path, out: Path, *extra: str, ranks: int = 1, devi
         sys.exit(proc.stderr[-2000:])
     found = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr)
     peak = re.search(r"peak_kib (\d+)", proc.stderr)
-    scores = [float(r[2]) for r in list(csv.reader(out.open()))[1:]]
+    scores = [float(r[2]) for r in read_csv(out)[1:]]
     return {"pairs_per_s": int(found.group(1)) / float(found.group(2)),
             "peak_mib": int(peak.group(1)) / 1024 if peak else float("nan"), "scores": np.array(scores)}
 
 
 def scaling(tmp: Path, args) -> None:
-    write_pairs(tmp / "pairs", 8, 8, args.size, args.size)
-    ckpt = checkpoint(tmp / "ckpt.pth", ModelConfig())
-    runs = {"1 process": score(tmp / "pairs", ckpt, tmp / "one.csv", "--crop_size", str(args.size), "--crops", "center"),
-            "2 processes": score(tmp / "pairs", ckpt, tmp / "two.csv", "--crop_size", str(args.size), "--crops",
-                                 "center", ranks=2)}
+    pairs, ckpt = write_pairs(tmp / "pairs", 8, 8, args.size, args.size), checkpoint(tmp / "ckpt.pth", ModelConfig())
+    centre = ("--crop_size", str(args.size), "--crops", "center")
+    runs = {"1 process": score(pairs, ckpt, tmp / "one.csv", *centre),
+            "2 processes": score(pairs, ckpt, tmp / "two.csv", *centre, ranks=2)}
     if torch.cuda.is_available():
-        runs["1 GPU"] = score(tmp / "pairs", ckpt, tmp / "gpu.csv", "--crop_size", str(args.size), "--crops", "center",
-                              device="cuda")
+        runs["1 GPU"] = score(pairs, ckpt, tmp / "gpu.csv", *centre, device="cuda")
     base = runs["1 process"]
-    print(f"| 64 pairs ({args.size}x{args.size}, default network, centre crop) | pairs/s | vs 1 process | max abs "
-          "score diff |\n|---|---|---|---|")
-    for name, run in runs.items():
-        print(f"| {name} | {run['pairs_per_s']:.2f} | {run['pairs_per_s'] / base['pairs_per_s']:.2f}x | "
-              f"{np.abs(run['scores'] - base['scores']).max():.1e} |")
+    print_table([f"64 pairs ({args.size}x{args.size}, default network, centre crop)", "pairs/s", "vs 1 process",
+                 "max abs score diff"],
+                [[name, f"{run['pairs_per_s']:.2f}", f"{run['pairs_per_s'] / base['pairs_per_s']:.2f}x",
+                  f"{np.abs(run['scores'] - base['scores']).max():.1e}"] for name, run in runs.items()])
 
 
 def memory(tmp: Path, args) -> None:
@@ -107,26 +98,25 @@ def memory(tmp: Path, args) -> None:
     rows = []
     full = checkpoint(tmp / "full.pth", ModelConfig())
     for n in (1, 4):  # all crops of a pair in one batch would grow with n; a batch counts crops
-        write_pairs(tmp / f"kadid{n}", 1, n, 384, 512)
-        run = score(tmp / f"kadid{n}", full, tmp / f"k{n}.csv", "--crops", "random:20", "--batch_size", "16")
+        run = score(write_pairs(tmp / f"kadid{n}", 1, n, 384, 512), full, tmp / f"k{n}.csv", "--crops", "random:20",
+                    "--batch_size", "16")
         rows.append((f"1 x {n} of 512x384, random:20, batch 16, default network", run))
     tiny = checkpoint(tmp / "tiny.pth", ModelConfig(**TINY))
+    tiny_options = [o for k, v in TINY.items() for o in ("--" + k, json.dumps(v) if isinstance(v, dict)
+                                                         else ",".join(map(str, v)))]
     for refs in (10, 100):  # 1,000 and 10,000 pairs of 32x32
-        write_pairs(tmp / f"many{refs}", refs, 100, 32, 32)
-        run = score(tmp / f"many{refs}", tiny, tmp / f"m{refs}.csv", "--crop_size", "32", "--batch_size", "64",
-                    *sum((["--" + k, json.dumps(v) if isinstance(v, dict) else ",".join(map(str, v))]
-                          for k, v in TINY.items()), []))
+        run = score(write_pairs(tmp / f"many{refs}", refs, 100, 32, 32), tiny, tmp / f"m{refs}.csv", "--crop_size",
+                    "32", "--batch_size", "64", *tiny_options)
         rows.append((f"{refs * 100:,} pairs of 32x32, centre crop, tiny network", run))
-    write_pairs(tmp / "big", 1, 1, 2048, 2048)
-    run = score(tmp / "big", full, tmp / "big.csv", "--crops", "five", "--batch_size", "16")
+    run = score(write_pairs(tmp / "big", 1, 1, 2048, 2048), full, tmp / "big.csv", "--crops", "five", "--batch_size",
+                "16")
     rows.append(("1 x 1 of 2048x2048, five crops, default network", run))
-    print("| case | peak RSS MiB | pairs/s |\n|---|---|---|")
-    for name, run in rows:
-        print(f"| {name} | {run['peak_mib']:.0f} | {run['pairs_per_s']:.2f} |")
+    print_table(["case", "peak RSS MiB", "pairs/s"],
+                [[name, f"{run['peak_mib']:.0f}", f"{run['pairs_per_s']:.2f}"] for name, run in rows])
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--case", choices=["scaling", "memory"], default="scaling")
     p.add_argument("--size", type=int, default=64, help="scaling: image side (and crop), a multiple of 32")
     args = p.parse_args(argv)

@@ -3,17 +3,13 @@
     python benchmarks/train_step_check.py                 # ViT-B/8 + ResNet-50, three 224 crop pairs, CPU fp32
     python benchmarks/train_step_check.py --deform_impl torchvision
 
-Ours: :func:`engine.training.build_optimizer` / ``build_scheduler`` / ``train_step`` (the trainer's step).
-Theirs: :func:`benchmarks.authors_pattern.authors_train_step` (whole backbones with hooks, offsets twice,
-torchvision's deformable convolution, their head, plain Adam over their two groups, cosine schedule stepped
-per iteration). The batch is real: crops of the KADID-10k images in ``../shared/data/mini`` with their
-min-max normalised scores. Prints per-step losses, learning rates, first-step gradient differences per head
-tensor and the share of head weights within 1e-6 of theirs afterwards, against the tolerances of the suite's
-test (``tests/test_training.py``).
+Ours: the trainer's ``build_optimizer`` / ``build_scheduler`` / ``train_step``; theirs: ``authors_train_step``
+(``benchmarks/authors_pattern.py``), on crops of the real KADID-10k images in ``../shared/data/mini``. Prints
+per-step losses and learning rates, first-step gradient differences and the share of equal head weights, against
+the tolerances of ``tests/test_training.py``.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from dataclasses import dataclass, field
@@ -23,17 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.authors_pattern import (  # noqa: E402
-    AuthorsPattern,
-    authors_optimizer,
-    authors_scheduler,
-    authors_train_step,
-)
+from benchmarks.authors_pattern import (AuthorsPattern, authors_optimizer, authors_scheduler,  # noqa: E402
+                                        authors_train_step)
+from benchmarks.common import KADID, image_tensor, parser  # noqa: E402
 from ahiq.engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
-from ahiq.models.ahiq import AHIQ  # noqa: E402
-from ahiq.utils.io import shared_folder  # noqa: E402
-
-MINI = shared_folder() / "data" / "mini" / "KADID-10k-mini"
+from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq  # noqa: E402
+from ahiq.utils.tables import read_csv  # noqa: E402
 
 # Tolerances of the equivalence (issue 15, item 3).
 LOSS_RTOL = 1e-5
@@ -99,14 +90,10 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
 def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224))) -> tuple:
     """Three crop pairs of the real KADID-10k images in ``../shared/data/mini`` (``crop`` pixels, at
     ``positions`` scaled to the crop) and their dmos, min-max normalised over the four distorted images."""
-    from ahiq.data.images import read_image
-    from ahiq.utils.tables import read_csv
-
-    rows = read_csv(MINI / "dmos.csv")[1:]
-    scores = {name: float(score) for name, _, score, _ in rows}
+    scores = {name: float(score) for name, _, score, _ in read_csv(KADID / "dmos.csv")[1:]}
     lo, hi = min(scores.values()), max(scores.values())
     names = ["I01_01_02.png", "I01_06_05.png", "I01_15_05.png"]
-    to_tensor = lambda name: torch.from_numpy(read_image(MINI / "images" / name)).permute(2, 0, 1).float() / 255
+    to_tensor = lambda name: image_tensor(KADID / "images" / name)[0].float() / 255  # noqa: E731
     ref_image = to_tensor("I01.png")
     dist, ref = [], []
     for name, (top, left) in zip(names, positions):
@@ -119,9 +106,7 @@ def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224)))
 
 
 def main(argv=None) -> int:
-    from ahiq.models.ahiq import ModelConfig, build_ahiq
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--crop", type=int, default=224)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--deform_impl", default="sampled", choices=["sampled", "torchvision"])

@@ -1,13 +1,9 @@
 """Your own labelled pairs: ``DIR/labels.csv`` with a header naming at least ``dist``, ``ref`` and ``score``.
 
-Paths are relative to ``DIR`` (sub-folders allowed; absolute paths work too) and name the pairs in results and
-quality maps as written. Files, not strings, decide what is the same image: ``refs/r0.png``,
-``refs/../refs/r0.png`` and its absolute path are one reference (one side of a split), and a distorted file
-listed twice under two spellings is a repeated line. An optional ``split`` column (``train``/``val``/``test``)
-replaces the random reference-disjoint split; an optional ``type`` column names each pair's distortion type (the
-per-type tables); other columns are ignored. ``lower_better`` marks DMOS-like
-scores: training and metrics use ``-score`` (higher = better) and ``Pair.raw`` keeps the value as written.
-"""
+Paths are relative to ``DIR`` (or absolute) and name the pairs in results and maps as written; files, not strings,
+decide what is the same image (``refs/r0.png`` and ``refs/../refs/r0.png`` are one reference). Optional columns:
+``split`` (``train``/``val``/``test``, replacing the random split) and ``type`` (the distortion type of the per-type
+tables). ``lower_better`` marks DMOS-like scores: training and metrics use ``-score``, ``Pair.raw`` keeps the value."""
 from __future__ import annotations
 
 import os
@@ -28,15 +24,13 @@ def listed_path(text: str) -> str:
 
 
 def file_id(path: Path, base: Path) -> str:
-    """What tells files apart: the resolved path, relative to ``base`` (resolved) when inside it (readable in
-    ``split.json``), else absolute."""
+    """What tells files apart: the resolved path, relative to ``base`` when inside it, else absolute."""
     path = path.resolve()
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
 
 
 def load_csv_dataset(root: str | Path, lower_better: bool = False) -> list[Pair]:
-    """The pairs of ``root/labels.csv`` in file order (see the module docstring); bad rows are a
-    :class:`UserError` naming ``file:line``."""
+    """The pairs of ``root/labels.csv`` in file order; a bad row is a :class:`UserError` naming ``file:line``."""
     root = Path(root)
     path, base = root / LABELS_CSV, root.resolve()
     pairs: list[Pair] = []

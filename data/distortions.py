@@ -1,10 +1,7 @@
 """The distortion type of each pair, read from its dataset's own naming, and the published names of the types.
 
-KADID-10k ``I01_TT_LL.png``, TID2013 ``i01_TT_L.bmp``, PIPAL and the synthetic set ``A0001_TT_LL.bmp``: ``TT``;
-CSIQ ``dst_imgs/<type>/...`` and LIVE ``<type>/imgN.bmp``: the folder; csv: the optional ``type`` column of
-``labels.csv``; folder pairs (no dataset): the ``TT`` of names like those (``<ref>_TT_LL``). A pair whose name does
-not follow its rule has no type (None).
-"""
+``TT`` of KADID-10k ``I01_TT_LL.png``, TID2013 ``i01_TT_L.bmp``, PIPAL and synthetic ``A0001_TT_LL.bmp`` and of
+folder pairs named ``<ref>_TT_LL``; the folder for CSIQ and LIVE; the ``type`` column of ``labels.csv``; else None."""
 from __future__ import annotations
 
 import re

@@ -66,8 +66,8 @@ def _open_error(path: Path) -> UserError:
 
 
 def image_not_found(path: Path) -> UserError:
-    """A :class:`UserError` saying "image not found", naming the file the name was probably meant for when the
-    folder holds the same name in another case or Unicode normalisation (names that print alike)."""
+    """A :class:`UserError` saying "image not found", naming a file of the folder whose name differs only in case or
+    Unicode normalisation."""
     folder, key = path.parent, name_key(path.name)
     try:
         near = [p.name for p in folder.iterdir() if p.name != path.name and name_key(p.name) == key] \
@@ -75,24 +75,22 @@ def image_not_found(path: Path) -> UserError:
     except OSError:
         near = []
     if near:
-        return UserError(f"{path}: image not found; {folder} holds {spell(near[0])}, a name that differs "
+        return UserError(f"{path}: image not found; {folder} holds {near[0]!r}, a name that differs "
                          f"{difference(path.name, near[0])}: rename the file or the name that lists it")
     return UserError(f"{path}: image not found")
 
 
-# PIL's own size warning (over 89.5 megapixels) says what the pixel budget says, raw and in its words: the budget's
-# one line replaces it. A process-wide filter (catch_warnings is not thread-safe, and screening decodes in threads),
-# so importing this module hides that warning from PIL everywhere in the process.
+# PIL's size warning says what the budget's one line says. Process-wide: catch_warnings is not thread-safe, and
+# screening decodes in threads.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _over_budget(path: Path, width: int, height: int, max_pixels: int | None) -> UserError | None:
-    if max_pixels is None or width * height <= max_pixels:
-        return None
-    return UserError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the budget of "
-                     f"{max_pixels / 1e6:g} per image (decoding would take up to "
-                     f"{width * height * DECODED_BYTES_PER_PIXEL / 2**30:.1f} GiB); give a larger "
-                     f"{arg('max_megapixels')}value (up to {PIL_LIMIT_MEGAPIXELS:g}) or a smaller image")
+def _check_budget(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise UserError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the budget of "
+                        f"{max_pixels / 1e6:g} per image (decoding would take up to "
+                        f"{width * height * DECODED_BYTES_PER_PIXEL / 2**30:.1f} GiB); give a larger "
+                        f"{arg('max_megapixels')}value (up to {PIL_LIMIT_MEGAPIXELS:g}) or a smaller image")
 
 
 def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader:
@@ -100,11 +98,8 @@ def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader
     width, height = img.size
     if img.format == "TIFF":  # newer PIL reports a TIFF's size with its orientation applied: take the stored one
         width, height = int(img.tag_v2.get(256, width)), int(img.tag_v2.get(257, height))
-    too_large = _over_budget(path, width, height, max_pixels)
-    if too_large is not None:
-        raise too_large
-    # PIL's PNG getexif() decodes the whole file to look for an eXIf chunk after the pixels; one before
-    # them is already in img.info (where image viewers look too).
+    _check_budget(path, width, height, max_pixels)
+    # PIL's PNG getexif() decodes the whole file for an eXIf chunk after the pixels; viewers read img.info's.
     has_exif = img.format != "PNG" or "exif" in img.info
     orientation = int(img.getexif().get(0x0112, 1) or 1) if has_exif else 1
     alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
@@ -127,10 +122,9 @@ def _pil_error(path: Path, err: Exception) -> UserError:
 
 def read_header(path: str | os.PathLike, decode: bool = False,
                 max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> ImageHeader:
-    """The :class:`ImageHeader` of ``path``; with ``decode`` a JPEG is decoded in full too and a PNG's chunks are
-    verified (PIL): that finds the truncated JPEG body OpenCV lets pass, and the damaged PNG that libpng would
-    report on stderr in its own words (for other formats :func:`read_image` fails on damage). An image of more than
-    ``max_pixels`` pixels is a :class:`UserError` (None: no budget), found from the header alone."""
+    """The :class:`ImageHeader` of ``path``, over ``max_pixels`` a :class:`UserError` (None: no budget); with ``decode``
+    a JPEG is decoded in full and a PNG's chunks verified (PIL), finding the truncated or damaged files OpenCV lets
+    pass or libpng reports in its own words."""
     path = Path(path)
     if not path.is_file():
         raise image_not_found(path)
@@ -151,9 +145,8 @@ def _check_body(img: Image.Image, decode: bool) -> None:
 
 
 def _tiff_without_orientation(data: bytes) -> bytes:
-    """A TIFF's bytes with the orientation tag of its first directory set to 1: OpenCV applies a TIFF's
-    orientation itself whatever ``IMREAD_IGNORE_ORIENTATION`` says (for some files; for others it fails), and
-    :func:`read_image` applies it once, itself, for every format."""
+    """A TIFF's bytes with the orientation tag of its first directory set to 1: OpenCV applies (or fails on) a TIFF's
+    orientation whatever ``IMREAD_IGNORE_ORIENTATION`` says; :func:`read_image` applies it itself."""
     order = "<" if data[:2] == b"II" else ">"
     big = struct.unpack(order + "H", data[2:4])[0] == 43  # BigTIFF: 8-byte offsets, 20-byte entries
     count_fmt, entry, offset = ("Q", 20, struct.unpack(order + "Q", data[8:16])[0]) if big else \
@@ -172,7 +165,7 @@ def _tiff_without_orientation(data: bytes) -> bytes:
 
 def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
                  check_body: bool = False) -> tuple[ImageHeader, np.ndarray]:
-    """The header and pixels of ``path``, from one read of the file (see :func:`read_image`); ``check_body`` as
+    """The header and pixels of ``path`` from one read of the file (:func:`read_image`); ``check_body`` as
     :func:`read_header`'s ``decode``."""
     path = Path(path)
     reading(path)  # an input of the run: no write of it may land here (utils.inputs)
@@ -195,8 +188,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
         except (struct.error, IndexError):
             raise _open_error(path) from None
     cv2 = _opencv()
-    # From memory, never by name: OpenCV's imread crashes on names that are not UTF-8 (a file name may be any bytes);
-    # the orientation is ours, applied below.
+    # From memory: OpenCV's imread crashes on names that are not UTF-8.
     img = cv2.imdecode(np.frombuffer(data, np.uint8),
                        cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
     del data
@@ -219,22 +211,19 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> np.ndarray:
-    """Decode an image file to RGB ``(H, W, 3)`` as image viewers show it (EXIF orientation applied, once, for
-    every format).
+    """Decode an image file to RGB ``(H, W, 3)`` as image viewers show it (EXIF orientation applied once, for every
+    format).
 
-    8-bit files give ``uint8``; 16-bit files give ``float32`` in [0, 1] (value / 65535, full depth kept).
-    Grey images are repeated to 3 channels; an alpha channel is ignored (screening says so once per run); an
-    animation gives its first frame. An image of more than ``max_pixels`` pixels is refused from its header,
-    before decoding (None: no budget); any file name the system accepts is read (the file is decoded from memory).
-    """
+    8-bit files give ``uint8``; 16-bit files ``float32`` in [0, 1] (value / 65535). Grey is repeated to 3 channels,
+    alpha ignored, an animation gives its first frame. Over ``max_pixels`` pixels is refused from the header (None:
+    no budget); the file is decoded from memory, so any file name works."""
     return decode_image(path, max_pixels)[1]
 
 
 @functools.cache
 def _opencv():
-    """OpenCV, imported on the first decode (so that the options, which read this module's pixel budget, parse
-    before it loads) and set up once: no thread pool of its own (decoding runs in DataLoader workers and screening
-    threads, which it would oversubscribe), and no log lines for files it cannot read (we say so, in one line)."""
+    """OpenCV, imported on the first decode (the options read this module's budget before) and set up once: no thread
+    pool of its own (decoding runs in workers and threads) and no log lines (we say it in one line)."""
     import cv2
 
     cv2.setNumThreads(0)
@@ -243,8 +232,7 @@ def _opencv():
 
 
 def as_unit_float(image):
-    """A ``uint8`` image (array or tensor) as float32 in [0, 1]; float images unchanged. Used where images of
-    both depths meet in one batch."""
+    """A ``uint8`` image (array or tensor) as float32 in [0, 1]; float images unchanged."""
     if not isinstance(image, np.ndarray):  # a tensor (torch is imported only by those who pass one)
         import torch
 
@@ -253,16 +241,15 @@ def as_unit_float(image):
 
 
 def common_depth(images: Sequence) -> list:
-    """``images`` (arrays or tensors) as they are when they share a dtype; when 8-bit and 16-bit images meet
-    (uint8 beside float), all of them as float32 in [0, 1] (:func:`as_unit_float`), so they stack."""
+    """``images`` unchanged when they share a dtype, else all as float32 in [0, 1] (:func:`as_unit_float`), so 8-bit and
+    16-bit images stack."""
     images = list(images)
     return images if len({img.dtype for img in images}) <= 1 else [as_unit_float(img) for img in images]
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """The image files of ``folder`` (sorted), and one ``name (why)`` for each entry left out that could have been
-    meant as one: a sub-folder (not searched), a broken or looping link, something that is not a regular file, an
-    unreadable file, another format."""
+    """The image files of ``folder`` (sorted), and ``name (why)`` for each other entry (sub-folder, broken link, not a
+    file, unreadable, another format)."""
     images, skipped = [], []
     for p in sorted(folder.iterdir()):
         why = ("sub-folder, not searched" if p.is_dir() else
@@ -278,19 +265,12 @@ def list_images(folder: Path) -> tuple[list[Path], list[str]]:
 
 
 def name_key(name: str) -> str:
-    """A file name as pairing and label look-ups compare it: Unicode NFC (macOS writes names decomposed, NFD), in
-    lower case (datasets name files in either case)."""
+    """A file name as pairing and label look-ups compare it: Unicode NFC (macOS writes NFD), lower case."""
     return unicodedata.normalize("NFC", name).lower()
 
 
-def spell(name: str) -> str:
-    """A name as messages show it: quoted, with non-printable characters escaped."""
-    return repr(name)
-
-
 def difference(a: str, b: str) -> str:
-    """How two names with one :func:`name_key` differ, for messages where they print alike: ``"only in case"`` or
-    ``"only in Unicode normalisation (...)"``."""
+    """How two names with one :func:`name_key` differ: ``"only in case"`` or ``"only in Unicode normalisation (...)"``."""
     if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
         forms = ["composed (NFC)" if unicodedata.is_normalized("NFC", n) else "decomposed (NFD)" for n in (a, b)]
         return f"only in Unicode normalisation (one {forms[0]}, the other {forms[1]})"
@@ -298,8 +278,8 @@ def difference(a: str, b: str) -> str:
 
 
 def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Path]:
-    """``files`` keyed by :func:`name_key` of their names; two files whose names differ only in case or Unicode
-    normalisation are one :class:`UserError` naming both (one would take the other's pair or label)."""
+    """``files`` keyed by :func:`name_key`; two names that differ only in case or Unicode normalisation are one
+    :class:`UserError` naming both."""
     found: dict[str, Path] = {}
     for p in files:
         other = found.setdefault(name_key(p.name), p)
@@ -307,15 +287,15 @@ def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Pa
             both = (other.name, p.name) if other.parent == p.parent else (str(other), str(p))
             why = ("the same name in two folders" if other.name == p.name else
                    f"names that differ {difference(other.name, p.name)}")
-            raise UserError(f"{where}: {spell(both[0])} and {spell(both[1])} are {why}, which names cannot tell "
+            raise UserError(f"{where}: {both[0]!r} and {both[1]!r} are {why}, which names cannot tell "
                             "apart; rename or remove one")
     return found
 
 
 def reference_name(name: str) -> str:
-    """The reference stem the datasets' naming rule gives a distorted file name: the part before the first
-    underscore, as written. ``A0001_00_00.bmp`` -> ``A0001`` (PIPAL), ``i03_11_5.bmp`` -> ``i03`` (TID2013),
-    ``I01_01_01.png`` -> ``I01`` (KADID-10k). The one rule used by every loader and the folder pairing."""
+    """The reference stem of a distorted file name: the part before the first underscore (``A0001_00_00.bmp`` ->
+    ``A0001``, PIPAL; ``i03_11_5.bmp`` -> ``i03``, TID2013; ``I01_01_01.png`` -> ``I01``, KADID-10k). The one rule of
+    every loader and the folder pairing."""
     return Path(name).stem.split("_")[0]
 
 
@@ -325,10 +305,9 @@ def reference_stem(name: str) -> str:
 
 
 class References:
-    """The references of a folder under the one pairing rule of every entry point (``score.py``, ``test.py``, the
-    loaders): a distorted file named ``n`` pairs with the reference named ``n`` and with those whose stem is
-    :func:`reference_stem` of ``n``, names compared by :func:`name_key`. More than one such reference is an
-    ambiguity, one :class:`UserError` naming them (never a silent choice)."""
+    """The references of a folder under the one pairing rule of every entry point: a distorted file ``n`` pairs with the
+    reference named ``n`` or whose stem is :func:`reference_stem` of ``n`` (names by :func:`name_key`); more than one
+    is a :class:`UserError`."""
 
     def __init__(self, folder: str | os.PathLike, files: Iterable[Path]):
         self.folder = Path(folder)
@@ -338,8 +317,7 @@ class References:
             self.by_stem.setdefault(name_key(Path(key).stem), []).append(p)
 
     def candidates(self, name: str, itself: Path | None = None) -> list[Path]:
-        """Every reference a distorted file ``name`` may pair with; ``itself`` (the distorted file, when the
-        references share its folder) left out."""
+        """Every reference a distorted file ``name`` may pair with, ``itself`` (the distorted file) left out."""
         found = [self.by_name[name_key(name)]] if name_key(name) in self.by_name else []
         found += [p for p in self.by_stem.get(reference_stem(name), []) if p not in found]
         if itself is not None and found:
@@ -348,29 +326,27 @@ class References:
         return found
 
     def find(self, name: str, itself: Path | None = None, where: str | os.PathLike | None = None) -> Path | None:
-        """The one reference of distorted file ``name`` (None: none), or a :class:`UserError` naming the
-        candidates when more than one fits; ``where`` names the distorted file in that message."""
+        """The one reference of distorted file ``name`` (None: none); more than one is a :class:`UserError` (``where``
+        names the file)."""
         found = self.candidates(name, itself)
         if len(found) > 1:
             raise UserError(f"{where or name}: {len(found)} references fit it in {self.folder} "
-                            f"({', '.join(spell(p.name) for p in found)}: the same name, or the part before the first "
+                            f"({', '.join(repr(p.name) for p in found)}: the same name, or the part before the first "
                             "underscore, in any case); rename or remove all but one, or give "
                             f"{arg('ref')}FILE")
         return found[0] if found else None
 
 
 def note_skipped(folder: Path, skipped: list[str]) -> None:
-    """One note on stderr (rank 0) for the entries a folder scan left out (:func:`list_images`), the first five
-    named."""
+    """One note (rank 0) for the entries a folder scan left out, the first five named."""
     if skipped:
         note(f"note: left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of {folder}: "
              f"{'; '.join(skipped[:5])}{'; ...' if len(skipped) > 5 else ''}")
 
 
 def match_folder(ref: Path, dist_files: list[Path]) -> list[tuple[Path, Path | None]]:
-    """``(dist, its reference or None)`` for each distorted file by the one rule of :class:`References` over the
-    images of folder ``ref`` (an ambiguity, or two names that differ only in case or Unicode normalisation, is a
-    :class:`UserError`); a reference met among the distorted files (one folder holding both) is left out."""
+    """``(dist, its reference or None)`` for each distorted file, by :class:`References` over the images of folder
+    ``ref``; a reference met among the distorted files (one folder holding both) is left out."""
     by_name_key(dist_files, dist_files[0].parent if dist_files else ref)  # two files no name tells apart
     refs, skipped = list_images(ref)
     if not dist_files or ref.resolve() != dist_files[0].parent.resolve():
@@ -387,10 +363,8 @@ def match_folder(ref: Path, dist_files: list[Path]) -> list[tuple[Path, Path | N
 def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair distorted images with references: ``(pairs, problems)``, pairs as ``(dist, ref)`` sorted.
 
-    ``ref`` and ``dist`` are files or folders; folders pair by :func:`match_folder`. A distorted file that pairs
-    with nothing is a problem; folder entries that are no images we read are named in one note
-    (:func:`note_skipped`). A reference met in the distorted folder (both folders one) is not its own pair.
-    """
+    ``ref`` and ``dist`` are files or folders (folders pair by :func:`match_folder`); a distorted file with no
+    reference is a problem, and a reference is not its own pair."""
     ref, dist = Path(ref), Path(dist)
     for path, name in ((ref, "ref"), (dist, "dist")):
         if not path.exists():

@@ -1,8 +1,5 @@
-"""Shared reading of label files: text lines, CSV rows, numbers, repeated names, images by case-insensitive name.
-
-Every loader (PIPAL, the standard sets, ``labels.csv``, folder pairs) reports problems the same way:
-``file:line: what is wrong; what to do``.
-"""
+"""Shared reading of label files: text lines, CSV rows, numbers, repeated names, images by case-insensitive name; every
+loader reports problems as ``file:line: what is wrong; what to do``."""
 from __future__ import annotations
 
 import csv
@@ -24,8 +21,8 @@ def need_file(path: Path, what: str) -> None:
 
 
 def label_lines(path: Path) -> list[str]:
-    """The lines of a text label file, split at CR, LF or CRLF only (a file name may hold other line breaks,
-    such as U+2028), without a UTF-8 byte-order mark."""
+    """The lines of a text label file, split at CR, LF or CRLF only (a file name may hold U+2028), without a byte-order
+    mark."""
     need_file(path, "label file")
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -36,8 +33,8 @@ def label_lines(path: Path) -> list[str]:
 
 
 def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a comma-separated label file with a header line, as ``(line number, {column: text})``; columns are
-    named in lower case, fields stripped, blank rows skipped. The one CSV reader of the loaders."""
+    """Rows of a comma-separated label file after its header line, as ``(line number, {column: text})``: columns in
+    lower case, fields stripped, blank rows skipped."""
     need_file(path, "label file")
     header: list[str] | None = None
     rows = []
@@ -50,16 +47,7 @@ def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str,
                 if not any(fields):
                     continue
                 if header is None:
-                    header = [f.lower() for f in fields]
-                    repeated = sorted({c for c in header if c and header.count(c) > 1})
-                    if repeated:  # a DictReader would keep the last one silently
-                        raise UserError(f"{where}: the header names {', '.join(repeated)} more than once; keep one "
-                                        "column of each name")
-                    missing = [c for c in required if c not in header]
-                    if missing:
-                        raise UserError(f"{where}: the header lacks {', '.join(missing)} (found "
-                                        f"{', '.join(header)}); the first line must name the columns, at least "
-                                        f"{', '.join(required)}")
+                    header = _header(fields, required, where)
                 elif len(fields) != len(header):
                     raise UserError(f"{where}: {len(fields)} fields for the header's {len(header)}; correct or "
                                     "delete the line")
@@ -74,6 +62,18 @@ def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str,
     return rows
 
 
+def _header(fields: list[str], required: tuple[str, ...], where: str) -> list[str]:
+    header = [f.lower() for f in fields]
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
+    if repeated:  # a DictReader would keep the last one silently
+        raise UserError(f"{where}: the header names {', '.join(repeated)} more than once; keep one column of each name")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(f"{where}: the header lacks {', '.join(missing)} (found {', '.join(header)}); the first line "
+                        f"must name the columns, at least {', '.join(required)}")
+    return header
+
+
 def parse_number(text: object, where: str, column: str) -> float:
     """``text`` as a finite float, or a :class:`UserError` at ``where`` (``file:line``)."""
     try:
@@ -86,17 +86,16 @@ def parse_number(text: object, where: str, column: str) -> float:
 
 
 def images_by_key(folder: Path) -> dict[str, Path]:
-    """Image files of ``folder`` keyed by :func:`data.images.name_key` (case and Unicode normalisation aside, as
-    label files name them); empty when the folder is absent. Two files no such name tells apart are a
-    :class:`UserError` naming both (each would take the other's label)."""
+    """Image files of ``folder`` keyed by :func:`data.images.name_key`, empty when the folder is absent; two files no
+    such key tells apart are a :class:`UserError`."""
     if not folder.is_dir():
         return {}
     return by_name_key((p for p in sorted(folder.iterdir()) if p.is_file() and is_image(p)), folder)
 
 
 def check_new(seen: dict[str, int], key: str, number: int, where: str, name: str) -> None:
-    """Record ``key`` as listed at line ``number``; a second listing is a :class:`UserError`."""
-    # A repeated image would be counted twice and could land on both sides of a split.
+    """Record ``key`` as listed at line ``number``; a second listing (counted twice, maybe on both sides of a
+    split) is a :class:`UserError`."""
     if key in seen:
         raise UserError(f"{where}: {name} is listed again (first at line {seen[key]}); delete one of the lines")
     seen[key] = number

@@ -2,14 +2,12 @@
 
 Training set under ``root``::
 
-    Train_Ref/A0001.bmp            200 references (ids A0001..A0248 with gaps)
-    Train_Dis/A0001_00_00.bmp      23,200 distorted images, or the same files split over Distortion_1..4/
-    Train_Label/A0001.txt          one label file per reference, lines ``A0001_00_00.bmp,1520.0648``
+Train_Ref/A0001.bmp 200 references (ids A0001..A0248 with gaps) Train_Dis/A0001_00_00.bmp 23,200 distorted images, or
+the same files split over Distortion_1..4/ Train_Label/A0001.txt one label file per reference, lines
+``A0001_00_00.bmp,1520.0648``
 
-or one list file for all labels (``name,score`` or ``name, score``, final newline optional). NTIRE
-validation/test sets are a reference folder, a distorted folder and, when known, a list file.
-Scores are Elo ratings, higher = better; ``score = raw``.
-"""
+or one list file for all labels. NTIRE validation/test sets are a reference folder, a distorted folder and, when
+known, a list file. Scores are Elo ratings, higher = better; ``score = raw``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,11 +20,8 @@ from ahiq.utils.errors import UserError, arg
 
 
 def read_label_list(path: Path) -> list[tuple[str, float, str]]:
-    """``(name, score, where)`` per line of a PIPAL list file; ``where`` is ``file:line`` for messages.
-
-    Accepts ``name,score`` and ``name, score``, CRLF or LF, with or without a final newline (the authors'
-    reader cut the last character of such a line), and skips blank lines.
-    """
+    """``(name, score, where)`` per line of a PIPAL list file (``name,score`` or ``name, score``, CRLF or LF, final
+    newline optional, blank lines skipped); ``where`` is ``file:line``."""
     rows, seen = [], {}
     for number, line in enumerate(label_lines(path), 1):
         if not line.strip():
@@ -41,8 +36,8 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
 
 
 def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """Distorted images by :func:`data.images.name_key` from ``Train_Dis/`` or ``Distortion_*/`` (a name in two of
-    them is a :class:`UserError`), and those folders."""
+    """Distorted images by name key from ``Train_Dis/`` or ``Distortion_*/`` (a name in two is a :class:`UserError`),
+    and those folders."""
     parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
         p for p in root.glob("Distortion_*") if p.is_dir())
     if not parts:
@@ -52,9 +47,8 @@ def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
 
 
 def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
-    """A pair per label row, its reference found by the one pairing rule (:class:`data.images.References`). A
-    missing distorted image is named where the release keeps it: in the folder that holds its reference's other
-    images (PIPAL ships them split over Distortion_1..4), else the first folder."""
+    """A pair per label row, its reference by the one pairing rule; a missing distorted image is named in the folder of
+    its reference's other images, else the first folder."""
     refs = References(ref_dir, images_by_key(ref_dir).values())
     home = {reference_stem(name): path.parent for name, path in sorted(dists.items(), reverse=True)}
     pairs = []
@@ -89,10 +83,8 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
 
 
 def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:
-    """Pairs of a reference folder and a distorted folder (NTIRE valid/test), labelled by ``labels`` if given.
-
-    Without labels every image of ``dist_dir`` is listed with ``score=None``.
-    """
+    """Pairs of a reference folder and a distorted folder (NTIRE valid/test), labelled by ``labels`` if given, else
+    every image of ``dist_dir`` with ``score=None``."""
     ref_dir, dist_dir = Path(ref_dir), Path(dist_dir)
     for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
         if not folder.is_dir():
@@ -101,8 +93,8 @@ def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None)
     note_skipped(dist_dir, skipped)
     if labels is not None:
         return _pairs(read_label_list(Path(labels)), by_name_key(images, dist_dir), [dist_dir], ref_dir)
-    # The pairing of score.py (data.images.match_folder); a distorted image without a reference is named where
-    # the naming rule looks for it, so screening reports it (or --skip_bad leaves it out).
+    # score.py's pairing; a distorted image without a reference gets the path the naming rule looks for (screening
+    # reports it).
     pairs = [Pair(dist=d, ref=ref or ref_dir / f"{reference_name(d.name)}{d.suffix}")
              for d, ref in match_folder(ref_dir, images)]
     if not pairs:

@@ -11,12 +11,10 @@ from typing import Sequence
 class Pair:
     """A labelled (or unlabelled) image pair.
 
-    ``score`` is oriented so that higher = better (what training and metrics use); ``raw`` is the value as
-    written in the dataset's label file (DMOS for CSIQ/LIVE, lower = better); both None when unlabelled.
-    ``ref_id`` names the reference scene, for reference-disjoint splits. Pairs listed by path in a label
-    file (``labels.csv``) keep those paths as ``listed`` / ``listed_ref``: they name results and maps and tell
-    references apart, and ``split`` holds the file's own train/val/test assignment when it has one.
-    """
+    ``score`` is higher = better (what training and metrics use); ``raw`` is the label file's value (DMOS for
+    CSIQ/LIVE); both None when unlabelled. ``ref_id`` names the reference, for reference-disjoint splits.
+    ``labels.csv`` pairs keep their paths as ``listed`` / ``listed_ref`` (names of results, identity of references)
+    and ``split`` their file's part."""
 
     dist: Path
     ref: Path
@@ -37,10 +35,9 @@ class Pair:
 
 
 def result_names(items: Sequence[Pair | Path]) -> list[str]:
-    """Names that tell the results of ``items`` (pairs or distorted paths) apart: :attr:`Pair.name` (the path
-    a label file lists, else the bare file name) when they are unique (PIPAL, TID2013, KADID-10k, CSIQ; the
-    NTIRE ``output.txt`` needs bare names), else the paths relative to the deepest folder all the distorted
-    files share (LIVE's ``jpeg/img1.bmp``, ``wn/img1.bmp``)."""
+    """Names that tell the results of ``items`` (pairs or paths) apart: :attr:`Pair.name` when unique (NTIRE
+    ``output.txt`` needs bare names), else paths relative to the distorted files' deepest shared folder (LIVE's
+    ``jpeg/img1.bmp``)."""
     names = [p.name if isinstance(p, Pair) else Path(p).name for p in items]
     if len(set(names)) == len(names):
         return names

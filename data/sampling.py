@@ -48,19 +48,14 @@ class ScoreNorm:
         return cls(**data) if data else cls("none")
 
 
-
-
 class CropPairs(Dataset):
     """Training samples: one random crop window shared by distorted and reference, and a random flip.
 
-    Key ``epoch * len(self) + i`` (see :class:`EpochSampler`) -> ``(dist (3, c, c) uint8, ref (3, c, c)
-    uint8, target float32, i)``. The window and flip come from a generator seeded by ``(seed, epoch, i)``,
-    so they depend on neither worker count nor order (what makes resumed runs identical) and persistent
-    workers need no per-epoch update. ``crop_rule``: ``full`` draws every window position ``0..H-c`` x
-    ``0..W-c``; ``authors`` replays the release's ``randint(0, H - c)``, whose exclusive end never reaches
-    the last row and column (where that leaves no position, ``H == c``, their code failed; here it takes 0).
-    ``flip``: ``horizontal`` (left-right), ``vertical`` (the authors' accidental up-down flip) or ``none``.
-    """
+    Key ``epoch * len(self) + i`` (:class:`EpochSampler`) -> ``(dist (3, c, c), ref (3, c, c), target, i)``. Window
+    and flip come from a generator seeded by ``(seed, epoch, i)``: independent of workers and order, so resumed runs
+    are identical. ``crop_rule``: ``full`` draws every position ``0..H-c``; ``authors`` replays the release's
+    ``randint(0, H - c)``, which never reaches the last row and column (0 where ``H == c``, where theirs failed).
+    ``flip``: ``horizontal``, ``vertical`` (the authors' accidental up-down flip) or ``none``."""
 
     def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0,
                  crop_rule: str = "full", max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
@@ -68,12 +63,8 @@ class CropPairs(Dataset):
             raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
         if crop_rule not in CROP_RULES:
             raise UserError(f"{arg('train_crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")
-        self.pairs = pairs
-        self.targets = np.asarray(targets, dtype=np.float32)
-        self.crop = crop
-        self.flip = flip
-        self.seed = seed
-        self.crop_rule = crop_rule
+        self.pairs, self.targets = pairs, np.asarray(targets, dtype=np.float32)
+        self.crop, self.flip, self.seed, self.crop_rule = crop, flip, seed, crop_rule
         self.max_pixels = max_pixels  # the pixel budget per image
 
     def __len__(self) -> int:
@@ -110,11 +101,8 @@ class CropPairs(Dataset):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Shuffled indices of one epoch (of this rank's shard under DDP), tagged ``epoch * n + i``.
-
-    The order is a function of ``(seed, epoch)`` only: a resumed run sees the same order, and the
-    epoch travels inside the index, so a DataLoader with persistent workers is built once.
-    """
+    """Shuffled indices of one epoch (of this rank's shard under DDP), tagged ``epoch * n + i``: a function of ``(seed,
+    epoch)`` only, so a resumed run sees the same order and persistent workers are built once."""
 
     def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.rank, self.world = n, seed, rank, world_size

@@ -1,6 +1,5 @@
-"""Screening image pairs before any long work: every image decoded once, in threads; what fails is reported in
-one list (or, with ``skip_bad``, left out and listed), and what passes is kept decoded for the scorer within a
-memory budget, so that scoring a few pairs decodes each file once."""
+"""Screening image pairs before any long work: every image decoded once, in threads; what fails is reported in one list
+(or, with ``skip_bad``, left out and listed), and what passes is kept decoded for the scorer within a memory budget."""
 from __future__ import annotations
 
 import os
@@ -29,8 +28,8 @@ class Problem(NamedTuple):
 
 
 class DecodedImages:
-    """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over
-    (and forgets it), so memory falls as scoring proceeds."""
+    """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over and
+    forgets it."""
 
     def __init__(self, budget: int = 512 << 20, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
         self.budget, self.used, self.images, self.lock = budget, 0, {}, threading.Lock()
@@ -51,8 +50,7 @@ class DecodedImages:
 
 
 class MemoryGate:
-    """At most ``capacity`` bytes of decodes in flight across threads (one larger decode runs alone), so that
-    screening's parallel decodes stay within memory whatever the images' sizes."""
+    """At most ``capacity`` bytes of decodes in flight across threads (one larger decode runs alone)."""
 
     def __init__(self, capacity: int = 2 << 30):
         self.capacity, self.used, self.cond = capacity, 0, threading.Condition()
@@ -68,68 +66,69 @@ class MemoryGate:
             self.cond.notify_all()
 
 
+def _inspect(path: Path, decode: bool, gate: MemoryGate, keep: DecodedImages | None,
+             max_pixels: int | None) -> tuple[int, int, bool, int] | str:
+    """``(height, width, alpha, frames)`` of one file (decoded in full with ``decode``), or its problem."""
+    try:
+        header = read_header(path, max_pixels=max_pixels)
+        if decode:
+            size = header.height * header.width * DECODED_BYTES_PER_PIXEL
+            gate.take(size)
+            try:
+                header, image = decode_image(path, max_pixels, check_body=True)
+            finally:
+                gate.give(size)
+            if keep is not None:
+                keep.keep(path, image)
+        return header.height, header.width, header.alpha, header.frames
+    except UserError as err:
+        return err.template  # arguments named as the running entry point names them
+
+
+def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], crop: int) -> Problem | None:
+    for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
+        if not folders.setdefault(folder, folder.is_dir()):
+            return Problem(i, f"{folder}{os.sep} not found (image folder)", str(folder))
+    if not pair.ref.is_file():
+        return Problem(i, f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or "
+                          "remove or rename the distorted image")
+    sizes = []
+    for path in (pair.dist, pair.ref):
+        found = info[path] if path in info else image_not_found(path).template
+        if isinstance(found, str):
+            return Problem(i, found)
+        sizes.append(found[:2])
+    if sizes[0] != sizes[1]:
+        return Problem(i, f"{pair.dist}: size {sizes[0][1]}x{sizes[0][0]} differs from its reference {pair.ref} "
+                          f"({sizes[1][1]}x{sizes[1][0]})")
+    if min(sizes[0]) < crop:
+        return Problem(i, f"{pair.dist} ({sizes[0][1]}x{sizes[0][0]})", "small")
+    return None
+
+
 def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8,
                         alpha: list[Path] | None = None, keep: DecodedImages | None = None,
                         max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
                         animated: list[Path] | None = None) -> list[Problem]:
-    """Problems of the pairs' images: missing, undecodable, over ``max_pixels`` (from the header, before
-    decoding), reference/distorted size mismatch, smaller than ``crop``. Sizes are those :func:`read_image`
-    returns (EXIF orientation applied).
+    """Problems of the pairs' images: missing, undecodable, over ``max_pixels`` (from the header), reference and
+    distorted sizes differing, smaller than ``crop`` (sizes as :func:`read_image` returns them).
 
-    With ``decode`` every distinct file is decoded in full, once, in ``workers`` threads whose decodes in flight
-    are bounded in memory (:class:`MemoryGate`; JPEG and PNG bodies checked by PIL too, which finds the damage
-    OpenCV lets pass), so what passes can be read later; ``keep`` keeps the decoded images. Without it only
-    headers are read. Files with an alpha channel are appended to ``alpha``, animations to ``animated``.
+    With ``decode`` every distinct file is decoded in full once, in ``workers`` threads bounded in memory
+    (:class:`MemoryGate`; PIL checks JPEG and PNG bodies too), and ``keep`` keeps the images; else only headers
+    are read. Files with an alpha channel are appended to ``alpha``, animations to ``animated``.
     """
     gate = MemoryGate()
-
-    def inspect(path: Path) -> tuple[int, int, bool, int] | str:
-        try:
-            header = read_header(path, max_pixels=max_pixels)
-            if decode:
-                size = header.height * header.width * DECODED_BYTES_PER_PIXEL
-                gate.take(size)
-                try:
-                    header, image = decode_image(path, max_pixels, check_body=True)
-                finally:
-                    gate.give(size)
-                if keep is not None:
-                    keep.keep(path, image)
-            return header.height, header.width, header.alpha, header.frames
-        except UserError as err:
-            return err.template  # arguments named as the running entry point names them
-
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
-        info = dict(zip(paths, tqdm(pool.map(inspect, paths), total=len(paths), desc="check images", unit="file",
+        found = pool.map(lambda path: _inspect(path, decode, gate, keep, max_pixels), paths)
+        info = dict(zip(paths, tqdm(found, total=len(paths), desc="check images", unit="file",
                                     disable=not decode or len(paths) < 500, leave=False)))
     if alpha is not None:
         alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
     if animated is not None:
         animated += [p for p, v in info.items() if not isinstance(v, str) and v[3] > 1]
     folders: dict[Path, bool] = {}
-
-    def one(i: int, pair: Pair) -> Problem | None:
-        for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
-            if not folders.setdefault(folder, folder.is_dir()):
-                return Problem(i, f"{folder}{os.sep} not found (image folder)", str(folder))
-        if not pair.ref.is_file():
-            return Problem(i, f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or "
-                              "remove or rename the distorted image")
-        sizes = []
-        for path in (pair.dist, pair.ref):
-            found = info[path] if path in info else image_not_found(path).template
-            if isinstance(found, str):
-                return Problem(i, found)
-            sizes.append(found[:2])
-        if sizes[0] != sizes[1]:
-            return Problem(i, f"{pair.dist}: size {sizes[0][1]}x{sizes[0][0]} differs from its reference {pair.ref} "
-                              f"({sizes[1][1]}x{sizes[1][0]})")
-        if min(sizes[0]) < crop:
-            return Problem(i, f"{pair.dist} ({sizes[0][1]}x{sizes[0][0]})", "small")
-        return None
-
-    return [p for p in (one(i, pair) for i, pair in enumerate(pairs)) if p is not None]
+    return [p for p in (_pair_problem(i, pair, info, folders, crop) for i, pair in enumerate(pairs)) if p is not None]
 
 
 def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
@@ -155,13 +154,10 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
                  max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> list[Pair]:
     """The pairs that can be used: the one screening path of scoring and training.
 
-    Every image is decoded in full (see :func:`check_pairs_on_disk`; ``keep`` keeps the results), so what passes,
-    scoring can read. Problems (``known`` ones, e.g. from pairing, plus those found on disk) stop everything with
-    one :class:`UserError` listing them, or with ``skip_bad`` are reported as skipped (``report``, default stderr)
-    and left out. ``part`` names the split in messages (``train``, ``val``); ``check_hint`` names ``check_data``
-    (the scripts that have it); ``max_pixels`` is the pixel budget per image. Images with an alpha channel, and
-    animations (their first frame is scored), get one warning each per run (``warned``).
-    """
+    Every image is decoded in full (:func:`check_pairs_on_disk`; ``keep`` keeps them). Problems (``known`` ones, e.g.
+    from pairing, and those found) are one :class:`UserError`, or with ``skip_bad`` reported (``report``, default a
+    note) and left out. ``part`` names the split in messages; ``check_hint`` mentions ``check_data``; alpha channels
+    and animations get one warning each per run (``warned``)."""
     alpha: list[Path] = []
     animated: list[Path] = []
     found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha, keep=keep, max_pixels=max_pixels,
@@ -179,14 +175,12 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
         raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
                         + f"\n(fix them, {listing}or add {flag('skip_bad')} to use the rest)")
     warned = set() if warned is None else warned
-    if alpha and "alpha" not in warned:
-        warned.add("alpha")
-        report(f"warning: {len(alpha)} image(s) have an alpha channel (first: {alpha[0]}); AHIQ scores their "
-               "RGB values and ignores alpha")
-    if animated and "animated" not in warned:
-        warned.add("animated")
-        report(f"warning: {len(animated)} image(s) are animations (first: {animated[0]}); AHIQ scores their first "
-               "frame")
+    for key, files, what in (("alpha", alpha, "have an alpha channel (first: {}); AHIQ scores their RGB values and "
+                                              "ignores alpha"),
+                             ("animated", animated, "are animations (first: {}); AHIQ scores their first frame")):
+        if files and key not in warned:
+            warned.add(key)
+            report(f"warning: {len(files)} image(s) " + what.format(files[0]))
     for line in problems:
         report(f"skipped{f' ({part})' if part else ''}: {line}")
     bad = {p.index for p in found}

@@ -33,9 +33,8 @@ def parse_ratio(text: str) -> tuple[float, float, float]:
 
 def split_references(ref_ids: list[str], ratio: tuple[float, float, float], seed: int,
                      by: str = "reference", ratio_text: str | None = None) -> dict[str, list[str]]:
-    """Assign whole references to train/val/test at ``ratio`` (as the user wrote it: ``ratio_text``) after a
-    seeded shuffle (reference-disjoint); with ``by="pair"`` the ids are pairs' names and the parts share
-    references."""
+    """Assign whole references (``by="pair"``: pairs' names) to train/val/test at ``ratio`` (``ratio_text`` as the user
+    wrote it) after a seeded shuffle."""
     ids = sorted(set(ref_ids))
     order = [ids[i] for i in np.random.RandomState(seed).permutation(len(ids))]
     n = len(ids)
@@ -78,8 +77,8 @@ def read_split_file(path: str | Path) -> tuple[dict[str, list[str]], str]:
 
 
 def apply_split(pairs: list[Pair], split: dict[str, list[str]], keys: list[str] | None = None) -> dict[str, list[Pair]]:
-    """Pairs of each part by reference id (or by ``keys``, one per pair: :func:`split_keys`); pairs in no part are
-    left out."""
+    """Pairs of each part by reference id (or by ``keys``, one per pair: :func:`split_keys`); pairs in no part are left
+    out."""
     part_of = {ref: part for part, refs in split.items() for ref in refs}
     out: dict[str, list[Pair]] = {part: [] for part in SPLITS}
     for pair, key in zip(pairs, keys or [p.ref_id for p in pairs]):
@@ -90,11 +89,9 @@ def apply_split(pairs: list[Pair], split: dict[str, list[str]], keys: list[str] 
 
 def prepare_splits(cfg: DataConfig, run_dir: Path | None,
                    saved_split: Path | None = None) -> tuple[dict[str, list[Pair]], dict]:
-    """Train/val/test pairs of ``cfg``; the split is saved as ``run_dir/split.json`` (when given).
-
-    The split: the label file's own ``split`` column when it has one (csv), else ``cfg.split_file`` (or
-    ``saved_split``, an earlier run's), else a seeded reference-disjoint split at ``cfg.ratio``.
-    """
+    """Train/val/test pairs of ``cfg`` and what decided them, saved as ``run_dir/split.json`` (when given): the labels'
+    own ``split`` column (csv), else ``cfg.split_file`` or ``saved_split`` (an earlier run's), else a seeded split at
+    ``cfg.ratio``."""
     pairs = load_dataset(cfg)
     if pairs[0].split is not None:
         if cfg.split_file or cfg.split_ratio:

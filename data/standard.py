@@ -1,10 +1,8 @@
 """Loaders for TID2013, KADID-10k, CSIQ and LIVE release 2 in the layouts their authors distribute.
 
-Each ``load_<name>(root)`` reads only the label files and lists every labelled pair as a :class:`Pair`,
-sorted by distorted path. Image files need not exist: a missing image still yields a pair whose path is
-where the release keeps it, so the data checker can name exactly what is missing.
-``score`` is higher = better for every set; ``raw`` is the number as the label file writes it.
-"""
+Each ``load_<name>(root)`` reads only the label files and lists every labelled pair as a :class:`Pair`, sorted by
+distorted path; a missing image still yields its pair, so the data checker names what is missing. ``score`` is higher
+= better for every set; ``raw`` is the number as the label file writes it."""
 from __future__ import annotations
 
 import re
@@ -22,18 +20,11 @@ from ahiq.utils.errors import UserError
 # TID2013 distorted names: i<ref>_<type>_<level>.bmp, in either case.
 _TID2013_NAME = re.compile(r"^i\d\d_\d\d_\d\.bmp$", re.IGNORECASE)
 
-# CSIQ ``dst_type`` as written in csiq.DMOS.xlsx -> (folder under dst_imgs/, type token in the file name).
-# The tokens are not the sheet's words and their case varies (1600.AWGN.1.png, 1600.jpeg2000.1.png): they
-# match all 866 file names of ../shared/data/labels/CSIQ/ref_dist_dmos.csv. That file lists names only; the
-# folder names are those of the release as other public CSIQ loaders use them (dst_imgs/awgn/...).
+# CSIQ ``dst_type`` in csiq.DMOS.xlsx -> (folder under dst_imgs/, type token in the file name). The tokens match
+# all 866 names of ../shared/data/labels/CSIQ/ref_dist_dmos.csv; the folders are the release's (dst_imgs/awgn/...).
 _CSIQ_TYPES: dict[str, tuple[str, str]] = {
-    "noise": ("awgn", "AWGN"),
-    "jpeg": ("jpeg", "JPEG"),
-    "jpeg2000": ("jpeg2000", "jpeg2000"),
-    "fnoise": ("fnoise", "fnoise"),
-    "blur": ("blur", "BLUR"),
-    "contrast": ("contrast", "contrast"),
-}
+    "noise": ("awgn", "AWGN"), "jpeg": ("jpeg", "JPEG"), "jpeg2000": ("jpeg2000", "jpeg2000"),
+    "fnoise": ("fnoise", "fnoise"), "blur": ("blur", "BLUR"), "contrast": ("contrast", "contrast")}
 _CSIQ_COLUMNS = ("image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos")
 
 # LIVE release 2 numbers the images of each folder img1..imgN; dmos.mat concatenates the folders in this order.
@@ -49,10 +40,8 @@ def _sorted(pairs: list[Pair]) -> list[Pair]:
 def load_tid2013(root: Path) -> list[Pair]:
     """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``.
 
-    Label names and file names differ in case (``I01_11_1.BMP`` names ``i01_11_1.bmp``; references are
-    ``I01.BMP``..``I24.BMP`` and ``i25.bmp``), so names are matched case-insensitively. score = raw = MOS
-    (0..9, higher = better). 3,000 pairs from 25 references.
-    """
+    Names are matched case-insensitively (``I01_11_1.BMP`` names ``i01_11_1.bmp``). score = raw = MOS (0..9, higher =
+    better); 3,000 pairs from 25 references."""
     root = Path(root)
     labels = root / "mos_with_names.txt"
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
@@ -73,7 +62,7 @@ def load_tid2013(root: Path) -> list[Pair]:
         if not _TID2013_NAME.match(name):
             raise UserError(f"{where}: {name!r} is not a TID2013 name like i01_01_1.bmp; correct or delete that line")
         check_new(seen, name_key(name), number, where, name)
-        # Unmatched names keep the label's spelling, so the checker reports the path the label asked for.
+        # Unmatched names keep the label's spelling: the checker reports the path the label asked for.
         dist = dists.get(name_key(name), dist_dir / name)
         ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}{Path(name).suffix}"
         pairs.append(Pair(dist=dist, ref=ref, score=mos, raw=mos))
@@ -83,9 +72,7 @@ def load_tid2013(root: Path) -> list[Pair]:
 def load_kadid10k(root: Path) -> list[Pair]:
     """Pairs of KADID-10k: ``dmos.csv`` (``dist_img,ref_img,dmos,var``) naming files in ``images/``.
 
-    The column is called dmos but holds 1..5 ACR means, higher = better: score = raw = dmos.
-    10,125 pairs from 81 references.
-    """
+    The dmos column holds 1..5 ACR means, higher = better: score = raw = dmos; 10,125 pairs from 81 references."""
     root = Path(root)
     labels = root / "dmos.csv"
     images = root / "images"
@@ -111,8 +98,7 @@ def _cell_text(value: object) -> str:
 
 def _csiq_header(texts: list[str]) -> dict[str, int] | None:
     """Column index of each CSIQ column if this sheet row is the table's header, else None."""
-    # The header need not be on row 1 or in column A (the table sits in columns D..I of the sheet).
-    # A run of the six names in order wins over scattered matches, in case another table shares a name.
+    # The table sits in columns D..I, not on row 1; the six names in a run win over scattered matches.
     lower = [t.lower() for t in texts]
     for start in range(len(lower) - len(_CSIQ_COLUMNS) + 1):
         if tuple(lower[start:start + len(_CSIQ_COLUMNS)]) == _CSIQ_COLUMNS:
@@ -122,20 +108,11 @@ def _csiq_header(texts: list[str]) -> dict[str, int] | None:
     return None
 
 
-def load_csiq(root: Path) -> list[Pair]:
-    """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``, ``dst_imgs/<type>/``.
-
-    Distorted files are ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png`` where the sheet's type maps to
-    folder/token as noise -> awgn/AWGN, jpeg -> jpeg/JPEG, jpeg2000 -> jpeg2000/jpeg2000, fnoise ->
-    fnoise/fnoise, blur -> blur/BLUR, contrast -> contrast/contrast. DMOS is 0..1 with lower = better,
-    so score = 1 - dmos and raw = dmos. 866 pairs from 30 references. ``dst_type`` is matched ignoring case and
-    spaces (the distributed sheet writes ``jpeg 2000``).
-    """
-    import openpyxl  # only CSIQ needs it; keeps importing this module cheap
+def _csiq_sheet(labels: Path):
+    """Sheet ``all_by_image`` of the CSIQ workbook (openpyxl, imported here: only CSIQ needs it)."""
+    import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
-    root = Path(root)
-    labels = root / "csiq.DMOS.xlsx"
     need_file(labels, "label file")
     try:
         book = openpyxl.load_workbook(labels, data_only=True)  # data_only: cached values, not formulas
@@ -144,7 +121,18 @@ def load_csiq(root: Path) -> list[Pair]:
     if "all_by_image" not in book.sheetnames:
         raise UserError(f"{labels}: no sheet 'all_by_image' (sheets: {', '.join(book.sheetnames)}); "
                         "give the workbook as distributed")
-    sheet = book["all_by_image"]
+    return book["all_by_image"]
+
+
+def load_csiq(root: Path) -> list[Pair]:
+    """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``, ``dst_imgs/<type>/``.
+
+    Distorted files are ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png`` (:data:`_CSIQ_TYPES`; ``dst_type`` matched
+    ignoring case and spaces). DMOS is 0..1, lower = better: score = 1 - dmos, raw = dmos; 866 pairs from 30
+    references."""
+    root = Path(root)
+    labels = root / "csiq.DMOS.xlsx"
+    sheet = _csiq_sheet(labels)
     columns: dict[str, int] | None = None
     pairs: list[Pair] = []
     seen: dict[str, int] = {}
@@ -208,11 +196,9 @@ def _mat_string(value: object) -> str:
 def load_live(root: Path) -> list[Pair]:
     """Pairs of LIVE release 2: ``dmos.mat``, ``refnames_all.mat``, ``refimgs/``, five distortion folders.
 
-    Entry i of ``dmos``/``orgs``/``refnames_all`` is ``<folder>/img<k>.bmp`` counting through jp2k (227),
-    jpeg (233), wn (174), gblur (174), fastfading (174) in that order. Entries with ``orgs == 1`` are copies
-    of the reference (DMOS 0) and are left out: 779 pairs from 29 references. DMOS is roughly 0..100 with
-    lower = better, so score = 100 - dmos and raw = dmos.
-    """
+    Entry i of ``dmos``/``orgs``/``refnames_all`` is ``<folder>/img<k>.bmp`` counting through :data:`LIVE_FOLDERS`;
+    entries with ``orgs == 1`` (reference copies) are left out: 779 pairs from 29 references. DMOS is about 0..100,
+    lower = better: score = 100 - dmos, raw = dmos."""
     root = Path(root)
     dmos_file, names_file = root / "dmos.mat", root / "refnames_all.mat"
     values = _mat_variables(dmos_file, ("dmos", "orgs"))
@@ -222,7 +208,6 @@ def load_live(root: Path) -> list[Pair]:
         if array.size != LIVE_ENTRIES:
             raise UserError(f"{file}: {var} has {array.size} entries, LIVE release 2 has {LIVE_ENTRIES}; "
                             "give the release-2 files as distributed")
-    # tolist() turns numpy scalars into Python floats, so error messages show plain numbers.
     dmos_values, orgs_values = values["dmos"].tolist(), values["orgs"].tolist()
     pairs: list[Pair] = []
     index = 0
@@ -245,8 +230,4 @@ def load_live(root: Path) -> list[Pair]:
 
 
 LOADERS: dict[str, Callable[[Path], list[Pair]]] = {
-    "tid2013": load_tid2013,
-    "kadid10k": load_kadid10k,
-    "csiq": load_csiq,
-    "live": load_live,
-}
+    "tid2013": load_tid2013, "kadid10k": load_kadid10k, "csiq": load_csiq, "live": load_live}

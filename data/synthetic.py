@@ -1,6 +1,5 @@
 """A procedurally generated full-reference IQA dataset, written in the PIPAL training layout.
 
-It lets training, testing and the data pipeline be exercised end to end without downloading PIPAL:
 :func:`ensure_synthetic` writes ``n_refs`` references, ``len(DISTORTIONS) * LEVELS`` distorted images per
 reference and one label file per reference under ``root``::
 
@@ -9,18 +8,12 @@ reference and one label file per reference under ``root``::
     root/Train_Label/A0001.txt                         lines ``A0001_00_00.bmp,1520.0648`` + newline
     root/synthetic.json                                generation parameters + version; written last
 
-so the project's PIPAL loader reads it unchanged. Everything is deterministic in ``seed``.
+so the PIPAL loader reads it unchanged; everything is deterministic in ``seed``.
 
-References are 1/f-spectrum noise fields (one luminance and two weaker chroma fields, so channels are
-correlated as in photographs) over a smooth illumination ramp, with 3-7 anti-aliased shapes (ellipses,
-rotated rectangles, polygons, thick strokes), each filled with its own colour and texture.
-
-Distortion types, levels 00..03 from mildest to strongest:
-00 Gaussian blur (sigma 0.8, 1.4, 2.2, 3.5 px); 01 additive Gaussian noise (sd 5, 10, 18, 30 per channel);
-02 JPEG via OpenCV (quality 60, 30, 15, 6); 03 contrast reduction about the mean (factor 0.8, 0.62, 0.46,
-0.32) with a brightness offset of seeded sign (6, 12, 20, 30 grey levels); 04 colour cast: an offset of
-8, 16, 28, 44 levels along a seeded chroma direction (perpendicular to grey); 05 downsample with area
-averaging then bicubic upsample (factor 1.5, 2, 3, 4).
+References are 1/f-spectrum noise fields (correlated channels, as in photographs) over a smooth illumination ramp,
+with 3-7 anti-aliased shapes, each with its own colour and texture. Distortion types (:data:`DISTORTIONS`, levels
+00..03 from mildest to strongest): 00 Gaussian blur, 01 Gaussian noise, 02 JPEG, 03 contrast reduction with a
+brightness offset, 04 colour cast along a seeded chroma direction, 05 area downsampling then bicubic upsampling.
 """
 from __future__ import annotations
 
@@ -75,11 +68,8 @@ _OUR_NAMES = re.compile(r"A\d{4}(_\d{2}_\d{2})?\.(bmp|txt)")
 
 
 def ensure_synthetic(root: str | os.PathLike, n_refs: int = 12, size: int = 128, seed: int = 0) -> Path:
-    """Write the synthetic dataset under ``root`` unless an identical one is already there; returns ``root``.
-
-    A folder whose ``synthetic.json`` records other parameters is regenerated (its old images removed).
-    A folder holding PIPAL-style data that this module did not write is refused rather than overwritten.
-    """
+    """Write the synthetic dataset under ``root`` unless an identical one is there; returns ``root``. Other recorded
+    parameters regenerate it; PIPAL-style data this module did not write is refused."""
     root = Path(root)
     if not 1 <= n_refs <= 9999:
         raise UserError(f"synthetic dataset: n_refs={n_refs} is out of range; use 1..9999 (4-digit ids)")
@@ -162,15 +152,10 @@ def distort(ref: np.ndarray, dist_type: int, level: int, rng: np.random.Generato
 
 
 def _parameters(n_refs: int, size: int, seed: int) -> dict:
-    return {
-        "version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS,
-        "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)},
-        "pseudo_mos": {
-            "ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH,
-            "logistic_centre": LOGISTIC_CENTRE, "logistic_scale": LOGISTIC_SCALE,
-            "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD,
-        },
-    }
+    mos = {"ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH, "logistic_centre": LOGISTIC_CENTRE,
+           "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
+    return {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
+            "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
 
 
 def _read_json(path: Path) -> dict | None:

@@ -1,14 +1,12 @@
 """Make a degraded image better in AHIQ's eyes: Adam steps on AHIQLoss (engine/loss.py).
 
-    python examples/optimize_image.py --ref I01.png --blur 2 --steps 15 --output restored.png
-    python examples/optimize_image.py --ref I01.png --dist I01_01_05.png --checkpoint FILE
+python examples/optimize_image.py --ref I01.png --blur 2 --steps 15 --output restored.png python
+examples/optimize_image.py --ref I01.png --dist I01_01_05.png --checkpoint FILE
 
-Starts from ``--dist`` (or the reference blurred by ``--blur`` / noised by ``--noise``), minimises
-``1 - score`` against the reference over the pixels, kept in [0, 1], and prints the score after each step.
-A step that does not raise the score is taken back and the learning rate halved, so the printed score only
-rises. With random-init weights (``--pretrained_backbones false --checkpoint none``) the image changes
-towards whatever that network rewards: a check of the mechanics, not of quality.
-"""
+Starts from ``--dist`` (or the reference blurred by ``--blur`` / noised by ``--noise``) and minimises ``1 - score``
+over the pixels, kept in [0, 1]; a step that does not raise the score is taken back and the rate halved, so the
+printed score only rises. With random weights (``--pretrained_backbones false --checkpoint none``) it checks the
+mechanics, not quality."""
 from __future__ import annotations
 
 import argparse
@@ -51,8 +49,7 @@ def parse(argv=None) -> argparse.Namespace:
     if not (1 <= opt.steps <= 10**6 and 0 < opt.lr < 1e3 and 0 <= opt.blur < 1e3 and 0 <= opt.noise < 1e3):
         raise UserError("--steps must be 1..10^6, --lr > 0, --blur and --noise >= 0 (all finite)")
     check_range("seed", opt.seed)
-    if opt.crop_size is not None:
-        check_range("crop_size", opt.crop_size)
+    check_range("crop_size", opt.crop_size)  # None: the checkpoint's
     check_writable(opt.output, "--output ")
     check_outputs({"--output ": opt.output},
                   [p for p in (opt.ref, opt.dist, opt.checkpoint, opt.vit_weights, opt.cnn_weights) if p])
@@ -60,9 +57,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def start_image(opt, ref: np.ndarray, levels: int) -> np.ndarray:
-    """The image to improve, RGB float32 in [0, 1] like ``ref`` (:func:`as_unit_float` of a file of either
-    depth): ``--dist``, or the reference blurred and/or noised (rounded to ``levels`` steps, as a file of the
-    reference's depth holds it: 255 or 65535)."""
+    """The image to improve, RGB float32 in [0, 1] like ``ref``: ``--dist``, or the reference blurred and/or noised and
+    rounded to ``levels`` steps (255 or 65535, as a file of the reference's depth holds it)."""
     if opt.dist:
         dist = as_unit_float(read_image(opt.dist))
         if dist.shape != ref.shape:
@@ -103,7 +99,6 @@ def main(argv=None) -> list[float]:
     opt = parse(argv)
     torch.manual_seed(opt.seed)
     ref_file = read_image(opt.ref)
-    # read_image: uint8 for 8-bit files, float in [0, 1] for 16-bit ones; the start image and the output keep that depth
     dtype = np.uint8 if ref_file.dtype == np.uint8 else np.uint16
     levels = np.iinfo(dtype).max
     ref_np = as_unit_float(ref_file)

@@ -3,10 +3,9 @@
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx
     python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
 
-Each distorted image is scored against ``--ref`` as score.py scores the pair: the same crop windows
-(``data.crops``, for the same ``--crops`` and ``--seed``), the crop size the graph was exported for, the same
-decoding (``data.images.read_image``: RGB, EXIF orientation applied once, 16-bit files as value / 65535) and the
-mean over the crops.
+Each distorted image is scored against ``--ref`` as score.py scores the pair: the same crop windows (``--crops``,
+``--seed``), the crop size the graph was exported for, the same decoding (``data.images.read_image``) and the mean
+over the crops.
 """
 from __future__ import annotations
 
@@ -17,26 +16,24 @@ import numpy as np
 
 from ahiq.data.crops import PROTOCOLS, crop_positions, parse_crops  # numpy only: no torch here
 from ahiq.data.images import as_unit_float, read_image  # OpenCV, PIL, numpy
+from ahiq.models.config import SEED  # the standard library only
 from ahiq.utils.errors import UserError, cli_main
 from ahiq.utils.inputs import reading
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """``(H, W, 3)`` float32 RGB in [0, 1], as score.py reads the file (``data.images.read_image``: the EXIF
-    orientation applied once, 8-bit values / 255 as the network's own uint8 conversion, 16-bit / 65535, grey
-    repeated, alpha ignored, the pixel budget)."""
+    """``(H, W, 3)`` float32 RGB in [0, 1], as score.py reads the file (``data.images.read_image``)."""
     return as_unit_float(read_image(path))
 
 
 def check_inputs(session, path: str) -> int:
-    """The crop size an AHIQ export takes, from its inputs (``dist``, ``ref``: ``(N, 3, S, S)``, S fixed); a model
-    with other inputs is a :class:`UserError`."""
+    """The crop size S an AHIQ export takes, from its inputs (``dist``, ``ref``: ``(N, 3, S, S)``); a model with
+    other inputs is a :class:`UserError`."""
     inputs = {i.name: i.shape for i in session.get_inputs()}
-    shapes = list(inputs.values())
-    if sorted(inputs) == ["dist", "ref"] and all(
-            len(s) == 4 and s[1] == 3 and isinstance(s[2], int) and s[2] == s[3] and s[2] > 0 for s in shapes) \
-            and shapes[0][1:] == shapes[1][1:]:
-        return int(shapes[0][-1])
+    shapes = [list(s)[1:] for s in inputs.values()]
+    if sorted(inputs) == ["dist", "ref"] and shapes[0] == shapes[1] and len(shapes[0]) == 3 and shapes[0][0] == 3 \
+            and isinstance(shapes[0][1], int) and shapes[0][1] == shapes[0][2] and shapes[0][1] > 0:
+        return shapes[0][1]
     found = ", ".join(f"{name} {shape}" for name, shape in inputs.items()) or "none"
     raise UserError(f"--model {path}: its inputs ({found}) are not an AHIQ export's (dist and ref, (N, 3, S, S)); "
                     "write one with `python export.py --to onnx`")
@@ -54,7 +51,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dist", metavar="FILE", required=True, nargs="+",
                    help="distorted image file(s), each scored against --ref")
     p.add_argument("--crops", default="center", help=f"crop protocol, as score.py's: {PROTOCOLS} (default: center)")
-    p.add_argument("--seed", type=int, default=1919, help="seed of random:N crops (default: 1919, score.py's)")
+    p.add_argument("--seed", type=int, default=SEED, help=f"seed of random:N crops (default: {SEED}, score.py's)")
     p.add_argument("--batch_size", type=int, default=4,
                    help="distorted images per onnxruntime call, all their crops (default: 4)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0, its own choice)")
@@ -89,7 +86,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     h, w = ref.shape[:2]
     if h < size or w < size:
         raise UserError(f"--ref {opt.ref}: {w}x{h} is smaller than the {size}x{size} crop the model was exported for")
-    positions = crop_positions(opt.crops, h, w, size, opt.seed)
+    positions = crop_positions(opt.crops, h, w, size, seed=opt.seed)
     ref_crops = crops(ref, positions, size)
     results = []
     for start in range(0, len(opt.dist), opt.batch_size):

@@ -15,16 +15,38 @@ from ahiq.utils.io import atomic_write_text  # noqa: E402
 
 
 def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
-    """An experiment's parser: its docstring's first line, defaults shown, and the note that every other option
-    goes to ``passes_to``."""
+    """An experiment's parser: its docstring's first line, defaults shown, every other option passed to ``passes_to``."""
     return OneLineErrors(description=doc.splitlines()[0], formatter_class=OneDefaultHelpFormatter, allow_abbrev=False,
                          epilog=f"Every other option is passed to {passes_to} (see python {passes_to} --help) and, "
                                 "through the run's opt.json, to its test run.")
 
 
+def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse.Namespace, list[str]]:
+    """Parse with the options of repeated splits added (``--seeds``, ``--split_ratio``, ``--test_crops``,
+    ``--checkpoints_dir``): the known options and the rest (for train.py)."""
+    p.add_argument("--seeds", type=int, default=seeds, help="number of random splits (split seeds 0..K-1)")
+    p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
+    p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
+    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the tables go")
+    args, extra = p.parse_known_args(argv)
+    if not 1 <= args.seeds <= 1000:
+        raise UserError("--seeds must be 1..1000")
+    return args, extra
+
+
+def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), test_argv=(), config=()) -> dict:
+    """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last) and test it on
+    the split's test part: :func:`train_then_test`."""
+    run = Path(args.checkpoints_dir) / name
+    return train_then_test([*config, "--dataset", args.dataset, "--name", name, "--checkpoints_dir",
+                            args.checkpoints_dir, "--split_ratio", args.split_ratio, "--split_seed", str(seed),
+                            *train_argv], run, ["--split", "test", "--crops", args.test_crops, "--output",
+                                                str(run / "test_results.txt"), *test_argv])
+
+
 def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> dict:
-    """``train.py train_argv`` (which makes the run folder ``run``), then :func:`test_run`; test.py's metrics and
-    the training time (``seconds``)."""
+    """``train.py train_argv`` (making the run folder ``run``), then :func:`test_run`: test.py's metrics and the
+    training ``seconds``."""
     from ahiq.commands import train as train_script
 
     start = time.perf_counter()
@@ -33,9 +55,8 @@ def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> d
 
 
 def test_run(run: Path, test_argv: list[str], checkpoint: str | None = None, data: bool = True) -> dict:
-    """``test.py`` with the training run's own options (its ``opt.json``: every option the two scripts share
-    reaches the test run) and ``checkpoint`` (default its ``best.pth``), ``test_argv`` on top; ``data=False``
-    leaves the run's data options out (another dataset is tested). test.py's metrics."""
+    """``test.py`` with the training run's own options (its ``opt.json``) and ``checkpoint`` (default its ``best.pth``),
+    ``test_argv`` on top; ``data=False`` leaves the run's data options out (another dataset). test.py's metrics."""
     from ahiq.commands import test as test_script
 
     config = run / "opt.json"

@@ -2,13 +2,10 @@
 
     python experiments/ablations.py --dataset kadid10k --data_root /data/kadid10k --seeds 3 [train.py options]
 
-Every preset (``options/presets/<name>.json``, or a path to an options file) is trained with the same
-reference-disjoint split(s) (``--split_ratio``, split seeds 0..K-1) and the same training options: the preset's,
-then the ones given here after it, which override both (``--n_epoch 50``). Each run
-(``<checkpoints_dir>/ablation_<preset>_split<k>``) is tested on its test part with its ``best.pth``, through
-``test.py --config <run>/opt.json``. Prints a markdown table, one row per preset: trainable parameters, the
-median over the splits of SRCC / PLCC / KRCC and of PLCC / RMSE after the fitted logistic, and the median
-training time; writes it to ``<checkpoints_dir>/ablations_<dataset>.md`` (or ``--output``).
+Every preset (``options/presets/<name>.json``, or an options file) is trained on the same reference-disjoint
+split(s) with the preset's options, then the ones given here (``--n_epoch 50``), and tested on its test part with
+its ``best.pth``. The table (one row per preset: trainable parameters, median SRCC / PLCC / KRCC / fitted PLCC /
+RMSE over the splits, median training time) goes to ``<checkpoints_dir>/ablations_<dataset>.md`` (or ``--output``).
 """
 from __future__ import annotations
 
@@ -19,18 +16,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
-from experiments import parser, train_then_test  # noqa: E402
+from experiments import parse_splits, parser, split_run  # noqa: E402
 from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
-from ahiq.utils.comparison import spread_cells  # noqa: E402
+from ahiq.utils.comparison import OVERALL as METRICS, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "options" / "presets"
 # The authors' model and one row per ablation of the paper.
 DEFAULT_PRESETS = ("ntire2022", "vit_only", "cnn_only", "no_deform", "no_fusion", "mean_pooling", "patch16")
-METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 
 def preset_path(name: str) -> Path:
@@ -68,14 +64,8 @@ def main(argv=None) -> str:
     p.add_argument("--dataset", required=True, help="any train.py --dataset (pipal, csv, tid2013, ...)")
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                    help="comma-separated preset names (options/presets/<name>.json) or options files")
-    p.add_argument("--seeds", type=int, default=1, help="number of reference-disjoint splits (split seeds 0..K-1)")
-    p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
-    p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
-    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the table go")
     p.add_argument("--output", default=None, help="markdown file (default <checkpoints_dir>/ablations_<dataset>.md)")
-    args, extra = p.parse_known_args(argv)
-    if not 1 <= args.seeds <= 1000:
-        raise UserError("--seeds must be 1..1000")
+    args, extra = parse_splits(p, argv, seeds=1)
     presets = [(name, preset_path(name)) for name in args.presets.split(",") if name.strip()]
     if not presets:
         raise UserError("--presets: give at least one preset")
@@ -85,13 +75,9 @@ def main(argv=None) -> str:
         row = {"preset": label, "runs": []}
         for seed in range(args.seeds):
             run_name = f"ablation_{label}_split{seed}"
-            run = Path(args.checkpoints_dir) / run_name
             print(f"== {label}, split {seed + 1}/{args.seeds}: {run_name}", flush=True)
-            row["runs"].append(train_then_test(
-                ["--config", str(path), "--dataset", args.dataset, "--name", run_name, "--checkpoints_dir",
-                 args.checkpoints_dir, "--split_ratio", args.split_ratio, "--split_seed", str(seed), *extra], run,
-                ["--split", "test", "--crops", args.test_crops, "--output", str(run / "test_results.txt")]))
-            row["parameters"] = trainable_parameters(run / "best.pth")
+            row["runs"].append(split_run(args, seed, run_name, extra, config=["--config", str(path)]))
+            row["parameters"] = trainable_parameters(Path(args.checkpoints_dir) / run_name / "best.pth")
         rows.append(row)
     table = ablation_table(args.dataset, rows)
     output = Path(args.output) if args.output else Path(args.checkpoints_dir) / f"ablations_{args.dataset}.md"

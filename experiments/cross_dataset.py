@@ -3,12 +3,9 @@
     python experiments/cross_dataset.py --checkpoint FILE --test csiq=/data/CSIQ live=/data/LIVE tid2013=/data/TID2013
     python experiments/cross_dataset.py --train kadid10k=/data/kadid10k --test tid2013=/data/TID2013 [train.py options]
 
-Without ``--checkpoint``, ``train.py --dataset NAME --data_root ROOT --name <name>`` runs first (its own validation
-split selects ``best.pth``) and each test runs with that run's model options. Each test set is scored whole,
-``test.py --split all`` (every labelled pair). Prints one row per test set (and per baseline with ``--baselines``,
-on the same pairs): pairs, PLCC, PLCC after the fitted logistic, SRCC, KRCC; writes
-``<checkpoints_dir>/<name>/cross_dataset.md`` and ``.csv`` (with ``--baselines``, each set's comparison files
-``cross_<dataset>_*`` beside them). With ``--checkpoint`` the other options go to test.py.
+Without ``--checkpoint``, train.py runs first and each test uses that run's model options. Each test set is scored
+whole (``test.py --split all``): one row per set (and per ``--baselines`` metric), in
+``<checkpoints_dir>/<name>/cross_dataset.md`` and ``.csv``. With ``--checkpoint`` the other options go to test.py.
 """
 from __future__ import annotations
 

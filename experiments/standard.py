@@ -2,12 +2,10 @@
 
     python experiments/standard.py --dataset kadid10k --data_root /data/kadid10k --seeds 10 [train.py options]
 
-For each seed s: ``train.py --split_ratio 6:2:2 --split_seed s --name <dataset>_split<s>`` (selecting on the
-validation part), then ``test.py`` on that run's test part with its ``best.pth`` and the run's own options. Prints
-a markdown table of the median SRCC/PLCC/KRCC and PLCC/RMSE after the fitted logistic (and mean ± std) over the
-seeds, written to ``<checkpoints_dir>/<dataset>_splits.md``. With ``--baselines psnr,ssim`` each test part is also
-scored by those metrics (``test.py --baselines``) and the table gains a row per metric and the SRCC per distortion
-type (``<dataset>_comparison.*``, ``_types.*``).
+For each seed s: ``train.py --split_ratio 6:2:2 --split_seed s --name <dataset>_split<s>``, then ``test.py`` on
+that run's test part with its ``best.pth`` and options. The table of median and mean ± std over the seeds of
+SRCC/PLCC/KRCC and PLCC/RMSE after the fitted logistic goes to ``<checkpoints_dir>/<dataset>_splits.md``. With
+``--baselines psnr,ssim`` the table gains a row per metric and the SRCC per distortion type.
 """
 from __future__ import annotations
 
@@ -16,15 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from experiments import parser, train_then_test  # noqa: E402
+from experiments import parse_splits, parser, split_run  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
-from ahiq.utils.comparison import fit_cell, spread_cells  # noqa: E402
+from ahiq.utils.comparison import OVERALL as METRICS, fit_cell, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS, figure  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
-
-METRICS = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
 
 
 def summary_table(dataset: str, results: list[dict]) -> str:
@@ -48,10 +44,6 @@ def summary_table(dataset: str, results: list[dict]) -> str:
 def main(argv=None) -> str:
     p = parser(__doc__)
     p.add_argument("--dataset", required=True, help="tid2013, kadid10k, csiq, live (or pipal, synthetic, csv)")
-    p.add_argument("--seeds", type=int, default=10, help="number of random splits (seeds 0..K-1)")
-    p.add_argument("--split_ratio", default="6:2:2", help="train:val:test")
-    p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
-    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the tables go")
     p.add_argument("--baselines", default=None, help="classical metrics on each split's test pairs (test.py "
                    "--baselines), e.g. psnr,ssim: their rows and the per-type table join the table")
     p.add_argument("--type_min_pairs", type=int, default=5, help="the fewest test pairs of a distortion type that get "
@@ -59,11 +51,9 @@ def main(argv=None) -> str:
     p.add_argument("--split_by", default="reference", choices=["reference", "pair"],
                    help="reference: reference-disjoint splits (the protocol); pair: pairs shuffled into the parts, "
                         "for a set of too few references (the table says so)")
-    args, extra = p.parse_known_args(argv)
+    args, extra = parse_splits(p, argv, seeds=10)
     if not 1 <= args.type_min_pairs <= 10**6:
         raise UserError("--type_min_pairs must be 1..1000000")
-    if not 1 <= args.seeds <= 1000:
-        raise UserError("--seeds must be 1..1000")
     baselines = [] if args.baselines is None else ["--baselines", args.baselines, "--type_min_pairs",
                                                    str(args.type_min_pairs)]
     if baselines:
@@ -72,12 +62,7 @@ def main(argv=None) -> str:
     for seed in range(args.seeds):
         name = f"{args.dataset}_split{seed}"
         print(f"== split {seed + 1}/{args.seeds}: {name}", flush=True)
-        run = root / name
-        metrics = train_then_test(["--dataset", args.dataset, "--name", name, "--checkpoints_dir", str(root),
-                                   "--split_ratio", args.split_ratio, "--split_seed", str(seed), "--split_by",
-                                   args.split_by, *extra], run,
-                                  ["--split", "test", "--crops", args.test_crops, "--output",
-                                   str(run / "test_results.txt"), *baselines])
+        metrics = split_run(args, seed, name, ["--split_by", args.split_by, *extra], baselines)
         results.append({"seed": seed, **metrics})
     note = "[split by pair: the parts share references]" if args.split_by == "pair" else ""
     table = summary_table(f"{args.dataset} {note}".strip(), results)

@@ -1,9 +1,6 @@
-"""AHIQ beside other metrics on the same pairs: the overall and per-distortion-type tables (markdown and CSV) and
-their pictures, over one scored set or the test parts of several splits.
-
-Every prediction is oriented higher = better, as every label (``Pair.score``): a metric where lower is better
-is negated before it gets here, so a positive correlation always means agreement with the viewers.
-"""
+"""AHIQ beside other metrics on the same pairs: the overall and per-distortion-type tables (markdown and CSV) and their
+pictures, over one scored set or the test parts of several splits. Every prediction is oriented higher = better, as
+every label: a lower-is-better metric is negated before it gets here."""
 from __future__ import annotations
 
 import math
@@ -27,7 +24,7 @@ TYPE_MIN_PAIRS = 5  # a correlation over fewer pairs says little: such a type sh
 @dataclass
 class ScoredSet:
     """One scored set: per pair its name, distortion type (None: unknown), label and each metric's prediction
-    (``scores``: metric title -> array, AHIQ first), all oriented higher = better."""
+    (``scores``, AHIQ first), all higher = better."""
 
     names: list[str]
     types: list[str | None]
@@ -35,7 +32,7 @@ class ScoredSet:
     scores: dict[str, np.ndarray]
 
     def write(self, path: str | os.PathLike) -> None:
-        """``name,type,label,<metric>...``; numbers written exactly (``repr``), so :meth:`read` gives them back."""
+        """``name,type,label,<metric>...``, numbers exactly (``repr``), so :meth:`read` gives them back."""
         columns = [self.labels, *self.scores.values()]
         rows = ([n, t or "", *(repr(float(c[i])) for c in columns)] for i, (n, t) in enumerate(zip(self.names, self.types)))
         write_csv(path, ["name", "type", "label", *self.scores], rows)
@@ -72,9 +69,8 @@ def _missing(whys: Sequence[str | None], n_sets: int) -> str:
 
 
 def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: int = 4) -> tuple[str, str, str, str]:
-    """(markdown cell, median, mean, std) of one figure over the sets (``whys``: why it is missing on each, None
-    where it is not). One set: the value; several: ``median (mean ± std)``. A
-    figure missing on any set is its reason (:func:`_missing`) in every cell, never a NaN."""
+    """(markdown cell, median, mean, std) of one figure over the sets: one set its value, several ``median (mean ±
+    std)``; missing on any set (``whys``), its reason in every cell."""
     if any(w is not None for w in whys):
         cell = _missing(whys, len(values))
         return cell, cell, cell, cell
@@ -84,9 +80,8 @@ def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: in
 
 
 def fit_cell(forms: Sequence[str | None], whys: Sequence[str | None] = ()) -> str:
-    """The form of the mapping behind PLCC(fitted) over the sets (``forms``, None where a set had none, ``whys``
-    saying why): ``logistic5``, or ``logistic5 x2, logistic4 x1`` where the sets differ; ``n/a (n=4<5)`` where no
-    set had one."""
+    """The form of the mapping behind PLCC(fitted) over the sets: ``logistic5``, ``logistic5 x2, logistic4 x1`` where
+    they differ, or where no set had one the reasons (``whys``)."""
     found = [f for f in forms if f]
     if not found:
         return _missing([w or "undefined" for w in (whys or [None] * len(forms))], len(forms))
@@ -103,15 +98,14 @@ def _fit_cell(evaluations: Sequence[Evaluation]) -> str:
 
 
 def evaluations(sets: Sequence[ScoredSet]) -> dict[str, list[Evaluation]]:
-    """Per metric, its :func:`utils.metrics.evaluate` on each set (the logistic fitted per set, on that metric's
-    own predictions)."""
+    """Per metric, :func:`utils.metrics.evaluate` on each set (the logistic fitted per set)."""
     return {metric: [evaluate(s.scores[metric], s.labels) for s in sets] for metric in sets[0].scores}
 
 
 def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] | None = None
                  ) -> tuple[list[list], list[list]]:
-    """Per metric, over the sets: (markdown rows ``metric, pairs, SRCC..RMSE(fitted), fit``, CSV rows ``metric,
-    splits, pairs_min, pairs_max`` + median/mean/std of each metric + ``fit``). A missing figure is its reason."""
+    """Per metric, over the sets: (markdown rows ``metric, pairs, SRCC..RMSE(fitted), fit``, CSV rows ``metric, splits,
+    pairs_min, pairs_max``, median/mean/std of each figure, ``fit``)."""
     found = found or evaluations(sets)
     md, table = [], []
     counts = [len(s.labels) for s in sets]
@@ -125,10 +119,8 @@ def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] |
 
 def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
               min_pairs: int = TYPE_MIN_PAIRS) -> list[list]:
-    """Per distortion type (sorted by code), ``code, name, pairs`` and each metric's SRCC on that type's pairs
-    (median over the sets), then ``all``. A row with fewer than ``min_pairs`` pairs on some set shows its count
-    and, instead of a correlation, the string ``n/a (n<min_pairs)``; an SRCC undefined on some set (constant
-    labels) the reason. Empty when no pair has a type."""
+    """Per distortion type (by code), then ``all``: ``code, name, pairs`` and each metric's SRCC (median over the sets);
+    ``n/a (n<min_pairs)`` for too few pairs on some set, the reason where undefined. Empty when no pair has a type."""
     codes = sorted({t or NO_TYPE for s in sets for t in s.types})
     if codes == [NO_TYPE]:
         return []
@@ -156,9 +148,9 @@ def _type_cell(value: float | str, digits: int = 4) -> str:
 def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, title: str,
                       type_names: dict[str, str] | None = None, label_name: str = "label",
                       min_pairs: int = TYPE_MIN_PAIRS, set_name: str = "split") -> str:
-    """Write ``<prefix>_comparison.md`` (both tables), ``_comparison.csv``, ``_types.csv``, ``_scatter.png``
-    (every set: all the points, each set's fitted curve) and ``_types.png``; return the markdown. ``min_pairs``:
-    the fewest pairs of a type that get an SRCC; ``set_name`` what one set is (a split)."""
+    """Write ``<prefix>_comparison.md`` (both tables), ``_comparison.csv``, ``_types.csv``, ``_scatter.png`` and
+    ``_types.png``; return the markdown. ``min_pairs``: the fewest pairs of a type that get an SRCC; ``set_name``:
+    what one set is."""
     from ahiq.utils.visual import ScatterPanel, save_fitted_scatter, save_type_bars
 
     prefix, metrics, several = Path(prefix), list(sets[0].scores), len(sets) > 1
@@ -201,8 +193,7 @@ def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, titl
 
 
 def _panel_caption(per_set: Sequence[Evaluation], several: bool) -> str:
-    """A scatter panel's figures, one a line (so a title never outgrows its panel): SRCC and PLCC(fitted) (their
-    medians over the sets) and the fitted mapping's form."""
+    """A scatter panel's figures, one a line: SRCC and PLCC(fitted) (medians over the sets) and the fitted form."""
     lines = [f"median of {len(per_set)}" if several else ""]
     for key in ("SRCC", "PLCC_fitted"):
         median = spread_cells([e.metrics[key] for e in per_set], [e.why.get(key) for e in per_set])[1]

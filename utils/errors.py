@@ -1,15 +1,11 @@
 """User-facing errors: one line saying what is wrong, where, and what to do.
 
-Library code (``models/``, ``data/``, the running floor) speaks of its Python arguments; scripts speak of
-flags. A message names an argument as ``{arg:NAME}``: :class:`UserError` renders it as ``NAME=`` when read
-from Python and :func:`cli_main` as ``--NAME `` on the command line, so one message serves both. A line printed
-or logged rather than raised goes through :func:`plain`: arguments named as the running entry point names them.
+Library code speaks of its Python arguments, scripts of flags: a message names an argument as ``{arg:NAME}``, which
+:class:`UserError` renders as ``NAME=`` from Python and :func:`cli_main` as ``--NAME `` on the command line; a
+printed or logged line goes through :func:`plain`.
 
-Notes and warnings of library code go to the ``ahiq`` logger (:func:`note`), never to ``print``: by default its
-handler writes each as one bare line on stderr, as the scripts show them; a library user silences them with
-``logging.getLogger("ahiq").setLevel(logging.ERROR)``, or captures them with a handler of their own on that logger
-(``LOG.propagate = True`` sends them on to the application's logging as well).
-"""
+Library notes and warnings go to the ``ahiq`` logger (:func:`note`), never ``print``: each a bare line on stderr by
+default; ``logging.getLogger("ahiq").setLevel(logging.ERROR)`` silences them, a handler of one's own captures them."""
 from __future__ import annotations
 
 import functools
@@ -21,19 +17,14 @@ from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
-_ARG = re.compile(r"\{arg:([A-Za-z_][A-Za-z0-9_]*)\}")
-_FLAG = re.compile(r"\{flag:([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = re.compile(r"\{name:([A-Za-z_][A-Za-z0-9_]*)\}")
+_MARK = re.compile(r"\{(arg|flag|name):([A-Za-z_][A-Za-z0-9_]*)\}")
+_FORMS = {True: {"arg": "--{} ", "flag": "--{}", "name": "--{}"}, False: {"arg": "{}=", "flag": "{}=True", "name": "{}"}}
 _in_script = False  # inside a script's main (cli_main): printed lines name arguments as flags
 
 
 def render(text: str, cli: bool) -> str:
     """``text`` with its markers as flags (``cli``) or as Python arguments."""
-    if cli:
-        text = _NAME.sub(lambda m: f"--{m.group(1)}", text)
-        return _FLAG.sub(lambda m: f"--{m.group(1)}", _ARG.sub(lambda m: f"--{m.group(1)} ", text))
-    text = _NAME.sub(lambda m: m.group(1), text)
-    return _FLAG.sub(lambda m: f"{m.group(1)}=True", _ARG.sub(lambda m: f"{m.group(1)}=", text))
+    return _MARK.sub(lambda m: _FORMS[cli][m.group(1)].format(m.group(2)), text)
 
 
 def plain(text: str) -> str:
@@ -63,21 +54,19 @@ LOG.propagate = False  # the lines are shown once, by the handler above (set Tru
 
 
 def note(text: str, level: int = logging.WARNING) -> None:
-    """A note or warning for the user, on the ``ahiq`` logger (:data:`LOG`), on rank 0 only: under ``torchrun``
-    every rank meets the same data and settings, and one line says it once."""
+    """A note or warning on the ``ahiq`` logger, on rank 0 only (under ``torchrun`` every rank meets the same data)."""
     if os.environ.get("RANK", "0") == "0":
         LOG.log(level, plain(text))
 
 
 def arg(name: str) -> str:
-    """The marker for argument ``name`` followed by its value inside a :class:`UserError` message:
+    """The marker for argument ``name`` followed by its value in a :class:`UserError` message:
     ``f"{arg('crop_size')}100"`` reads ``crop_size=100`` from Python, ``--crop_size 100`` on the command line."""
     return "{arg:" + name + "}"
 
 
 def named(name: str) -> str:
-    """The marker for an argument named without a value (in a list of them): ``name`` from Python, ``--name`` on
-    the command line."""
+    """The marker for an argument named without a value: ``name`` from Python, ``--name`` on the command line."""
     return "{name:" + name + "}"
 
 
@@ -87,11 +76,8 @@ def flag(name: str) -> str:
 
 
 class UserError(Exception):
-    """A mistake in the user's input or setup; printed as one line, never with a traceback.
-
-    ``str(err)`` names arguments the Python way (``vit_weights=``); :meth:`for_cli` the command-line way
-    (``--vit_weights``).
-    """
+    """A mistake in the user's input or setup, printed as one line: ``str(err)`` names arguments the Python way
+    (``vit_weights=``), :meth:`for_cli` the command-line way (``--vit_weights``)."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -109,9 +95,8 @@ class Stopped(UserError):
 
 
 def cli_main(fn: F) -> F:
-    """Wrap a script's ``main`` so that a :class:`UserError` prints one line and exits with status 2 (a rank
-    :class:`Stopped` by another's failure exits quietly) and Ctrl-C prints one line. The run records the files it
-    reads (:func:`utils.inputs.input_register`), so that none of its writes lands on one."""
+    """Wrap a script's ``main``: a :class:`UserError` prints one line and exits 2 (a rank :class:`Stopped` by another
+    exits quietly), Ctrl-C one line; the files the run reads are registered (:func:`utils.inputs.input_register`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

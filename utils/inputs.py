@@ -1,14 +1,9 @@
 """The files a run reads, registered by the functions that read them, so that no write of the run lands on one.
 
-Every reading function (images, label and split files, checkpoints, weight files, option files, ONNX models)
-calls :func:`reading`; every atomic write (``utils.io.atomic_write``) and every early output check
-(``utils.io.check_outputs``) asks :func:`read_by_this_run` first. A new script or option therefore cannot forget
-an input: the file it reads protects itself. A script's ``main`` opens a register for its run
-(:func:`input_register`, done by ``cli_main``); without one (library use) nothing is recorded.
-
-The register is one per process, not per thread: screening decodes images in threads, and a register local to
-the calling thread would miss them.
-"""
+Every reading function calls :func:`reading`; every atomic write and early output check (``utils.io``) asks
+:func:`read_by_this_run`, so a new input protects itself. A script's run opens a register (:func:`input_register`,
+done by ``cli_main``); library use records nothing. One register per process, not per thread: screening decodes in
+threads."""
 from __future__ import annotations
 
 import os
@@ -18,8 +13,8 @@ from typing import Iterable, Iterator
 
 
 class InputRegister:
-    """Resolved paths read by this run (``{path: as the reader named it}``), and those it may replace (a run
-    folder's own ``last.pth`` and ``opt.json`` when the run continues or replaces itself)."""
+    """Resolved paths read by this run (``{path: as the reader named it}``), and those it may replace (its own run
+    folder's files)."""
 
     def __init__(self) -> None:
         self.read: dict[Path, str] = {}

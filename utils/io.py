@@ -1,6 +1,5 @@
-"""Files: atomic writes (a crash mid-write never leaves a truncated file), output checks before work starts
-(no output lands on an input, on another output, or outside its folder), one writer per run folder, and the one
-safe way to read a ``torch.save`` file (tensors and plain values only, never Python code)."""
+"""Files: atomic writes, output checks before work starts (no output on an input, on another output, or outside its
+folder), one writer per run folder, and the one safe way to read a ``torch.save`` file."""
 from __future__ import annotations
 
 import json
@@ -25,8 +24,8 @@ MAX_NAME = 255 - len("..12345678.tmp")  # bytes of a file name whose temporary n
 
 
 def shared_folder() -> Path:
-    """The team's shared folder (spec, real label files, mini datasets): ``$AHIQ_SHARED``, else ``../shared`` beside
-    the project; how every test, benchmark and script finds it. Users' clones need not have one."""
+    """The team's shared folder (spec, real label files, mini datasets): ``$AHIQ_SHARED``, else ``../shared`` beside the
+    project."""
     return Path(os.environ.get("AHIQ_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
@@ -41,9 +40,8 @@ def _why(err: OSError) -> str:
 
 
 def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
-    """Where writing ``path`` lands, and whether it is a stream written through rather than replaced: ``-`` is
-    this process's standard output (``Path("-")``, never reopened); a link is followed to its target; a FIFO or
-    character device is written to directly."""
+    """Where writing ``path`` lands, and whether it is a stream written through rather than replaced (``-``: standard
+    output; a FIFO or character device); a link is followed."""
     if str(path) == "-":
         return Path("-"), True
     path, link = Path(path), False
@@ -60,12 +58,9 @@ def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``.
 
-    A link is followed (its target is replaced, the link stays); a FIFO, a character device or ``-`` (standard
-    output) is written through, never replaced (:func:`write_target`). The file gets the permissions of a newly
-    created file under the umask (not mkstemp's 0600). A failed write (full disk, unwritable folder) removes the
-    temporary file, leaves an existing ``path`` as it was and raises one :class:`UserError` naming the file and
-    the cause. A file this run has read (:mod:`utils.inputs`) is never written: one :class:`UserError` instead.
-    """
+    A link's target is replaced; streams (:func:`write_target`) are written through. The file gets the umask's
+    permissions (not mkstemp's 0600). A failed write removes the temporary file, leaves ``path`` as it was and is one
+    :class:`UserError`; so is a file this run has read (:mod:`utils.inputs`)."""
     path, stream = write_target(path)
     read_as = None if str(path) == "-" else read_by_this_run(path)
     if read_as is not None:
@@ -125,7 +120,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically, flushed to disk before the rename."""
     import torch  # here, not at the top: the options read names through this module before torch is needed
 
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a Python file: a full disk raises OSError (ENOSPC), not a torch error
             torch.save(obj, fh)
@@ -136,8 +130,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete temporary files that interrupted atomic writes left in ``folder`` (only our naming pattern,
-    only directly in ``folder``); return them."""
+    """Delete (and return) the temporary files interrupted atomic writes left directly in ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -148,9 +141,8 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_writable(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """Create ``path``'s folder (or ``path`` itself when ``folder``) and prove it takes this file, before any long
-    work: one :class:`UserError` naming ``what`` (``--output``) and the cause otherwise (the probe has the name of
-    the write's own temporary file, so a name too long for it fails now). None: nothing to check."""
+    """Create ``path``'s folder (or ``path`` when ``folder``) and prove it takes a file named like the write's temporary
+    one, before any long work; else one :class:`UserError` naming ``what`` (``--output``). None: nothing to check."""
     if not path:
         return
     check_name_length(path, what, folder)
@@ -170,8 +162,8 @@ def check_writable(path: str | os.PathLike | None, what: str, folder: bool = Fal
 
 
 def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """A :class:`UserError` when a part of ``path`` is longer than a file system takes (255 bytes; a file's own name
-    241, so that the temporary name of its atomic write fits too). No file system is asked."""
+    """A :class:`UserError` when a part of ``path`` is longer than 255 bytes (a file's own name: :data:`MAX_NAME`, so
+    its temporary name fits)."""
     if path and any(len(part.encode()) > 255 for part in Path(path).parts) or (
             path and not folder and len(Path(path).name.encode()) > MAX_NAME):
         raise UserError(f"{what}{path}: a name in it is longer than {MAX_NAME if not folder else 255} bytes; give a "
@@ -179,10 +171,8 @@ def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = 
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
-    """Before any work: no output (``{what: path}``, e.g. ``{"--output ": "scores.csv"}``) is, once links and
-    ``..`` are resolved, one of the ``inputs`` (images, label files, checkpoints and weight files being read) or
-    another output. One :class:`UserError` naming both paths otherwise. Every file the running script has read so
-    far (:mod:`utils.inputs`) counts as an input too."""
+    """Before any work: no output (``{what: path}``) is, links and ``..`` resolved, one of the ``inputs`` (or a file
+    this run has read) or another output; else one :class:`UserError` naming both."""
     taken: dict[Path, str] = {Path(p).resolve(): f"the input {p}" for p in [*read_so_far(), *inputs]}
     for what, path in outputs.items():
         if not path or str(path) == "-":
@@ -197,9 +187,9 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable
 
 
 def map_file_names(names: Sequence[str], suffix: str) -> list[str]:
-    """One relative file path per result name for pictures in a maps folder, never climbing out of it: absolute
-    paths lose their root and ``..`` becomes ``__``; distinct even on case-insensitive file systems (the name with
-    ``suffix`` for its own, ``jpeg/img1.bmp`` -> ``jpeg/img1.png``, else the whole name plus ``suffix``)."""
+    """One relative file path per result name in a maps folder, never climbing out of it (roots dropped, ``..`` ->
+    ``__``), distinct even on case-insensitive file systems (``jpeg/img1.bmp`` -> ``jpeg/img1.png``, else the whole
+    name plus ``suffix``)."""
     inside = ["/".join("__" if part == ".." else part for part in PurePosixPath(n.replace("\\", "/")).parts
                        if part not in ("/", ".")) or "_" for n in names]
     files = [str(PurePosixPath(n).with_suffix(suffix)) if PurePosixPath(n).suffix else n + suffix for n in inside]
@@ -209,18 +199,16 @@ def map_file_names(names: Sequence[str], suffix: str) -> list[str]:
 
 
 def lock_folder(folder: str | os.PathLike) -> IO:
-    """Hold ``folder/.lock`` exclusively for as long as the returned file stays open (one writer per run folder;
-    the operating system drops the lock when the process dies, SIGKILL included). A second holder is one
-    :class:`UserError` naming the folder and the process that holds it."""
+    """Hold ``folder/.lock`` (one writer per run folder) while the returned file stays open; a second holder is a
+    :class:`UserError`."""
     return lock_file(Path(folder) / ".lock", f"{folder}: another run is writing there",
                      "wait for it to end, or give another name or folder")
 
 
 def lock_file(path: str | os.PathLike, busy: str, advice: str) -> IO:
-    """Hold the lock file ``path`` exclusively (``fcntl.flock``) for as long as the returned file stays open; it
-    records ``process <pid>``. Held by another process: one :class:`UserError` ``"<busy> (process N); <advice>"``.
-    The file may be deleted by its holder (:func:`unlock_file`): a lock taken on a file deleted meanwhile is
-    taken again on the new one."""
+    """Hold the lock file ``path`` exclusively (``fcntl.flock``, recording ``process <pid>``) while the returned file
+    stays open; held elsewhere: one :class:`UserError` ``"<busy> (process N); <advice>"``. A lock on a file its
+    holder deleted meanwhile is taken again on the new one."""
     import fcntl
 
     path = Path(path)
@@ -271,9 +259,8 @@ def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> 
 
 
 def _numpy_globals() -> list:
-    """The only non-tensor types :func:`load_torch_file` lets a file hold: numpy float scalars (the authors'
-    released checkpoint stores its ``loss`` as ``np.mean(...)``) and uint32 arrays (the numpy RNG state our
-    own checkpoints held before they stored it as a list). Names of both numpy 1 and numpy 2 are allowed."""
+    """The only non-tensor types :func:`load_torch_file` allows: numpy float scalars (the released checkpoint's
+    ``loss``) and uint32 arrays (an old RNG state), under numpy 1 and 2 names."""
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # numpy 1
@@ -287,9 +274,8 @@ def _numpy_globals() -> list:
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
-    """``torch.load`` with ``weights_only=True``: tensors, containers and plain values, plus exactly the numpy
-    types of :func:`_numpy_globals`. A file that needs any other Python object is refused before any of its
-    code can run; a damaged one is a :class:`UserError` too."""
+    """``torch.load`` with ``weights_only=True`` plus exactly :func:`_numpy_globals`: a file needing any other Python
+    object is refused before its code can run; a damaged one is a :class:`UserError` too."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a {what}; give the file inside it")

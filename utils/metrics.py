@@ -1,6 +1,5 @@
 """Correlation metrics of IQA: SRCC, PLCC, KRCC, RMSE, NTIRE's main score (SRCC + PLCC), and PLCC / RMSE after a
-monotonic logistic mapping of predictions onto the label scale (VQEG's practice; spec §8), each missing figure
-with the reason it is missing."""
+monotonic logistic mapping (VQEG's practice; spec §8), each missing figure with its reason."""
 from __future__ import annotations
 
 import math
@@ -23,8 +22,8 @@ FIT_FORMS = {"logistic5": "monotonic 5-parameter logistic", "logistic4": "4-para
 
 
 def logistic5(x, b1: float, b2: float, b3: float, b4: float, b5: float):
-    """``q(x) = b1 * (1/2 - 1/(1 + exp(b2 * (x - b3)))) + b4 * x + b5``: the VQEG mapping of predictions to labels.
-    With ``b4 = 0`` it is the 4-parameter logistic, with ``b1 = 0`` a straight line."""
+    """``q(x) = b1 * (1/2 - 1/(1 + exp(b2 * (x - b3)))) + b4 * x + b5``: the VQEG mapping of predictions to labels (``b4
+    = 0``: the 4-parameter logistic; ``b1 = 0``: a line)."""
     x = np.asarray(x, dtype=np.float64)
     z = np.clip(b2 * (x - b3), -500, 500)  # no exp overflow far from b3
     return b1 * (0.5 - 1.0 / (1.0 + np.exp(z))) + b4 * x + b5
@@ -37,11 +36,8 @@ def _bump(z):
 
 
 def min_slope(params, lo: float, hi: float) -> float:
-    """The smallest derivative of :func:`logistic5` on ``[lo, hi]``, exactly.
-
-    ``q'(x) = b1 b2 s(1 - s) + b4`` and ``s(1 - s)`` falls with the distance from ``b3``: it is largest at the point
-    of the interval nearest to ``b3`` and smallest at the end farthest from it.
-    """
+    """The smallest derivative ``b1 b2 s(1 - s) + b4`` of :func:`logistic5` on ``[lo, hi]``, exactly: ``s(1 - s)`` falls
+    with the distance from ``b3``."""
     b1, b2, b3, b4, _ = (float(v) for v in params)
     c = b1 * b2
     near = b2 * (min(max(b3, lo), hi) - b3)
@@ -51,8 +47,8 @@ def min_slope(params, lo: float, hi: float) -> float:
 
 @dataclass(frozen=True)
 class LogisticFit:
-    """A monotonic mapping of predictions onto labels: ``form`` (a key of :data:`FIT_FORMS`) and the parameters
-    ``(b1..b5)`` of :func:`logistic5` on the original scales; calling it maps predictions."""
+    """A monotonic mapping of predictions onto labels: ``form`` (a key of :data:`FIT_FORMS`) and :func:`logistic5`'s
+    ``(b1..b5)``; calling it maps predictions."""
 
     form: str
     params: np.ndarray = field(repr=False)
@@ -62,8 +58,8 @@ class LogisticFit:
 
 
 def _jacobian(x, b1, b2, b3, b4, b5) -> np.ndarray:
-    """``d logistic5 / d(b1..b5)`` at ``x``, ``(N, 5)``: least squares with it take a few dozen steps, not thousands
-    of finite differences."""
+    """``d logistic5 / d(b1..b5)`` at ``x``, ``(N, 5)`` (a few dozen least-squares steps instead of thousands of finite
+    differences)."""
     z = np.clip(b2 * (x - b3), -500, 500)
     s = 1.0 / (1.0 + np.exp(-z))
     slope = b1 * s * (1.0 - s)
@@ -79,9 +75,9 @@ def _sse_gradient(params, x, y) -> np.ndarray:
 
 
 def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.ndarray]:
-    """The least-squares non-decreasing logistic of standardised ``x`` onto ``y`` (their correlation >= 0):
-    ``(form, params)``. Tried in turn: the 5-parameter form (free, then under the constraint q' >= 0 on the data's
-    range), the 4-parameter form, the line ``slope * x`` (the best line, which they must beat)."""
+    """The least-squares non-decreasing logistic of standardised ``x`` onto ``y`` (correlation >= 0): ``(form,
+    params)``. Tried in turn: the 5-parameter form (free, then with q' >= 0 on the data's range), the 4-parameter
+    form, the line ``slope * x``."""
     lo, hi = float(x.min()), float(x.max())
     tol = 1e-9
     best = ("line", np.array([0.0, 1.0, 0.0, slope, 0.0]))
@@ -116,9 +112,12 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
     for params in candidates:
         if np.all(np.isfinite(params)) and min_slope(params, lo, hi) >= -tol and _sse(params, x, y) < best_sse:
             best, best_sse = ("logistic5", np.asarray(params, dtype=np.float64)), _sse(params, x, y)
-    if best[0] == "logistic5":
-        return best
-    with warnings.catch_warnings():  # the 5-parameter form found no monotonic fit better than a line
+    return best if best[0] == "logistic5" else _four_parameter_fit(x, y, spread, best, best_sse)
+
+
+def _four_parameter_fit(x: np.ndarray, y: np.ndarray, spread: float, best: tuple, best_sse: float) -> tuple:
+    """The 4-parameter form (``b4 = 0``) where the 5-parameter one found no monotonic fit better than ``best``."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             four = optimize.curve_fit(lambda t, b1, b2, b3, b5: logistic5(t, b1, b2, b3, 0.0, b5), x, y,
@@ -134,15 +133,11 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
 
 
 def fit_logistic(pred, target) -> LogisticFit:
-    """The least-squares monotonic logistic mapping ``pred`` onto ``target`` (VQEG's practice: the mapping must
-    keep the predictions' order, or PLCC/RMSE after it reward a curve that bends back).
+    """The least-squares monotonic logistic mapping ``pred`` onto ``target`` (VQEG's practice: a mapping that bends back
+    would reward the wrong order).
 
-    The fit runs on standardised predictions and labels (so it finds the same mapping whatever scale either is on),
-    in the direction of their correlation: the 5-parameter logistic, constrained to a slope of that sign over the
-    predictions' range, from the usual starting values (b1 = range of the labels, b2 = 1/std of the predictions,
-    b3 = their mean, b4 = 0, b5 = mean label); where that finds nothing better than a straight line, the
-    4-parameter logistic (``b4 = 0``); else the least-squares line (``form`` says which).
-    """
+    Fitted on standardised predictions and labels (the same mapping whatever their scales), in the direction of their
+    correlation: :func:`_monotone_fit`, mapped back to the original scales."""
     x = np.asarray(pred, dtype=np.float64).ravel()
     y = np.asarray(target, dtype=np.float64).ravel()
     mx, sx, my, sy = float(np.mean(x)), float(np.std(x)), float(np.mean(y)), float(np.std(y))
@@ -163,9 +158,8 @@ def fit_logistic5(pred, target) -> np.ndarray:
 
 @dataclass
 class Evaluation:
-    """Predictions against labels: ``metrics`` (:func:`iqa_metrics`, NaN where undefined), ``why``: for each NaN
-    figure the reason (``n<5``, ``constant predictions``, ...), and ``fit``: the mapping behind the fitted figures
-    (None when there are too few pairs)."""
+    """Predictions against labels: ``metrics`` (:func:`iqa_metrics`, NaN where undefined), ``why`` each NaN (``n<5``,
+    ``constant predictions``, ...) and ``fit``, the mapping behind the fitted figures."""
 
     metrics: dict[str, float]
     why: dict[str, str]
@@ -177,8 +171,8 @@ class Evaluation:
 
 
 def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
-    """SRCC, PLCC, KRCC, PLCC/RMSE after :func:`fit_logistic` (5 or more pairs), RMSE (NaN, with the reason
-    ``other scale``, when ``same_scale`` is False: predictions not on the labels' scale) and main = SRCC + PLCC."""
+    """SRCC, PLCC, KRCC, PLCC/RMSE after :func:`fit_logistic` (5 or more pairs), RMSE (NaN, ``other scale``, unless
+    ``same_scale``) and main = SRCC + PLCC."""
     pred = np.asarray(pred, dtype=np.float64).ravel()
     target = np.asarray(target, dtype=np.float64).ravel()
     if pred.shape != target.shape:
@@ -222,23 +216,20 @@ def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
 
 
 def iqa_metrics(pred, target, same_scale: bool = True) -> dict[str, float]:
-    """``{'SRCC', 'PLCC', 'KRCC', 'PLCC_fitted', 'RMSE_fitted', 'RMSE', 'main'}`` of predictions against labels
-    (:func:`evaluate`'s figures; NaN wherever undefined, :func:`evaluate` says why)."""
+    """:func:`evaluate`'s figures: ``SRCC``, ``PLCC``, ``KRCC``, ``PLCC_fitted``, ``RMSE_fitted``, ``RMSE``, ``main``."""
     return evaluate(pred, target, same_scale).metrics
 
 
 def figure(value: float, why: str | None = None, digits: int = 4) -> str:
-    """A figure as lines and tables show it: ``digits`` decimals, or where it is missing the reason
-    (``n/a (n=4<5)``), never a bare ``nan``."""
+    """A figure with ``digits`` decimals or, where missing, its reason (``n/a (n=4<5)``), never a bare ``nan``."""
     if value == value:
         return f"{value:.{digits}f}"
     return f"n/a ({why})" if why else "n/a"
 
 
 def format_metrics(m: dict[str, float], notes: dict[str, str] | None = None) -> str:
-    """``SRCC=… PLCC=… KRCC=… PLCC(fitted)=… RMSE(fitted)=… fit=… RMSE=… main=…``; a missing figure as
-    ``n/a(<reason>)`` (spaces as ``_``) from ``notes`` (:meth:`Evaluation.notes`), whose ``fit`` names the fitted
-    mapping; RMSE left out when not computed because the predictions are on another scale than the labels."""
+    """``SRCC=… PLCC=… KRCC=… PLCC(fitted)=… RMSE(fitted)=… fit=… RMSE=… main=…``, a missing figure as ``n/a(<reason>)``
+    from ``notes`` (:meth:`Evaluation.notes`); RMSE left out where predictions are on another scale."""
     notes = notes or {}
     words = []
     for key in LABELS:

@@ -39,8 +39,3 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], titl
     lines += ["| " + " | ".join(map(str, header)) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def number(value: float, digits: int = 4) -> str:
-    """A metric as tables show it: ``digits`` decimals, ``nan`` where undefined."""
-    return "nan" if value != value else f"{value:.{digits}f}"

@@ -1,10 +1,6 @@
-"""Pictures: per-pair quality maps, label-vs-prediction scatter plots (with the fitted logistic) and per-type SRCC
-bars (matplotlib, no display needed).
-
-One orientation everywhere, as in the AHIQ and PIPAL papers: the subjective score (the label) on x, the metric's
-prediction on y. Figures use matplotlib's constrained layout, so titles, axis labels and tick labels never overlap
-whatever the number of panels.
-"""
+"""Pictures: per-pair quality maps, label-vs-prediction scatter plots (with the fitted logistic) and per-type SRCC bars
+(matplotlib, no display needed). As in the AHIQ and PIPAL papers, the label is on x and the prediction on y;
+constrained layout keeps titles and labels from overlapping."""
 from __future__ import annotations
 
 import functools
@@ -21,7 +17,7 @@ from ahiq.utils.metrics import LogisticFit
 
 @functools.cache
 def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed), set up when a picture is first drawn."""
+    """matplotlib's pyplot on the file-only Agg backend, set up when a picture is first drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,8 +38,8 @@ UNCOVERED_COLOUR = "lightgrey"  # (211, 211, 211): areas no crop covered, not pa
 
 
 def robust_range(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
-    """The ``low``-th and ``high``-th percentiles of the finite values (one extreme pixel does not set the scale);
-    widened around a constant map so a colour bar can still be drawn."""
+    """The ``low``-th and ``high``-th percentiles of the finite values (one extreme pixel does not set the scale),
+    widened around a constant map."""
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return 0.0, 1.0
@@ -55,12 +51,9 @@ def robust_range(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> tupl
 
 def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.ndarray, path: str | Path,
                      title: str = "", name: str = "") -> Path:
-    """Write ``path``: the image ``(H, W, 3)``, its patch score map f and weight map w ``(H, W)`` (at image
-    resolution), with colour bars; ``title`` above, ``name`` over the image.
-
-    NaN marks pixels no crop covered: drawn light grey, outside every colour scale, and the title says how much.
-    Each map's colours span its 1st-99th percentile (values beyond are clipped), as its colour bar says.
-    """
+    """Write ``path``: the image ``(H, W, 3)`` beside its score map f and weight map w ``(H, W)``, with colour bars
+    (1st-99th percentile). NaN (pixels no crop covered) is light grey, outside every scale, and the title says how
+    much."""
     path = Path(path)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"wspace": 0.3})
@@ -84,8 +77,7 @@ def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.nd
 
 
 def _draw_fit(ax, fit: LogisticFit | None, pred: np.ndarray, **style) -> None:
-    """The fitted mapping label = fit(prediction) in label-x / prediction-y axes: the points (fit(p), p) over the
-    predictions' range (a monotonic fit makes it the graph of a function of the label)."""
+    """The fitted mapping in label-x / prediction-y axes: the points (fit(p), p) over the predictions' range."""
     if fit is None or pred.size == 0 or np.ptp(pred) == 0:
         return
     p = np.linspace(float(pred.min()), float(pred.max()), 200)
@@ -94,9 +86,8 @@ def _draw_fit(ax, fit: LogisticFit | None, pred: np.ndarray, **style) -> None:
 
 def save_scatter(pred, labels, caption: str, path: str | Path, label_name: str = "MOS",
                  pred_name: str = "AHIQ prediction", fit: LogisticFit | None = None) -> None:
-    """Labels (x) against predictions (y), with ``fit`` (the fitted logistic) when given and ``caption`` (the
-    figures: SRCC, PLCC, ...) as the title; ``label_name`` and ``pred_name`` label the axes (the label's real
-    name and scale, e.g. ``dmos (1-5 ACR)``)."""
+    """Labels (x) against predictions (y), with ``fit`` when given and ``caption`` (the figures) as the title;
+    ``label_name`` and ``pred_name`` label the axes."""
     plt = _pyplot()
     pred = np.asarray(pred, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
@@ -111,9 +102,8 @@ def save_scatter(pred, labels, caption: str, path: str | Path, label_name: str =
 
 @dataclass
 class ScatterPanel:
-    """One metric's panel of :func:`save_fitted_scatter`: its ``metric`` name, a ``caption`` (its first line goes
-    beside the name, e.g. ``median of 3``, the others, e.g. the figures, below it), and per set its predictions
-    ``preds`` and fitted mapping ``fits`` (None: too few pairs)."""
+    """One metric's panel of :func:`save_fitted_scatter`: ``metric``, a ``caption`` (first line beside the name, the
+    rest below), and per set ``preds`` and ``fits`` (None: too few pairs)."""
 
     metric: str
     caption: str
@@ -123,9 +113,8 @@ class ScatterPanel:
 
 def save_fitted_scatter(panels: Sequence[ScatterPanel], labels: Sequence[np.ndarray], path: str | Path,
                         label_name: str = "MOS", title: str = "") -> None:
-    """One panel per metric: the labels of every set (``labels``, one array per set) on x against that metric's
-    predictions (higher = better) on y, each set's fitted logistic (:func:`utils.metrics.fit_logistic`) drawn
-    over it, and the panel's caption above."""
+    """One panel per metric: every set's labels (x) against that metric's predictions (y), each set's fitted logistic
+    over them, the caption above."""
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
     plt = _pyplot()
@@ -150,8 +139,8 @@ def save_fitted_scatter(panels: Sequence[ScatterPanel], labels: Sequence[np.ndar
 
 def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path: str | Path, title: str = "",
                    notes: Sequence[str | None] | None = None) -> None:
-    """Horizontal bars of SRCC per distortion type (one row per type, top to bottom, one bar per metric). A NaN
-    draws no bar; a row's ``notes`` entry (e.g. ``pairs 3: n/a (n<5)``) is written in the row instead."""
+    """Horizontal bars of SRCC per distortion type (a row per type, a bar per metric); a NaN draws no bar, and a row's
+    ``notes`` entry is written in it instead."""
     n, k = len(types), len(srcc)
     height = 0.8 / k
     notes = list(notes or [None] * n)
