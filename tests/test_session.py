@@ -175,3 +175,36 @@ def test_journals_tie_results_to_their_files_and_are_read_strictly(pairs, tmp_pa
         holder.wait()
     scored(pairs, out)
     assert not (tmp_path / "s.csv.lock").exists()
+
+
+def test_ctrl_c_keeps_background_threads_quiet(capsys):
+    """A background thread that reports a failure through sys.excepthook while a run is torn down after Ctrl-C (as
+    multiprocessing's handle sharer does when DataLoader workers go) prints nothing: the user reads one line."""
+    import threading
+
+    from ahiq.utils.errors import cli_main
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("this test runner handles SIGINT itself")
+    hook = sys.excepthook
+
+    @cli_main
+    def run():
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once, to this (the main) thread
+        time.sleep(5)  # a hang guard: the interrupt ends the sleep
+
+    def failing_thread():
+        try:
+            raise ConnectionResetError("a worker went away")
+        except ConnectionResetError:
+            sys.excepthook(*sys.exc_info())
+
+    with pytest.raises(SystemExit) as stop:
+        run()
+    thread = threading.Thread(target=failing_thread)
+    thread.start()
+    thread.join()
+    err = capsys.readouterr().err
+    sys.excepthook = hook
+    assert stop.value.code == 130 and err.strip() == "interrupted", err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

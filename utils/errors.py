@@ -8,11 +8,14 @@ Library notes and warnings go to the ``ahiq`` logger (:func:`note`), never ``pri
 default; ``logging.getLogger("ahiq").setLevel(logging.ERROR)`` silences them, a handler of one's own captures them."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
@@ -94,6 +97,30 @@ class Stopped(UserError):
     """This process stops because another rank of the run failed (that rank says why, in one line)."""
 
 
+@contextlib.contextmanager
+def _quiet_teardown_after_ctrl_c():
+    """After Ctrl-C, background threads that fail as the run tears down (multiprocessing's handle sharer, which
+    DataLoader workers use, reports through ``sys.excepthook``) stay quiet, so the user reads one line."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    interrupted, hook = threading.Event(), sys.excepthook
+
+    def on_ctrl_c(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    sys.excepthook = lambda *exc: None if interrupted.is_set() else hook(*exc)
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not interrupted.is_set():  # after Ctrl-C the workers are torn down as the process exits: stay quiet
+            sys.excepthook = hook
+
+
 def cli_main(fn: F) -> F:
     """Wrap a script's ``main``: a :class:`UserError` prints one line and exits 2 (a rank :class:`Stopped` by another
     exits quietly), Ctrl-C one line; the files the run reads are registered (:func:`utils.inputs.input_register`)."""
@@ -105,7 +132,7 @@ def cli_main(fn: F) -> F:
 
         outer, _in_script = _in_script, True
         try:
-            with input_register():
+            with input_register(), _quiet_teardown_after_ctrl_c():
                 return fn(*args, **kwargs)
         except Stopped:
             sys.exit(2)
