@@ -141,14 +141,18 @@ class BaseOptions:
         """Values under the options file's: a resumed run's saved options (train.py)."""
         return {}
 
-    def check(self, opt: argparse.Namespace) -> None:
-        """Every value and every combination; one-line :class:`UserError` otherwise."""
+    def check_values(self, opt: argparse.Namespace) -> None:
+        """Every value inside its declared range and choices, else a one-line :class:`UserError`."""
         for name, d in self.options.items():
             problem = d.flag.problem(getattr(opt, name))
             if problem:
                 raise UserError(f"--{name} {getattr(opt, name)}: {problem}")
-        if opt.crop_size is not None:
+        if getattr(opt, "crop_size", None) is not None:
             check_crop_size(opt.crop_size)
+
+    def check(self, opt: argparse.Namespace) -> None:
+        """Every value and every combination; one-line :class:`UserError` otherwise."""
+        self.check_values(opt)
         if opt.vit is not None and ModelConfig(vit=opt.vit).patch_size not in (None, opt.patch_size) \
                 and "patch_size" in self.given:
             raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")

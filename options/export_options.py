@@ -36,16 +36,9 @@ class ExportOptions(BaseOptions):
         given = vars(self.parser.parse_args(argv))
         self.given, self.from_file = set(given), set()
         opt = argparse.Namespace(**{**self.defaults(), **given})
-        for name, d in self.options.items():
-            problem = d.flag.problem(getattr(opt, name))
-            if problem:
-                raise UserError(f"--{name} {getattr(opt, name)}: {problem}")
+        self.check_values(opt)
         if Path(opt.output).resolve() == Path(opt.checkpoint).resolve():
             raise UserError(f"--output {opt.output}: is the --checkpoint file; give another file name")
-        if opt.crop_size is not None:
-            from ahiq.models.config import check_crop_size
-
-            check_crop_size(opt.crop_size)
         if opt.to == "pyiqa" and opt.crop_size not in (None, 224):
             raise UserError(f"--crop_size {opt.crop_size}: pyiqa's AHIQ scores 224x224 crops only; drop the option")
         if opt.hub_cache and opt.to != "pyiqa":

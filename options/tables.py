@@ -62,5 +62,8 @@ def rewrite(text: str) -> str:
 
 
 if __name__ == "__main__":
+    from ahiq.utils.io import atomic_write
+
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(rewrite(path.read_text()))
+    text = rewrite(path.read_text())
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
