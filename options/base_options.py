@@ -80,13 +80,12 @@ def shown_default(d: Declared, script: str) -> str | None:
 
 
 def _typed(d: Declared):
-    """``d``'s text -> value for argparse, whose message for a bad text then reads ``--x: 'text': why``."""
+    """``d``'s text -> value for argparse, whose message for a bad text then reads ``argument --x: why``."""
     def convert(text: str):
         try:
             return d.convert(text)
         except (ValueError, TypeError) as err:
-            kind = "a number" if d.flag.low is not None else "a value of this option"
-            raise argparse.ArgumentTypeError(f"{text!r}: {err if d.flag.parse else 'expected ' + kind}") from None
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     convert.__name__ = d.name
     return convert

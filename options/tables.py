@@ -11,18 +11,10 @@ from ahiq.options.export_options import ExportOptions
 from ahiq.options.score_options import ScoreOptions
 from ahiq.options.test_options import TestOptions
 from ahiq.options.train_options import TrainOptions
-from ahiq.utils.declare import Declared
+from ahiq.utils.declare import Declared, number
 
 ORDER = (ScoreOptions, TestOptions, TrainOptions, ExportOptions)  # each table lists what the ones before lack
 BLOCK = re.compile(r"(<!-- options: (\w+) -->\n)(.*?)(<!-- /options -->)", re.S)
-
-
-def _number(x: float) -> str:
-    if x == 2**32 - 1:
-        return "2^32-1"
-    if isinstance(x, int) and x >= 10**6 and str(x).rstrip("0") == "1":
-        return f"10^{len(str(x)) - 1}"
-    return f"{x:g}"
 
 
 def valid(d: Declared) -> str:
@@ -31,7 +23,7 @@ def valid(d: Declared) -> str:
     if d.flag.choices is not None:
         return ", ".join(f"`{c}`" for c in d.flag.choices)
     if d.flag.low is not None:
-        return f"{_number(d.flag.low)}..{_number(d.flag.high)}"
+        return f"{number(d.flag.low)}..{number(d.flag.high)}"
     return "`true`, `false`" if "bool" in str(d.kind) and not d.flag.switch else ""
 
 

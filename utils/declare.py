@@ -43,6 +43,15 @@ def json_dict(text: str) -> dict:
     return value
 
 
+def number(x: float) -> str:
+    """A range's end as people write it: ``2^32-1``, ``10^6``, ``0.001``."""
+    if x == 2**32 - 1:
+        return "2^32-1"
+    if isinstance(x, int) and x >= 10**6 and str(x).rstrip("0") == "1":
+        return f"10^{len(str(x)) - 1}"
+    return f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Flag:
     """What the command line adds to a config field: ``help`` (a text, or texts by script with ``"*"`` for the
@@ -76,7 +85,7 @@ class Flag:
             return f"choose one of {', '.join(map(str, self.choices))}"
         if self.low is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and self.low <= value <= self.high)):
-            return f"must be a number from {self.low:g} to {self.high:g}"
+            return f"must be a number from {number(self.low)} to {number(self.high)}"
         return None
 
 
@@ -108,7 +117,13 @@ class Declared:
         kind = str(self.kind)
         if "bool" in kind:
             return str2bool(text)
-        return int(text) if "int" in kind else float(text) if "float" in kind else text
+        for word, convert, what in (("int", int, "an integer"), ("float", float, "a number")):
+            if word in kind:
+                try:
+                    return convert(text)
+                except ValueError:
+                    raise ValueError(f"expected {what}, got {text!r}") from None
+        return text
 
 
 def declared(cls: type) -> Iterator[Declared]:
