@@ -26,10 +26,6 @@ class _FrozenBackbone(nn.Module):
 
     input_grad: bool = False
 
-    def _freeze(self) -> None:
-        self.requires_grad_(False)
-        self.eval()
-
     def _grad_mode(self) -> torch.set_grad_enabled:
         return torch.set_grad_enabled(self.input_grad and torch.is_grad_enabled())
 
@@ -61,7 +57,7 @@ class ViTFeatures(_FrozenBackbone):
         self.patch_size = self.reduction = int(model.patch_embed.patch_size[0])
         self.embed_dim = int(model.embed_dim)
         self.out_channels = self.embed_dim * len(blocks)
-        self._freeze()
+        self.requires_grad_(False).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._grad_mode():
@@ -98,7 +94,7 @@ class ResNetFeatures(_FrozenBackbone):
         info = {f["module"]: f for f in model.feature_info}
         self.reduction = int(info[f"layer{stage}"]["reduction"])
         self.out_channels = int(info[f"layer{stage}"]["num_chs"]) * len(self.stages[-1])
-        self._freeze()
+        self.requires_grad_(False).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._grad_mode():

@@ -18,8 +18,8 @@ CROP_MULTIPLE = 32  # a crop side must be a multiple of the ResNet's and the ViT
 # The default ViT tag of each patch size (--patch_size).
 VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
 
-# The released checkpoint (the authors' PIPAL model, pyiqa's mirror): the default of every entry point, where
-# `sh download.sh` puts it in a clone (models.hub looks there, then in the user cache). The one place that names it.
+# The released checkpoint (the authors' PIPAL model, pyiqa's mirror), the default of every entry point; the one place
+# that names it.
 RELEASED_URL = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/AHIQ_vit_p8_epoch33-da3ea303.pth"
 RELEASED_NOTE = ("the clone's checkpoints/ahiq_pipal/, else the user cache: $AHIQ_HOME, else torch hub's "
                  "checkpoints folder, where it is downloaded on first use")

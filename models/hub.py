@@ -17,14 +17,6 @@ from ahiq.utils.errors import UserError, arg
 OFFLINE_VARIABLES = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")  # either set: never download
 
 
-def cache_dir() -> Path:
-    if os.environ.get("AHIQ_HOME"):
-        return Path(os.environ["AHIQ_HOME"]).expanduser()
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def sha256_prefix(url: str) -> str:
     """The SHA-256 prefix in a file name by torch.hub's convention (``name-<prefix>.pth``)."""
     return url.rsplit("/", 1)[1].rsplit(".", 1)[0].rsplit("-", 1)[1]
@@ -74,7 +66,10 @@ def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
     name = url.rsplit("/", 1)[1]
     if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
         return RELEASED_CHECKPOINT
-    cached = cache_dir() / name
+    import torch.hub
+
+    home = os.environ.get("AHIQ_HOME")
+    cached = (Path(home).expanduser() if home else Path(torch.hub.get_dir()) / "checkpoints") / name
     if cached.is_file():
         return cached
     reason = offline_variable()

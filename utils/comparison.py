@@ -43,16 +43,13 @@ class ScoredSet:
                    {m: values[:, k] for k, m in enumerate(header[3:], 1)})
 
 
-def srcc(pred, labels) -> float:
-    """Spearman's rank correlation (scipy); NaN for fewer than 2 pairs or a constant side."""
-    pred, labels = np.asarray(pred, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(labels) == 0:
-        return math.nan
-    return float(stats.spearmanr(pred, labels)[0])
-
-
-def _why_no_srcc(pred, labels) -> str:
-    return f"n={len(labels)}<2" if len(labels) < 2 else "constant predictions" if np.ptp(pred) == 0 else "constant labels"
+def _srcc(pred: np.ndarray, labels: np.ndarray) -> tuple[float, str | None]:
+    """Spearman's rank correlation (scipy), and why where it is undefined (NaN)."""
+    if len(labels) < 2:
+        return math.nan, f"n={len(labels)}<2"
+    if np.ptp(pred) == 0 or np.ptp(labels) == 0:
+        return math.nan, "constant predictions" if np.ptp(pred) == 0 else "constant labels"
+    return float(stats.spearmanr(pred, labels)[0]), None
 
 
 def _pairs_cell(counts: Sequence[int]) -> str:
@@ -127,9 +124,7 @@ def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
             if min(counts) < min_pairs:
                 cells.append(f"n/a (n<{min_pairs})")
                 continue
-            values = [srcc(s.scores[metric][p], s.labels[p]) for s, p in zip(sets, picks)]
-            whys = [None if v == v else _why_no_srcc(s.scores[metric][p], s.labels[p])
-                    for v, s, p in zip(values, sets, picks)]
+            values, whys = zip(*(_srcc(s.scores[metric][p], s.labels[p]) for s, p in zip(sets, picks)))
             cells.append(_missing(whys, len(sets)) if any(whys) else float(np.median(values)))
         rows.append([code or "all", type_names.get(code, "") if code else "all types", _pairs_cell(counts), *cells])
     return rows
