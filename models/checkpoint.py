@@ -270,10 +270,7 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                default_seed: int | None = None, device: str | torch.device = "auto", config: ModelConfig | None = None,
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode, ``model(dist, ref)`` on crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32.
-
-    Architecture: ``config``, else the checkpoint's, else the authors', changed by ``config_overrides``; without a
-    checkpoint the heads are random. ``contents``: :func:`read_checkpoint`'s result, when already read.
-    """
+    Architecture: ``config``, else the checkpoint's, else the authors', changed by ``config_overrides``."""
     deform = regressor = None
     meta: dict = {}
     if checkpoint is not None:

@@ -82,8 +82,7 @@ def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple
 
 
 def upsampled_conv3x3(x: torch.Tensor, size: tuple[int, int], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``conv3x3(nearest_upsample(x, size))`` with padding 1; through :func:`phase_kernels` when ``size`` is a whole
-    multiple of ``x``'s grid (the same in both directions), so the upsampled map is never built."""
+    """``conv3x3(nearest_upsample(x, size))``, padding 1, without the upsampled map where ``size`` is a whole multiple."""
     h, w = x.shape[-2:]
     if size[0] % h or size[1] % w or size[0] // h != size[1] // w:
         return F.conv2d(F.interpolate(x, size=size, mode="nearest"), weight, bias, padding=1)

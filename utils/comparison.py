@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from ahiq.utils.io import atomic_write_text
-from ahiq.utils.metrics import LABELS, Evaluation, evaluate, figure
+from ahiq.utils.metrics import LABELS, Evaluation, evaluate, figure, why_undefined
 from ahiq.utils.tables import markdown_table, read_csv, write_csv
 
 OVERALL = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
@@ -45,11 +45,8 @@ class ScoredSet:
 
 def _srcc(pred: np.ndarray, labels: np.ndarray) -> tuple[float, str | None]:
     """Spearman's rank correlation (scipy), and why where it is undefined (NaN)."""
-    if len(labels) < 2:
-        return math.nan, f"n={len(labels)}<2"
-    if np.ptp(pred) == 0 or np.ptp(labels) == 0:
-        return math.nan, "constant predictions" if np.ptp(pred) == 0 else "constant labels"
-    return float(stats.spearmanr(pred, labels)[0]), None
+    why = why_undefined(pred, labels)
+    return (math.nan, why) if why else (float(stats.spearmanr(pred, labels)[0]), None)
 
 
 def _pairs_cell(counts: Sequence[int]) -> str:

@@ -125,8 +125,7 @@ def _four_parameter_fit(x: np.ndarray, y: np.ndarray, spread: float, best: tuple
 
 
 def fit_logistic(pred, target) -> LogisticFit:
-    """The least-squares monotonic logistic mapping ``pred`` onto ``target`` (VQEG's practice), fitted on standardised
-    data in the direction of their correlation, so the same whatever their scales."""
+    """The least-squares monotonic logistic mapping ``pred`` onto ``target``, fitted on standardised data."""
     x = np.asarray(pred, dtype=np.float64).ravel()
     y = np.asarray(target, dtype=np.float64).ravel()
     mx, sx, my, sy = float(np.mean(x)), float(np.std(x)), float(np.mean(y)), float(np.std(y))
@@ -153,7 +152,16 @@ class Evaluation:
     fit: LogisticFit | None
 
     def notes(self) -> dict[str, str]:
-            return {**self.why, **({"fit": self.fit.form} if self.fit else {})}
+        return {**self.why, **({"fit": self.fit.form} if self.fit else {})}
+
+
+def why_undefined(pred: np.ndarray, target: np.ndarray) -> str | None:
+    """Why correlations of ``pred`` and ``target`` are undefined (fewer than 2 pairs, a constant side), or None."""
+    if pred.size < 2:
+        return f"n={pred.size}<2"
+    if np.ptp(pred) == 0:
+        return "constant predictions"
+    return "constant labels" if np.ptp(target) == 0 else None
 
 
 def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
@@ -163,18 +171,11 @@ def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
     target = np.asarray(target, dtype=np.float64).ravel()
     if pred.shape != target.shape:
         raise ValueError(f"{pred.size} predictions for {target.size} labels")
-    nan = float("nan")
-    srcc = plcc = krcc = plcc_fit = rmse_fit = nan
+    srcc = plcc = krcc = plcc_fit = rmse_fit = math.nan
     fit = None
     why: dict[str, str] = {}
-    if pred.size < 2:
-        reason = f"n={pred.size}<2"
-    elif np.ptp(pred) == 0:
-        reason = "constant predictions"
-    elif np.ptp(target) == 0:
-        reason = "constant labels"
-    else:
-        reason = ""
+    reason = why_undefined(pred, target)
+    if reason is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             srcc = float(stats.spearmanr(pred, target)[0])
@@ -183,11 +184,11 @@ def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
             if pred.size >= MIN_FIT_PAIRS:
                 fit = fit_logistic(pred, target)
                 mapped = fit(pred)
-                plcc_fit = float(stats.pearsonr(mapped, target)[0]) if np.ptp(mapped) > 0 else nan
+                plcc_fit = float(stats.pearsonr(mapped, target)[0]) if np.ptp(mapped) > 0 else math.nan
                 rmse_fit = float(np.sqrt(np.mean((mapped - target) ** 2)))
                 if math.isnan(plcc_fit):
                     why["PLCC_fitted"] = "flat fit"
-    rmse = float(np.sqrt(np.mean((pred - target) ** 2))) if pred.size and same_scale else nan
+    rmse = float(np.sqrt(np.mean((pred - target) ** 2))) if pred.size and same_scale else math.nan
     metrics = {"SRCC": srcc, "PLCC": plcc, "KRCC": krcc, "PLCC_fitted": plcc_fit, "RMSE_fitted": rmse_fit,
                "RMSE": rmse, "main": srcc + plcc}
     for key, value in metrics.items():
