@@ -80,7 +80,16 @@ def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
             return download(url, cached, progress)
         except OSError as err:  # urllib's URLError and HTTPError are OSErrors
             reason = f"the download failed ({getattr(err, 'reason', None) or err})"
-    raise UserError(missing_message(name, url, cached, reason, missing_backbones()))
+    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
+             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
+             f"clone), or give {arg('checkpoint')}PATH"]
+    backbones = missing_backbones()
+    if backbones:
+        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
+                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
+    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
+                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
+    raise UserError("; ".join(parts))
 
 
 def download(url: str, path: Path, progress: bool = True) -> Path:
@@ -95,15 +104,3 @@ def download(url: str, path: Path, progress: bool = True) -> Path:
                         f"nothing was kept at {path}; try again, or fetch it by hand and give "
                         f"{arg('checkpoint')}PATH") from None
     return path
-
-
-def missing_message(name: str, url: str, cached: Path, reason: str, backbones: list[str]) -> str:
-    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
-             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
-             f"clone), or give {arg('checkpoint')}PATH"]
-    if backbones:
-        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
-                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
-    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
-                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
-    return "; ".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterator, get_type_hints
 
 SCRIPTS = ("train", "test", "score")
@@ -115,8 +115,5 @@ def declared(cls: type) -> Iterator[Declared]:
         if is_dataclass(kind):
             yield from declared(kind)
         elif "flag" in f.metadata:
-            yield Declared(f.name, kind, _default(f), f.metadata["flag"])
-
-
-def _default(f: Field) -> Any:
-    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+            default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+            yield Declared(f.name, kind, default, f.metadata["flag"])
