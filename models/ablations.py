@@ -1,6 +1,4 @@
-"""The paper's ablations of the fusion (``ModelConfig.fusion``): the other two ways the CNN features reach the
-ViT grid, and the strided convs every fusion shares. Single-branch and mean-pooling ablations are switches of
-:class:`models.ahiq.AHIQ` and its head. A leaf: it imports nothing of the project."""
+"""The paper's fusion ablations (``ModelConfig.fusion``), and the strided convs every fusion shares."""
 from __future__ import annotations
 
 import torch
@@ -16,8 +14,7 @@ def downsampling_convs(channels: int, hidden: int, scale: int) -> nn.Sequential:
 
 
 class ConvFusion(nn.Module):
-    """``fusion='conv'``: the deformable fusion with a plain 3x3 conv of the same shape (``conv``) in place of the
-    deformable one, and nothing to steer it. ``forward(cnn, None)``: ``(N, C, H, W)`` -> ``(N, C, h, w)``."""
+    """``fusion='conv'``: a plain 3x3 conv in place of the deformable one: ``(N, C, H, W)`` -> ``(N, C, h, w)``."""
 
     def __init__(self, cnn_channels: int = 768, scale: int = 2, hidden: int = 512):
         super().__init__()
@@ -32,8 +29,7 @@ class ConvFusion(nn.Module):
 
 
 class ResampleFusion(nn.Module):
-    """``fusion='none'``: CNN features only averaged over ``scale x scale`` cells onto the ViT grid (no
-    parameters). ``forward(cnn, None)``: ``(N, C, H, W)`` -> ``(N, C, H / scale, W / scale)``."""
+    """``fusion='none'``: CNN features averaged onto the ViT grid: ``(N, C, H, W)`` -> ``(N, C, H / scale, W / scale)``."""
 
     def __init__(self, scale: int = 2):
         super().__init__()

@@ -7,9 +7,6 @@
     PatchScoreHead: project concat(ViT, fused) -> 256 channels per image; compare (dist - ref, dist, ref)
                                            -> score map f, weight map w (B, 1, 28, 28)
     score = sum(f * w) / sum(w)            (B,)
-
-Backbones meet the network through :class:`models.backbones.Features`; the other fusions of the paper's ablations
-are in :mod:`models.ablations`; a reference's side computed once (``encode_reference``) in :mod:`models.reference`.
 """
 from __future__ import annotations
 
@@ -32,11 +29,8 @@ from ahiq.utils.errors import UserError, arg
 
 
 class DeformFusion(nn.Module):
-    """Deformable fusion of CNN features, steered by offsets from the reference's ViT features (authors' names).
-
-    ``offsets(vit_ref, size)``: ``(B, C_vit, h, w)`` -> ``(B, 18, H, W)``. ``forward(cnn, offset)``:
-    ``(B * k, C_cnn, H, W)``, groups of ``k`` maps sharing ``offset[b]`` -> ``(B * k, C_cnn, h, w)``.
-    """
+    """CNN features fused, steered by the reference's ViT map: ``offsets(vit_ref, size)`` ``(B, C_vit, h, w)`` ->
+    ``(B, 18, H, W)``; ``forward(cnn, offset)`` ``(B * k, C_cnn, H, W)`` -> ``(B * k, C_cnn, h, w)``."""
 
     def __init__(self, vit_channels: int = 3840, cnn_channels: int = 768, scale: int = 2, hidden: int = 512,
                  impl: str = "sampled"):
@@ -57,11 +51,8 @@ class DeformFusion(nn.Module):
 
 
 class PatchScoreHead(nn.Module):
-    """Patch-wise score and weight maps from the terms of a distorted and a reference image (authors' names).
-
-    ``project(x)``: features ``(N, C, h, w)`` -> terms ``(N, channels, h, w)``. ``compare(dist, ref)``: two such
-    terms -> ``score (N,)``, maps ``f``, ``w`` ``(N, 1, h, w)``, ``score = sum(f * w) / sum(w)`` (or the mean of f).
-    """
+    """``project(x)``: features ``(N, C, h, w)`` -> terms ``(N, channels, h, w)``; ``compare(dist, ref)``: two terms
+    -> ``score (N,)`` and maps ``f``, ``w`` ``(N, 1, h, w)``, ``score = sum(f * w) / sum(w)`` (or the mean of f)."""
 
     def __init__(self, in_channels: int = 4608, channels: int = 256, hidden: int = 1024, smoothed: int = 512,
                  pooling: str = "weighted"):
@@ -88,12 +79,8 @@ class PatchScoreHead(nn.Module):
 
 
 class AHIQ(nn.Module):
-    """Full-reference quality of crop pairs.
-
-    ``forward(dist, ref)``: ``(B, 3, H, W)`` RGB, float in [0, 1] or uint8, H and W multiples of 32 -> scores
-    ``(B,)``; with ``return_maps=True`` also the maps f and w, ``(B, 1, H/p, W/p)``. Only ``deform_net`` and
-    ``regressor`` are trained; the backbones are frozen.
-    """
+    """Full-reference quality: ``forward(dist, ref)`` ``(B, 3, H, W)`` in [0, 1] or uint8, H, W multiples of 32 ->
+    scores ``(B,)`` (``return_maps``: also f and w ``(B, 1, H/p, W/p)``). The backbones are frozen."""
 
     def __init__(self, vit: Features | None, cnn: Features | None, config: ModelConfig | None = None):
         super().__init__()
@@ -103,8 +90,8 @@ class AHIQ(nn.Module):
                                                                      "cnn": "the CNN only"}[config.branches])
         self.vit, self.cnn = vit, cnn
         self.patch_size = vit.reduction if vit is not None else config.patch_size
-        self.backbone_sources: dict[str, BackboneSource] = {}  # where the backbones' weights came from
-        self.record = None  # the checkpoint's record (models.checkpoint.CheckpointRecord) once loaded
+        self.backbone_sources: dict[str, BackboneSource] = {}
+        self.record = None  # models.checkpoint.CheckpointRecord, once loaded
         channels = sum(net.out_channels for net in (vit, cnn) if net is not None)
         self.deform_net = nn.Module() if cnn is None else self._fusion(vit, cnn)  # no CNN: an empty dict to keep
         self.regressor = PatchScoreHead(channels, pooling=config.pooling, **config.head_kwargs)
@@ -173,7 +160,7 @@ class AHIQ(nn.Module):
         return (score, f, w) if return_maps else score
 
     def input_gradients(self, enabled: bool = True) -> "AHIQ":
-        """Let gradients reach the input images through the frozen backbones (AHIQ as a loss); off by default."""
+        """Let gradients reach the input images through the frozen backbones (AHIQ as a loss)."""
         for backbone in (self.vit, self.cnn):
             if backbone is not None:
                 backbone.input_grad = enabled
@@ -187,8 +174,7 @@ class AHIQ(nn.Module):
 
 
 def check_architecture(config: ModelConfig) -> AHIQ:
-    """The network on the meta device (shapes only, milliseconds), so that what timm or the network refuses is one
-    line when the options are read, not a traceback after the data is screened."""
+    """The network on the meta device (milliseconds): what timm refuses is one line when the options are read."""
     parts = {"vit": (config.vit, config.vit_kwargs, {"dynamic_img_size": True}), "cnn": (config.cnn, config.cnn_kwargs, {})}
     nets = {}
     with torch.device("meta"):
@@ -207,11 +193,7 @@ def check_architecture(config: ModelConfig) -> AHIQ:
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,
                vit_weights: str | None = None, cnn_weights: str | None = None, seed: int | None = None,
                sources: dict[str, BackboneSource] | None = None) -> AHIQ:
-    """An AHIQ network with backbones by timm name/tag and random (untrained) fusion and head.
-
-    Backbone weights: ``sources``, else :func:`models.weights.backbone_sources` of the other arguments; kept as
-    ``model.backbone_sources``. Pretrained weights that cannot be had stop before anything is built.
-    """
+    """An AHIQ network with backbones from ``sources`` (else the other arguments) and a random fusion and head."""
     config = config or ModelConfig()
     sources = sources or backbone_sources(config.vit, config.cnn, pretrained_backbones, vit_weights, cnn_weights, seed)
     used = {part: sources[part] for part, skip in (("vit", "cnn"), ("cnn", "vit")) if config.branches != skip}

@@ -1,9 +1,4 @@
-"""Frozen timm backbones that run only the layers AHIQ reads, built by timm name (weights: :mod:`models.weights`).
-
-``ViTFeatures`` runs the patch embedding and the first transformer blocks of a timm ViT and returns the
-selected blocks' token maps; ``ResNetFeatures`` runs the stem and one stage of a timm ResNet and returns
-the outputs of that stage's blocks. Neither uses forward hooks, and neither runs a layer it does not need.
-"""
+"""Frozen timm backbones that run only the layers AHIQ reads (no forward hooks); weights: :mod:`models.weights`."""
 from __future__ import annotations
 
 from typing import Protocol, Sequence
@@ -17,8 +12,7 @@ from ahiq.utils.errors import UserError, arg
 
 
 class Features(Protocol):
-    """What the network needs of a backbone: ``forward`` maps normalised images ``(B, 3, H, W)`` to features
-    ``(B, out_channels, H / reduction, W / reduction)`` (NCHW). A new backbone family is one class with these."""
+    """A backbone: normalised images ``(B, 3, H, W)`` -> features ``(B, out_channels, H / reduction, W / reduction)``."""
 
     out_channels: int
     reduction: int
@@ -28,14 +22,9 @@ class Features(Protocol):
 
 
 class _FrozenBackbone(nn.Module):
-    """Base for backbones that stay in eval mode and hold no trainable parameters. They build no graph unless
-    ``input_grad`` (AHIQ as a loss), when a loss on the score reaches the input images."""
+    """A backbone in eval mode without trainable parameters; it builds no graph unless ``input_grad`` (AHIQ as a loss)."""
 
     input_grad: bool = False
-
-    def _freeze(self) -> None:
-        self.requires_grad_(False)
-        self.eval()
 
     def _grad_mode(self) -> torch.set_grad_enabled:
         return torch.set_grad_enabled(self.input_grad and torch.is_grad_enabled())
@@ -45,11 +34,8 @@ class _FrozenBackbone(nn.Module):
 
 
 class ViTFeatures(_FrozenBackbone):
-    """Token maps of selected transformer blocks (1-based) of a timm ViT, computed without running later blocks.
-
-    ``(B, 3, H, W)`` normalised images -> ``(B, len(blocks) * D, H / p, W / p)``, each block's tokens without the
-    class token, as the patch grid. Default: blocks 1-5 of ViT-B/8, ``(B, 3840, H/8, W/8)``.
-    """
+    """Token maps of selected blocks (1-based) of a timm ViT, later blocks pruned: ``(B, 3, H, W)`` ->
+    ``(B, len(blocks) * D, H / p, W / p)``; default blocks 1-5 of ViT-B/8, ``(B, 3840, H/8, W/8)``."""
 
     def __init__(self, model: nn.Module, blocks: Sequence[int] = DEFAULT_VIT_BLOCKS):
         super().__init__()
@@ -64,15 +50,14 @@ class ViTFeatures(_FrozenBackbone):
                             f"in 1..{n_blocks}")
         if not getattr(model, "dynamic_img_size", False):
             raise ValueError("build the ViT with dynamic_img_size=True (see build_vit)")
-        self.indices = [b - 1 for b in blocks]  # timm counts blocks from 0
-        # Later blocks, the final norm and the head are never run: drop them.
+        self.indices = [b - 1 for b in blocks]
         model.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
         self.model = model
         self.blocks = blocks
         self.patch_size = self.reduction = int(model.patch_embed.patch_size[0])
         self.embed_dim = int(model.embed_dim)
         self.out_channels = self.embed_dim * len(blocks)
-        self._freeze()
+        self.requires_grad_(False).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._grad_mode():
@@ -81,14 +66,12 @@ class ViTFeatures(_FrozenBackbone):
             return torch.cat(maps, dim=1)  # (B, len(blocks)*D, h, w), the authors' channel order
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass (timm's checkpointing; with ``input_grad``)."""
         self.model.set_grad_checkpointing(enable)
 
 
 def build_vit(source: BackboneSource, blocks: Sequence[int], **timm_kwargs) -> ViTFeatures:
     """A :class:`ViTFeatures` of ``source``'s timm model; ``timm_kwargs`` change it (e.g. ``depth``, ``embed_dim``)."""
-    model = create_backbone(source, weights_arg="vit_weights", dynamic_img_size=True, **timm_kwargs)
-    return ViTFeatures(model, blocks)
+    return ViTFeatures(create_backbone(source, weights_arg="vit_weights", dynamic_img_size=True, **timm_kwargs), blocks)
 
 
 def build_resnet(source: BackboneSource, stage: int, **timm_kwargs) -> "ResNetFeatures":
@@ -111,7 +94,7 @@ class ResNetFeatures(_FrozenBackbone):
         info = {f["module"]: f for f in model.feature_info}
         self.reduction = int(info[f"layer{stage}"]["reduction"])
         self.out_channels = int(info[f"layer{stage}"]["num_chs"]) * len(self.stages[-1])
-        self._freeze()
+        self.requires_grad_(False).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._grad_mode():

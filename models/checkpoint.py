@@ -1,10 +1,5 @@
-"""Read and write AHIQ checkpoints, and build a ready model from one (:func:`load_model`).
-
-Formats read: (a) the authors' release (``regressor_model_state_dict``, ``deform_net_model_state_dict`` and
-training state); (b) pyiqa's mirror: the same dicts, or one flat state dict with ``deform_net.`` / ``regressor.``
-keys, possibly under ``params`` (backbone tensors ignored); (c) ours: (a) plus ``ahiq`` metadata, read by
-:func:`read_record` alone.
-"""
+"""Read and write AHIQ checkpoints (the authors', pyiqa's flat ``params``, ours: the authors' plus ``ahiq``
+metadata), and build a ready model from one (:func:`load_model`)."""
 from __future__ import annotations
 
 import math
@@ -17,9 +12,8 @@ import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
 from ahiq.models.config import ModelConfig, check_crop_size
-from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained
 from ahiq.models.hub import released_checkpoint
-from ahiq.models.state import state_dict_problems, summarise
+from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained, state_dict_problems, summarise
 from ahiq.utils.device import resolve_device
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import atomic_torch_save, load_torch_file
@@ -31,8 +25,7 @@ FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> str | None:
-    """The checkpoint given; none given: the released one (:func:`models.hub.released_checkpoint`); ``"none"``:
-    None (random heads)."""
+    """The checkpoint given; None: the released one; ``"none"``: None (random heads)."""
     if checkpoint is not None and str(checkpoint).lower() != "none":
         return str(checkpoint)
     if checkpoint is None:
@@ -42,8 +35,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> 
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """What a checkpoint records about its model (the authors' file: nothing): architecture, backbones, training
-    crop size, score normalisation, label range and dataset."""
+    """What a checkpoint records about its model (the authors' file: nothing)."""
 
     model_config: ModelConfig | None = None
     backbones: dict[str, BackboneSource] = field(default_factory=dict)
@@ -58,12 +50,10 @@ class CheckpointRecord:
 
 
 def _number(value: Any) -> bool:
-    """A finite real number (not a bool, not a string)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _source(value: Any) -> bool:
-    """A recorded backbone: its kind, timm name, and the fields of that kind, each of the right type."""
     if not isinstance(value, dict) or value.get("kind") not in ("timm", "file", "random") or not (
             isinstance(value.get("name"), str) and value["name"]):
         return False
@@ -89,8 +79,7 @@ def _label_range(span: Any) -> bool:  # one label value is a range too (a tiny t
 
 
 def read_record(meta: dict, where: str | Path = "checkpoint") -> CheckpointRecord:
-    """The :class:`CheckpointRecord` of a checkpoint's metadata, every value typed and in range, else one
-    :class:`UserError` naming the file and the value."""
+    """The :class:`CheckpointRecord` of a checkpoint's metadata, else one :class:`UserError` naming the bad value."""
     def bad(what: str, value: object) -> UserError:
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
         return UserError(f"{where}: its metadata records {what} {shown}, which this code cannot use; re-save the "
@@ -142,7 +131,7 @@ def open_checkpoint(path: str | Path | None) -> tuple[tuple[dict, dict, dict] | 
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
-    """Return ``(deform_net_state, regressor_state, metadata)`` from any supported checkpoint file."""
+    """``(deform_net_state, regressor_state, metadata)`` of any supported checkpoint file."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found; give {arg('checkpoint')}FILE (`sh download.sh` fetches the "
@@ -162,11 +151,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{path}: written in checkpoint format {version}, newer than this code reads "
                         f"({FORMAT_VERSION}); update this project (git pull) to load it")
-    return _tensors(*_head_dicts(state, path), path) + (dict(meta or {}),)
+    deform, regressor = _head_dicts(state, path)
+    for prefix, part in (("deform_net", deform), ("regressor", regressor)):
+        bad = next(((k, v) for k, v in part.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+        if bad is not None:
+            raise UserError(f"{path}: {prefix}.{bad[0]} holds a {type(bad[1]).__name__}, not a tensor; re-save the "
+                            "checkpoint with this project or give another")
+    return deform, regressor, dict(meta or {})
 
 
 def _head_dicts(state: dict, path: Path) -> tuple[dict, dict]:
-    """The fusion's and the head's state dicts: under the authors' two keys, or prefixed in one flat dict."""
     if DEFORM_KEY in state and REGRESSOR_KEY in state:
         deform, regressor = state[DEFORM_KEY], state[REGRESSOR_KEY]
         if not isinstance(deform, dict) or not isinstance(regressor, dict):
@@ -187,19 +181,8 @@ def _head_dicts(state: dict, path: Path) -> tuple[dict, dict]:
     return deform, regressor
 
 
-def _tensors(deform: dict, regressor: dict, path: Path) -> tuple[dict, dict]:
-    """``(deform, regressor)`` when every entry is a tensor named by a string; else one :class:`UserError`."""
-    for prefix, state in (("deform_net", deform), ("regressor", regressor)):
-        bad = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
-        if bad is not None:
-            raise UserError(f"{path}: {prefix}.{bad[0]} holds a {type(bad[1]).__name__}, not a tensor; re-save the "
-                            "checkpoint with this project or give another")
-    return deform, regressor
-
-
 def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Before anything is built: ``config``'s network on the meta device takes the fusion and head tensors, else
-    the :class:`UserError` of :func:`load_heads`."""
+    """Before anything is built, ``config``'s network on the meta device takes the tensors, else a :class:`UserError`."""
     try:
         model = check_architecture(config)
     except UserError as err:
@@ -217,7 +200,7 @@ def _check_fit(model: nn.Module, deform: dict, regressor: dict, path: str | Path
 
 
 def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch, or names a NaN/Inf tensor."""
+    """Load fusion and head tensors strictly; one :class:`UserError` lists every mismatch or names a NaN/Inf tensor."""
     path = Path(path)
     for prefix, state in (("deform_net", deform), ("regressor", regressor)):
         bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
@@ -246,16 +229,14 @@ def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_stat
 
 
 def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> None:
-    """Write :func:`checkpoint_dict` atomically (temporary file, then rename)."""
     atomic_torch_save(checkpoint_dict(model, extra_meta, **training_state), path)
 
 
 def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *, vit_weights: str | None = None,
                      cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
                      default_seed: int | None = None, where: str = "the checkpoint") -> dict[str, BackboneSource]:
-    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (a warning says how they
-    differ), else pretrained by timm tag. Random ones from ``seed``, the recorded seed, ``default_seed`` or torch's
-    generator, in that order."""
+    """The backbones to build: the ``recorded`` ones unless the arguments ask for others (with a warning), else
+    pretrained. Random ones seeded by ``seed``, the recorded seed, ``default_seed`` or torch's generator."""
     chosen = {}
     for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
         rec = recorded.get(part)
@@ -274,7 +255,7 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
         was_random = rec is not None and rec.kind == "random"
         part_seed = seed if seed is not None else rec.seed if was_random else default_seed
         pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
-        if part_seed is None:  # nothing recorded or asked: drawn from torch's generator (seeded by the caller)
+        if part_seed is None:
             part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
         source = backbone_source(name, pretrained, weights, part_seed)
         if rec is not None and not source.same_weights(rec):
@@ -288,14 +269,8 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                cnn_weights: str | None = None, pretrained_backbones: bool | None = None, seed: int | None = None,
                default_seed: int | None = None, device: str | torch.device = "auto", config: ModelConfig | None = None,
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
-    """A ready AHIQ model in eval mode: architecture, heads and backbones as ``checkpoint`` records them.
-
-    ``model(dist, ref)`` takes crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32 (whole images:
-    :func:`ahiq.create_metric`). Architecture: ``config``, else the checkpoint's, else the authors', changed by
-    ``config_overrides``; backbones as :func:`choose_backbones` picks them; without a checkpoint the heads are
-    random (announced). ``contents``: :func:`read_checkpoint`'s result, when already read. The record is kept as
-    ``model.record``, the raw metadata as ``model.checkpoint_meta``.
-    """
+    """A ready AHIQ model in eval mode, ``model(dist, ref)`` on crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32.
+    Architecture: ``config``, else the checkpoint's, else the authors', changed by ``config_overrides``."""
     deform = regressor = None
     meta: dict = {}
     if checkpoint is not None:

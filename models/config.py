@@ -18,8 +18,7 @@ CROP_MULTIPLE = 32  # a crop side must be a multiple of the ResNet's and the ViT
 # The default ViT tag of each patch size (--patch_size).
 VIT_BY_PATCH = {8: DEFAULT_VIT, 16: "vit_base_patch16_224.augreg_in21k_ft_in1k"}
 
-# The released checkpoint (the authors' PIPAL model, pyiqa's mirror): the default of every entry point, where
-# `sh download.sh` puts it in a clone (models.hub looks there, then in the user cache). The one place that names it.
+# The released checkpoint (the authors' PIPAL model, pyiqa's mirror): the one place that names it.
 RELEASED_URL = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/AHIQ_vit_p8_epoch33-da3ea303.pth"
 RELEASED_NOTE = ("the clone's checkpoints/ahiq_pipal/, else the user cache: $AHIQ_HOME, else torch hub's "
                  "checkpoints folder, where it is downloaded on first use")
@@ -39,8 +38,7 @@ ARCH = "architecture"  # the --help group of the fields below
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The architecture; every field is also an option of train.py, test.py and score.py (the paper's ablations,
-    the tests' tiny backbones)."""
+    """The architecture; every field is also an option of train.py, test.py and score.py."""
 
     vit: str = option(DEFAULT_VIT, "timm ViT name.tag", group=ARCH, defaults=dict.fromkeys(SCRIPTS),
                       shown=f"the patch size's tag: {VIT_BY_PATCH[8]} (8), {VIT_BY_PATCH[16]} (16)")
@@ -104,8 +102,7 @@ class ModelConfig:
 
     @property
     def patch_size(self) -> int | None:
-        """The ViT patch size, the score grid's cell: ``vit_kwargs['patch_size']``, else the timm name's ``patchN``.
-        The one place it is derived."""
+        """The ViT patch size, the score grid's cell: ``vit_kwargs['patch_size']``, else the timm name's ``patchN``."""
         if "patch_size" in self.vit_kwargs:
             return int(self.vit_kwargs["patch_size"])
         found = re.search(r"patch(\d+)", self.vit)
@@ -164,8 +161,7 @@ def _widths(value: Any, name: str, known: tuple[str, ...]) -> dict[str, int]:
 
 
 def check_crop_size(crop: Any, name: str = "crop_size") -> int:
-    """``crop`` itself when it is a positive multiple of :data:`CROP_MULTIPLE` pixels, else a one-line
-    :class:`UserError` naming the argument ``name``."""
+    """``crop`` when it is a positive multiple of :data:`CROP_MULTIPLE`, else a :class:`UserError` naming ``name``."""
     if isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % CROP_MULTIPLE:
         raise UserError(f"{arg(name)}{crop}: must be a positive multiple of {CROP_MULTIPLE}")
     return crop

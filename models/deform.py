@@ -1,7 +1,5 @@
-"""Fast forms of AHIQ's two costly layers: the deformable 3x3 convolution as bilinear sampling + matrix multiplies
-(``torchvision.ops.deform_conv2d``'s result without its im2col buffer: 9 gathers and 9 GEMMs in the input's dtype,
-positions in fp32), and the offsets' "nearest upsample, then 3x3 conv" as one convolution on the small map.
-"""
+"""Fast forms of AHIQ's two costly layers: the deformable 3x3 conv as 9 bilinear gathers and 9 GEMMs (no im2col
+buffer), and the offsets' "nearest upsample, then 3x3 conv" as one convolution on the small map."""
 from __future__ import annotations
 
 import torch
@@ -10,13 +8,9 @@ import torchvision
 
 
 def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices ``(4, B*H*W)`` into the flattened ``(B*H*W, C)`` input, and weights ``(4, B*H*W, 1)``, of
-    the 4 neighbours sampled by one kernel tap.
-
-    torchvision's rules: a position outside ``(-1, H) x (-1, W)`` reads 0, neighbours outside the image weigh 0.
-    At a coordinate of exactly -1 torchvision's offset gradient is the next pixel's value (the floor rule);
-    counting -1 as inside reproduces that, and its only neighbour in the image has weight 0 in the forward pass.
-    """
+    """Row indices ``(4, B*H*W)`` into the flattened ``(B*H*W, C)`` input and weights ``(4, B*H*W, 1)`` of the 4
+    neighbours one kernel tap samples, by torchvision's rules (outside ``(-1, H) x (-1, W)`` reads 0; -1 counts as
+    inside, which reproduces torchvision's offset gradient there)."""
     b = offset.shape[0]
     ki, kj = divmod(tap, 3)
     dy = offset[:, 2 * tap].float()
@@ -38,13 +32,9 @@ def _bilinear_taps(offset: torch.Tensor, height: int, width: int, tap: int) -> t
 
 
 def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Deformable 3x3 convolution, stride 1, padding 1.
-
-    ``x`` ``(B * k, C_in, H, W)``; ``offset`` ``(B, 18, H, W)`` in torchvision's layout (tap ``t``: channels
-    ``2t, 2t+1`` hold ``(dy, dx)``), ``offset[b]`` shared by ``x[b * k : (b + 1) * k]``; ``weight``
-    ``(C_out, C_in, 3, 3)``. Returns ``(B * k, C_out, H, W)`` in ``x``'s dtype, contiguous. Each tap's bilinear
-    sample is one ``embedding_bag`` pass over pixel rows, accumulated inside the GEMM (``addmm_``).
-    """
+    """Deformable 3x3 conv, stride 1, padding 1: ``x`` ``(B * k, C_in, H, W)``, ``offset`` ``(B, 18, H, W)`` in
+    torchvision's layout shared by ``x[b * k : (b + 1) * k]``, ``weight`` ``(C_out, C_in, 3, 3)`` ->
+    ``(B * k, C_out, H, W)`` in ``x``'s dtype, contiguous."""
     n, c_in, h, w = x.shape
     b = offset.shape[0]
     if n % b:
@@ -61,7 +51,6 @@ def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
         out += bias.to(x.dtype)
     for tap in range(9):
         index, wts = _bilinear_taps(offset, h, w, tap)
-        # One fused pass per tap: each output row is the weighted sum of its 4 neighbour rows.
         sampled = F.embedding_bag(index.t().contiguous(), rows, per_sample_weights=wts[..., 0].t().to(x.dtype).contiguous(),
                                   mode="sum")
         out.addmm_(sampled.view(b * h * w * k, c_in), taps[tap])
@@ -80,11 +69,8 @@ def deform_conv3x3_torchvision(x: torch.Tensor, offset: torch.Tensor, weight: to
 
 
 def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewrite "nearest-upsample by ``scale``, then 3x3 conv" as one 3x3 conv on the small map.
-
-    Output pixel ``(s*i + a, s*j + b)`` reads small-map rows ``i + (a + t - 1) // s`` for taps ``t = 0, 1, 2``;
-    summing the taps that land on one pixel gives a 3x3 kernel per phase ``(a, b)``, stacked in pixel-shuffle order.
-    """
+    """"Nearest-upsample by ``scale``, then 3x3 conv" as one 3x3 conv on the small map: a kernel per phase ``(a, b)``
+    (output pixel ``(s*i + a, s*j + b)``), stacked in pixel-shuffle order."""
     s = scale
     hit = torch.zeros(s, 3, 3, dtype=weight.dtype, device=weight.device)  # [phase, source offset + 1, tap]
     for a in range(s):
@@ -96,8 +82,7 @@ def phase_kernels(weight: torch.Tensor, bias: torch.Tensor, scale: int) -> tuple
 
 
 def upsampled_conv3x3(x: torch.Tensor, size: tuple[int, int], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``conv3x3(nearest_upsample(x, size))`` with padding 1; through :func:`phase_kernels` when ``size`` is a whole
-    multiple of ``x``'s grid (the same in both directions), so the upsampled map is never built."""
+    """``conv3x3(nearest_upsample(x, size))``, padding 1, without the upsampled map where ``size`` is a whole multiple."""
     h, w = x.shape[-2:]
     if size[0] % h or size[1] % w or size[0] // h != size[1] // w:
         return F.conv2d(F.interpolate(x, size=size, mode="nearest"), weight, bias, padding=1)

@@ -1,10 +1,5 @@
-"""An AHIQ model for other runtimes: pyiqa's checkpoint format, and an ONNX scoring graph.
-
-pyiqa (0.1.16) builds the authors' network only, with whole timm backbones (``vit_base_patch8_224``, ``resnet50``),
-and loads one state dict under ``params`` strictly: ``vit.*``, ``resnet50.*``, ``deform_net.*``, ``regressor.*``.
-Our backbones are truncated, so the whole timm models are rebuilt from the recorded sources and checked against
-the tensors the model runs. The ONNX graph is ``(dist, ref) -> score`` for one crop size and any batch.
-"""
+"""An AHIQ model for other runtimes: pyiqa's checkpoint (the authors' network with whole timm backbones, one state dict
+under ``params``), and an ONNX graph ``(dist, ref) -> score`` for one crop size and any batch."""
 from __future__ import annotations
 
 import contextlib
@@ -24,14 +19,13 @@ from ahiq.models.weights import create_backbone
 from ahiq.utils.errors import UserError, arg
 from ahiq.utils.io import atomic_write
 
-# The timm architectures pyiqa's AHIQ builds, and its names for them in ``params``.
+# The timm architectures pyiqa's AHIQ builds, and its prefixes for them in ``params``.
 PYIQA_BACKBONES = {"vit": ("vit_base_patch8_224", "vit"), "cnn": ("resnet50", "resnet50")}
 ONNX_OPSET = 19  # the first with DeformConv
 
 
 def check_pyiqa_architecture(config: ModelConfig) -> None:
-    """A one-line :class:`UserError` unless ``config`` is the authors' architecture (backbone tags and the
-    normalisation aside: the weights travel in the file, the mean/std are options of ``pyiqa.create_metric``)."""
+    """A :class:`UserError` unless ``config`` is the authors' architecture (tags and normalisation aside)."""
     ours, theirs = config.to_dict(), ModelConfig().to_dict()
     for part in ("vit", "cnn"):
         ours[part], theirs[part] = ours[part].split(".")[0], theirs[part].split(".")[0]
@@ -55,8 +49,7 @@ def _check_same(ours: dict[str, torch.Tensor], whole: dict[str, torch.Tensor], p
 
 
 def whole_backbones(model: AHIQ) -> dict[str, nn.Module]:
-    """``{"vit", "cnn"}``: the whole timm models of ``model``'s backbones, rebuilt from ``model.backbone_sources``;
-    every tensor the model runs is checked equal."""
+    """``{"vit", "cnn"}``: the whole timm models of ``model``'s backbones, checked equal where the model runs them."""
     config = model.config
     vit = create_backbone(model.backbone_sources["vit"], "vit_weights", **config.vit_kwargs)
     cnn = create_backbone(model.backbone_sources["cnn"], "cnn_weights", **config.cnn_kwargs)
@@ -66,8 +59,7 @@ def whole_backbones(model: AHIQ) -> dict[str, nn.Module]:
 
 
 def pyiqa_checkpoint(model: AHIQ, whole: dict[str, nn.Module] | None = None) -> dict:
-    """What ``pyiqa.create_metric("ahiq", pretrained_model_path=FILE)`` loads: ``{"params": state dict}``, plus our
-    metadata under ``ahiq`` (which pyiqa ignores). ``whole``: :func:`whole_backbones` of ``model``, when built."""
+    """What ``pyiqa.create_metric("ahiq", pretrained_model_path=FILE)`` loads: ``{"params": ..., "ahiq": metadata}``."""
     check_pyiqa_architecture(model.config)
     whole = whole or whole_backbones(model)
     state = {}
@@ -79,7 +71,6 @@ def pyiqa_checkpoint(model: AHIQ, whole: dict[str, nn.Module] | None = None) -> 
 
 
 def check_hub_cache(folder: str | Path) -> None:
-    """A one-line :class:`UserError` when ``folder`` is the user's own Hugging Face hub cache."""
     from huggingface_hub import constants
 
     if Path(folder).resolve() == Path(constants.HF_HUB_CACHE).resolve():
@@ -88,8 +79,8 @@ def check_hub_cache(folder: str | Path) -> None:
 
 
 def write_hub_cache(folder: str | Path, whole: dict[str, nn.Module]) -> list[str]:
-    """Write ``folder`` as a Hugging Face hub cache of ``whole``'s backbones under the tags pyiqa's bare names
-    resolve to, so that ``HF_HUB_CACHE=folder HF_HUB_OFFLINE=1`` lets pyiqa build offline; the repositories written."""
+    """Write ``folder`` as a Hugging Face hub cache of ``whole``'s backbones under pyiqa's tags, for
+    ``HF_HUB_CACHE=folder HF_HUB_OFFLINE=1``; return the repositories written."""
     import timm
     from safetensors.torch import save_file
 
@@ -137,7 +128,6 @@ def _deform_conv_translation():
 
 
 def check_onnx_exporter() -> None:
-    """A one-line :class:`UserError` when the packages the ONNX exporter needs are missing."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -147,8 +137,7 @@ def check_onnx_exporter() -> None:
 
 
 def export_onnx(model: AHIQ, path: str | Path, crop_size: int) -> None:
-    """Write ``model``'s scoring graph to ``path`` atomically: ``dist``, ``ref`` ``(B, 3, crop, crop)`` in [0, 1]
-    -> ``score`` ``(B,)``, any ``B``."""
+    """Write ``model``'s graph ``dist``, ``ref`` ``(B, 3, crop, crop)`` in [0, 1] -> ``score (B,)`` to ``path``."""
     check_onnx_exporter()
     check_crop_size(crop_size)
     gen = torch.Generator().manual_seed(0)

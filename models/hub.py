@@ -1,7 +1,5 @@
 """The released AHIQ checkpoint: the clone's ``checkpoints/ahiq_pipal/``, else the user cache (``$AHIQ_HOME``, else
-``torch.hub.get_dir()/checkpoints``), else downloaded into the cache once, its SHA-256 checked against the prefix in
-its name (a wrong or partial file never stays). Offline, one line names every way forward.
-"""
+torch hub's), else downloaded into the cache once, its SHA-256 checked against the prefix in its name."""
 from __future__ import annotations
 
 import os
@@ -19,16 +17,8 @@ from ahiq.utils.errors import UserError, arg
 OFFLINE_VARIABLES = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")  # either set: never download
 
 
-def cache_dir() -> Path:
-    if os.environ.get("AHIQ_HOME"):
-        return Path(os.environ["AHIQ_HOME"]).expanduser()
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def sha256_prefix(url: str) -> str:
-    """The SHA-256 prefix a file name carries by torch.hub's convention (``name-<prefix>.pth``)."""
+    """The SHA-256 prefix in a file name by torch.hub's convention (``name-<prefix>.pth``)."""
     return url.rsplit("/", 1)[1].rsplit(".", 1)[0].rsplit("-", 1)[1]
 
 
@@ -40,19 +30,10 @@ def offline_variable(names: tuple[str, ...] = OFFLINE_VARIABLES) -> str | None:
     return None
 
 
-def offline_reason(url: str, timeout: float = 3.0) -> str | None:
-    """Why ``url`` cannot be fetched now (an offline variable set, or its host not answering within ``timeout``
-    seconds), or None when it can be tried."""
-    set_offline = offline_variable()
-    if set_offline or urllib.parse.urlparse(url).scheme == "file":
-        return set_offline
-    return unreachable(url, timeout)
-
-
 @lru_cache(maxsize=None)
 def unreachable(endpoint: str, timeout: float) -> str | None:
-    """Why ``endpoint``'s host (or the proxy) does not take a TCP connection within ``timeout`` seconds, or None.
-    The look-up runs in a thread: without a network it can block far longer."""
+    """Why ``endpoint``'s host (or proxy) takes no TCP connection within ``timeout`` s, or None (in a thread: without a
+    network the look-up can block far longer)."""
     url = urllib.parse.urlparse(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
     proxy = urllib.request.getproxies().get(url.scheme)
@@ -80,21 +61,35 @@ def unreachable(endpoint: str, timeout: float) -> str | None:
 
 def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
                         missing_backbones: Callable[[], list[str]] = list) -> Path:
-    """The released checkpoint's path: the clone's copy, the cached one, or downloaded into the cache.
-    ``missing_backbones()``: the pretrained backbones not on this machine, named too when the checkpoint is missing."""
+    """The released checkpoint's path: the clone's copy, the cached one, or downloaded into the cache; missing, a
+    :class:`UserError` naming ``missing_backbones()`` too."""
     name = url.rsplit("/", 1)[1]
     if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
         return RELEASED_CHECKPOINT
-    cached = cache_dir() / name
+    import torch.hub
+
+    home = os.environ.get("AHIQ_HOME")
+    cached = (Path(home).expanduser() if home else Path(torch.hub.get_dir()) / "checkpoints") / name
     if cached.is_file():
         return cached
-    reason = offline_reason(url)
+    reason = offline_variable()
+    if reason is None and urllib.parse.urlparse(url).scheme != "file":
+        reason = unreachable(url, 3.0)
     if reason is None:
         try:
             return download(url, cached, progress)
         except OSError as err:  # urllib's URLError and HTTPError are OSErrors
             reason = f"the download failed ({getattr(err, 'reason', None) or err})"
-    raise UserError(missing_message(name, url, cached, reason, missing_backbones()))
+    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
+             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
+             f"clone), or give {arg('checkpoint')}PATH"]
+    backbones = missing_backbones()
+    if backbones:
+        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
+                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
+    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
+                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
+    raise UserError("; ".join(parts))
 
 
 def download(url: str, path: Path, progress: bool = True) -> Path:
@@ -109,15 +104,3 @@ def download(url: str, path: Path, progress: bool = True) -> Path:
                         f"nothing was kept at {path}; try again, or fetch it by hand and give "
                         f"{arg('checkpoint')}PATH") from None
     return path
-
-
-def missing_message(name: str, url: str, cached: Path, reason: str, backbones: list[str]) -> str:
-    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
-             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
-             f"clone), or give {arg('checkpoint')}PATH"]
-    if backbones:
-        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
-                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
-    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
-                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
-    return "; ".join(parts)

@@ -1,8 +1,5 @@
-"""Reusing a reference's side: everything computed from the reference crops alone (their offsets and the head's
-projection of their features) computed once and served to any number of distorted crops
-(:meth:`models.ahiq.AHIQ.encode_reference` makes it, :meth:`~models.ahiq.AHIQ.score_distorted` uses it).
-``forward(dist, ref)`` computes the same terms in one pass; scoring a dataset this way costs about one pass per
-distorted image. A leaf: it imports nothing of the project."""
+"""A reference's side (what is computed from the reference crops alone), computed once by ``AHIQ.encode_reference``
+for any number of distorted crops (``AHIQ.score_distorted``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -12,12 +9,8 @@ import torch
 
 @dataclass
 class ReferenceSide:
-    """What the distorted side needs from the reference crops; row ``i`` of each tensor is reference crop ``i``.
-
-    ``offset (N, 18, H, W)`` steers the deformable conv (None for the other fusions); ``terms (N, channels, h, w)``
-    is the head's projection of the reference features. A new field is carried by ``select``/``cat``/``nbytes``
-    as long as it is a tensor with one row per crop, or None.
-    """
+    """Per reference crop: ``offset (N, 18, H, W)`` of the deformable conv (None for the other fusions) and ``terms
+    (N, channels, h, w)``, the head's projection of its features."""
 
     offset: torch.Tensor | None
     terms: torch.Tensor

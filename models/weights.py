@@ -1,7 +1,5 @@
-"""Where backbone weights come from: a :class:`BackboneSource` (recorded in our checkpoints) and the timm model
-built with its weights (:func:`create_backbone`): pretrained by tag (``checkpoints/backbones/``, the hub cache, or
-the hub when it answers quickly), a local file with its SHA-256, or random init from a recorded seed (announced).
-"""
+"""Where backbone weights come from (:class:`BackboneSource`: a timm tag, a file with its SHA-256, or a seed), and
+the timm model built with them (:func:`create_backbone`)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,14 +14,28 @@ import torch.nn as nn
 
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_VIT
 from ahiq.models.hub import offline_variable, unreachable
-from ahiq.models.state import state_dict_problems, summarise
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.inputs import reading
 from ahiq.utils.io import load_torch_file
 
-# Where download.sh puts backbone weights and where they are looked for when no file is named.
+# Where download.sh puts backbone weights, looked for when no file is named.
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "backbones"
 WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".bin")
+
+
+def state_dict_problems(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
+    """Every way ``given`` does not fit ``own``: missing and unexpected keys, shape mismatches (empty if it fits)."""
+    problems = [f"{prefix}{k} missing" for k in own if k not in given]
+    problems += [f"{prefix}{k} unexpected" for k in given if k not in own]
+    problems += [f"{prefix}{k} has shape {tuple(given[k].shape)}, expected {tuple(v.shape)}"
+                 for k, v in own.items() if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    return problems
+
+
+def summarise(problems: list[str], shown: int = 6) -> str:
+    """The first ``shown`` problems and how many more, for a one-line message."""
+    more = f" and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
 
 
 def find_local_weights(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Path | None:
@@ -52,7 +64,7 @@ def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> b
 
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
-    """Why the Hugging Face hub cannot be asked now (``HF_HUB_OFFLINE`` set, or no answer in ``timeout`` s), or None."""
+    """Why the Hugging Face hub cannot be asked now, or None."""
     from huggingface_hub import constants
 
     set_offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else offline_variable(("HF_HUB_OFFLINE",))
@@ -72,9 +84,8 @@ def file_sha256(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class BackboneSource:
-    """Where a backbone's weights come from: ``kind`` ``timm`` (pretrained weights of the timm tag ``name``),
-    ``file`` (a local weight file ``file`` with its ``sha256``) or ``random`` (timm's initialisation drawn after
-    ``torch.manual_seed(seed)``)."""
+    """Where a backbone's weights come from: ``kind`` ``timm`` (the tag ``name``), ``file`` (``file`` and its
+    ``sha256``) or ``random`` (timm's init after ``torch.manual_seed(seed)``)."""
 
     kind: str
     name: str
@@ -90,7 +101,7 @@ class BackboneSource:
         return cls(**{k: data.get(k) for k in ("kind", "name", "file", "sha256", "seed")})
 
     def same_weights(self, other: "BackboneSource") -> bool:
-        """Whether both give the same tensors (files compared by content, not by path)."""
+        """Whether both give the same tensors (files compared by content)."""
         if self.kind != other.kind or self.name != other.name:
             return False
         if self.kind == "file":
@@ -106,8 +117,7 @@ class BackboneSource:
 
 
 def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None = None, seed: int = 0) -> BackboneSource:
-    """The source the arguments ask for: ``weights_file`` (hashed) wins, else the timm tag ``name`` pretrained, else
-    random init from ``seed``."""
+    """The source asked for: ``weights_file`` (hashed), else the tag ``name`` pretrained, else random from ``seed``."""
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
@@ -127,8 +137,7 @@ def backbone_sources(vit: str, cnn: str, pretrained: bool = True, vit_weights: s
 
 
 def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[str] = ()) -> None:
-    """Stop within seconds, before anything is built, when pretrained weights are neither on this machine nor
-    obtainable from the hub: one line naming every way forward."""
+    """Before anything is built, a :class:`UserError` when pretrained weights are neither here nor obtainable."""
     missing = missing_pretrained([s.name for s in sources if s.kind == "timm"])
     reason = hub_offline_reason() if missing else None
     if reason is None:
@@ -196,8 +205,8 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
 
 
 def _from_file(name: str, path: str | Path, **kwargs) -> nn.Module:
-    """The model with ``path``'s weights. A state-dict file goes into a model built on the meta device (random init
-    of ViT-B/8 costs seconds), unless a buffer of the model would not come from the state dict."""
+    """The model with ``path``'s weights, built on the meta device where the state dict fills it (random init of
+    ViT-B/8 costs seconds)."""
     model = None
     if Path(path).suffix != ".npz":
         with torch.device("meta"):
@@ -213,7 +222,7 @@ def _unknown_name(err: Exception) -> bool:
 
 
 def _pretrained(name: str, weights_arg: str, changed: dict, **kwargs) -> nn.Module:
-    """timm's pretrained model: the hub cache's copy (no network at all), else the hub's."""
+    """timm's pretrained model: the hub cache's copy, else the hub's."""
     cached = cached_hub_weights(name)
     overlay = {} if cached is None else {"pretrained_cfg_overlay": {"file": str(cached)}}
     try:
@@ -231,8 +240,8 @@ def _pretrained(name: str, weights_arg: str, changed: dict, **kwargs) -> nn.Modu
 
 
 def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> nn.Module:
-    """Build the timm model ``source.name`` (``arch.tag``) with the weights ``source`` names (random ones without
-    touching the global random state); ``weights_arg`` names the argument that takes a weight file, for messages."""
+    """The timm model ``source.name`` with ``source``'s weights (random ones without touching the global random state);
+    ``weights_arg``: the argument that takes a weight file, for messages."""
     name = source.name
     changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
     try:

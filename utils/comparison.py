@@ -1,6 +1,5 @@
-"""AHIQ beside other metrics on the same pairs: the overall and per-distortion-type tables (markdown and CSV) and their
-pictures, over one scored set or the test parts of several splits. Every prediction is oriented higher = better, as
-every label: a lower-is-better metric is negated before it gets here."""
+"""AHIQ beside other metrics on the same pairs: overall and per-distortion-type tables and pictures, over one scored
+set or several splits. Predictions are oriented higher = better (a lower-is-better metric is negated before)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from ahiq.utils.io import atomic_write_text
-from ahiq.utils.metrics import LABELS, Evaluation, evaluate, figure
+from ahiq.utils.metrics import LABELS, Evaluation, evaluate, figure, why_undefined
 from ahiq.utils.tables import markdown_table, read_csv, write_csv
 
 OVERALL = ("SRCC", "PLCC", "KRCC", "PLCC_fitted", "RMSE_fitted")
@@ -23,8 +22,7 @@ TYPE_MIN_PAIRS = 5  # a correlation over fewer pairs says little: such a type sh
 
 @dataclass
 class ScoredSet:
-    """One scored set: per pair its name, distortion type (None: unknown), label and each metric's prediction
-    (``scores``, AHIQ first), all higher = better."""
+    """Per pair: name, distortion type (None: unknown), label and each metric's prediction (AHIQ first)."""
 
     names: list[str]
     types: list[str | None]
@@ -32,7 +30,7 @@ class ScoredSet:
     scores: dict[str, np.ndarray]
 
     def write(self, path: str | os.PathLike) -> None:
-        """``name,type,label,<metric>...``, numbers exactly (``repr``), so :meth:`read` gives them back."""
+        """``name,type,label,<metric>...``, numbers exactly (``repr``), as :meth:`read` takes them."""
         columns = [self.labels, *self.scores.values()]
         rows = ([n, t or "", *(repr(float(c[i])) for c in columns)] for i, (n, t) in enumerate(zip(self.names, self.types)))
         write_csv(path, ["name", "type", "label", *self.scores], rows)
@@ -45,16 +43,10 @@ class ScoredSet:
                    {m: values[:, k] for k, m in enumerate(header[3:], 1)})
 
 
-def srcc(pred, labels) -> float:
-    """Spearman's rank correlation (scipy); NaN for fewer than 2 pairs or a constant side."""
-    pred, labels = np.asarray(pred, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(labels) == 0:
-        return math.nan
-    return float(stats.spearmanr(pred, labels)[0])
-
-
-def _why_no_srcc(pred, labels) -> str:
-    return f"n={len(labels)}<2" if len(labels) < 2 else "constant predictions" if np.ptp(pred) == 0 else "constant labels"
+def _srcc(pred: np.ndarray, labels: np.ndarray) -> tuple[float, str | None]:
+    """Spearman's rank correlation (scipy), and why where it is undefined (NaN)."""
+    why = why_undefined(pred, labels)
+    return (math.nan, why) if why else (float(stats.spearmanr(pred, labels)[0]), None)
 
 
 def _pairs_cell(counts: Sequence[int]) -> str:
@@ -62,15 +54,14 @@ def _pairs_cell(counts: Sequence[int]) -> str:
 
 
 def _missing(whys: Sequence[str | None], n_sets: int) -> str:
-    """The cell of a figure missing on some sets: its reasons, and on how many sets when not on all."""
     found = [w for w in whys if w is not None]
     reasons = ", ".join(dict.fromkeys(found))
     return f"n/a ({reasons})" if len(found) == n_sets else f"n/a ({reasons} on {len(found)} of {n_sets} splits)"
 
 
 def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: int = 4) -> tuple[str, str, str, str]:
-    """(markdown cell, median, mean, std) of one figure over the sets: one set its value, several ``median (mean ±
-    std)``; missing on any set (``whys``), its reason in every cell."""
+    """(markdown cell, median, mean, std) of one figure over the sets (cell: ``median (mean ± std)``); missing on any
+    set, its reasons (``whys``) in every cell."""
     if any(w is not None for w in whys):
         cell = _missing(whys, len(values))
         return cell, cell, cell, cell
@@ -80,8 +71,7 @@ def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: in
 
 
 def fit_cell(forms: Sequence[str | None], whys: Sequence[str | None] = ()) -> str:
-    """The form of the mapping behind PLCC(fitted) over the sets: ``logistic5``, ``logistic5 x2, logistic4 x1`` where
-    they differ, or where no set had one the reasons (``whys``)."""
+    """The fitted forms over the sets: ``logistic5``, or ``logistic5 x2, logistic4 x1``; none: the reasons (``whys``)."""
     found = [f for f in forms if f]
     if not found:
         return _missing([w or "undefined" for w in (whys or [None] * len(forms))], len(forms))
@@ -98,14 +88,12 @@ def _fit_cell(evaluations: Sequence[Evaluation]) -> str:
 
 
 def evaluations(sets: Sequence[ScoredSet]) -> dict[str, list[Evaluation]]:
-    """Per metric, :func:`utils.metrics.evaluate` on each set (the logistic fitted per set)."""
     return {metric: [evaluate(s.scores[metric], s.labels) for s in sets] for metric in sets[0].scores}
 
 
 def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] | None = None
                  ) -> tuple[list[list], list[list]]:
-    """Per metric, over the sets: (markdown rows ``metric, pairs, SRCC..RMSE(fitted), fit``, CSV rows ``metric, splits,
-    pairs_min, pairs_max``, median/mean/std of each figure, ``fit``)."""
+    """Per metric over the sets: (markdown rows, CSV rows with the median/mean/std of each figure)."""
     found = found or evaluations(sets)
     md, table = [], []
     counts = [len(s.labels) for s in sets]
@@ -119,8 +107,8 @@ def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] |
 
 def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
               min_pairs: int = TYPE_MIN_PAIRS) -> list[list]:
-    """Per distortion type (by code), then ``all``: ``code, name, pairs`` and each metric's SRCC (median over the sets);
-    ``n/a (n<min_pairs)`` for too few pairs on some set, the reason where undefined. Empty when no pair has a type."""
+    """Per distortion type, then ``all``: ``code, name, pairs`` and each metric's median SRCC over the sets (``n/a
+    (n<min_pairs)`` for too few pairs). Empty when no pair has a type."""
     codes = sorted({t or NO_TYPE for s in sets for t in s.types})
     if codes == [NO_TYPE]:
         return []
@@ -133,9 +121,7 @@ def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
             if min(counts) < min_pairs:
                 cells.append(f"n/a (n<{min_pairs})")
                 continue
-            values = [srcc(s.scores[metric][p], s.labels[p]) for s, p in zip(sets, picks)]
-            whys = [None if v == v else _why_no_srcc(s.scores[metric][p], s.labels[p])
-                    for v, s, p in zip(values, sets, picks)]
+            values, whys = zip(*(_srcc(s.scores[metric][p], s.labels[p]) for s, p in zip(sets, picks)))
             cells.append(_missing(whys, len(sets)) if any(whys) else float(np.median(values)))
         rows.append([code or "all", type_names.get(code, "") if code else "all types", _pairs_cell(counts), *cells])
     return rows
@@ -148,9 +134,8 @@ def _type_cell(value: float | str, digits: int = 4) -> str:
 def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, title: str,
                       type_names: dict[str, str] | None = None, label_name: str = "label",
                       min_pairs: int = TYPE_MIN_PAIRS, set_name: str = "split") -> str:
-    """Write ``<prefix>_comparison.md`` (both tables), ``_comparison.csv``, ``_types.csv``, ``_scatter.png`` and
-    ``_types.png``; return the markdown. ``min_pairs``: the fewest pairs of a type that get an SRCC; ``set_name``:
-    what one set is."""
+    """Write ``<prefix>_comparison.md``, ``_comparison.csv``, ``_types.csv``, ``_scatter.png`` and ``_types.png``;
+    return the markdown."""
     from ahiq.utils.visual import ScatterPanel, save_fitted_scatter, save_type_bars
 
     prefix, metrics, several = Path(prefix), list(sets[0].scores), len(sets) > 1
@@ -193,7 +178,6 @@ def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, titl
 
 
 def _panel_caption(per_set: Sequence[Evaluation], several: bool) -> str:
-    """A scatter panel's figures, one a line: SRCC and PLCC(fitted) (medians over the sets) and the fitted form."""
     lines = [f"median of {len(per_set)}" if several else ""]
     for key in ("SRCC", "PLCC_fitted"):
         median = spread_cells([e.metrics[key] for e in per_set], [e.why.get(key) for e in per_set])[1]

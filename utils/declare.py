@@ -1,11 +1,10 @@
-"""Options declared once, on the config field they set: its type and default are the field's, its help, range,
-choices and scripts are the field's metadata. ``ahiq.options`` derives the parsers, the range checks and the
-README's option tables from these declarations; the configs are the dataclasses that hold them."""
+"""Options declared once, on the config field they set (help, range, choices and scripts in its metadata), from which
+``ahiq.options`` derives the parsers, the range checks and the README's option tables."""
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterator, get_type_hints
 
 SCRIPTS = ("train", "test", "score")
@@ -54,12 +53,9 @@ def number(x: float) -> str:
 
 @dataclass(frozen=True)
 class Flag:
-    """What the command line adds to a config field: ``help`` (a text, or texts by script with ``"*"`` for the
-    others), ``group`` of ``--help``, the ``scripts`` that take it, a numeric range ``low..high`` (both included;
-    values must be finite), ``choices``, ``parse`` (text -> value; by default from the field's type), ``switch``
-    (a flag without a value), ``defaults`` by script where one differs from the field's, ``shown`` (the default as
-    the README and ``--help`` say it, where the value alone does not tell), the scripts where it is ``required``,
-    ``valid`` (what the README's tables say is valid, where range and choices do not tell)."""
+    """What the command line adds to a config field: ``help`` (texts by script, ``"*"`` for the others), a finite range
+    ``low..high`` (both included), ``parse`` (text -> value), ``switch`` (no value), ``defaults`` by script, ``shown``
+    and ``valid`` (what ``--help`` and the README say where the values alone do not tell)."""
 
     help: str | dict[str, str]
     group: str = "run"
@@ -134,8 +130,5 @@ def declared(cls: type) -> Iterator[Declared]:
         if is_dataclass(kind):
             yield from declared(kind)
         elif "flag" in f.metadata:
-            yield Declared(f.name, kind, _default(f), f.metadata["flag"])
-
-
-def _default(f: Field) -> Any:
-    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+            default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+            yield Declared(f.name, kind, default, f.metadata["flag"])

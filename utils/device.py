@@ -1,4 +1,4 @@
-"""Which torch device a run uses (``auto``: CUDA when present), checked with one clear message."""
+"""Which torch device a run uses (``auto``: CUDA when present)."""
 from __future__ import annotations
 
 import torch

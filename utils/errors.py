@@ -1,11 +1,5 @@
-"""User-facing errors: one line saying what is wrong, where, and what to do.
-
-Library code speaks of its Python arguments, scripts of flags: a message names an argument as ``{arg:NAME}``, which
-:class:`UserError` renders as ``NAME=`` from Python and :func:`cli_main` as ``--NAME `` on the command line; a
-printed or logged line goes through :func:`plain`.
-
-Library notes and warnings go to the ``ahiq`` logger (:func:`note`), never ``print``: each a bare line on stderr by
-default; ``logging.getLogger("ahiq").setLevel(logging.ERROR)`` silences them, a handler of one's own captures them."""
+"""User-facing errors, one line each: a message names an argument as ``{arg:NAME}``, rendered ``NAME=`` from Python
+and ``--NAME `` on the command line. Notes and warnings go to the ``ahiq`` logger (:func:`note`), never ``print``."""
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +35,7 @@ def say(text: str, file=None) -> None:
 
 
 class _Lines(logging.Handler):
-    """Each record as its bare message, one line on the stderr of the moment (a test's capture, a script's)."""
+    """Each record as its bare message on the stderr of the moment (a test's capture, a script's)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -63,8 +57,7 @@ def note(text: str, level: int = logging.WARNING) -> None:
 
 
 def arg(name: str) -> str:
-    """The marker for argument ``name`` followed by its value in a :class:`UserError` message:
-    ``f"{arg('crop_size')}100"`` reads ``crop_size=100`` from Python, ``--crop_size 100`` on the command line."""
+    """The marker of argument ``name`` before its value: ``crop_size=100`` from Python, ``--crop_size 100`` as a flag."""
     return "{arg:" + name + "}"
 
 
@@ -79,8 +72,7 @@ def flag(name: str) -> str:
 
 
 class UserError(Exception):
-    """A mistake in the user's input or setup, printed as one line: ``str(err)`` names arguments the Python way
-    (``vit_weights=``), :meth:`for_cli` the command-line way (``--vit_weights``)."""
+    """A mistake in the user's input or setup, one line; :meth:`for_cli` names arguments as flags."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -122,8 +114,8 @@ def _quiet_teardown_after_ctrl_c():
 
 
 def cli_main(fn: F) -> F:
-    """Wrap a script's ``main``: a :class:`UserError` prints one line and exits 2 (a rank :class:`Stopped` by another
-    exits quietly), Ctrl-C one line; the files the run reads are registered (:func:`utils.inputs.input_register`)."""
+    """Wrap a script's ``main``: a :class:`UserError` prints one line and exits 2 (:class:`Stopped`: quietly), Ctrl-C
+    one line; the files the run reads are registered (:func:`utils.inputs.input_register`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -1,9 +1,5 @@
-"""The files a run reads, registered by the functions that read them, so that no write of the run lands on one.
-
-Every reading function calls :func:`reading`; every atomic write and early output check (``utils.io``) asks
-:func:`read_by_this_run`, so a new input protects itself. A script's run opens a register (:func:`input_register`,
-done by ``cli_main``); library use records nothing. One register per process, not per thread: screening decodes in
-threads."""
+"""The files a run reads, registered by the functions that read them (:func:`reading`), so that no write of the run
+lands on one (``utils.io`` asks :func:`read_by_this_run`). One register per process: screening decodes in threads."""
 from __future__ import annotations
 
 import os
@@ -13,8 +9,7 @@ from typing import Iterable, Iterator
 
 
 class InputRegister:
-    """Resolved paths read by this run (``{path: as the reader named it}``), and those it may replace (its own run
-    folder's files)."""
+    """Resolved paths read by this run (``{path: as named}``), and those it may replace (its run folder's files)."""
 
     def __init__(self) -> None:
         self.read: dict[Path, str] = {}

@@ -24,8 +24,7 @@ MAX_NAME = 255 - len("..12345678.tmp")  # bytes of a file name whose temporary n
 
 
 def shared_folder() -> Path:
-    """The team's shared folder (spec, real label files, mini datasets): ``$AHIQ_SHARED``, else ``../shared`` beside the
-    project."""
+    """The team's shared folder: ``$AHIQ_SHARED``, else ``../shared`` beside the project."""
     return Path(os.environ.get("AHIQ_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
@@ -40,8 +39,7 @@ def _why(err: OSError) -> str:
 
 
 def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
-    """Where writing ``path`` lands, and whether it is a stream written through rather than replaced (``-``: standard
-    output; a FIFO or character device); a link is followed."""
+    """Where writing ``path`` lands (a link followed), and whether it is a stream written through (``-``, a FIFO)."""
     if str(path) == "-":
         return Path("-"), True
     path, link = Path(path), False
@@ -56,11 +54,8 @@ def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``.
-
-    A link's target is replaced; streams (:func:`write_target`) are written through. The file gets the umask's
-    permissions (not mkstemp's 0600). A failed write removes the temporary file, leaves ``path`` as it was and is one
-    :class:`UserError`; so is a file this run has read (:mod:`utils.inputs`)."""
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path`` (streams are written
+    through). A failed write leaves ``path`` as it was and is one :class:`UserError`; so is a file this run read."""
     path, stream = write_target(path)
     read_as = None if str(path) == "-" else read_by_this_run(path)
     if read_as is not None:
@@ -107,13 +102,7 @@ def _to_stdout(data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -141,8 +130,8 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_writable(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """Create ``path``'s folder (or ``path`` when ``folder``) and prove it takes a file named like the write's temporary
-    one, before any long work; else one :class:`UserError` naming ``what`` (``--output``). None: nothing to check."""
+    """Before any long work, prove ``path``'s folder (``path`` when ``folder``) takes a file, else one
+    :class:`UserError` naming ``what``."""
     if not path:
         return
     check_name_length(path, what, folder)
@@ -162,8 +151,7 @@ def check_writable(path: str | os.PathLike | None, what: str, folder: bool = Fal
 
 
 def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """A :class:`UserError` when a part of ``path`` is longer than 255 bytes (a file's own name: :data:`MAX_NAME`, so
-    its temporary name fits)."""
+    """A :class:`UserError` when a part of ``path`` is longer than 255 bytes (the file's name: :data:`MAX_NAME`)."""
     if path and any(len(part.encode()) > 255 for part in Path(path).parts) or (
             path and not folder and len(Path(path).name.encode()) > MAX_NAME):
         raise UserError(f"{what}{path}: a name in it is longer than {MAX_NAME if not folder else 255} bytes; give a "
@@ -171,8 +159,7 @@ def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = 
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
-    """Before any work: no output (``{what: path}``) is, links and ``..`` resolved, one of the ``inputs`` (or a file
-    this run has read) or another output; else one :class:`UserError` naming both."""
+    """No output (``{what: path}``) is an input, a file this run read, or another output; else one :class:`UserError`."""
     taken: dict[Path, str] = {Path(p).resolve(): f"the input {p}" for p in [*read_so_far(), *inputs]}
     for what, path in outputs.items():
         if not path or str(path) == "-":
@@ -187,9 +174,8 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable
 
 
 def map_file_names(names: Sequence[str], suffix: str) -> list[str]:
-    """One relative file path per result name in a maps folder, never climbing out of it (roots dropped, ``..`` ->
-    ``__``), distinct even on case-insensitive file systems (``jpeg/img1.bmp`` -> ``jpeg/img1.png``, else the whole
-    name plus ``suffix``)."""
+    """One relative path per result name inside a maps folder (``..`` -> ``__``), distinct even ignoring case:
+    ``jpeg/img1.bmp`` -> ``jpeg/img1.png``, else the whole name plus ``suffix``."""
     inside = ["/".join("__" if part == ".." else part for part in PurePosixPath(n.replace("\\", "/")).parts
                        if part not in ("/", ".")) or "_" for n in names]
     files = [str(PurePosixPath(n).with_suffix(suffix)) if PurePosixPath(n).suffix else n + suffix for n in inside]
@@ -199,16 +185,14 @@ def map_file_names(names: Sequence[str], suffix: str) -> list[str]:
 
 
 def lock_folder(folder: str | os.PathLike) -> IO:
-    """Hold ``folder/.lock`` (one writer per run folder) while the returned file stays open; a second holder is a
-    :class:`UserError`."""
+    """Hold ``folder/.lock`` (one writer per run folder) while the returned file stays open."""
     return lock_file(Path(folder) / ".lock", f"{folder}: another run is writing there",
                      "wait for it to end, or give another name or folder")
 
 
 def lock_file(path: str | os.PathLike, busy: str, advice: str) -> IO:
-    """Hold the lock file ``path`` exclusively (``fcntl.flock``, recording ``process <pid>``) while the returned file
-    stays open; held elsewhere: one :class:`UserError` ``"<busy> (process N); <advice>"``. A lock on a file its
-    holder deleted meanwhile is taken again on the new one."""
+    """Hold the lock file ``path`` (``fcntl.flock``) while the returned file stays open; held elsewhere: one
+    :class:`UserError` ``"<busy> (process N); <advice>"``."""
     import fcntl
 
     path = Path(path)
@@ -254,13 +238,11 @@ def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> 
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(values.items())}
     atomic_write_text(Path(folder) / f"{stem}.json", json.dumps(values, indent=2) + "\n")
     width = max(map(len, values))
-    lines = [f"{k:<{width}} : {v}" for k, v in values.items()]
-    atomic_write_text(Path(folder) / f"{stem}.txt", "\n".join(lines) + "\n")
+    atomic_write_text(Path(folder) / f"{stem}.txt", "".join(f"{k:<{width}} : {v}\n" for k, v in values.items()))
 
 
 def _numpy_globals() -> list:
-    """The only non-tensor types :func:`load_torch_file` allows: numpy float scalars (the released checkpoint's
-    ``loss``) and uint32 arrays (an old RNG state), under numpy 1 and 2 names."""
+    """The non-tensor types :func:`load_torch_file` allows: numpy float scalars (the released ``loss``), uint32 arrays."""
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # numpy 1
@@ -274,8 +256,7 @@ def _numpy_globals() -> list:
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
-    """``torch.load`` with ``weights_only=True`` plus exactly :func:`_numpy_globals`: a file needing any other Python
-    object is refused before its code can run; a damaged one is a :class:`UserError` too."""
+    """``torch.load`` with ``weights_only=True`` plus :func:`_numpy_globals`; anything else is a :class:`UserError`."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a {what}; give the file inside it")

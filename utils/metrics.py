@@ -9,21 +9,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, stats
 
-# Printed names of the metric keys; ``_fitted`` ones are computed after the logistic mapping.
 LABELS = {"SRCC": "SRCC", "PLCC": "PLCC", "KRCC": "KRCC", "PLCC_fitted": "PLCC(fitted)",
           "RMSE_fitted": "RMSE(fitted)", "RMSE": "RMSE", "main": "main"}
 # The steepest logistic the constrained fits consider, per standard deviation of the predictions: 50 is a step over
 # 1/50 of their spread; steeper ones only make the least-squares search crawl towards a step.
 MAX_STEEPNESS = 50.0
 MIN_FIT_PAIRS = 5  # the logistic has 5 parameters: fewer pairs than that fit it exactly, saying nothing
-# What each form of the fitted mapping is called in tables and lines (``fit=...``).
-FIT_FORMS = {"logistic5": "monotonic 5-parameter logistic", "logistic4": "4-parameter logistic (b4 = 0)",
-             "line": "straight line"}
 
 
 def logistic5(x, b1: float, b2: float, b3: float, b4: float, b5: float):
-    """``q(x) = b1 * (1/2 - 1/(1 + exp(b2 * (x - b3)))) + b4 * x + b5``: the VQEG mapping of predictions to labels (``b4
-    = 0``: the 4-parameter logistic; ``b1 = 0``: a line)."""
+    """``q(x) = b1 * (1/2 - 1/(1 + exp(b2 * (x - b3)))) + b4 * x + b5``, VQEG's mapping of predictions to labels."""
     x = np.asarray(x, dtype=np.float64)
     z = np.clip(b2 * (x - b3), -500, 500)  # no exp overflow far from b3
     return b1 * (0.5 - 1.0 / (1.0 + np.exp(z))) + b4 * x + b5
@@ -36,8 +31,7 @@ def _bump(z):
 
 
 def min_slope(params, lo: float, hi: float) -> float:
-    """The smallest derivative ``b1 b2 s(1 - s) + b4`` of :func:`logistic5` on ``[lo, hi]``, exactly: ``s(1 - s)`` falls
-    with the distance from ``b3``."""
+    """The smallest derivative ``b1 b2 s(1 - s) + b4`` of :func:`logistic5` on ``[lo, hi]``, exactly."""
     b1, b2, b3, b4, _ = (float(v) for v in params)
     c = b1 * b2
     near = b2 * (min(max(b3, lo), hi) - b3)
@@ -47,8 +41,8 @@ def min_slope(params, lo: float, hi: float) -> float:
 
 @dataclass(frozen=True)
 class LogisticFit:
-    """A monotonic mapping of predictions onto labels: ``form`` (a key of :data:`FIT_FORMS`) and :func:`logistic5`'s
-    ``(b1..b5)``; calling it maps predictions."""
+    """A monotonic mapping of predictions onto labels: ``form`` (``logistic5``, ``logistic4`` or ``line``) and
+    :func:`logistic5`'s ``(b1..b5)``; calling it maps predictions."""
 
     form: str
     params: np.ndarray = field(repr=False)
@@ -58,8 +52,7 @@ class LogisticFit:
 
 
 def _jacobian(x, b1, b2, b3, b4, b5) -> np.ndarray:
-    """``d logistic5 / d(b1..b5)`` at ``x``, ``(N, 5)`` (a few dozen least-squares steps instead of thousands of finite
-    differences)."""
+    """``d logistic5 / d(b1..b5)`` at ``x``, ``(N, 5)``."""
     z = np.clip(b2 * (x - b3), -500, 500)
     s = 1.0 / (1.0 + np.exp(-z))
     slope = b1 * s * (1.0 - s)
@@ -75,9 +68,8 @@ def _sse_gradient(params, x, y) -> np.ndarray:
 
 
 def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.ndarray]:
-    """The least-squares non-decreasing logistic of standardised ``x`` onto ``y`` (correlation >= 0): ``(form,
-    params)``. Tried in turn: the 5-parameter form (free, then with q' >= 0 on the data's range), the 4-parameter
-    form, the line ``slope * x``."""
+    """``(form, params)`` of the least-squares non-decreasing logistic of standardised ``x`` onto ``y``: the 5-parameter
+    form (free, then with q' >= 0 on the data's range), else the 4-parameter form, else the line ``slope * x``."""
     lo, hi = float(x.min()), float(x.max())
     tol = 1e-9
     best = ("line", np.array([0.0, 1.0, 0.0, slope, 0.0]))
@@ -133,11 +125,7 @@ def _four_parameter_fit(x: np.ndarray, y: np.ndarray, spread: float, best: tuple
 
 
 def fit_logistic(pred, target) -> LogisticFit:
-    """The least-squares monotonic logistic mapping ``pred`` onto ``target`` (VQEG's practice: a mapping that bends back
-    would reward the wrong order).
-
-    Fitted on standardised predictions and labels (the same mapping whatever their scales), in the direction of their
-    correlation: :func:`_monotone_fit`, mapped back to the original scales."""
+    """The least-squares monotonic logistic mapping ``pred`` onto ``target``, fitted on standardised data."""
     x = np.asarray(pred, dtype=np.float64).ravel()
     y = np.asarray(target, dtype=np.float64).ravel()
     mx, sx, my, sy = float(np.mean(x)), float(np.std(x)), float(np.mean(y)), float(np.std(y))
@@ -152,22 +140,28 @@ def fit_logistic(pred, target) -> LogisticFit:
 
 
 def fit_logistic5(pred, target) -> np.ndarray:
-    """The parameters ``(b1..b5)`` of :func:`fit_logistic` (whatever its form, a member of :func:`logistic5`)."""
     return fit_logistic(pred, target).params
 
 
 @dataclass
 class Evaluation:
-    """Predictions against labels: ``metrics`` (:func:`iqa_metrics`, NaN where undefined), ``why`` each NaN (``n<5``,
-    ``constant predictions``, ...) and ``fit``, the mapping behind the fitted figures."""
+    """Predictions against labels: ``metrics`` (NaN where undefined), ``why`` each NaN, and ``fit``."""
 
     metrics: dict[str, float]
     why: dict[str, str]
     fit: LogisticFit | None
 
     def notes(self) -> dict[str, str]:
-        """:attr:`why` and the fit's form under ``fit`` (what :func:`format_metrics` takes)."""
         return {**self.why, **({"fit": self.fit.form} if self.fit else {})}
+
+
+def why_undefined(pred: np.ndarray, target: np.ndarray) -> str | None:
+    """Why correlations of ``pred`` and ``target`` are undefined (fewer than 2 pairs, a constant side), or None."""
+    if pred.size < 2:
+        return f"n={pred.size}<2"
+    if np.ptp(pred) == 0:
+        return "constant predictions"
+    return "constant labels" if np.ptp(target) == 0 else None
 
 
 def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
@@ -177,18 +171,11 @@ def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
     target = np.asarray(target, dtype=np.float64).ravel()
     if pred.shape != target.shape:
         raise ValueError(f"{pred.size} predictions for {target.size} labels")
-    nan = float("nan")
-    srcc = plcc = krcc = plcc_fit = rmse_fit = nan
+    srcc = plcc = krcc = plcc_fit = rmse_fit = math.nan
     fit = None
     why: dict[str, str] = {}
-    if pred.size < 2:
-        reason = f"n={pred.size}<2"
-    elif np.ptp(pred) == 0:
-        reason = "constant predictions"
-    elif np.ptp(target) == 0:
-        reason = "constant labels"
-    else:
-        reason = ""
+    reason = why_undefined(pred, target)
+    if reason is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             srcc = float(stats.spearmanr(pred, target)[0])
@@ -197,11 +184,11 @@ def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
             if pred.size >= MIN_FIT_PAIRS:
                 fit = fit_logistic(pred, target)
                 mapped = fit(pred)
-                plcc_fit = float(stats.pearsonr(mapped, target)[0]) if np.ptp(mapped) > 0 else nan
+                plcc_fit = float(stats.pearsonr(mapped, target)[0]) if np.ptp(mapped) > 0 else math.nan
                 rmse_fit = float(np.sqrt(np.mean((mapped - target) ** 2)))
                 if math.isnan(plcc_fit):
                     why["PLCC_fitted"] = "flat fit"
-    rmse = float(np.sqrt(np.mean((pred - target) ** 2))) if pred.size and same_scale else nan
+    rmse = float(np.sqrt(np.mean((pred - target) ** 2))) if pred.size and same_scale else math.nan
     metrics = {"SRCC": srcc, "PLCC": plcc, "KRCC": krcc, "PLCC_fitted": plcc_fit, "RMSE_fitted": rmse_fit,
                "RMSE": rmse, "main": srcc + plcc}
     for key, value in metrics.items():
@@ -216,7 +203,6 @@ def evaluate(pred, target, same_scale: bool = True) -> Evaluation:
 
 
 def iqa_metrics(pred, target, same_scale: bool = True) -> dict[str, float]:
-    """:func:`evaluate`'s figures: ``SRCC``, ``PLCC``, ``KRCC``, ``PLCC_fitted``, ``RMSE_fitted``, ``RMSE``, ``main``."""
     return evaluate(pred, target, same_scale).metrics
 
 
@@ -228,8 +214,7 @@ def figure(value: float, why: str | None = None, digits: int = 4) -> str:
 
 
 def format_metrics(m: dict[str, float], notes: dict[str, str] | None = None) -> str:
-    """``SRCC=… PLCC=… KRCC=… PLCC(fitted)=… RMSE(fitted)=… fit=… RMSE=… main=…``, a missing figure as ``n/a(<reason>)``
-    from ``notes`` (:meth:`Evaluation.notes`); RMSE left out where predictions are on another scale."""
+    """``SRCC=… PLCC=… … main=…``, a missing figure as ``n/a(<reason>)`` from ``notes``; RMSE left out on another scale."""
     notes = notes or {}
     words = []
     for key in LABELS:

@@ -1,5 +1,4 @@
-"""Result tables: every table the project writes goes through here, as CSV (the ``csv`` module, written
-atomically) or as markdown, and CSV is read back with the same module."""
+"""Result tables, as CSV (the ``csv`` module, written atomically) or markdown."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +11,7 @@ from ahiq.utils.io import atomic_write_text
 
 
 def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
-    """``header`` and ``rows`` as CSV text, LF line ends. Fields are quoted only where needed; a field holding a
-    lone CR is quoted too (the ``csv`` module leaves it bare when the line end is LF, and it would split the row)."""
+    """``header`` and ``rows`` as CSV text, LF line ends; a row with a CR in a field is quoted (``csv`` leaves it bare)."""
     buf = io.StringIO()
     plain = csv.writer(buf, lineterminator="\n")
     quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
@@ -23,12 +21,10 @@ def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> 
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> None:
-    """Write :func:`csv_text` to ``path`` atomically."""
     atomic_write_text(path, csv_text(header, rows))
 
 
 def read_csv(path: str | os.PathLike) -> list[list[str]]:
-    """The rows of a CSV file written by :func:`write_csv` (or any CSV), fields exactly as written."""
     with open(Path(path), encoding="utf-8", newline="") as fh:
         return list(csv.reader(fh))
 

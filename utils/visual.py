@@ -1,6 +1,5 @@
-"""Pictures: per-pair quality maps, label-vs-prediction scatter plots (with the fitted logistic) and per-type SRCC bars
-(matplotlib, no display needed). As in the AHIQ and PIPAL papers, the label is on x and the prediction on y;
-constrained layout keeps titles and labels from overlapping."""
+"""Pictures (matplotlib, no display): quality maps, label (x) vs prediction (y) scatter plots with the fitted logistic,
+as in the AHIQ and PIPAL papers, and per-type SRCC bars."""
 from __future__ import annotations
 
 import functools
@@ -17,7 +16,6 @@ from ahiq.utils.metrics import LogisticFit
 
 @functools.cache
 def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend, set up when a picture is first drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,10 +25,9 @@ def _pyplot():
 
 
 def _save_figure(fig, path: Path) -> None:
-    plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
@@ -38,8 +35,7 @@ UNCOVERED_COLOUR = "lightgrey"  # (211, 211, 211): areas no crop covered, not pa
 
 
 def robust_range(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
-    """The ``low``-th and ``high``-th percentiles of the finite values (one extreme pixel does not set the scale),
-    widened around a constant map."""
+    """The ``low``-th and ``high``-th percentiles of the finite values, widened around a constant map."""
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return 0.0, 1.0
@@ -51,12 +47,9 @@ def robust_range(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> tupl
 
 def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.ndarray, path: str | Path,
                      title: str = "", name: str = "") -> Path:
-    """Write ``path``: the image ``(H, W, 3)`` beside its score map f and weight map w ``(H, W)``, with colour bars
-    (1st-99th percentile). NaN (pixels no crop covered) is light grey, outside every scale, and the title says how
-    much."""
+    """Write ``path``: the image ``(H, W, 3)`` beside its maps f and w ``(H, W)``; NaN (uncovered) is light grey."""
     path = Path(path)
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"wspace": 0.3})
+    fig, axes = _pyplot().subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"wspace": 0.3})
     axes[0].imshow(image)
     axes[0].set_title(name)
     for ax, data, label, cmap_name in ((axes[1], score_map, "score map f", "RdYlGn"),
@@ -77,7 +70,6 @@ def save_quality_map(image: np.ndarray, score_map: np.ndarray, weight_map: np.nd
 
 
 def _draw_fit(ax, fit: LogisticFit | None, pred: np.ndarray, **style) -> None:
-    """The fitted mapping in label-x / prediction-y axes: the points (fit(p), p) over the predictions' range."""
     if fit is None or pred.size == 0 or np.ptp(pred) == 0:
         return
     p = np.linspace(float(pred.min()), float(pred.max()), 200)
@@ -86,11 +78,9 @@ def _draw_fit(ax, fit: LogisticFit | None, pred: np.ndarray, **style) -> None:
 
 def save_scatter(pred, labels, caption: str, path: str | Path, label_name: str = "MOS",
                  pred_name: str = "AHIQ prediction", fit: LogisticFit | None = None) -> None:
-    """Labels (x) against predictions (y), with ``fit`` when given and ``caption`` (the figures) as the title;
-    ``label_name`` and ``pred_name`` label the axes."""
-    plt = _pyplot()
+    """Labels (x) against predictions (y), with ``fit`` when given and ``caption`` as the title."""
     pred = np.asarray(pred, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
+    fig, ax = _pyplot().subplots(figsize=(5.5, 5), layout="constrained")
     ax.scatter(labels, pred, s=6, alpha=0.6)
     _draw_fit(ax, fit, pred)
     ax.set_xlabel(label_name)
@@ -102,8 +92,7 @@ def save_scatter(pred, labels, caption: str, path: str | Path, label_name: str =
 
 @dataclass
 class ScatterPanel:
-    """One metric's panel of :func:`save_fitted_scatter`: ``metric``, a ``caption`` (first line beside the name, the
-    rest below), and per set ``preds`` and ``fits`` (None: too few pairs)."""
+    """One metric's panel: ``caption`` (first line beside the name), and per set ``preds`` and ``fits`` (None: none)."""
 
     metric: str
     caption: str
@@ -113,12 +102,10 @@ class ScatterPanel:
 
 def save_fitted_scatter(panels: Sequence[ScatterPanel], labels: Sequence[np.ndarray], path: str | Path,
                         label_name: str = "MOS", title: str = "") -> None:
-    """One panel per metric: every set's labels (x) against that metric's predictions (y), each set's fitted logistic
-    over them, the caption above."""
+    """One panel per metric: every set's labels (x) against its predictions (y) and fitted logistic."""
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
-    plt = _pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.2 * rows + 0.4), squeeze=False, layout="constrained")
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(4.4 * cols, 4.2 * rows + 0.4), squeeze=False, layout="constrained")
     several = len(labels) > 1
     for ax, panel in zip(axes.flat, panels):
         for y, pred, fit in zip(labels, panel.preds, panel.fits):
@@ -139,13 +126,11 @@ def save_fitted_scatter(panels: Sequence[ScatterPanel], labels: Sequence[np.ndar
 
 def save_type_bars(types: Sequence[str], srcc: dict[str, Sequence[float]], path: str | Path, title: str = "",
                    notes: Sequence[str | None] | None = None) -> None:
-    """Horizontal bars of SRCC per distortion type (a row per type, a bar per metric); a NaN draws no bar, and a row's
-    ``notes`` entry is written in it instead."""
+    """Bars of SRCC per distortion type and metric; a NaN draws no bar, its row's ``notes`` entry instead."""
     n, k = len(types), len(srcc)
     height = 0.8 / k
     notes = list(notes or [None] * n)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.2 + n * (0.25 + 0.1 * k)), layout="constrained")
+    fig, ax = _pyplot().subplots(figsize=(8, 1.2 + n * (0.25 + 0.1 * k)), layout="constrained")
     for j, (metric, values) in enumerate(srcc.items()):
         ax.barh(np.arange(n) + (j - (k - 1) / 2) * height, np.nan_to_num(np.asarray(values, dtype=float)),
                 height=height, label=metric)
