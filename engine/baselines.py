@@ -1,8 +1,5 @@
-"""Classical full-reference metrics (piq) on exactly the pairs AHIQ scored, and the comparison tables beside AHIQ.
-
-Every prediction is oriented higher = better, as every label: distances (GMSD, LPIPS, DISTS) are negated. Images
-go in whole, RGB in [0, 1]; ``dist`` is piq's ``x`` (the image judged), ``ref`` its ``y``.
-"""
+"""Classical full-reference metrics (piq) on the pairs AHIQ scored, oriented higher = better (distances negated),
+and the comparison tables beside AHIQ."""
 from __future__ import annotations
 
 import os

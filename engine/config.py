@@ -71,12 +71,8 @@ class Common:
 
 @dataclass(frozen=True)
 class ScoreConfig(Common):
-    """What a scoring run needs: :class:`Common`, the crop protocol, and the outputs.
-
-    ``checkpoint`` None: the released one; ``"none"``: random heads. ``pretrained_backbones``, ``vit_weights``,
-    ``cnn_weights`` None: the backbones the checkpoint records. ``overrides``: architecture fields given explicitly,
-    over the checkpoint's.
-    """
+    """What a scoring run needs: :class:`Common`, the crop protocol, and the outputs; ``overrides``: architecture
+    fields given explicitly, over the checkpoint's."""
 
     overrides: dict = field(default_factory=dict)
     crops: str = option("center", {"score": f"crop protocol ({PROTOCOLS}): the score is the mean over the crops; "
@@ -150,12 +146,8 @@ T = {"group": "training", "scripts": ("train",)}
 
 @dataclass(frozen=True)
 class TrainConfig(Common, RunFolder):
-    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints.
-
-    ``checkpoint``: start the fusion and head from it (its architecture is used; ``model_given`` names the
-    architecture fields the user set, which must agree with it). ``crop_size`` / ``pretrained_backbones`` None:
-    the checkpoint's record, else 224 / true.
-    """
+    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints (``model_given``: the
+    architecture fields the user set, which must agree with ``checkpoint``'s)."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

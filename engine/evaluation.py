@@ -1,10 +1,5 @@
-"""test.py's run: score every pair of a dataset split or a folder pair with a trained checkpoint, write the scores
-(and the NTIRE zip, a scatter plot, the baselines' tables), and measure them against labels.
-
-Every pair is scored (no dropped batch), all inputs are checked before any scoring, files are written atomically,
-and under ``torchrun`` the ranks share the pairs by reference. Notes go to the ``ahiq`` logger; the metrics line
-and the baselines' table are returned for the caller to print.
-"""
+"""test.py's run: score a dataset split or folder pair, write the scores (and the NTIRE zip, a scatter plot, the
+baselines' tables), and measure them against labels."""
 from __future__ import annotations
 
 import os
@@ -58,13 +53,8 @@ def collect_pairs(cfg: TestConfig) -> list[Pair]:
 
 
 def label_scale(cfg: TestConfig, record: CheckpointRecord, labels: list[float] | None) -> tuple[bool, str]:
-    """Whether to map predictions onto the training label scale (and compare them with labels directly), and why.
-
-    ``--denormalize true/false`` decides; ``auto``: only with a training scale in the checkpoint, the same
-    dataset as in training (any, for folder pairs and csv files), and labels (when given) inside the training
-    label range widened by half its width. Cross-dataset predictions stay raw: correlations and the fitted
-    PLCC/RMSE compare them with labels on any scale.
-    """
+    """Whether to map predictions onto the training label scale, and why: ``--denormalize``; ``auto``: with a scale
+    in the checkpoint, the training dataset, and labels inside the training range widened by half its width."""
     norm = record.score_norm
     if cfg.denormalize is not True and cfg.denormalize is not False:  # auto
         lo, hi = record.label_range or ((norm["lo"], norm["hi"]) if norm and norm.get("kind") == "minmax"

@@ -1,10 +1,5 @@
-"""AHIQ as a metric called on what a user has: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``.
-
-The metric takes file paths, PIL images, numpy arrays and tensors of any size of at least the crop, and scores
-them exactly as ``score.py`` scores the same files: the same decoding, crop windows, batches and mean over crops
-(:func:`engine.scoring.score_stream`, with the images held in memory instead of read from disk). A reference given
-once for several distorted images is encoded once.
-"""
+"""AHIQ as a metric called on what a user has: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``; scores
+are ``score.py``'s for the same files."""
 from __future__ import annotations
 
 import os
@@ -34,12 +29,9 @@ LOSS_OPTIONS = ("reduction", "checkpointing")
 class AHIQMetric(nn.Module):
     """AHIQ full-reference quality, higher = better: ``metric(dist, ref) -> (B,)`` scores.
 
-    ``dist`` and ``ref``: one image or a batch (see :data:`WHAT_TO_PASS`); one reference may serve a batch of
-    distorted images. Every pair's images have the same size, at least ``crop_size`` on each side; the crop
-    protocol ``crops`` places the windows (``center``, ``five``, ``nine``, ``grid:N``, ``random:N`` seeded by
-    ``seed``), and the score is the mean over the crops, as ``score.py`` computes it. ``return_maps=True`` also
-    gives each pair's score map and weight map at image resolution, ``(H, W)`` float arrays with NaN where no crop
-    looked (the maps ``score.py --save_maps`` draws). The network is frozen and never changes.
+    ``dist`` and ``ref``: one image or a batch (:data:`WHAT_TO_PASS`; one reference may serve the batch), each pair
+    of one size, at least ``crop_size``. ``return_maps=True`` also gives each pair's score and weight maps ``(H, W)``
+    (NaN where no crop looked). The network is frozen.
     """
 
     lower_better = False
@@ -163,11 +155,8 @@ def create_metric(checkpoint: str | os.PathLike | None = None, *, crops: str = "
                   **options: Any) -> nn.Module:
     """AHIQ as a ``torch.nn.Module``: :class:`AHIQMetric` (``as_loss=False``) or :class:`engine.loss.AHIQLoss`.
 
-    ``checkpoint``: None for the released model (the clone's copy, else the user cache, downloaded there once;
-    see :mod:`models.hub`), a file, or ``"none"`` (random heads, announced). The architecture, backbones and
-    training crop come from the checkpoint's record. ``options``: ``vit_weights``, ``cnn_weights``,
-    ``pretrained_backbones``, ``seed`` (random backbones and ``random:N`` crops, as ``score.py --seed``) and
-    ``batch_size`` (crops per forward pass); with ``as_loss``, ``reduction`` and ``checkpointing`` of AHIQLoss.
+    ``checkpoint``: None for the released model, a file, or ``"none"`` (random heads). ``options``:
+    :data:`MODEL_OPTIONS`, and ``batch_size``, or with ``as_loss`` :data:`LOSS_OPTIONS`.
     """
     allowed = (*MODEL_OPTIONS, *(LOSS_OPTIONS if as_loss else ("batch_size",)))
     unknown = sorted(set(options) - set(allowed))

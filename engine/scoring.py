@@ -1,17 +1,8 @@
 """Score whole image pairs with a crop protocol, streaming: a forward pass holds at most ``batch_size`` crops.
 
-:class:`CropPlanner` crops and runs pairs for every entry point (here, :class:`engine.loss.AHIQLoss` and
-:class:`engine.metric.AHIQMetric`): a protocol's windows, their crops, precision, mean over crops, maps.
-
-Pairs are taken reference by reference: a reference's crops go through the network once
-(:meth:`AHIQ.encode_reference`) and serve every distorted image of that reference, across batches too (every
-protocol qualifies: its windows depend on the image size and the seed alone). A window a protocol places twice
-is computed once and counts twice. Memory holds one batch of crops, the references it uses, and the maps of the
-pairs in flight; results stream out as pairs complete.
-
-The pairs are cut into *segments* (whole references, at least two batches of crops each) and batches never cross
-a segment's end, so how crops are batched depends on the pairs alone: a run split over ranks by segments
-(:func:`shard`) computes every crop in the same batch as a single process, bit for bit.
+Each reference's crops are encoded once and serve all its distorted images. Batches never cross a *segment* (whole
+references, at least two batches of crops), so a run split over ranks (:func:`shard`) batches every crop as a
+single process does, bit for bit.
 """
 from __future__ import annotations
 
@@ -165,9 +156,8 @@ def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
 
 def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, rank: int = 0,
          world: int = 1, done: set[int] = frozenset()) -> list[int]:
-    """The pair indices rank ``rank`` of ``world`` scores: its share of the :func:`segments` that are not all in
-    ``done`` (a segment partly done is scored again whole, so that every crop keeps its batch: a resumed run's
-    scores are an uninterrupted run's, bit for bit)."""
+    """The pair indices rank ``rank`` of ``world`` scores: its share of the :func:`segments` not all in ``done`` (a
+    segment partly done is scored again whole, so every crop keeps its batch)."""
     n = parse_crops(crops)[1] * (2 if flip_tta else 1)
     return shard([part for part in segments(pairs, n, batch_size) if not set(part) <= done], rank, world)
 
@@ -324,11 +314,9 @@ def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "c
                 reuse_reference: bool = True) -> Iterator[PairScore]:
     """Yield a :class:`PairScore` per pair, in the order of ``pairs``; at most ``batch_size`` crops per forward.
 
-    ``crop_size``: default the model's training crop as its checkpoint records it (``model.record``), else 224.
-    With ``reuse_reference`` each reference's crops are encoded once and serve all its distorted images
-    (``False``: ``forward(dist, ref)`` for every crop pair; the same scores to fp32 rounding). ``flip_tta``: each
-    crop's score is the mean of the crop and its left-right mirror (maps: unmirrored). Pairs given out of
-    reference order are scored grouped and held until their turn. ``progress``: a tqdm bar by pairs.
+    ``crop_size``: default the model's training crop, else 224. ``reuse_reference=False`` runs
+    ``forward(dist, ref)`` for every crop pair (the same scores to fp32 rounding). ``flip_tta``: each crop's score is
+    the mean of the crop and its mirror. ``progress``: a tqdm bar by pairs.
     """
     bar = tqdm(total=len(pairs), desc="score", unit="pair", disable=not progress, leave=False)
     done: dict[int, PairScore] = {}

@@ -1,9 +1,6 @@
-"""One scoring session (score.py, test.py, the experiments, validation): open the checkpoint once, screen the pairs
-once, guard the outputs, build the model, score.
-
-Under ``torchrun`` each rank scores whole references and rank 0 gathers every score. With an output file, results
-are appended to a journal beside it (``<output>.journal``, one per rank), so a run stopped at any moment continues
-with the pairs not yet scored and ends with the same bytes; a resume with other settings is refused.
+"""One scoring session (score.py, test.py, the experiments, validation): open the checkpoint and screen the pairs
+once, guard the outputs, build the model, score; with an output file, a journal beside it lets a stopped run
+continue with the same bytes.
 """
 from __future__ import annotations
 
@@ -218,11 +215,8 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
 
 
 class Journal:
-    """Results appended to ``<output>.journal`` (``.journal.<rank>`` under torchrun), flushed per pair: a header
-    line (format and settings), then per pair its two files (resolved), their identity and the score.
-
-    Reading refuses other settings and a damaged header; entries are read up to the first that is not whole and
-    well-formed (a killed run's torn line). ``done``: ``(dist, ref)`` -> ``(identity, score)``."""
+    """Results appended to ``<output>.journal`` (``.<rank>`` under torchrun), flushed per pair: a header (format and
+    settings), then per pair its files, their identity and the score; read up to the first torn line."""
 
     FORMAT = 2  # 2: identities per pair (1: keys only)
 

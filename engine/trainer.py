@@ -1,9 +1,4 @@
-"""Training: the epoch loop over :class:`TrainConfig`, with validation, checkpoints, resume and DDP.
-
-:class:`Trainer` sets up the run folder, data, model, optimiser and schedule (:mod:`engine.training`); ``run()``
-trains per epoch, validates every ``val_freq`` epochs and writes ``last.pth`` and ``best.pth``. Under ``torchrun``
-each process trains on its shard, validation scores each pair once on some rank, and rank 0 alone writes files.
-"""
+"""Training: the epoch loop over :class:`TrainConfig`, with validation, checkpoints, resume and DDP."""
 from __future__ import annotations
 
 import functools
@@ -41,11 +36,7 @@ from ahiq.utils.io import check_outputs
 from ahiq.utils.metrics import evaluate, format_metrics
 
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
-    """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
-
-    ``sum``: SRCC + PLCC (``main``) rose (undefined, under 2 pairs: the first validated epoch is the best).
-    ``either``: the release's rule, SRCC or PLCC rose against the last best's, starting from 0.
-    """
+    """Whether validation ``metrics`` beat ``best``: ``sum``: SRCC + PLCC rose; ``either``: SRCC or PLCC rose."""
     if rule == "sum":
         last = best.get("main", -math.inf)
         last = -math.inf if math.isnan(last) else last
@@ -318,9 +309,7 @@ class Trainer:
                          start_metrics=self.start_metrics, position=self.position)
 
     def end_epoch(self, epoch: int, loss: float, start: float) -> bool:
-        """Validate when due, save ``last.pth`` (and ``best.pth``), log; whether another epoch would overrun
-        ``--time_limit``. Which epochs are validated does not depend on the limit, so a stopped and resumed run
-        keeps the same ``best.pth`` as an uninterrupted one."""
+        """Validate when due, save ``last.pth`` (and ``best.pth``), log; whether another epoch would overrun the limit."""
         cfg = self.cfg
         lr = self.scheduler.get_last_lr()[0]
         metrics = None

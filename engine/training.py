@@ -1,9 +1,5 @@
-"""One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under.
-
-The authors' setting by default: Adam over their two parameter groups (``regressor``, ``deform_net``) at lr 1e-4,
-weight decay 1e-5; ``CosineAnnealingLR(T_max=50)`` stepped once per iteration; MSE against the normalised labels.
-:class:`engine.trainer.Trainer` runs its loop with these functions, so a step can be checked from Python.
-"""
+"""One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under (the authors': Adam
+over two groups at lr 1e-4, weight decay 1e-5, cosine annealing stepped per iteration, MSE)."""
 from __future__ import annotations
 
 import torch
@@ -15,9 +11,8 @@ from ahiq.models.ahiq import AHIQ
 
 
 def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:
-    """Adam parameter groups: the authors' two (regressor, deform_net) at ``lr``; with ``feature_lr_scale != 1``
-    the weights of the layers that read the backbone features move to two more groups at ``lr * feature_lr_scale``
-    (their thousands of correlated input channels make Adam's per-weight step large for them)."""
+    """Adam parameter groups: the authors' two at ``lr``; with ``feature_lr_scale != 1`` the layers reading the
+    backbone features in two more groups at ``lr * feature_lr_scale``."""
     wide = {id(model.regressor.down_channel.weight)}
     for name in ("conv_offset", "deform"):  # absent in the fusion ablations
         if hasattr(model.deform_net, name):
@@ -74,9 +69,5 @@ def step_loss(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor,
 
 def train_step(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor, ref: torch.Tensor,
                target: torch.Tensor, precision: str = "fp32", **options) -> float:
-    """One optimisation step on a batch; returns the batch's loss (before the step).
-
-    ``dist``, ``ref`` ``(B, 3, H, W)`` float in [0, 1] or uint8, ``target`` ``(B,)`` normalised labels. The
-    schedule is the caller's; the backbones stay in eval mode. ``options`` as in :func:`step_loss`.
-    """
+    """One optimisation step on ``dist``, ``ref`` ``(B, 3, H, W)`` and ``target`` ``(B,)``; the loss before it."""
     return float(step_loss(model, optimizer, dist, ref, target, precision, **options))

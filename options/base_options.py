@@ -1,12 +1,6 @@
-"""The command lines of train.py, test.py and score.py, derived from the options declared on the configs.
-
-Each option is declared once, on the config field it sets (``ahiq.utils.declare.option``: type, default, help,
-range, choices, scripts); a script's parser, its range checks, its frozen configs and the README's option tables
-all come from those declarations. Options flow one way: command line (over an optional ``--config`` file, over a
-resumed run's ``opt.json``) -> checked values -> frozen configs (:func:`build`) for the floors below, which never see
-argparse. One parse finds the values and which options the user gave (every default is argparse's ``SUPPRESS``);
-abbreviations are refused (``--crop_s``); the architecture is built on the meta device before any data work.
-"""
+"""The command lines of the scripts, derived from the options declared once on the config fields
+(``ahiq.utils.declare.option``); options flow one way: command line over ``--config`` file over a resumed run's
+``opt.json`` -> checked values -> frozen configs (:func:`build`)."""
 from __future__ import annotations
 
 import argparse
@@ -192,9 +186,7 @@ def model_config(opt: argparse.Namespace) -> ModelConfig:
 
 
 def build(cls, values: dict):
-    """A frozen config ``cls`` from option values named like its fields; fields that are configs themselves are
-    built from the same values (``RunConfig`` inside ``ScoreConfig``) unless given built. Missing values keep the
-    field's default."""
+    """A frozen config ``cls`` from option values named like its fields (config fields built from the same values)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in fields(cls):
@@ -220,13 +212,8 @@ def script_option_names(script: str) -> set[str] | None:
 
 
 def load_options_file(path: str, options: BaseOptions) -> dict:
-    """Values from an options file (a preset, or a run's ``opt.json`` with its config sections), each checked like
-    its flag.
-
-    Every key must be an option of this script; a file that says which script wrote it (``"script": "train"``,
-    as every ``opt.json`` does) may also hold that script's other options, which are left to it. A key known
-    to neither is refused with one line naming the key and the file (a typo would otherwise be silently ignored).
-    """
+    """Values from an options file (a preset, or a run's ``opt.json``), each checked like its flag; a key that is
+    an option of neither this script nor the file's ``"script"`` is refused."""
     preset = PRESETS / f"{path}.json"  # a preset by name (--config ntire2022) works from an installed package too
     if not Path(path).is_file() and "/" not in path and preset.is_file():
         path = str(preset)
