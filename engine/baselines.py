@@ -27,8 +27,7 @@ Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (dist, ref) (B,
 
 @dataclass(frozen=True)
 class Baseline:
-    """A piq metric: its ``title``, whether higher is better, how to build it, the smallest image side it takes,
-    and the weight files (URLs) it fetches through ``torch.hub``."""
+    """A piq metric: title, orientation, builder, the smallest image side it takes, its weight URLs."""
 
     title: str
     higher_better: bool
@@ -105,8 +104,7 @@ def _image(path: Path) -> torch.Tensor:
 
 def baseline_scores(names: Sequence[str], pairs: Sequence[Pair], device: torch.device | str = "cpu",
                     batch_size: int = 8) -> dict[str, np.ndarray]:
-    """``{title: predictions}`` of each baseline on ``pairs``, higher = better; consecutive pairs of one reference
-    go through in batches of ``batch_size`` against one decode of it."""
+    """``{title: predictions}`` of each baseline on ``pairs``, higher = better, batched by reference."""
     metrics = {n: build_baseline(n, device) for n in names}
     out = {n: np.empty(len(pairs)) for n in names}
     start = 0
@@ -134,8 +132,7 @@ def comparison_files(prefix: str | os.PathLike) -> list[Path]:
 def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], prefix: str | os.PathLike,
                            dataset: str | None = None, device: torch.device | str = "cpu", title: str = "",
                            min_pairs: int = TYPE_MIN_PAIRS) -> str:
-    """Score ``pairs`` with each baseline beside AHIQ's predictions ``ahiq``, write ``<prefix>_baselines.csv`` and
-    :func:`utils.comparison.comparison_report`'s tables and pictures; return the markdown."""
+    """Score ``pairs`` with each baseline beside AHIQ's ``ahiq``, write the tables and pictures; the markdown."""
     pairs = list(pairs)
     scored = ScoredSet(result_names(pairs), pair_types(dataset, pairs), np.array([p.score for p in pairs], float),
                        {"AHIQ": np.asarray(ahiq, dtype=np.float64), **baseline_scores(names, pairs, device)})

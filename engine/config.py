@@ -1,5 +1,4 @@
-"""The running floor's configs: frozen dataclasses the options build and the engine reads, torch-free so that a
-command parses (``--help``, a typo) before torch is imported."""
+"""Frozen configs the options build and the engine reads; torch-free, so a command parses before torch loads."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -108,8 +107,7 @@ class RunFolder:
 
 @dataclass(frozen=True)
 class TestConfig(RunFolder):
-    """What test.py adds to scoring: which pairs (a folder pair or a split of ``data``), labels, the files it writes
-    besides the scores, and the label-scale policy."""
+    """What test.py adds to scoring: which pairs, labels, extra outputs, and the label-scale policy."""
 
     score: ScoreConfig = ScoreConfig()
     data: DataConfig | None = None
@@ -207,8 +205,7 @@ class TrainConfig(Common, RunFolder):
 
 
 def run_defining() -> tuple[str, ...]:
-    """Options that change a run's model or data (refused at ``--resume`` unless allowed): every model and data
-    field, the ViT patch size, and :data:`DEFINES_RUN`."""
+    """Options that change a run's model or data: model and data fields, ``patch_size``, :data:`DEFINES_RUN`."""
     return (*(f.name for f in fields(ModelConfig)), "patch_size", *(f.name for f in fields(DataConfig)), *DEFINES_RUN)
 
 

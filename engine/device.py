@@ -1,5 +1,4 @@
-"""Where and how the network runs: device choice, numeric precision, torchrun set-up (and stopping every rank
-when one fails), seeding."""
+"""Where and how the network runs: device, precision, torchrun set-up (one rank's failure stops all), seeding."""
 from __future__ import annotations
 
 import atexit
@@ -24,8 +23,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (a CUDA GPU, a CPU with AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slower than fp32."""
+    """Whether ``device`` computes bf16 in hardware (CUDA, or a CPU with AVX512-BF16 or AMX)."""
     where = resolve_device(device) if device == "auto" else torch.device(device)  # no GPU for "cuda": False
     if where.type == "cuda":
         return torch.cuda.is_available()
@@ -63,8 +61,7 @@ def precision_context(precision: str, device: torch.device, strict: bool = True)
 
 @dataclass
 class RunContext:
-    """Where this process runs: rank, world size, device, and the store the ranks share (None alone), where one
-    rank's failure is posted for the others."""
+    """Where this process runs: rank, world size, device, and the store the ranks share (None alone)."""
 
     rank: int
     world_size: int
@@ -96,10 +93,6 @@ class RunContext:
         while int(self.store.add(key, 0)) < self.world_size:
             self.check()
             time.sleep(0.05)
-
-    def count(self, key: str, n: int = 1) -> int:
-        """Add ``n`` to the counter ``key`` all ranks share; its new total."""
-        return int(self.store.add(key, n))
 
     def gather(self, value: Any) -> list:
         """``value`` of every rank, in rank order (alone: ``[value]``)."""

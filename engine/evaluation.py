@@ -90,18 +90,6 @@ def write_ntire_zip(path: str, lines: str, seconds_per_image: float, on_gpu: boo
     atomic_write(path, write)
 
 
-def outputs(cfg: TestConfig) -> dict:
-    """The files besides the scores that a test run writes, for the session to check before it starts."""
-    return {"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}
-
-
-def check_names(cfg: TestConfig, names: list[str]) -> None:
-    bad = next((n for n in names if any(c in n for c in NTIRE_FORBIDDEN)), None) if cfg.ntire_zip else None
-    if bad is not None:
-        raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
-                        "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
-
-
 def map_names(cfg: TestConfig, pairs: list[Pair], names: list[str]) -> list[str]:
     """Names of the quality maps: csv datasets by the file's path from the folder (../ kept inside the maps)."""
     if cfg.data is not None and cfg.data.dataset == "csv":
@@ -111,19 +99,22 @@ def map_names(cfg: TestConfig, pairs: list[Pair], names: list[str]) -> list[str]
 
 
 def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dict | None:
-    """Screen, guard, score, write, measure ``pairs`` inside ``session``: the metrics (with ``notes``, the
-    ``line`` to print and the ``baselines`` table), or None without labels or on a rank that does not write."""
+    """Screen, guard, score, write, measure ``pairs``: the metrics (None without labels, or off rank 0)."""
     score = cfg.score
     pairs = session.screen(pairs)
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     labelled = all(p.score is not None for p in pairs)
-    check_names(cfg, names)
+    bad = next((n for n in names if any(c in n for c in NTIRE_FORBIDDEN)), None) if cfg.ntire_zip else None
+    if bad is not None:
+        raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
+                        "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
     prefix = Path(score.output).with_name(Path(score.output).stem)
     # the labels copy sits beside --output; standard output (-) has no beside: the scores alone go there
     details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled and str(score.output) != "-" else None
     labels = [cfg.labels] if cfg.labels else [] if cfg.data is None else label_files(cfg.data)
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if cfg.baselines else {}
-    session.guard(pairs, map_names(cfg, pairs, names), {"labels copy ": details, **extra}, labels)
+    maps = map_names(cfg, pairs, names)
+    session.guard(pairs, maps, {"labels copy ": details, **extra}, labels)
     if (cfg.plot or cfg.baselines is not None) and not labelled:
         raise UserError(f"{'--plot' if cfg.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
     baselines = parse_baselines(cfg.baselines) if cfg.baselines is not None else None
@@ -134,7 +125,7 @@ def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dic
     norm = ScoreNorm.from_dict(record.score_norm) if same_scale else ScoreNorm("none")
     note(f"test: {describe(pairs)}; {session.describe()}")
     start = time.perf_counter()
-    scored = session.score(pairs, map_names(cfg, pairs, names))
+    scored = session.score(pairs, maps)
     if scored is None:  # another rank writes the results
         return None
     per_image = (time.perf_counter() - start) / len(pairs)

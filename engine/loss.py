@@ -73,8 +73,7 @@ class AHIQLoss(nn.Module):
         return self._scores(dist, ref)
 
     def score_map(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """The patch score map ``f`` at image resolution, ``(B, 1, H, W)``, averaged over overlapping crops
-        (the map of ``score.py --save_maps``; pixels no crop covers are 0). Differentiable when grad is on."""
+        """The score map ``(B, 1, H, W)`` at image resolution, averaged over crops (0 where none looked)."""
         windows, (_, maps, _) = self._run(dist, ref, return_maps=True)
         return torch.stack([self.planner.paste(f, w, *dist.shape[-2:]) for f, w in zip(maps, windows)])[:, None]
 
@@ -84,8 +83,7 @@ class AHIQLoss(nn.Module):
 
     def _run(self, dist: torch.Tensor, ref: torch.Tensor,
              return_maps: bool = False) -> tuple[list[list[Window]], list[tuple[torch.Tensor, ...]]]:
-        """The windows of each image (``random:N`` drawn from torch's RNG, anew for each image) and the network's
-        outputs (scores, or scores and maps) split by image, in the network's dtype (not autocast's bf16)."""
+        """Each image's windows and the network's outputs split by image, in the network's dtype."""
         if dist.dim() != 4 or dist.shape[1] != 3 or dist.shape != ref.shape:
             raise ValueError(f"dist {tuple(dist.shape)} and ref {tuple(ref.shape)}: need the same (B, 3, H, W)")
         if min(dist.shape[-2:]) < self.crop_size:

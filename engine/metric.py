@@ -57,8 +57,7 @@ class AHIQMetric(nn.Module):
 
     def forward(self, dist: ImageLike | Sequence[ImageLike], ref: ImageLike | Sequence[ImageLike],
                 return_maps: bool = False):
-        """Scores ``(B,)`` (float32, on the metric's device); with ``return_maps``, also the lists of score maps
-        and weight maps."""
+        """Scores ``(B,)`` float32; with ``return_maps``, also the lists of score maps and weight maps."""
         dists, refs = as_images(dist, "dist"), as_images(ref, "ref")
         if len(refs) == 1 < len(dists):
             refs = refs * len(dists)  # one reference for the batch: the same object, so encoded once
@@ -87,8 +86,7 @@ class AHIQMetric(nn.Module):
 
 
 def as_images(x: Any, name: str) -> list[np.ndarray]:
-    """``x`` as a list of RGB arrays ``(H, W, 3)``, uint8 or float32 in [0, 1], as :func:`data.images.read_image`
-    decodes files; anything else is a ValueError naming ``name`` and what to pass."""
+    """``x`` as RGB arrays ``(H, W, 3)``, uint8 or float32 in [0, 1]; else a ValueError naming ``name``."""
     if isinstance(x, (list, tuple)):
         if not x:
             raise ValueError(f"{name} is empty: give {WHAT_TO_PASS}")
@@ -179,8 +177,7 @@ _last: tuple[str, nn.Module] | None = None  # ahiq.score's metric, kept while th
 
 
 def score(dist: ImageLike, ref: ImageLike, **kwargs: Any) -> float:
-    """The AHIQ score of one pair (higher = better); ``kwargs`` as :func:`create_metric` takes them. The metric is
-    built once and kept for further calls with the same settings."""
+    """The AHIQ score of one pair; ``kwargs`` as :func:`create_metric` takes them (the metric is kept)."""
     global _last
     key = repr(sorted(kwargs.items()))
     if _last is None or _last[0] != key:

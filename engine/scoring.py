@@ -44,8 +44,7 @@ class PairScore:
 
 @dataclass(frozen=True)
 class CropPlanner:
-    """How pairs are cropped and run, checked when made: protocol ``crops`` (:mod:`data.crops`), crop side
-    ``crop`` (None: the model's, :meth:`for_model`), ``precision``, ``flip_tta`` (each window also mirrored)."""
+    """How pairs are cropped and run: protocol, crop side (None: the model's), precision, flip TTA."""
 
     crops: str = "center"
     crop: int | None = None
@@ -77,8 +76,7 @@ class CropPlanner:
         return view.flip(-1) if mirrored else view
 
     def cut(self, images: torch.Tensor, windows: Sequence[Sequence[Window]]) -> torch.Tensor:
-        """The crops ``(sum of windows, 3, crop, crop)`` of ``windows[i]`` in ``images[i]`` ``(3, H, W)``, in order
-        (``images`` itself when each is one crop-sized unmirrored window)."""
+        """The crops ``(sum of windows, 3, crop, crop)`` of ``windows[i]`` in ``images[i]`` ``(3, H, W)``."""
         if images.shape[-2:] == (self.crop, self.crop) and all(len(w) == 1 and not w[0][3] for w in windows):
             return images
         return torch.stack([self.piece(image, window) for image, mine in zip(images, windows) for window in mine])
@@ -96,17 +94,14 @@ class CropPlanner:
             return ReferenceSide.cat([model.encode_reference(part) for part in refs.split(chunk)])
 
     def crop_scores(self, scores: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
-        """The protocol's crop scores ``(N,)`` from those of ``windows`` (a window's and its mirror's averaged),
-        each window's repeated as often as it is placed."""
+        """The protocol's crop scores ``(N,)``: mirrors averaged, each window repeated as often as placed."""
         if self.flip_tta:
             scores = (scores[0::2] + scores[1::2]) / 2
         return scores.repeat_interleave(torch.tensor([w[2] for w in windows if not w[3]], device=scores.device))
 
     def paste(self, maps: torch.Tensor, windows: Sequence[Window], height: int, width: int,
               fill: float = 0.0) -> torch.Tensor:
-        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` averaged into one ``(H, W)`` map, each window
-        counted as often as placed; each map upsampled (nearest) to its crop's pixels, ``fill`` where no crop
-        looked. In fp32 on the maps' device, differentiable (a spatial loss can use it)."""
+        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` averaged into one differentiable ``(H, W)`` map."""
         up = F.interpolate(maps.float(), size=(self.crop, self.crop), mode="nearest")[:, 0]
         total, count = up.new_zeros(height, width), up.new_zeros(height, width)
         for m, (top, left, times, _) in zip(up, [w for w in windows if not w[3]]):
@@ -116,8 +111,7 @@ class CropPlanner:
 
 
 def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
-    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)`` (all as
-    float in [0, 1] when 8-bit and 16-bit images meet)."""
+    """The crops ``(top, left)`` of each image ``(3, H, W)`` stacked: ``(sum of crops, 3, crop, crop)``."""
     images = common_depth(images)
     return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
@@ -131,8 +125,7 @@ def reference_order(pairs: Sequence[tuple[Path, Path]]) -> list[int]:
 
 
 def segments(pairs: Sequence[tuple[Path, Path]], crops_per_pair: int, batch_size: int) -> list[list[int]]:
-    """Pair indices in :func:`reference_order`, cut at reference boundaries into runs of at least
-    ``SEGMENT_BATCHES`` batches of crops (counting the protocol's nominal crops per pair)."""
+    """Pair indices by reference, cut at references into runs of at least ``SEGMENT_BATCHES`` batches of crops."""
     order, out, crops = reference_order(pairs), [], 0
     for k, i in enumerate(order):
         if not out or (crops >= SEGMENT_BATCHES * batch_size and str(pairs[order[k - 1]][1]) != str(pairs[i][1])):
@@ -144,8 +137,7 @@ def segments(pairs: Sequence[tuple[Path, Path]], crops_per_pair: int, batch_size
 
 
 def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
-    """The pair indices rank ``rank`` of ``world`` scores: a contiguous run of the segments ``parts``, the runs
-    balanced by pair count (each rank's share ends where the running count passes ``rank + 1`` shares)."""
+    """The pair indices rank ``rank`` of ``world`` scores: contiguous segments, balanced by pair count."""
     total, mine, seen = sum(map(len, parts)), [], 0
     for part in parts:
         if total * rank <= (seen + len(part) / 2) * world < total * (rank + 1):
@@ -171,8 +163,7 @@ def quiet_worker(_: int) -> None:
 
 
 class _Images(Dataset):
-    """Item ``j`` of ``order``: ``(pair index, distorted image, reference image or None)``; the reference is decoded
-    only for the first of its pairs in ``order``. ``read`` decodes (or takes from screening's decoded images)."""
+    """Item ``j``: ``(pair index, dist, ref or None)``; a reference is decoded for its first pair only."""
 
     def __init__(self, pairs, order: Sequence[int], read: Callable[[Path], np.ndarray]):
         self.pairs, self.order, self.read = pairs, list(order), read
@@ -200,8 +191,7 @@ class _Pair:
 
 
 class _Stream:
-    """What :func:`score_stream` holds between batches: the crops queued for the next forward pass, and the
-    references they use (by key: windows and image shape; crops, or their encoded side once encoded)."""
+    """What :func:`score_stream` holds between batches: the queued crops and the references they use."""
 
     def __init__(self, model: AHIQ, planner: CropPlanner, pairs, seed: int, batch_size: int, with_maps: bool,
                  reuse_reference: bool, progress: Callable[[float], None] | None):
@@ -288,8 +278,7 @@ def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "
                  with_maps: bool = False, flip_tta: bool = False, reuse_reference: bool = True,
                  indices: Sequence[int] | None = None, read: Callable[[Path], np.ndarray] = read_image,
                  progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, PairScore]]:
-    """``(pair index, PairScore)`` as pairs complete, for ``indices`` (default all) of ``pairs`` (see
-    :func:`score_pairs` for the arguments); ``progress(pairs)`` is called with each finished fraction of pairs."""
+    """``(pair index, PairScore)`` as pairs complete, for ``indices`` of ``pairs`` (see :func:`score_pairs`)."""
     planner = CropPlanner(crops, crop_size, precision, flip_tta).for_model(model)
     wanted = set(range(len(pairs)) if indices is None else indices)
     parts = [[i for i in part if i in wanted] for part in segments(pairs, parse_crops(crops)[1] * (1 + flip_tta),

@@ -49,8 +49,7 @@ def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum
 
 
 def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: CheckpointRecord, where: str) -> ModelConfig:
-    """The architecture of a run started from a checkpoint: the one it records, else the options', with the
-    options' implementation choices; a field the user set otherwise stops."""
+    """The architecture of a run from a checkpoint: the recorded one; a field the user set otherwise stops."""
     if record.model_config is None:
         return asked
     mine, theirs = asked.to_dict(), record.model_config.to_dict()
@@ -64,8 +63,7 @@ def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: Check
 
 
 def same_run(cfg: TrainConfig, path: Path, ckpt: dict, options: Path) -> None:
-    """At resume: one :class:`UserError` naming the first run-defining option where ``cfg`` differs from what
-    ``last.pth`` was trained with (a hand-edited ``opt.json`` would train another model under the run's name)."""
+    """At resume: a :class:`UserError` when a run-defining option differs from what ``last.pth`` recorded."""
     trained = (ckpt.get("ahiq") or {}).get("train") if isinstance(ckpt.get("ahiq"), dict) else None
     if not isinstance(trained, dict):
         return  # written before checkpoints recorded their config: nothing to compare
@@ -111,8 +109,7 @@ class Trainer:
         self.folder.save_options(self.cfg.to_dict())  # a valid --config file
 
     def _open_inputs(self, cfg: TrainConfig) -> tuple[tuple[dict, dict, dict] | None, CheckpointRecord]:
-        """Read the files the user named (refused, if unsafe or damaged) before any data or model work; guard the
-        run folder's outputs; read ``last.pth`` when resuming."""
+        """Read (and refuse) the named files and ``last.pth`` before any data work; guard the outputs."""
         folder = self.folder
         contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
@@ -230,8 +227,7 @@ class Trainer:
         return bool(self.cfg.time_limit) and time.perf_counter() + ahead - self.started > self.cfg.time_limit
 
     def train_epoch(self, epoch: int) -> float:
-        """Train one epoch (or its rest, from :attr:`position`); the mean loss. When ``--time_limit`` runs out inside
-        the epoch, :attr:`position` is set to where it stopped."""
+        """Train one epoch (or its rest); the mean loss; :attr:`position` set where ``--time_limit`` stopped it."""
         cfg, device = self.cfg, self.ctx.device
         self.net.train()
         resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None

@@ -40,8 +40,7 @@ def build_optimizer(model: AHIQ, lr: float = 1e-4, weight_decay: float = 1e-5,
 
 def build_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0,
                     total_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine annealing stepped once per iteration: ``T_max`` steps per half period (the authors' 50), or with
-    ``T_max=0`` one half period over the whole run of ``total_steps``."""
+    """Cosine annealing per iteration: ``T_max`` steps per half period, or ``T_max=0``: one over ``total_steps``."""
     if T_max < 0 or (T_max == 0 and total_steps < 1):
         raise ValueError(f"T_max={T_max}: need T_max >= 1, or T_max=0 with total_steps >= 1 (got {total_steps})")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T_max or total_steps, eta_min=eta_min)
@@ -50,8 +49,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: 
 def step_loss(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor, ref: torch.Tensor,
               target: torch.Tensor, precision: str = "fp32", *, net: nn.Module | None = None,
               grad_clip: float = 0.0, strict_fp32: bool = True) -> torch.Tensor:
-    """:func:`train_step` returning the loss as a 0-d tensor (no host sync). ``net``: ``model`` wrapped by DDP or
-    ``torch.compile``, run instead. ``grad_clip > 0`` clips the trained gradients' norm. ``strict_fp32``: no TF32."""
+    """:func:`train_step` returning a 0-d tensor (no host sync); ``net``: ``model`` wrapped, run instead."""
     for backbone in (model.vit, model.cnn):  # one of them is None in the branch ablations
         if backbone is not None:
             backbone.eval()

@@ -117,8 +117,7 @@ class BaseOptions:
         return {name: d.default_for(self.script) for name, d in self.options.items()}
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
-        """The checked options. ``self.given``: the options given on the command line; ``self.from_file``: those
-        an options file set."""
+        """The checked options; ``self.given`` and ``self.from_file``: the options the user and the file set."""
         argv = sys.argv[1:] if argv is None else argv
         given = vars(self.parser.parse_args(argv))
         self.given = set(given)
@@ -126,9 +125,10 @@ class BaseOptions:
         self.from_file = set(from_file)
         opt = argparse.Namespace(**{**self.defaults(), **self.earlier(from_file, given), **from_file, **given})
         self.check(opt)
-        from ahiq.models.ahiq import check_architecture  # torch loads only after every other check passed
+        if "vit" in self.options:
+            from ahiq.models.ahiq import check_architecture  # torch loads only after every other check passed
 
-        check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
+            check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
         return opt
 
     def earlier(self, from_file: dict, given: dict) -> dict:
@@ -137,13 +137,11 @@ class BaseOptions:
 
     def check(self, opt: argparse.Namespace) -> None:
         """Every value and every combination; one-line :class:`UserError` otherwise."""
-        for name, d in self.options.items():
-            problem = d.flag.problem(getattr(opt, name))
-            if problem:
-                raise UserError(f"--{name} {getattr(opt, name)}: {problem}")
+        for d in self.options.values():
+            check_value(d, getattr(opt, d.name))
         if opt.crop_size is not None:
             check_crop_size(opt.crop_size)
-        if opt.vit is not None and ModelConfig(vit=opt.vit).patch_size not in (None, opt.patch_size) \
+        if getattr(opt, "vit", None) is not None and ModelConfig(vit=opt.vit).patch_size not in (None, opt.patch_size) \
                 and "patch_size" in self.given:
             raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
         if opt.pretrained_backbones is False and (opt.vit_weights or opt.cnn_weights):
@@ -157,8 +155,7 @@ class BaseOptions:
 
 
 def add_option(group, d: Declared, script: str) -> None:
-    """``d`` as an argparse option of ``script``; its default is argparse's ``SUPPRESS`` (see
-    :meth:`BaseOptions.parse`), and its help says the declared default once."""
+    """``d`` as an argparse option of ``script`` (default ``SUPPRESS``; its help says the default once)."""
     text, shown = d.flag.text(script), shown_default(d, script)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
@@ -172,12 +169,16 @@ def add_option(group, d: Declared, script: str) -> None:
         group.add_argument(f"--{d.name}", type=_typed(d), metavar=metavar, **kw)
 
 
-def check_range(name: str, value) -> None:
-    """``value`` inside the declared range of run option ``name`` (for the examples' own parsers)."""
-    d = next(d for d in declared(Common) if d.name == name)
+def check_value(d: Declared, value) -> None:
+    """``value`` of option ``d`` inside its declared range and choices, else one line naming the flag."""
     problem = d.flag.problem(value)
     if problem:
-        raise UserError(f"--{name} {value}: {problem}")
+        raise UserError(f"--{d.name} {value}: {problem}")
+
+
+def check_range(name: str, value) -> None:
+    """``value`` inside the declared range of run option ``name`` (for the examples' own parsers)."""
+    check_value(next(d for d in declared(Common) if d.name == name), value)
 
 
 def model_config(opt: argparse.Namespace) -> ModelConfig:

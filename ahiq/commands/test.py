@@ -23,12 +23,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     cfg = options.config(opt)
     # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
     from ahiq.data.splits import run_data_check
-    from ahiq.engine.evaluation import collect_pairs, outputs, run_test
+    from ahiq.engine.evaluation import collect_pairs, run_test
     from ahiq.engine.session import ScoringSession
 
     # outputs checked for writing, the output locked, then the checkpoint read (and refused, if it must be), before
     # anything else; the lock is released however the run ends
-    with ScoringSession(cfg.score, outputs=outputs(cfg)) as session:
+    with ScoringSession(cfg.score, outputs={"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}) as session:
         pairs = collect_pairs(cfg)
         if opt.check_data:
             sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
