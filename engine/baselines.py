@@ -130,7 +130,7 @@ def comparison_files(prefix: str | os.PathLike) -> list[Path]:
 
 
 def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], prefix: str | os.PathLike,
-                           dataset: str | None = None, device: torch.device | str = "cpu", title: str = "",
+                           dataset: str | None = None, device: torch.device | str = "cpu",
                            min_pairs: int = TYPE_MIN_PAIRS) -> str:
     """Score ``pairs`` with each baseline beside AHIQ's ``ahiq``, write the tables and pictures; the markdown."""
     pairs = list(pairs)
@@ -138,7 +138,7 @@ def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], pr
                        {"AHIQ": np.asarray(ahiq, dtype=np.float64), **baseline_scores(names, pairs, device)})
     prefix = Path(prefix)
     scored.write(prefix.with_name(prefix.name + "_baselines.csv"))
-    return comparison_report([scored], prefix, title or dataset or "pairs", TYPE_NAMES.get(dataset or ""),
+    return comparison_report([scored], prefix, dataset or "pairs", TYPE_NAMES.get(dataset or ""),
                              DATASETS[dataset].label if dataset in DATASETS else "label", min_pairs)
 
 
