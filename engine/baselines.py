@@ -1,5 +1,4 @@
-"""Classical full-reference metrics (piq) on the pairs AHIQ scored, oriented higher = better (distances negated),
-and the comparison tables beside AHIQ."""
+"""Classical full-reference metrics (piq), oriented higher = better, and the comparison tables beside AHIQ."""
 from __future__ import annotations
 
 import os

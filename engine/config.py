@@ -70,8 +70,7 @@ class Common:
 
 @dataclass(frozen=True)
 class ScoreConfig(Common):
-    """What a scoring run needs: :class:`Common`, the crop protocol, and the outputs; ``overrides``: architecture
-    fields given explicitly, over the checkpoint's."""
+    """What a scoring run needs: the crop protocol, outputs, and ``overrides`` of the checkpoint's architecture."""
 
     overrides: dict = field(default_factory=dict)
     crops: str = option("center", {"score": f"crop protocol ({PROTOCOLS}): the score is the mean over the crops; "
@@ -144,8 +143,7 @@ T = {"group": "training", "scripts": ("train",)}
 
 @dataclass(frozen=True)
 class TrainConfig(Common, RunFolder):
-    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints (``model_given``: the
-    architecture fields the user set, which must agree with ``checkpoint``'s)."""
+    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

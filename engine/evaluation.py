@@ -1,5 +1,4 @@
-"""test.py's run: score a dataset split or folder pair, write the scores (and the NTIRE zip, a scatter plot, the
-baselines' tables), and measure them against labels."""
+"""test.py's run: score a dataset split or folder pair, write the scores and extras, measure them against labels."""
 from __future__ import annotations
 
 import os
@@ -53,8 +52,7 @@ def collect_pairs(cfg: TestConfig) -> list[Pair]:
 
 
 def label_scale(cfg: TestConfig, record: CheckpointRecord, labels: list[float] | None) -> tuple[bool, str]:
-    """Whether to map predictions onto the training label scale, and why: ``--denormalize``; ``auto``: with a scale
-    in the checkpoint, the training dataset, and labels inside the training range widened by half its width."""
+    """Whether to map predictions onto the training label scale, and why (``--denormalize``, ``auto``: when plausible)."""
     norm = record.score_norm
     if cfg.denormalize is not True and cfg.denormalize is not False:  # auto
         lo, hi = record.label_range or ((norm["lo"], norm["hi"]) if norm and norm.get("kind") == "minmax"

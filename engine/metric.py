@@ -1,5 +1,4 @@
-"""AHIQ as a metric called on what a user has: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``; scores
-are ``score.py``'s for the same files."""
+"""AHIQ as a metric on paths, PIL images, arrays or tensors: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``."""
 from __future__ import annotations
 
 import os

@@ -44,8 +44,7 @@ def set_rng_state(state: dict) -> None:
 
 
 class RunFolder:
-    """The folder of one run, created and locked on rank 0 (``main=False``: a silent stand-in); a folder that holds a
-    run is refused unless ``resume`` or ``overwrite``."""
+    """The folder of one run, created and locked on rank 0 (``main=False``: a silent stand-in)."""
 
     def __init__(self, path: Path, main: bool = True, resume: bool = False, overwrite: bool = False):
         self.path, self.main, self.writer = Path(path), main, None

@@ -148,8 +148,7 @@ def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
 
 def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, rank: int = 0,
          world: int = 1, done: set[int] = frozenset()) -> list[int]:
-    """The pair indices rank ``rank`` of ``world`` scores: its share of the :func:`segments` not all in ``done`` (a
-    segment partly done is scored again whole, so every crop keeps its batch)."""
+    """Rank ``rank``'s share of the :func:`segments` not all in ``done`` (partly done ones are scored again whole)."""
     n = parse_crops(crops)[1] * (2 if flip_tta else 1)
     return shard([part for part in segments(pairs, n, batch_size) if not set(part) <= done], rank, world)
 

@@ -212,8 +212,7 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
 
 
 class Journal:
-    """Results appended to ``<output>.journal`` (``.<rank>`` under torchrun), flushed per pair: a header (format and
-    settings), then per pair its files, their identity and the score; read up to the first torn line."""
+    """Results appended to ``<output>.journal`` (``.<rank>`` under torchrun) after a settings header, flushed per pair."""
 
     FORMAT = 2  # 2: identities per pair (1: keys only)
 

@@ -1,5 +1,4 @@
-"""One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under (the authors': Adam
-over two groups at lr 1e-4, weight decay 1e-5, cosine annealing stepped per iteration, MSE)."""
+"""One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under (the authors')."""
 from __future__ import annotations
 
 import torch
@@ -11,8 +10,7 @@ from ahiq.models.ahiq import AHIQ
 
 
 def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:
-    """Adam parameter groups: the authors' two at ``lr``; with ``feature_lr_scale != 1`` the layers reading the
-    backbone features in two more groups at ``lr * feature_lr_scale``."""
+    """Adam parameter groups: the authors' two; with ``feature_lr_scale != 1`` the feature-reading layers apart."""
     wide = {id(model.regressor.down_channel.weight)}
     for name in ("conv_offset", "deform"):  # absent in the fusion ablations
         if hasattr(model.deform_net, name):

@@ -213,8 +213,7 @@ def script_option_names(script: str) -> set[str] | None:
 
 
 def load_options_file(path: str, options: BaseOptions) -> dict:
-    """Values from an options file (a preset, or a run's ``opt.json``), each checked like its flag; a key that is
-    an option of neither this script nor the file's ``"script"`` is refused."""
+    """Values from an options file (a preset, or a run's ``opt.json``), each checked like its flag."""
     preset = PRESETS / f"{path}.json"  # a preset by name (--config ntire2022) works from an installed package too
     if not Path(path).is_file() and "/" not in path and preset.is_file():
         path = str(preset)

@@ -51,8 +51,7 @@ class TestOptions(BaseOptions):
 
 
 def default_output(checkpoint: str | None, run: Path, named: bool) -> Path:
-    """Where results go without ``--output``: a run's ``best.pth``: its ``results.txt``; another file: ``<stem>_results.txt``
-    beside it; the released one: ``<run>/results.txt``; ``none``: the named run's folder, else ``./results.txt``."""
+    """Where results go without ``--output``: beside the checkpoint (a run's ``best.pth``: its ``results.txt``)."""
     if checkpoint is None:
         return run / "results.txt"
     if checkpoint.lower() == "none":
