@@ -65,7 +65,6 @@ class RunContext:
 
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
     store: Any = None
     rounds: ClassVar[dict] = {}  # how often each tag was waited for in this process (each wait needs a fresh key)
@@ -107,10 +106,9 @@ def setup_run(device: str) -> RunContext:
     """The run's context; under torchrun torch.distributed initialised (NCCL on GPU, gloo on CPU) with a store client."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     where = resolve_device(device)
     if where.type == "cuda" and world > 1:
-        where = torch.device("cuda", local)
+        where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(where)
     store = None
     if world > 1:
@@ -120,7 +118,7 @@ def setup_run(device: str) -> RunContext:
         client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
                                timeout=datetime.timedelta(seconds=60), wait_for_workers=False)
         store = dist.PrefixStore(f"ahiq/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/", client)
-    return RunContext(rank, world, local, where, store)
+    return RunContext(rank, world, where, store)
 
 
 @functools.cache

@@ -107,18 +107,14 @@ def as_images(x: Any, name: str) -> list[np.ndarray]:
         return [_checked(img.numpy(), f"{name}[{k}]" if x.dim() == 4 else name) for k, img in enumerate(batch)]
     if isinstance(x, np.ndarray):
         return [_checked(x, name)]
-    if type(x).__module__.startswith("PIL."):
-        return [_from_pil(x, name)]
-    raise ValueError(f"{name} is a {type(x).__name__}: give {WHAT_TO_PASS}")
-
-
-def _from_pil(image, name: str) -> np.ndarray:
+    if not type(x).__module__.startswith("PIL."):
+        raise ValueError(f"{name} is a {type(x).__name__}: give {WHAT_TO_PASS}")
     from PIL import ImageOps
 
-    image = ImageOps.exif_transpose(image)  # as viewers show it, as files are read
+    image = ImageOps.exif_transpose(x)  # as viewers show it, as files are read
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return _checked(np.asarray(image).astype(np.float32) / 65535, name)
-    return _checked(np.asarray(image.convert("RGB")), name)
+        return [_checked(np.asarray(image).astype(np.float32) / 65535, name)]
+    return [_checked(np.asarray(image.convert("RGB")), name)]
 
 
 def _checked(array: np.ndarray, name: str) -> np.ndarray:
