@@ -1,8 +1,5 @@
-"""torch.hub entry: ``torch.hub.load("OWNER/REPO", "ahiq", checkpoint=None, crops="center", ...)``, OWNER/REPO being
-this repository's GitHub name; from a clone, ``torch.hub.load(path, "ahiq", source="local", ...)``.
-
-Returns :func:`ahiq.create_metric`'s module: ``metric(dist, ref) -> (B,)`` on file paths, PIL images, arrays or
-tensors; the released weights are downloaded once into the user cache.
+"""torch.hub entry: ``torch.hub.load("OWNER/REPO", "ahiq", checkpoint=None, crops="center", ...)`` (from a clone,
+``torch.hub.load(path, "ahiq", source="local", ...)``) returns :func:`ahiq.create_metric`'s ``metric(dist, ref) -> (B,)``.
 """
 dependencies = ["torch", "torchvision", "timm", "numpy", "scipy", "PIL", "cv2", "tqdm", "safetensors"]
 

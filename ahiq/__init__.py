@@ -14,9 +14,8 @@ from pathlib import Path
 
 __version__ = "1.0.0"
 
-# In a clone the package's floors are the folders beside this one (models/, data/, ...); an installed wheel has
-# them inside. Adding the clone's root to the package path makes `import ahiq` work from a clone with no install,
-# under one name either way (ahiq.models, never a bare `models`).
+# In a clone the floors (models/, data/, ...) are beside this folder, in a wheel inside it: either way one name,
+# ahiq.models, and `import ahiq` works from a clone with no install.
 _CLONE = Path(__file__).resolve().parent.parent
 if (_CLONE / "pyproject.toml").is_file() and (_CLONE / "models" / "ahiq.py").is_file():
     __path__.append(str(_CLONE))  # type: ignore[name-defined]  # noqa: F821

@@ -1,8 +1,4 @@
-"""Classical full-reference metrics (piq) on exactly the pairs AHIQ scored, and the comparison tables beside AHIQ.
-
-Every prediction is oriented higher = better, as every label: distances (GMSD, LPIPS, DISTS) are negated. Images
-go in whole, RGB in [0, 1]; ``dist`` is piq's ``x`` (the image judged), ``ref`` its ``y``.
-"""
+"""Classical full-reference metrics (piq), oriented higher = better, and the comparison tables beside AHIQ."""
 from __future__ import annotations
 
 import os
@@ -30,8 +26,7 @@ Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (dist, ref) (B,
 
 @dataclass(frozen=True)
 class Baseline:
-    """A piq metric: its ``title``, whether higher is better, how to build it, the smallest image side it takes,
-    and the weight files (URLs) it fetches through ``torch.hub``."""
+    """A piq metric: title, orientation, builder, the smallest image side it takes, its weight URLs."""
 
     title: str
     higher_better: bool
@@ -108,8 +103,7 @@ def _image(path: Path) -> torch.Tensor:
 
 def baseline_scores(names: Sequence[str], pairs: Sequence[Pair], device: torch.device | str = "cpu",
                     batch_size: int = 8) -> dict[str, np.ndarray]:
-    """``{title: predictions}`` of each baseline on ``pairs``, higher = better; consecutive pairs of one reference
-    go through in batches of ``batch_size`` against one decode of it."""
+    """``{title: predictions}`` of each baseline on ``pairs``, higher = better, batched by reference."""
     metrics = {n: build_baseline(n, device) for n in names}
     out = {n: np.empty(len(pairs)) for n in names}
     start = 0
@@ -135,16 +129,15 @@ def comparison_files(prefix: str | os.PathLike) -> list[Path]:
 
 
 def compare_with_baselines(pairs: Sequence[Pair], ahiq, names: Sequence[str], prefix: str | os.PathLike,
-                           dataset: str | None = None, device: torch.device | str = "cpu", title: str = "",
+                           dataset: str | None = None, device: torch.device | str = "cpu",
                            min_pairs: int = TYPE_MIN_PAIRS) -> str:
-    """Score ``pairs`` with each baseline beside AHIQ's predictions ``ahiq``, write ``<prefix>_baselines.csv`` and
-    :func:`utils.comparison.comparison_report`'s tables and pictures; return the markdown."""
+    """Score ``pairs`` with each baseline beside AHIQ's ``ahiq``, write the tables and pictures; the markdown."""
     pairs = list(pairs)
     scored = ScoredSet(result_names(pairs), pair_types(dataset, pairs), np.array([p.score for p in pairs], float),
                        {"AHIQ": np.asarray(ahiq, dtype=np.float64), **baseline_scores(names, pairs, device)})
     prefix = Path(prefix)
     scored.write(prefix.with_name(prefix.name + "_baselines.csv"))
-    return comparison_report([scored], prefix, title or dataset or "pairs", TYPE_NAMES.get(dataset or ""),
+    return comparison_report([scored], prefix, dataset or "pairs", TYPE_NAMES.get(dataset or ""),
                              DATASETS[dataset].label if dataset in DATASETS else "label", min_pairs)
 
 

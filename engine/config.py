@@ -1,5 +1,4 @@
-"""The running floor's configs: frozen dataclasses the options build and the engine reads, torch-free so that a
-command parses (``--help``, a typo) before torch is imported."""
+"""Frozen configs the options build and the engine reads; torch-free, so a command parses before torch loads."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -71,12 +70,7 @@ class Common:
 
 @dataclass(frozen=True)
 class ScoreConfig(Common):
-    """What a scoring run needs: :class:`Common`, the crop protocol, and the outputs.
-
-    ``checkpoint`` None: the released one; ``"none"``: random heads. ``pretrained_backbones``, ``vit_weights``,
-    ``cnn_weights`` None: the backbones the checkpoint records. ``overrides``: architecture fields given explicitly,
-    over the checkpoint's.
-    """
+    """What a scoring run needs: the crop protocol, outputs, and ``overrides`` of the checkpoint's architecture."""
 
     overrides: dict = field(default_factory=dict)
     crops: str = option("center", {"score": f"crop protocol ({PROTOCOLS}): the score is the mean over the crops; "
@@ -112,8 +106,7 @@ class RunFolder:
 
 @dataclass(frozen=True)
 class TestConfig(RunFolder):
-    """What test.py adds to scoring: which pairs (a folder pair or a split of ``data``), labels, the files it writes
-    besides the scores, and the label-scale policy."""
+    """What test.py adds to scoring: which pairs, labels, extra outputs, and the label-scale policy."""
 
     score: ScoreConfig = ScoreConfig()
     data: DataConfig | None = None
@@ -150,12 +143,7 @@ T = {"group": "training", "scripts": ("train",)}
 
 @dataclass(frozen=True)
 class TrainConfig(Common, RunFolder):
-    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints.
-
-    ``checkpoint``: start the fusion and head from it (its architecture is used; ``model_given`` names the
-    architecture fields the user set, which must agree with it). ``crop_size`` / ``pretrained_backbones`` None:
-    the checkpoint's record, else 224 / true.
-    """
+    """Everything a training run is; stored as the run's ``opt.json`` and in its checkpoints."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -215,8 +203,7 @@ class TrainConfig(Common, RunFolder):
 
 
 def run_defining() -> tuple[str, ...]:
-    """Options that change a run's model or data (refused at ``--resume`` unless allowed): every model and data
-    field, the ViT patch size, and :data:`DEFINES_RUN`."""
+    """Options that change a run's model or data: model and data fields, ``patch_size``, :data:`DEFINES_RUN`."""
     return (*(f.name for f in fields(ModelConfig)), "patch_size", *(f.name for f in fields(DataConfig)), *DEFINES_RUN)
 
 

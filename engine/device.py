@@ -1,5 +1,4 @@
-"""Where and how the network runs: device choice, numeric precision, torchrun set-up (and stopping every rank
-when one fails), seeding."""
+"""Where and how the network runs: device, precision, torchrun set-up (one rank's failure stops all), seeding."""
 from __future__ import annotations
 
 import atexit
@@ -24,8 +23,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (a CUDA GPU, a CPU with AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slower than fp32."""
+    """Whether ``device`` computes bf16 in hardware (CUDA, or a CPU with AVX512-BF16 or AMX)."""
     where = resolve_device(device) if device == "auto" else torch.device(device)  # no GPU for "cuda": False
     if where.type == "cuda":
         return torch.cuda.is_available()
@@ -63,12 +61,10 @@ def precision_context(precision: str, device: torch.device, strict: bool = True)
 
 @dataclass
 class RunContext:
-    """Where this process runs: rank, world size, device, and the store the ranks share (None alone), where one
-    rank's failure is posted for the others."""
+    """Where this process runs: rank, world size, device, and the store the ranks share (None alone)."""
 
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
     store: Any = None
     rounds: ClassVar[dict] = {}  # how often each tag was waited for in this process (each wait needs a fresh key)
@@ -97,10 +93,6 @@ class RunContext:
             self.check()
             time.sleep(0.05)
 
-    def count(self, key: str, n: int = 1) -> int:
-        """Add ``n`` to the counter ``key`` all ranks share; its new total."""
-        return int(self.store.add(key, n))
-
     def gather(self, value: Any) -> list:
         """``value`` of every rank, in rank order (alone: ``[value]``)."""
         if self.world_size == 1:
@@ -114,10 +106,9 @@ def setup_run(device: str) -> RunContext:
     """The run's context; under torchrun torch.distributed initialised (NCCL on GPU, gloo on CPU) with a store client."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     where = resolve_device(device)
     if where.type == "cuda" and world > 1:
-        where = torch.device("cuda", local)
+        where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(where)
     store = None
     if world > 1:
@@ -127,7 +118,7 @@ def setup_run(device: str) -> RunContext:
         client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
                                timeout=datetime.timedelta(seconds=60), wait_for_workers=False)
         store = dist.PrefixStore(f"ahiq/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/", client)
-    return RunContext(rank, world, local, where, store)
+    return RunContext(rank, world, where, store)
 
 
 @functools.cache

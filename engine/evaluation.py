@@ -1,10 +1,4 @@
-"""test.py's run: score every pair of a dataset split or a folder pair with a trained checkpoint, write the scores
-(and the NTIRE zip, a scatter plot, the baselines' tables), and measure them against labels.
-
-Every pair is scored (no dropped batch), all inputs are checked before any scoring, files are written atomically,
-and under ``torchrun`` the ranks share the pairs by reference. Notes go to the ``ahiq`` logger; the metrics line
-and the baselines' table are returned for the caller to print.
-"""
+"""test.py's run: score a dataset split or folder pair, write the scores and extras, measure them against labels."""
 from __future__ import annotations
 
 import os
@@ -58,13 +52,7 @@ def collect_pairs(cfg: TestConfig) -> list[Pair]:
 
 
 def label_scale(cfg: TestConfig, record: CheckpointRecord, labels: list[float] | None) -> tuple[bool, str]:
-    """Whether to map predictions onto the training label scale (and compare them with labels directly), and why.
-
-    ``--denormalize true/false`` decides; ``auto``: only with a training scale in the checkpoint, the same
-    dataset as in training (any, for folder pairs and csv files), and labels (when given) inside the training
-    label range widened by half its width. Cross-dataset predictions stay raw: correlations and the fitted
-    PLCC/RMSE compare them with labels on any scale.
-    """
+    """Whether to map predictions onto the training label scale, and why (``--denormalize``, ``auto``: when plausible)."""
     norm = record.score_norm
     if cfg.denormalize is not True and cfg.denormalize is not False:  # auto
         lo, hi = record.label_range or ((norm["lo"], norm["hi"]) if norm and norm.get("kind") == "minmax"
@@ -100,18 +88,6 @@ def write_ntire_zip(path: str, lines: str, seconds_per_image: float, on_gpu: boo
     atomic_write(path, write)
 
 
-def outputs(cfg: TestConfig) -> dict:
-    """The files besides the scores that a test run writes, for the session to check before it starts."""
-    return {"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}
-
-
-def check_names(cfg: TestConfig, names: list[str]) -> None:
-    bad = next((n for n in names if any(c in n for c in NTIRE_FORBIDDEN)), None) if cfg.ntire_zip else None
-    if bad is not None:
-        raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
-                        "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
-
-
 def map_names(cfg: TestConfig, pairs: list[Pair], names: list[str]) -> list[str]:
     """Names of the quality maps: csv datasets by the file's path from the folder (../ kept inside the maps)."""
     if cfg.data is not None and cfg.data.dataset == "csv":
@@ -121,19 +97,22 @@ def map_names(cfg: TestConfig, pairs: list[Pair], names: list[str]) -> list[str]
 
 
 def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dict | None:
-    """Screen, guard, score, write, measure ``pairs`` inside ``session``: the metrics (with ``notes``, the
-    ``line`` to print and the ``baselines`` table), or None without labels or on a rank that does not write."""
+    """Screen, guard, score, write, measure ``pairs``: the metrics (None without labels, or off rank 0)."""
     score = cfg.score
     pairs = session.screen(pairs)
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
     labelled = all(p.score is not None for p in pairs)
-    check_names(cfg, names)
+    bad = next((n for n in names if any(c in n for c in NTIRE_FORBIDDEN)), None) if cfg.ntire_zip else None
+    if bad is not None:
+        raise UserError(f"--ntire_zip: the name {bad!r} holds a comma, quote or line break, which the challenge's "
+                        "bare name,score output.txt cannot hold; rename the file or leave out --ntire_zip")
     prefix = Path(score.output).with_name(Path(score.output).stem)
     # the labels copy sits beside --output; standard output (-) has no beside: the scores alone go there
     details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled and str(score.output) != "-" else None
     labels = [cfg.labels] if cfg.labels else [] if cfg.data is None else label_files(cfg.data)
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if cfg.baselines else {}
-    session.guard(pairs, map_names(cfg, pairs, names), {"labels copy ": details, **extra}, labels)
+    maps = map_names(cfg, pairs, names)
+    session.guard(pairs, maps, {"labels copy ": details, **extra}, labels)
     if (cfg.plot or cfg.baselines is not None) and not labelled:
         raise UserError(f"{'--plot' if cfg.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
     baselines = parse_baselines(cfg.baselines) if cfg.baselines is not None else None
@@ -144,7 +123,7 @@ def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dic
     norm = ScoreNorm.from_dict(record.score_norm) if same_scale else ScoreNorm("none")
     note(f"test: {describe(pairs)}; {session.describe()}")
     start = time.perf_counter()
-    scored = session.score(pairs, map_names(cfg, pairs, names))
+    scored = session.score(pairs, maps)
     if scored is None:  # another rank writes the results
         return None
     per_image = (time.perf_counter() - start) / len(pairs)

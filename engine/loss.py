@@ -16,26 +16,12 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class AHIQLoss(nn.Module):
-    """AHIQ as a loss: ``1 - score`` of (distorted, reference) pairs, lower is better.
+    """AHIQ as a loss: ``(B, 3, H, W)`` pairs in [0, 1] -> ``1 - score`` reduced by ``reduction`` (lower is better).
 
-    ``forward(dist, ref)``: ``(B, 3, H, W)`` RGB float in [0, 1], ``H, W >= crop_size`` -> ``1 - score``
-    reduced by ``reduction`` (``mean`` or ``sum``: a scalar; ``none``: ``(B,)``). A pair's score is the mean
-    of the network's score over the crops of ``crops``, taken at the same windows of ``dist`` and ``ref``:
-    ``center``, ``five``, ``nine``, ``grid:N`` (as ``score.py``), or ``random:N``, drawn at each call from
-    torch's global RNG (different windows at every training step, reproducible with ``torch.manual_seed``).
-    Identical windows are computed once (a 224x224 image costs one crop under any protocol).
-
-    Gradients flow to ``dist`` (and to ``ref`` when it requires grad) through the frozen backbones. The
-    network never changes: its parameters have ``requires_grad=False`` and it stays in eval mode when a
-    parent module calls ``.train()``. ``score`` and ``score_map`` give the metric and its spatial map.
-
-    The network comes from ``checkpoint`` exactly as in ``score.py`` (:func:`models.checkpoint.load_model`: the
-    architecture, backbones and training crop size the checkpoint records; no checkpoint: the released one once
-    `sh download.sh` has fetched it; ``"none"``: random heads), or is given ready as ``model`` (then frozen in
-    place). ``crop_size`` None: the checkpoint's training crop, else 224; ``pretrained_backbones`` None: the
-    recorded backbones.
-    ``checkpointing=True`` recomputes the activations of the ViT blocks and of the deformable fusion in the
-    backward pass instead of storing them: less memory per step, more time (see the README's figures).
+    A pair's score is the mean over the crops of ``crops`` (``random:N`` drawn from torch's global RNG at each call),
+    as ``score.py`` computes it. Gradients flow to ``dist`` (and ``ref``) through the frozen network, which stays in
+    eval mode. The network is loaded from ``checkpoint`` as ``score.py`` loads it, or given ready as ``model``.
+    ``checkpointing=True`` recomputes activations in the backward pass: less memory, more time.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, vit_weights: str | None = None,
@@ -87,8 +73,7 @@ class AHIQLoss(nn.Module):
         return self._scores(dist, ref)
 
     def score_map(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """The patch score map ``f`` at image resolution, ``(B, 1, H, W)``, averaged over overlapping crops
-        (the map of ``score.py --save_maps``; pixels no crop covers are 0). Differentiable when grad is on."""
+        """The score map ``(B, 1, H, W)`` at image resolution, averaged over crops (0 where none looked)."""
         windows, (_, maps, _) = self._run(dist, ref, return_maps=True)
         return torch.stack([self.planner.paste(f, w, *dist.shape[-2:]) for f, w in zip(maps, windows)])[:, None]
 
@@ -98,8 +83,7 @@ class AHIQLoss(nn.Module):
 
     def _run(self, dist: torch.Tensor, ref: torch.Tensor,
              return_maps: bool = False) -> tuple[list[list[Window]], list[tuple[torch.Tensor, ...]]]:
-        """The windows of each image (``random:N`` drawn from torch's RNG, anew for each image) and the network's
-        outputs (scores, or scores and maps) split by image, in the network's dtype (not autocast's bf16)."""
+        """Each image's windows and the network's outputs split by image, in the network's dtype."""
         if dist.dim() != 4 or dist.shape[1] != 3 or dist.shape != ref.shape:
             raise ValueError(f"dist {tuple(dist.shape)} and ref {tuple(ref.shape)}: need the same (B, 3, H, W)")
         if min(dist.shape[-2:]) < self.crop_size:

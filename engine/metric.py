@@ -1,10 +1,4 @@
-"""AHIQ as a metric called on what a user has: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``.
-
-The metric takes file paths, PIL images, numpy arrays and tensors of any size of at least the crop, and scores
-them exactly as ``score.py`` scores the same files: the same decoding, crop windows, batches and mean over crops
-(:func:`engine.scoring.score_stream`, with the images held in memory instead of read from disk). A reference given
-once for several distorted images is encoded once.
-"""
+"""AHIQ as a metric on paths, PIL images, arrays or tensors: ``ahiq.create_metric()`` and the one-pair ``ahiq.score``."""
 from __future__ import annotations
 
 import os
@@ -34,12 +28,9 @@ LOSS_OPTIONS = ("reduction", "checkpointing")
 class AHIQMetric(nn.Module):
     """AHIQ full-reference quality, higher = better: ``metric(dist, ref) -> (B,)`` scores.
 
-    ``dist`` and ``ref``: one image or a batch (see :data:`WHAT_TO_PASS`); one reference may serve a batch of
-    distorted images. Every pair's images have the same size, at least ``crop_size`` on each side; the crop
-    protocol ``crops`` places the windows (``center``, ``five``, ``nine``, ``grid:N``, ``random:N`` seeded by
-    ``seed``), and the score is the mean over the crops, as ``score.py`` computes it. ``return_maps=True`` also
-    gives each pair's score map and weight map at image resolution, ``(H, W)`` float arrays with NaN where no crop
-    looked (the maps ``score.py --save_maps`` draws). The network is frozen and never changes.
+    ``dist`` and ``ref``: one image or a batch (:data:`WHAT_TO_PASS`; one reference may serve the batch), each pair
+    of one size, at least ``crop_size``. ``return_maps=True`` also gives each pair's score and weight maps ``(H, W)``
+    (NaN where no crop looked). The network is frozen.
     """
 
     lower_better = False
@@ -65,8 +56,7 @@ class AHIQMetric(nn.Module):
 
     def forward(self, dist: ImageLike | Sequence[ImageLike], ref: ImageLike | Sequence[ImageLike],
                 return_maps: bool = False):
-        """Scores ``(B,)`` (float32, on the metric's device); with ``return_maps``, also the lists of score maps
-        and weight maps."""
+        """Scores ``(B,)`` float32; with ``return_maps``, also the lists of score maps and weight maps."""
         dists, refs = as_images(dist, "dist"), as_images(ref, "ref")
         if len(refs) == 1 < len(dists):
             refs = refs * len(dists)  # one reference for the batch: the same object, so encoded once
@@ -95,8 +85,7 @@ class AHIQMetric(nn.Module):
 
 
 def as_images(x: Any, name: str) -> list[np.ndarray]:
-    """``x`` as a list of RGB arrays ``(H, W, 3)``, uint8 or float32 in [0, 1], as :func:`data.images.read_image`
-    decodes files; anything else is a ValueError naming ``name`` and what to pass."""
+    """``x`` as RGB arrays ``(H, W, 3)``, uint8 or float32 in [0, 1]; else a ValueError naming ``name``."""
     if isinstance(x, (list, tuple)):
         if not x:
             raise ValueError(f"{name} is empty: give {WHAT_TO_PASS}")
@@ -118,18 +107,14 @@ def as_images(x: Any, name: str) -> list[np.ndarray]:
         return [_checked(img.numpy(), f"{name}[{k}]" if x.dim() == 4 else name) for k, img in enumerate(batch)]
     if isinstance(x, np.ndarray):
         return [_checked(x, name)]
-    if type(x).__module__.startswith("PIL."):
-        return [_from_pil(x, name)]
-    raise ValueError(f"{name} is a {type(x).__name__}: give {WHAT_TO_PASS}")
-
-
-def _from_pil(image, name: str) -> np.ndarray:
+    if not type(x).__module__.startswith("PIL."):
+        raise ValueError(f"{name} is a {type(x).__name__}: give {WHAT_TO_PASS}")
     from PIL import ImageOps
 
-    image = ImageOps.exif_transpose(image)  # as viewers show it, as files are read
+    image = ImageOps.exif_transpose(x)  # as viewers show it, as files are read
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return _checked(np.asarray(image).astype(np.float32) / 65535, name)
-    return _checked(np.asarray(image.convert("RGB")), name)
+        return [_checked(np.asarray(image).astype(np.float32) / 65535, name)]
+    return [_checked(np.asarray(image.convert("RGB")), name)]
 
 
 def _checked(array: np.ndarray, name: str) -> np.ndarray:
@@ -163,11 +148,8 @@ def create_metric(checkpoint: str | os.PathLike | None = None, *, crops: str = "
                   **options: Any) -> nn.Module:
     """AHIQ as a ``torch.nn.Module``: :class:`AHIQMetric` (``as_loss=False``) or :class:`engine.loss.AHIQLoss`.
 
-    ``checkpoint``: None for the released model (the clone's copy, else the user cache, downloaded there once;
-    see :mod:`models.hub`), a file, or ``"none"`` (random heads, announced). The architecture, backbones and
-    training crop come from the checkpoint's record. ``options``: ``vit_weights``, ``cnn_weights``,
-    ``pretrained_backbones``, ``seed`` (random backbones and ``random:N`` crops, as ``score.py --seed``) and
-    ``batch_size`` (crops per forward pass); with ``as_loss``, ``reduction`` and ``checkpointing`` of AHIQLoss.
+    ``checkpoint``: None for the released model, a file, or ``"none"`` (random heads). ``options``:
+    :data:`MODEL_OPTIONS`, and ``batch_size``, or with ``as_loss`` :data:`LOSS_OPTIONS`.
     """
     allowed = (*MODEL_OPTIONS, *(LOSS_OPTIONS if as_loss else ("batch_size",)))
     unknown = sorted(set(options) - set(allowed))
@@ -190,8 +172,7 @@ _last: tuple[str, nn.Module] | None = None  # ahiq.score's metric, kept while th
 
 
 def score(dist: ImageLike, ref: ImageLike, **kwargs: Any) -> float:
-    """The AHIQ score of one pair (higher = better); ``kwargs`` as :func:`create_metric` takes them. The metric is
-    built once and kept for further calls with the same settings."""
+    """The AHIQ score of one pair; ``kwargs`` as :func:`create_metric` takes them (the metric is kept)."""
     global _last
     key = repr(sorted(kwargs.items()))
     if _last is None or _last[0] != key:

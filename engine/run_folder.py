@@ -44,11 +44,7 @@ def set_rng_state(state: dict) -> None:
 
 
 class RunFolder:
-    """The folder of one run, on rank 0 (other ranks get a silent stand-in: ``main=False``).
-
-    Opening it creates and locks it and removes temporary files of interrupted writes. A folder that holds a run
-    is refused unless ``resume`` or ``overwrite`` (:meth:`start_over` removes it once the run's inputs are checked).
-    """
+    """The folder of one run, created and locked on rank 0 (``main=False``: a silent stand-in)."""
 
     def __init__(self, path: Path, main: bool = True, resume: bool = False, overwrite: bool = False):
         self.path, self.main, self.writer = Path(path), main, None

@@ -1,17 +1,8 @@
 """Score whole image pairs with a crop protocol, streaming: a forward pass holds at most ``batch_size`` crops.
 
-:class:`CropPlanner` crops and runs pairs for every entry point (here, :class:`engine.loss.AHIQLoss` and
-:class:`engine.metric.AHIQMetric`): a protocol's windows, their crops, precision, mean over crops, maps.
-
-Pairs are taken reference by reference: a reference's crops go through the network once
-(:meth:`AHIQ.encode_reference`) and serve every distorted image of that reference, across batches too (every
-protocol qualifies: its windows depend on the image size and the seed alone). A window a protocol places twice
-is computed once and counts twice. Memory holds one batch of crops, the references it uses, and the maps of the
-pairs in flight; results stream out as pairs complete.
-
-The pairs are cut into *segments* (whole references, at least two batches of crops each) and batches never cross
-a segment's end, so how crops are batched depends on the pairs alone: a run split over ranks by segments
-(:func:`shard`) computes every crop in the same batch as a single process, bit for bit.
+Each reference's crops are encoded once and serve all its distorted images. Batches never cross a *segment* (whole
+references, at least two batches of crops), so a run split over ranks (:func:`shard`) batches every crop as a
+single process does, bit for bit.
 """
 from __future__ import annotations
 
@@ -53,8 +44,7 @@ class PairScore:
 
 @dataclass(frozen=True)
 class CropPlanner:
-    """How pairs are cropped and run, checked when made: protocol ``crops`` (:mod:`data.crops`), crop side
-    ``crop`` (None: the model's, :meth:`for_model`), ``precision``, ``flip_tta`` (each window also mirrored)."""
+    """How pairs are cropped and run: protocol, crop side (None: the model's), precision, flip TTA."""
 
     crops: str = "center"
     crop: int | None = None
@@ -86,8 +76,7 @@ class CropPlanner:
         return view.flip(-1) if mirrored else view
 
     def cut(self, images: torch.Tensor, windows: Sequence[Sequence[Window]]) -> torch.Tensor:
-        """The crops ``(sum of windows, 3, crop, crop)`` of ``windows[i]`` in ``images[i]`` ``(3, H, W)``, in order
-        (``images`` itself when each is one crop-sized unmirrored window)."""
+        """The crops ``(sum of windows, 3, crop, crop)`` of ``windows[i]`` in ``images[i]`` ``(3, H, W)``."""
         if images.shape[-2:] == (self.crop, self.crop) and all(len(w) == 1 and not w[0][3] for w in windows):
             return images
         return torch.stack([self.piece(image, window) for image, mine in zip(images, windows) for window in mine])
@@ -105,17 +94,14 @@ class CropPlanner:
             return ReferenceSide.cat([model.encode_reference(part) for part in refs.split(chunk)])
 
     def crop_scores(self, scores: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
-        """The protocol's crop scores ``(N,)`` from those of ``windows`` (a window's and its mirror's averaged),
-        each window's repeated as often as it is placed."""
+        """The protocol's crop scores ``(N,)``: mirrors averaged, each window repeated as often as placed."""
         if self.flip_tta:
             scores = (scores[0::2] + scores[1::2]) / 2
         return scores.repeat_interleave(torch.tensor([w[2] for w in windows if not w[3]], device=scores.device))
 
     def paste(self, maps: torch.Tensor, windows: Sequence[Window], height: int, width: int,
               fill: float = 0.0) -> torch.Tensor:
-        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` averaged into one ``(H, W)`` map, each window
-        counted as often as placed; each map upsampled (nearest) to its crop's pixels, ``fill`` where no crop
-        looked. In fp32 on the maps' device, differentiable (a spatial loss can use it)."""
+        """The maps ``(N, 1, h, w)`` of the unmirrored ``windows`` averaged into one differentiable ``(H, W)`` map."""
         up = F.interpolate(maps.float(), size=(self.crop, self.crop), mode="nearest")[:, 0]
         total, count = up.new_zeros(height, width), up.new_zeros(height, width)
         for m, (top, left, times, _) in zip(up, [w for w in windows if not w[3]]):
@@ -125,8 +111,7 @@ class CropPlanner:
 
 
 def crop_batch(images: Sequence[torch.Tensor], positions: Sequence[Sequence[tuple[int, int]]], crop: int) -> torch.Tensor:
-    """Stack the crops ``(top, left)`` of each image ``(3, H, W)`` into ``(sum of crops, 3, crop, crop)`` (all as
-    float in [0, 1] when 8-bit and 16-bit images meet)."""
+    """The crops ``(top, left)`` of each image ``(3, H, W)`` stacked: ``(sum of crops, 3, crop, crop)``."""
     images = common_depth(images)
     return torch.stack([img[:, t:t + crop, x:x + crop] for img, pos in zip(images, positions) for t, x in pos])
 
@@ -140,8 +125,7 @@ def reference_order(pairs: Sequence[tuple[Path, Path]]) -> list[int]:
 
 
 def segments(pairs: Sequence[tuple[Path, Path]], crops_per_pair: int, batch_size: int) -> list[list[int]]:
-    """Pair indices in :func:`reference_order`, cut at reference boundaries into runs of at least
-    ``SEGMENT_BATCHES`` batches of crops (counting the protocol's nominal crops per pair)."""
+    """Pair indices by reference, cut at references into runs of at least ``SEGMENT_BATCHES`` batches of crops."""
     order, out, crops = reference_order(pairs), [], 0
     for k, i in enumerate(order):
         if not out or (crops >= SEGMENT_BATCHES * batch_size and str(pairs[order[k - 1]][1]) != str(pairs[i][1])):
@@ -153,8 +137,7 @@ def segments(pairs: Sequence[tuple[Path, Path]], crops_per_pair: int, batch_size
 
 
 def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
-    """The pair indices rank ``rank`` of ``world`` scores: a contiguous run of the segments ``parts``, the runs
-    balanced by pair count (each rank's share ends where the running count passes ``rank + 1`` shares)."""
+    """The pair indices rank ``rank`` of ``world`` scores: contiguous segments, balanced by pair count."""
     total, mine, seen = sum(map(len, parts)), [], 0
     for part in parts:
         if total * rank <= (seen + len(part) / 2) * world < total * (rank + 1):
@@ -165,9 +148,7 @@ def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
 
 def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, rank: int = 0,
          world: int = 1, done: set[int] = frozenset()) -> list[int]:
-    """The pair indices rank ``rank`` of ``world`` scores: its share of the :func:`segments` that are not all in
-    ``done`` (a segment partly done is scored again whole, so that every crop keeps its batch: a resumed run's
-    scores are an uninterrupted run's, bit for bit)."""
+    """Rank ``rank``'s share of the :func:`segments` not all in ``done`` (partly done ones are scored again whole)."""
     n = parse_crops(crops)[1] * (2 if flip_tta else 1)
     return shard([part for part in segments(pairs, n, batch_size) if not set(part) <= done], rank, world)
 
@@ -181,8 +162,7 @@ def quiet_worker(_: int) -> None:
 
 
 class _Images(Dataset):
-    """Item ``j`` of ``order``: ``(pair index, distorted image, reference image or None)``; the reference is decoded
-    only for the first of its pairs in ``order``. ``read`` decodes (or takes from screening's decoded images)."""
+    """Item ``j``: ``(pair index, dist, ref or None)``; a reference is decoded for its first pair only."""
 
     def __init__(self, pairs, order: Sequence[int], read: Callable[[Path], np.ndarray]):
         self.pairs, self.order, self.read = pairs, list(order), read
@@ -210,8 +190,7 @@ class _Pair:
 
 
 class _Stream:
-    """What :func:`score_stream` holds between batches: the crops queued for the next forward pass, and the
-    references they use (by key: windows and image shape; crops, or their encoded side once encoded)."""
+    """What :func:`score_stream` holds between batches: the queued crops and the references they use."""
 
     def __init__(self, model: AHIQ, planner: CropPlanner, pairs, seed: int, batch_size: int, with_maps: bool,
                  reuse_reference: bool, progress: Callable[[float], None] | None):
@@ -298,8 +277,7 @@ def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "
                  with_maps: bool = False, flip_tta: bool = False, reuse_reference: bool = True,
                  indices: Sequence[int] | None = None, read: Callable[[Path], np.ndarray] = read_image,
                  progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, PairScore]]:
-    """``(pair index, PairScore)`` as pairs complete, for ``indices`` (default all) of ``pairs`` (see
-    :func:`score_pairs` for the arguments); ``progress(pairs)`` is called with each finished fraction of pairs."""
+    """``(pair index, PairScore)`` as pairs complete, for ``indices`` of ``pairs`` (see :func:`score_pairs`)."""
     planner = CropPlanner(crops, crop_size, precision, flip_tta).for_model(model)
     wanted = set(range(len(pairs)) if indices is None else indices)
     parts = [[i for i in part if i in wanted] for part in segments(pairs, parse_crops(crops)[1] * (1 + flip_tta),
@@ -324,11 +302,9 @@ def score_pairs(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "c
                 reuse_reference: bool = True) -> Iterator[PairScore]:
     """Yield a :class:`PairScore` per pair, in the order of ``pairs``; at most ``batch_size`` crops per forward.
 
-    ``crop_size``: default the model's training crop as its checkpoint records it (``model.record``), else 224.
-    With ``reuse_reference`` each reference's crops are encoded once and serve all its distorted images
-    (``False``: ``forward(dist, ref)`` for every crop pair; the same scores to fp32 rounding). ``flip_tta``: each
-    crop's score is the mean of the crop and its left-right mirror (maps: unmirrored). Pairs given out of
-    reference order are scored grouped and held until their turn. ``progress``: a tqdm bar by pairs.
+    ``crop_size``: default the model's training crop, else 224. ``reuse_reference=False`` runs
+    ``forward(dist, ref)`` for every crop pair (the same scores to fp32 rounding). ``flip_tta``: each crop's score is
+    the mean of the crop and its mirror. ``progress``: a tqdm bar by pairs.
     """
     bar = tqdm(total=len(pairs), desc="score", unit="pair", disable=not progress, leave=False)
     done: dict[int, PairScore] = {}

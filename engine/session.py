@@ -1,9 +1,6 @@
-"""One scoring session (score.py, test.py, the experiments, validation): open the checkpoint once, screen the pairs
-once, guard the outputs, build the model, score.
-
-Under ``torchrun`` each rank scores whole references and rank 0 gathers every score. With an output file, results
-are appended to a journal beside it (``<output>.journal``, one per rank), so a run stopped at any moment continues
-with the pairs not yet scored and ends with the same bytes; a resume with other settings is refused.
+"""One scoring session (score.py, test.py, the experiments, validation): open the checkpoint and screen the pairs
+once, guard the outputs, build the model, score; with an output file, a journal beside it lets a stopped run
+continue with the same bytes.
 """
 from __future__ import annotations
 
@@ -36,8 +33,7 @@ from ahiq.utils.visual import save_quality_map
 
 
 class ScoringSession:
-    """``screen`` -> ``guard`` -> ``score`` (the model built on first use), in a ``with`` block that releases the
-    output's lock. ``outputs``: the script's own output files (``{"--plot ": path}``), checked for writing at once."""
+    """``screen`` -> ``guard`` -> ``score`` (the model built on first use), in a ``with`` block."""
 
     def __init__(self, cfg: ScoreConfig, ctx: RunContext | None = None, outputs: dict[str, str | None] | None = None):
         self.cfg = cfg
@@ -81,8 +77,7 @@ class ScoringSession:
 
     def guard(self, pairs: list[Pair], names: list[str], outputs: dict[str, str | None] | None = None,
               inputs: Iterable[str | Path] = ()) -> None:
-        """Before any model is built: no output (``--output``, its journal and lock, the map files, the script's
-        outputs) is an input (images, checkpoint, weight files, ``inputs``) or another output."""
+        """Before any model is built: no output is an input or another output."""
         cfg = self.cfg
         outputs = {**self.outputs, **(outputs or {})}
         inputs = [*inputs, *(p for pair in pairs for p in (pair.dist, pair.ref))]
@@ -192,8 +187,7 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
             batch_size: int, precision: str, num_workers: int = 0, flip_tta: bool = False, with_maps: bool = False,
             done: dict[int, float] | None = None, each=None, progress: bool = False,
             read=read_image) -> dict[int, float]:
-    """``{pair index: score}`` for every pair, on every rank: each rank scores its share of whole references (pairs
-    in ``done`` keep their scores), calls ``each(index, PairScore)`` as pairs complete, and the ranks gather."""
+    """``{pair index: score}`` for every pair on every rank; ``each(index, PairScore)`` as pairs complete."""
     tuples = [(p.dist, p.ref) for p in pairs]
     done = dict(done or {})
     everyone = [plan(tuples, crops, batch_size, flip_tta, r, ctx.world_size, set(done)) for r in range(ctx.world_size)]
@@ -202,7 +196,7 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
     bar = tqdm(total=sum(map(len, everyone)), desc="score", unit="pair", disable=not (progress and ctx.main),
                leave=False, postfix=f"{len(done)} done before" if done else None)
     key = f"progress/{ctx.rounds.get('scored', 0)}"  # one counter per call: wait_all('scored') ends each
-    tick = bar.update if ctx.store is None else lambda _: setattr(bar, "n", ctx.count(key)) or bar.refresh()
+    tick = bar.update if ctx.store is None else lambda _: setattr(bar, "n", int(ctx.store.add(key, 1))) or bar.refresh()
     for i, result in score_stream(model, tuples, crops, crop_size, seed, batch_size, precision, num_workers,
                                   with_maps=with_maps, flip_tta=flip_tta, indices=mine, read=read, progress=tick):
         if each is not None:
@@ -218,11 +212,7 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
 
 
 class Journal:
-    """Results appended to ``<output>.journal`` (``.journal.<rank>`` under torchrun), flushed per pair: a header
-    line (format and settings), then per pair its two files (resolved), their identity and the score.
-
-    Reading refuses other settings and a damaged header; entries are read up to the first that is not whole and
-    well-formed (a killed run's torn line). ``done``: ``(dist, ref)`` -> ``(identity, score)``."""
+    """Results appended to ``<output>.journal`` (``.<rank>`` under torchrun) after a settings header, flushed per pair."""
 
     FORMAT = 2  # 2: identities per pair (1: keys only)
 
@@ -308,19 +298,14 @@ class Journal:
             path.unlink(missing_ok=True)
 
 
-def file_identity(path: str | Path) -> list[int]:
-    """What tells a file's versions apart cheaply: ``[size, modification time (ns), inode]`` (through links)."""
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-
 def pair_key(pair: Pair) -> tuple[str, str]:
     """A pair's journal key: both files resolved."""
     return str(Path(pair.dist).resolve()), str(Path(pair.ref).resolve())
 
 
 def pair_identity(pair: Pair) -> list[int]:
-    return [*file_identity(pair.dist), *file_identity(pair.ref)]
+    """What tells the versions of a pair's files apart cheaply: size, modification time (ns), inode of each."""
+    return [v for st in map(os.stat, (pair.dist, pair.ref)) for v in (st.st_size, st.st_mtime_ns, st.st_ino)]
 
 
 def _journal_entry(line: bytes) -> tuple[tuple[str, str], list[int], float] | None:

@@ -1,9 +1,4 @@
-"""Training: the epoch loop over :class:`TrainConfig`, with validation, checkpoints, resume and DDP.
-
-:class:`Trainer` sets up the run folder, data, model, optimiser and schedule (:mod:`engine.training`); ``run()``
-trains per epoch, validates every ``val_freq`` epochs and writes ``last.pth`` and ``best.pth``. Under ``torchrun``
-each process trains on its shard, validation scores each pair once on some rank, and rank 0 alone writes files.
-"""
+"""Training: the epoch loop over :class:`TrainConfig`, with validation, checkpoints, resume and DDP."""
 from __future__ import annotations
 
 import functools
@@ -41,11 +36,7 @@ from ahiq.utils.io import check_outputs
 from ahiq.utils.metrics import evaluate, format_metrics
 
 def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum") -> bool:
-    """Whether validation ``metrics`` make a new best checkpoint over ``best`` (the last best's metrics).
-
-    ``sum``: SRCC + PLCC (``main``) rose (undefined, under 2 pairs: the first validated epoch is the best).
-    ``either``: the release's rule, SRCC or PLCC rose against the last best's, starting from 0.
-    """
+    """Whether validation ``metrics`` beat ``best``: ``sum``: SRCC + PLCC rose; ``either``: SRCC or PLCC rose."""
     if rule == "sum":
         last = best.get("main", -math.inf)
         last = -math.inf if math.isnan(last) else last
@@ -58,8 +49,7 @@ def improves(metrics: dict[str, float], best: dict[str, float], rule: str = "sum
 
 
 def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: CheckpointRecord, where: str) -> ModelConfig:
-    """The architecture of a run started from a checkpoint: the one it records, else the options', with the
-    options' implementation choices; a field the user set otherwise stops."""
+    """The architecture of a run from a checkpoint: the recorded one; a field the user set otherwise stops."""
     if record.model_config is None:
         return asked
     mine, theirs = asked.to_dict(), record.model_config.to_dict()
@@ -73,8 +63,7 @@ def adopt_architecture(asked: ModelConfig, given: tuple[str, ...], record: Check
 
 
 def same_run(cfg: TrainConfig, path: Path, ckpt: dict, options: Path) -> None:
-    """At resume: one :class:`UserError` naming the first run-defining option where ``cfg`` differs from what
-    ``last.pth`` was trained with (a hand-edited ``opt.json`` would train another model under the run's name)."""
+    """At resume: a :class:`UserError` when a run-defining option differs from what ``last.pth`` recorded."""
     trained = (ckpt.get("ahiq") or {}).get("train") if isinstance(ckpt.get("ahiq"), dict) else None
     if not isinstance(trained, dict):
         return  # written before checkpoints recorded their config: nothing to compare
@@ -120,8 +109,7 @@ class Trainer:
         self.folder.save_options(self.cfg.to_dict())  # a valid --config file
 
     def _open_inputs(self, cfg: TrainConfig) -> tuple[tuple[dict, dict, dict] | None, CheckpointRecord]:
-        """Read the files the user named (refused, if unsafe or damaged) before any data or model work; guard the
-        run folder's outputs; read ``last.pth`` when resuming."""
+        """Read (and refuse) the named files and ``last.pth`` before any data work; guard the outputs."""
         folder = self.folder
         contents, record = open_checkpoint(cfg.checkpoint)
         model_cfg = adopt_architecture(cfg.model, cfg.model_given, record, str(cfg.checkpoint))
@@ -239,8 +227,7 @@ class Trainer:
         return bool(self.cfg.time_limit) and time.perf_counter() + ahead - self.started > self.cfg.time_limit
 
     def train_epoch(self, epoch: int) -> float:
-        """Train one epoch (or its rest, from :attr:`position`); the mean loss. When ``--time_limit`` runs out inside
-        the epoch, :attr:`position` is set to where it stopped."""
+        """Train one epoch (or its rest); the mean loss; :attr:`position` set where ``--time_limit`` stopped it."""
         cfg, device = self.cfg, self.ctx.device
         self.net.train()
         resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
@@ -318,9 +305,7 @@ class Trainer:
                          start_metrics=self.start_metrics, position=self.position)
 
     def end_epoch(self, epoch: int, loss: float, start: float) -> bool:
-        """Validate when due, save ``last.pth`` (and ``best.pth``), log; whether another epoch would overrun
-        ``--time_limit``. Which epochs are validated does not depend on the limit, so a stopped and resumed run
-        keeps the same ``best.pth`` as an uninterrupted one."""
+        """Validate when due, save ``last.pth`` (and ``best.pth``), log; whether another epoch would overrun the limit."""
         cfg = self.cfg
         lr = self.scheduler.get_last_lr()[0]
         metrics = None

@@ -1,9 +1,4 @@
-"""One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under.
-
-The authors' setting by default: Adam over their two parameter groups (``regressor``, ``deform_net``) at lr 1e-4,
-weight decay 1e-5; ``CosineAnnealingLR(T_max=50)`` stepped once per iteration; MSE against the normalised labels.
-:class:`engine.trainer.Trainer` runs its loop with these functions, so a step can be checked from Python.
-"""
+"""One optimisation step of AHIQ, with the optimiser and learning-rate schedule it runs under (the authors')."""
 from __future__ import annotations
 
 import torch
@@ -15,9 +10,7 @@ from ahiq.models.ahiq import AHIQ
 
 
 def optimizer_groups(model: AHIQ, lr: float, weight_decay: float, feature_lr_scale: float = 1.0) -> list[dict]:
-    """Adam parameter groups: the authors' two (regressor, deform_net) at ``lr``; with ``feature_lr_scale != 1``
-    the weights of the layers that read the backbone features move to two more groups at ``lr * feature_lr_scale``
-    (their thousands of correlated input channels make Adam's per-weight step large for them)."""
+    """Adam parameter groups: the authors' two; with ``feature_lr_scale != 1`` the feature-reading layers apart."""
     wide = {id(model.regressor.down_channel.weight)}
     for name in ("conv_offset", "deform"):  # absent in the fusion ablations
         if hasattr(model.deform_net, name):
@@ -45,8 +38,7 @@ def build_optimizer(model: AHIQ, lr: float = 1e-4, weight_decay: float = 1e-5,
 
 def build_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0,
                     total_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine annealing stepped once per iteration: ``T_max`` steps per half period (the authors' 50), or with
-    ``T_max=0`` one half period over the whole run of ``total_steps``."""
+    """Cosine annealing per iteration: ``T_max`` steps per half period, or ``T_max=0``: one over ``total_steps``."""
     if T_max < 0 or (T_max == 0 and total_steps < 1):
         raise ValueError(f"T_max={T_max}: need T_max >= 1, or T_max=0 with total_steps >= 1 (got {total_steps})")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T_max or total_steps, eta_min=eta_min)
@@ -55,8 +47,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: 
 def step_loss(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor, ref: torch.Tensor,
               target: torch.Tensor, precision: str = "fp32", *, net: nn.Module | None = None,
               grad_clip: float = 0.0, strict_fp32: bool = True) -> torch.Tensor:
-    """:func:`train_step` returning the loss as a 0-d tensor (no host sync). ``net``: ``model`` wrapped by DDP or
-    ``torch.compile``, run instead. ``grad_clip > 0`` clips the trained gradients' norm. ``strict_fp32``: no TF32."""
+    """:func:`train_step` returning a 0-d tensor (no host sync); ``net``: ``model`` wrapped, run instead."""
     for backbone in (model.vit, model.cnn):  # one of them is None in the branch ablations
         if backbone is not None:
             backbone.eval()
@@ -74,9 +65,5 @@ def step_loss(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor,
 
 def train_step(model: AHIQ, optimizer: torch.optim.Optimizer, dist: torch.Tensor, ref: torch.Tensor,
                target: torch.Tensor, precision: str = "fp32", **options) -> float:
-    """One optimisation step on a batch; returns the batch's loss (before the step).
-
-    ``dist``, ``ref`` ``(B, 3, H, W)`` float in [0, 1] or uint8, ``target`` ``(B,)`` normalised labels. The
-    schedule is the caller's; the backbones stay in eval mode. ``options`` as in :func:`step_loss`.
-    """
+    """One optimisation step on ``dist``, ``ref`` ``(B, 3, H, W)`` and ``target`` ``(B,)``; the loss before it."""
     return float(step_loss(model, optimizer, dist, ref, target, precision, **options))

@@ -1,12 +1,6 @@
-"""The command lines of train.py, test.py and score.py, derived from the options declared on the configs.
-
-Each option is declared once, on the config field it sets (``ahiq.utils.declare.option``: type, default, help,
-range, choices, scripts); a script's parser, its range checks, its frozen configs and the README's option tables
-all come from those declarations. Options flow one way: command line (over an optional ``--config`` file, over a
-resumed run's ``opt.json``) -> checked values -> frozen configs (:func:`build`) for the floors below, which never see
-argparse. One parse finds the values and which options the user gave (every default is argparse's ``SUPPRESS``);
-abbreviations are refused (``--crop_s``); the architecture is built on the meta device before any data work.
-"""
+"""The command lines of the scripts, derived from the options declared once on the config fields
+(``ahiq.utils.declare.option``); options flow one way: command line over ``--config`` file over a resumed run's
+``opt.json`` -> checked values -> frozen configs (:func:`build`)."""
 from __future__ import annotations
 
 import argparse
@@ -122,8 +116,7 @@ class BaseOptions:
         return {name: d.default_for(self.script) for name, d in self.options.items()}
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
-        """The checked options. ``self.given``: the options given on the command line; ``self.from_file``: those
-        an options file set."""
+        """The checked options; ``self.given`` and ``self.from_file``: the options the user and the file set."""
         argv = sys.argv[1:] if argv is None else argv
         given = vars(self.parser.parse_args(argv))
         self.given = set(given)
@@ -131,28 +124,23 @@ class BaseOptions:
         self.from_file = set(from_file)
         opt = argparse.Namespace(**{**self.defaults(), **self.earlier(from_file, given), **from_file, **given})
         self.check(opt)
-        from ahiq.models.ahiq import check_architecture  # torch loads only after every other check passed
+        if "vit" in self.options:
+            from ahiq.models.ahiq import check_architecture  # torch loads only after every other check passed
 
-        check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
+            check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
         return opt
 
     def earlier(self, from_file: dict, given: dict) -> dict:
         """Values under the options file's: a resumed run's saved options (train.py)."""
         return {}
 
-    def check_values(self, opt: argparse.Namespace) -> None:
-        """Every value inside its declared range and choices, else a one-line :class:`UserError`."""
-        for name, d in self.options.items():
-            problem = d.flag.problem(getattr(opt, name))
-            if problem:
-                raise UserError(f"--{name} {getattr(opt, name)}: {problem}")
-        if getattr(opt, "crop_size", None) is not None:
-            check_crop_size(opt.crop_size)
-
     def check(self, opt: argparse.Namespace) -> None:
         """Every value and every combination; one-line :class:`UserError` otherwise."""
-        self.check_values(opt)
-        if opt.vit is not None and ModelConfig(vit=opt.vit).patch_size not in (None, opt.patch_size) \
+        for d in self.options.values():
+            check_value(d, getattr(opt, d.name))
+        if opt.crop_size is not None:
+            check_crop_size(opt.crop_size)
+        if getattr(opt, "vit", None) is not None and ModelConfig(vit=opt.vit).patch_size not in (None, opt.patch_size) \
                 and "patch_size" in self.given:
             raise UserError(f"--vit {opt.vit} does not match --patch_size {opt.patch_size}")
         if opt.pretrained_backbones is False and (opt.vit_weights or opt.cnn_weights):
@@ -166,8 +154,7 @@ class BaseOptions:
 
 
 def add_option(group, d: Declared, script: str) -> None:
-    """``d`` as an argparse option of ``script``; its default is argparse's ``SUPPRESS`` (see
-    :meth:`BaseOptions.parse`), and its help says the declared default once."""
+    """``d`` as an argparse option of ``script`` (default ``SUPPRESS``; its help says the default once)."""
     text, shown = d.flag.text(script), shown_default(d, script)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
@@ -181,12 +168,16 @@ def add_option(group, d: Declared, script: str) -> None:
         group.add_argument(f"--{d.name}", type=_typed(d), metavar=metavar, **kw)
 
 
-def check_range(name: str, value) -> None:
-    """``value`` inside the declared range of run option ``name`` (for the examples' own parsers)."""
-    d = next(d for d in declared(Common) if d.name == name)
+def check_value(d: Declared, value) -> None:
+    """``value`` of option ``d`` inside its declared range and choices, else one line naming the flag."""
     problem = d.flag.problem(value)
     if problem:
-        raise UserError(f"--{name} {value}: {problem}")
+        raise UserError(f"--{d.name} {value}: {problem}")
+
+
+def check_range(name: str, value) -> None:
+    """``value`` inside the declared range of run option ``name`` (for the examples' own parsers)."""
+    check_value(next(d for d in declared(Common) if d.name == name), value)
 
 
 def model_config(opt: argparse.Namespace) -> ModelConfig:
@@ -195,9 +186,7 @@ def model_config(opt: argparse.Namespace) -> ModelConfig:
 
 
 def build(cls, values: dict):
-    """A frozen config ``cls`` from option values named like its fields; fields that are configs themselves are
-    built from the same values (``RunConfig`` inside ``ScoreConfig``) unless given built. Missing values keep the
-    field's default."""
+    """A frozen config ``cls`` from option values named like its fields (config fields built from the same values)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in fields(cls):
@@ -223,13 +212,7 @@ def script_option_names(script: str) -> set[str] | None:
 
 
 def load_options_file(path: str, options: BaseOptions) -> dict:
-    """Values from an options file (a preset, or a run's ``opt.json`` with its config sections), each checked like
-    its flag.
-
-    Every key must be an option of this script; a file that says which script wrote it (``"script": "train"``,
-    as every ``opt.json`` does) may also hold that script's other options, which are left to it. A key known
-    to neither is refused with one line naming the key and the file (a typo would otherwise be silently ignored).
-    """
+    """Values from an options file (a preset, or a run's ``opt.json``), each checked like its flag."""
     preset = PRESETS / f"{path}.json"  # a preset by name (--config ntire2022) works from an installed package too
     if not Path(path).is_file() and "/" not in path and preset.is_file():
         path = str(preset)

@@ -32,18 +32,14 @@ class ExportOptions(BaseOptions):
     examples = """  %(prog)s --checkpoint ahiq.pth --to onnx --output ahiq.onnx    the scoring graph, checked by onnxruntime
   %(prog)s --checkpoint ahiq.pth --to pyiqa --output ahiq_pyiqa.pth   a file pyiqa.create_metric("ahiq") loads"""
 
-    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
-        given = vars(self.parser.parse_args(argv))
-        self.given, self.from_file = set(given), set()
-        opt = argparse.Namespace(**{**self.defaults(), **given})
-        self.check_values(opt)
+    def check(self, opt: argparse.Namespace) -> None:
+        super().check(opt)
         if Path(opt.output).resolve() == Path(opt.checkpoint).resolve():
             raise UserError(f"--output {opt.output}: is the --checkpoint file; give another file name")
         if opt.to == "pyiqa" and opt.crop_size not in (None, 224):
             raise UserError(f"--crop_size {opt.crop_size}: pyiqa's AHIQ scores 224x224 crops only; drop the option")
         if opt.hub_cache and opt.to != "pyiqa":
             raise UserError("--hub_cache is for --to pyiqa; drop it")
-        return opt
 
 
 def parse_export(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:

@@ -24,16 +24,14 @@ class ScoreArgs:
 
 
 def check_scoring(opt: argparse.Namespace) -> None:
-    """The scoring options of score.py and test.py, when they are read (output names too long for a file system
-    included)."""
+    """The scoring options of score.py and test.py (output names too long for a file system included)."""
     parse_crops(opt.crops)
     for name in ("output", "save_maps", "ntire_zip", "plot"):
         check_name_length(getattr(opt, name, None), f"--{name} ", folder=name == "save_maps")
 
 
 def score_config(options: BaseOptions, opt: argparse.Namespace, **values) -> ScoreConfig:
-    """The :class:`ScoreConfig` of checked options: architecture fields given on the command line override the
-    checkpoint's."""
+    """The :class:`ScoreConfig` of checked options (given architecture fields override the checkpoint's)."""
     return build(ScoreConfig, {**vars(opt), "overrides": options.model_overrides(opt), **values})
 
 

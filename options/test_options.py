@@ -51,10 +51,7 @@ class TestOptions(BaseOptions):
 
 
 def default_output(checkpoint: str | None, run: Path, named: bool) -> Path:
-    """Where results go without ``--output``: beside the checkpoint they come from. A run's ``best.pth``: the run
-    folder's ``results.txt``; another file: ``<its stem>_results.txt`` next to it; the released checkpoint (None):
-    its folder ``checkpoints/<name>/results.txt``; random heads (``none``): the named run's folder, else
-    ``./results.txt``."""
+    """Where results go without ``--output``: beside the checkpoint (a run's ``best.pth``: its ``results.txt``)."""
     if checkpoint is None:
         return run / "results.txt"
     if checkpoint.lower() == "none":

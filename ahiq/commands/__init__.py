@@ -1,8 +1,5 @@
-"""The research tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py`` and ``ahiq <task>``.
-
-Each module's ``main(argv)`` parses its options (before torch is imported, so ``--help`` and a typo answer at
-once), makes one call below, and prints; library errors become one ``error:`` line and exit status 2.
-"""
+"""The research tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py`` and ``ahiq <task>``: each
+``main(argv)`` parses its options before torch is imported, makes one call below, and prints."""
 
 TASKS = {
     "score": "score distorted images against their references",

@@ -3,11 +3,8 @@
     python export.py --checkpoint FILE --to pyiqa --output ahiq_pyiqa.pth [--hub_cache DIR]
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx [--crop_size 224]
 
-``pyiqa``: the file ``pyiqa.create_metric("ahiq", pretrained_model_path=...)`` loads (whole backbones, fusion and
-head under ``params``); the create_metric line with the normalisation that gives our scores is printed.
-``--hub_cache DIR`` also writes the backbones as a Hugging Face hub cache, for pyiqa without a network.
-``onnx``: the scoring graph ``(dist, ref) (B, 3, crop, crop) in [0, 1] -> score (B,)`` for any batch B, checked
-against PyTorch with onnxruntime when it is installed; ``examples/score_onnx.py`` scores images with it.
+``pyiqa``: the file ``pyiqa.create_metric("ahiq", pretrained_model_path=...)`` loads; ``onnx``: the scoring graph
+``(dist, ref) (B, 3, crop, crop) in [0, 1] -> score (B,)``, checked with onnxruntime when it is installed.
 """
 from __future__ import annotations
 
@@ -18,8 +15,7 @@ from ahiq.utils.errors import cli_main
 
 
 def check_onnx(path: str, model, crop: int) -> str:
-    """onnxruntime's scores of the graph at ``path`` against ``model``'s on 3 random crop pairs (a batch other
-    than the export's), as a phrase."""
+    """onnxruntime's scores of the graph at ``path`` against ``model``'s on 3 random crop pairs, as a phrase."""
     import torch
 
     try:

@@ -1,8 +1,6 @@
 """Score image pairs with AHIQ: ``ahiq score --ref REF --dist DIST [--checkpoint FILE] ...`` (or ``python score.py``).
 
-REF and DIST are files or folders; folders pair by file name or by the datasets' naming rule. Prints a table and
-optionally writes ``--output`` CSV (``dist,ref,score``). Under ``torchrun`` the ranks share the pairs by reference.
-See ``ahiq score --help``.
+REF and DIST are files or folders (paired by file name); prints a table and optionally writes ``--output`` CSV.
 """
 from __future__ import annotations
 

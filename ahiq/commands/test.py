@@ -3,10 +3,7 @@
     python test.py --checkpoint FILE --ref_dir REF --dist_dir DIST [--labels FILE] [--ntire_zip sub.zip]
     python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
 
-Writes ``name,score`` lines to ``--output`` (default: beside the checkpoint, see ``options.test_options.
-default_output``); with labels prints ``test: SRCC=... PLCC=... KRCC=... PLCC(fitted)=... RMSE(fitted)=... fit=...
-[RMSE=...] main=...`` (plain RMSE only when the predictions are on the labels' scale; a missing figure as
-``n/a(<reason>)``). The run itself is :func:`ahiq.engine.evaluation.run_test`.
+Writes ``name,score`` lines to ``--output``; with labels prints ``test: SRCC=... PLCC=... ... main=...``.
 """
 from __future__ import annotations
 
@@ -23,12 +20,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     cfg = options.config(opt)
     # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
     from ahiq.data.splits import run_data_check
-    from ahiq.engine.evaluation import collect_pairs, outputs, run_test
+    from ahiq.engine.evaluation import collect_pairs, run_test
     from ahiq.engine.session import ScoringSession
 
-    # outputs checked for writing, the output locked, then the checkpoint read (and refused, if it must be), before
-    # anything else; the lock is released however the run ends
-    with ScoringSession(cfg.score, outputs=outputs(cfg)) as session:
+    with ScoringSession(cfg.score, outputs={"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}) as session:
         pairs = collect_pairs(cfg)
         if opt.check_data:
             sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
