@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ahiq.data.crops import parse_crops
 from ahiq.data.datasets import DataConfig
 from ahiq.engine.config import TrainConfig, run_defining
 from ahiq.options.base_options import BaseOptions, build, load_options_file, model_config
-from ahiq.utils.errors import UserError
+from ahiq.utils.errors import UserError, note
 
 
 def data_config(opt: argparse.Namespace) -> DataConfig:
@@ -67,7 +68,7 @@ class TrainOptions(BaseOptions):
         overridden = [k for k in sorted(self.given - {"resume", "allow_changes"})
                       if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
         given = ", ".join(f"--{k} {_plain(getattr(opt, k))}" for k in overridden)
-        print(f"resume: options of {self.run_options}" + (f"; given here: {given}" if given else ""))  # not an error
+        note(f"resume: options of {self.run_options}" + (f"; given here: {given}" if given else ""), logging.INFO)
 
     def config(self, opt: argparse.Namespace) -> TrainConfig:
         """The :class:`TrainConfig` of checked options."""
