@@ -73,13 +73,17 @@ def shown_default(d: Declared, script: str) -> str | None:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _typed(d: Declared):
-    """``d``'s text -> value for argparse, whose message for a bad text then reads ``argument --x: why``."""
+def _typed(d: Declared, checked: bool = False):
+    """``d``'s text -> value for argparse, whose message for a bad text then reads ``argument --x: why``; ``checked``:
+    the value's range and choices too."""
     def convert(text: str):
         try:
-            return d.convert(text)
+            value = d.convert(text)
         except (ValueError, TypeError) as err:
             raise argparse.ArgumentTypeError(str(err)) from None
+        if checked and d.flag.problem(value):
+            raise argparse.ArgumentTypeError(f"{value}: {d.flag.problem(value)}")
+        return value
 
     convert.__name__ = d.name
     return convert
@@ -153,19 +157,25 @@ class BaseOptions:
         return {k: config[k] for k in config if k in given}
 
 
-def add_option(group, d: Declared, script: str) -> None:
-    """``d`` as an argparse option of ``script`` (default ``SUPPRESS``; its help says the default once)."""
-    text, shown = d.flag.text(script), shown_default(d, script)
+def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help: str | None = None) -> None:
+    """``d`` as an argparse option of ``script``; its help says the default once. ``default`` ``SUPPRESS`` (the
+    scripts' own parsers, see :meth:`BaseOptions.parse`); another command that takes the option gives its default
+    (and ``help``, where its meaning there differs), and the value's range is then checked as it is read."""
+    if default is argparse.SUPPRESS:
+        text, shown = d.flag.text(script), shown_default(d, script)
+    else:
+        text, shown = help or d.flag.text(script), None if default is None else str(default)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
-    kw = {"default": argparse.SUPPRESS, "help": text.replace("%", "%%"), "required": script in d.flag.required}
+    kw = {"default": default, "help": text.replace("%", "%%"), "required": script in d.flag.required}
     if d.flag.switch:
         group.add_argument(f"--{d.name}", action="store_true", **kw)
     elif "bool" in str(d.kind) and d.flag.parse is None:
         group.add_argument(f"--{d.name}", type=_typed(d), nargs="?", const=True, metavar="{true,false}", **kw)
     else:
         metavar = "{" + ",".join(map(str, d.flag.choices)) + "}" if d.flag.choices else None
-        group.add_argument(f"--{d.name}", type=_typed(d), metavar=metavar, **kw)
+        group.add_argument(f"--{d.name}", type=_typed(d, checked=default is not argparse.SUPPRESS), metavar=metavar,
+                           **kw)
 
 
 def check_value(d: Declared, value) -> None:
