@@ -1,11 +1,6 @@
-"""The authors' computation pattern, as a reference for correctness tests and speed ratios.
-
-As in their release: whole timm backbones with forward hooks, each image through each backbone separately, the
-offsets computed twice, torchvision's deformable convolution, their head's arithmetic, fp32; one crop position at a
-time at test time (their ``eval_epoch``); in training (their ``train_epoch``) back-propagation through the whole
-backbones, Adam over their two parameter groups, ``CosineAnnealingLR`` stepped per iteration. It shares the
-parameter tensors of an :class:`AHIQ` model; to train both side by side, give it a copy.
-"""
+"""The authors' computation pattern (whole timm backbones with forward hooks, offsets computed twice, torchvision's
+deformable convolution, one crop at a time, back-propagation through the backbones), a reference for correctness
+tests and speed ratios. It shares the parameters of an :class:`AHIQ` model; to train both side by side, give it a copy."""
 from __future__ import annotations
 
 import timm
@@ -26,8 +21,7 @@ class AuthorsPattern(nn.Module):
         # Whole network, all blocks + head; dynamic size so that test crops other than 224 run too.
         self.vit = timm.create_model(cfg.vit, pretrained=False, dynamic_img_size=True, **cfg.vit_kwargs)
         self.resnet = timm.create_model(cfg.cnn, pretrained=False, **cfg.cnn_kwargs)
-        # The truncated backbones keep timm's parameter names, so the whole networks take their weights;
-        # the layers they dropped keep random weights (never read: they only cost time, as in the release).
+        # Our truncated backbones keep timm's names; the layers they dropped keep random weights (never read).
         self.vit.load_state_dict(model.vit.model.state_dict(), strict=False)
         renamed = {k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1."): v for k, v in model.cnn.state_dict().items()}
         renamed = {(f"layer{int(k.split('.')[1]) + 1}." + k.split(".", 2)[2]) if k.startswith("stages.") else k: v
@@ -70,8 +64,7 @@ class AuthorsPattern(nn.Module):
         return ((f * w).sum(dim=2).sum(dim=2) / w.sum(dim=2).sum(dim=2)).squeeze(1)
 
     def predict(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """Scores of one crop position for a batch of pairs, ``(B, 3, c, c)`` in [0, 1] -> ``(B,)``, with the
-        autograd graph their training step back-propagates through."""
+        """Scores of one crop position, ``(B, 3, c, c)`` pairs in [0, 1] -> ``(B,)``, with the autograd graph."""
         dist, ref = self.normalise(dist), self.normalise(ref)
         vit_d, vit_r = self._vit(dist), self._vit(ref)
         cnn_d = self._fuse(self._resnet(dist), vit_r)  # offsets from the reference, computed here ...
@@ -106,9 +99,8 @@ def authors_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min
 
 def authors_train_step(pattern: AuthorsPattern, optimizer: torch.optim.Optimizer, scheduler, dist: torch.Tensor,
                        ref: torch.Tensor, labels: torch.Tensor) -> float:
-    """One iteration of their ``train_epoch`` on a batch of crop pairs ``(B, 3, c, c)`` in [0, 1] with
-    normalised ``labels`` ``(B,)``: backbones in eval mode but not frozen (the backward pass runs through
-    them; nothing uses those gradients), MSE on the squeezed prediction, optimiser step, scheduler step."""
+    """One iteration of their ``train_epoch`` on crop pairs ``(B, 3, c, c)`` and labels ``(B,)``: the loss; backbones
+    in eval mode but not frozen (the backward pass runs through them)."""
     for backbone in (pattern.vit, pattern.resnet):
         backbone.eval()
         backbone.requires_grad_(True)

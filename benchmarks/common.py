@@ -35,8 +35,7 @@ def _rss_kib(field: str) -> int:
 
 
 def reset_peak(device: torch.device) -> float:
-    """Start a new peak of memory (CUDA allocations, or the CPU process's resident set via ``/proc/self/clear_refs``);
-    the memory in use now (MiB)."""
+    """Start a new peak of memory (CUDA allocations, or the CPU resident set); the memory in use now (MiB)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -52,8 +51,7 @@ def peak_mib(device: torch.device) -> float:
 
 
 def timed(fn, device: torch.device, repeats: int = 1, warm_up=None) -> tuple[object, float, float]:
-    """``fn()`` ``repeats`` times after one ``warm_up`` call (default ``fn``): the last output, seconds per call, peak
-    CUDA GiB (NaN on a CPU)."""
+    """``fn()`` ``repeats`` times after a ``warm_up`` call: the last output, seconds per call, peak CUDA GiB."""
     (warm_up or fn)()
     if device.type == "cuda":
         reset_peak(device)
@@ -66,8 +64,7 @@ def timed(fn, device: torch.device, repeats: int = 1, warm_up=None) -> tuple[obj
 
 
 def spread_heads(model: torch.nn.Module, gain: float = 1.0, bias: float = 0.01, seed: int = 1) -> None:
-    """Seeded random fusion and head weights whose scores spread (PyTorch's default init makes them near-constant):
-    ``N(0, gain / fan_in)``, biases ``N(0, bias^2)``."""
+    """Seeded random fusion and head weights ``N(0, gain / fan_in)`` whose scores spread (PyTorch's init: near-constant)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for prm in [*model.deform_net.parameters(), *model.regressor.parameters()]:

@@ -3,8 +3,7 @@
     python benchmarks/loss_memory.py                    # default network, B=4, 224x224 images (one crop each)
     python benchmarks/loss_memory.py --device cuda --batch 16
 
-Same inputs and seeded weights; each setting in its own process. Seconds per step (median), the ratio, the peak
-memory a step adds (CUDA allocations, or the CPU's resident set), and the gradients' difference (must be ~0).
+Each setting in its own process: seconds per step, the ratio, the peak memory a step adds, the gradients' difference.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ def step(loss_fn: AHIQLoss, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tens
 
 
 def measure(args, checkpointing: bool) -> dict:
-    """One setting, in a fresh process: its step's peak is not hidden by memory a previous setting left behind."""
+    """One setting (run in a fresh process, so no other setting's memory hides its peak)."""
     device = resolve_device(args.device)
     torch.manual_seed(0)
     loss_fn = AHIQLoss("none", pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,

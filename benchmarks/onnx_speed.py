@@ -3,8 +3,7 @@
     python benchmarks/onnx_speed.py                       # random weights (seeded), one 512x384 pair, five crops
     python benchmarks/onnx_speed.py --checkpoint FILE     # a trained model and the backbones it records
 
-Exports as ``export.py --to onnx`` does, compares onnxruntime's scores with PyTorch fp32 on five crops of real
-KADID-10k pairs (generated images without ``../shared``): PASS within 1e-4; then crop pairs per second and the ratio.
+onnxruntime's scores against PyTorch fp32 on five crops of KADID-10k pairs (PASS within 1e-4), then the speed ratio.
 """
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ def cpu_line() -> str:
 
 
 def crop_pairs(pairs: int, crop: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``(dist, ref)`` five crops of each pair, ``(N, 3, crop, crop)`` float32 in [0, 1], and where they came from."""
+    """``(dist, ref)`` five crops of each pair, ``(N, 3, crop, crop)`` in [0, 1], and where they came from."""
     images = KADID / "images"
     if images.is_dir():
         dists = sorted(images.glob("I01_*.png"))[:pairs]

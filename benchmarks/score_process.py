@@ -2,10 +2,8 @@
 
     python benchmarks/score_process.py [--ref REF_DIR --dist DIST_DIR] [--crops five] [--precision fp32,bf16]
 
-(a) the authors' pattern in this process, models already built; (b) ``python score.py`` as a subprocess per
-precision, start-up included; same seeded random weights, so the scores must agree. Wall and CPU seconds (the
-steadier on a shared machine). Default pairs: KADID-10k I01 and its real distorted images from ../shared/data/mini,
-topped up with JPEG and noise versions to ``--distorted`` (all generated when the subset is absent).
+The authors' pattern in-process (models built) against ``python score.py`` per precision, start-up included, same
+seeded weights; wall and CPU seconds. Default pairs: KADID-10k I01 from ../shared/data/mini, topped up with JPEG and noise.
 """
 from __future__ import annotations
 
@@ -56,8 +54,7 @@ def one_reference_set(folder: Path, distorted: int) -> Path:
 
 
 def seeded_weights(tmp: Path) -> AuthorsPattern:
-    """Seeded random backbones and heads, written to ``tmp`` (``vit.pth``, ``cnn.pth``, ``ahiq.pth``) for
-    score.py; the authors' pattern over the same weights."""
+    """Seeded random weights written to ``tmp`` for score.py; the authors' pattern over them."""
     torch.manual_seed(0)
     torch.save(timm.create_model("vit_base_patch8_224").state_dict(), tmp / "vit.pth")
     torch.save(timm.create_model("resnet50").state_dict(), tmp / "cnn.pth")

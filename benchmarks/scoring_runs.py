@@ -4,8 +4,7 @@ the peak memory of a scoring process as pairs, crops and the image size grow.
     python benchmarks/scoring_runs.py --case scaling        # 64 pairs (8 references x 8), pairs/s, ratio, score diff
     python benchmarks/scoring_runs.py --case memory         # peak RSS: 1x1 vs 1x4 at random:20, 1k vs 10k pairs, 2048^2
 
-Every run is ``python score.py`` as a subprocess with a checkpoint of seeded random weights; rates are score.py's
-own timing of its scoring, peak memory the child's maximum resident set.
+Every run is ``python score.py`` as a subprocess with seeded random weights; rates by score.py's own timing.
 """
 from __future__ import annotations
 
@@ -63,8 +62,7 @@ PEAK = ("import resource, runpy, sys\nsys.argv = ['score.py', *sys.argv[1:]]\ntr
 
 
 def score(folder: Path, ckpt: Path, out: Path, *extra: str, ranks: int = 1, device: str = "cpu") -> dict:
-    """One score.py run: ``{"pairs_per_s", "peak_mib", "scores"}`` (pairs/s from score.py's own timing; the peak
-    of one process)."""
+    """One score.py run: ``{"pairs_per_s", "peak_mib", "scores"}``."""
     launch = [sys.executable, "-c", PEAK] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run",
                                                               "--standalone", "--nproc_per_node", str(ranks), "score.py"]
     proc = subprocess.run([*launch, "--ref", str(folder / "ref"), "--dist", str(folder / "dist"),
@@ -94,7 +92,7 @@ def scaling(tmp: Path, args) -> None:
 
 
 def memory(tmp: Path, args) -> None:
-    """Peak RSS of one score.py process per case (each its own child, so each maximum is its own)."""
+    """Peak RSS of one score.py process per case."""
     rows = []
     full = checkpoint(tmp / "full.pth", ModelConfig())
     for n in (1, 4):  # all crops of a pair in one batch would grow with n; a batch counts crops

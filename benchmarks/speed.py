@@ -3,11 +3,9 @@
     python benchmarks/speed.py                      # CUDA if present: 288x288 pairs, 20 crops, batch 4 and 32
     python benchmarks/speed.py --device cpu         # CPU defaults are smaller (see --help)
 
-(a) ``authors`` (``benchmarks/authors_pattern.py``; training back-propagates into the backbones, as theirs did)
-against (b) ours in fp32 and bf16 (optionally ``--compile``), all with the same seeded random weights: pairs/s,
-the ratio to (a), peak memory, the largest score difference to (a). The ``dataset`` case scores 1 reference x 8
-PNG files (five crops) the authors' way, pair by pair and with the reference's side reused, and prints the size of
-one reference's cache.
+The authors' pattern (``benchmarks/authors_pattern.py``) against ours in fp32 and bf16, same seeded random weights:
+pairs/s, the ratio, peak memory, the largest score difference. The ``dataset`` case scores 1 reference x 8 PNG files,
+pair by pair and with the reference's side reused.
 """
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ from ahiq.models.config import SEED  # noqa: E402
 
 
 def table_rows(task: str, n: int, timings: dict[str, tuple]) -> list[tuple]:
-    """``(task, path, pairs/s, vs authors, peak GiB, max abs score diff)`` per :func:`timed` path, the authors' first
-    (the diff is NaN where a path returns no scores)."""
+    """``(task, path, pairs/s, vs authors, peak GiB, max abs score diff)`` per path, the authors' first."""
     base, t_base, _ = next(iter(timings.values()))
     return [(task, path, n / t, t_base / t, mem, float("nan") if out is None else (out - base).abs().max().item())
             for path, (out, t, mem) in timings.items()]
@@ -95,7 +92,7 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
 
 
 def write_dataset(folder: Path, reference: torch.Tensor, count: int) -> list[tuple[Path, Path]]:
-    """``reference`` ``(3, H, W)`` uint8 and ``count`` noisy versions of growing strength, as PNG files: the pairs."""
+    """``reference`` ``(3, H, W)`` uint8 and ``count`` noisy versions as PNG files: the pairs."""
     gen = torch.Generator().manual_seed(3)
     write = lambda path, image: cv2.imwrite(str(path), image.permute(1, 2, 0).flip(-1).cpu().numpy().copy())  # noqa: E731
     write(folder / "I01.png", reference)

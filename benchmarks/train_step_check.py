@@ -3,10 +3,8 @@
     python benchmarks/train_step_check.py                 # ViT-B/8 + ResNet-50, three 224 crop pairs, CPU fp32
     python benchmarks/train_step_check.py --deform_impl torchvision
 
-Ours: the trainer's ``build_optimizer`` / ``build_scheduler`` / ``train_step``; theirs: ``authors_train_step``
-(``benchmarks/authors_pattern.py``), on crops of the real KADID-10k images in ``../shared/data/mini``. Prints
-per-step losses and learning rates, first-step gradient differences and the share of equal head weights, against
-the tolerances of ``tests/test_training.py``.
+On crops of the KADID-10k images in ``../shared/data/mini``: per-step losses and learning rates, first-step gradient
+differences and the share of equal head weights, against the tolerances of ``tests/test_training.py``.
 """
 from __future__ import annotations
 
@@ -88,8 +86,7 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
 
 
 def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224))) -> tuple:
-    """Three crop pairs of the real KADID-10k images in ``../shared/data/mini`` (``crop`` pixels, at
-    ``positions`` scaled to the crop) and their dmos, min-max normalised over the four distorted images."""
+    """Three crop pairs ``(3, 3, crop, crop)`` of the KADID-10k mini images and their dmos, min-max normalised."""
     scores = {name: float(score) for name, _, score, _ in read_csv(KADID / "dmos.csv")[1:]}
     lo, hi = min(scores.values()), max(scores.values())
     names = ["I01_01_02.png", "I01_06_05.png", "I01_15_05.png"]

@@ -1,15 +1,5 @@
-"""Crop protocols: where the crops of one image pair are taken.
-
-``center``; ``five`` (4 corners + centre, the authors' validation positions); ``nine`` (``five`` plus the 4 edge
-midpoints, the authors' order); ``random:N`` (N seeded uniform positions that can reach the last row and column,
-unlike the authors' ``randint(0, h - 224)``); ``grid:N`` (N positions in rows spanning the image, corners included
-from N = 4: a rows x cols grid where N factors so, else rows of nearly equal length).
-
-Every protocol's windows depend on the image size (and, for ``random:N``, the seed) alone, so all distorted images
-of a reference share its crops and scoring computes the reference's side once. A window that a protocol places
-more than once (``five`` on an image the size of the crop) is computed once and counts as often as placed
-(:func:`crop_windows`), so the score is the mean over the N crops either way.
-"""
+"""Crop protocols (center, five, nine, random:N, grid:N): where the crops of an image pair are taken, a function of
+the image size (and seed) alone, so all distorted images of a reference share its crops."""
 from __future__ import annotations
 
 import math
@@ -43,8 +33,7 @@ def parse_crops(spec: str) -> tuple[str, int]:
 
 
 def _grid_rows(n: int, height: int, width: int) -> list[int]:
-    """Crops per row of ``grid:n``: rows x cols when ``n`` has a factor pair (cols along the longer side), else
-    rows of nearly equal length with about square cells (``grid:7`` on a landscape image: 4 + 3)."""
+    """Crops per row of ``grid:n``: rows x cols when ``n`` factors so, else rows of nearly equal length."""
     rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
     if rows > 1 or n <= 3:
         rows = n // rows if height > width else rows
@@ -55,9 +44,8 @@ def _grid_rows(n: int, height: int, width: int) -> list[int]:
 
 def crop_positions(spec: str, height: int, width: int, crop: int, seed: int | None = None,
                    draw: Callable[[int, int], list[int]] | None = None) -> list[tuple[int, int]]:
-    """``(top, left)`` of each crop of size ``crop`` in an image of ``height x width`` under protocol ``spec``.
-    ``random:N`` draws from ``np.random.RandomState(seed)`` (the authors' seed: ``models.config.SEED``), or from
-    ``draw(high, n)`` (n ints in ``[0, high)``); one of the two is required."""
+    """``(top, left)`` of each crop of protocol ``spec``; ``random:N`` draws from ``RandomState(seed)`` or from
+    ``draw(high, n)`` (n ints in ``[0, high)``)."""
     kind, n = parse_crops(spec)
     if height < crop or width < crop:
         raise UserError(f"image {width}x{height} is smaller than the {crop}x{crop} crop; "

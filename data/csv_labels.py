@@ -1,9 +1,5 @@
-"""Your own labelled pairs: ``DIR/labels.csv`` with a header naming at least ``dist``, ``ref`` and ``score``.
-
-Paths are relative to ``DIR`` (or absolute) and name the pairs in results and maps as written; files, not strings,
-decide what is the same image (``refs/r0.png`` and ``refs/../refs/r0.png`` are one reference). Optional columns:
-``split`` (``train``/``val``/``test``, replacing the random split) and ``type`` (the distortion type of the per-type
-tables). ``lower_better`` marks DMOS-like scores: training and metrics use ``-score``, ``Pair.raw`` keeps the value."""
+"""Your own labelled pairs: ``DIR/labels.csv`` with columns ``dist``, ``ref``, ``score`` (paths relative to ``DIR``)
+and optionally ``split`` (train/val/test) and ``type`` (distortion type)."""
 from __future__ import annotations
 
 import os
@@ -19,7 +15,6 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def listed_path(text: str) -> str:
-    """A path as written in the file, with ``\\`` separators and ``./`` prefixes made uniform."""
     return str(PurePosixPath(text.replace("\\", "/")))
 
 
@@ -30,7 +25,7 @@ def file_id(path: Path, base: Path) -> str:
 
 
 def load_csv_dataset(root: str | Path, lower_better: bool = False) -> list[Pair]:
-    """The pairs of ``root/labels.csv`` in file order; a bad row is a :class:`UserError` naming ``file:line``."""
+    """The pairs of ``root/labels.csv`` in file order; ``lower_better``: scores negated, ``raw`` as written."""
     root = Path(root)
     path, base = root / LABELS_CSV, root.resolve()
     pairs: list[Pair] = []

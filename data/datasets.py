@@ -1,10 +1,8 @@
-"""The datasets, one table (:data:`DATASETS`): how each is loaded, what its score is, how it splits by default and
-where it lives; and :class:`DataConfig`, the data options every floor below ``options/`` takes."""
+"""The datasets, one table (:data:`DATASETS`), and :class:`DataConfig`, the data options."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ahiq.data.records import Pair
 from ahiq.utils.declare import option
@@ -17,54 +15,19 @@ SPLIT_BY = ("reference", "pair")  # what a random split shuffles into its parts
 DATA = {"group": "data", "scripts": ("train", "test")}
 
 
-def _pipal(cfg: DataConfig) -> list[Pair]:
-    from ahiq.data.pipal import load_pipal_train
-
-    return load_pipal_train(cfg.root, Path(cfg.train_list) if cfg.train_list else None)
-
-
 def write_generated(cfg: DataConfig) -> None:
-    """Write the dataset ``cfg`` names when it is one this project generates (``synthetic``) and is not there yet;
-    nothing for the others. Under torchrun one rank calls it and the others wait: two ranks writing one folder at
-    once remove each other's files."""
+    """Write the dataset ``cfg`` names when it is generated (``synthetic``) and not there yet (under torchrun: one rank)."""
     if cfg.dataset == "synthetic":
         from ahiq.data.synthetic import ensure_synthetic
 
         ensure_synthetic(cfg.root, n_refs=cfg.synthetic_refs, size=cfg.synthetic_size, seed=cfg.split_seed)
 
 
-def _synthetic(cfg: DataConfig) -> list[Pair]:
-    from ahiq.data.pipal import load_pipal_train
-
-    write_generated(cfg)
-    return load_pipal_train(cfg.root)
-
-
-def _standard(name: str) -> Callable[[DataConfig], list[Pair]]:
-    def load(cfg: DataConfig) -> list[Pair]:
-        from ahiq.data import standard
-
-        if not cfg.root.is_dir():
-            raise UserError(f"{arg('data_root')}{cfg.root}: folder not found")
-        return getattr(standard, f"load_{name}")(cfg.root)
-
-    return load
-
-
-def _csv(cfg: DataConfig) -> list[Pair]:
-    from ahiq.data.csv_labels import load_csv_dataset
-
-    return load_csv_dataset(cfg.root, cfg.lower_better)
-
-
 @dataclass(frozen=True)
 class Dataset:
-    """One row of :data:`DATASETS`: ``load`` (all labelled pairs, ``score`` higher = better), ``label`` (what the
-    score is, with its scale: axis labels), ``ratio`` (default train:val[:test] split), ``folder`` (default under
-    ``./datasets/``), ``labels`` (its label files under the folder, as globs: inputs no output may replace),
-    ``raw_lower_better`` (the label file's own numbers are DMOS-like, lower = better)."""
+    """One row of :data:`DATASETS`: score label, default split ratio and folder, label file globs (inputs no output may
+    replace), whether the label file's numbers are lower = better."""
 
-    load: Callable[[DataConfig], list[Pair]]
     label: str
     ratio: str = STANDARD_RATIO
     folder: str = ""
@@ -74,17 +37,14 @@ class Dataset:
 
 DATASETS: dict[str, Dataset] = {
     # PIPAL's validation labels are not public, so by default a tenth of its training references validates.
-    "pipal": Dataset(_pipal, "MOS (PIPAL, Elo-based, about 900-1850)", "9:1", "PIPAL", ("Train_Label/*.txt",)),
-    "synthetic": Dataset(_synthetic, "pseudo-MOS (synthetic, 900-1850)", "3:1", "synthetic",
-                         ("Train_Label/*.txt", "synthetic.json")),
-    "tid2013": Dataset(_standard("tid2013"), "MOS (TID2013, 0-9)", folder="tid2013", labels=("mos_with_names.txt",)),
-    "kadid10k": Dataset(_standard("kadid10k"), "dmos (KADID-10k, 1-5 ACR, higher = better)", folder="kadid10k",
-                        labels=("dmos.csv",)),
-    "csiq": Dataset(_standard("csiq"), "1 - DMOS (CSIQ, DMOS 0-1)", folder="csiq", labels=("csiq.DMOS.xlsx",),
+    "pipal": Dataset("MOS (PIPAL, Elo-based, about 900-1850)", "9:1", "PIPAL", ("Train_Label/*.txt",)),
+    "synthetic": Dataset("pseudo-MOS (synthetic, 900-1850)", "3:1", "synthetic", ("Train_Label/*.txt", "synthetic.json")),
+    "tid2013": Dataset("MOS (TID2013, 0-9)", folder="tid2013", labels=("mos_with_names.txt",)),
+    "kadid10k": Dataset("dmos (KADID-10k, 1-5 ACR, higher = better)", folder="kadid10k", labels=("dmos.csv",)),
+    "csiq": Dataset("1 - DMOS (CSIQ, DMOS 0-1)", folder="csiq", labels=("csiq.DMOS.xlsx",), raw_lower_better=True),
+    "live": Dataset("100 - DMOS (LIVE, DMOS 0-100)", folder="live", labels=("dmos.mat", "refnames_all.mat"),
                     raw_lower_better=True),
-    "live": Dataset(_standard("live"), "100 - DMOS (LIVE, DMOS 0-100)", folder="live",
-                    labels=("dmos.mat", "refnames_all.mat"), raw_lower_better=True),
-    "csv": Dataset(_csv, "score (labels.csv)", folder="csv", labels=("labels.csv",)),
+    "csv": Dataset("score (labels.csv)", folder="csv", labels=("labels.csv",)),
 }
 
 
@@ -118,7 +78,6 @@ class DataConfig:
     synthetic_size: int = option(128, "synthetic: image side in pixels", **DATA, low=32, high=8192)
 
     def __post_init__(self):
-        """The rules between data options, checked when the options are read."""
         if self.dataset not in DATASETS:
             raise UserError(f"{arg('dataset')}{self.dataset}: choose one of {', '.join(DATASETS)}")
         if self.val_list and not (self.val_ref_dir and self.val_dis_dir):
@@ -135,8 +94,7 @@ class DataConfig:
 
     @property
     def root(self) -> Path:
-        """The dataset's folder: ``data_root``, else ``./datasets/<its folder>`` (each dataset its own, so a generated
-        set never lands in a real one's)."""
+        """``data_root``, else ``./datasets/<its folder>``."""
         return Path(self.data_root or f"./datasets/{DATASETS[self.dataset].folder}")
 
     @property
@@ -146,7 +104,21 @@ class DataConfig:
 
 def load_dataset(cfg: DataConfig) -> list[Pair]:
     """All labelled pairs of the dataset ``cfg`` names, in its distributed layout."""
-    pairs = DATASETS[cfg.dataset].load(cfg)
+    if cfg.dataset in ("pipal", "synthetic"):
+        from ahiq.data.pipal import load_pipal_train
+
+        write_generated(cfg)
+        pairs = load_pipal_train(cfg.root, Path(cfg.train_list) if cfg.train_list else None)
+    elif cfg.dataset == "csv":
+        from ahiq.data.csv_labels import load_csv_dataset
+
+        pairs = load_csv_dataset(cfg.root, cfg.lower_better)
+    else:
+        from ahiq.data.standard import LOADERS
+
+        if not cfg.root.is_dir():
+            raise UserError(f"{arg('data_root')}{cfg.root}: folder not found")
+        pairs = LOADERS[cfg.dataset](cfg.root)
     if not pairs:
         raise UserError(f"{arg('data_root')}{cfg.root}: no labelled pairs found")
     return pairs

@@ -1,7 +1,4 @@
-"""The distortion type of each pair, read from its dataset's own naming, and the published names of the types.
-
-``TT`` of KADID-10k ``I01_TT_LL.png``, TID2013 ``i01_TT_L.bmp``, PIPAL and synthetic ``A0001_TT_LL.bmp`` and of
-folder pairs named ``<ref>_TT_LL``; the folder for CSIQ and LIVE; the ``type`` column of ``labels.csv``; else None."""
+"""The distortion type of each pair, read from its dataset's own naming, and the published names of the types."""
 from __future__ import annotations
 
 import re
@@ -15,8 +12,7 @@ KADID10K_TYPES = (
     "color saturation 1", "color saturation 2", "JPEG2000", "JPEG", "white noise", "white noise in color component",
     "impulse noise", "multiplicative noise", "denoise", "brighten", "darken", "mean shift", "jitter",
     "non-eccentricity patch", "pixelate", "quantization", "color block", "high sharpen", "contrast change")
-# Ponomarenko et al., "Image database TID2013", Signal Processing: Image Communication 2015 (the release's
-# readme, table I): types 01..24.
+# Ponomarenko et al., "Image database TID2013", Signal Processing: Image Communication 2015: types 01..24.
 TID2013_TYPES = (
     "additive Gaussian noise", "additive noise in color components", "spatially correlated noise", "masked noise",
     "high frequency noise", "impulse noise", "quantization noise", "Gaussian blur", "image denoising",
@@ -44,7 +40,8 @@ _NAMED = {"kadid10k": re.compile(r"^I\d\d_(\d\d)_\d\d$", re.I), "tid2013": re.co
 
 
 def pair_types(dataset: str | None, pairs: list[Pair]) -> list[str | None]:
-    """The distortion type of each pair (see the module docstring); None where the naming gives none."""
+    """The distortion type of each pair: ``TT`` of ``<ref>_TT_LL`` names, the folder (CSIQ, LIVE) or the ``type``
+    column (csv); None where the naming gives none."""
     if dataset in ("csiq", "live"):
         return [p.dist.parent.name.lower() for p in pairs]
     if dataset == "csv":

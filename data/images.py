@@ -1,5 +1,4 @@
-"""Image files: decoding (as image viewers show them, within a pixel budget), header sizes, and the one rule that
-pairs distorted images with their references."""
+"""Image files: decoding as viewers show them within a pixel budget, header sizes, and the pairing rule."""
 from __future__ import annotations
 
 import functools
@@ -20,8 +19,7 @@ from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.inputs import reading
 
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-# The pixel budget per image, checked from the header before decoding: a 16-bit RGB image takes about 18 bytes a
-# pixel at the peak of read_image (uint16 as decoded + float32), so 50 megapixels stay under ~1 GB.
+# The pixel budget per image, checked from the header: at 18 bytes a pixel (16-bit RGB + float32) about 1 GB.
 MAX_MEGAPIXELS = 50.0
 # PIL refuses more than this many pixels whatever we allow (twice Image.MAX_IMAGE_PIXELS): the budget's ceiling.
 PIL_LIMIT_MEGAPIXELS = 178.0
@@ -33,7 +31,6 @@ def is_image(path: Path) -> bool:
 
 
 def megapixels(max_megapixels: float | None) -> int | None:
-    """A budget in megapixels as a number of pixels (None: no budget)."""
     return None if max_megapixels is None else int(max_megapixels * 1_000_000)
 
 
@@ -51,8 +48,7 @@ _ORIENT = {
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What a file's header says: ``(height, width)`` as viewers show it (EXIF orientation applied), the EXIF
-    orientation (1 = none), whether it has an alpha channel, and its number of frames (animations: > 1)."""
+    """A file's header: size as viewers show it (EXIF orientation applied), orientation, alpha, frames."""
 
     height: int
     width: int
@@ -66,8 +62,7 @@ def _open_error(path: Path) -> UserError:
 
 
 def image_not_found(path: Path) -> UserError:
-    """A :class:`UserError` saying "image not found", naming a file of the folder whose name differs only in case or
-    Unicode normalisation."""
+    """"Image not found", naming a file of the folder whose name differs only in case or Unicode normalisation."""
     folder, key = path.parent, name_key(path.name)
     try:
         near = [p.name for p in folder.iterdir() if p.name != path.name and name_key(p.name) == key] \
@@ -80,8 +75,7 @@ def image_not_found(path: Path) -> UserError:
     return UserError(f"{path}: image not found")
 
 
-# PIL's size warning says what the budget's one line says. Process-wide: catch_warnings is not thread-safe, and
-# screening decodes in threads.
+# PIL's size warning says what the budget says; process-wide, as catch_warnings is not thread-safe.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
@@ -94,7 +88,6 @@ def _check_budget(path: Path, width: int, height: int, max_pixels: int | None) -
 
 
 def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader:
-    """The :class:`ImageHeader` of an opened image; over the pixel budget: a :class:`UserError`."""
     width, height = img.size
     if img.format == "TIFF":  # newer PIL reports a TIFF's size with its orientation applied: take the stored one
         width, height = int(img.tag_v2.get(256, width)), int(img.tag_v2.get(257, height))
@@ -113,40 +106,34 @@ def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error)
 
 
-def _pil_error(path: Path, err: Exception) -> UserError:
-    if isinstance(err, Image.DecompressionBombError):  # over PIL's own ceiling, which no budget lifts
-        return UserError(f"{path}: over {PIL_LIMIT_MEGAPIXELS:g} megapixels, more than any pixel budget allows "
-                         f"({arg('max_megapixels')}at most {PIL_LIMIT_MEGAPIXELS:g}); give a smaller image")
-    return _open_error(path)
+def _open(source, path: Path, max_pixels: int | None, check_body: bool = False) -> tuple[ImageHeader, bool]:
+    """The header of ``source`` (``path`` or its bytes) and whether it is a TIFF; ``check_body``: PIL decodes a JPEG in
+    full and verifies a PNG's chunks, finding damage OpenCV lets pass."""
+    try:
+        with Image.open(source) as img:
+            header = _header(img, path, max_pixels)
+            if check_body and img.format in ("JPEG", "MPO"):
+                img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
+            elif check_body and img.format == "PNG":
+                img.verify()  # chunk CRCs and the end of the stream, without decoding the pixels
+            return header, img.format == "TIFF"
+    except Image.DecompressionBombError:  # over PIL's own ceiling, which no budget lifts
+        raise UserError(f"{path}: over {PIL_LIMIT_MEGAPIXELS:g} megapixels, more than any pixel budget allows "
+                        f"({arg('max_megapixels')}at most {PIL_LIMIT_MEGAPIXELS:g}); give a smaller image") from None
+    except _PIL_ERRORS:
+        raise _open_error(path) from None
 
 
-def read_header(path: str | os.PathLike, decode: bool = False,
-                max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> ImageHeader:
-    """The :class:`ImageHeader` of ``path``, over ``max_pixels`` a :class:`UserError` (None: no budget); with ``decode``
-    a JPEG is decoded in full and a PNG's chunks verified (PIL), finding the truncated or damaged files OpenCV lets
-    pass or libpng reports in its own words."""
+def read_header(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> ImageHeader:
+    """The :class:`ImageHeader` of ``path``; over ``max_pixels`` (None: no budget) a :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise image_not_found(path)
-    try:
-        with Image.open(path) as img:
-            header = _header(img, path, max_pixels)
-            _check_body(img, decode)
-    except (*_PIL_ERRORS, Image.DecompressionBombError) as err:
-        raise _pil_error(path, err) from None
-    return header
-
-
-def _check_body(img: Image.Image, decode: bool) -> None:
-    if decode and img.format in ("JPEG", "MPO"):
-        img.load()  # OpenCV fills a truncated JPEG with grey and says nothing; PIL raises
-    elif decode and img.format == "PNG":
-        img.verify()  # chunk CRCs and the end of the stream, without decoding the pixels
+    return _open(path, path, max_pixels)[0]
 
 
 def _tiff_without_orientation(data: bytes) -> bytes:
-    """A TIFF's bytes with the orientation tag of its first directory set to 1: OpenCV applies (or fails on) a TIFF's
-    orientation whatever ``IMREAD_IGNORE_ORIENTATION`` says; :func:`read_image` applies it itself."""
+    """A TIFF's bytes with orientation 1: OpenCV applies a TIFF's orientation whatever IMREAD_IGNORE_ORIENTATION says."""
     order = "<" if data[:2] == b"II" else ">"
     big = struct.unpack(order + "H", data[2:4])[0] == 43  # BigTIFF: 8-byte offsets, 20-byte entries
     count_fmt, entry, offset = ("Q", 20, struct.unpack(order + "Q", data[8:16])[0]) if big else \
@@ -165,8 +152,7 @@ def _tiff_without_orientation(data: bytes) -> bytes:
 
 def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
                  check_body: bool = False) -> tuple[ImageHeader, np.ndarray]:
-    """The header and pixels of ``path`` from one read of the file (:func:`read_image`); ``check_body`` as
-    :func:`read_header`'s ``decode``."""
+    """The header and pixels (:func:`read_image`) of ``path`` from one read; ``check_body`` as in :func:`_open`."""
     path = Path(path)
     reading(path)  # an input of the run: no write of it may land here (utils.inputs)
     try:
@@ -175,13 +161,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
         raise image_not_found(path) from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror}); check its permissions") from None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            header = _header(img, path, max_pixels)
-            _check_body(img, check_body)
-            tiff = img.format == "TIFF"
-    except (*_PIL_ERRORS, Image.DecompressionBombError) as err:
-        raise _pil_error(path, err) from None
+    header, tiff = _open(io.BytesIO(data), path, max_pixels, check_body)
     if tiff and header.orientation != 1:
         try:
             data = _tiff_without_orientation(data)
@@ -211,19 +191,16 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> np.ndarray:
-    """Decode an image file to RGB ``(H, W, 3)`` as image viewers show it (EXIF orientation applied once, for every
-    format).
+    """An image file as viewers show it, RGB ``(H, W, 3)``: ``uint8``, or ``float32`` in [0, 1] from 16 bits.
 
-    8-bit files give ``uint8``; 16-bit files ``float32`` in [0, 1] (value / 65535). Grey is repeated to 3 channels,
-    alpha ignored, an animation gives its first frame. Over ``max_pixels`` pixels is refused from the header (None:
-    no budget); the file is decoded from memory, so any file name works."""
+    Grey is repeated to 3 channels, alpha ignored, an animation gives its first frame; over ``max_pixels`` is refused
+    from the header (None: no budget)."""
     return decode_image(path, max_pixels)[1]
 
 
 @functools.cache
 def _opencv():
-    """OpenCV, imported on the first decode (the options read this module's budget before) and set up once: no thread
-    pool of its own (decoding runs in workers and threads) and no log lines (we say it in one line)."""
+    """OpenCV, imported on the first decode, without a thread pool of its own (decoding runs in threads) or logs."""
     import cv2
 
     cv2.setNumThreads(0)
@@ -241,15 +218,13 @@ def as_unit_float(image):
 
 
 def common_depth(images: Sequence) -> list:
-    """``images`` unchanged when they share a dtype, else all as float32 in [0, 1] (:func:`as_unit_float`), so 8-bit and
-    16-bit images stack."""
+    """``images`` unchanged when they share a dtype, else all as float32 in [0, 1], so 8 and 16 bits stack."""
     images = list(images)
     return images if len({img.dtype for img in images}) <= 1 else [as_unit_float(img) for img in images]
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """The image files of ``folder`` (sorted), and ``name (why)`` for each other entry (sub-folder, broken link, not a
-    file, unreadable, another format)."""
+    """The image files of ``folder`` (sorted), and ``name (why)`` for each other entry."""
     images, skipped = [], []
     for p in sorted(folder.iterdir()):
         why = ("sub-folder, not searched" if p.is_dir() else
@@ -278,8 +253,7 @@ def difference(a: str, b: str) -> str:
 
 
 def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Path]:
-    """``files`` keyed by :func:`name_key`; two names that differ only in case or Unicode normalisation are one
-    :class:`UserError` naming both."""
+    """``files`` keyed by :func:`name_key`; two with one key are a :class:`UserError` naming both."""
     found: dict[str, Path] = {}
     for p in files:
         other = found.setdefault(name_key(p.name), p)
@@ -293,21 +267,17 @@ def by_name_key(files: Iterable[Path], where: str | os.PathLike) -> dict[str, Pa
 
 
 def reference_name(name: str) -> str:
-    """The reference stem of a distorted file name: the part before the first underscore (``A0001_00_00.bmp`` ->
-    ``A0001``, PIPAL; ``i03_11_5.bmp`` -> ``i03``, TID2013; ``I01_01_01.png`` -> ``I01``, KADID-10k). The one rule of
-    every loader and the folder pairing."""
+    """The reference stem of a distorted file name, the part before the first underscore: ``A0001_00_00.bmp`` ->
+    ``A0001`` (PIPAL, TID2013 and KADID-10k name files so)."""
     return Path(name).stem.split("_")[0]
 
 
 def reference_stem(name: str) -> str:
-    """:func:`reference_name` as :func:`name_key` compares it."""
     return name_key(reference_name(name))
 
 
 class References:
-    """The references of a folder under the one pairing rule of every entry point: a distorted file ``n`` pairs with the
-    reference named ``n`` or whose stem is :func:`reference_stem` of ``n`` (names by :func:`name_key`); more than one
-    is a :class:`UserError`."""
+    """A folder's references: distorted file ``n`` pairs with the one named ``n`` or :func:`reference_stem` of ``n``."""
 
     def __init__(self, folder: str | os.PathLike, files: Iterable[Path]):
         self.folder = Path(folder)
@@ -326,8 +296,7 @@ class References:
         return found
 
     def find(self, name: str, itself: Path | None = None, where: str | os.PathLike | None = None) -> Path | None:
-        """The one reference of distorted file ``name`` (None: none); more than one is a :class:`UserError` (``where``
-        names the file)."""
+        """The one reference of distorted file ``name`` (None: none); more than one is a :class:`UserError`."""
         found = self.candidates(name, itself)
         if len(found) > 1:
             raise UserError(f"{where or name}: {len(found)} references fit it in {self.folder} "
@@ -338,15 +307,13 @@ class References:
 
 
 def note_skipped(folder: Path, skipped: list[str]) -> None:
-    """One note (rank 0) for the entries a folder scan left out, the first five named."""
     if skipped:
         note(f"note: left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of {folder}: "
              f"{'; '.join(skipped[:5])}{'; ...' if len(skipped) > 5 else ''}")
 
 
 def match_folder(ref: Path, dist_files: list[Path]) -> list[tuple[Path, Path | None]]:
-    """``(dist, its reference or None)`` for each distorted file, by :class:`References` over the images of folder
-    ``ref``; a reference met among the distorted files (one folder holding both) is left out."""
+    """``(dist, its reference or None)`` per distorted file; a reference among them (one folder for both) is left out."""
     by_name_key(dist_files, dist_files[0].parent if dist_files else ref)  # two files no name tells apart
     refs, skipped = list_images(ref)
     if not dist_files or ref.resolve() != dist_files[0].parent.resolve():
@@ -361,10 +328,8 @@ def match_folder(ref: Path, dist_files: list[Path]) -> list[tuple[Path, Path | N
 
 
 def pair_paths(ref: str | os.PathLike, dist: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Pair distorted images with references: ``(pairs, problems)``, pairs as ``(dist, ref)`` sorted.
-
-    ``ref`` and ``dist`` are files or folders (folders pair by :func:`match_folder`); a distorted file with no
-    reference is a problem, and a reference is not its own pair."""
+    """Pair distorted images (file or folder) with references (file or folder): sorted ``(dist, ref)`` pairs, and
+    problems (a distorted file with no reference)."""
     ref, dist = Path(ref), Path(dist)
     for path, name in ((ref, "ref"), (dist, "dist")):
         if not path.exists():

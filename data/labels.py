@@ -1,5 +1,4 @@
-"""Shared reading of label files: text lines, CSV rows, numbers, repeated names, images by case-insensitive name; every
-loader reports problems as ``file:line: what is wrong; what to do``."""
+"""Reading label files (lines, CSV rows, numbers, repeated names), problems as ``file:line: what is wrong; what to do``."""
 from __future__ import annotations
 
 import csv
@@ -21,8 +20,7 @@ def need_file(path: Path, what: str) -> None:
 
 
 def label_lines(path: Path) -> list[str]:
-    """The lines of a text label file, split at CR, LF or CRLF only (a file name may hold U+2028), without a byte-order
-    mark."""
+    """The lines of a text label file, split at CR, LF or CRLF only (a file name may hold U+2028)."""
     need_file(path, "label file")
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -33,8 +31,7 @@ def label_lines(path: Path) -> list[str]:
 
 
 def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a comma-separated label file after its header line, as ``(line number, {column: text})``: columns in
-    lower case, fields stripped, blank rows skipped."""
+    """``(line number, {column: text})`` per row of a CSV label file after its header; blank rows skipped."""
     need_file(path, "label file")
     header: list[str] | None = None
     rows = []
@@ -86,16 +83,14 @@ def parse_number(text: object, where: str, column: str) -> float:
 
 
 def images_by_key(folder: Path) -> dict[str, Path]:
-    """Image files of ``folder`` keyed by :func:`data.images.name_key`, empty when the folder is absent; two files no
-    such key tells apart are a :class:`UserError`."""
+    """Image files of ``folder`` by :func:`data.images.name_key` (none when the folder is absent)."""
     if not folder.is_dir():
         return {}
     return by_name_key((p for p in sorted(folder.iterdir()) if p.is_file() and is_image(p)), folder)
 
 
 def check_new(seen: dict[str, int], key: str, number: int, where: str, name: str) -> None:
-    """Record ``key`` as listed at line ``number``; a second listing (counted twice, maybe on both sides of a
-    split) is a :class:`UserError`."""
+    """Record ``key`` as listed at line ``number``; a second listing is a :class:`UserError`."""
     if key in seen:
         raise UserError(f"{where}: {name} is listed again (first at line {seen[key]}); delete one of the lines")
     seen[key] = number

@@ -1,13 +1,5 @@
-"""PIPAL as distributed (NTIRE 2021/2022), and labelled or unlabelled folder pairs in its naming.
-
-Training set under ``root``::
-
-Train_Ref/A0001.bmp 200 references (ids A0001..A0248 with gaps) Train_Dis/A0001_00_00.bmp 23,200 distorted images, or
-the same files split over Distortion_1..4/ Train_Label/A0001.txt one label file per reference, lines
-``A0001_00_00.bmp,1520.0648``
-
-or one list file for all labels. NTIRE validation/test sets are a reference folder, a distorted folder and, when
-known, a list file. Scores are Elo ratings, higher = better; ``score = raw``."""
+"""PIPAL as distributed (``Train_Ref/``, ``Train_Dis/`` or ``Distortion_1..4/``, ``Train_Label/*.txt`` or one list
+file), and labelled or unlabelled folder pairs in its naming (NTIRE valid/test). Scores are Elo ratings, higher = better."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +12,7 @@ from ahiq.utils.errors import UserError, arg
 
 
 def read_label_list(path: Path) -> list[tuple[str, float, str]]:
-    """``(name, score, where)`` per line of a PIPAL list file (``name,score`` or ``name, score``, CRLF or LF, final
-    newline optional, blank lines skipped); ``where`` is ``file:line``."""
+    """``(name, score, file:line)`` per line ``name,score`` of a PIPAL list file, blank lines skipped."""
     rows, seen = [], {}
     for number, line in enumerate(label_lines(path), 1):
         if not line.strip():
@@ -36,8 +27,7 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
 
 
 def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """Distorted images by name key from ``Train_Dis/`` or ``Distortion_*/`` (a name in two is a :class:`UserError`),
-    and those folders."""
+    """Distorted images by name key from ``Train_Dis/`` or ``Distortion_*/``, and those folders."""
     parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
         p for p in root.glob("Distortion_*") if p.is_dir())
     if not parts:
@@ -47,8 +37,7 @@ def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
 
 
 def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
-    """A pair per label row, its reference by the one pairing rule; a missing distorted image is named in the folder of
-    its reference's other images, else the first folder."""
+    """A pair per label row; a missing distorted image is named in its reference's other images' folder."""
     refs = References(ref_dir, images_by_key(ref_dir).values())
     home = {reference_stem(name): path.parent for name, path in sorted(dists.items(), reverse=True)}
     pairs = []
@@ -83,8 +72,7 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
 
 
 def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:
-    """Pairs of a reference folder and a distorted folder (NTIRE valid/test), labelled by ``labels`` if given, else
-    every image of ``dist_dir`` with ``score=None``."""
+    """Pairs of a reference and a distorted folder, labelled by ``labels``, else every image with ``score=None``."""
     ref_dir, dist_dir = Path(ref_dir), Path(dist_dir)
     for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
         if not folder.is_dir():
@@ -93,8 +81,7 @@ def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None)
     note_skipped(dist_dir, skipped)
     if labels is not None:
         return _pairs(read_label_list(Path(labels)), by_name_key(images, dist_dir), [dist_dir], ref_dir)
-    # score.py's pairing; a distorted image without a reference gets the path the naming rule looks for (screening
-    # reports it).
+    # a distorted image without a reference gets the path the naming rule looks for (screening reports it)
     pairs = [Pair(dist=d, ref=ref or ref_dir / f"{reference_name(d.name)}{d.suffix}")
              for d, ref in match_folder(ref_dir, images)]
     if not pairs:

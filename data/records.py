@@ -9,12 +9,8 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class Pair:
-    """A labelled (or unlabelled) image pair.
-
-    ``score`` is higher = better (what training and metrics use); ``raw`` is the label file's value (DMOS for
-    CSIQ/LIVE); both None when unlabelled. ``ref_id`` names the reference, for reference-disjoint splits.
-    ``labels.csv`` pairs keep their paths as ``listed`` / ``listed_ref`` (names of results, identity of references)
-    and ``split`` their file's part."""
+    """A labelled (or unlabelled) image pair: ``score`` higher = better, ``raw`` as the label file writes it (None when
+    unlabelled); ``labels.csv`` pairs keep their paths as written (``listed``, ``listed_ref``) and their ``split``."""
 
     dist: Path
     ref: Path
@@ -35,9 +31,8 @@ class Pair:
 
 
 def result_names(items: Sequence[Pair | Path]) -> list[str]:
-    """Names that tell the results of ``items`` (pairs or paths) apart: :attr:`Pair.name` when unique (NTIRE
-    ``output.txt`` needs bare names), else paths relative to the distorted files' deepest shared folder (LIVE's
-    ``jpeg/img1.bmp``)."""
+    """Names that tell the results of ``items`` apart: bare names when unique (NTIRE ``output.txt``), else paths relative
+    to the distorted files' deepest shared folder (LIVE's ``jpeg/img1.bmp``)."""
     names = [p.name if isinstance(p, Pair) else Path(p).name for p in items]
     if len(set(names)) == len(names):
         return names

@@ -1,5 +1,5 @@
-"""Training samples: score normalisation, the random crop pairs of an epoch and the order they come in, each a
-function of the seed, the epoch and the index alone (what makes resumed runs identical)."""
+"""Training samples: score normalisation, an epoch's random crop pairs and their order, functions of the seed, the
+epoch and the index alone (so resumed runs are identical)."""
 from __future__ import annotations
 
 import math
@@ -49,13 +49,9 @@ class ScoreNorm:
 
 
 class CropPairs(Dataset):
-    """Training samples: one random crop window shared by distorted and reference, and a random flip.
-
-    Key ``epoch * len(self) + i`` (:class:`EpochSampler`) -> ``(dist (3, c, c), ref (3, c, c), target, i)``. Window
-    and flip come from a generator seeded by ``(seed, epoch, i)``: independent of workers and order, so resumed runs
-    are identical. ``crop_rule``: ``full`` draws every position ``0..H-c``; ``authors`` replays the release's
-    ``randint(0, H - c)``, which never reaches the last row and column (0 where ``H == c``, where theirs failed).
-    ``flip``: ``horizontal``, ``vertical`` (the authors' accidental up-down flip) or ``none``."""
+    """Key ``epoch * len(self) + i`` -> ``(dist (3, c, c), ref (3, c, c), target, i)``: one random crop window shared by
+    the pair and a random flip, drawn from ``(seed, epoch, i)``. ``crop_rule`` ``authors`` replays the release's
+    ``randint(0, H - c)``, which never reaches the last row and column."""
 
     def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0,
                  crop_rule: str = "full", max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
@@ -64,8 +60,7 @@ class CropPairs(Dataset):
         if crop_rule not in CROP_RULES:
             raise UserError(f"{arg('train_crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")
         self.pairs, self.targets = pairs, np.asarray(targets, dtype=np.float32)
-        self.crop, self.flip, self.seed, self.crop_rule = crop, flip, seed, crop_rule
-        self.max_pixels = max_pixels  # the pixel budget per image
+        self.crop, self.flip, self.seed, self.crop_rule, self.max_pixels = crop, flip, seed, crop_rule, max_pixels
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -101,8 +96,7 @@ class CropPairs(Dataset):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Shuffled indices of one epoch (of this rank's shard under DDP), tagged ``epoch * n + i``: a function of ``(seed,
-    epoch)`` only, so a resumed run sees the same order and persistent workers are built once."""
+    """Shuffled indices of one epoch (this rank's shard under DDP), tagged ``epoch * n + i``, from ``(seed, epoch)``."""
 
     def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.rank, self.world = n, seed, rank, world_size

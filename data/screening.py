@@ -1,5 +1,5 @@
-"""Screening image pairs before any long work: every image decoded once, in threads; what fails is reported in one list
-(or, with ``skip_bad``, left out and listed), and what passes is kept decoded for the scorer within a memory budget."""
+"""Screening image pairs before any long work: every image decoded once, in threads, the problems reported in one list,
+what passes kept decoded for the scorer within a memory budget."""
 from __future__ import annotations
 
 import os
@@ -19,8 +19,7 @@ from ahiq.utils.errors import UserError, arg, flag, note, plain
 
 
 class Problem(NamedTuple):
-    """A problem of pair ``index``; problems of one ``group`` (a missing folder, images smaller than the crop)
-    are reported as one line with their count."""
+    """A problem of pair ``index``; those of one ``group`` are reported as one line with their count."""
 
     index: int
     message: str
@@ -28,8 +27,7 @@ class Problem(NamedTuple):
 
 
 class DecodedImages:
-    """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over and
-    forgets it."""
+    """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over."""
 
     def __init__(self, budget: int = 512 << 20, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
         self.budget, self.used, self.images, self.lock = budget, 0, {}, threading.Lock()
@@ -66,20 +64,19 @@ class MemoryGate:
             self.cond.notify_all()
 
 
-def _inspect(path: Path, decode: bool, gate: MemoryGate, keep: DecodedImages | None,
+def _inspect(path: Path, gate: MemoryGate, keep: DecodedImages | None,
              max_pixels: int | None) -> tuple[int, int, bool, int] | str:
-    """``(height, width, alpha, frames)`` of one file (decoded in full with ``decode``), or its problem."""
+    """``(height, width, alpha, frames)`` of one file decoded in full, or its problem."""
     try:
         header = read_header(path, max_pixels=max_pixels)
-        if decode:
-            size = header.height * header.width * DECODED_BYTES_PER_PIXEL
-            gate.take(size)
-            try:
-                header, image = decode_image(path, max_pixels, check_body=True)
-            finally:
-                gate.give(size)
-            if keep is not None:
-                keep.keep(path, image)
+        size = header.height * header.width * DECODED_BYTES_PER_PIXEL
+        gate.take(size)
+        try:
+            header, image = decode_image(path, max_pixels, check_body=True)
+        finally:
+            gate.give(size)
+        if keep is not None:
+            keep.keep(path, image)
         return header.height, header.width, header.alpha, header.frames
     except UserError as err:
         return err.template  # arguments named as the running entry point names them
@@ -106,23 +103,20 @@ def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], cro
     return None
 
 
-def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int = 8,
+def check_pairs_on_disk(pairs: list[Pair], crop: int, workers: int = 8,
                         alpha: list[Path] | None = None, keep: DecodedImages | None = None,
                         max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
                         animated: list[Path] | None = None) -> list[Problem]:
-    """Problems of the pairs' images: missing, undecodable, over ``max_pixels`` (from the header), reference and
-    distorted sizes differing, smaller than ``crop`` (sizes as :func:`read_image` returns them).
+    """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``).
 
-    With ``decode`` every distinct file is decoded in full once, in ``workers`` threads bounded in memory
-    (:class:`MemoryGate`; PIL checks JPEG and PNG bodies too), and ``keep`` keeps the images; else only headers
-    are read. Files with an alpha channel are appended to ``alpha``, animations to ``animated``.
-    """
+    Every file is decoded in full once, in threads (``keep`` keeps the images). Files with an alpha channel are appended
+    to ``alpha``, animations to ``animated``."""
     gate = MemoryGate()
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
-        found = pool.map(lambda path: _inspect(path, decode, gate, keep, max_pixels), paths)
+        found = pool.map(lambda path: _inspect(path, gate, keep, max_pixels), paths)
         info = dict(zip(paths, tqdm(found, total=len(paths), desc="check images", unit="file",
-                                    disable=not decode or len(paths) < 500, leave=False)))
+                                    disable=len(paths) < 500, leave=False)))
     if alpha is not None:
         alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
     if animated is not None:
@@ -132,8 +126,7 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, decode: bool, workers: int
 
 
 def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
-    """One line per problem, in order; a group (a missing folder, images smaller than the crop) is one line that
-    says how many pairs it affects."""
+    """One line per problem, in order; a group is one line that says how many pairs it affects."""
     counts = Counter(p.group for p in problems if p.group)
     lines, said = [], set()
     for p in problems:
@@ -152,15 +145,11 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
                  report: Callable[[str], None] | None = None, warned: set[str] | None = None,
                  keep: DecodedImages | None = None, check_hint: bool = True,
                  max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> list[Pair]:
-    """The pairs that can be used: the one screening path of scoring and training.
-
-    Every image is decoded in full (:func:`check_pairs_on_disk`; ``keep`` keeps them). Problems (``known`` ones, e.g.
-    from pairing, and those found) are one :class:`UserError`, or with ``skip_bad`` reported (``report``, default a
-    note) and left out. ``part`` names the split in messages; ``check_hint`` mentions ``check_data``; alpha channels
-    and animations get one warning each per run (``warned``)."""
+    """The pairs that can be used: problems (``known`` and found) are one
+    :class:`UserError`, or with ``skip_bad`` reported and left out; alpha and animations warned once (``warned``)."""
     alpha: list[Path] = []
     animated: list[Path] = []
-    found = check_pairs_on_disk(pairs, crop, decode=True, alpha=alpha, keep=keep, max_pixels=max_pixels,
+    found = check_pairs_on_disk(pairs, crop, alpha=alpha, keep=keep, max_pixels=max_pixels,
                                 animated=animated)
     problems = list(known or []) + unique_messages(found, crop)
     where = f" in the {part} data" if part else ""

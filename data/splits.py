@@ -1,5 +1,5 @@
-"""Reference-disjoint splits: the train/val/test pairs of a :class:`DataConfig` (saved as ``split.json``), an
-optional separate validation list, and the ``--check_data`` report."""
+"""Reference-disjoint splits: the train/val/test pairs of a :class:`DataConfig` (saved as ``split.json``) and the
+``--check_data`` report."""
 from __future__ import annotations
 
 import json
@@ -33,8 +33,7 @@ def parse_ratio(text: str) -> tuple[float, float, float]:
 
 def split_references(ref_ids: list[str], ratio: tuple[float, float, float], seed: int,
                      by: str = "reference", ratio_text: str | None = None) -> dict[str, list[str]]:
-    """Assign whole references (``by="pair"``: pairs' names) to train/val/test at ``ratio`` (``ratio_text`` as the user
-    wrote it) after a seeded shuffle."""
+    """Whole references (``by="pair"``: pairs' names) assigned to train/val/test at ``ratio`` after a seeded shuffle."""
     ids = sorted(set(ref_ids))
     order = [ids[i] for i in np.random.RandomState(seed).permutation(len(ids))]
     n = len(ids)
@@ -77,8 +76,7 @@ def read_split_file(path: str | Path) -> tuple[dict[str, list[str]], str]:
 
 
 def apply_split(pairs: list[Pair], split: dict[str, list[str]], keys: list[str] | None = None) -> dict[str, list[Pair]]:
-    """Pairs of each part by reference id (or by ``keys``, one per pair: :func:`split_keys`); pairs in no part are left
-    out."""
+    """Pairs of each part by reference id (or by ``keys``, one per pair); pairs in no part are left out."""
     part_of = {ref: part for part, refs in split.items() for ref in refs}
     out: dict[str, list[Pair]] = {part: [] for part in SPLITS}
     for pair, key in zip(pairs, keys or [p.ref_id for p in pairs]):
@@ -89,9 +87,8 @@ def apply_split(pairs: list[Pair], split: dict[str, list[str]], keys: list[str] 
 
 def prepare_splits(cfg: DataConfig, run_dir: Path | None,
                    saved_split: Path | None = None) -> tuple[dict[str, list[Pair]], dict]:
-    """Train/val/test pairs of ``cfg`` and what decided them, saved as ``run_dir/split.json`` (when given): the labels'
-    own ``split`` column (csv), else ``cfg.split_file`` or ``saved_split`` (an earlier run's), else a seeded split at
-    ``cfg.ratio``."""
+    """Train/val/test pairs of ``cfg`` and what decided them (the labels' split column, a split file, or a seeded split),
+    saved as ``run_dir/split.json``."""
     pairs = load_dataset(cfg)
     if pairs[0].split is not None:
         if cfg.split_file or cfg.split_ratio:
@@ -107,16 +104,17 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
         split_file = cfg.split_file or (str(saved_split) if saved_split else None)
         if split_file:
             split, by = read_split_file(split_file)
-            info = {"dataset": cfg.dataset, "from": str(split_file), **({"by": by} if by != "reference" else {})}
+            info = {"dataset": cfg.dataset, "from": str(split_file)}
         else:
             by = cfg.split_by
             ratio = "1:0" if cfg.val_list and not cfg.split_ratio else cfg.ratio  # a validation list replaces it
             split = split_references(split_keys(pairs, by), parse_ratio(ratio), cfg.split_seed, by, ratio)
-            info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed, **({"by": by} if by != "reference"
-                                                                                        else {})}
+            info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed}
             if by == "pair":
                 note(f"note: {arg('split_by')}pair: the parts share references (a pipeline check, not the "
-                    "reference-disjoint protocol)")
+                     "reference-disjoint protocol)")
+        if by != "reference":
+            info["by"] = by
         parts = apply_split(pairs, split, split_keys(pairs, by))
         if cfg.val_list:
             from ahiq.data.pipal import load_folder_pairs
@@ -135,7 +133,7 @@ def run_data_check(parts: dict[str, list[Pair]], crop: int) -> dict[str, list[tu
         pairs = parts.get(name) or []
         if not pairs and name == "test":
             continue
-        found[name] = problems = check_pairs_on_disk(pairs, crop, decode=True)
+        found[name] = problems = check_pairs_on_disk(pairs, crop)
         print(f"data check: {name} {describe(pairs)}; {len(unique_messages(problems, crop))} problems")
     for name, problems in found.items():
         for line in unique_messages(problems, crop):

@@ -1,8 +1,5 @@
-"""Loaders for TID2013, KADID-10k, CSIQ and LIVE release 2 in the layouts their authors distribute.
-
-Each ``load_<name>(root)`` reads only the label files and lists every labelled pair as a :class:`Pair`, sorted by
-distorted path; a missing image still yields its pair, so the data checker names what is missing. ``score`` is higher
-= better for every set; ``raw`` is the number as the label file writes it."""
+"""Loaders for TID2013, KADID-10k, CSIQ and LIVE release 2 as distributed: every labelled pair from the label files,
+sorted (a missing image still yields its pair, for the data check); ``score`` higher = better, ``raw`` as written."""
 from __future__ import annotations
 
 import re
@@ -17,11 +14,9 @@ from ahiq.data.labels import check_new, csv_rows, images_by_key, label_lines, ne
 from ahiq.data.records import Pair
 from ahiq.utils.errors import UserError
 
-# TID2013 distorted names: i<ref>_<type>_<level>.bmp, in either case.
 _TID2013_NAME = re.compile(r"^i\d\d_\d\d_\d\.bmp$", re.IGNORECASE)
 
-# CSIQ ``dst_type`` in csiq.DMOS.xlsx -> (folder under dst_imgs/, type token in the file name). The tokens match
-# all 866 names of ../shared/data/labels/CSIQ/ref_dist_dmos.csv; the folders are the release's (dst_imgs/awgn/...).
+# CSIQ ``dst_type`` in csiq.DMOS.xlsx -> (folder under dst_imgs/, type token in the file name).
 _CSIQ_TYPES: dict[str, tuple[str, str]] = {
     "noise": ("awgn", "AWGN"), "jpeg": ("jpeg", "JPEG"), "jpeg2000": ("jpeg2000", "jpeg2000"),
     "fnoise": ("fnoise", "fnoise"), "blur": ("blur", "BLUR"), "contrast": ("contrast", "contrast")}
@@ -38,10 +33,8 @@ def _sorted(pairs: list[Pair]) -> list[Pair]:
 
 
 def load_tid2013(root: Path) -> list[Pair]:
-    """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``.
-
-    Names are matched case-insensitively (``I01_11_1.BMP`` names ``i01_11_1.bmp``). score = raw = MOS (0..9, higher =
-    better); 3,000 pairs from 25 references."""
+    """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``;
+    score = raw = MOS (0..9)."""
     root = Path(root)
     labels = root / "mos_with_names.txt"
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
@@ -70,9 +63,7 @@ def load_tid2013(root: Path) -> list[Pair]:
 
 
 def load_kadid10k(root: Path) -> list[Pair]:
-    """Pairs of KADID-10k: ``dmos.csv`` (``dist_img,ref_img,dmos,var``) naming files in ``images/``.
-
-    The dmos column holds 1..5 ACR means, higher = better: score = raw = dmos; 10,125 pairs from 81 references."""
+    """Pairs of KADID-10k: ``dmos.csv`` naming files in ``images/``; score = raw = dmos (1..5 ACR, higher = better)."""
     root = Path(root)
     labels = root / "dmos.csv"
     images = root / "images"
@@ -97,8 +88,7 @@ def _cell_text(value: object) -> str:
 
 
 def _csiq_header(texts: list[str]) -> dict[str, int] | None:
-    """Column index of each CSIQ column if this sheet row is the table's header, else None."""
-    # The table sits in columns D..I, not on row 1; the six names in a run win over scattered matches.
+    """Column index of each CSIQ column if this sheet row is the table's header (not row 1), else None."""
     lower = [t.lower() for t in texts]
     for start in range(len(lower) - len(_CSIQ_COLUMNS) + 1):
         if tuple(lower[start:start + len(_CSIQ_COLUMNS)]) == _CSIQ_COLUMNS:
@@ -125,11 +115,8 @@ def _csiq_sheet(labels: Path):
 
 
 def load_csiq(root: Path) -> list[Pair]:
-    """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``, ``dst_imgs/<type>/``.
-
-    Distorted files are ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png`` (:data:`_CSIQ_TYPES`; ``dst_type`` matched
-    ignoring case and spaces). DMOS is 0..1, lower = better: score = 1 - dmos, raw = dmos; 866 pairs from 30
-    references."""
+    """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``,
+    ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png``; score = 1 - dmos, raw = dmos (0..1, lower = better)."""
     root = Path(root)
     labels = root / "csiq.DMOS.xlsx"
     sheet = _csiq_sheet(labels)
@@ -194,11 +181,8 @@ def _mat_string(value: object) -> str:
 
 
 def load_live(root: Path) -> list[Pair]:
-    """Pairs of LIVE release 2: ``dmos.mat``, ``refnames_all.mat``, ``refimgs/``, five distortion folders.
-
-    Entry i of ``dmos``/``orgs``/``refnames_all`` is ``<folder>/img<k>.bmp`` counting through :data:`LIVE_FOLDERS`;
-    entries with ``orgs == 1`` (reference copies) are left out: 779 pairs from 29 references. DMOS is about 0..100,
-    lower = better: score = 100 - dmos, raw = dmos."""
+    """Pairs of LIVE release 2: ``dmos.mat``, ``refnames_all.mat``, ``refimgs/``, the :data:`LIVE_FOLDERS` (reference
+    copies, ``orgs == 1``, left out); score = 100 - dmos, raw = dmos (about 0..100, lower = better)."""
     root = Path(root)
     dmos_file, names_file = root / "dmos.mat", root / "refnames_all.mat"
     values = _mat_variables(dmos_file, ("dmos", "orgs"))

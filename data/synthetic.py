@@ -1,20 +1,6 @@
-"""A procedurally generated full-reference IQA dataset, written in the PIPAL training layout.
-
-:func:`ensure_synthetic` writes ``n_refs`` references, ``len(DISTORTIONS) * LEVELS`` distorted images per
-reference and one label file per reference under ``root``::
-
-    root/Train_Ref/A0001.bmp ... A000N.bmp            references, size x size RGB
-    root/Train_Dis/A0001_TT_LL.bmp                     type TT (00..05), level LL (00..03, 00 = mildest)
-    root/Train_Label/A0001.txt                         lines ``A0001_00_00.bmp,1520.0648`` + newline
-    root/synthetic.json                                generation parameters + version; written last
-
-so the PIPAL loader reads it unchanged; everything is deterministic in ``seed``.
-
-References are 1/f-spectrum noise fields (correlated channels, as in photographs) over a smooth illumination ramp,
-with 3-7 anti-aliased shapes, each with its own colour and texture. Distortion types (:data:`DISTORTIONS`, levels
-00..03 from mildest to strongest): 00 Gaussian blur, 01 Gaussian noise, 02 JPEG, 03 contrast reduction with a
-brightness offset, 04 colour cast along a seeded chroma direction, 05 area downsampling then bicubic upsampling.
-"""
+"""A generated full-reference IQA dataset in the PIPAL training layout (``Train_Ref/A0001.bmp``,
+``Train_Dis/A0001_TT_LL.bmp``, ``Train_Label/A0001.txt``, ``synthetic.json`` last), deterministic in ``seed``:
+1/f-noise references with random shapes, the :data:`DISTORTIONS` at ``LEVELS`` levels, a pseudo-MOS from SSIM and PSNR."""
 from __future__ import annotations
 
 import json
@@ -35,8 +21,7 @@ LEVELS = 4
 MOS_MIN, MOS_MAX = 900.0, 1850.0
 RATER_NOISE_SD = 10.0
 
-# (type name, parameter per level from mildest to strongest); the table is saved in synthetic.json so
-# changing it invalidates an existing folder.
+# (type name, parameter per level, mildest first); saved in synthetic.json, so a change regenerates a folder.
 DISTORTIONS: list[tuple[str, list]] = [
     ("gaussian_blur_sigma", [0.8, 1.4, 2.2, 3.5]),
     ("gaussian_noise_sd", [5.0, 10.0, 18.0, 30.0]),
@@ -46,30 +31,17 @@ DISTORTIONS: list[tuple[str, list]] = [
     ("down_up_factor", [1.5, 2.0, 3.0, 4.0]),
 ]
 
-# Constants of the pseudo-MOS below; also saved in synthetic.json.
+# Constants of the pseudo-MOS (clean_pseudo_mos); also saved in synthetic.json.
 SSIM_WEIGHT = 0.5
 PSNR_LOW, PSNR_HIGH = 15.0, 45.0
 LOGISTIC_CENTRE, LOGISTIC_SCALE = 0.52, 0.08
-
-PSEUDO_MOS_DOC = f"""How the pseudo-MOS of a distorted image ``d`` of reference ``r`` is defined (higher = better).
-
-1. ``ssim``: SSIM of ``r`` and ``d`` on each RGB channel in 0..255, 11x11 Gaussian window, sigma 1.5 (reflected
-   borders), C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2, averaged over pixels and the three channels.
-2. ``psnr``: 10 * log10(255^2 / MSE) over all RGB values, capped at 60 dB.
-3. ``q = {SSIM_WEIGHT} * ssim + {1 - SSIM_WEIGHT} * clip((psnr - {PSNR_LOW}) / {PSNR_HIGH - PSNR_LOW}, 0, 1)``.
-4. ``clean = {MOS_MIN} + {MOS_MAX - MOS_MIN} / (1 + exp(-(q - {LOGISTIC_CENTRE}) / {LOGISTIC_SCALE}))``
-   (:func:`clean_pseudo_mos`).
-5. Rater noise: ``score = clip(clean + e, {MOS_MIN}, {MOS_MAX})`` with ``e ~ N(0, {RATER_NOISE_SD}^2)``
-   drawn from ``numpy.random.default_rng([seed, 1, ref_index])`` in file-name order; written with 4 decimals.
-"""
 
 _PARTIAL_MARKER = ".synthetic-partial"
 _OUR_NAMES = re.compile(r"A\d{4}(_\d{2}_\d{2})?\.(bmp|txt)")
 
 
 def ensure_synthetic(root: str | os.PathLike, n_refs: int = 12, size: int = 128, seed: int = 0) -> Path:
-    """Write the synthetic dataset under ``root`` unless an identical one is there; returns ``root``. Other recorded
-    parameters regenerate it; PIPAL-style data this module did not write is refused."""
+    """Write the synthetic dataset under ``root`` unless an identical one is there; returns ``root``."""
     root = Path(root)
     if not 1 <= n_refs <= 9999:
         raise UserError(f"synthetic dataset: n_refs={n_refs} is out of range; use 1..9999 (4-digit ids)")
@@ -115,7 +87,8 @@ def psnr_rgb(ref: np.ndarray, dist: np.ndarray) -> float:
 
 
 def clean_pseudo_mos(ref: np.ndarray, dist: np.ndarray) -> float:
-    """The noise-free pseudo-MOS of a distorted image (steps 1-4 of :data:`PSEUDO_MOS_DOC`)."""
+    """The noise-free pseudo-MOS of a distorted image: a logistic of ``q``, SSIM and the clipped PSNR mixed at
+    ``SSIM_WEIGHT``, from ``MOS_MIN`` to ``MOS_MAX`` (the label adds rater noise of ``RATER_NOISE_SD``)."""
     psnr_term = min(1.0, max(0.0, (psnr_rgb(ref, dist) - PSNR_LOW) / (PSNR_HIGH - PSNR_LOW)))
     q = SSIM_WEIGHT * ssim_rgb(ref, dist) + (1 - SSIM_WEIGHT) * psnr_term
     return MOS_MIN + (MOS_MAX - MOS_MIN) / (1 + math.exp(-(q - LOGISTIC_CENTRE) / LOGISTIC_SCALE))
@@ -147,7 +120,7 @@ def make_reference(size: int, seed: int, index: int) -> np.ndarray:
 
 
 def distort(ref: np.ndarray, dist_type: int, level: int, rng: np.random.Generator) -> np.ndarray:
-    """Apply distortion ``dist_type`` at ``level`` (see the module docstring) to an RGB uint8 image."""
+    """Apply distortion ``dist_type`` at ``level`` to an RGB uint8 image."""
     return _DISTORTERS[dist_type](ref, DISTORTIONS[dist_type][1][level], rng)
 
 
@@ -170,13 +143,9 @@ def _ref_id(index: int) -> str:
 
 
 def _all_files_present(root: Path, n_refs: int) -> bool:
-    for i in range(n_refs):
-        ref_id = _ref_id(i)
-        paths = [root / "Train_Ref" / f"{ref_id}.bmp", root / "Train_Label" / f"{ref_id}.txt"]
-        paths += [root / "Train_Dis" / name for name in distorted_names(ref_id)]
-        if not all(p.is_file() for p in paths):
-            return False
-    return True
+    ids = [_ref_id(i) for i in range(n_refs)]
+    return all(p.is_file() for r in ids for p in [root / "Train_Ref" / f"{r}.bmp", root / "Train_Label" / f"{r}.txt",
+                                                   *(root / "Train_Dis" / name for name in distorted_names(r))])
 
 
 def _prepare_folder(root: Path) -> None:
@@ -206,8 +175,7 @@ def _generate(root: Path, n_refs: int, size: int, seed: int) -> None:
         lines = []
         for t in range(len(DISTORTIONS)):
             for lv in range(LEVELS):
-                # The same stream at every level: one noise pattern, cast direction or brightness sign per
-                # (reference, type), scaled by the level, keeps the levels of a type ordered.
+                # The same stream at every level keeps the levels of a type ordered.
                 dist = distort(ref, t, lv, np.random.default_rng([seed, 2, i, t]))
                 name = f"{ref_id}_{t:02d}_{lv:02d}.bmp"
                 _write_bmp(root / "Train_Dis" / name, dist)

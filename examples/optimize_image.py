@@ -1,12 +1,9 @@
 """Make a degraded image better in AHIQ's eyes: Adam steps on AHIQLoss (engine/loss.py).
 
-python examples/optimize_image.py --ref I01.png --blur 2 --steps 15 --output restored.png python
-examples/optimize_image.py --ref I01.png --dist I01_01_05.png --checkpoint FILE
+    python examples/optimize_image.py --ref I01.png --blur 2 --steps 15 --output restored.png
+    python examples/optimize_image.py --ref I01.png --dist I01_01_05.png --checkpoint FILE
 
-Starts from ``--dist`` (or the reference blurred by ``--blur`` / noised by ``--noise``) and minimises ``1 - score``
-over the pixels, kept in [0, 1]; a step that does not raise the score is taken back and the rate halved, so the
-printed score only rises. With random weights (``--pretrained_backbones false --checkpoint none``) it checks the
-mechanics, not quality."""
+A step that does not raise the score is taken back and the rate halved, so the printed score only rises."""
 from __future__ import annotations
 
 import argparse
@@ -57,8 +54,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def start_image(opt, ref: np.ndarray, levels: int) -> np.ndarray:
-    """The image to improve, RGB float32 in [0, 1] like ``ref``: ``--dist``, or the reference blurred and/or noised and
-    rounded to ``levels`` steps (255 or 65535, as a file of the reference's depth holds it)."""
+    """The image to improve, ``(H, W, 3)`` in [0, 1]: ``--dist``, or the reference degraded and rounded to ``levels``."""
     if opt.dist:
         dist = as_unit_float(read_image(opt.dist))
         if dist.shape != ref.shape:

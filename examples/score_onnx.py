@@ -3,9 +3,7 @@
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx
     python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
 
-Each distorted image is scored against ``--ref`` as score.py scores the pair: the same crop windows (``--crops``,
-``--seed``), the crop size the graph was exported for, the same decoding (``data.images.read_image``) and the mean
-over the crops.
+Each distorted image is scored against ``--ref`` as score.py scores the pair: same crops, decoding and mean.
 """
 from __future__ import annotations
 
@@ -27,8 +25,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def check_inputs(session, path: str) -> int:
-    """The crop size S an AHIQ export takes, from its inputs (``dist``, ``ref``: ``(N, 3, S, S)``); a model with
-    other inputs is a :class:`UserError`."""
+    """The crop size S of an AHIQ export's inputs ``dist``, ``ref`` ``(N, 3, S, S)``; other inputs: a :class:`UserError`."""
     inputs = {i.name: i.shape for i in session.get_inputs()}
     shapes = [list(s)[1:] for s in inputs.values()]
     if sorted(inputs) == ["dist", "ref"] and shapes[0] == shapes[1] and len(shapes[0]) == 3 and shapes[0][0] == 3 \

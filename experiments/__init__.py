@@ -22,8 +22,7 @@ def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
 
 
 def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse.Namespace, list[str]]:
-    """Parse with the options of repeated splits added (``--seeds``, ``--split_ratio``, ``--test_crops``,
-    ``--checkpoints_dir``): the known options and the rest (for train.py)."""
+    """The known options, the options of repeated splits added, and the rest (for train.py)."""
     p.add_argument("--seeds", type=int, default=seeds, help="number of random splits (split seeds 0..K-1)")
     p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
     p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
@@ -35,28 +34,21 @@ def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse
 
 
 def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), test_argv=(), config=()) -> dict:
-    """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last) and test it on
-    the split's test part: :func:`train_then_test`."""
-    run = Path(args.checkpoints_dir) / name
-    return train_then_test([*config, "--dataset", args.dataset, "--name", name, "--checkpoints_dir",
-                            args.checkpoints_dir, "--split_ratio", args.split_ratio, "--split_seed", str(seed),
-                            *train_argv], run, ["--split", "test", "--crops", args.test_crops, "--output",
-                                                str(run / "test_results.txt"), *test_argv])
-
-
-def train_then_test(train_argv: list[str], run: Path, test_argv: list[str]) -> dict:
-    """``train.py train_argv`` (making the run folder ``run``), then :func:`test_run`: test.py's metrics and the
-    training ``seconds``."""
+    """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last), then
+    :func:`test_run` on the split's test part: test.py's metrics and the ``seconds`` it all took."""
     from ahiq.commands import train as train_script
 
-    start = time.perf_counter()
-    train_script.main(train_argv)
-    return {**test_run(run, test_argv), "seconds": time.perf_counter() - start}
+    run, start = Path(args.checkpoints_dir) / name, time.perf_counter()
+    train_script.main([*config, "--dataset", args.dataset, "--name", name, "--checkpoints_dir", args.checkpoints_dir,
+                       "--split_ratio", args.split_ratio, "--split_seed", str(seed), *train_argv])
+    metrics = test_run(run, ["--split", "test", "--crops", args.test_crops, "--output", str(run / "test_results.txt"),
+                             *test_argv])
+    return {**metrics, "seconds": time.perf_counter() - start}
 
 
-def test_run(run: Path, test_argv: list[str], checkpoint: str | None = None, data: bool = True) -> dict:
-    """``test.py`` with the training run's own options (its ``opt.json``) and ``checkpoint`` (default its ``best.pth``),
-    ``test_argv`` on top; ``data=False`` leaves the run's data options out (another dataset). test.py's metrics."""
+def test_run(run: Path, test_argv: list[str], data: bool = True) -> dict:
+    """test.py's metrics for run folder ``run``'s ``best.pth`` with its own options (``opt.json``), ``test_argv`` on top;
+    ``data=False`` leaves the run's data options out (another dataset)."""
     from ahiq.commands import test as test_script
 
     config = run / "opt.json"
@@ -65,8 +57,7 @@ def test_run(run: Path, test_argv: list[str], checkpoint: str | None = None, dat
         options.pop("data", None)
         config = run / "opt_model.json"
         atomic_write_text(config, json.dumps(options, indent=2) + "\n")
-    metrics = test_script.main(["--config", str(config), "--checkpoint", checkpoint or str(run / "best.pth"),
-                                *test_argv])
+    metrics = test_script.main(["--config", str(config), "--checkpoint", str(run / "best.pth"), *test_argv])
     if metrics is None:
         raise UserError(f"{run.name}: the test pairs have no labels")
     return metrics

@@ -2,10 +2,8 @@
 
     python experiments/ablations.py --dataset kadid10k --data_root /data/kadid10k --seeds 3 [train.py options]
 
-Every preset (``options/presets/<name>.json``, or an options file) is trained on the same reference-disjoint
-split(s) with the preset's options, then the ones given here (``--n_epoch 50``), and tested on its test part with
-its ``best.pth``. The table (one row per preset: trainable parameters, median SRCC / PLCC / KRCC / fitted PLCC /
-RMSE over the splits, median training time) goes to ``<checkpoints_dir>/ablations_<dataset>.md`` (or ``--output``).
+Every preset (``options/presets/<name>.json`` or an options file) is trained on the same split(s), the options given
+here on top, and tested with its ``best.pth``; the table goes to ``<checkpoints_dir>/ablations_<dataset>.md``.
 """
 from __future__ import annotations
 
@@ -30,7 +28,6 @@ DEFAULT_PRESETS = ("ntire2022", "vit_only", "cnn_only", "no_deform", "no_fusion"
 
 
 def preset_path(name: str) -> Path:
-    """``options/presets/<name>.json``, or ``name`` itself when it is a file."""
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         return path
@@ -42,7 +39,7 @@ def preset_path(name: str) -> Path:
 
 
 def trainable_parameters(checkpoint: Path) -> int:
-    """Number of trained values in a checkpoint: its fusion and head tensors (the backbones are frozen)."""
+    """Number of trained values in a checkpoint (fusion and head; the backbones are frozen)."""
     deform, regressor, _ = read_checkpoint(checkpoint)
     return sum(t.numel() for t in (*deform.values(), *regressor.values()))
 

@@ -3,9 +3,8 @@
     python experiments/cross_dataset.py --checkpoint FILE --test csiq=/data/CSIQ live=/data/LIVE tid2013=/data/TID2013
     python experiments/cross_dataset.py --train kadid10k=/data/kadid10k --test tid2013=/data/TID2013 [train.py options]
 
-Without ``--checkpoint``, train.py runs first and each test uses that run's model options. Each test set is scored
-whole (``test.py --split all``): one row per set (and per ``--baselines`` metric), in
-``<checkpoints_dir>/<name>/cross_dataset.md`` and ``.csv``. With ``--checkpoint`` the other options go to test.py.
+Each test set is scored whole (``test.py --split all``): one row per set and metric in
+``<checkpoints_dir>/<name>/cross_dataset.md`` and ``.csv``.
 """
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ COLUMNS = ("PLCC", "PLCC_fitted", "SRCC", "KRCC")
 
 
 def named_root(text: str) -> tuple[str, str]:
-    """``'csiq=/data/CSIQ'`` -> ``('csiq', '/data/CSIQ')``."""
     name, sep, root = text.partition("=")
     if not sep or not name or not root:
         raise UserError(f"{text}: give a dataset as NAME=FOLDER, e.g. csiq=/data/CSIQ")

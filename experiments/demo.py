@@ -2,12 +2,8 @@
 
     python experiments/demo.py [--demo_dir DIR] [--device cpu] [--precision fp32|bf16] [train.py options]
 
-Nothing is downloaded. A fixed schedule (1 epoch over 120 of 150 synthetic 32-pixel references at batch 16: 180
-steps), so every run on a machine ends with the same ``demo:`` line whatever its load; it fits in about 3 minutes
-on a 2-core CPU: one cosine decay from lr 3e-4, ``--feature_lr_scale 0.3`` and ``--grad_clip 0.5`` (without
-clipping the result swung with the feature rate: val SRCC 0.41 to 0.80; with it, neighbours agree within 0.02).
-Precision: bf16 where the machine computes it natively, else fp32. Backbones: pretrained when their weights are
-already on this machine, else random-init (seeded). Unknown options go to train.py, after the demo's own.
+Nothing is downloaded; a fixed schedule of 180 steps (see README, "The demo"), so every run on a machine ends with
+the same ``demo:`` line. Unknown options go to train.py, after the demo's own.
 """
 from __future__ import annotations
 
@@ -30,7 +26,7 @@ SYNTHETIC_REFS, SIZE = 150, 32
 
 
 def demo_train_options(demo_dir: Path, device: str, precision: str, pretrained: bool) -> list[str]:
-    """The demo's train.py options: a fixed schedule (no time limit decides anything)."""
+    """The demo's train.py options: a fixed schedule."""
     return ["--dataset", "synthetic", "--data_root", str(demo_dir / "data"), "--synthetic_refs", str(SYNTHETIC_REFS),
             "--synthetic_size", str(SIZE), "--split_ratio", "4:1", "--crop_size", str(SIZE), "--batch_size", "16",
             "--learning_rate", "3e-4", "--feature_lr_scale", "0.3", "--grad_clip", "0.5", "--T_max", "0",

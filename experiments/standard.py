@@ -2,10 +2,8 @@
 
     python experiments/standard.py --dataset kadid10k --data_root /data/kadid10k --seeds 10 [train.py options]
 
-For each seed s: ``train.py --split_ratio 6:2:2 --split_seed s --name <dataset>_split<s>``, then ``test.py`` on
-that run's test part with its ``best.pth`` and options. The table of median and mean ± std over the seeds of
-SRCC/PLCC/KRCC and PLCC/RMSE after the fitted logistic goes to ``<checkpoints_dir>/<dataset>_splits.md``. With
-``--baselines psnr,ssim`` the table gains a row per metric and the SRCC per distortion type.
+For each seed s, ``train.py --split_seed s --name <dataset>_split<s>``, then ``test.py`` on its test part; the table
+(median, mean ± std) goes to ``<checkpoints_dir>/<dataset>_splits.md``, with ``--baselines`` a row per metric too.
 """
 from __future__ import annotations
 
@@ -24,8 +22,7 @@ from ahiq.utils.tables import markdown_table  # noqa: E402
 
 
 def summary_table(dataset: str, results: list[dict]) -> str:
-    """Median and mean ± std over the splits, then one row per split, and the form of the fitted mapping. A figure
-    missing on some split (the fitted PLCC of fewer than 5 pairs) is its reason there, never a NaN."""
+    """Median and mean ± std over the splits, then one row per split; a figure missing on a split shows its reason."""
     notes = [r.get("notes", {}) for r in results]
     rows = [["median"], ["mean ± std"]]
     for m in METRICS:
