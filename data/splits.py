@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from ahiq.data.datasets import DataConfig, load_dataset
 from ahiq.data.records import Pair, result_names
 from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
-from ahiq.utils.errors import UserError, arg, named, note, say
+from ahiq.utils.errors import UserError, arg, named, note, plain
 from ahiq.utils.inputs import reading
 from ahiq.utils.io import atomic_write_text
 
@@ -126,16 +125,16 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
     return parts, info
 
 
-def run_data_check(parts: dict[str, list[Pair]], crop: int) -> dict[str, list[tuple[int, str]]]:
-    """Print one ``data check:`` line per split, then its problems (every image decoded in full); return them."""
+def data_check(parts: dict[str, list[Pair]], crop: int) -> tuple[list[str], bool]:
+    """The report of ``--check_data`` (every image decoded in full): one ``data check:`` line per split, then its
+    problems; and whether there were any."""
     found = {}
     for name in SPLITS:
         pairs = parts.get(name) or []
         if not pairs and name == "test":
             continue
-        found[name] = problems = check_pairs_on_disk(pairs, crop)
-        print(f"data check: {name} {describe(pairs)}; {len(unique_messages(problems, crop))} problems")
-    for name, problems in found.items():
-        for line in unique_messages(problems, crop):
-            say(f"  {name}: {line}", file=sys.stdout)
-    return found
+        found[name] = (pairs, unique_messages(check_pairs_on_disk(pairs, crop), crop))
+    lines = [f"data check: {name} {describe(pairs)}; {len(problems)} problems"
+             for name, (pairs, problems) in found.items()]
+    lines += [plain(f"  {name}: {line}") for name, (_, problems) in found.items() for line in problems]
+    return lines, any(problems for _, problems in found.values())

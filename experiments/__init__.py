@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors  # noqa: E402
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option  # noqa: E402
 from ahiq.utils.errors import UserError  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
 
@@ -21,12 +21,23 @@ def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
                                 "through the run's opt.json, to its test run.")
 
 
+def declared(p: argparse.ArgumentParser, script: str, name: str, default=None, help: str | None = None,
+             required: bool = False) -> None:
+    """Option ``name`` of train.py or test.py (``script``) on an experiment's parser, as it is declared there (type,
+    choices, range, help), with the experiment's ``default`` (and ``help``, where its meaning differs)."""
+    from ahiq.options.test_options import TestOptions
+    from ahiq.options.train_options import TrainOptions
+
+    options = {"train": TrainOptions, "test": TestOptions}[script]()
+    add_option(p, options.options[name], script, default, help, required)
+
+
 def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse.Namespace, list[str]]:
     """The known options, the options of repeated splits added, and the rest (for train.py)."""
     p.add_argument("--seeds", type=int, default=seeds, help="number of random splits (split seeds 0..K-1)")
-    p.add_argument("--split_ratio", default="6:2:2", help="train:val:test of every split")
+    declared(p, "train", "split_ratio", "6:2:2", "train:val:test of every split")
     p.add_argument("--test_crops", default="five", help="crop protocol of the test runs")
-    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the runs and the tables go")
+    declared(p, "train", "checkpoints_dir", "./checkpoints", "where the runs and the tables go")
     args, extra = p.parse_known_args(argv)
     if not 1 <= args.seeds <= 1000:
         raise UserError("--seeds must be 1..1000")

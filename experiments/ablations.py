@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
-from experiments import parse_splits, parser, split_run  # noqa: E402
+from experiments import declared, parse_splits, parser, split_run  # noqa: E402
 from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
@@ -58,7 +58,7 @@ def ablation_table(dataset: str, rows: list[dict]) -> str:
 @cli_main
 def main(argv=None) -> str:
     p = parser(__doc__)
-    p.add_argument("--dataset", required=True, help="any train.py --dataset (pipal, csv, tid2013, ...)")
+    declared(p, "train", "dataset", help="any train.py --dataset (pipal, csv, tid2013, ...)", required=True)
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                    help="comma-separated preset names (options/presets/<name>.json) or options files")
     p.add_argument("--output", default=None, help="markdown file (default <checkpoints_dir>/ablations_<dataset>.md)")

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from ahiq.commands import test as test_script  # noqa: E402
 from ahiq.commands import train as train_script  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines  # noqa: E402
-from experiments import parser, test_run  # noqa: E402
+from experiments import declared, parser, test_run  # noqa: E402
 from ahiq.utils.comparison import ScoredSet  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
@@ -41,9 +41,9 @@ def main(argv=None) -> str:
                    "checkpoints/ahiq_pipal/AHIQ_vit_p8_epoch33-da3ea303.pth after sh download.sh)")
     p.add_argument("--test", type=named_root, nargs="+", required=True, help="NAME=FOLDER of each test set")
     p.add_argument("--name", default=None, help="run folder under --checkpoints_dir (default cross_<train set>)")
-    p.add_argument("--checkpoints_dir", default="./checkpoints", help="where the run and the table go")
-    p.add_argument("--crops", default=None, help="test.py's crop protocol (default test.py's, the authors' random:20)")
-    p.add_argument("--baselines", default=None, help="classical metrics on the same pairs, e.g. psnr,ssim (see test.py)")
+    declared(p, "train", "checkpoints_dir", "./checkpoints", "where the run and the table go")
+    declared(p, "test", "crops", help="test.py's crop protocol (default test.py's, the authors' random:20)")
+    declared(p, "test", "baselines", help="classical metrics on the same pairs, e.g. psnr,ssim (see test.py)")
     args, extra = p.parse_known_args(argv)
     if bool(args.train) == bool(args.checkpoint):
         raise UserError("give --train NAME=FOLDER to train, or --checkpoint FILE (one of the two)")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from experiments import parse_splits, parser, split_run  # noqa: E402
+from experiments import declared, parse_splits, parser, split_run  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
-from ahiq.utils.errors import UserError, cli_main  # noqa: E402
+from ahiq.utils.errors import cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
 from ahiq.utils.comparison import OVERALL as METRICS, fit_cell, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS, figure  # noqa: E402
@@ -40,17 +40,12 @@ def summary_table(dataset: str, results: list[dict]) -> str:
 @cli_main
 def main(argv=None) -> str:
     p = parser(__doc__)
-    p.add_argument("--dataset", required=True, help="tid2013, kadid10k, csiq, live (or pipal, synthetic, csv)")
-    p.add_argument("--baselines", default=None, help="classical metrics on each split's test pairs (test.py "
-                   "--baselines), e.g. psnr,ssim: their rows and the per-type table join the table")
-    p.add_argument("--type_min_pairs", type=int, default=5, help="the fewest test pairs of a distortion type that get "
-                   "an SRCC in the per-type table (a type with fewer shows its count and n/a)")
-    p.add_argument("--split_by", default="reference", choices=["reference", "pair"],
-                   help="reference: reference-disjoint splits (the protocol); pair: pairs shuffled into the parts, "
-                        "for a set of too few references (the table says so)")
+    declared(p, "train", "dataset", help="tid2013, kadid10k, csiq, live (or pipal, synthetic, csv)", required=True)
+    declared(p, "test", "baselines", help="classical metrics on each split's test pairs (test.py --baselines), e.g. "
+             "psnr,ssim: their rows and the per-type table join the table")
+    declared(p, "test", "type_min_pairs", 5)
+    declared(p, "train", "split_by", "reference")
     args, extra = parse_splits(p, argv, seeds=10)
-    if not 1 <= args.type_min_pairs <= 10**6:
-        raise UserError("--type_min_pairs must be 1..1000000")
     baselines = [] if args.baselines is None else ["--baselines", args.baselines, "--type_min_pairs",
                                                    str(args.type_min_pairs)]
     if baselines:

@@ -157,7 +157,8 @@ class BaseOptions:
         return {k: config[k] for k in config if k in given}
 
 
-def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help: str | None = None) -> None:
+def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help: str | None = None,
+               required: bool = False) -> None:
     """``d`` as an argparse option of ``script``; its help says the default once. ``default`` ``SUPPRESS`` (the
     scripts' own parsers, see :meth:`BaseOptions.parse`); another command that takes the option gives its default
     (and ``help``, where its meaning there differs), and the value's range is then checked as it is read."""
@@ -167,7 +168,7 @@ def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help:
         text, shown = help or d.flag.text(script), None if default is None else str(default)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
-    kw = {"default": default, "help": text.replace("%", "%%"), "required": script in d.flag.required}
+    kw = {"default": default, "help": text.replace("%", "%%"), "required": required or script in d.flag.required}
     if d.flag.switch:
         group.add_argument(f"--{d.name}", action="store_true", **kw)
     elif "bool" in str(d.kind) and d.flag.parse is None:

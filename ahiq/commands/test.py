@@ -19,14 +19,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     opt = options.parse(argv)
     cfg = options.config(opt)
     # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
-    from ahiq.data.splits import run_data_check
+    from ahiq.data.splits import data_check
     from ahiq.engine.evaluation import collect_pairs, run_test
     from ahiq.engine.session import ScoringSession
 
     with ScoringSession(cfg.score, outputs={"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}) as session:
         pairs = collect_pairs(cfg)
         if opt.check_data:
-            sys.exit(1 if run_data_check({"test": pairs}, session.crop_size)["test"] else 0)
+            lines, bad = data_check({"test": pairs}, session.crop_size)
+            print("\n".join(lines))
+            sys.exit(1 if bad else 0)
         found = run_test(cfg, session, pairs)
     if found is None:
         return None

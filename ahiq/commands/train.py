@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     options = TrainOptions(prog)
     opt = options.parse(argv)
     # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
-    from ahiq.data.splits import prepare_splits, run_data_check
+    from ahiq.data.splits import data_check, prepare_splits
     from ahiq.engine.device import setup_run
     from ahiq.engine.trainer import Trainer
     from ahiq.models.checkpoint import open_checkpoint
@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     if opt.check_data:
         cfg = options.config(opt)  # the crop training would take: --crop_size, else the checkpoint's, else 224
         parts, _ = prepare_splits(cfg.data, None)
-        problems = run_data_check(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
-        sys.exit(1 if any(problems.values()) else 0)
+        lines, bad = data_check(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
+        print("\n".join(lines))
+        sys.exit(1 if bad else 0)
     trainer = Trainer(options.config(opt), setup_run(opt.device))
     try:
         return trainer.run()
