@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ahiq.data.crops import parse_crops
 from ahiq.data.datasets import DataConfig
 from ahiq.engine.config import TrainConfig, run_defining
 from ahiq.options.base_options import BaseOptions, build, load_options_file, model_config
-from ahiq.utils.errors import UserError, note
+from ahiq.utils.errors import UserError
 
 
 def data_config(opt: argparse.Namespace) -> DataConfig:
@@ -41,6 +40,7 @@ class TrainOptions(BaseOptions):
   %(prog)s --dataset csv --data_root DIR --name mine --n_epoch 50 --resume"""
 
     saved: dict | None = None
+    resumed: str | None = None  # with --resume: which options the run continues with, for train.py to say
 
     def earlier(self, from_file: dict, given: dict) -> dict:
         """With ``--resume``: the run's saved ``opt.json``, under an explicit ``--config`` file and the flags."""
@@ -68,7 +68,7 @@ class TrainOptions(BaseOptions):
         overridden = [k for k in sorted(self.given - {"resume", "allow_changes"})
                       if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
         given = ", ".join(f"--{k} {_plain(getattr(opt, k))}" for k in overridden)
-        note(f"resume: options of {self.run_options}" + (f"; given here: {given}" if given else ""), logging.INFO)
+        self.resumed = f"resume: options of {self.run_options}" + (f"; given here: {given}" if given else "")
 
     def config(self, opt: argparse.Namespace) -> TrainConfig:
         """The :class:`TrainConfig` of checked options."""

@@ -310,7 +310,7 @@ def test_resume_by_name_reloads_the_runs_options(data_root, tmp_path, capsys):
     where = ["--name", "named", "--checkpoints_dir", str(tmp_path)]
     train.main([*where, "--resume", "--n_epoch", "2"])
     out, err = capsys.readouterr()
-    assert f"resume: options of {tmp_path / 'named' / 'opt.json'}; given here: --n_epoch 2\n" in err  # a note
+    assert f"resume: options of {tmp_path / 'named' / 'opt.json'}; given here: --n_epoch 2\n" in out
     assert "resumed from" in out and "epoch 2/2" in out
     raw = torch.load(tmp_path / "named" / "last.pth", weights_only=True)
     assert raw["epoch"] == 1 and raw["ahiq"]["train"]["crop_size"] == 32 and raw["ahiq"]["format_version"] == 2

@@ -14,6 +14,8 @@ from ahiq.utils.errors import cli_main
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     options = TrainOptions(prog)
     opt = options.parse(argv)
+    if options.resumed:
+        print(options.resumed)
     # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
     from ahiq.data.splits import data_check, prepare_splits
     from ahiq.engine.device import setup_run
