@@ -16,7 +16,7 @@ from ahiq.models.config import DEFAULT_CNN, DEFAULT_VIT
 from ahiq.models.hub import offline_variable, unreachable
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.inputs import reading
-from ahiq.utils.io import load_torch_file
+from ahiq.utils.io import existing_file, load_torch_file
 
 # Where download.sh puts backbone weights, looked for when no file is named.
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "backbones"
@@ -183,12 +183,7 @@ def _load_npz(model: nn.Module, path: Path) -> None:
 
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load a local weight file into a whole timm model (strict): ``.npz``, ``.safetensors``, ``.pth``, ``.bin``."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a backbone weight file; give the file inside it")
-    if not path.is_file():
-        raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
-    reading(path)
+    path = existing_file(path, "backbone weight file", "check the path or run `sh download.sh`")
     if path.suffix == ".npz":
         return _load_npz(model, path)
     if path.suffix not in WEIGHT_SUFFIXES:

@@ -255,14 +255,21 @@ def _numpy_globals() -> list:
     return allowed
 
 
-def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
-    """``torch.load`` with ``weights_only=True`` plus :func:`_numpy_globals`; anything else is a :class:`UserError`."""
+def existing_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
+    """``path`` when it is a file, registered as read (:func:`utils.inputs.reading`); else a one-line
+    :class:`UserError`: a folder, or not found (``hint``: what to do then)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a {what}; give the file inside it")
     if not path.is_file():
-        raise UserError(f"{path}: {what} not found")
+        raise UserError(f"{path}: {what} not found" + (f"; {hint}" if hint else ""))
     reading(path)
+    return path
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
+    """``torch.load`` with ``weights_only=True`` plus :func:`_numpy_globals`; anything else is a :class:`UserError`."""
+    path = existing_file(path, what)
     import warnings
 
     import torch
