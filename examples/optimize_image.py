@@ -15,7 +15,8 @@ import torch
 from ahiq.data.crops import parse_crops
 from ahiq.data.images import as_unit_float, read_image
 from ahiq.engine.loss import AHIQLoss
-from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_bool, check_range
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option, check_range
+from ahiq.options.score_options import ScoreOptions
 from ahiq.utils.errors import UserError, cli_main
 from ahiq.utils.io import atomic_write, check_outputs, check_writable
 
@@ -26,18 +27,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--dist", help="start image (same size as --ref); default: the reference degraded by --blur/--noise")
     p.add_argument("--blur", type=float, default=2.0, help="Gaussian blur sigma in pixels for the start image")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (0..1 scale) for the start image")
-    p.add_argument("--checkpoint", help="AHIQ checkpoint; default: the released one (downloaded once into the user "
-                   "cache); none: random heads (announced)")
-    p.add_argument("--vit_weights", help="local ViT weight file")
-    p.add_argument("--cnn_weights", help="local ResNet weight file")
-    add_bool(p, "--pretrained_backbones", None, "true: pretrained backbones; false: random (default: the backbones the "
-             "checkpoint records, else true)")
+    options = ScoreOptions().options  # these options as score.py declares them
+    for name in ("checkpoint", "vit_weights", "cnn_weights", "pretrained_backbones", "crop_size", "device"):
+        add_option(p, options[name], "score", options[name].default_for("score"))
     p.add_argument("--crops", default="center", help="center, five, nine or grid:N (fixed windows, so scores compare)")
-    p.add_argument("--crop_size", type=int, default=None,
-                   help="crop size, a multiple of 32 (default: the checkpoint's training crop, else 224)")
     p.add_argument("--steps", type=int, default=15, help="Adam steps")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (pixel values in [0, 1])")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the start image's noise and of random weights")
     p.add_argument("--output", help="write the final image here (PNG, 8 or 16 bits like --ref)")
     opt = p.parse_args(argv)
@@ -46,7 +41,6 @@ def parse(argv=None) -> argparse.Namespace:
     if not (1 <= opt.steps <= 10**6 and 0 < opt.lr < 1e3 and 0 <= opt.blur < 1e3 and 0 <= opt.noise < 1e3):
         raise UserError("--steps must be 1..10^6, --lr > 0, --blur and --noise >= 0 (all finite)")
     check_range("seed", opt.seed)
-    check_range("crop_size", opt.crop_size)  # None: the checkpoint's
     check_writable(opt.output, "--output ")
     check_outputs({"--output ": opt.output},
                   [p for p in (opt.ref, opt.dist, opt.checkpoint, opt.vit_weights, opt.cnn_weights) if p])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ahiq.engine.config import CONFIG_VERSION, Common
 from ahiq.models.config import ARCH, VIT_BY_PATCH, ModelConfig, check_crop_size
-from ahiq.utils.declare import Declared, declared, option, str2bool
+from ahiq.utils.declare import Declared, declared, option
 from ahiq.utils.errors import UserError
 from ahiq.utils.inputs import reading
 
@@ -35,11 +35,6 @@ class ScriptOptions:
                              group=ARCH, choices=(8, 16))
     check_data: bool = option(False, "only scan the data (labels parse, images exist and decode, sizes) and exit 1 on "
                               "problems", group="data", scripts=("train", "test"), switch=True)
-
-
-def add_bool(group, name: str, default: bool | None, help: str) -> None:
-    """A true/false option that also works alone (``--validate_first`` means true)."""
-    group.add_argument(name, type=str2bool, nargs="?", const=True, default=default, metavar="{true,false}", help=help)
 
 
 class OneDefaultHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -114,7 +109,9 @@ class BaseOptions:
         groups = {}
         for d in sorted(self.options.values(), key=lambda d: order.index(d.flag.group) if d.flag.group in order else -1):
             title = TITLES.get(d.flag.group, d.flag.group)
-            add_option(groups.setdefault(title, self.parser.add_argument_group(title)), d, self.script)
+            if title not in groups:
+                groups[title] = self.parser.add_argument_group(title)
+            add_option(groups[title], d, self.script)
 
     def defaults(self) -> dict:
         return {name: d.default_for(self.script) for name, d in self.options.items()}
@@ -162,10 +159,11 @@ def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help:
     """``d`` as an argparse option of ``script``; its help says the default once. ``default`` ``SUPPRESS`` (the
     scripts' own parsers, see :meth:`BaseOptions.parse`); another command that takes the option gives its default
     (and ``help``, where its meaning there differs), and the value's range is then checked as it is read."""
-    if default is argparse.SUPPRESS:
-        text, shown = d.flag.text(script), shown_default(d, script)
+    text = help or d.flag.text(script)
+    if default is argparse.SUPPRESS or default == d.default_for(script):
+        shown = shown_default(d, script)
     else:
-        text, shown = help or d.flag.text(script), None if default is None else str(default)
+        shown = None if default is None else str(default)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
     kw = {"default": default, "help": text.replace("%", "%%"), "required": required or script in d.flag.required}
