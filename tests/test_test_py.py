@@ -17,7 +17,7 @@ import pytest
 
 from ahiq.commands import score as score_script
 from ahiq.commands import test as test_script
-from tests.conftest import ROOT, TINY_ARGS, random_pair_images, run_main
+from tests.conftest import ROOT, TINY_ARGS, TINY_CLI, random_pair_images, run_main
 
 PIPAL_NAMES = [(f"A{r:04d}_{t:02d}_{k:02d}.bmp", f"A{r:04d}.bmp") for r, t, k in
                [(1, 0, 0), (1, 2, 5), (1, 10, 3), (5, 1, 1), (5, 6, 9), (17, 3, 2), (17, 11, 0)]]
@@ -303,10 +303,6 @@ def test_results_go_beside_their_checkpoint(tmp_path):
     assert default_output("None", run, True) == run / "results.txt"
 
 
-# The tiny architecture through the real code paths, random backbones.
-TINY = [*TINY_ARGS, "--pretrained_backbones", "false", "--device", "cpu", "--crop_size", "32"]
-
-
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """A one-step training run on the synthetic set (labels ~1000..1950) in ``<root>/tiny``."""
@@ -316,7 +312,7 @@ def synthetic_run(tmp_path_factory):
     train.main(["--dataset", "synthetic", "--data_root", str(root / "data"), "--synthetic_refs", "4",
                 "--synthetic_size", "64", "--batch_size", "4", "--max_steps", "1", "--n_epoch", "1",
                 "--val_crops", "center", "--progress", "false", "--checkpoints_dir", str(root), "--name", "tiny",
-                *TINY])
+                *TINY_CLI])
     return root
 
 
@@ -330,7 +326,7 @@ def test_labels_on_another_scale_get_raw_predictions_and_fitted_metrics(syntheti
     random_pair_images(folder, PIPAL_NAMES, 40, 48)
     (folder / "mos.txt").write_text("".join(f"{d},{5 - 0.5 * i:.2f}\n" for i, (d, _) in enumerate(PIPAL_NAMES)))
     common = ["--checkpoints_dir", str(synthetic_run), "--name", "tiny", "--ref_dir", str(folder / "ref"),
-              "--dist_dir", str(folder / "dist"), "--labels", str(folder / "mos.txt"), "--crops", "center", *TINY]
+              "--dist_dir", str(folder / "dist"), "--labels", str(folder / "mos.txt"), "--crops", "center", *TINY_CLI]
     raw = test_script.main([*common, "--output", str(tmp_path / "raw.txt")])
     captured = capsys.readouterr()
     line = [x for x in captured.out.splitlines() if x.startswith("test: ")][0]
@@ -356,7 +352,7 @@ def test_same_dataset_predictions_on_the_training_scale(synthetic_run, tmp_path,
     metrics = test_script.main(["--checkpoints_dir", str(synthetic_run), "--name", "tiny", "--dataset", "synthetic",
                                 "--data_root", str(synthetic_run / "data"), "--synthetic_refs", "4",
                                 "--synthetic_size", "64", "--split", "val", "--crops", "center",
-                                "--output", str(tmp_path / "val.txt"), *TINY])
+                                "--output", str(tmp_path / "val.txt"), *TINY_CLI])
     captured = capsys.readouterr()
     assert "predictions on the training label scale" in captured.err
     line = [x for x in captured.out.splitlines() if x.startswith("test: ")][0]

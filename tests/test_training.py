@@ -95,24 +95,25 @@ def test_three_training_steps_equal_the_authors_training_computation(model):
 
 # ----------------------------------------------------------------------------- validation and the release's quirks
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def generated_root(tmp_path_factory):
+    """An empty folder where train.py generates its synthetic set on first use."""
     return str(tmp_path_factory.mktemp("synthetic"))
 
 
-def _trainer(data_root, tmp_path, *extra):
+def _trainer(generated_root, tmp_path, *extra):
     from ahiq.engine.device import setup_run
     from ahiq.engine.trainer import Trainer
     from ahiq.options.train_options import TrainOptions
 
     options = TrainOptions()
-    opt = options.parse([*TINY_RUN, "--data_root", data_root, "--checkpoints_dir", str(tmp_path), *extra])
+    opt = options.parse([*TINY_RUN, "--data_root", generated_root, "--checkpoints_dir", str(tmp_path), *extra])
     return Trainer(options.config(opt), setup_run("cpu"))
 
 
-def test_validation_equals_the_authors_eval_epoch(data_root, tmp_path):
+def test_validation_equals_the_authors_eval_epoch(generated_root, tmp_path):
     from benchmarks.authors_pattern import AuthorsPattern
 
-    trainer = _trainer(data_root, tmp_path, "--name", "val")
+    trainer = _trainer(generated_root, tmp_path, "--name", "val")
     try:
         predictions = trainer.validation_predictions()
         pairs = trainer.validation_pairs()
@@ -148,7 +149,7 @@ def test_best_rule_either_is_the_releases_srcc_or_plcc():
     assert not improves({"SRCC": -0.1, "PLCC": -0.2, "main": -0.3}, {"main": -math.inf}, "either")  # from 0
 
 
-def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_path, capsys):
+def test_authors_release_preset_trains_and_replays_each_quirk(generated_root, tmp_path, capsys):
     preset = json.loads(PRESET.read_text())
     assert {k: preset[k] for k in ("score_norm", "flip", "train_crop_rule", "val_drop_last", "best_rule")} == {
         "score_norm": "per_split", "flip": "vertical", "train_crop_rule": "authors", "val_drop_last": True,
@@ -159,7 +160,7 @@ def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_pat
     assert set(preset) - {"script"} <= known and preset["script"] == "train"  # every key is an option's dest
     # --seed 1: random backbones come from --seed; with the release's "either" rule a best.pth needs a validation
     # SRCC or PLCC above 0, which these random 2-step runs reach at seed 1 (at 7 both stay negative)
-    argv = [*TINY_RUN, "--seed", "1", "--data_root", data_root, "--checkpoints_dir", str(tmp_path), "--name",
+    argv = [*TINY_RUN, "--seed", "1", "--data_root", generated_root, "--checkpoints_dir", str(tmp_path), "--name",
             "release", "--n_epoch", "2", "--val_crops", "center"]
     best = train.main(["--config", str(PRESET), *argv])
     from ahiq.models.config import ModelConfig
@@ -174,7 +175,7 @@ def test_authors_release_preset_trains_and_replays_each_quirk(data_root, tmp_pat
     assert saved["crop_size"] == 32 and saved["n_epoch"] == 2  # the command line wins over the preset
     assert math.isfinite(best["main"]) and "epoch 2/2" in capsys.readouterr().out
 
-    trainer = _trainer(data_root, tmp_path, "--config", str(PRESET), "--name", "quirks", "--val_crops", "center",
+    trainer = _trainer(generated_root, tmp_path, "--config", str(PRESET), "--name", "quirks", "--val_crops", "center",
                        "--batch_size", "5")
     try:
         val = trainer.parts["val"]
