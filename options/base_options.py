@@ -106,8 +106,10 @@ class BaseOptions:
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                     epilog=f"examples:\n{self.examples}" if self.examples else None)
         order = (*self.first_groups, "weights", "run", ARCH)
+        self.ordered = sorted(self.options.values(), key=lambda d: order.index(d.flag.group) if d.flag.group in order
+                              else -1)  # as --help shows them: the task's own first, the architecture last
         groups = {}
-        for d in sorted(self.options.values(), key=lambda d: order.index(d.flag.group) if d.flag.group in order else -1):
+        for d in self.ordered:
             title = TITLES.get(d.flag.group, d.flag.group)
             if title not in groups:
                 groups[title] = self.parser.add_argument_group(title)

@@ -30,7 +30,8 @@ def valid(d: Declared) -> str:
 def table(options: BaseOptions, shown: dict[str, tuple]) -> str:
     """The markdown table of ``options`` that ``shown`` (name -> (flag, help) of earlier tables) lacks."""
     rows = ["| option | default | valid | meaning |", "|---|---|---|---|"]
-    for name, d in options.options.items():
+    for d in options.ordered:
+        name = d.name
         text = d.flag.text(options.script)
         if shown.get(name) == (d.flag, text):
             continue
