@@ -16,7 +16,7 @@ from ahiq.data.screening import describe
 from ahiq.engine.baselines import check_baselines, compare_with_baselines, comparison_files
 from ahiq.engine.config import TestConfig, parse_baselines
 from ahiq.utils.errors import UserError, note
-from ahiq.utils.io import atomic_write
+from ahiq.utils.io import atomic_write, atomic_write_text
 from ahiq.utils.metrics import evaluate, format_metrics
 from ahiq.utils.tables import csv_text, write_csv
 
@@ -128,13 +128,14 @@ def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dic
         return None
     per_image = (time.perf_counter() - start) / len(pairs)
     scores = norm.inverse([scored[i] for i in range(len(pairs))])
-    write_csv(score.output, None, [[name, f"{s:.6f}"] for name, s in zip(names, scores)])
+    lines = csv_text(None, ([name, f"{s:.6f}"] for name, s in zip(names, scores)))  # the output and the zip's
+    atomic_write_text(score.output, lines)
     session.finish(score.output)
     note(f"wrote {len(pairs)} scores to {score.output} ({per_image:.3f} s per image; {why})"
          + (f"; {len(pairs)} quality map(s) to {score.save_maps}" if score.save_maps else ""))
     if cfg.ntire_zip:
         model = session.model
-        write_ntire_zip(cfg.ntire_zip, csv_text(None, ([n, f"{s:.6f}"] for n, s in zip(names, scores))), per_image,
+        write_ntire_zip(cfg.ntire_zip, lines, per_image,
                         session.ctx.device.type == "cuda",
                         f"AHIQ ({model.config.vit} + {model.config.cnn}), {score.crops} crops, {score.run.precision}")
         note(f"wrote {cfg.ntire_zip}")

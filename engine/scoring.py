@@ -146,11 +146,16 @@ def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
     return mine
 
 
-def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, rank: int = 0,
-         world: int = 1, done: set[int] = frozenset()) -> list[int]:
-    """Rank ``rank``'s share of the :func:`segments` not all in ``done`` (partly done ones are scored again whole)."""
-    n = parse_crops(crops)[1] * (2 if flip_tta else 1)
-    return shard([part for part in segments(pairs, n, batch_size) if not set(part) <= done], rank, world)
+def crops_per_pair(crops: str, flip_tta: bool = False) -> int:
+    """Crop pairs the network sees per image pair: the protocol's count, twice with the mirrored pass."""
+    return parse_crops(crops)[1] * (2 if flip_tta else 1)
+
+
+def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, world: int = 1,
+         done: set[int] = frozenset()) -> list[list[int]]:
+    """Each rank's share of the :func:`segments` not all in ``done`` (partly done ones are scored again whole)."""
+    parts = [part for part in segments(pairs, crops_per_pair(crops, flip_tta), batch_size) if not set(part) <= done]
+    return [shard(parts, rank, world) for rank in range(world)]
 
 
 def _to_chw(array: np.ndarray) -> torch.Tensor:
@@ -280,8 +285,7 @@ def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "
     """``(pair index, PairScore)`` as pairs complete, for ``indices`` of ``pairs`` (see :func:`score_pairs`)."""
     planner = CropPlanner(crops, crop_size, precision, flip_tta).for_model(model)
     wanted = set(range(len(pairs)) if indices is None else indices)
-    parts = [[i for i in part if i in wanted] for part in segments(pairs, parse_crops(crops)[1] * (1 + flip_tta),
-                                                                   batch_size)]
+    parts = [[i for i in part if i in wanted] for part in segments(pairs, crops_per_pair(crops, flip_tta), batch_size)]
     order = [i for part in parts for i in part]
     ends = {part[-1] for part in parts if part}
     stream = _Stream(model, planner, pairs, seed, batch_size, with_maps, reuse_reference, progress)

@@ -190,7 +190,7 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
     """``{pair index: score}`` for every pair on every rank; ``each(index, PairScore)`` as pairs complete."""
     tuples = [(p.dist, p.ref) for p in pairs]
     done = dict(done or {})
-    everyone = [plan(tuples, crops, batch_size, flip_tta, r, ctx.world_size, set(done)) for r in range(ctx.world_size)]
+    everyone = plan(tuples, crops, batch_size, flip_tta, ctx.world_size, set(done))
     mine = everyone[ctx.rank]
     # One bar on rank 0 for all ranks' pairs (a counter in the store they share); the other ranks are quiet.
     bar = tqdm(total=sum(map(len, everyone)), desc="score", unit="pair", disable=not (progress and ctx.main),

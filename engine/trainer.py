@@ -21,7 +21,7 @@ from ahiq.data.sampling import CropPairs, EpochSampler, ScoreNorm
 from ahiq.data.images import read_image
 from ahiq.data.screening import describe, screen_pairs
 from ahiq.data.splits import prepare_splits
-from ahiq.engine.config import BEST_RULES, CONFIG_VERSION, TrainConfig, run_defining  # noqa: F401
+from ahiq.engine.config import BEST_RULES, TrainConfig, run_defining
 from ahiq.engine.device import RunContext, describe_precision, seed_everything, usable_workers
 from ahiq.engine.run_folder import RunFolder, best_text, rng_state, set_rng_state
 from ahiq.engine.scoring import quiet_worker

@@ -1,5 +1,9 @@
 """The research tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py`` and ``ahiq <task>``: each
 ``main(argv)`` parses its options before torch is imported, makes one call below, and prints."""
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 TASKS = {
     "score": "score distorted images against their references",
@@ -7,3 +11,13 @@ TASKS = {
     "train": "train AHIQ (the NTIRE 2022 setting on PIPAL, the standard sets, your own labels.csv)",
     "export": "export a checkpoint for pyiqa or ONNX",
 }
+
+
+def check_data_and_exit(parts: dict, crop: int) -> NoReturn:
+    """``--check_data`` of train.py and test.py: print :func:`ahiq.data.splits.data_check`'s report, exit 1 on
+    problems, else 0."""
+    from ahiq.data.splits import data_check
+
+    lines, bad = data_check(parts, crop)
+    print("\n".join(lines))
+    sys.exit(1 if bad else 0)

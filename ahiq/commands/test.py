@@ -7,8 +7,7 @@ Writes ``name,score`` lines to ``--output``; with labels prints ``test: SRCC=...
 """
 from __future__ import annotations
 
-import sys
-
+from ahiq.commands import check_data_and_exit
 from ahiq.options.test_options import TestOptions
 from ahiq.utils.errors import cli_main
 
@@ -19,16 +18,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     opt = options.parse(argv)
     cfg = options.config(opt)
     # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
-    from ahiq.data.splits import data_check
     from ahiq.engine.evaluation import collect_pairs, run_test
     from ahiq.engine.session import ScoringSession
 
     with ScoringSession(cfg.score, outputs={"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}) as session:
         pairs = collect_pairs(cfg)
         if opt.check_data:
-            lines, bad = data_check({"test": pairs}, session.crop_size)
-            print("\n".join(lines))
-            sys.exit(1 if bad else 0)
+            check_data_and_exit({"test": pairs}, session.crop_size)
         found = run_test(cfg, session, pairs)
     if found is None:
         return None

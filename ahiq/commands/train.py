@@ -4,8 +4,8 @@ Single process, or ``torchrun --nproc_per_node N train.py ...`` for data-paralle
 """
 from __future__ import annotations
 
-import sys
 
+from ahiq.commands import check_data_and_exit
 from ahiq.options.train_options import TrainOptions
 from ahiq.utils.errors import cli_main
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     if options.resumed:
         print(options.resumed)
     # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
-    from ahiq.data.splits import data_check, prepare_splits
+    from ahiq.data.splits import prepare_splits
     from ahiq.engine.device import setup_run
     from ahiq.engine.trainer import Trainer
     from ahiq.models.checkpoint import open_checkpoint
@@ -25,9 +25,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     if opt.check_data:
         cfg = options.config(opt)  # the crop training would take: --crop_size, else the checkpoint's, else 224
         parts, _ = prepare_splits(cfg.data, None)
-        lines, bad = data_check(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
-        print("\n".join(lines))
-        sys.exit(1 if bad else 0)
+        check_data_and_exit(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
     trainer = Trainer(options.config(opt), setup_run(opt.device))
     try:
         return trainer.run()
