@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ahiq.data.records import Pair
-from ahiq.utils.declare import option
+from ahiq.utils.declare import check_choices, option
 from ahiq.utils.errors import UserError, arg, flag
 
 STANDARD_RATIO = "6:2:2"
@@ -78,8 +78,7 @@ class DataConfig:
     synthetic_size: int = option(128, "synthetic: image side in pixels", **DATA, low=32, high=8192)
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise UserError(f"{arg('dataset')}{self.dataset}: choose one of {', '.join(DATASETS)}")
+        check_choices(self)  # dataset, split_by
         if self.val_list and not (self.val_ref_dir and self.val_dis_dir):
             raise UserError(f"{arg('val_list')}needs {arg('val_ref_dir')}and {arg('val_dis_dir')}")
         if self.split_file and self.split_ratio:
@@ -87,8 +86,6 @@ class DataConfig:
         if self.lower_better and self.dataset != "csv":
             raise UserError(f"{flag('lower_better')} is for csv datasets ({self.dataset} scores are oriented by its "
                             "loader)")
-        if self.split_by not in SPLIT_BY:
-            raise UserError(f"{arg('split_by')}{self.split_by}: choose one of {', '.join(SPLIT_BY)}")
         if self.train_list and self.dataset != "pipal":
             raise UserError(f"{arg('train_list')}is for the pipal dataset")
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ahiq.utils.declare import SCRIPTS, int_list, json_dict, option
+from ahiq.utils.declare import SCRIPTS, check_choices, int_list, json_dict, option
 from ahiq.utils.errors import UserError, arg
 
 DEFAULT_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
@@ -86,9 +86,7 @@ class ModelConfig:
         put("cnn_kwargs", _timm_kwargs(self.cnn_kwargs, "cnn_kwargs"))
         put("head_kwargs", _widths(self.head_kwargs, "head_kwargs", ("channels", "hidden", "smoothed")))
         put("fusion_kwargs", _widths(self.fusion_kwargs, "fusion_kwargs", ("hidden",)))
-        for name, allowed in {**CHOICES, "normalization": tuple(NORMALISATIONS), "deform_impl": DEFORM_IMPLS}.items():
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{arg(name)}{getattr(self, name)}: choose one of {', '.join(allowed)}")
+        check_choices(self)
         if self.branches == "vit" and self.fusion != "none":
             raise UserError(f"{arg('branches')}vit has no CNN features to fuse; set {arg('fusion')}none")
         if self.branches != "vit":

@@ -7,6 +7,8 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterator, get_type_hints
 
+from ahiq.utils.errors import UserError, arg
+
 SCRIPTS = ("train", "test", "score")
 
 
@@ -132,3 +134,12 @@ def declared(cls: type) -> Iterator[Declared]:
         elif "flag" in f.metadata:
             default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
             yield Declared(f.name, kind, default, f.metadata["flag"])
+
+
+def check_choices(config: Any) -> None:
+    """Every declared field of ``config`` that has choices holds one of them, else a one-line :class:`UserError`
+    (a config built in Python is held to the choices its options declare)."""
+    for f in fields(config):
+        flag, value = f.metadata.get("flag"), getattr(config, f.name)
+        if flag is not None and flag.choices is not None and value not in flag.choices:
+            raise UserError(f"{arg(f.name)}{value}: choose one of {', '.join(map(str, flag.choices))}")
