@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import DeformConv2d
 
-from ahiq.models.ablations import ConvFusion, ResampleFusion, downsampling_convs  # noqa: F401
+from ahiq.models.ablations import ConvFusion, ResampleFusion, downsampling_convs
 from ahiq.models.backbones import Features, ResNetFeatures, ViTFeatures, build_resnet, build_vit
 from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
 from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3

@@ -15,7 +15,6 @@ import torch.nn as nn
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_VIT
 from ahiq.models.hub import offline_variable, unreachable
 from ahiq.utils.errors import UserError, arg, note
-from ahiq.utils.inputs import reading
 from ahiq.utils.io import existing_file, load_torch_file
 
 # Where download.sh puts backbone weights, looked for when no file is named.
@@ -119,10 +118,7 @@ class BackboneSource:
 def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None = None, seed: int = 0) -> BackboneSource:
     """The source asked for: ``weights_file`` (hashed), else the tag ``name`` pretrained, else random from ``seed``."""
     if weights_file is not None:
-        path = Path(weights_file)
-        if not path.is_file():
-            raise UserError(f"{path}: backbone weight file not found; check the path or run `sh download.sh`")
-        reading(path)
+        path = existing_file(weights_file, "backbone weight file", "check the path or run `sh download.sh`")
         return BackboneSource("file", name, str(path), file_sha256(path))
     return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
 

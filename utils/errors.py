@@ -29,11 +29,6 @@ def plain(text: str) -> str:
     return render(text, _in_script)
 
 
-def say(text: str, file=None) -> None:
-    """Print :func:`plain` ``text``, by default to stderr."""
-    print(plain(text), file=file or sys.stderr)
-
-
 class _Lines(logging.Handler):
     """Each record as its bare message on the stderr of the moment (a test's capture, a script's)."""
 
