@@ -34,6 +34,9 @@ def megapixels(max_megapixels: float | None) -> int | None:
     return None if max_megapixels is None else int(max_megapixels * 1_000_000)
 
 
+MAX_PIXELS = megapixels(MAX_MEGAPIXELS)  # the default budget, in pixels
+
+
 # EXIF orientation -> how to turn the stored pixels (H, W, C) into what image viewers show (PIL's exif_transpose).
 _ORIENT = {
     2: lambda a: a[:, ::-1],                       # mirrored left-right
@@ -61,14 +64,23 @@ def _open_error(path: Path) -> UserError:
     return UserError(f"{path}: cannot decode image; is it a valid image file?")
 
 
-def image_not_found(path: Path) -> UserError:
-    """"Image not found", naming a file of the folder whose name differs only in case or Unicode normalisation."""
-    folder, key = path.parent, name_key(path.name)
+def folder_names(folder: Path) -> dict[str, list[str]]:
+    """The names in ``folder`` by :func:`name_key`, in listing order (``{}`` where it cannot be listed)."""
+    names: dict[str, list[str]] = {}
     try:
-        near = [p.name for p in folder.iterdir() if p.name != path.name and name_key(p.name) == key] \
-            if folder.is_dir() else []
+        for p in folder.iterdir() if folder.is_dir() else ():
+            names.setdefault(name_key(p.name), []).append(p.name)
     except OSError:
-        near = []
+        return {}
+    return names
+
+
+def image_not_found(path: Path, names: dict[str, list[str]] | None = None) -> UserError:
+    """"Image not found", naming a file of the folder whose name differs only in case or Unicode normalisation
+    (``names``: :func:`folder_names` of the folder, when the caller lists it once for many files)."""
+    folder = path.parent
+    names = folder_names(folder) if names is None else names
+    near = [name for name in names.get(name_key(path.name), []) if name != path.name]
     if near:
         return UserError(f"{path}: image not found; {folder} holds {near[0]!r}, a name that differs "
                          f"{difference(path.name, near[0])}: rename the file or the name that lists it")
@@ -124,7 +136,7 @@ def _open(source, path: Path, max_pixels: int | None, check_body: bool = False) 
         raise _open_error(path) from None
 
 
-def read_header(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> ImageHeader:
+def read_header(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> ImageHeader:
     """The :class:`ImageHeader` of ``path``; over ``max_pixels`` (None: no budget) a :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
@@ -150,7 +162,7 @@ def _tiff_without_orientation(data: bytes) -> bytes:
     return bytes(out)
 
 
-def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
+def decode_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
                  check_body: bool = False) -> tuple[ImageHeader, np.ndarray]:
     """The header and pixels (:func:`read_image`) of ``path`` from one read; ``check_body`` as in :func:`_open`."""
     path = Path(path)
@@ -190,7 +202,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MA
     return header, out
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """An image file as viewers show it, RGB ``(H, W, 3)``: ``uint8``, or ``float32`` in [0, 1] from 16 bits.
 
     Grey is repeated to 3 channels, alpha ignored, an animation gives its first frame; over ``max_pixels`` is refused

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ahiq.data.images import MAX_MEGAPIXELS, common_depth, megapixels, read_image
+from ahiq.data.images import MAX_PIXELS, common_depth, read_image
 from ahiq.data.records import Pair
 from ahiq.data.crops import CROP_RULES
 from ahiq.utils.errors import UserError, arg
@@ -54,7 +54,7 @@ class CropPairs(Dataset):
     ``randint(0, H - c)``, which never reaches the last row and column."""
 
     def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0,
-                 crop_rule: str = "full", max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
+                 crop_rule: str = "full", max_pixels: int | None = MAX_PIXELS):
         if flip not in ("horizontal", "vertical", "none"):
             raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
         if crop_rule not in CROP_RULES:

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_MEGAPIXELS, decode_image, image_not_found, megapixels
+from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_PIXELS, decode_image, folder_names, image_not_found
 from ahiq.data.images import read_header, read_image
 from ahiq.data.records import Pair
 from ahiq.utils.errors import UserError, arg, flag, note, plain
@@ -29,7 +29,7 @@ class Problem(NamedTuple):
 class DecodedImages:
     """Decoded images kept from screening for the scorer, up to ``budget`` bytes; :meth:`take` hands one over."""
 
-    def __init__(self, budget: int = 512 << 20, max_pixels: int | None = megapixels(MAX_MEGAPIXELS)):
+    def __init__(self, budget: int = 512 << 20, max_pixels: int | None = MAX_PIXELS):
         self.budget, self.used, self.images, self.lock = budget, 0, {}, threading.Lock()
         self.max_pixels = max_pixels  # for the images read again (those beyond the budget)
 
@@ -82,16 +82,21 @@ def _inspect(path: Path, gate: MemoryGate, keep: DecodedImages | None,
         return err.template  # arguments named as the running entry point names them
 
 
-def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], crop: int) -> Problem | None:
+def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], listed: dict[Path, dict],
+                  crop: int) -> Problem | None:
     for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
-        if not folders.setdefault(folder, folder.is_dir()):
+        if folder not in folders:
+            folders[folder] = folder.is_dir()
+        if not folders[folder]:
             return Problem(i, f"{folder}{os.sep} not found (image folder)", str(folder))
-    if not pair.ref.is_file():
+    if pair.ref not in info:  # info holds every file found (check_pairs_on_disk)
         return Problem(i, f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or "
                           "remove or rename the distorted image")
     sizes = []
     for path in (pair.dist, pair.ref):
-        found = info[path] if path in info else image_not_found(path).template
+        if path not in info and path.parent not in listed:  # listed once however many of its files are missing
+            listed[path.parent] = folder_names(path.parent)
+        found = info[path] if path in info else image_not_found(path, listed[path.parent]).template
         if isinstance(found, str):
             return Problem(i, found)
         sizes.append(found[:2])
@@ -105,14 +110,14 @@ def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], cro
 
 def check_pairs_on_disk(pairs: list[Pair], crop: int, workers: int = 8,
                         alpha: list[Path] | None = None, keep: DecodedImages | None = None,
-                        max_pixels: int | None = megapixels(MAX_MEGAPIXELS),
+                        max_pixels: int | None = MAX_PIXELS,
                         animated: list[Path] | None = None) -> list[Problem]:
     """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``).
 
     Every file is decoded in full once, in threads (``keep`` keeps the images). Files with an alpha channel are appended
     to ``alpha``, animations to ``animated``."""
     gate = MemoryGate()
-    paths = list(dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist) if p.is_file()))
+    paths = [p for p in dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist)) if p.is_file()]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
         found = pool.map(lambda path: _inspect(path, gate, keep, max_pixels), paths)
         info = dict(zip(paths, tqdm(found, total=len(paths), desc="check images", unit="file",
@@ -122,7 +127,9 @@ def check_pairs_on_disk(pairs: list[Pair], crop: int, workers: int = 8,
     if animated is not None:
         animated += [p for p, v in info.items() if not isinstance(v, str) and v[3] > 1]
     folders: dict[Path, bool] = {}
-    return [p for p in (_pair_problem(i, pair, info, folders, crop) for i, pair in enumerate(pairs)) if p is not None]
+    listed: dict[Path, dict] = {}
+    return [p for p in (_pair_problem(i, pair, info, folders, listed, crop) for i, pair in enumerate(pairs))
+            if p is not None]
 
 
 def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
@@ -144,7 +151,7 @@ def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
 def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] | None = None, part: str = "",
                  report: Callable[[str], None] | None = None, warned: set[str] | None = None,
                  keep: DecodedImages | None = None, check_hint: bool = True,
-                 max_pixels: int | None = megapixels(MAX_MEGAPIXELS)) -> list[Pair]:
+                 max_pixels: int | None = MAX_PIXELS) -> list[Pair]:
     """The pairs that can be used: problems (``known`` and found) are one
     :class:`UserError`, or with ``skip_bad`` reported and left out; alpha and animations warned once (``warned``)."""
     alpha: list[Path] = []

@@ -78,7 +78,7 @@ def apply_split(pairs: list[Pair], split: dict[str, list[str]], keys: list[str] 
     """Pairs of each part by reference id (or by ``keys``, one per pair); pairs in no part are left out."""
     part_of = {ref: part for part, refs in split.items() for ref in refs}
     out: dict[str, list[Pair]] = {part: [] for part in SPLITS}
-    for pair, key in zip(pairs, keys or [p.ref_id for p in pairs]):
+    for pair, key in zip(pairs, split_keys(pairs) if keys is None else keys):
         if key in part_of:
             out[part_of[key]].append(pair)
     return out
@@ -103,18 +103,20 @@ def prepare_splits(cfg: DataConfig, run_dir: Path | None,
         split_file = cfg.split_file or (str(saved_split) if saved_split else None)
         if split_file:
             split, by = read_split_file(split_file)
+            keys = split_keys(pairs, by)
             info = {"dataset": cfg.dataset, "from": str(split_file)}
         else:
             by = cfg.split_by
             ratio = "1:0" if cfg.val_list and not cfg.split_ratio else cfg.ratio  # a validation list replaces it
-            split = split_references(split_keys(pairs, by), parse_ratio(ratio), cfg.split_seed, by, ratio)
+            keys = split_keys(pairs, by)
+            split = split_references(keys, parse_ratio(ratio), cfg.split_seed, by, ratio)
             info = {"dataset": cfg.dataset, "ratio": ratio, "seed": cfg.split_seed}
             if by == "pair":
                 note(f"note: {arg('split_by')}pair: the parts share references (a pipeline check, not the "
                      "reference-disjoint protocol)")
         if by != "reference":
             info["by"] = by
-        parts = apply_split(pairs, split, split_keys(pairs, by))
+        parts = apply_split(pairs, split, keys)
         if cfg.val_list:
             from ahiq.data.pipal import load_folder_pairs
 
