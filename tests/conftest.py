@@ -222,14 +222,10 @@ def refused(capsys, main, argv, *expected) -> str:
 
 def fails(capsys, main, argv, *expected: str) -> str:
     """A run of ``main(argv)`` refused with exit 2 and a single stderr line (no traceback) naming ``expected``."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
+    proc = run_main(main, argv, capsys)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(text in err for text in expected), err
     return err
 
 

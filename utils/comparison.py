@@ -105,6 +105,12 @@ def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] |
     return md, table
 
 
+def too_few(min_pairs: int) -> str:
+    """The cell of a distortion type with fewer than ``min_pairs`` pairs (written by :func:`type_rows`, read back for
+    the bar chart's notes)."""
+    return f"n/a (n<{min_pairs})"
+
+
 def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
               min_pairs: int = TYPE_MIN_PAIRS) -> list[list]:
     """Per distortion type, then ``all``: ``code, name, pairs`` and each metric's median SRCC over the sets (``n/a
@@ -119,7 +125,7 @@ def type_rows(sets: Sequence[ScoredSet], type_names: dict[str, str],
         cells: list[float | str] = []
         for metric in sets[0].scores:
             if min(counts) < min_pairs:
-                cells.append(f"n/a (n<{min_pairs})")
+                cells.append(too_few(min_pairs))
                 continue
             values, whys = zip(*(_srcc(s.scores[metric][p], s.labels[p]) for s, p in zip(sets, picks)))
             cells.append(_missing(whys, len(sets)) if any(whys) else float(np.median(values)))
@@ -158,7 +164,7 @@ def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, titl
         write_csv(out("_types.csv"), ["type", "name", "pairs", *metrics],
                   [[*r[:3], *(_type_cell(v, 6) for v in r[3:])] for r in types])
         shown = types[:-1]
-        few = f"n/a (n<{min_pairs})"
+        few = too_few(min_pairs)
         notes = [next((f"{r[2]} pair{'' if r[2] == '1' else 's'}, fewer than {min_pairs}" if v == few else v
                        for v in r[3:] if isinstance(v, str)), None) for r in shown]
         save_type_bars([f"{r[0]} {r[1]}".strip() for r in shown],
