@@ -171,7 +171,7 @@ def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help:
     kw = {"default": default, "help": text.replace("%", "%%"), "required": required or script in d.flag.required}
     if d.flag.switch:
         group.add_argument(f"--{d.name}", action="store_true", **kw)
-    elif "bool" in str(d.kind) and d.flag.parse is None:
+    elif d.true_false:
         group.add_argument(f"--{d.name}", type=_typed(d), nargs="?", const=True, metavar="{true,false}", **kw)
     else:
         metavar = "{" + ",".join(map(str, d.flag.choices)) + "}" if d.flag.choices else None

@@ -24,7 +24,7 @@ def valid(d: Declared) -> str:
         return ", ".join(f"`{c}`" for c in d.flag.choices)
     if d.flag.low is not None:
         return f"{number(d.flag.low)}..{number(d.flag.high)}"
-    return "`true`, `false`" if "bool" in str(d.kind) and not d.flag.switch else ""
+    return "`true`, `false`" if d.true_false else ""
 
 
 def table(options: BaseOptions, shown: dict[str, tuple]) -> str:

@@ -105,6 +105,11 @@ class Declared:
     default: Any
     flag: Flag
 
+    @property
+    def true_false(self) -> bool:
+        """Whether the option takes ``true``/``false`` (alone: true), as a bool field without a parser or switch does."""
+        return "bool" in str(self.kind) and self.flag.parse is None and not self.flag.switch
+
     def default_for(self, script: str) -> Any:
         return self.flag.defaults.get(script, self.default)
 
