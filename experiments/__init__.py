@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option  # noqa: E402
-from ahiq.utils.errors import UserError  # noqa: E402
-from ahiq.utils.io import atomic_write_text  # noqa: E402
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option
+from ahiq.utils.errors import UserError
+from ahiq.utils.io import atomic_write_text
 
 
 def parser(doc: str, passes_to: str = "train.py") -> argparse.ArgumentParser:
@@ -72,6 +69,3 @@ def test_run(run: Path, test_argv: list[str], data: bool = True) -> dict:
     if metrics is None:
         raise UserError(f"{run.name}: the test pairs have no labels")
     return metrics
-
-
-test_run.__test__ = False  # not a pytest test
