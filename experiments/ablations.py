@@ -16,13 +16,13 @@ import numpy as np  # noqa: E402
 
 from experiments import declared, parse_splits, parser, split_run  # noqa: E402
 from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
+from ahiq.options.base_options import PRESETS as PRESETS_DIR  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.io import atomic_write_text  # noqa: E402
 from ahiq.utils.comparison import OVERALL as METRICS, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "options" / "presets"
 # The authors' model and one row per ablation of the paper.
 DEFAULT_PRESETS = ("ntire2022", "vit_only", "cnn_only", "no_deform", "no_fusion", "mean_pooling", "patch16")
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from ahiq.commands import test as test_script  # noqa: E402
-from ahiq.commands import train as train_script  # noqa: E402
+from ahiq.commands import test as test_script, train as train_script  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines  # noqa: E402
 from experiments import declared, parser, test_run  # noqa: E402
 from ahiq.utils.comparison import ScoredSet  # noqa: E402

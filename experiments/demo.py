@@ -15,25 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ahiq.commands import score as score_script  # noqa: E402
+from ahiq.commands import score as score_script, train as train_script  # noqa: E402
 from experiments import parser  # noqa: E402
-from ahiq.commands import train as train_script  # noqa: E402
 from ahiq.engine.device import native_bf16  # noqa: E402
 from ahiq.models.weights import pretrained_available  # noqa: E402
 from ahiq.utils.errors import cli_main  # noqa: E402
 
 SYNTHETIC_REFS, SIZE = 150, 32
-
-
-def demo_train_options(demo_dir: Path, device: str, precision: str, pretrained: bool) -> list[str]:
-    """The demo's train.py options: a fixed schedule."""
-    return ["--dataset", "synthetic", "--data_root", str(demo_dir / "data"), "--synthetic_refs", str(SYNTHETIC_REFS),
-            "--synthetic_size", str(SIZE), "--split_ratio", "4:1", "--crop_size", str(SIZE), "--batch_size", "16",
-            "--learning_rate", "3e-4", "--feature_lr_scale", "0.3", "--grad_clip", "0.5", "--T_max", "0",
-            "--n_epoch", "1",
-            "--val_freq", "1", "--val_crops", "center", "--pretrained_backbones", str(pretrained).lower(),
-            "--precision", precision, "--device", device, "--checkpoints_dir", str(demo_dir / "checkpoints"),
-            "--name", "demo", "--overwrite"]  # a demo run again replaces its own run
 
 
 @cli_main
@@ -52,7 +40,13 @@ def main(argv: list[str] | None = None) -> str:
     print(f"demo: data={demo_dir / 'data'}, {weights}, {SIZE}x{SIZE} crops, {precision}, device={args.device} "
           "(short CPU schedule: 1 epoch, 180 steps, one cosine decay from lr 3e-4, --feature_lr_scale 0.3, "
           "--grad_clip 0.5)", flush=True)
-    best = train_script.main([*demo_train_options(demo_dir, args.device, precision, pretrained), *extra])
+    best = train_script.main([  # a fixed schedule; a demo run again replaces its own run (--overwrite)
+        "--dataset", "synthetic", "--data_root", str(demo_dir / "data"), "--synthetic_refs", str(SYNTHETIC_REFS),
+        "--synthetic_size", str(SIZE), "--split_ratio", "4:1", "--crop_size", str(SIZE), "--batch_size", "16",
+        "--learning_rate", "3e-4", "--feature_lr_scale", "0.3", "--grad_clip", "0.5", "--T_max", "0", "--n_epoch", "1",
+        "--val_freq", "1", "--val_crops", "center", "--pretrained_backbones", str(pretrained).lower(),
+        "--precision", precision, "--device", args.device, "--checkpoints_dir", str(demo_dir / "checkpoints"),
+        "--name", "demo", "--overwrite", *extra])
     run = demo_dir / "checkpoints" / "demo"
     splits = json.loads((run / "split.json").read_text())["splits"]
 

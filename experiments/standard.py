@@ -24,14 +24,10 @@ from ahiq.utils.tables import markdown_table  # noqa: E402
 def summary_table(dataset: str, results: list[dict]) -> str:
     """Median and mean ± std over the splits, then one row per split; a figure missing on a split shows its reason."""
     notes = [r.get("notes", {}) for r in results]
-    rows = [["median"], ["mean ± std"]]
-    for m in METRICS:
-        cells = spread_cells([r[m] for r in results], [n.get(m) for n in notes])
-        rows[0].append(cells[1])
-        rows[1].append(cells[2] if cells[2].startswith("n/a") else f"{cells[2]} ± {cells[3]}")
+    cells = [spread_cells([r[m] for r in results], [n.get(m) for n in notes]) for m in METRICS]
     forms = fit_cell([n.get("fit") for n in notes], [n.get("PLCC_fitted") for n in notes])
-    rows[0].append(forms)
-    rows[1].append("")
+    rows = [["median", *(c[1] for c in cells), forms],
+            ["mean ± std", *(c[2] if c[2].startswith("n/a") else f"{c[2]} ± {c[3]}" for c in cells), ""]]
     rows += [[f"split {r['seed']}", *(figure(r[m], n.get(m)) for m in METRICS), fit_cell([n.get("fit")], [n.get(
         "PLCC_fitted")])] for r, n in zip(results, notes)]
     return markdown_table([f"{dataset} ({len(results)} splits)", *(LABELS[m] for m in METRICS), "fit"], rows)
@@ -54,8 +50,7 @@ def main(argv=None) -> str:
     for seed in range(args.seeds):
         name = f"{args.dataset}_split{seed}"
         print(f"== split {seed + 1}/{args.seeds}: {name}", flush=True)
-        metrics = split_run(args, seed, name, ["--split_by", args.split_by, *extra], baselines)
-        results.append({"seed": seed, **metrics})
+        results.append({"seed": seed, **split_run(args, seed, name, ["--split_by", args.split_by, *extra], baselines)})
     note = "[split by pair: the parts share references]" if args.split_by == "pair" else ""
     table = summary_table(f"{args.dataset} {note}".strip(), results)
     if baselines:
