@@ -1,5 +1,6 @@
 """The research tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py`` and ``ahiq <task>``: each
-``main(argv)`` parses its options before torch is imported, makes one call below, and prints."""
+``main(argv)`` parses its options, then imports the engine (torch, timm, OpenCV), so that ``--help`` and a mistyped
+option answer at once; it makes one call below, and prints."""
 from __future__ import annotations
 
 import sys

@@ -1,7 +1,4 @@
-"""Export an AHIQ checkpoint for other runtimes.
-
-    python export.py --checkpoint FILE --to pyiqa --output ahiq_pyiqa.pth [--hub_cache DIR]
-    python export.py --checkpoint FILE --to onnx --output ahiq.onnx [--crop_size 224]
+"""Export an AHIQ checkpoint for other runtimes: ``python export.py --checkpoint FILE --to {pyiqa,onnx} --output FILE``.
 
 ``pyiqa``: the file ``pyiqa.create_metric("ahiq", pretrained_model_path=...)`` loads; ``onnx``: the scoring graph
 ``(dist, ref) (B, 3, crop, crop) in [0, 1] -> score (B,)``, checked with onnxruntime when it is installed.
@@ -39,7 +36,6 @@ def check_onnx(path: str, model, crop: int) -> str:
 @cli_main
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     opt = parse_export(argv, prog)
-    # The engine (torch, timm) loads only now: --help and a mistyped option answer at once.
     from ahiq.models.checkpoint import load_model, open_checkpoint
     from ahiq.models.export import (check_hub_cache, check_onnx_exporter, check_pyiqa_architecture, export_onnx,
                                     pyiqa_checkpoint, pyiqa_metric_options, whole_backbones, write_hub_cache)

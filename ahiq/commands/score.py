@@ -15,7 +15,6 @@ from ahiq.utils.errors import cli_main
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     options = ScoreOptions(prog)
     opt = options.parse(argv)
-    # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
     from ahiq.engine.session import ScoringSession
 
     with ScoringSession(options.config(opt)) as session:  # the output locked until the end

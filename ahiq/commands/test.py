@@ -1,7 +1,5 @@
-"""Score every pair of a dataset split or a folder pair with a trained AHIQ checkpoint.
-
-    python test.py --checkpoint FILE --ref_dir REF --dist_dir DIST [--labels FILE] [--ntire_zip sub.zip]
-    python test.py --name ahiq_pipal --dataset tid2013 --data_root DATA --split all
+"""Score every pair of a dataset split or a folder pair with a trained AHIQ checkpoint (``python test.py --help``;
+``sh test.sh`` for the NTIRE 2022 PIPAL folders).
 
 Writes ``name,score`` lines to ``--output``; with labels prints ``test: SRCC=... PLCC=... ... main=...``.
 """
@@ -17,7 +15,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     options = TestOptions(prog)
     opt = options.parse(argv)
     cfg = options.config(opt)
-    # The engine (torch, timm, OpenCV, SciPy) loads only now: --help and a mistyped option answer at once.
     from ahiq.engine.evaluation import collect_pairs, run_test
     from ahiq.engine.session import ScoringSession
 

@@ -4,7 +4,6 @@ Single process, or ``torchrun --nproc_per_node N train.py ...`` for data-paralle
 """
 from __future__ import annotations
 
-
 from ahiq.commands import check_data_and_exit
 from ahiq.options.train_options import TrainOptions
 from ahiq.utils.errors import cli_main
@@ -16,7 +15,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     opt = options.parse(argv)
     if options.resumed:
         print(options.resumed)
-    # The engine (torch, timm, OpenCV) loads only now: --help and a mistyped option answer at once.
     from ahiq.data.splits import prepare_splits
     from ahiq.engine.device import setup_run
     from ahiq.engine.trainer import Trainer
