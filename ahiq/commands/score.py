@@ -15,40 +15,35 @@ from ahiq.utils.errors import cli_main
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     options = ScoreOptions(prog)
     opt = options.parse(argv)
-    from ahiq.engine.session import ScoringSession
-
-    with ScoringSession(options.config(opt)) as session:  # the output locked until the end
-        run(opt, session)
-
-
-def run(opt, session) -> None:
-    """Pair, screen, guard, score, write: the run of :func:`main` inside its session."""
     from ahiq.data.images import pair_paths
     from ahiq.data.records import Pair, result_names
+    from ahiq.engine.session import ScoringSession
     from ahiq.utils.tables import write_csv
 
-    found, problems = pair_paths(opt.ref, opt.dist)
-    pairs = session.screen([Pair(d, r) for d, r in found], problems, check_hint=False)
-    names = result_names(pairs)
-    session.guard(pairs, names)
-    if session.ctx.main:
-        print(f"model: {session.describe()}", file=sys.stderr)
-    start = time.perf_counter()
-    scores = session.score(pairs, names)
-    if scores is None:  # another rank writes the results
-        return
-    elapsed = time.perf_counter() - start
-    if opt.output:
-        write_csv(opt.output, ["dist", "ref", "score"], [[p.dist, p.ref, f"{scores[i]:.6f}"] for i, p in enumerate(pairs)])
-        session.finish(opt.output)
-    if not opt.quiet and opt.output != "-":
-        width = max(map(len, names))
-        print(f"{'dist':<{width}}  {'ref':<12}  score")
-        for i, (name, p) in enumerate(zip(names, pairs)):
-            print(f"{name:<{width}}  {p.ref.name:<12}  {scores[i]:.4f}")
-    maps = f"; wrote {len(pairs)} quality map{'s' if len(pairs) > 1 else ''} to {opt.save_maps}" if opt.save_maps else ""
-    print(f"scored {len(pairs)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
-          + (f"; wrote {opt.output}" if opt.output else "") + maps, file=sys.stderr)
+    with ScoringSession(options.config(opt)) as session:  # the output locked until the end
+        found, problems = pair_paths(opt.ref, opt.dist)
+        pairs = session.screen([Pair(d, r) for d, r in found], problems, check_hint=False)
+        names = result_names(pairs)
+        session.guard(pairs, names)
+        if session.ctx.main:
+            print(f"model: {session.describe()}", file=sys.stderr)
+        start = time.perf_counter()
+        scores = session.score(pairs, names)
+        if scores is None:  # another rank writes the results
+            return
+        elapsed = time.perf_counter() - start
+        if opt.output:
+            rows = [[p.dist, p.ref, f"{scores[i]:.6f}"] for i, p in enumerate(pairs)]
+            write_csv(opt.output, ["dist", "ref", "score"], rows)
+            session.finish(opt.output)
+        if not opt.quiet and opt.output != "-":
+            width = max(map(len, names))
+            print(f"{'dist':<{width}}  {'ref':<12}  score")
+            for i, (name, p) in enumerate(zip(names, pairs)):
+                print(f"{name:<{width}}  {p.ref.name:<12}  {scores[i]:.4f}")
+        maps = f"; wrote {len(pairs)} quality map{'s' if len(pairs) > 1 else ''} to {opt.save_maps}" if opt.save_maps else ""
+        print(f"scored {len(pairs)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
+              + (f"; wrote {opt.output}" if opt.output else "") + maps, file=sys.stderr)
 
 
 if __name__ == "__main__":
