@@ -6,7 +6,10 @@ import json
 import time
 from pathlib import Path
 
+from ahiq.commands import test as test_script, train as train_script
 from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option
+from ahiq.options.test_options import TestOptions
+from ahiq.options.train_options import TrainOptions
 from ahiq.utils.errors import UserError
 from ahiq.utils.io import atomic_write_text
 
@@ -22,9 +25,6 @@ def declared(p: argparse.ArgumentParser, script: str, name: str, default=None, h
              required: bool = False) -> None:
     """Option ``name`` of train.py or test.py (``script``) on an experiment's parser, as it is declared there (type,
     choices, range, help), with the experiment's ``default`` (and ``help``, where its meaning differs)."""
-    from ahiq.options.test_options import TestOptions
-    from ahiq.options.train_options import TrainOptions
-
     options = {"train": TrainOptions, "test": TestOptions}[script]()
     add_option(p, options.options[name], script, default, help, required)
 
@@ -44,8 +44,6 @@ def parse_splits(p: argparse.ArgumentParser, argv, seeds: int) -> tuple[argparse
 def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), test_argv=(), config=()) -> dict:
     """Train run ``name`` on split ``seed`` of ``args.dataset`` (``config`` first, ``train_argv`` last), then
     :func:`test_run` on the split's test part: test.py's metrics and the ``seconds`` it all took."""
-    from ahiq.commands import train as train_script
-
     run, start = Path(args.checkpoints_dir) / name, time.perf_counter()
     train_script.main([*config, "--dataset", args.dataset, "--name", name, "--checkpoints_dir", args.checkpoints_dir,
                        "--split_ratio", args.split_ratio, "--split_seed", str(seed), *train_argv])
@@ -57,8 +55,6 @@ def split_run(args: argparse.Namespace, seed: int, name: str, train_argv=(), tes
 def test_run(run: Path, test_argv: list[str], data: bool = True) -> dict:
     """test.py's metrics for run folder ``run``'s ``best.pth`` with its own options (``opt.json``), ``test_argv`` on top;
     ``data=False`` leaves the run's data options out (another dataset)."""
-    from ahiq.commands import test as test_script
-
     config = run / "opt.json"
     if not data:
         options = json.loads(config.read_text())
