@@ -1,6 +1,5 @@
-"""The research tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py`` and ``ahiq <task>``: each
-``main(argv)`` parses its options, then imports the engine (torch, timm, OpenCV), so that ``--help`` and a mistyped
-option answer at once; it makes one call below, and prints."""
+"""The tasks behind ``train.py``, ``test.py``, ``score.py``, ``export.py``, ``ahiq <task>``: each ``main(argv)`` parses
+its options before importing the engine (torch), so ``--help`` and typos answer at once; then one call below, a print."""
 from __future__ import annotations
 
 import sys

@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     from ahiq.engine.trainer import Trainer
     from ahiq.models.checkpoint import open_checkpoint
 
-    if opt.check_data:
-        cfg = options.config(opt)  # the crop training would take: --crop_size, else the checkpoint's, else 224
+    cfg = options.config(opt)
+    if opt.check_data:  # at the crop training would take: --crop_size, else the checkpoint's, else 224
         parts, _ = prepare_splits(cfg.data, None)
         check_data_and_exit(parts, open_checkpoint(cfg.checkpoint)[1].crop(cfg.crop_size))
-    trainer = Trainer(options.config(opt), setup_run(opt.device))
+    trainer = Trainer(cfg, setup_run(opt.device))
     try:
         return trainer.run()
     finally:
