@@ -65,3 +65,10 @@ def test_run(run: Path, test_argv: list[str], data: bool = True) -> dict:
     if metrics is None:
         raise UserError(f"{run.name}: the test pairs have no labels")
     return metrics
+
+
+def publish(path: Path, table: str) -> str:
+    """An experiment's end: ``table`` written to ``path`` (atomically), printed and returned."""
+    atomic_write_text(path, table)
+    print(table)
+    return table

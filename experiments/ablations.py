@@ -14,11 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
-from experiments import declared, parse_splits, parser, split_run  # noqa: E402
+from experiments import declared, parse_splits, parser, publish, split_run  # noqa: E402
 from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
 from ahiq.options.base_options import PRESETS as PRESETS_DIR  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
-from ahiq.utils.io import atomic_write_text  # noqa: E402
 from ahiq.utils.comparison import OVERALL as METRICS, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
@@ -68,19 +67,15 @@ def main(argv=None) -> str:
         raise UserError("--presets: give at least one preset")
     rows = []
     for name, path in presets:
-        label = Path(name).stem
-        row = {"preset": label, "runs": []}
+        label, runs = Path(name).stem, []
         for seed in range(args.seeds):
             run_name = f"ablation_{label}_split{seed}"
             print(f"== {label}, split {seed + 1}/{args.seeds}: {run_name}", flush=True)
-            row["runs"].append(split_run(args, seed, run_name, extra, config=["--config", str(path)]))
-            row["parameters"] = trainable_parameters(Path(args.checkpoints_dir) / run_name / "best.pth")
-        rows.append(row)
-    table = ablation_table(args.dataset, rows)
+            runs.append(split_run(args, seed, run_name, extra, config=["--config", str(path)]))
+        rows.append({"preset": label, "runs": runs,  # every split trains the same architecture
+                     "parameters": trainable_parameters(Path(args.checkpoints_dir) / run_name / "best.pth")})
     output = Path(args.output) if args.output else Path(args.checkpoints_dir) / f"ablations_{args.dataset}.md"
-    atomic_write_text(output, table)
-    print(table)
-    return table
+    return publish(output, ablation_table(args.dataset, rows))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from ahiq.commands import test as test_script, train as train_script  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines  # noqa: E402
-from experiments import declared, parser, test_run  # noqa: E402
+from experiments import declared, parser, publish, test_run  # noqa: E402
 from ahiq.utils.comparison import ScoredSet  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
-from ahiq.utils.io import atomic_write_text  # noqa: E402
 from ahiq.utils.metrics import LABELS, evaluate, figure  # noqa: E402
 from ahiq.utils.tables import markdown_table, read_csv, write_csv  # noqa: E402
 
@@ -78,11 +77,8 @@ def main(argv=None) -> str:
     title = (f"cross-dataset: trained on {args.train[0] if args.train else args.checkpoint}, each test set whole "
              "(PLCC(fitted): after the monotonic logistic fitted on that set; fit: its form)")
     cells = lambda r, digits: [*r[:3], *(figure(v, why, digits) for v, why in r[3:-1]), r[-1]]  # noqa: E731
-    table = markdown_table(header, [cells(r, 4) for r in rows], title)
     write_csv(run / "cross_dataset.csv", header, [cells(r, 6) for r in rows])
-    atomic_write_text(run / "cross_dataset.md", table)
-    print(table)
-    return table
+    return publish(run / "cross_dataset.md", markdown_table(header, [cells(r, 4) for r in rows], title))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from experiments import declared, parse_splits, parser, split_run  # noqa: E402
+from experiments import declared, parse_splits, parser, publish, split_run  # noqa: E402
 from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
 from ahiq.utils.errors import cli_main  # noqa: E402
-from ahiq.utils.io import atomic_write_text  # noqa: E402
 from ahiq.utils.comparison import OVERALL as METRICS, fit_cell, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS, figure  # noqa: E402
 from ahiq.utils.tables import markdown_table  # noqa: E402
@@ -57,9 +56,7 @@ def main(argv=None) -> str:
         table += "\n" + summarise_splits([root / f"{args.dataset}_split{r['seed']}" / "test_results_baselines.csv"
                                           for r in results], root / args.dataset, args.dataset, args.type_min_pairs,
                                          note)
-    atomic_write_text(root / f"{args.dataset}_splits.md", table)
-    print(table)
-    return table
+    return publish(root / f"{args.dataset}_splits.md", table)
 
 
 if __name__ == "__main__":
