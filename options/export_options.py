@@ -40,8 +40,3 @@ class ExportOptions(BaseOptions):
             raise UserError(f"--crop_size {opt.crop_size}: pyiqa's AHIQ scores 224x224 crops only; drop the option")
         if opt.hub_cache and opt.to != "pyiqa":
             raise UserError("--hub_cache is for --to pyiqa; drop it")
-
-
-def parse_export(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
-    """The checked options of export.py / ``ahiq export``."""
-    return ExportOptions(prog).parse(argv)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from ahiq.options.export_options import parse_export
+from ahiq.options.export_options import ExportOptions
 from ahiq.utils.errors import cli_main
 
 
@@ -35,7 +35,7 @@ def check_onnx(path: str, model, crop: int) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    opt = parse_export(argv, prog)
+    opt = ExportOptions(prog).parse(argv)
     from ahiq.models.checkpoint import load_model, open_checkpoint
     from ahiq.models.export import (check_hub_cache, check_onnx_exporter, check_pyiqa_architecture, export_onnx,
                                     pyiqa_checkpoint, pyiqa_metric_options, whole_backbones, write_hub_cache)
