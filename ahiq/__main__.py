@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     if task not in TASKS:
         print(f"error: unknown task {task!r}; choose one of {', '.join(TASKS)} (see ahiq --help)", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(f"ahiq.commands.{task}")
-    module.main(rest, prog=f"ahiq {task}")
+    importlib.import_module(f"ahiq.commands.{task}").main(rest, prog=f"ahiq {task}")
 
 
 if __name__ == "__main__":
