@@ -14,20 +14,11 @@ from typing import Callable
 from ahiq.models.config import RELEASED_CHECKPOINT, RELEASED_URL
 from ahiq.utils.errors import UserError, arg
 
-OFFLINE_VARIABLES = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")  # either set: never download
 
-
-def sha256_prefix(url: str) -> str:
-    """The SHA-256 prefix in a file name by torch.hub's convention (``name-<prefix>.pth``)."""
-    return url.rsplit("/", 1)[1].rsplit(".", 1)[0].rsplit("-", 1)[1]
-
-
-def offline_variable(names: tuple[str, ...] = OFFLINE_VARIABLES) -> str | None:
-    """``"NAME is set"`` for the first of the environment variables ``names`` set to a true value, else None."""
-    for name in names:
-        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{name} is set"
-    return None
+def offline_variable(names: tuple[str, ...] = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")) -> str | None:
+    """``"NAME is set"`` for the first of the environment variables ``names`` set to a true value (never download)."""
+    true = ("1", "true", "yes", "on")
+    return next((f"{name} is set" for name in names if os.environ.get(name, "").strip().lower() in true), None)
 
 
 @lru_cache(maxsize=None)
@@ -76,8 +67,14 @@ def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
     if reason is None and urllib.parse.urlparse(url).scheme != "file":
         reason = unreachable(url, 3.0)
     if reason is None:
+        prefix = name.rsplit(".", 1)[0].rsplit("-", 1)[1]  # torch.hub's convention: name-<SHA-256 prefix>.pth
         try:
-            return download(url, cached, progress)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=prefix, progress=progress)
+            return cached
+        except RuntimeError as err:  # torch.hub's hash check; its temporary file is already gone
+            raise UserError(f"{url}: the downloaded file's SHA-256 does not start with {prefix} ({err}); nothing was "
+                            f"kept at {cached}; try again, or fetch it by hand and give {arg('checkpoint')}PATH") from None
         except OSError as err:  # urllib's URLError and HTTPError are OSErrors
             reason = f"the download failed ({getattr(err, 'reason', None) or err})"
     parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
@@ -90,17 +87,3 @@ def released_checkpoint(url: str = RELEASED_URL, progress: bool = True,
     parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
                  f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
     raise UserError("; ".join(parts))
-
-
-def download(url: str, path: Path, progress: bool = True) -> Path:
-    """Fetch ``url`` to ``path``, checking the SHA-256 prefix in its name (a file that does not match is removed)."""
-    import torch.hub
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256_prefix(url), progress=progress)
-    except RuntimeError as err:  # torch.hub's hash check; its temporary file is already gone
-        raise UserError(f"{url}: the downloaded file's SHA-256 does not start with {sha256_prefix(url)} ({err}); "
-                        f"nothing was kept at {path}; try again, or fetch it by hand and give "
-                        f"{arg('checkpoint')}PATH") from None
-    return path
