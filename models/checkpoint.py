@@ -54,17 +54,13 @@ def _number(value: Any) -> bool:
 
 
 def _source(value: Any) -> bool:
-    if not isinstance(value, dict) or value.get("kind") not in ("timm", "file", "random") or not (
-            isinstance(value.get("name"), str) and value["name"]):
+    if not isinstance(value, dict):
         return False
-    seed, file, sha = value.get("seed"), value.get("file"), value.get("sha256")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
-        return False
-    if value["kind"] == "random" and seed is None:
-        return False
-    if value["kind"] == "file" and not (isinstance(file, str) and file and isinstance(sha, str)):
-        return False
-    return all(v is None or isinstance(v, str) for v in (file, sha))
+    kind, name, file, sha, seed = (value.get(k) for k in ("kind", "name", "file", "sha256", "seed"))
+    return (kind in ("timm", "file", "random") and isinstance(name, str) and name != ""
+            and (seed is None and kind != "random" or type(seed) is int and 0 <= seed < 2**32)
+            and all(v is None or isinstance(v, str) for v in (file, sha))
+            and (kind != "file" or bool(file) and sha is not None))
 
 
 def _score_norm(norm: Any) -> bool:
@@ -219,13 +215,9 @@ def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_stat
     if model.backbone_sources:  # where the backbones came from, so load_model rebuilds the same ones
         meta["backbones"] = {part: source.to_dict() for part, source in model.backbone_sources.items()}
     meta.update(extra_meta or {})
-    ckpt = {
-        DEFORM_KEY: {k: v.detach().cpu() for k, v in model.deform_net.state_dict().items()},
-        REGRESSOR_KEY: {k: v.detach().cpu() for k, v in model.regressor.state_dict().items()},
-        META_KEY: meta,
-    }
-    ckpt.update(training_state)
-    return ckpt
+    return {DEFORM_KEY: {k: v.detach().cpu() for k, v in model.deform_net.state_dict().items()},
+            REGRESSOR_KEY: {k: v.detach().cpu() for k, v in model.regressor.state_dict().items()}, META_KEY: meta,
+            **training_state}
 
 
 def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> None:
@@ -271,19 +263,16 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode, ``model(dist, ref)`` on crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32.
     Architecture: ``config``, else the checkpoint's, else the authors', changed by ``config_overrides``."""
-    deform = regressor = None
-    meta: dict = {}
-    if checkpoint is not None:
-        deform, regressor, meta = contents or read_checkpoint(checkpoint)
+    deform, regressor, meta = (contents or read_checkpoint(checkpoint)) if checkpoint is not None else (None, None, {})
     record = read_record(meta, checkpoint or "checkpoint")
     config = config or record.model_config or ModelConfig()
     if config_overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
+    if checkpoint is not None:  # on the meta device, before any weight file is hashed: a misfit costs nothing
+        check_heads_fit(config, deform, regressor, checkpoint)
     sources = choose_backbones(config, record.backbones, vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, seed=seed, default_seed=default_seed,
                                where=str(checkpoint))
-    if checkpoint is not None:
-        check_heads_fit(config, deform, regressor, checkpoint)  # on the meta device: a misfit costs nothing
     if record.backbones and (vit_weights, cnn_weights, pretrained_backbones, seed) == (None, None, None, None):
         note(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
              f"cnn {sources['cnn'].describe()}")
