@@ -46,20 +46,13 @@ def cached_hub_weights(name: str) -> Path | None:
     """timm's weight file for ``name`` in the Hugging Face hub cache, else None (nothing is downloaded)."""
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(f"timm/{name}", filename)
-        if isinstance(found, str):
-            return Path(found)
-    return None
+    found = (try_to_load_from_cache(f"timm/{name}", f) for f in ("model.safetensors", "pytorch_model.bin"))
+    return next((Path(f) for f in found if isinstance(f, str)), None)
 
 
 def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> list[str]:
     """The backbones of ``names`` whose pretrained weights are not on this machine (backbones folder, hub cache)."""
     return [n for n in names if find_local_weights(n) is None and cached_hub_weights(n) is None]
-
-
-def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
-    return not missing_pretrained(names)
 
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
@@ -121,15 +114,6 @@ def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None
         path = existing_file(weights_file, "backbone weight file", "check the path or run `sh download.sh`")
         return BackboneSource("file", name, str(path), file_sha256(path))
     return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
-
-
-def backbone_sources(vit: str, cnn: str, pretrained: bool = True, vit_weights: str | None = None,
-                     cnn_weights: str | None = None, seed: int | None = None) -> dict[str, BackboneSource]:
-    """``{"vit": ..., "cnn": ...}`` as the arguments ask; without a ``seed`` one is drawn from torch's generator."""
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # CPU even under a meta-device scope
-    return {"vit": backbone_source(vit, pretrained, vit_weights, seed),
-            "cnn": backbone_source(cnn, pretrained, cnn_weights, seed)}
 
 
 def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[str] = ()) -> None:
@@ -236,9 +220,7 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
     name = source.name
     changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
     try:
-        weights_file = source.file if source.kind == "file" else None
-        if source.kind == "timm":
-            weights_file = find_local_weights(name)
+        weights_file = find_local_weights(name) if source.kind == "timm" else source.file if source.kind == "file" else None
         if weights_file is not None:
             return _from_file(name, weights_file, **kwargs)
         if source.kind == "random":
