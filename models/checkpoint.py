@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
 from ahiq.models.config import ModelConfig, check_crop_size
@@ -177,16 +176,13 @@ def _head_dicts(state: dict, path: Path) -> tuple[dict, dict]:
     return deform, regressor
 
 
-def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Before anything is built, ``config``'s network on the meta device takes the tensors, else a :class:`UserError`."""
-    try:
-        model = check_architecture(config)
-    except UserError as err:
-        raise UserError(f"{path}: its architecture does not build: {err}") from None
-    _check_fit(model, deform, regressor, path)
-
-
-def _check_fit(model: nn.Module, deform: dict, regressor: dict, path: str | Path) -> None:
+def check_heads_fit(model: AHIQ | ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
+    """``model`` (a config: its network, built on the meta device) takes the tensors, else a :class:`UserError`."""
+    if isinstance(model, ModelConfig):
+        try:
+            model = check_architecture(model)
+        except UserError as err:
+            raise UserError(f"{path}: its architecture does not build: {err}") from None
     problems = state_dict_problems(model.deform_net.state_dict(), deform, "deform_net.")
     problems += state_dict_problems(model.regressor.state_dict(), regressor, "regressor.")
     if problems:
@@ -204,7 +200,7 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
         if bad is not None:
             raise UserError(f"{path}: tensor {prefix}.{bad} holds NaN or Inf (the run that wrote it diverged); "
                             "use an earlier checkpoint")
-    _check_fit(model, deform, regressor, path)
+    check_heads_fit(model, deform, regressor, path)
     model.deform_net.load_state_dict(deform, strict=True)
     model.regressor.load_state_dict(regressor, strict=True)
 
