@@ -1,8 +1,10 @@
 """Read and write AHIQ checkpoints (the authors', pyiqa's flat ``params``, ours: the authors' plus ``ahiq``
-metadata), and build a ready model from one (:func:`load_model`)."""
+metadata), find the released one (:func:`released_checkpoint`), and build a ready model from one (:func:`load_model`)."""
 from __future__ import annotations
 
 import math
+import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +12,9 @@ from typing import Any
 import torch
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
-from ahiq.models.config import ModelConfig, check_crop_size
-from ahiq.models.hub import released_checkpoint
-from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained, state_dict_problems, summarise
+from ahiq.models.config import RELEASED_CHECKPOINT, RELEASED_URL, ModelConfig, check_crop_size
+from ahiq.models.weights import (BackboneSource, backbone_source, missing_pretrained, offline_variable, state_dict_problems,
+                                 summarise, unreachable)
 from ahiq.utils.device import resolve_device
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import atomic_torch_save, load_torch_file
@@ -25,11 +27,46 @@ FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat
 
 def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> str | None:
     """The checkpoint given; None: the released one; ``"none"``: None (random heads)."""
-    if checkpoint is not None and str(checkpoint).lower() != "none":
-        return str(checkpoint)
     if checkpoint is None:
-        return str(released_checkpoint(progress=progress, missing_backbones=missing_pretrained))
-    return None
+        return str(released_checkpoint(progress=progress))
+    return None if str(checkpoint).lower() == "none" else str(checkpoint)
+
+
+def released_checkpoint(url: str = RELEASED_URL, progress: bool = True) -> Path:
+    """The released checkpoint's path: the clone's ``checkpoints/ahiq_pipal/`` copy, else the user cache's
+    (``$AHIQ_HOME``, else torch hub's), else downloaded into the cache, its SHA-256 checked against the prefix in its
+    name; missing, a :class:`UserError` naming the missing backbones too."""
+    name = url.rsplit("/", 1)[1]
+    if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
+        return RELEASED_CHECKPOINT
+    home = os.environ.get("AHIQ_HOME")
+    cached = (Path(home).expanduser() if home else Path(torch.hub.get_dir()) / "checkpoints") / name
+    if cached.is_file():
+        return cached
+    reason = offline_variable()
+    if reason is None and urllib.parse.urlparse(url).scheme != "file":
+        reason = unreachable(url, 3.0)
+    if reason is None:
+        prefix = name.rsplit(".", 1)[0].rsplit("-", 1)[1]  # torch.hub's convention: name-<SHA-256 prefix>.pth
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=prefix, progress=progress)
+            return cached
+        except RuntimeError as err:  # torch.hub's hash check; its temporary file is already gone
+            raise UserError(f"{url}: the downloaded file's SHA-256 does not start with {prefix} ({err}); nothing was "
+                            f"kept at {cached}; try again, or fetch it by hand and give {arg('checkpoint')}PATH") from None
+        except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+            reason = f"the download failed ({getattr(err, 'reason', None) or err})"
+    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
+             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
+             f"clone), or give {arg('checkpoint')}PATH"]
+    backbones = missing_pretrained()
+    if backbones:
+        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
+                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
+    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
+                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
+    raise UserError("; ".join(parts))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""Where backbone weights come from (:class:`BackboneSource`: a timm tag, a file with its SHA-256, or a seed), and
-the timm model built with them (:func:`create_backbone`)."""
+"""Where backbone weights come from (:class:`BackboneSource`: a timm tag, a file with its SHA-256, or a seed), the
+timm model built with them (:func:`create_backbone`), and whether the network can be asked (:func:`unreachable`)."""
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sys
+import threading
+import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +19,6 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_VIT
-from ahiq.models.hub import offline_variable, unreachable
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import existing_file, load_torch_file
 
@@ -53,6 +58,41 @@ def cached_hub_weights(name: str) -> Path | None:
 def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> list[str]:
     """The backbones of ``names`` whose pretrained weights are not on this machine (backbones folder, hub cache)."""
     return [n for n in names if find_local_weights(n) is None and cached_hub_weights(n) is None]
+
+
+def offline_variable(names: tuple[str, ...] = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")) -> str | None:
+    """``"NAME is set"`` for the first of the environment variables ``names`` set to a true value (never download)."""
+    true = ("1", "true", "yes", "on")
+    return next((f"{name} is set" for name in names if os.environ.get(name, "").strip().lower() in true), None)
+
+
+@lru_cache(maxsize=None)
+def unreachable(endpoint: str, timeout: float) -> str | None:
+    """Why ``endpoint``'s host (or proxy) takes no TCP connection within ``timeout`` s, or None (in a thread: without a
+    network the look-up can block far longer)."""
+    url = urllib.parse.urlparse(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname or "", proxy_url.port or 80
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"{host}:{port} did not answer within {timeout:.0f}s"
+    if outcome[0] is not None:
+        return f"{host}:{port} cannot be reached ({type(outcome[0]).__name__})"
+    return None
 
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
