@@ -94,7 +94,7 @@ class ModelConfig:
             if patch is None:
                 raise UserError(f"{arg('vit')}{self.vit}: no patchN in the name, so the score grid is unknown; "
                                 "give a timm ViT name like vit_base_patch8_224")
-            if not 1 <= self.cnn_stage <= 4 or patch % self.cnn_reduction or self.fusion_scale not in (1, 2, 4):
+            if not 1 <= self.cnn_stage <= 4 or patch % self.cnn_reduction or patch // self.cnn_reduction not in (1, 2, 4):
                 raise UserError(f"{arg('cnn_stage')}{self.cnn_stage}: the CNN grid (1/{self.cnn_reduction}) must be "
                                 f"1, 2 or 4 times the patch-{patch} grid (patch 8: stages 1-2, patch 16: stages 1-3)")
 
@@ -110,11 +110,6 @@ class ModelConfig:
     def cnn_reduction(self) -> int:
         """How much the CNN stage shrinks the image: timm ResNet stages 1..4 reduce by 4, 8, 16, 32."""
         return 2 ** (self.cnn_stage + 1)
-
-    @property
-    def fusion_scale(self) -> int:
-        """CNN grid cells per ViT grid cell along each side (1, 2 or 4)."""
-        return (self.patch_size or self.cnn_reduction) // self.cnn_reduction
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
