@@ -95,14 +95,13 @@ def unreachable(endpoint: str, timeout: float) -> str | None:
     return None
 
 
-def hub_offline_reason(timeout: float = 3.0) -> str | None:
+def hub_offline_reason() -> str | None:
     """Why the Hugging Face hub cannot be asked now, or None."""
     from huggingface_hub import constants
 
-    set_offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else offline_variable(("HF_HUB_OFFLINE",))
-    if set_offline:
-        return set_offline
-    reason = unreachable(constants.ENDPOINT, timeout)
+    if constants.HF_HUB_OFFLINE or offline_variable(("HF_HUB_OFFLINE",)):
+        return "HF_HUB_OFFLINE is set"
+    reason = unreachable(constants.ENDPOINT, 3.0)
     return reason and f"the hub: {reason}"
 
 
