@@ -17,7 +17,7 @@ from ahiq.models.weights import (BackboneSource, backbone_source, missing_pretra
                                  summarise, unreachable)
 from ahiq.utils.device import resolve_device
 from ahiq.utils.errors import UserError, arg, note
-from ahiq.utils.io import atomic_torch_save, load_torch_file
+from ahiq.utils.io import atomic_torch_save, existing_file, load_torch_file
 
 DEFORM_KEY = "deform_net_model_state_dict"
 REGRESSOR_KEY = "regressor_model_state_dict"
@@ -164,10 +164,7 @@ def open_checkpoint(path: str | Path | None) -> tuple[tuple[dict, dict, dict] | 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     """``(deform_net_state, regressor_state, metadata)`` of any supported checkpoint file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: checkpoint not found; give {arg('checkpoint')}FILE (`sh download.sh` fetches the "
-                        "released one)")
+    path = existing_file(path, "checkpoint", f"give {arg('checkpoint')}FILE (`sh download.sh` fetches the released one)")
     raw = load_torch_file(path, "PyTorch checkpoint")
     state = raw
     for key in ("params", "params_ema", "state_dict", "model"):
@@ -266,7 +263,8 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
     for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
         rec = recorded.get(part)
         rec = rec if rec is not None and rec.name == name else None  # another architecture: the record is moot
-        if weights is None and pretrained_backbones is None and rec is not None and (seed is None or rec.kind != "random"):
+        was_random = rec is not None and rec.kind == "random"
+        if weights is None and pretrained_backbones is None and rec is not None and (seed is None or not was_random):
             if rec.kind == "file" and not Path(rec.file or "").is_file():
                 raise UserError(f"{where}: its {part} backbone weights were the file {rec.file} (sha256 "
                                 f"{str(rec.sha256)[:12]}...), which is not here; give {arg(part + '_weights')}FILE "
@@ -275,17 +273,15 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
             if not source.same_weights(rec):
                 note(f"warning: {rec.file} changed since {where} was trained on it (sha256 {str(rec.sha256)[:12]}... "
                      f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's")
-            chosen[part] = source
-            continue
-        was_random = rec is not None and rec.kind == "random"
-        part_seed = seed if seed is not None else rec.seed if was_random else default_seed
-        pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
-        if part_seed is None:
-            part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
-        source = backbone_source(name, pretrained, weights, part_seed)
-        if rec is not None and not source.same_weights(rec):
-            note(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
-                 "(scores will differ from the trained model's)")
+        else:
+            part_seed = seed if seed is not None else rec.seed if was_random else default_seed
+            if part_seed is None:
+                part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
+            pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
+            source = backbone_source(name, pretrained, weights, part_seed)
+            if rec is not None and not source.same_weights(rec):
+                note(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
+                     "(scores will differ from the trained model's)")
         chosen[part] = source
     return chosen
 
