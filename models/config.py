@@ -30,7 +30,6 @@ NORMALISATIONS = {
     "authors": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # (x - 0.5) / 0.5, the released checkpoint's
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # pyiqa's; other scores with the released heads
 }
-DEFORM_IMPLS = ("sampled", "torchvision")
 # Fields that choose how a layer is computed, not what the network is.
 IMPLEMENTATION_ONLY = ("deform_impl",)
 ARCH = "architecture"  # the --help group of the fields below
@@ -51,7 +50,7 @@ class ModelConfig:
                                 "imagenet = pyiqa's mean/std, which gives different scores", group=ARCH,
                                 choices=tuple(NORMALISATIONS))
     deform_impl: str = option("sampled", "deformable conv: sampled (bilinear sampling + GEMM, faster) or "
-                              "torchvision (the reference)", group=ARCH, choices=DEFORM_IMPLS)
+                              "torchvision (the reference)", group=ARCH, choices=("sampled", "torchvision"))
     vit_kwargs: dict[str, Any] = option({}, 'timm keyword arguments that change the ViT, as JSON, e.g. \'{"depth": 2, '
                                         '"embed_dim": 32, "num_heads": 2}\' (ablations, fast tests; pretrained weights '
                                         'of the tag no longer fit)', group=ARCH, parse=json_dict)
