@@ -130,7 +130,7 @@ class AHIQ(nn.Module):
 
     def offsets(self, vit_ref: torch.Tensor | None, cnn_ref: torch.Tensor | None) -> torch.Tensor | None:
         """The fusion's offsets from the reference crops' features (None without CNN branch or deformable conv)."""
-        if cnn_ref is None:
+        if cnn_ref is None or not isinstance(self.deform_net, DeformFusion):
             return None
         return self.deform_net.offsets(vit_ref if vit_ref is not None else cnn_ref, cnn_ref.shape[-2:])
 
@@ -193,8 +193,8 @@ def check_architecture(config: ModelConfig) -> AHIQ:
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,
                vit_weights: str | None = None, cnn_weights: str | None = None, seed: int | None = None,
                sources: dict[str, BackboneSource] | None = None) -> AHIQ:
-    """An AHIQ network with backbones from ``sources`` (else the other arguments: without a ``seed`` one is drawn from
-    torch's generator for both) and a random fusion and head."""
+    """An AHIQ network with backbones from ``sources`` (else the arguments; one seed for both, drawn when not given)
+    and a random fusion and head."""
     config = config or ModelConfig()
     if not sources:
         seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item()) if seed is None else seed  # CPU under meta too
