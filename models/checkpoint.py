@@ -33,9 +33,8 @@ def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> 
 
 
 def released_checkpoint(url: str = RELEASED_URL, progress: bool = True) -> Path:
-    """The released checkpoint's path: the clone's ``checkpoints/ahiq_pipal/`` copy, else the user cache's
-    (``$AHIQ_HOME``, else torch hub's), else downloaded into the cache, its SHA-256 checked against the prefix in its
-    name; missing, a :class:`UserError` naming the missing backbones too."""
+    """The released checkpoint: the clone's copy, else the user cache's (``$AHIQ_HOME``, else torch hub's), else downloaded
+    there, the SHA-256 prefix in its name checked; missing, a :class:`UserError` naming missing backbones too."""
     name = url.rsplit("/", 1)[1]
     if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
         return RELEASED_CHECKPOINT
