@@ -263,8 +263,7 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
         if weights_file is not None:
             return _from_file(name, weights_file, **kwargs)
         if source.kind == "random":
-            note(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality "
-                 "predictions")
+            note(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality predictions")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(source.seed or 0))
                 return timm.create_model(name, pretrained=False, **kwargs)
