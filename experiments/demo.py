@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ahiq.commands import score as score_script, train as train_script  # noqa: E402
 from experiments import parser  # noqa: E402
 from ahiq.engine.device import native_bf16  # noqa: E402
-from ahiq.models.weights import pretrained_available  # noqa: E402
+from ahiq.models.weights import missing_pretrained  # noqa: E402
 from ahiq.utils.errors import cli_main  # noqa: E402
 
 SYNTHETIC_REFS, SIZE = 150, 32
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> str:
     started = time.perf_counter()
     demo_dir = Path(args.demo_dir)
     precision = args.precision or ("bf16" if native_bf16(args.device) else "fp32")
-    pretrained = pretrained_available()
+    pretrained = not missing_pretrained()
     weights = "pretrained backbones" if pretrained else "random-init backbones"
     print(f"demo: data={demo_dir / 'data'}, {weights}, {SIZE}x{SIZE} crops, {precision}, device={args.device} "
           "(short CPU schedule: 1 epoch, 180 steps, one cosine decay from lr 3e-4, --feature_lr_scale 0.3, "

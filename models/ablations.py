@@ -21,9 +21,6 @@ class ConvFusion(nn.Module):
         self.conv = nn.Conv2d(cnn_channels, cnn_channels, 3, 1, 1)
         self.conv1 = downsampling_convs(cnn_channels, hidden, scale)
 
-    def offsets(self, steer: torch.Tensor, size: tuple[int, int]) -> None:
-        return None
-
     def forward(self, cnn: torch.Tensor, offset: None = None) -> torch.Tensor:
         return self.conv1(self.conv(cnn))
 
@@ -34,9 +31,6 @@ class ResampleFusion(nn.Module):
     def __init__(self, scale: int = 2):
         super().__init__()
         self.scale = scale
-
-    def offsets(self, steer: torch.Tensor, size: tuple[int, int]) -> None:
-        return None
 
     def forward(self, cnn: torch.Tensor, offset: None = None) -> torch.Tensor:
         return F.avg_pool2d(cnn, self.scale) if self.scale > 1 else cnn

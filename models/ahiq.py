@@ -24,7 +24,7 @@ from ahiq.models.backbones import Features, ResNetFeatures, ViTFeatures, build_r
 from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
 from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
 from ahiq.models.reference import ReferenceSide
-from ahiq.models.weights import BackboneSource, backbone_sources, check_available
+from ahiq.models.weights import BackboneSource, backbone_source, check_available
 from ahiq.utils.errors import UserError, arg
 
 
@@ -130,7 +130,7 @@ class AHIQ(nn.Module):
 
     def offsets(self, vit_ref: torch.Tensor | None, cnn_ref: torch.Tensor | None) -> torch.Tensor | None:
         """The fusion's offsets from the reference crops' features (None without CNN branch or deformable conv)."""
-        if cnn_ref is None:
+        if cnn_ref is None or not isinstance(self.deform_net, DeformFusion):
             return None
         return self.deform_net.offsets(vit_ref if vit_ref is not None else cnn_ref, cnn_ref.shape[-2:])
 
@@ -193,9 +193,13 @@ def check_architecture(config: ModelConfig) -> AHIQ:
 def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = True,
                vit_weights: str | None = None, cnn_weights: str | None = None, seed: int | None = None,
                sources: dict[str, BackboneSource] | None = None) -> AHIQ:
-    """An AHIQ network with backbones from ``sources`` (else the other arguments) and a random fusion and head."""
+    """An AHIQ network with backbones from ``sources`` (else the arguments; one seed for both, drawn when not given)
+    and a random fusion and head."""
     config = config or ModelConfig()
-    sources = sources or backbone_sources(config.vit, config.cnn, pretrained_backbones, vit_weights, cnn_weights, seed)
+    if not sources:
+        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item()) if seed is None else seed  # CPU under meta too
+        sources = {"vit": backbone_source(config.vit, pretrained_backbones, vit_weights, seed),
+                   "cnn": backbone_source(config.cnn, pretrained_backbones, cnn_weights, seed)}
     used = {part: sources[part] for part, skip in (("vit", "cnn"), ("cnn", "vit")) if config.branches != skip}
     check_available(list(used.values()), ("vit_weights", "cnn_weights"))
     vit = build_vit(used["vit"], config.vit_blocks, **config.vit_kwargs) if "vit" in used else None

@@ -1,7 +1,7 @@
 """Frozen timm backbones that run only the layers AHIQ reads (no forward hooks); weights: :mod:`models.weights`."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -11,29 +11,22 @@ from ahiq.models.weights import BackboneSource, create_backbone
 from ahiq.utils.errors import UserError, arg
 
 
-class Features(Protocol):
-    """A backbone: normalised images ``(B, 3, H, W)`` -> features ``(B, out_channels, H / reduction, W / reduction)``."""
+class Features(nn.Module):
+    """A frozen backbone: normalised images ``(B, 3, H, W)`` -> ``(B, out_channels, H / reduction, W / reduction)``;
+    in eval mode, without trainable parameters, it builds no graph unless ``input_grad`` (AHIQ as a loss)."""
 
     out_channels: int
     reduction: int
-    input_grad: bool
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-class _FrozenBackbone(nn.Module):
-    """A backbone in eval mode without trainable parameters; it builds no graph unless ``input_grad`` (AHIQ as a loss)."""
-
     input_grad: bool = False
 
     def _grad_mode(self) -> torch.set_grad_enabled:
         return torch.set_grad_enabled(self.input_grad and torch.is_grad_enabled())
 
-    def train(self, mode: bool = True) -> "_FrozenBackbone":
+    def train(self, mode: bool = True) -> "Features":
         return super().train(False)
 
 
-class ViTFeatures(_FrozenBackbone):
+class ViTFeatures(Features):
     """Token maps of selected blocks (1-based) of a timm ViT, later blocks pruned: ``(B, 3, H, W)`` ->
     ``(B, len(blocks) * D, H / p, W / p)``; default blocks 1-5 of ViT-B/8, ``(B, 3840, H/8, W/8)``."""
 
@@ -53,10 +46,8 @@ class ViTFeatures(_FrozenBackbone):
         self.indices = [b - 1 for b in blocks]
         model.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
         self.model = model
-        self.blocks = blocks
         self.patch_size = self.reduction = int(model.patch_embed.patch_size[0])
-        self.embed_dim = int(model.embed_dim)
-        self.out_channels = self.embed_dim * len(blocks)
+        self.out_channels = int(model.embed_dim) * len(blocks)
         self.requires_grad_(False).eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +70,7 @@ def build_resnet(source: BackboneSource, stage: int, **timm_kwargs) -> "ResNetFe
     return ResNetFeatures(create_backbone(source, weights_arg="cnn_weights", **timm_kwargs), stage)
 
 
-class ResNetFeatures(_FrozenBackbone):
+class ResNetFeatures(Features):
     """Outputs of every block of one stage of a timm ResNet, concatenated on channels: ``(B, 3, H, W)`` ->
     ``(B, n_blocks * C, H / r, W / r)``. Default: ResNet-50 ``layer1``, ``(B, 768, H/4, W/4)``."""
 

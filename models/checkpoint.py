@@ -1,22 +1,23 @@
 """Read and write AHIQ checkpoints (the authors', pyiqa's flat ``params``, ours: the authors' plus ``ahiq``
-metadata), and build a ready model from one (:func:`load_model`)."""
+metadata), find the released one (:func:`released_checkpoint`), and build a ready model from one (:func:`load_model`)."""
 from __future__ import annotations
 
 import math
+import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
-from ahiq.models.config import ModelConfig, check_crop_size
-from ahiq.models.hub import released_checkpoint
-from ahiq.models.weights import BackboneSource, backbone_source, missing_pretrained, state_dict_problems, summarise
+from ahiq.models.config import RELEASED_CHECKPOINT, RELEASED_URL, ModelConfig, check_crop_size
+from ahiq.models.weights import (BackboneSource, backbone_source, missing_pretrained, offline_variable, state_dict_problems,
+                                 summarise, unreachable)
 from ahiq.utils.device import resolve_device
 from ahiq.utils.errors import UserError, arg, note
-from ahiq.utils.io import atomic_torch_save, load_torch_file
+from ahiq.utils.io import atomic_torch_save, existing_file, load_torch_file
 
 DEFORM_KEY = "deform_net_model_state_dict"
 REGRESSOR_KEY = "regressor_model_state_dict"
@@ -26,11 +27,45 @@ FORMAT_VERSION = 2  # 2: the training config under "train" (1: the options, flat
 
 def resolve_checkpoint(checkpoint: str | Path | None, progress: bool = True) -> str | None:
     """The checkpoint given; None: the released one; ``"none"``: None (random heads)."""
-    if checkpoint is not None and str(checkpoint).lower() != "none":
-        return str(checkpoint)
     if checkpoint is None:
-        return str(released_checkpoint(progress=progress, missing_backbones=missing_pretrained))
-    return None
+        return str(released_checkpoint(progress=progress))
+    return None if str(checkpoint).lower() == "none" else str(checkpoint)
+
+
+def released_checkpoint(url: str = RELEASED_URL, progress: bool = True) -> Path:
+    """The released checkpoint: the clone's copy, else the user cache's (``$AHIQ_HOME``, else torch hub's), else downloaded
+    there, the SHA-256 prefix in its name checked; missing, a :class:`UserError` naming missing backbones too."""
+    name = url.rsplit("/", 1)[1]
+    if RELEASED_CHECKPOINT.name == name and RELEASED_CHECKPOINT.is_file():
+        return RELEASED_CHECKPOINT
+    home = os.environ.get("AHIQ_HOME")
+    cached = (Path(home).expanduser() if home else Path(torch.hub.get_dir()) / "checkpoints") / name
+    if cached.is_file():
+        return cached
+    reason = offline_variable()
+    if reason is None and urllib.parse.urlparse(url).scheme != "file":
+        reason = unreachable(url, 3.0)
+    if reason is None:
+        prefix = name.rsplit(".", 1)[0].rsplit("-", 1)[1]  # torch.hub's convention: name-<SHA-256 prefix>.pth
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=prefix, progress=progress)
+            return cached
+        except RuntimeError as err:  # torch.hub's hash check; its temporary file is already gone
+            raise UserError(f"{url}: the downloaded file's SHA-256 does not start with {prefix} ({err}); nothing was "
+                            f"kept at {cached}; try again, or fetch it by hand and give {arg('checkpoint')}PATH") from None
+        except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+            reason = f"the download failed ({getattr(err, 'reason', None) or err})"
+    parts = [f"the released checkpoint {name} is neither in {RELEASED_CHECKPOINT.parent} nor in the cache {cached.parent}, "
+             f"and cannot be downloaded now ({reason}): fetch {url} into {cached.parent} (or `sh download.sh` in a "
+             f"clone), or give {arg('checkpoint')}PATH"]
+    backbones = missing_pretrained()
+    if backbones:
+        parts.append(f"the pretrained backbones {', '.join(backbones)} are not on this machine either (timm fetches "
+                     f"them online; offline: {arg('vit_weights')}FILE and {arg('cnn_weights')}FILE)")
+    parts.append(f"to try the pipeline with nothing downloaded: {arg('checkpoint')}none "
+                 f"{arg('pretrained_backbones')}false (random weights, scores not meaningful)")
+    raise UserError("; ".join(parts))
 
 
 @dataclass(frozen=True)
@@ -54,17 +89,13 @@ def _number(value: Any) -> bool:
 
 
 def _source(value: Any) -> bool:
-    if not isinstance(value, dict) or value.get("kind") not in ("timm", "file", "random") or not (
-            isinstance(value.get("name"), str) and value["name"]):
+    if not isinstance(value, dict):
         return False
-    seed, file, sha = value.get("seed"), value.get("file"), value.get("sha256")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
-        return False
-    if value["kind"] == "random" and seed is None:
-        return False
-    if value["kind"] == "file" and not (isinstance(file, str) and file and isinstance(sha, str)):
-        return False
-    return all(v is None or isinstance(v, str) for v in (file, sha))
+    kind, name, file, sha, seed = (value.get(k) for k in ("kind", "name", "file", "sha256", "seed"))
+    return (kind in ("timm", "file", "random") and isinstance(name, str) and name != ""
+            and (seed is None and kind != "random" or type(seed) is int and 0 <= seed < 2**32)
+            and all(v is None or isinstance(v, str) for v in (file, sha))
+            and (kind != "file" or bool(file) and sha is not None))
 
 
 def _score_norm(norm: Any) -> bool:
@@ -132,10 +163,7 @@ def open_checkpoint(path: str | Path | None) -> tuple[tuple[dict, dict, dict] | 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
     """``(deform_net_state, regressor_state, metadata)`` of any supported checkpoint file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: checkpoint not found; give {arg('checkpoint')}FILE (`sh download.sh` fetches the "
-                        "released one)")
+    path = existing_file(path, "checkpoint", f"give {arg('checkpoint')}FILE (`sh download.sh` fetches the released one)")
     raw = load_torch_file(path, "PyTorch checkpoint")
     state = raw
     for key in ("params", "params_ema", "state_dict", "model"):
@@ -181,16 +209,13 @@ def _head_dicts(state: dict, path: Path) -> tuple[dict, dict]:
     return deform, regressor
 
 
-def check_heads_fit(config: ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
-    """Before anything is built, ``config``'s network on the meta device takes the tensors, else a :class:`UserError`."""
-    try:
-        model = check_architecture(config)
-    except UserError as err:
-        raise UserError(f"{path}: its architecture does not build: {err}") from None
-    _check_fit(model, deform, regressor, path)
-
-
-def _check_fit(model: nn.Module, deform: dict, regressor: dict, path: str | Path) -> None:
+def check_heads_fit(model: AHIQ | ModelConfig, deform: dict, regressor: dict, path: str | Path = "checkpoint") -> None:
+    """``model`` (a config: its network, built on the meta device) takes the tensors, else a :class:`UserError`."""
+    if isinstance(model, ModelConfig):
+        try:
+            model = check_architecture(model)
+        except UserError as err:
+            raise UserError(f"{path}: its architecture does not build: {err}") from None
     problems = state_dict_problems(model.deform_net.state_dict(), deform, "deform_net.")
     problems += state_dict_problems(model.regressor.state_dict(), regressor, "regressor.")
     if problems:
@@ -208,7 +233,7 @@ def load_heads(model: AHIQ, deform: dict, regressor: dict, path: str | Path = "c
         if bad is not None:
             raise UserError(f"{path}: tensor {prefix}.{bad} holds NaN or Inf (the run that wrote it diverged); "
                             "use an earlier checkpoint")
-    _check_fit(model, deform, regressor, path)
+    check_heads_fit(model, deform, regressor, path)
     model.deform_net.load_state_dict(deform, strict=True)
     model.regressor.load_state_dict(regressor, strict=True)
 
@@ -219,13 +244,9 @@ def checkpoint_dict(model: AHIQ, extra_meta: dict | None = None, **training_stat
     if model.backbone_sources:  # where the backbones came from, so load_model rebuilds the same ones
         meta["backbones"] = {part: source.to_dict() for part, source in model.backbone_sources.items()}
     meta.update(extra_meta or {})
-    ckpt = {
-        DEFORM_KEY: {k: v.detach().cpu() for k, v in model.deform_net.state_dict().items()},
-        REGRESSOR_KEY: {k: v.detach().cpu() for k, v in model.regressor.state_dict().items()},
-        META_KEY: meta,
-    }
-    ckpt.update(training_state)
-    return ckpt
+    return {DEFORM_KEY: {k: v.detach().cpu() for k, v in model.deform_net.state_dict().items()},
+            REGRESSOR_KEY: {k: v.detach().cpu() for k, v in model.regressor.state_dict().items()}, META_KEY: meta,
+            **training_state}
 
 
 def save_checkpoint(path: str | Path, model: AHIQ, extra_meta: dict | None = None, **training_state: Any) -> None:
@@ -241,7 +262,8 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
     for part, name, weights in (("vit", config.vit, vit_weights), ("cnn", config.cnn, cnn_weights)):
         rec = recorded.get(part)
         rec = rec if rec is not None and rec.name == name else None  # another architecture: the record is moot
-        if weights is None and pretrained_backbones is None and rec is not None and (seed is None or rec.kind != "random"):
+        was_random = rec is not None and rec.kind == "random"
+        if weights is None and pretrained_backbones is None and rec is not None and (seed is None or not was_random):
             if rec.kind == "file" and not Path(rec.file or "").is_file():
                 raise UserError(f"{where}: its {part} backbone weights were the file {rec.file} (sha256 "
                                 f"{str(rec.sha256)[:12]}...), which is not here; give {arg(part + '_weights')}FILE "
@@ -250,17 +272,15 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
             if not source.same_weights(rec):
                 note(f"warning: {rec.file} changed since {where} was trained on it (sha256 {str(rec.sha256)[:12]}... "
                      f"now {str(source.sha256)[:12]}...); scores will differ from the trained model's")
-            chosen[part] = source
-            continue
-        was_random = rec is not None and rec.kind == "random"
-        part_seed = seed if seed is not None else rec.seed if was_random else default_seed
-        pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
-        if part_seed is None:
-            part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
-        source = backbone_source(name, pretrained, weights, part_seed)
-        if rec is not None and not source.same_weights(rec):
-            note(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
-                 "(scores will differ from the trained model's)")
+        else:
+            part_seed = seed if seed is not None else rec.seed if was_random else default_seed
+            if part_seed is None:
+                part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
+            pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
+            source = backbone_source(name, pretrained, weights, part_seed)
+            if rec is not None and not source.same_weights(rec):
+                note(f"warning: {where} was trained with {part} = {rec.describe()}; using {source.describe()} as asked "
+                     "(scores will differ from the trained model's)")
         chosen[part] = source
     return chosen
 
@@ -271,19 +291,16 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode, ``model(dist, ref)`` on crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32.
     Architecture: ``config``, else the checkpoint's, else the authors', changed by ``config_overrides``."""
-    deform = regressor = None
-    meta: dict = {}
-    if checkpoint is not None:
-        deform, regressor, meta = contents or read_checkpoint(checkpoint)
+    deform, regressor, meta = (contents or read_checkpoint(checkpoint)) if checkpoint is not None else (None, None, {})
     record = read_record(meta, checkpoint or "checkpoint")
     config = config or record.model_config or ModelConfig()
     if config_overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
+    if checkpoint is not None:  # on the meta device, before any weight file is hashed: a misfit costs nothing
+        check_heads_fit(config, deform, regressor, checkpoint)
     sources = choose_backbones(config, record.backbones, vit_weights=vit_weights, cnn_weights=cnn_weights,
                                pretrained_backbones=pretrained_backbones, seed=seed, default_seed=default_seed,
                                where=str(checkpoint))
-    if checkpoint is not None:
-        check_heads_fit(config, deform, regressor, checkpoint)  # on the meta device: a misfit costs nothing
     if record.backbones and (vit_weights, cnn_weights, pretrained_backbones, seed) == (None, None, None, None):
         note(f"note: backbones as {checkpoint} records: vit {sources['vit'].describe()}; "
              f"cnn {sources['cnn'].describe()}")

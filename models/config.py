@@ -30,7 +30,6 @@ NORMALISATIONS = {
     "authors": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # (x - 0.5) / 0.5, the released checkpoint's
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # pyiqa's; other scores with the released heads
 }
-DEFORM_IMPLS = ("sampled", "torchvision")
 # Fields that choose how a layer is computed, not what the network is.
 IMPLEMENTATION_ONLY = ("deform_impl",)
 ARCH = "architecture"  # the --help group of the fields below
@@ -51,7 +50,7 @@ class ModelConfig:
                                 "imagenet = pyiqa's mean/std, which gives different scores", group=ARCH,
                                 choices=tuple(NORMALISATIONS))
     deform_impl: str = option("sampled", "deformable conv: sampled (bilinear sampling + GEMM, faster) or "
-                              "torchvision (the reference)", group=ARCH, choices=DEFORM_IMPLS)
+                              "torchvision (the reference)", group=ARCH, choices=("sampled", "torchvision"))
     vit_kwargs: dict[str, Any] = option({}, 'timm keyword arguments that change the ViT, as JSON, e.g. \'{"depth": 2, '
                                         '"embed_dim": 32, "num_heads": 2}\' (ablations, fast tests; pretrained weights '
                                         'of the tag no longer fit)', group=ARCH, parse=json_dict)
@@ -94,7 +93,7 @@ class ModelConfig:
             if patch is None:
                 raise UserError(f"{arg('vit')}{self.vit}: no patchN in the name, so the score grid is unknown; "
                                 "give a timm ViT name like vit_base_patch8_224")
-            if not 1 <= self.cnn_stage <= 4 or patch % self.cnn_reduction or self.fusion_scale not in (1, 2, 4):
+            if not 1 <= self.cnn_stage <= 4 or patch % self.cnn_reduction or patch // self.cnn_reduction not in (1, 2, 4):
                 raise UserError(f"{arg('cnn_stage')}{self.cnn_stage}: the CNN grid (1/{self.cnn_reduction}) must be "
                                 f"1, 2 or 4 times the patch-{patch} grid (patch 8: stages 1-2, patch 16: stages 1-3)")
 
@@ -110,11 +109,6 @@ class ModelConfig:
     def cnn_reduction(self) -> int:
         """How much the CNN stage shrinks the image: timm ResNet stages 1..4 reduce by 4, 8, 16, 32."""
         return 2 ** (self.cnn_stage + 1)
-
-    @property
-    def fusion_scale(self) -> int:
-        """CNN grid cells per ViT grid cell along each side (1, 2 or 4)."""
-        return (self.patch_size or self.cnn_reduction) // self.cnn_reduction
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

@@ -2,11 +2,9 @@
 under ``params``), and an ONNX graph ``(dist, ref) -> score`` for one crop size and any batch."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -101,32 +99,6 @@ def write_hub_cache(folder: str | Path, whole: dict[str, nn.Module]) -> list[str
     return repos
 
 
-@contextlib.contextmanager
-def torchvision_deform(model: AHIQ) -> Iterator[AHIQ]:
-    """``model`` with its deformable convolution run by torchvision's operator, which exports as ``DeformConv``."""
-    fusion = model.deform_net
-    impl = getattr(fusion, "impl", None)
-    if isinstance(fusion, DeformFusion):
-        fusion.impl = "torchvision"
-    try:
-        yield model
-    finally:
-        if isinstance(fusion, DeformFusion):
-            fusion.impl = impl
-
-
-def _deform_conv_translation():
-    """torchvision's ``deform_conv2d`` as ONNX ``DeformConv`` (offsets in the same (dy, dx) per tap layout)."""
-    from onnxscript import opset19 as op
-
-    def deform_conv2d(input, weight, offset, mask, bias, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
-                      dilation_h: int, dilation_w: int, groups: int, offset_groups: int, use_mask: bool):
-        return op.DeformConv(input, weight, offset, bias, dilations=[dilation_h, dilation_w], group=groups,
-                             offset_group=offset_groups, pads=[pad_h, pad_w, pad_h, pad_w], strides=[stride_h, stride_w])
-
-    return deform_conv2d
-
-
 def check_onnx_exporter() -> None:
     try:
         import onnx  # noqa: F401
@@ -140,13 +112,29 @@ def export_onnx(model: AHIQ, path: str | Path, crop_size: int) -> None:
     """Write ``model``'s graph ``dist``, ``ref`` ``(B, 3, crop, crop)`` in [0, 1] -> ``score (B,)`` to ``path``."""
     check_onnx_exporter()
     check_crop_size(crop_size)
+    from onnxscript import opset19 as op
+
+    def deform_conv2d(input, weight, offset, mask, bias, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                      dilation_h: int, dilation_w: int, groups: int, offset_groups: int, use_mask: bool):
+        """torchvision's ``deform_conv2d`` as ONNX ``DeformConv`` (offsets in the same (dy, dx) per tap layout)."""
+        return op.DeformConv(input, weight, offset, bias, dilations=[dilation_h, dilation_w], group=groups,
+                             offset_group=offset_groups, pads=[pad_h, pad_w, pad_h, pad_w], strides=[stride_h, stride_w])
+
     gen = torch.Generator().manual_seed(0)
     example = tuple(torch.rand(2, 3, crop_size, crop_size, generator=gen) for _ in range(2))  # batch 2: not specialised
     batch = torch.export.Dim("batch")
-    with torchvision_deform(model.eval()), torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*axis name")  # one Dim named for both inputs, as meant
-        program = torch.onnx.export(
-            model, example, dynamo=True, verbose=False, input_names=["dist", "ref"], output_names=["score"],
-            dynamic_shapes={"dist": {0: batch}, "ref": {0: batch}}, opset_version=ONNX_OPSET,
-            custom_translation_table={torch.ops.torchvision.deform_conv2d.default: _deform_conv_translation()})
+    fusion = model.eval().deform_net
+    impl = fusion.impl if isinstance(fusion, DeformFusion) else None
+    if impl is not None:  # torchvision's operator, the one that exports (as DeformConv); the model's own is put back
+        fusion.impl = "torchvision"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*axis name")  # one Dim named for both inputs, as meant
+            program = torch.onnx.export(
+                model, example, dynamo=True, verbose=False, input_names=["dist", "ref"], output_names=["score"],
+                dynamic_shapes={"dist": {0: batch}, "ref": {0: batch}}, opset_version=ONNX_OPSET,
+                custom_translation_table={torch.ops.torchvision.deform_conv2d.default: deform_conv2d})
+    finally:
+        if impl is not None:
+            fusion.impl = impl
     atomic_write(path, lambda tmp: program.save(tmp, external_data=False))

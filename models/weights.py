@@ -1,10 +1,16 @@
-"""Where backbone weights come from (:class:`BackboneSource`: a timm tag, a file with its SHA-256, or a seed), and
-the timm model built with them (:func:`create_backbone`)."""
+"""Where backbone weights come from (:class:`BackboneSource`: a timm tag, a file with its SHA-256, or a seed), the
+timm model built with them (:func:`create_backbone`), and whether the network can be asked (:func:`unreachable`)."""
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sys
+import threading
+import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +19,6 @@ import torch
 import torch.nn as nn
 
 from ahiq.models.config import DEFAULT_CNN, DEFAULT_VIT
-from ahiq.models.hub import offline_variable, unreachable
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import existing_file, load_torch_file
 
@@ -46,11 +51,8 @@ def cached_hub_weights(name: str) -> Path | None:
     """timm's weight file for ``name`` in the Hugging Face hub cache, else None (nothing is downloaded)."""
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(f"timm/{name}", filename)
-        if isinstance(found, str):
-            return Path(found)
-    return None
+    found = (try_to_load_from_cache(f"timm/{name}", f) for f in ("model.safetensors", "pytorch_model.bin"))
+    return next((Path(f) for f in found if isinstance(f, str)), None)
 
 
 def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> list[str]:
@@ -58,18 +60,48 @@ def missing_pretrained(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> lis
     return [n for n in names if find_local_weights(n) is None and cached_hub_weights(n) is None]
 
 
-def pretrained_available(names: Sequence[str] = (DEFAULT_VIT, DEFAULT_CNN)) -> bool:
-    return not missing_pretrained(names)
+def offline_variable(names: tuple[str, ...] = ("AHIQ_OFFLINE", "HF_HUB_OFFLINE")) -> str | None:
+    """``"NAME is set"`` for the first of the environment variables ``names`` set to a true value (never download)."""
+    true = ("1", "true", "yes", "on")
+    return next((f"{name} is set" for name in names if os.environ.get(name, "").strip().lower() in true), None)
 
 
-def hub_offline_reason(timeout: float = 3.0) -> str | None:
+@lru_cache(maxsize=None)
+def unreachable(endpoint: str, timeout: float) -> str | None:
+    """Why ``endpoint``'s host (or proxy) takes no TCP connection within ``timeout`` s, or None (in a thread: without a
+    network the look-up can block far longer)."""
+    url = urllib.parse.urlparse(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname or "", proxy_url.port or 80
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"{host}:{port} did not answer within {timeout:.0f}s"
+    if outcome[0] is not None:
+        return f"{host}:{port} cannot be reached ({type(outcome[0]).__name__})"
+    return None
+
+
+def hub_offline_reason() -> str | None:
     """Why the Hugging Face hub cannot be asked now, or None."""
     from huggingface_hub import constants
 
-    set_offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else offline_variable(("HF_HUB_OFFLINE",))
-    if set_offline:
-        return set_offline
-    reason = unreachable(constants.ENDPOINT, timeout)
+    if constants.HF_HUB_OFFLINE or offline_variable(("HF_HUB_OFFLINE",)):
+        return "HF_HUB_OFFLINE is set"
+    reason = unreachable(constants.ENDPOINT, 3.0)
     return reason and f"the hub: {reason}"
 
 
@@ -121,15 +153,6 @@ def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None
         path = existing_file(weights_file, "backbone weight file", "check the path or run `sh download.sh`")
         return BackboneSource("file", name, str(path), file_sha256(path))
     return BackboneSource("timm", name) if pretrained else BackboneSource("random", name, seed=int(seed))
-
-
-def backbone_sources(vit: str, cnn: str, pretrained: bool = True, vit_weights: str | None = None,
-                     cnn_weights: str | None = None, seed: int | None = None) -> dict[str, BackboneSource]:
-    """``{"vit": ..., "cnn": ...}`` as the arguments ask; without a ``seed`` one is drawn from torch's generator."""
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # CPU even under a meta-device scope
-    return {"vit": backbone_source(vit, pretrained, vit_weights, seed),
-            "cnn": backbone_source(cnn, pretrained, cnn_weights, seed)}
 
 
 def check_available(sources: Sequence[BackboneSource], weights_args: Sequence[str] = ()) -> None:
@@ -236,14 +259,11 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
     name = source.name
     changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
     try:
-        weights_file = source.file if source.kind == "file" else None
-        if source.kind == "timm":
-            weights_file = find_local_weights(name)
+        weights_file = find_local_weights(name) if source.kind == "timm" else source.file if source.kind == "file" else None
         if weights_file is not None:
             return _from_file(name, weights_file, **kwargs)
         if source.kind == "random":
-            note(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality "
-                 "predictions")
+            note(f"note: {name} has RANDOM weights (seed {source.seed}); scores are not meaningful quality predictions")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(source.seed or 0))
                 return timm.create_model(name, pretrained=False, **kwargs)

@@ -35,7 +35,7 @@ from ahiq.utils.io import shared_folder  # noqa: E402
 SHARED = shared_folder()
 SHARED_HINT = "set AHIQ_SHARED to the shared folder (default: ../shared beside the project)"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download; hub look-ups fail fast
-# The released checkpoint's user cache: a folder of the tests' own, never the user's (models.hub).
+# The released checkpoint's user cache: a folder of the tests' own, never the user's (models.checkpoint.released_checkpoint).
 os.environ["AHIQ_HOME"] = tempfile.mkdtemp(prefix="ahiq-tests-home-")
 # Tiny models: one thread is as fast as two here and does not slow down on a shared, busy machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the scripts tests start as processes, too

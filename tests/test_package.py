@@ -127,7 +127,7 @@ def _pair(files: Path) -> tuple[Path, Path]:
 
 
 def test_released_checkpoint_downloads_once_into_the_cache_with_its_hash_checked(files, tmp_path, monkeypatch):
-    from ahiq.models import hub
+    from ahiq.models import checkpoint
 
     data = (files / "ck.pth").read_bytes()
     prefix = hashlib.sha256(data).hexdigest()[:8]
@@ -137,19 +137,19 @@ def test_released_checkpoint_downloads_once_into_the_cache_with_its_hash_checked
     (source / "AHIQ_test-00000000.pth").write_bytes(data)  # a name whose hash prefix the file does not have
     cache = tmp_path / "cache"
     monkeypatch.setenv("AHIQ_HOME", str(cache))
-    monkeypatch.setattr(hub, "RELEASED_CHECKPOINT", tmp_path / "clone" / "none.pth")
+    monkeypatch.setattr(checkpoint, "RELEASED_CHECKPOINT", tmp_path / "clone" / "none.pth")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     good = (source / f"AHIQ_test-{prefix}.pth").as_uri()
-    path = hub.released_checkpoint(good, progress=False)
+    path = checkpoint.released_checkpoint(good, progress=False)
     assert path == cache / f"AHIQ_test-{prefix}.pth" and path.read_bytes() == data
     (source / f"AHIQ_test-{prefix}.pth").unlink()
-    assert hub.released_checkpoint(good, progress=False) == path  # the cached copy: nothing fetched again
+    assert checkpoint.released_checkpoint(good, progress=False) == path  # the cached copy: nothing fetched again
     with pytest.raises(UserError, match="SHA-256 does not start with 00000000"):
-        hub.released_checkpoint((source / "AHIQ_test-00000000.pth").as_uri(), progress=False)
+        checkpoint.released_checkpoint((source / "AHIQ_test-00000000.pth").as_uri(), progress=False)
     assert sorted(p.name for p in cache.iterdir()) == [path.name]  # nothing of the bad download left behind
     monkeypatch.setenv("AHIQ_OFFLINE", "1")
     with pytest.raises(UserError) as err:
-        hub.released_checkpoint("https://example.invalid/x/AHIQ_other-12345678.pth", progress=False)
+        checkpoint.released_checkpoint("https://example.invalid/x/AHIQ_other-12345678.pth", progress=False)
     message = str(err.value)
     for way in ("AHIQ_other-12345678.pth", "https://example.invalid/x/AHIQ_other-12345678.pth", str(cache),
                 "checkpoint=PATH", "checkpoint=none pretrained_backbones=false"):

@@ -214,7 +214,7 @@ def test_checkpoint_metadata_is_typed_and_checked_before_anything_is_built(pairs
 @pytest.fixture
 def released(tmp_path, monkeypatch):
     """A random checkpoint in the authors' format at the documented default path (moved into tmp_path)."""
-    from ahiq.models import hub
+    from ahiq.models import checkpoint
 
     model = tiny_model(4)
     path = tmp_path / "checkpoints" / "ahiq_pipal" / "AHIQ_vit_p8_epoch33-da3ea303.pth"
@@ -222,7 +222,7 @@ def released(tmp_path, monkeypatch):
     torch.save({"epoch": 32, "regressor_model_state_dict": model.regressor.state_dict(),
                 "deform_net_model_state_dict": model.deform_net.state_dict(), "optimizer_state_dict": {},
                 "scheduler_state_dict": {}, "loss": 0.0}, path)
-    monkeypatch.setattr(hub, "RELEASED_CHECKPOINT", path)
+    monkeypatch.setattr(checkpoint, "RELEASED_CHECKPOINT", path)
     random_pair_images(tmp_path, [("A0001_00_00.bmp", "A0001.bmp"), ("A0001_01_00.bmp", "A0001.bmp")], 64, 64)
     return path
 
