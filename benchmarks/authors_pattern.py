@@ -86,15 +86,12 @@ class AuthorsPattern(nn.Module):
         return total / len(positions)
 
 
-def authors_optimizer(pattern: AuthorsPattern, lr: float = 1e-4, weight_decay: float = 1e-5) -> torch.optim.Adam:
-    """Their optimiser: plain Adam over two groups, ``regressor`` then ``deform_net``, same rate and decay."""
-    return torch.optim.Adam([{"params": part.parameters(), "lr": lr, "weight_decay": weight_decay}
-                             for part in (pattern.regressor, pattern.deform_net)])
-
-
-def authors_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0):
-    """Their schedule: ``CosineAnnealingLR``, stepped after every iteration."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T_max, eta_min=eta_min)
+def authors_optimizer(pattern: AuthorsPattern) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """Their optimiser, plain Adam over two groups (``regressor`` then ``deform_net``, same rate and decay), and their
+    schedule, ``CosineAnnealingLR`` stepped after every iteration."""
+    optimizer = torch.optim.Adam([{"params": part.parameters(), "lr": 1e-4, "weight_decay": 1e-5}
+                                  for part in (pattern.regressor, pattern.deform_net)])
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=50, eta_min=0.0)
 
 
 def authors_train_step(pattern: AuthorsPattern, optimizer: torch.optim.Optimizer, scheduler, dist: torch.Tensor,

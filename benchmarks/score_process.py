@@ -7,50 +7,23 @@ seeded weights; wall and CPU seconds. Default pairs: KADID-10k I01 from ../share
 """
 from __future__ import annotations
 
-import csv
-import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from benchmarks.common import KADID, ROOT, image_tensor, noisy, parser, smooth_image  # noqa: E402
+from benchmarks.common import image_tensor, one_reference_set, parser, score_py  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
 from ahiq.data.images import pair_paths, read_image  # noqa: E402
 from ahiq.engine.device import describe_precision  # noqa: E402
 from ahiq.models.ahiq import build_ahiq  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
-
-
-def one_reference_set(folder: Path, distorted: int) -> Path:
-    """``folder/images``: reference I01.png and ``distorted`` versions (the real KADID-10k ones first)."""
-    mini, out = KADID / "images", folder / "images"
-    out.mkdir()
-    if (mini / "I01.png").is_file():
-        for real in [mini / "I01.png", *sorted(mini.glob("I01_*.png"))[:distorted]]:
-            shutil.copy(real, out / real.name)
-        reference = cv2.imread(str(out / "I01.png"))
-    else:
-        reference = smooth_image(np.random.default_rng(0), 384, 512)
-        cv2.imwrite(str(out / "I01.png"), reference)
-    rng = np.random.default_rng(1)
-    for k in range(distorted - len(list(out.glob("I01_*.png")))):  # JPEG at falling quality, then noise
-        if k % 2 == 0:
-            image = cv2.imdecode(cv2.imencode(".jpg", reference, [cv2.IMWRITE_JPEG_QUALITY, 40 - 10 * (k // 2)])[1], 1)
-        else:
-            image = noisy(reference, rng, 5 + 5 * k)
-        cv2.imwrite(str(out / f"I01_9{k}_01.png"), image)
-    return out
 
 
 def seeded_weights(tmp: Path) -> AuthorsPattern:
@@ -62,20 +35,6 @@ def seeded_weights(tmp: Path) -> AuthorsPattern:
     torch.save({"regressor_model_state_dict": model.regressor.state_dict(),
                 "deform_net_model_state_dict": model.deform_net.state_dict()}, tmp / "ahiq.pth")
     return AuthorsPattern(model)
-
-
-def score_py(args, tmp: Path, precision: str) -> tuple[dict[str, float], float, float]:
-    """``python score.py`` on the pairs as a child: its scores by file name, wall and CPU seconds."""
-    out = tmp / f"scores_{precision}.csv"
-    cmd = [sys.executable, "score.py", "--ref", args.ref, "--dist", args.dist, "--checkpoint",
-           str(tmp / "ahiq.pth"), "--vit_weights", str(tmp / "vit.pth"), "--cnn_weights", str(tmp / "cnn.pth"),
-           "--crops", args.crops, "--device", args.device, "--precision", precision, "--batch_size",
-           str(args.batch_size), "--output", str(out), "--quiet"]
-    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}, wall, cpu
 
 
 def main(argv=None) -> None:
@@ -109,8 +68,12 @@ def main(argv=None) -> None:
         t_authors, cpu_authors = time.perf_counter() - start, time.process_time() - cpu_start
         print(f"authors' pattern in-process: {t_authors:.1f} s wall, {cpu_authors:.1f} s CPU", flush=True)
         for precision in args.precision.split(","):
-            ours, t_ours, cpu_ours = score_py(args, tmp, precision)
-            diff = max(abs(ours[k] - v) for k, v in expected.items())
+            run = score_py(tmp / f"scores_{precision}.csv", "--ref", args.ref, "--dist", args.dist, "--checkpoint",
+                           str(tmp / "ahiq.pth"), "--vit_weights", str(tmp / "vit.pth"), "--cnn_weights",
+                           str(tmp / "cnn.pth"), "--crops", args.crops, "--device", args.device, "--precision",
+                           precision, "--batch_size", str(args.batch_size), "--quiet")
+            t_ours, cpu_ours = run["wall"], run["cpu"]
+            diff = max(abs(run["scores"][k] - v) for k, v in expected.items())
             print(f"score.py whole process ({precision}): {t_ours:.1f} s wall -> {t_authors / t_ours:.2f}x, "
                   f"{cpu_ours:.1f} s CPU -> {cpu_authors / cpu_ours:.2f}x; max |score difference| {diff:.2e}",
                   flush=True)

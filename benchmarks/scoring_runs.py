@@ -9,9 +9,6 @@ Every run is ``python score.py`` as a subprocess with seeded random weights; rat
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,11 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, noisy, parser, print_table, smooth_image, spread_heads  # noqa: E402
-from ahiq.models.ahiq import build_ahiq  # noqa: E402
+from benchmarks.common import noisy, parser, print_table, random_model, score_py, smooth_image  # noqa: E402
 from ahiq.models.checkpoint import save_checkpoint  # noqa: E402
 from ahiq.models.config import ModelConfig  # noqa: E402
-from ahiq.utils.tables import read_csv  # noqa: E402
 
 # A small network for the many-pairs case (the default one for the others).
 TINY = {"vit_blocks": (1, 3), "vit_kwargs": {"embed_dim": 32, "depth": 4, "num_heads": 2},
@@ -48,33 +43,14 @@ def write_pairs(folder: Path, refs: int, per_ref: int, height: int, width: int) 
 
 
 def checkpoint(path: Path, config: ModelConfig) -> Path:
-    torch.manual_seed(0)
-    model = build_ahiq(config, pretrained_backbones=False, seed=3)
-    spread_heads(model)
-    save_checkpoint(path, model)
+    save_checkpoint(path, random_model(config, seed=3))
     return path
 
 
-# score.py in a child that reports its own peak resident set when it ends.
-PEAK = ("import resource, runpy, sys\nsys.argv = ['score.py', *sys.argv[1:]]\ntry:\n    runpy.run_path('score.py', "
-        "run_name='__main__')\nfinally:\n    print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-        "file=sys.stderr)")
-
-
 def score(folder: Path, ckpt: Path, out: Path, *extra: str, ranks: int = 1, device: str = "cpu") -> dict:
-    """One score.py run: ``{"pairs_per_s", "peak_mib", "scores"}``."""
-    launch = [sys.executable, "-c", PEAK] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run",
-                                                              "--standalone", "--nproc_per_node", str(ranks), "score.py"]
-    proc = subprocess.run([*launch, "--ref", str(folder / "ref"), "--dist", str(folder / "dist"),
-                           "--checkpoint", str(ckpt), "--device", device, "--quiet", "--output", str(out), *extra],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if proc.returncode:
-        sys.exit(proc.stderr[-2000:])
-    found = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr)
-    peak = re.search(r"peak_kib (\d+)", proc.stderr)
-    scores = [float(r[2]) for r in read_csv(out)[1:]]
-    return {"pairs_per_s": int(found.group(1)) / float(found.group(2)),
-            "peak_mib": int(peak.group(1)) / 1024 if peak else float("nan"), "scores": np.array(scores)}
+    """One score.py run on ``folder``'s pairs, one thread a process."""
+    return score_py(out, "--ref", str(folder / "ref"), "--dist", str(folder / "dist"), "--checkpoint", str(ckpt),
+                    "--device", device, "--quiet", *extra, ranks=ranks, threads=1)
 
 
 def scaling(tmp: Path, args) -> None:
@@ -88,7 +64,7 @@ def scaling(tmp: Path, args) -> None:
     print_table([f"64 pairs ({args.size}x{args.size}, default network, centre crop)", "pairs/s", "vs 1 process",
                  "max abs score diff"],
                 [[name, f"{run['pairs_per_s']:.2f}", f"{run['pairs_per_s'] / base['pairs_per_s']:.2f}x",
-                  f"{np.abs(run['scores'] - base['scores']).max():.1e}"] for name, run in runs.items()])
+                  f"{max(abs(run['scores'][k] - v) for k, v in base['scores'].items()):.1e}"] for name, run in runs.items()])
 
 
 def memory(tmp: Path, args) -> None:

@@ -21,11 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from benchmarks.common import image_tensor, parser, print_table, spread_heads, timed  # noqa: E402
+from benchmarks.common import image_tensor, parser, print_table, random_model, timed  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
 from ahiq.engine.device import describe_precision, precision_context, resolve_device  # noqa: E402
 from ahiq.engine.scoring import crop_batch, score_pairs  # noqa: E402
-from ahiq.models.ahiq import build_ahiq  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 
 
@@ -50,8 +49,7 @@ def scoring(model, reference, images, positions, crop, device, args) -> list[tup
         @torch.inference_mode()
         def ours(net=net, precision=precision):
             with precision_context(precision, device):
-                d = crop_batch(list(dist), [positions] * len(dist), crop)
-                r = crop_batch(list(ref), [positions] * len(ref), crop)
+                d, r = (crop_batch(list(side), [positions] * len(side), crop) for side in (dist, ref))
                 return net(d, r).float().view(len(dist), -1).mean(1)
 
         timings[f"ours {precision}" + (" compiled" if args.compile else "")] = timed(ours, device, args.repeats)
@@ -76,8 +74,7 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     opt = torch.optim.Adam(heads, lr=1e-6)
     timings = {"authors fp32": timed(lambda: step(lambda: reference.predict(dist, ref), opt), device, args.train_steps)}
     for backbone in (reference.vit, reference.resnet):
-        backbone.requires_grad_(False)
-        backbone.zero_grad(set_to_none=True)
+        backbone.requires_grad_(False).zero_grad(set_to_none=True)
     for precision in ("fp32", "bf16"):
         opt = torch.optim.Adam(heads, lr=1e-6, fused=device.type == "cuda")
         net = torch.compile(model) if args.compile else model
@@ -93,15 +90,13 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
 
 def write_dataset(folder: Path, reference: torch.Tensor, count: int) -> list[tuple[Path, Path]]:
     """``reference`` ``(3, H, W)`` uint8 and ``count`` noisy versions as PNG files: the pairs."""
-    gen = torch.Generator().manual_seed(3)
-    write = lambda path, image: cv2.imwrite(str(path), image.permute(1, 2, 0).flip(-1).cpu().numpy().copy())  # noqa: E731
-    write(folder / "I01.png", reference)
-    pairs = []
-    for k in range(count):
-        noise = torch.randint(-4 * (k + 1), 4 * (k + 1) + 1, reference.shape, generator=gen)
-        pairs.append((folder / f"I01_{k + 1:02d}_01.png", folder / "I01.png"))
-        write(pairs[-1][0], (reference.cpu().int() + noise).clamp(0, 255).to(torch.uint8))
-    return pairs
+    gen, reference = torch.Generator().manual_seed(3), reference.cpu()
+    noisy = [(reference.int() + torch.randint(-4 * k, 4 * k + 1, reference.shape, generator=gen)).clamp(0, 255)
+             for k in range(1, count + 1)]
+    names = ["I01.png", *(f"I01_{k:02d}_01.png" for k in range(1, count + 1))]
+    for name, image in zip(names, [reference, *noisy]):
+        cv2.imwrite(str(folder / name), image.to(torch.uint8).permute(1, 2, 0).flip(-1).numpy().copy())
+    return [(folder / name, folder / "I01.png") for name in names[1:]]
 
 
 def dataset(model, reference, reference_image, crop, device, args) -> list[tuple]:
@@ -125,13 +120,11 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
         timings = {"authors fp32": on_pairs(authors)}
         for precision in ("fp32", "bf16"):
             for reuse, label in ((False, "pair by pair"), (True, "reference reused")):
-                timings[f"ours {precision} {label}"] = on_pairs(functools.partial(ours, precision=precision,
-                                                                                  reuse=reuse))
+                timings[f"ours {precision} {label}"] = on_pairs(functools.partial(ours, precision=precision, reuse=reuse))
             reused, each = (timings[f"ours {precision} {label}"][0] for label in ("reference reused", "pair by pair"))
             print(f"dataset 1x{len(pairs)} {precision}: max |reused - pair by pair| = "
                   f"{(reused - each).abs().max().item():.2e}", flush=True)
-        for precision in ("fp32", "bf16"):  # the cache is one row per crop: measure one crop
-            with torch.inference_mode(), precision_context(precision, device):
+            with torch.inference_mode(), precision_context(precision, device):  # the cache is a row per crop: one
                 crops = crop_batch([image_tensor(pairs[0][1], device)[0]], [positions[:1]], crop)
                 per_crop = model.encode_reference(crops).nbytes
             print(f"reference cache ({crop}x{crop} crops, {precision}, one reference held): five crops "
@@ -157,12 +150,10 @@ def parse(argv):
     if args.cases - {"score", "train", "dataset"}:
         p.error(f"--cases {args.cases}: choose from score, train, dataset")
     args.device = resolve_device(args.device)
-    gpu = args.device.type == "cuda"
-    args.pairs = args.pairs or (8 if gpu else 1)
-    args.crops = args.crops or (20 if gpu else 5)
-    args.train_steps = args.train_steps or (5 if gpu else 1)
-    args.repeats = args.repeats or (3 if gpu else 1)
-    args.train_batches = [int(b) for b in (args.train_batches or ("4,32" if gpu else "4")).split(",")]
+    for name, on_gpu, on_cpu in (("pairs", 8, 1), ("crops", 20, 5), ("train_steps", 5, 1), ("repeats", 3, 1),
+                                 ("train_batches", "4,32", "4")):
+        setattr(args, name, getattr(args, name) or (on_gpu if args.device.type == "cuda" else on_cpu))
+    args.train_batches = [int(b) for b in args.train_batches.split(",")]
     return args
 
 
@@ -174,10 +165,7 @@ def main(argv=None) -> None:
           f"{args.pairs} pairs of {args.image}x{args.image}, "
           f"{args.crops} random crops of {args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, "
           f"five crops; random weights", flush=True)
-    torch.manual_seed(0)
-    model = build_ahiq(pretrained_backbones=False)
-    spread_heads(model)
-    model = model.to(device).eval()
+    model = random_model().to(device)
     reference = AuthorsPattern(model).to(device)
     gen = torch.Generator().manual_seed(2)
     dist = torch.randint(0, 256, (args.pairs, 3, args.image, args.image), dtype=torch.uint8, generator=gen)

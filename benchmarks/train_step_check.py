@@ -17,8 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.authors_pattern import (AuthorsPattern, authors_optimizer, authors_scheduler,  # noqa: E402
-                                        authors_train_step)
+from benchmarks.authors_pattern import AuthorsPattern, authors_optimizer, authors_train_step  # noqa: E402
 from benchmarks.common import KADID, image_tensor, parser  # noqa: E402
 from ahiq.engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq  # noqa: E402
@@ -65,8 +64,8 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
     theirs = AuthorsPattern(copy.deepcopy(model))  # whole backbones with the same weights, its own heads
     ours = copy.deepcopy(model)
     ours.train()  # the backbones must stay frozen and in eval mode all the same
-    opt_o, opt_t = build_optimizer(ours), authors_optimizer(theirs)
-    sched_o, sched_t = build_scheduler(opt_o), authors_scheduler(opt_t)
+    opt_o, (opt_t, sched_t) = build_optimizer(ours), authors_optimizer(theirs)
+    sched_o = build_scheduler(opt_o)
     result = Comparison()
     for step in range(steps):
         loss_o = train_step(ours, opt_o, dist, ref, labels)
@@ -75,10 +74,8 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
         result.losses.append((loss_o, loss_t))
         result.lrs.append((sched_o.get_last_lr()[0], sched_t.get_last_lr()[0]))
         if step == 0:  # gradients stay in .grad until the next step zeroes them
-            mine, reference = _heads(ours), _heads(theirs)
-            for name, p in reference.items():
-                scale = max(p.grad.norm().item(), GRAD_NORM_FLOOR)
-                result.grad_errors[name] = (mine[name].grad - p.grad).abs().max().item() / scale
+            result.grad_errors = {name: (mine.grad - p.grad).abs().max().item() / max(p.grad.norm().item(), GRAD_NORM_FLOOR)
+                                  for (name, p), mine in zip(_heads(theirs).items(), _heads(ours).values())}
     diffs = torch.cat([(a - b).abs().flatten() for a, b in zip(_heads(ours).values(), _heads(theirs).values())])
     result.weight_share = (diffs <= WEIGHT_ATOL).float().mean().item()
     result.weight_max_diff = diffs.max().item()
@@ -95,9 +92,8 @@ def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224)))
     dist, ref = [], []
     for name, (top, left) in zip(names, positions):
         top, left = top * crop // 224, left * crop // 224
-        window = (slice(None), slice(top, top + crop), slice(left, left + crop))
-        dist.append(to_tensor(name)[window])
-        ref.append(ref_image[window])
+        dist.append(to_tensor(name)[:, top:top + crop, left:left + crop])
+        ref.append(ref_image[:, top:top + crop, left:left + crop])
     labels = torch.tensor([(scores[n] - lo) / (hi - lo) for n in names], dtype=torch.float32)
     return torch.stack(dist), torch.stack(ref), labels
 

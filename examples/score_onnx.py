@@ -24,13 +24,29 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return as_unit_float(read_image(path))
 
 
-def check_inputs(session, path: str) -> int:
-    """The crop size S of an AHIQ export's inputs ``dist``, ``ref`` ``(N, 3, S, S)``; other inputs: a :class:`UserError`."""
+def open_model(path: str, threads: int = 0) -> tuple[object, int]:
+    """An onnxruntime CPU session of an AHIQ export (inputs ``dist``, ``ref`` ``(N, 3, S, S)``) and its crop size S."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
+    if not Path(path).is_file():
+        raise UserError(f"--model {path}: not found; write it with `python export.py --to onnx`")
+    reading(path)
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = threads
+    try:
+        session = onnxruntime.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own error types for files it cannot read
+        if "DeformConv" in str(err):  # added to onnxruntime's CPU kernels in 1.25
+            raise UserError(f"onnxruntime {onnxruntime.__version__} cannot run DeformConv: pip install "
+                            "'onnxruntime>=1.25'") from None
+        raise UserError(f"--model {path}: not a readable ONNX model ({type(err).__name__})") from None
     inputs = {i.name: i.shape for i in session.get_inputs()}
     shapes = [list(s)[1:] for s in inputs.values()]
-    if sorted(inputs) == ["dist", "ref"] and shapes[0] == shapes[1] and len(shapes[0]) == 3 and shapes[0][0] == 3 \
-            and isinstance(shapes[0][1], int) and shapes[0][1] == shapes[0][2] and shapes[0][1] > 0:
-        return shapes[0][1]
+    size = shapes[0][-1] if sorted(inputs) == ["dist", "ref"] and shapes[0] else None
+    if isinstance(size, int) and size > 0 and shapes[0] == shapes[1] == [3, size, size]:
+        return session, size
     found = ", ".join(f"{name} {shape}" for name, shape in inputs.items()) or "none"
     raise UserError(f"--model {path}: its inputs ({found}) are not an AHIQ export's (dist and ref, (N, 3, S, S)); "
                     "write one with `python export.py --to onnx`")
@@ -62,23 +78,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 @cli_main
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     opt = parse(argv)
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
-    if not Path(opt.model).is_file():
-        raise UserError(f"--model {opt.model}: not found; write it with `python export.py --to onnx`")
-    reading(opt.model)
-    settings = onnxruntime.SessionOptions()
-    settings.intra_op_num_threads = opt.threads
-    try:
-        session = onnxruntime.InferenceSession(opt.model, settings, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own error types for files it cannot read
-        if "DeformConv" in str(err):  # added to onnxruntime's CPU kernels in 1.25
-            raise UserError(f"onnxruntime {onnxruntime.__version__} cannot run DeformConv: pip install "
-                            "'onnxruntime>=1.25'") from None
-        raise UserError(f"--model {opt.model}: not a readable ONNX model ({type(err).__name__})") from None
-    size = check_inputs(session, opt.model)
+    session, size = open_model(opt.model, opt.threads)
     ref = read_rgb(opt.ref)
     h, w = ref.shape[:2]
     if h < size or w < size:
