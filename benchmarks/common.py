@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ahiq.data.images import read_image
+from ahiq.engine.device import native_bf16
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq
 from ahiq.utils.io import shared_folder
 from ahiq.utils.tables import markdown_table
@@ -28,6 +29,17 @@ KADID = shared_folder() / "data" / "mini" / "KADID-10k-mini"
 def parser(doc: str) -> argparse.ArgumentParser:
     """A benchmark's command line, described by its docstring's first paragraph."""
     return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+
+
+def machine(device: str | torch.device = "cpu") -> str:
+    """The GPU's name, or the CPU's model and threads; whether it computes bf16 in hardware; torch's version."""
+    if torch.device(device).type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+        name = f"{model.group(1) if model else 'unknown CPU'} ({torch.get_num_threads()} threads)"
+    return f"{name}; bf16 in hardware: {'yes' if native_bf16(device) else 'no'}; torch {torch.__version__}"
 
 
 def sync(device: torch.device) -> None:

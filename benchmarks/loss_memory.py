@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import parser, peak_mib, print_table, reset_peak, sync  # noqa: E402
+from benchmarks.common import machine, parser, peak_mib, print_table, reset_peak, sync  # noqa: E402
 from ahiq.engine.device import resolve_device  # noqa: E402
 from ahiq.engine.loss import AHIQLoss  # noqa: E402
 
@@ -49,7 +49,7 @@ def measure(args, checkpointing: bool) -> dict:
         sync(device)
         times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "mib": peak_mib(device) - base, "device": str(device),
-            "threads": torch.get_num_threads(), "grad": grad.flatten()[::997].tolist(),
+            "grad": grad.flatten()[::997].tolist(),
             "grad_max": grad.abs().max().item()}
 
 
@@ -71,9 +71,8 @@ def main(argv=None) -> None:
         proc = subprocess.run(argv_child, capture_output=True, text=True, check=True)
         rows[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
     off, on = rows["off"], rows["on"]
-    threads = f", {off['threads']} threads" if off["device"] == "cpu" else ""
     print(f"AHIQLoss step (forward + backward to the image), B={args.batch}, {args.size}x{args.size}, "
-          f"{args.precision}, {off['device']}{threads}")
+          f"{args.precision}, {off['device']}: {machine(off['device'])}")
     print_table(["checkpointing", "s/step", "vs off", "peak memory of a step (MiB)"],
                 [[setting, f"{r['seconds']:.2f}", f"{r['seconds'] / off['seconds']:.2f}x", f"{r['mib']:.0f}"]
                  for setting, r in rows.items()])

@@ -18,22 +18,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import one_reference_set, parser, print_table, random_model, timed  # noqa: E402
+from benchmarks.common import machine, one_reference_set, parser, print_table, random_model, timed  # noqa: E402
 from examples.score_onnx import crops, open_model  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
 from ahiq.data.images import as_unit_float, read_image  # noqa: E402
 from ahiq.models.checkpoint import load_model  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 from ahiq.models.export import export_onnx  # noqa: E402
-
-
-def cpu_line() -> str:
-    """The CPU's model name and whether it computes bf16 in hardware (AVX512-BF16, AMX)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
-    flags = fields.get("flags", "").split()
-    yes = lambda flag: "yes" if flag in flags else "no"  # noqa: E731
-    return f"{fields.get('model name', 'unknown CPU')}; avx512_bf16 {yes('avx512_bf16')}, amx {yes('amx_tile')}"
 
 
 def crop_pairs(folder: Path, pairs: int, crop: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -59,7 +50,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint, device="cpu") if args.checkpoint else random_model(seed=0, gain=3.0, bias=0.1)
-    print(f"cpu: {cpu_line()}; {args.threads} threads; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    print(f"cpu: {machine()}; onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         dist, ref, what = crop_pairs(Path(tmp), args.pairs, 224)
         print(f"crops: I01 vs {what}; {len(dist)} crop pairs of 224x224")

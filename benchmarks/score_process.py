@@ -18,10 +18,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from benchmarks.common import image_tensor, one_reference_set, parser, score_py  # noqa: E402
+from benchmarks.common import image_tensor, machine, one_reference_set, parser, score_py  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
 from ahiq.data.images import pair_paths, read_image  # noqa: E402
-from ahiq.engine.device import describe_precision  # noqa: E402
 from ahiq.models.ahiq import build_ahiq  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 
@@ -58,7 +57,7 @@ def main(argv=None) -> None:
         sizes = {tuple(read_image(d).shape[:2]) for d, _ in pairs}
         print(f"{len(pairs)} pairs of {len({r for _, r in pairs})} reference(s), sizes {sorted(sizes)}, "
               f"crops={args.crops}, batch_size={args.batch_size}, device={args.device}, "
-              f"threads={torch.get_num_threads()}; {describe_precision('bf16', args.device)}", flush=True)
+              f"{machine(args.device)}", flush=True)
         start, cpu_start = time.perf_counter(), time.process_time()
         expected = {}
         for dist_path, ref_path in pairs:

@@ -8,7 +8,6 @@ Every run is ``python score.py`` as a subprocess with seeded random weights; rat
 """
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import noisy, parser, print_table, random_model, score_py, smooth_image  # noqa: E402
+from benchmarks.common import machine, noisy, parser, print_table, random_model, score_py, smooth_image  # noqa: E402
 from ahiq.models.checkpoint import save_checkpoint  # noqa: E402
 from ahiq.models.config import ModelConfig  # noqa: E402
 
@@ -76,11 +75,9 @@ def memory(tmp: Path, args) -> None:
                     "--batch_size", "16")
         rows.append((f"1 x {n} of 512x384, random:20, batch 16, default network", run))
     tiny = checkpoint(tmp / "tiny.pth", ModelConfig(**TINY))
-    tiny_options = [o for k, v in TINY.items() for o in ("--" + k, json.dumps(v) if isinstance(v, dict)
-                                                         else ",".join(map(str, v)))]
-    for refs in (10, 100):  # 1,000 and 10,000 pairs of 32x32
+    for refs in (10, 100):  # 1,000 and 10,000 pairs of 32x32; score.py builds the network the checkpoint records
         run = score(write_pairs(tmp / f"many{refs}", refs, 100, 32, 32), tiny, tmp / f"m{refs}.csv", "--crop_size",
-                    "32", "--batch_size", "64", *tiny_options)
+                    "32", "--batch_size", "64")
         rows.append((f"{refs * 100:,} pairs of 32x32, centre crop, tiny network", run))
     run = score(write_pairs(tmp / "big", 1, 1, 2048, 2048), full, tmp / "big.csv", "--crops", "five", "--batch_size",
                 "16")
@@ -94,8 +91,7 @@ def main(argv=None) -> None:
     p.add_argument("--case", choices=["scaling", "memory"], default="scaling")
     p.add_argument("--size", type=int, default=64, help="scaling: image side (and crop), a multiple of 32")
     args = p.parse_args(argv)
-    print(f"CPU: {torch.get_num_threads()} threads here, children run with OMP_NUM_THREADS=1; torch {torch.__version__}"
-          f"; bf16 in hardware: {bool(torch.cpu._is_avx512_bf16_supported())}", flush=True)
+    print(f"CPU: {machine()}; children run with OMP_NUM_THREADS=1", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         {"scaling": scaling, "memory": memory}[args.case](Path(tmp), args)
 

@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from benchmarks.common import image_tensor, parser, print_table, random_model, timed  # noqa: E402
+from benchmarks.common import image_tensor, machine, parser, print_table, random_model, timed  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
-from ahiq.engine.device import describe_precision, precision_context, resolve_device  # noqa: E402
+from ahiq.engine.device import precision_context, resolve_device  # noqa: E402
 from ahiq.engine.scoring import crop_batch, score_pairs  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 
@@ -63,8 +63,10 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     target = torch.rand(batch, generator=gen).to(device)
     heads = [*model.deform_net.parameters(), *model.regressor.parameters()]
 
-    def step(predict, opt):
-        loss = torch.nn.functional.mse_loss(predict().float(), target)
+    def step(opt, net, precision=None):  # the authors' pattern runs without precision_context (TF32 as torch sets it)
+        with precision_context(precision, device) if precision else contextlib.nullcontext():
+            out = net(dist, ref)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -72,19 +74,13 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     for backbone in (reference.vit, reference.resnet):
         backbone.requires_grad_(True)  # their backbones were not frozen: backward ran through them
     opt = torch.optim.Adam(heads, lr=1e-6)
-    timings = {"authors fp32": timed(lambda: step(lambda: reference.predict(dist, ref), opt), device, args.train_steps)}
+    timings = {"authors fp32": timed(lambda: step(opt, reference.predict), device, args.train_steps)}
     for backbone in (reference.vit, reference.resnet):
         backbone.requires_grad_(False).zero_grad(set_to_none=True)
     for precision in ("fp32", "bf16"):
         opt = torch.optim.Adam(heads, lr=1e-6, fused=device.type == "cuda")
         net = torch.compile(model) if args.compile else model
-
-        def predict(net=net, precision=precision):
-            with precision_context(precision, device):
-                return net(dist, ref)
-
-        timings[f"ours {precision}"] = timed(lambda opt=opt, predict=predict: step(predict, opt), device,
-                                             args.train_steps)
+        timings[f"ours {precision}"] = timed(functools.partial(step, opt, net, precision), device, args.train_steps)
     return table_rows(f"train b{batch}", batch, timings)
 
 
@@ -160,8 +156,7 @@ def parse(argv):
 def main(argv=None) -> None:
     args = parse(argv)
     device = args.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; {describe_precision('bf16', device)}; torch {torch.__version__}; "
+    print(f"device: {machine(device)}; "
           f"{args.pairs} pairs of {args.image}x{args.image}, "
           f"{args.crops} random crops of {args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, "
           f"five crops; random weights", flush=True)

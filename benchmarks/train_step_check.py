@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern, authors_optimizer, authors_train_step  # noqa: E402
-from benchmarks.common import KADID, image_tensor, parser  # noqa: E402
+from benchmarks.common import KADID, image_tensor, machine, parser  # noqa: E402
 from ahiq.engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq  # noqa: E402
 from ahiq.utils.tables import read_csv  # noqa: E402
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     dist, ref, labels = real_batch(args.crop)
     print(f"{config.vit} + {config.cnn}, random backbone weights, heads as initialised (seed {args.seed}); "
           f"{len(labels)} real {args.crop}x{args.crop} crop pairs, CPU fp32, deform_impl={args.deform_impl}; "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{machine()}", flush=True)
     result = compare_training(model, dist, ref, labels, args.steps)
     for i, ((a, b), (lr_a, lr_b)) in enumerate(zip(result.losses, result.lrs)):
         print(f"step {i + 1}: loss ours {a:.8f} theirs {b:.8f} (rel {abs(a - b) / abs(b):.1e}); "
