@@ -40,9 +40,8 @@ class AuthorsPattern(nn.Module):
         self._outputs.clear()
         self.vit(x)
         tokens = torch.cat([self._outputs[b - 1][:, 1:, :] for b in self.blocks], dim=2)
-        n, count, channels = tokens.shape
         side = x.shape[-1] // self.patch
-        return tokens.transpose(1, 2).view(n, channels, count // side, side)
+        return tokens.transpose(1, 2).unflatten(2, (-1, side))
 
     def _resnet(self, x: torch.Tensor) -> torch.Tensor:
         self._outputs.clear()

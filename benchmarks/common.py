@@ -115,16 +115,13 @@ def one_reference_set(folder: Path, distorted: int) -> Path:
     if (mini / "I01.png").is_file():
         for real in [mini / "I01.png", *sorted(mini.glob("I01_*.png"))[:distorted]]:
             shutil.copy(real, out / real.name)
-        reference = cv2.imread(str(out / "I01.png"))
     else:
-        reference = smooth_image(np.random.default_rng(0), 384, 512)
-        cv2.imwrite(str(out / "I01.png"), reference)
+        cv2.imwrite(str(out / "I01.png"), smooth_image(np.random.default_rng(0), 384, 512))
+    reference = cv2.imread(str(out / "I01.png"))
     rng = np.random.default_rng(1)
-    for k in range(distorted - len(list(out.glob("I01_*.png")))):  # JPEG at falling quality, then noise
-        if k % 2 == 0:
-            image = cv2.imdecode(cv2.imencode(".jpg", reference, [cv2.IMWRITE_JPEG_QUALITY, 40 - 10 * (k // 2)])[1], 1)
-        else:
-            image = noisy(reference, rng, 5 + 5 * k)
+    for k in range(distorted - len(list(out.glob("I01_*.png")))):  # JPEG at falling quality, then noise, in turn
+        quality = [cv2.IMWRITE_JPEG_QUALITY, 40 - 10 * (k // 2)]
+        image = noisy(reference, rng, 5 + 5 * k) if k % 2 else cv2.imdecode(cv2.imencode(".jpg", reference, quality)[1], 1)
         cv2.imwrite(str(out / f"I01_9{k}_01.png"), image)
     return out
 
@@ -153,10 +150,9 @@ def score_py(out: Path, *options: str, ranks: int = 1, threads: int | None = Non
         sys.exit(proc.stderr[-2000:])
     found = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr)
     peak = re.search(r"peak_kib (\d+)", proc.stderr)
-    return {"scores": {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())},
-            "pairs_per_s": int(found.group(1)) / float(found.group(2)),
-            "peak_mib": int(peak.group(1)) / 1024 if peak else float("nan"), "wall": wall,
-            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+    return {"scores": {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}, "wall": wall,
+            "pairs_per_s": int(found.group(1)) / float(found.group(2)), "peak_mib": int(peak.group(1)) / 1024 if peak
+            else float("nan"), "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
 
 
 def print_table(header: list[str], rows: list[list], title: str = "") -> None:

@@ -3,8 +3,7 @@
     python benchmarks/onnx_speed.py                       # random weights (seeded), one 512x384 pair, five crops
     python benchmarks/onnx_speed.py --checkpoint FILE     # a trained model and the backbones it records
 
-onnxruntime's scores against PyTorch fp32 on five crops of KADID-10k pairs (PASS within 1e-4), then the speed ratio.
-"""
+onnxruntime's scores against PyTorch fp32 on five crops of KADID-10k pairs (PASS within 1e-4), then the speed ratio."""
 from __future__ import annotations
 
 import os
@@ -19,23 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, one_reference_set, parser, print_table, random_model, timed  # noqa: E402
-from examples.score_onnx import crops, open_model  # noqa: E402
+from examples.score_onnx import crops, open_model, read_rgb  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
-from ahiq.data.images import as_unit_float, read_image  # noqa: E402
 from ahiq.models.checkpoint import load_model  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 from ahiq.models.export import export_onnx  # noqa: E402
-
-
-def crop_pairs(folder: Path, pairs: int, crop: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``(dist, ref)``: five crops of each pair of :func:`one_reference_set`, ``(N, 3, crop, crop)`` in [0, 1], and
-    the distorted files' names."""
-    images = one_reference_set(folder, pairs)
-    ref = as_unit_float(read_image(images / "I01.png"))
-    positions = crop_positions("five", *ref.shape[:2], crop, seed=SEED)
-    dists = sorted(images.glob("I01_*.png"))
-    dist = np.concatenate([crops(as_unit_float(read_image(d)), positions, crop) for d in dists])
-    return dist, np.tile(crops(ref, positions, crop), (len(dists), 1, 1, 1)), ", ".join(d.name for d in dists)
 
 
 def main(argv=None) -> None:
@@ -52,8 +39,13 @@ def main(argv=None) -> None:
     model = load_model(args.checkpoint, device="cpu") if args.checkpoint else random_model(seed=0, gain=3.0, bias=0.1)
     print(f"cpu: {machine()}; onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        dist, ref, what = crop_pairs(Path(tmp), args.pairs, 224)
-        print(f"crops: I01 vs {what}; {len(dist)} crop pairs of 224x224")
+        images = one_reference_set(Path(tmp), args.pairs)  # five 224 crops of each pair, (N, 3, 224, 224) in [0, 1]
+        ref = read_rgb(images / "I01.png")
+        positions = crop_positions("five", *ref.shape[:2], 224, seed=SEED)
+        dists = sorted(images.glob("I01_*.png"))
+        dist = np.concatenate([crops(read_rgb(d), positions, 224) for d in dists])
+        ref = np.tile(crops(ref, positions, 224), (len(dists), 1, 1, 1))
+        print(f"crops: I01 vs {', '.join(d.name for d in dists)}; {len(dist)} crop pairs of 224x224")
         path = args.keep or str(Path(tmp) / "ahiq.onnx")
         start = time.perf_counter()
         export_onnx(model, path, 224)

@@ -5,8 +5,7 @@
 
 The authors' pattern (``benchmarks/authors_pattern.py``) against ours in fp32 and bf16, same seeded random weights:
 pairs/s, the ratio, peak memory, the largest score difference. The ``dataset`` case scores 1 reference x 8 PNG files,
-pair by pair and with the reference's side reused.
-"""
+pair by pair and with the reference's side reused."""
 from __future__ import annotations
 
 import contextlib
@@ -84,21 +83,16 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     return table_rows(f"train b{batch}", batch, timings)
 
 
-def write_dataset(folder: Path, reference: torch.Tensor, count: int) -> list[tuple[Path, Path]]:
-    """``reference`` ``(3, H, W)`` uint8 and ``count`` noisy versions as PNG files: the pairs."""
-    gen, reference = torch.Generator().manual_seed(3), reference.cpu()
-    noisy = [(reference.int() + torch.randint(-4 * k, 4 * k + 1, reference.shape, generator=gen)).clamp(0, 255)
-             for k in range(1, count + 1)]
-    names = ["I01.png", *(f"I01_{k:02d}_01.png" for k in range(1, count + 1))]
-    for name, image in zip(names, [reference, *noisy]):
-        cv2.imwrite(str(folder / name), image.to(torch.uint8).permute(1, 2, 0).flip(-1).numpy().copy())
-    return [(folder / name, folder / "I01.png") for name in names[1:]]
-
-
 def dataset(model, reference, reference_image, crop, device, args) -> list[tuple]:
     """1 reference x N distorted image files, five crops: authors, pair by pair, reference side reused."""
+    gen, reference_image = torch.Generator().manual_seed(3), reference_image.cpu()  # (3, H, W) uint8 and noisy copies
+    noisy = [(reference_image.int() + torch.randint(-4 * k, 4 * k + 1, reference_image.shape, generator=gen)).clamp(0, 255)
+             for k in range(1, args.dataset_images + 1)]
+    names = ["I01.png", *(f"I01_{k:02d}_01.png" for k in range(1, args.dataset_images + 1))]
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = write_dataset(Path(tmp), reference_image, args.dataset_images)
+        for name, image in zip(names, [reference_image, *noisy]):
+            cv2.imwrite(f"{tmp}/{name}", image.to(torch.uint8).permute(1, 2, 0).flip(-1).numpy().copy())
+        pairs = [(Path(tmp) / name, Path(tmp) / "I01.png") for name in names[1:]]
         positions = crop_positions("five", args.image, args.image, crop, seed=SEED)
 
         def authors(todo):
@@ -106,9 +100,9 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
                                                       crop)[0] for d, r in todo]).cpu()
 
         def ours(todo, precision, reuse):
-            return torch.tensor([r.score for r in score_pairs(model, todo, "five", crop, batch_size=20,
-                                                              precision=precision, progress=False,
-                                                              reuse_reference=reuse)])
+            scored = score_pairs(model, todo, "five", crop, batch_size=20, precision=precision, progress=False,
+                                 reuse_reference=reuse)
+            return torch.tensor([r.score for r in scored])
 
         def on_pairs(fn):  # warm-up on one pair: the whole set once more would double a CPU run
             return timed(lambda: fn(pairs), device, warm_up=lambda: fn(pairs[:1]))
@@ -139,10 +133,9 @@ def parse(argv):
     p.add_argument("--train_steps", type=int, default=None, help="timed steps (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--repeats", type=int, default=None, help="timed scoring repeats (default 3 on CUDA, 1 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
-    p.add_argument("--cases", default="score,train,dataset", help="comma list of score, train, dataset")
+    p.add_argument("--cases", default="score,train,dataset", type=lambda s: set(s.split(",")), help="comma list")
     p.add_argument("--dataset_images", type=int, default=8, help="distorted images of the one reference (dataset)")
     args = p.parse_args(argv)
-    args.cases = set(args.cases.split(","))
     if args.cases - {"score", "train", "dataset"}:
         p.error(f"--cases {args.cases}: choose from score, train, dataset")
     args.device = resolve_device(args.device)
@@ -156,10 +149,9 @@ def parse(argv):
 def main(argv=None) -> None:
     args = parse(argv)
     device = args.device
-    print(f"device: {machine(device)}; "
-          f"{args.pairs} pairs of {args.image}x{args.image}, "
-          f"{args.crops} random crops of {args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, "
-          f"five crops; random weights", flush=True)
+    print(f"device: {machine(device)}; {args.pairs} pairs of {args.image}x{args.image}, {args.crops} random crops of "
+          f"{args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, five crops; random weights",
+          flush=True)
     model = random_model().to(device)
     reference = AuthorsPattern(model).to(device)
     gen = torch.Generator().manual_seed(2)

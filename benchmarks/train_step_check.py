@@ -4,8 +4,7 @@
     python benchmarks/train_step_check.py --deform_impl torchvision
 
 On crops of the KADID-10k images in ``../shared/data/mini``: per-step losses and learning rates, first-step gradient
-differences and the share of equal head weights, against the tolerances of ``tests/test_training.py``.
-"""
+differences and the share of equal head weights, against the tolerances of ``tests/test_training.py``."""
 from __future__ import annotations
 
 import copy
@@ -62,8 +61,7 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
                      steps: int = 3) -> Comparison:
     """Train a copy of ``model``'s heads our way and another the authors' way, ``steps`` steps on one batch."""
     theirs = AuthorsPattern(copy.deepcopy(model))  # whole backbones with the same weights, its own heads
-    ours = copy.deepcopy(model)
-    ours.train()  # the backbones must stay frozen and in eval mode all the same
+    ours = copy.deepcopy(model).train()  # the backbones must stay frozen and in eval mode all the same
     opt_o, (opt_t, sched_t) = build_optimizer(ours), authors_optimizer(theirs)
     sched_o = build_scheduler(opt_o)
     result = Comparison()

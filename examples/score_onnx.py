@@ -3,8 +3,7 @@
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx
     python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
 
-Each distorted image is scored against ``--ref`` as score.py scores the pair: same crops, decoding and mean.
-"""
+Each distorted image is scored against ``--ref`` as score.py scores the pair: same crops, decoding and mean."""
 from __future__ import annotations
 
 import argparse
@@ -61,12 +60,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", metavar="FILE", required=True, help="ONNX file written by `python export.py --to onnx`")
     p.add_argument("--ref", metavar="FILE", required=True, help="reference image file")
-    p.add_argument("--dist", metavar="FILE", required=True, nargs="+",
-                   help="distorted image file(s), each scored against --ref")
+    p.add_argument("--dist", metavar="FILE", required=True, nargs="+", help="distorted image file(s), each against --ref")
     p.add_argument("--crops", default="center", help=f"crop protocol, as score.py's: {PROTOCOLS} (default: center)")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed of random:N crops (default: {SEED}, score.py's)")
-    p.add_argument("--batch_size", type=int, default=4,
-                   help="distorted images per onnxruntime call, all their crops (default: 4)")
+    p.add_argument("--batch_size", type=int, default=4, help="distorted images, all crops, per onnxruntime run (default: 4)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0, its own choice)")
     opt = p.parse_args(argv)
     parse_crops(opt.crops)
