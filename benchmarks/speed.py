@@ -133,9 +133,10 @@ def parse(argv):
     p.add_argument("--train_steps", type=int, default=None, help="timed steps (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--repeats", type=int, default=None, help="timed scoring repeats (default 3 on CUDA, 1 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
-    p.add_argument("--cases", default="score,train,dataset", type=lambda s: set(s.split(",")), help="comma list")
+    p.add_argument("--cases", default="score,train,dataset", help="comma list of score, train, dataset")
     p.add_argument("--dataset_images", type=int, default=8, help="distorted images of the one reference (dataset)")
     args = p.parse_args(argv)
+    args.cases = set(args.cases.split(","))
     if args.cases - {"score", "train", "dataset"}:
         p.error(f"--cases {args.cases}: choose from score, train, dataset")
     args.device = resolve_device(args.device)
