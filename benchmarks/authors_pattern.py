@@ -78,11 +78,8 @@ class AuthorsPattern(nn.Module):
     @torch.no_grad()
     def score_image(self, dist: torch.Tensor, ref: torch.Tensor, positions, crop: int) -> torch.Tensor:
         """Mean over crops at ``positions`` of whole images ``(B, 3, H, W)``, one crop at a time."""
-        total = 0
-        for top, left in positions:
-            window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
-            total = total + self.score_crop(dist[window], ref[window])
-        return total / len(positions)
+        windows = [(..., slice(top, top + crop), slice(left, left + crop)) for top, left in positions]
+        return sum(self.score_crop(dist[window], ref[window]) for window in windows) / len(positions)
 
 
 def authors_optimizer(pattern: AuthorsPattern) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.CosineAnnealingLR]:
@@ -98,8 +95,7 @@ def authors_train_step(pattern: AuthorsPattern, optimizer: torch.optim.Optimizer
     """One iteration of their ``train_epoch`` on crop pairs ``(B, 3, c, c)`` and labels ``(B,)``: the loss; backbones
     in eval mode but not frozen (the backward pass runs through them)."""
     for backbone in (pattern.vit, pattern.resnet):
-        backbone.eval()
-        backbone.requires_grad_(True)
+        backbone.eval().requires_grad_(True)
     pred = pattern.predict(dist, ref)
     optimizer.zero_grad()
     loss = F.mse_loss(torch.squeeze(pred), labels)

@@ -83,8 +83,7 @@ def timed(fn, device: torch.device, repeats: int = 1, warm_up=None) -> tuple[obj
     return out, (time.perf_counter() - start) / repeats, gib
 
 
-def random_model(config: ModelConfig | None = None, seed: int | None = None, gain: float = 1.0,
-                 bias: float = 0.01) -> AHIQ:
+def random_model(config: ModelConfig | None = None, seed: int | None = None, gain: float = 1.0, bias: float = 0.01) -> AHIQ:
     """A model in eval mode with seeded random backbones, and fusion and head weights ``N(0, gain / fan_in)`` whose
     scores spread (PyTorch's init: near-constant)."""
     torch.manual_seed(0)

@@ -1,14 +1,13 @@
-"""score.py runs: the same pairs by 1 and 2 processes (torchrun, gloo, one thread each) and one GPU if present;
-the peak memory of a scoring process as pairs, crops and the image size grow; score.py as a whole process against
-the authors' computation pattern in-process.
+"""score.py runs: the same pairs by 1 and 2 processes (torchrun, gloo, one thread each) and one GPU if present; the
+peak memory of a scoring process as pairs, crops and the image size grow; score.py against the authors' pattern.
 
-    python benchmarks/scoring_runs.py --case scaling        # 64 pairs (8 references x 8), pairs/s, ratio, score diff
-    python benchmarks/scoring_runs.py --case memory         # peak RSS: 1x1 vs 1x4 at random:20, 1k vs 10k pairs, 2048^2
+    python benchmarks/scoring_runs.py --case scaling    # 64 pairs (8 references x 8), pairs/s, ratio, score diff
+    python benchmarks/scoring_runs.py --case memory     # peak RSS: 1x1 vs 1x4 at random:20, 1k vs 10k pairs, 2048^2
     python benchmarks/scoring_runs.py --case process [--ref REF_DIR --dist DIST_DIR] [--crops five] [--precision fp32]
 
-Every run is ``python score.py`` as a subprocess with seeded random weights; scaling and memory: rates by score.py's
-own timing; process: wall and CPU seconds, start-up included, against the authors' pattern with the same weights on
-KADID-10k I01 from ../shared/data/mini (topped up with JPEG and noise) or on ``--ref``/``--dist``."""
+Every run is ``python score.py`` as a subprocess with seeded random weights. scaling, memory: rates by score.py's own
+timing; process: wall and CPU seconds, start-up included, against the authors' pattern in-process with the same
+weights, on KADID-10k I01 from ../shared/data/mini (topped up with JPEG and noise) or ``--ref``/``--dist``."""
 from __future__ import annotations
 
 import sys
@@ -51,11 +50,6 @@ def write_pairs(folder: Path, refs: int, per_ref: int, height: int, width: int) 
     return folder
 
 
-def checkpoint(path: Path, config: ModelConfig) -> Path:
-    save_checkpoint(path, random_model(config, seed=3))
-    return path
-
-
 def score(folder: Path, ckpt: Path, out: Path, *extra: str, ranks: int = 1, device: str = "cpu") -> dict:
     """One score.py run on ``folder``'s pairs, one thread a process."""
     return score_py(out, "--ref", str(folder / "ref"), "--dist", str(folder / "dist"), "--checkpoint", str(ckpt),
@@ -63,7 +57,8 @@ def score(folder: Path, ckpt: Path, out: Path, *extra: str, ranks: int = 1, devi
 
 
 def scaling(tmp: Path, args) -> None:
-    pairs, ckpt = write_pairs(tmp / "pairs", 8, 8, args.size, args.size), checkpoint(tmp / "ckpt.pth", ModelConfig())
+    pairs, ckpt = write_pairs(tmp / "pairs", 8, 8, args.size, args.size), tmp / "ckpt.pth"
+    save_checkpoint(ckpt, random_model(seed=3))
     centre = ("--crop_size", str(args.size), "--crops", "center")
     runs = {"1 process": score(pairs, ckpt, tmp / "one.csv", *centre),
             "2 processes": score(pairs, ckpt, tmp / "two.csv", *centre, ranks=2)}
@@ -79,18 +74,18 @@ def scaling(tmp: Path, args) -> None:
 def memory(tmp: Path, args) -> None:
     """Peak RSS of one score.py process per case."""
     rows = []
-    full = checkpoint(tmp / "full.pth", ModelConfig())
+    full, tiny = tmp / "full.pth", tmp / "tiny.pth"
+    save_checkpoint(full, random_model(seed=3))
     for n in (1, 4):  # all crops of a pair in one batch would grow with n; a batch counts crops
         run = score(write_pairs(tmp / f"kadid{n}", 1, n, 384, 512), full, tmp / f"k{n}.csv", "--crops", "random:20",
                     "--batch_size", "16")
         rows.append((f"1 x {n} of 512x384, random:20, batch 16, default network", run))
-    tiny = checkpoint(tmp / "tiny.pth", ModelConfig(**TINY))
+    save_checkpoint(tiny, random_model(ModelConfig(**TINY), seed=3))
     for refs in (10, 100):  # 1,000 and 10,000 pairs of 32x32; score.py builds the network the checkpoint records
         run = score(write_pairs(tmp / f"many{refs}", refs, 100, 32, 32), tiny, tmp / f"m{refs}.csv", "--crop_size",
                     "32", "--batch_size", "64")
         rows.append((f"{refs * 100:,} pairs of 32x32, centre crop, tiny network", run))
-    run = score(write_pairs(tmp / "big", 1, 1, 2048, 2048), full, tmp / "big.csv", "--crops", "five", "--batch_size",
-                "16")
+    run = score(write_pairs(tmp / "big", 1, 1, 2048, 2048), full, tmp / "big.csv", "--crops", "five", "--batch_size", "16")
     rows.append(("1 x 1 of 2048x2048, five crops, default network", run))
     print_table(["case", "peak RSS MiB", "pairs/s"],
                 [[name, f"{run['peak_mib']:.0f}", f"{run['pairs_per_s']:.2f}"] for name, run in rows])

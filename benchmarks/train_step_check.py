@@ -43,8 +43,7 @@ class Comparison:
         return max(abs(a - b) / abs(b) for a, b in self.losses)
 
     def failures(self) -> list[str]:
-        wrong = [f"loss step {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(self.losses)
-                 if abs(a - b) > LOSS_RTOL * abs(b)]
+        wrong = [f"loss step {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(self.losses) if abs(a - b) > LOSS_RTOL * abs(b)]
         wrong += [f"lr step {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(self.lrs) if a != b]
         wrong += [f"gradient of {n}: {e:.2e} of its norm" for n, e in self.grad_errors.items() if e > GRAD_TOL]
         if self.weight_share < WEIGHT_SHARE:
@@ -53,12 +52,10 @@ class Comparison:
 
 
 def _heads(module) -> dict[str, torch.Tensor]:
-    return {f"{part}.{n}": p for part in ("deform_net", "regressor")
-            for n, p in getattr(module, part).named_parameters()}
+    return {f"{part}.{n}": p for part in ("deform_net", "regressor") for n, p in getattr(module, part).named_parameters()}
 
 
-def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor,
-                     steps: int = 3) -> Comparison:
+def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, steps: int = 3) -> Comparison:
     """Train a copy of ``model``'s heads our way and another the authors' way, ``steps`` steps on one batch."""
     theirs = AuthorsPattern(copy.deepcopy(model))  # whole backbones with the same weights, its own heads
     ours = copy.deepcopy(model).train()  # the backbones must stay frozen and in eval mode all the same
