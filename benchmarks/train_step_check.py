@@ -106,9 +106,8 @@ def main(argv=None) -> int:
     config = ModelConfig(deform_impl=args.deform_impl, **{k: v for k in ("vit", "cnn") if (v := getattr(args, k))})
     model = build_ahiq(config, pretrained_backbones=False)
     dist, ref, labels = real_batch(args.crop)
-    print(f"{config.vit} + {config.cnn}, random backbone weights, heads as initialised (seed {args.seed}); "
-          f"{len(labels)} real {args.crop}x{args.crop} crop pairs, CPU fp32, deform_impl={args.deform_impl}; "
-          f"{machine()}", flush=True)
+    print(f"{config.vit} + {config.cnn}, random backbone weights, heads as initialised (seed {args.seed}); {len(labels)} "
+          f"real {args.crop}x{args.crop} crop pairs, CPU fp32, deform_impl={args.deform_impl}; {machine()}", flush=True)
     result = compare_training(model, dist, ref, labels, args.steps)
     for i, ((a, b), (lr_a, lr_b)) in enumerate(zip(result.losses, result.lrs)):
         print(f"step {i + 1}: loss ours {a:.8f} theirs {b:.8f} (rel {abs(a - b) / abs(b):.1e}); "
