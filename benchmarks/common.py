@@ -147,11 +147,11 @@ def score_py(out: Path, *options: str, ranks: int = 1, threads: int | None = Non
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         sys.exit(proc.stderr[-2000:])
-    found = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr)
+    pairs, seconds = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr).groups()
     peak = re.search(r"peak_kib (\d+)", proc.stderr)
     return {"scores": {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}, "wall": wall,
-            "pairs_per_s": int(found.group(1)) / float(found.group(2)), "peak_mib": int(peak.group(1)) / 1024 if peak
-            else float("nan"), "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "pairs_per_s": int(pairs) / float(seconds), "peak_mib": int(peak.group(1)) / 1024 if peak else float("nan")}
 
 
 def print_table(header: list[str], rows: list[list], title: str = "") -> None:

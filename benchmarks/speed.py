@@ -34,7 +34,7 @@ def table_rows(task: str, n: int, timings: dict[str, tuple]) -> list[list[str]]:
              else f"{(out - base).abs().max().item():.2e}"] for path, (out, t, mem) in timings.items()]
 
 
-def scoring(model, reference, images, positions, crop, device, args) -> list[tuple]:
+def scoring(model, reference, images, positions, crop, device, args) -> list[list[str]]:
     dist, ref = images
 
     def authors():
@@ -55,7 +55,7 @@ def scoring(model, reference, images, positions, crop, device, args) -> list[tup
     return table_rows("score", len(dist), timings)
 
 
-def training(model, reference, batch, crop, device, args) -> list[tuple]:
+def training(model, reference, batch, crop, device, args) -> list[list[str]]:
     gen = torch.Generator().manual_seed(0)
     dist = torch.rand(batch, 3, crop, crop, generator=gen).to(device)
     ref = (dist + 0.1 * torch.rand(batch, 3, crop, crop, generator=gen).to(device)).clamp(0, 1)
@@ -83,7 +83,7 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     return table_rows(f"train b{batch}", batch, timings)
 
 
-def dataset(model, reference, reference_image, crop, device, args) -> list[tuple]:
+def dataset(model, reference, reference_image, crop, device, args) -> list[list[str]]:
     """1 reference x N distorted image files, five crops: authors, pair by pair, reference side reused."""
     gen, reference_image = torch.Generator().manual_seed(3), reference_image.cpu()  # (3, H, W) uint8 and noisy copies
     noisy = [(reference_image.int() + torch.randint(-4 * k, 4 * k + 1, reference_image.shape, generator=gen)).clamp(0, 255)
@@ -114,7 +114,7 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
             reused, each = (timings[f"ours {precision} {label}"][0] for label in ("reference reused", "pair by pair"))
             print(f"dataset 1x{len(pairs)} {precision}: max |reused - pair by pair| = "
                   f"{(reused - each).abs().max().item():.2e}", flush=True)
-            with torch.inference_mode(), precision_context(precision, device):  # the cache is a row per crop: one
+            with torch.inference_mode(), precision_context(precision, device):  # a row per crop: measure one
                 crops = crop_batch([image_tensor(pairs[0][1], device)[0]], [positions[:1]], crop)
                 per_crop = model.encode_reference(crops).nbytes
             print(f"reference cache ({crop}x{crop} crops, {precision}, one reference held): five crops "
