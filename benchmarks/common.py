@@ -48,10 +48,7 @@ def sync(device: torch.device) -> None:
 
 
 def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    return int(re.search(rf"^{field}:\s*(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)[1])
 
 
 def reset_peak(device: torch.device) -> float:

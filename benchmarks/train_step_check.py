@@ -83,14 +83,11 @@ def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224)))
     lo, hi = min(scores.values()), max(scores.values())
     names = ["I01_01_02.png", "I01_06_05.png", "I01_15_05.png"]
     to_tensor = lambda name: image_tensor(KADID / "images" / name)[0].float() / 255  # noqa: E731
-    ref_image = to_tensor("I01.png")
-    dist, ref = [], []
-    for name, (top, left) in zip(names, positions):
-        top, left = top * crop // 224, left * crop // 224
-        dist.append(to_tensor(name)[:, top:top + crop, left:left + crop])
-        ref.append(ref_image[:, top:top + crop, left:left + crop])
+    ref_image, windows = to_tensor("I01.png"), [(top * crop // 224, left * crop // 224) for top, left in positions]
+    dist = torch.stack([to_tensor(name)[:, t:t + crop, x:x + crop] for name, (t, x) in zip(names, windows)])
+    ref = torch.stack([ref_image[:, t:t + crop, x:x + crop] for t, x in windows])
     labels = torch.tensor([(scores[n] - lo) / (hi - lo) for n in names], dtype=torch.float32)
-    return torch.stack(dist), torch.stack(ref), labels
+    return dist, ref, labels
 
 
 def main(argv=None) -> int:
