@@ -40,9 +40,8 @@ class AuthorsPattern(nn.Module):
         self._outputs.clear()
         self.vit(x)
         tokens = torch.cat([self._outputs[b - 1][:, 1:, :] for b in self.blocks], dim=2)
-        n, count, channels = tokens.shape
         side = x.shape[-1] // self.patch
-        return tokens.transpose(1, 2).view(n, channels, count // side, side)
+        return tokens.transpose(1, 2).unflatten(2, (-1, side))
 
     def _resnet(self, x: torch.Tensor) -> torch.Tensor:
         self._outputs.clear()
@@ -79,22 +78,16 @@ class AuthorsPattern(nn.Module):
     @torch.no_grad()
     def score_image(self, dist: torch.Tensor, ref: torch.Tensor, positions, crop: int) -> torch.Tensor:
         """Mean over crops at ``positions`` of whole images ``(B, 3, H, W)``, one crop at a time."""
-        total = 0
-        for top, left in positions:
-            window = (slice(None), slice(None), slice(top, top + crop), slice(left, left + crop))
-            total = total + self.score_crop(dist[window], ref[window])
-        return total / len(positions)
+        windows = [(..., slice(top, top + crop), slice(left, left + crop)) for top, left in positions]
+        return sum(self.score_crop(dist[window], ref[window]) for window in windows) / len(positions)
 
 
-def authors_optimizer(pattern: AuthorsPattern, lr: float = 1e-4, weight_decay: float = 1e-5) -> torch.optim.Adam:
-    """Their optimiser: plain Adam over two groups, ``regressor`` then ``deform_net``, same rate and decay."""
-    return torch.optim.Adam([{"params": part.parameters(), "lr": lr, "weight_decay": weight_decay}
-                             for part in (pattern.regressor, pattern.deform_net)])
-
-
-def authors_scheduler(optimizer: torch.optim.Optimizer, T_max: int = 50, eta_min: float = 0.0):
-    """Their schedule: ``CosineAnnealingLR``, stepped after every iteration."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T_max, eta_min=eta_min)
+def authors_optimizer(pattern: AuthorsPattern) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """Their optimiser, plain Adam over two groups (``regressor`` then ``deform_net``, same rate and decay), and their
+    schedule, ``CosineAnnealingLR`` stepped after every iteration."""
+    optimizer = torch.optim.Adam([{"params": part.parameters(), "lr": 1e-4, "weight_decay": 1e-5}
+                                  for part in (pattern.regressor, pattern.deform_net)])
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=50, eta_min=0.0)
 
 
 def authors_train_step(pattern: AuthorsPattern, optimizer: torch.optim.Optimizer, scheduler, dist: torch.Tensor,
@@ -102,8 +95,7 @@ def authors_train_step(pattern: AuthorsPattern, optimizer: torch.optim.Optimizer
     """One iteration of their ``train_epoch`` on crop pairs ``(B, 3, c, c)`` and labels ``(B,)``: the loss; backbones
     in eval mode but not frozen (the backward pass runs through them)."""
     for backbone in (pattern.vit, pattern.resnet):
-        backbone.eval()
-        backbone.requires_grad_(True)
+        backbone.eval().requires_grad_(True)
     pred = pattern.predict(dist, ref)
     optimizer.zero_grad()
     loss = F.mse_loss(torch.squeeze(pred), labels)

@@ -3,14 +3,11 @@
     python benchmarks/loss_memory.py                    # default network, B=4, 224x224 images (one crop each)
     python benchmarks/loss_memory.py --device cuda --batch 16
 
-Each setting in its own process: seconds per step, the ratio, the peak memory a step adds, the gradients' difference.
-"""
+Each setting in its own process: seconds per step, the ratio, the peak memory a step adds, the gradients' difference."""
 from __future__ import annotations
 
-import argparse
-import json
+import multiprocessing
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import parser, peak_mib, print_table, reset_peak, sync  # noqa: E402
+from benchmarks.common import machine, parser, peak_mib, print_table, reset_peak, sync  # noqa: E402
 from ahiq.engine.device import resolve_device  # noqa: E402
 from ahiq.engine.loss import AHIQLoss  # noqa: E402
 
@@ -31,7 +28,6 @@ def step(loss_fn: AHIQLoss, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tens
 
 
 def measure(args, checkpointing: bool) -> dict:
-    """One setting (run in a fresh process, so no other setting's memory hides its peak)."""
     device = resolve_device(args.device)
     torch.manual_seed(0)
     loss_fn = AHIQLoss("none", pretrained_backbones=False, crop_size=args.size, device=device, precision=args.precision,
@@ -49,8 +45,7 @@ def measure(args, checkpointing: bool) -> dict:
         sync(device)
         times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "mib": peak_mib(device) - base, "device": str(device),
-            "threads": torch.get_num_threads(), "grad": grad.flatten()[::997].tolist(),
-            "grad_max": grad.abs().max().item()}
+            "grad": grad.flatten()[::997].tolist(), "grad_max": grad.abs().max().item()}
 
 
 def main(argv=None) -> None:
@@ -60,20 +55,13 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=224, help="image (and crop) size")
     p.add_argument("--repeats", type=int, default=2, help="timed steps per setting (after one warm-up step)")
     p.add_argument("--precision", default="fp32", help="fp32 or bf16")
-    p.add_argument("--child", choices=("off", "on"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(measure(args, args.child == "on")))
-        return
-    rows = {}
-    for setting in ("off", "on"):
-        argv_child = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--child", setting]
-        proc = subprocess.run(argv_child, capture_output=True, text=True, check=True)
-        rows[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Each setting in a fresh process, so no other setting's memory hides its peak.
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        rows = {setting: pool.apply(measure, (args, setting == "on")) for setting in ("off", "on")}
     off, on = rows["off"], rows["on"]
-    threads = f", {off['threads']} threads" if off["device"] == "cpu" else ""
     print(f"AHIQLoss step (forward + backward to the image), B={args.batch}, {args.size}x{args.size}, "
-          f"{args.precision}, {off['device']}{threads}")
+          f"{args.precision}, {off['device']}: {machine(off['device'])}")
     print_table(["checkpointing", "s/step", "vs off", "peak memory of a step (MiB)"],
                 [[setting, f"{r['seconds']:.2f}", f"{r['seconds'] / off['seconds']:.2f}x", f"{r['mib']:.0f}"]
                  for setting, r in rows.items()])

@@ -5,8 +5,7 @@
 
 The authors' pattern (``benchmarks/authors_pattern.py``) against ours in fp32 and bf16, same seeded random weights:
 pairs/s, the ratio, peak memory, the largest score difference. The ``dataset`` case scores 1 reference x 8 PNG files,
-pair by pair and with the reference's side reused.
-"""
+pair by pair and with the reference's side reused."""
 from __future__ import annotations
 
 import contextlib
@@ -21,22 +20,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.authors_pattern import AuthorsPattern  # noqa: E402
-from benchmarks.common import image_tensor, parser, print_table, spread_heads, timed  # noqa: E402
+from benchmarks.common import image_tensor, machine, parser, print_table, random_model, timed  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
-from ahiq.engine.device import describe_precision, precision_context, resolve_device  # noqa: E402
+from ahiq.engine.device import precision_context, resolve_device  # noqa: E402
 from ahiq.engine.scoring import crop_batch, score_pairs  # noqa: E402
-from ahiq.models.ahiq import build_ahiq  # noqa: E402
 from ahiq.models.config import SEED  # noqa: E402
 
 
-def table_rows(task: str, n: int, timings: dict[str, tuple]) -> list[tuple]:
-    """``(task, path, pairs/s, vs authors, peak GiB, max abs score diff)`` per path, the authors' first."""
+def table_rows(task: str, n: int, timings: dict[str, tuple]) -> list[list[str]]:
+    """``[task, path, pairs/s, vs authors, peak GiB, max abs score diff]`` per path, the authors' first."""
     base, t_base, _ = next(iter(timings.values()))
-    return [(task, path, n / t, t_base / t, mem, float("nan") if out is None else (out - base).abs().max().item())
-            for path, (out, t, mem) in timings.items()]
+    return [[task, path, f"{n / t:.2f}", f"{t_base / t:.2f}x", f"{mem:.2f}", "nan" if out is None
+             else f"{(out - base).abs().max().item():.2e}"] for path, (out, t, mem) in timings.items()]
 
 
-def scoring(model, reference, images, positions, crop, device, args) -> list[tuple]:
+def scoring(model, reference, images, positions, crop, device, args) -> list[list[str]]:
     dist, ref = images
 
     def authors():
@@ -50,23 +48,24 @@ def scoring(model, reference, images, positions, crop, device, args) -> list[tup
         @torch.inference_mode()
         def ours(net=net, precision=precision):
             with precision_context(precision, device):
-                d = crop_batch(list(dist), [positions] * len(dist), crop)
-                r = crop_batch(list(ref), [positions] * len(ref), crop)
+                d, r = (crop_batch(list(side), [positions] * len(side), crop) for side in (dist, ref))
                 return net(d, r).float().view(len(dist), -1).mean(1)
 
         timings[f"ours {precision}" + (" compiled" if args.compile else "")] = timed(ours, device, args.repeats)
     return table_rows("score", len(dist), timings)
 
 
-def training(model, reference, batch, crop, device, args) -> list[tuple]:
+def training(model, reference, batch, crop, device, args) -> list[list[str]]:
     gen = torch.Generator().manual_seed(0)
     dist = torch.rand(batch, 3, crop, crop, generator=gen).to(device)
     ref = (dist + 0.1 * torch.rand(batch, 3, crop, crop, generator=gen).to(device)).clamp(0, 1)
     target = torch.rand(batch, generator=gen).to(device)
     heads = [*model.deform_net.parameters(), *model.regressor.parameters()]
 
-    def step(predict, opt):
-        loss = torch.nn.functional.mse_loss(predict().float(), target)
+    def step(opt, net, precision=None):  # the authors' pattern runs without precision_context (TF32 as torch sets it)
+        with precision_context(precision, device) if precision else contextlib.nullcontext():
+            out = net(dist, ref)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,40 +73,26 @@ def training(model, reference, batch, crop, device, args) -> list[tuple]:
     for backbone in (reference.vit, reference.resnet):
         backbone.requires_grad_(True)  # their backbones were not frozen: backward ran through them
     opt = torch.optim.Adam(heads, lr=1e-6)
-    timings = {"authors fp32": timed(lambda: step(lambda: reference.predict(dist, ref), opt), device, args.train_steps)}
+    timings = {"authors fp32": timed(lambda: step(opt, reference.predict), device, args.train_steps)}
     for backbone in (reference.vit, reference.resnet):
-        backbone.requires_grad_(False)
-        backbone.zero_grad(set_to_none=True)
+        backbone.requires_grad_(False).zero_grad(set_to_none=True)
     for precision in ("fp32", "bf16"):
         opt = torch.optim.Adam(heads, lr=1e-6, fused=device.type == "cuda")
         net = torch.compile(model) if args.compile else model
-
-        def predict(net=net, precision=precision):
-            with precision_context(precision, device):
-                return net(dist, ref)
-
-        timings[f"ours {precision}"] = timed(lambda opt=opt, predict=predict: step(predict, opt), device,
-                                             args.train_steps)
+        timings[f"ours {precision}"] = timed(functools.partial(step, opt, net, precision), device, args.train_steps)
     return table_rows(f"train b{batch}", batch, timings)
 
 
-def write_dataset(folder: Path, reference: torch.Tensor, count: int) -> list[tuple[Path, Path]]:
-    """``reference`` ``(3, H, W)`` uint8 and ``count`` noisy versions as PNG files: the pairs."""
-    gen = torch.Generator().manual_seed(3)
-    write = lambda path, image: cv2.imwrite(str(path), image.permute(1, 2, 0).flip(-1).cpu().numpy().copy())  # noqa: E731
-    write(folder / "I01.png", reference)
-    pairs = []
-    for k in range(count):
-        noise = torch.randint(-4 * (k + 1), 4 * (k + 1) + 1, reference.shape, generator=gen)
-        pairs.append((folder / f"I01_{k + 1:02d}_01.png", folder / "I01.png"))
-        write(pairs[-1][0], (reference.cpu().int() + noise).clamp(0, 255).to(torch.uint8))
-    return pairs
-
-
-def dataset(model, reference, reference_image, crop, device, args) -> list[tuple]:
+def dataset(model, reference, reference_image, crop, device, args) -> list[list[str]]:
     """1 reference x N distorted image files, five crops: authors, pair by pair, reference side reused."""
+    gen, reference_image = torch.Generator().manual_seed(3), reference_image.cpu()  # (3, H, W) uint8 and noisy copies
+    noisy = [(reference_image.int() + torch.randint(-4 * k, 4 * k + 1, reference_image.shape, generator=gen)).clamp(0, 255)
+             for k in range(1, args.dataset_images + 1)]
+    names = ["I01.png", *(f"I01_{k:02d}_01.png" for k in range(1, args.dataset_images + 1))]
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = write_dataset(Path(tmp), reference_image, args.dataset_images)
+        for name, image in zip(names, [reference_image, *noisy]):
+            cv2.imwrite(f"{tmp}/{name}", image.to(torch.uint8).permute(1, 2, 0).flip(-1).numpy().copy())
+        pairs = [(Path(tmp) / name, Path(tmp) / "I01.png") for name in names[1:]]
         positions = crop_positions("five", args.image, args.image, crop, seed=SEED)
 
         def authors(todo):
@@ -115,9 +100,9 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
                                                       crop)[0] for d, r in todo]).cpu()
 
         def ours(todo, precision, reuse):
-            return torch.tensor([r.score for r in score_pairs(model, todo, "five", crop, batch_size=20,
-                                                              precision=precision, progress=False,
-                                                              reuse_reference=reuse)])
+            scored = score_pairs(model, todo, "five", crop, batch_size=20, precision=precision, progress=False,
+                                 reuse_reference=reuse)
+            return torch.tensor([r.score for r in scored])
 
         def on_pairs(fn):  # warm-up on one pair: the whole set once more would double a CPU run
             return timed(lambda: fn(pairs), device, warm_up=lambda: fn(pairs[:1]))
@@ -125,13 +110,11 @@ def dataset(model, reference, reference_image, crop, device, args) -> list[tuple
         timings = {"authors fp32": on_pairs(authors)}
         for precision in ("fp32", "bf16"):
             for reuse, label in ((False, "pair by pair"), (True, "reference reused")):
-                timings[f"ours {precision} {label}"] = on_pairs(functools.partial(ours, precision=precision,
-                                                                                  reuse=reuse))
+                timings[f"ours {precision} {label}"] = on_pairs(functools.partial(ours, precision=precision, reuse=reuse))
             reused, each = (timings[f"ours {precision} {label}"][0] for label in ("reference reused", "pair by pair"))
             print(f"dataset 1x{len(pairs)} {precision}: max |reused - pair by pair| = "
                   f"{(reused - each).abs().max().item():.2e}", flush=True)
-        for precision in ("fp32", "bf16"):  # the cache is one row per crop: measure one crop
-            with torch.inference_mode(), precision_context(precision, device):
+            with torch.inference_mode(), precision_context(precision, device):  # a row per crop: measure one
                 crops = crop_batch([image_tensor(pairs[0][1], device)[0]], [positions[:1]], crop)
                 per_crop = model.encode_reference(crops).nbytes
             print(f"reference cache ({crop}x{crop} crops, {precision}, one reference held): five crops "
@@ -157,27 +140,20 @@ def parse(argv):
     if args.cases - {"score", "train", "dataset"}:
         p.error(f"--cases {args.cases}: choose from score, train, dataset")
     args.device = resolve_device(args.device)
-    gpu = args.device.type == "cuda"
-    args.pairs = args.pairs or (8 if gpu else 1)
-    args.crops = args.crops or (20 if gpu else 5)
-    args.train_steps = args.train_steps or (5 if gpu else 1)
-    args.repeats = args.repeats or (3 if gpu else 1)
-    args.train_batches = [int(b) for b in (args.train_batches or ("4,32" if gpu else "4")).split(",")]
+    for name, on_gpu, on_cpu in (("pairs", 8, 1), ("crops", 20, 5), ("train_steps", 5, 1), ("repeats", 3, 1),
+                                 ("train_batches", "4,32", "4")):
+        setattr(args, name, getattr(args, name) or (on_gpu if args.device.type == "cuda" else on_cpu))
+    args.train_batches = [int(b) for b in args.train_batches.split(",")]
     return args
 
 
 def main(argv=None) -> None:
     args = parse(argv)
     device = args.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; {describe_precision('bf16', device)}; torch {torch.__version__}; "
-          f"{args.pairs} pairs of {args.image}x{args.image}, "
-          f"{args.crops} random crops of {args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, "
-          f"five crops; random weights", flush=True)
-    torch.manual_seed(0)
-    model = build_ahiq(pretrained_backbones=False)
-    spread_heads(model)
-    model = model.to(device).eval()
+    print(f"device: {machine(device)}; {args.pairs} pairs of {args.image}x{args.image}, {args.crops} random crops of "
+          f"{args.crop}; dataset case: 1 reference x {args.dataset_images} distorted, five crops; random weights",
+          flush=True)
+    model = random_model().to(device)
     reference = AuthorsPattern(model).to(device)
     gen = torch.Generator().manual_seed(2)
     dist = torch.randint(0, 256, (args.pairs, 3, args.image, args.image), dtype=torch.uint8, generator=gen)
@@ -190,9 +166,7 @@ def main(argv=None) -> None:
     with contextlib.suppress(torch.cuda.OutOfMemoryError):
         for batch in args.train_batches if "train" in args.cases else []:
             rows += training(model, reference, batch, args.crop, device, args)
-    print_table(["task", "path", "pairs/s", "vs authors", "peak GiB", "max abs score diff"],
-                [[task, path, f"{rate:.2f}", f"{ratio:.2f}x", f"{mem:.2f}", f"{diff:.2e}"]
-                 for task, path, rate, ratio, mem, diff in rows])
+    print_table(["task", "path", "pairs/s", "vs authors", "peak GiB", "max abs score diff"], rows)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,7 @@
     python benchmarks/train_step_check.py --deform_impl torchvision
 
 On crops of the KADID-10k images in ``../shared/data/mini``: per-step losses and learning rates, first-step gradient
-differences and the share of equal head weights, against the tolerances of ``tests/test_training.py``.
-"""
+differences and the share of equal head weights, against the tolerances of ``tests/test_training.py``."""
 from __future__ import annotations
 
 import copy
@@ -17,9 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.authors_pattern import (AuthorsPattern, authors_optimizer, authors_scheduler,  # noqa: E402
-                                        authors_train_step)
-from benchmarks.common import KADID, image_tensor, parser  # noqa: E402
+from benchmarks.authors_pattern import AuthorsPattern, authors_optimizer, authors_train_step  # noqa: E402
+from benchmarks.common import KADID, image_tensor, machine, parser  # noqa: E402
 from ahiq.engine.training import build_optimizer, build_scheduler, train_step  # noqa: E402
 from ahiq.models.ahiq import AHIQ, ModelConfig, build_ahiq  # noqa: E402
 from ahiq.utils.tables import read_csv  # noqa: E402
@@ -45,8 +43,7 @@ class Comparison:
         return max(abs(a - b) / abs(b) for a, b in self.losses)
 
     def failures(self) -> list[str]:
-        wrong = [f"loss step {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(self.losses)
-                 if abs(a - b) > LOSS_RTOL * abs(b)]
+        wrong = [f"loss step {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(self.losses) if abs(a - b) > LOSS_RTOL * abs(b)]
         wrong += [f"lr step {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(self.lrs) if a != b]
         wrong += [f"gradient of {n}: {e:.2e} of its norm" for n, e in self.grad_errors.items() if e > GRAD_TOL]
         if self.weight_share < WEIGHT_SHARE:
@@ -55,18 +52,15 @@ class Comparison:
 
 
 def _heads(module) -> dict[str, torch.Tensor]:
-    return {f"{part}.{n}": p for part in ("deform_net", "regressor")
-            for n, p in getattr(module, part).named_parameters()}
+    return {f"{part}.{n}": p for part in ("deform_net", "regressor") for n, p in getattr(module, part).named_parameters()}
 
 
-def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor,
-                     steps: int = 3) -> Comparison:
+def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, steps: int = 3) -> Comparison:
     """Train a copy of ``model``'s heads our way and another the authors' way, ``steps`` steps on one batch."""
     theirs = AuthorsPattern(copy.deepcopy(model))  # whole backbones with the same weights, its own heads
-    ours = copy.deepcopy(model)
-    ours.train()  # the backbones must stay frozen and in eval mode all the same
-    opt_o, opt_t = build_optimizer(ours), authors_optimizer(theirs)
-    sched_o, sched_t = build_scheduler(opt_o), authors_scheduler(opt_t)
+    ours = copy.deepcopy(model).train()  # the backbones must stay frozen and in eval mode all the same
+    opt_o, (opt_t, sched_t) = build_optimizer(ours), authors_optimizer(theirs)
+    sched_o = build_scheduler(opt_o)
     result = Comparison()
     for step in range(steps):
         loss_o = train_step(ours, opt_o, dist, ref, labels)
@@ -75,10 +69,8 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
         result.losses.append((loss_o, loss_t))
         result.lrs.append((sched_o.get_last_lr()[0], sched_t.get_last_lr()[0]))
         if step == 0:  # gradients stay in .grad until the next step zeroes them
-            mine, reference = _heads(ours), _heads(theirs)
-            for name, p in reference.items():
-                scale = max(p.grad.norm().item(), GRAD_NORM_FLOOR)
-                result.grad_errors[name] = (mine[name].grad - p.grad).abs().max().item() / scale
+            result.grad_errors = {name: (mine.grad - p.grad).abs().max().item() / max(p.grad.norm().item(), GRAD_NORM_FLOOR)
+                                  for (name, p), mine in zip(_heads(theirs).items(), _heads(ours).values())}
     diffs = torch.cat([(a - b).abs().flatten() for a, b in zip(_heads(ours).values(), _heads(theirs).values())])
     result.weight_share = (diffs <= WEIGHT_ATOL).float().mean().item()
     result.weight_max_diff = diffs.max().item()
@@ -91,15 +83,11 @@ def real_batch(crop: int, positions=((0, 0), (80, 144), (384 - 224, 512 - 224)))
     lo, hi = min(scores.values()), max(scores.values())
     names = ["I01_01_02.png", "I01_06_05.png", "I01_15_05.png"]
     to_tensor = lambda name: image_tensor(KADID / "images" / name)[0].float() / 255  # noqa: E731
-    ref_image = to_tensor("I01.png")
-    dist, ref = [], []
-    for name, (top, left) in zip(names, positions):
-        top, left = top * crop // 224, left * crop // 224
-        window = (slice(None), slice(top, top + crop), slice(left, left + crop))
-        dist.append(to_tensor(name)[window])
-        ref.append(ref_image[window])
+    ref_image, windows = to_tensor("I01.png"), [(top * crop // 224, left * crop // 224) for top, left in positions]
+    dist = torch.stack([to_tensor(name)[:, t:t + crop, x:x + crop] for name, (t, x) in zip(names, windows)])
+    ref = torch.stack([ref_image[:, t:t + crop, x:x + crop] for t, x in windows])
     labels = torch.tensor([(scores[n] - lo) / (hi - lo) for n in names], dtype=torch.float32)
-    return torch.stack(dist), torch.stack(ref), labels
+    return dist, ref, labels
 
 
 def main(argv=None) -> int:
@@ -115,9 +103,8 @@ def main(argv=None) -> int:
     config = ModelConfig(deform_impl=args.deform_impl, **{k: v for k in ("vit", "cnn") if (v := getattr(args, k))})
     model = build_ahiq(config, pretrained_backbones=False)
     dist, ref, labels = real_batch(args.crop)
-    print(f"{config.vit} + {config.cnn}, random backbone weights, heads as initialised (seed {args.seed}); "
-          f"{len(labels)} real {args.crop}x{args.crop} crop pairs, CPU fp32, deform_impl={args.deform_impl}; "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(f"{config.vit} + {config.cnn}, random backbone weights, heads as initialised (seed {args.seed}); {len(labels)} "
+          f"real {args.crop}x{args.crop} crop pairs, CPU fp32, deform_impl={args.deform_impl}; {machine()}", flush=True)
     result = compare_training(model, dist, ref, labels, args.steps)
     for i, ((a, b), (lr_a, lr_b)) in enumerate(zip(result.losses, result.lrs)):
         print(f"step {i + 1}: loss ours {a:.8f} theirs {b:.8f} (rel {abs(a - b) / abs(b):.1e}); "

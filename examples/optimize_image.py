@@ -76,8 +76,7 @@ def optimise(loss_fn: AHIQLoss, image: torch.Tensor, ref: torch.Tensor, steps: i
         if score <= scores[-1]:  # overshot: take the step back, shorten the next
             with torch.no_grad():
                 image.copy_(before)
-            for group in optimiser.param_groups:
-                group["lr"] /= 2
+            optimiser.param_groups[0]["lr"] /= 2
             score = scores[-1]
         scores.append(score)
         print(f"step {step:3d}: score {score:.6f}  (lr {optimiser.param_groups[0]['lr']:.2g})")
@@ -99,15 +98,14 @@ def main(argv=None) -> list[float]:
     if min(ref_np.shape[:2]) < loss_fn.crop_size:
         raise UserError(f"--ref {opt.ref}: {ref_np.shape[1]}x{ref_np.shape[0]} is smaller than the "
                         f"{loss_fn.crop_size}-pixel crop; give --crop_size (a smaller multiple of 32)")
-    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].to(loss_fn.device)  # noqa: E731
-    image, ref = to_t(dist_np), to_t(ref_np)
+    image, ref = (torch.from_numpy(a).permute(2, 0, 1)[None].to(loss_fn.device) for a in (dist_np, ref_np))
     scores = optimise(loss_fn, image, ref, opt.steps, opt.lr)
     print(f"score {scores[0]:.6f} -> {scores[-1]:.6f} in {opt.steps} steps (loss {1 - scores[0]:.6f} -> "
           f"{1 - scores[-1]:.6f})")
     if opt.output:
         pixels = (image.detach()[0].permute(1, 2, 0).clamp(0, 1) * levels).round().cpu().numpy().astype(dtype)
         data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))[1]
-        atomic_write(opt.output, lambda tmp: data.tofile(tmp))
+        atomic_write(opt.output, data.tofile)
         print(f"wrote {opt.output}")
     return scores
 

@@ -3,8 +3,7 @@
     python export.py --checkpoint FILE --to onnx --output ahiq.onnx
     python examples/score_onnx.py --model ahiq.onnx --ref I01.png --dist I01_01_05.png I01_06_05.png --crops five
 
-Each distorted image is scored against ``--ref`` as score.py scores the pair: same crops, decoding and mean.
-"""
+Each distorted image is scored against ``--ref`` as score.py scores the pair: same crops, decoding and mean."""
 from __future__ import annotations
 
 import argparse
@@ -24,13 +23,29 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return as_unit_float(read_image(path))
 
 
-def check_inputs(session, path: str) -> int:
-    """The crop size S of an AHIQ export's inputs ``dist``, ``ref`` ``(N, 3, S, S)``; other inputs: a :class:`UserError`."""
+def open_model(path: str, threads: int = 0) -> tuple[object, int]:
+    """An onnxruntime CPU session of an AHIQ export (inputs ``dist``, ``ref`` ``(N, 3, S, S)``) and its crop size S."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
+    if not Path(path).is_file():
+        raise UserError(f"--model {path}: not found; write it with `python export.py --to onnx`")
+    reading(path)
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = threads
+    try:
+        session = onnxruntime.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own error types for files it cannot read
+        if "DeformConv" in str(err):  # added to onnxruntime's CPU kernels in 1.25
+            raise UserError(f"onnxruntime {onnxruntime.__version__} cannot run DeformConv: pip install "
+                            "'onnxruntime>=1.25'") from None
+        raise UserError(f"--model {path}: not a readable ONNX model ({type(err).__name__})") from None
     inputs = {i.name: i.shape for i in session.get_inputs()}
     shapes = [list(s)[1:] for s in inputs.values()]
-    if sorted(inputs) == ["dist", "ref"] and shapes[0] == shapes[1] and len(shapes[0]) == 3 and shapes[0][0] == 3 \
-            and isinstance(shapes[0][1], int) and shapes[0][1] == shapes[0][2] and shapes[0][1] > 0:
-        return shapes[0][1]
+    size = shapes[0][-1] if sorted(inputs) == ["dist", "ref"] and shapes[0] else None
+    if isinstance(size, int) and size > 0 and shapes[0] == shapes[1] == [3, size, size]:
+        return session, size
     found = ", ".join(f"{name} {shape}" for name, shape in inputs.items()) or "none"
     raise UserError(f"--model {path}: its inputs ({found}) are not an AHIQ export's (dist and ref, (N, 3, S, S)); "
                     "write one with `python export.py --to onnx`")
@@ -45,12 +60,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", metavar="FILE", required=True, help="ONNX file written by `python export.py --to onnx`")
     p.add_argument("--ref", metavar="FILE", required=True, help="reference image file")
-    p.add_argument("--dist", metavar="FILE", required=True, nargs="+",
-                   help="distorted image file(s), each scored against --ref")
+    p.add_argument("--dist", metavar="FILE", required=True, nargs="+", help="distorted image file(s), each against --ref")
     p.add_argument("--crops", default="center", help=f"crop protocol, as score.py's: {PROTOCOLS} (default: center)")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed of random:N crops (default: {SEED}, score.py's)")
-    p.add_argument("--batch_size", type=int, default=4,
-                   help="distorted images per onnxruntime call, all their crops (default: 4)")
+    p.add_argument("--batch_size", type=int, default=4, help="distorted images, all crops, per onnxruntime run (default: 4)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0, its own choice)")
     opt = p.parse_args(argv)
     parse_crops(opt.crops)
@@ -62,23 +75,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 @cli_main
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     opt = parse(argv)
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("examples/score_onnx.py needs onnxruntime: pip install onnxruntime") from None
-    if not Path(opt.model).is_file():
-        raise UserError(f"--model {opt.model}: not found; write it with `python export.py --to onnx`")
-    reading(opt.model)
-    settings = onnxruntime.SessionOptions()
-    settings.intra_op_num_threads = opt.threads
-    try:
-        session = onnxruntime.InferenceSession(opt.model, settings, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own error types for files it cannot read
-        if "DeformConv" in str(err):  # added to onnxruntime's CPU kernels in 1.25
-            raise UserError(f"onnxruntime {onnxruntime.__version__} cannot run DeformConv: pip install "
-                            "'onnxruntime>=1.25'") from None
-        raise UserError(f"--model {opt.model}: not a readable ONNX model ({type(err).__name__})") from None
-    size = check_inputs(session, opt.model)
+    session, size = open_model(opt.model, opt.threads)
     ref = read_rgb(opt.ref)
     h, w = ref.shape[:2]
     if h < size or w < size:
