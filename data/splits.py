@@ -135,7 +135,7 @@ def data_check(parts: dict[str, list[Pair]], crop: int) -> tuple[list[str], bool
         pairs = parts.get(name) or []
         if not pairs and name == "test":
             continue
-        found[name] = (pairs, unique_messages(check_pairs_on_disk(pairs, crop), crop))
+        found[name] = (pairs, unique_messages(check_pairs_on_disk(pairs, crop)[0], crop))
     lines = [f"data check: {name} {describe(pairs)}; {len(problems)} problems"
              for name, (pairs, problems) in found.items()]
     lines += [plain(f"  {name}: {line}") for name, (_, problems) in found.items() for line in problems]
