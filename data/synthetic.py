@@ -36,6 +36,9 @@ SSIM_WEIGHT = 0.5
 PSNR_LOW, PSNR_HIGH = 15.0, 45.0
 LOGISTIC_CENTRE, LOGISTIC_SCALE = 0.52, 0.08
 
+# RGB directions: grey (1, 1, 1), and two unit chroma axes perpendicular to grey and to each other.
+GREY, U_DIR, V_DIR = np.ones(3), np.array([1.0, -1.0, 0.0]) / math.sqrt(2), np.array([1.0, 1.0, -2.0]) / math.sqrt(6)
+
 _PARTIAL_MARKER = ".synthetic-partial"
 _OUR_NAMES = re.compile(r"A\d{4}(_\d{2}_\d{2})?\.(bmp|txt)")
 
@@ -51,8 +54,11 @@ def ensure_synthetic(root: str | os.PathLike, n_refs: int = 12, size: int = 128,
         raise UserError(f"synthetic dataset: seed={seed} is negative; use a seed >= 0")
     params = _parameters(n_refs, size, seed)
     meta = root / "synthetic.json"
-    if meta.is_file() and _read_json(meta) == params and _all_files_present(root, n_refs):
-        return root
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")) == params and _all_files_present(root, n_refs):
+            return root
+    except (OSError, ValueError):
+        pass  # no marker, or an unreadable one: the folder is regenerated
     _prepare_folder(root)
     _generate(root, n_refs, size, seed)
     # Written last: a generation interrupted before this line leaves no synthetic.json and is redone.
@@ -102,26 +108,19 @@ def make_reference(size: int, seed: int, index: int) -> np.ndarray:
     # Colour varies more smoothly than brightness in photographs: a steeper spectrum for the chroma fields.
     chroma_u, chroma_v = _one_over_f_fields(rng, size, count=2, alpha=alpha + 0.6)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    grey, u_dir, v_dir = _colour_basis()
-
-    base = rng.uniform(60, 190) * grey + rng.normal(0, 30) * u_dir + rng.normal(0, 30) * v_dir
+    base = rng.uniform(60, 190) * GREY + rng.normal(0, 30) * U_DIR + rng.normal(0, 30) * V_DIR
     angle = rng.uniform(0, 2 * math.pi)
     ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5)) * rng.uniform(0, 60)
-    img = (base + ((rng.uniform(15, 40) * lum + ramp)[..., None] * grey
-                   + rng.uniform(4, 12) * (chroma_u[..., None] * u_dir + chroma_v[..., None] * v_dir)))
+    img = (base + ((rng.uniform(15, 40) * lum + ramp)[..., None] * GREY
+                   + rng.uniform(4, 12) * (chroma_u[..., None] * U_DIR + chroma_v[..., None] * V_DIR)))
 
     for _ in range(int(rng.integers(3, 8))):
         mask = _random_shape_mask(rng, size)
         # Rolling the luminance field gives each shape its own texture without another FFT.
         texture = np.roll(lum, tuple(int(s) for s in rng.integers(0, size, 2)), axis=(0, 1))
-        fill = rng.uniform(20, 235, 3) + rng.uniform(3, 25) * texture[..., None] * grey
+        fill = rng.uniform(20, 235, 3) + rng.uniform(3, 25) * texture[..., None] * GREY
         img = img * (1 - mask[..., None]) + fill * mask[..., None]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def distort(ref: np.ndarray, dist_type: int, level: int, rng: np.random.Generator) -> np.ndarray:
-    """Apply distortion ``dist_type`` at ``level`` to an RGB uint8 image."""
-    return _DISTORTERS[dist_type](ref, DISTORTIONS[dist_type][1][level], rng)
 
 
 def _parameters(n_refs: int, size: int, seed: int) -> dict:
@@ -129,13 +128,6 @@ def _parameters(n_refs: int, size: int, seed: int) -> dict:
            "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
     return {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
             "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # an unreadable marker only means the folder is regenerated
 
 
 def _ref_id(index: int) -> str:
@@ -173,14 +165,13 @@ def _generate(root: Path, n_refs: int, size: int, seed: int) -> None:
         _write_bmp(root / "Train_Ref" / f"{ref_id}.bmp", ref)
         noise_rng = np.random.default_rng([seed, 1, i])
         lines = []
-        for t in range(len(DISTORTIONS)):
-            for lv in range(LEVELS):
-                # The same stream at every level keeps the levels of a type ordered.
-                dist = distort(ref, t, lv, np.random.default_rng([seed, 2, i, t]))
-                name = f"{ref_id}_{t:02d}_{lv:02d}.bmp"
-                _write_bmp(root / "Train_Dis" / name, dist)
-                score = clean_pseudo_mos(ref, dist) + noise_rng.normal(0.0, RATER_NOISE_SD)
-                lines.append(f"{name},{min(MOS_MAX, max(MOS_MIN, score)):.4f}\n")
+        for k, name in enumerate(distorted_names(ref_id)):
+            t, lv = divmod(k, LEVELS)
+            # The same stream at every level keeps the levels of a type ordered.
+            dist = _DISTORTERS[t](ref, DISTORTIONS[t][1][lv], np.random.default_rng([seed, 2, i, t]))
+            _write_bmp(root / "Train_Dis" / name, dist)
+            score = clean_pseudo_mos(ref, dist) + noise_rng.normal(0.0, RATER_NOISE_SD)
+            lines.append(f"{name},{min(MOS_MAX, max(MOS_MIN, score)):.4f}\n")
         atomic_write_text(root / "Train_Label" / f"{ref_id}.txt", "".join(lines))
 
 
@@ -189,11 +180,6 @@ def _write_bmp(path: Path, rgb: np.ndarray) -> None:
     if not ok:
         raise UserError(f"{path}: OpenCV could not encode the image as BMP; check the OpenCV install")
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
-
-
-def _colour_basis() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB directions: grey (1, 1, 1), and two unit chroma axes perpendicular to grey and to each other."""
-    return np.ones(3), np.array([1.0, -1.0, 0.0]) / math.sqrt(2), np.array([1.0, 1.0, -2.0]) / math.sqrt(6)
 
 
 def _one_over_f_fields(rng: np.random.Generator, size: int, count: int, alpha: float) -> np.ndarray:
@@ -264,9 +250,8 @@ def _contrast(img: np.ndarray, factor_shift: list, rng: np.random.Generator) -> 
 
 
 def _colour_cast(img: np.ndarray, offset: float, rng: np.random.Generator) -> np.ndarray:
-    _, u_dir, v_dir = _colour_basis()
     angle = rng.uniform(0, 2 * math.pi)
-    cast = offset * (math.cos(angle) * u_dir + math.sin(angle) * v_dir)
+    cast = offset * (math.cos(angle) * U_DIR + math.sin(angle) * V_DIR)
     return np.clip(np.rint(img.astype(np.float64) + cast), 0, 255).astype(np.uint8)
 
 
