@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ahiq.data.images import References, by_name_key, list_images, match_folder, name_key, note_skipped, reference_name
-from ahiq.data.images import reference_stem
 from ahiq.data.records import Pair
 from ahiq.data.labels import check_new, images_by_key, label_lines, parse_number
 from ahiq.utils.errors import UserError, arg
@@ -39,11 +38,11 @@ def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
 def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
     """A pair per label row; a missing distorted image is named in its reference's other images' folder."""
     refs = References(ref_dir, images_by_key(ref_dir).values())
-    home = {reference_stem(name): path.parent for name, path in sorted(dists.items(), reverse=True)}
+    home = {name_key(reference_name(name)): path.parent for name, path in sorted(dists.items(), reverse=True)}
     pairs = []
     for name, score, where in rows:
         ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}.bmp"
-        dist = dists.get(name_key(name), home.get(reference_stem(name), folders[0]) / name)
+        dist = dists.get(name_key(name), home.get(name_key(reference_name(name)), folders[0]) / name)
         pairs.append(Pair(dist=dist, ref=ref, score=score, raw=score))
     return sorted(pairs, key=lambda p: p.dist.name)
 

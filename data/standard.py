@@ -28,10 +28,6 @@ LIVE_FOLDERS: tuple[tuple[str, int], ...] = (
 LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)  # 982, reference copies included
 
 
-def _sorted(pairs: list[Pair]) -> list[Pair]:
-    return sorted(pairs, key=lambda p: p.dist)
-
-
 def load_tid2013(root: Path) -> list[Pair]:
     """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``;
     score = raw = MOS (0..9)."""
@@ -59,7 +55,7 @@ def load_tid2013(root: Path) -> list[Pair]:
         dist = dists.get(name_key(name), dist_dir / name)
         ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}{Path(name).suffix}"
         pairs.append(Pair(dist=dist, ref=ref, score=mos, raw=mos))
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 def load_kadid10k(root: Path) -> list[Pair]:
@@ -77,7 +73,7 @@ def load_kadid10k(root: Path) -> list[Pair]:
         dmos = parse_number(row["dmos"], where, "dmos")
         check_new(seen, dist_name, number, where, dist_name)
         pairs.append(Pair(dist=images / dist_name, ref=images / ref_name, score=dmos, raw=dmos))
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 def _cell_text(value: object) -> str:
@@ -149,7 +145,7 @@ def load_csiq(root: Path) -> list[Pair]:
     if columns is None:
         raise UserError(f"{labels}: sheet all_by_image has no header row with {', '.join(_CSIQ_COLUMNS)}; "
                         "give the workbook as distributed")
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 def _mat_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -210,7 +206,7 @@ def load_live(root: Path) -> list[Pair]:
                 pairs.append(Pair(dist=root / folder / f"img{k}.bmp", ref=root / "refimgs" / ref_name,
                                   score=100.0 - dmos, raw=dmos))
             index += 1
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 LOADERS: dict[str, Callable[[Path], list[Pair]]] = {
