@@ -20,9 +20,8 @@ def file_id(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
 
 
-def load_csv_dataset(root: str | Path, lower_better: bool = False) -> list[Pair]:
+def load_csv_dataset(root: Path, lower_better: bool = False) -> list[Pair]:
     """The pairs of ``root/labels.csv`` in file order; ``lower_better``: scores negated, ``raw`` as written."""
-    root = Path(root)
     path, base = root / "labels.csv", root.resolve()
     pairs: list[Pair] = []
     seen: dict[str, int] = {}

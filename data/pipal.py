@@ -49,11 +49,10 @@ def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> 
 
 def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
     """Labelled pairs of the PIPAL training set: ``Train_Label/*.txt`` or one ``label_list`` file."""
-    root = Path(root)
     if not (root / "Train_Ref").is_dir():
         raise UserError(f"{root}: no Train_Ref/ folder; give {arg('data_root')}the PIPAL training folder")
     if label_list is not None:
-        rows = read_label_list(Path(label_list))
+        rows = read_label_list(label_list)
     else:
         files = sorted((root / "Train_Label").glob("*.txt"))
         if not files:
@@ -72,14 +71,13 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
 
 def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:
     """Pairs of a reference and a distorted folder, labelled by ``labels``, else every image with ``score=None``."""
-    ref_dir, dist_dir = Path(ref_dir), Path(dist_dir)
     for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
         if not folder.is_dir():
             raise UserError(f"{folder}: {flag} folder not found")
     images, skipped = list_images(dist_dir)
     note_skipped(dist_dir, skipped)
     if labels is not None:
-        return _pairs(read_label_list(Path(labels)), by_name_key(images, dist_dir), [dist_dir], ref_dir)
+        return _pairs(read_label_list(labels), by_name_key(images, dist_dir), [dist_dir], ref_dir)
     # a distorted image without a reference gets the path the naming rule looks for (screening reports it)
     pairs = [Pair(dist=d, ref=ref or ref_dir / f"{reference_name(d.name)}{d.suffix}")
              for d, ref in match_folder(ref_dir, images)]

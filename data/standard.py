@@ -31,7 +31,6 @@ LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)  # 982, reference copies 
 def load_tid2013(root: Path) -> list[Pair]:
     """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``;
     score = raw = MOS (0..9)."""
-    root = Path(root)
     labels = root / "mos_with_names.txt"
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
     dists = images_by_key(dist_dir)
@@ -60,7 +59,6 @@ def load_tid2013(root: Path) -> list[Pair]:
 
 def load_kadid10k(root: Path) -> list[Pair]:
     """Pairs of KADID-10k: ``dmos.csv`` naming files in ``images/``; score = raw = dmos (1..5 ACR, higher = better)."""
-    root = Path(root)
     labels = root / "dmos.csv"
     images = root / "images"
     pairs: list[Pair] = []
@@ -113,7 +111,6 @@ def _csiq_sheet(labels: Path):
 def load_csiq(root: Path) -> list[Pair]:
     """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``,
     ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png``; score = 1 - dmos, raw = dmos (0..1, lower = better)."""
-    root = Path(root)
     labels = root / "csiq.DMOS.xlsx"
     sheet = _csiq_sheet(labels)
     columns: dict[str, int] | None = None
@@ -179,7 +176,6 @@ def _mat_string(value: object) -> str:
 def load_live(root: Path) -> list[Pair]:
     """Pairs of LIVE release 2: ``dmos.mat``, ``refnames_all.mat``, ``refimgs/``, the :data:`LIVE_FOLDERS` (reference
     copies, ``orgs == 1``, left out); score = 100 - dmos, raw = dmos (about 0..100, lower = better)."""
-    root = Path(root)
     dmos_file, names_file = root / "dmos.mat", root / "refnames_all.mat"
     values = _mat_variables(dmos_file, ("dmos", "orgs"))
     refnames = _mat_variables(names_file, ("refnames_all",))["refnames_all"]

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -168,7 +167,8 @@ def _generate(root: Path, n_refs: int, size: int, seed: int) -> None:
         for k, name in enumerate(distorted_names(ref_id)):
             t, lv = divmod(k, LEVELS)
             # The same stream at every level keeps the levels of a type ordered.
-            dist = _DISTORTERS[t](ref, DISTORTIONS[t][1][lv], np.random.default_rng([seed, 2, i, t]))
+            kind, values = DISTORTIONS[t]
+            dist = _distort(ref, kind, values[lv], np.random.default_rng([seed, 2, i, t]))
             _write_bmp(root / "Train_Dis" / name, dist)
             score = clean_pseudo_mos(ref, dist) + noise_rng.normal(0.0, RATER_NOISE_SD)
             lines.append(f"{name},{min(MOS_MAX, max(MOS_MIN, score)):.4f}\n")
@@ -225,42 +225,27 @@ def _random_shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return canvas.astype(np.float64) / 255.0
 
 
-def _blur(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-
-
-def _noise(img: np.ndarray, sd: float, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(np.rint(img + rng.normal(0.0, sd, img.shape)), 0, 255).astype(np.uint8)
-
-
-def _jpeg(img: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
-    # JPEG's chroma handling assumes BGR input in OpenCV, so convert rather than encode RGB as BGR.
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise UserError("OpenCV could not encode JPEG; check that OpenCV was built with JPEG support")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def _contrast(img: np.ndarray, factor_shift: list, rng: np.random.Generator) -> np.ndarray:
-    factor, shift = factor_shift
+def _distort(img: np.ndarray, kind: str, value, rng: np.random.Generator) -> np.ndarray:
+    """An RGB uint8 image distorted by ``kind`` (a name of :data:`DISTORTIONS`) at ``value``."""
+    if kind == "gaussian_blur_sigma":
+        return cv2.GaussianBlur(img, (0, 0), value, borderType=cv2.BORDER_REFLECT)
+    if kind == "jpeg_quality":
+        # JPEG's chroma handling assumes BGR input in OpenCV, so convert rather than encode RGB as BGR.
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(value)])
+        if not ok:
+            raise UserError("OpenCV could not encode JPEG; check that OpenCV was built with JPEG support")
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if kind == "down_up_factor":
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (max(1, round(w / value)), max(1, round(h / value))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     x = img.astype(np.float64)
-    mean = x.mean()
-    sign = 1.0 if rng.random() < 0.5 else -1.0
-    return np.clip(np.rint(mean + factor * (x - mean) + sign * shift), 0, 255).astype(np.uint8)
-
-
-def _colour_cast(img: np.ndarray, offset: float, rng: np.random.Generator) -> np.ndarray:
-    angle = rng.uniform(0, 2 * math.pi)
-    cast = offset * (math.cos(angle) * U_DIR + math.sin(angle) * V_DIR)
-    return np.clip(np.rint(img.astype(np.float64) + cast), 0, 255).astype(np.uint8)
-
-
-def _down_up(img: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
-    h, w = img.shape[:2]
-    small = cv2.resize(img, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-
-
-_DISTORTERS: list[Callable[[np.ndarray, object, np.random.Generator], np.ndarray]] = [
-    _blur, _noise, _jpeg, _contrast, _colour_cast, _down_up,
-]
+    if kind == "gaussian_noise_sd":
+        x += rng.normal(0.0, value, img.shape)
+    elif kind == "contrast_factor_brightness_shift":
+        (factor, shift), mean = value, x.mean()
+        x = mean + factor * (x - mean) + (1.0 if rng.random() < 0.5 else -1.0) * shift
+    else:  # colour_cast_offset
+        angle = rng.uniform(0, 2 * math.pi)
+        x += value * (math.cos(angle) * U_DIR + math.sin(angle) * V_DIR)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
