@@ -25,16 +25,6 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
-def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """Distorted images by name key from ``Train_Dis/`` or ``Distortion_*/``, and those folders."""
-    parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
-        p for p in root.glob("Distortion_*") if p.is_dir())
-    if not parts:
-        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give {arg('data_root')}the PIPAL "
-                        "training folder (the one holding Train_Ref/)")
-    return by_name_key((p for part in parts for p in images_by_key(part).values()), root), parts
-
-
 def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
     """A pair per label row; a missing distorted image is named in its reference's other images' folder."""
     refs = References(ref_dir, images_by_key(ref_dir).values())
@@ -65,8 +55,13 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
                 raise UserError(f"{where}: {name} is labelled again (first at {first[name_key(name)]}); delete one of "
                                 "the lines")
             first[name_key(name)] = where
-    dists, folders = _distorted_files(root)
-    return _pairs(rows, dists, folders, root / "Train_Ref")
+    parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
+        p for p in root.glob("Distortion_*") if p.is_dir())
+    if not parts:
+        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give {arg('data_root')}the PIPAL "
+                        "training folder (the one holding Train_Ref/)")
+    dists = by_name_key((p for part in parts for p in images_by_key(part).values()), root)
+    return _pairs(rows, dists, parts, root / "Train_Ref")
 
 
 def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:

@@ -51,15 +51,20 @@ def ensure_synthetic(root: str | os.PathLike, n_refs: int = 12, size: int = 128,
         raise UserError(f"synthetic dataset: size={size} is too small; use 32 or more pixels")
     if seed < 0:
         raise UserError(f"synthetic dataset: seed={seed} is negative; use a seed >= 0")
-    params = _parameters(n_refs, size, seed)
-    meta = root / "synthetic.json"
+    mos = {"ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH, "logistic_centre": LOGISTIC_CENTRE,
+           "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
+    params = {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
+              "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
+    meta, ids = root / "synthetic.json", [f"A{i + 1:04d}" for i in range(n_refs)]
+    files = [p for r in ids for p in [root / "Train_Ref" / f"{r}.bmp", root / "Train_Label" / f"{r}.txt",
+                                      *(root / "Train_Dis" / name for name in distorted_names(r))]]
     try:
-        if json.loads(meta.read_text(encoding="utf-8")) == params and _all_files_present(root, n_refs):
+        if json.loads(meta.read_text(encoding="utf-8")) == params and all(p.is_file() for p in files):
             return root
     except (OSError, ValueError):
         pass  # no marker, or an unreadable one: the folder is regenerated
     _prepare_folder(root)
-    _generate(root, n_refs, size, seed)
+    _generate(root, ids, size, seed)
     # Written last: a generation interrupted before this line leaves no synthetic.json and is redone.
     atomic_write_text(meta, json.dumps(params, indent=2) + "\n")
     (root / _PARTIAL_MARKER).unlink(missing_ok=True)
@@ -122,23 +127,6 @@ def make_reference(size: int, seed: int, index: int) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _parameters(n_refs: int, size: int, seed: int) -> dict:
-    mos = {"ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH, "logistic_centre": LOGISTIC_CENTRE,
-           "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
-    return {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
-            "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
-
-
-def _ref_id(index: int) -> str:
-    return f"A{index + 1:04d}"
-
-
-def _all_files_present(root: Path, n_refs: int) -> bool:
-    ids = [_ref_id(i) for i in range(n_refs)]
-    return all(p.is_file() for r in ids for p in [root / "Train_Ref" / f"{r}.bmp", root / "Train_Label" / f"{r}.txt",
-                                                   *(root / "Train_Dis" / name for name in distorted_names(r))])
-
-
 def _prepare_folder(root: Path) -> None:
     """Empty our three folders of files we may have written before, refusing folders we did not write."""
     folders = [root / "Train_Ref", root / "Train_Dis", root / "Train_Label"]
@@ -157,9 +145,8 @@ def _prepare_folder(root: Path) -> None:
                 path.unlink()
 
 
-def _generate(root: Path, n_refs: int, size: int, seed: int) -> None:
-    for i in range(n_refs):
-        ref_id = _ref_id(i)
+def _generate(root: Path, ids: list[str], size: int, seed: int) -> None:
+    for i, ref_id in enumerate(ids):
         ref = make_reference(size, seed, i)
         _write_bmp(root / "Train_Ref" / f"{ref_id}.bmp", ref)
         noise_rng = np.random.default_rng([seed, 1, i])
