@@ -23,8 +23,7 @@ def file_id(path: Path, base: Path) -> str:
 def load_csv_dataset(root: Path, lower_better: bool = False) -> list[Pair]:
     """The pairs of ``root/labels.csv`` in file order; ``lower_better``: scores negated, ``raw`` as written."""
     path, base = root / "labels.csv", root.resolve()
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    pairs, seen = [], {}
     for number, row in csv_rows(path, ("dist", "ref", "score")):
         where = f"{path}:{number}"
         if not row["dist"] or not row["ref"]:

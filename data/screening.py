@@ -107,10 +107,8 @@ def _pair_problem(i: int, pair: Pair, info: dict, is_dir: Callable[[Path], bool]
 
 def check_pairs_on_disk(pairs: list[Pair], crop: int, keep: DecodedImages | None = None,
                         max_pixels: int | None = MAX_PIXELS) -> tuple[list[Problem], dict[Path, tuple | str]]:
-    """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``),
-    and what :func:`_inspect` found of each file.
-
-    Every file is decoded in full once, in threads (``keep`` keeps the images)."""
+    """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``)
+    and what :func:`_inspect` found of each file, every file decoded in full once, in threads (``keep`` keeps them)."""
     gate = MemoryGate()
     paths = [p for p in dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist)) if p.is_file()]
     with ThreadPoolExecutor(max_workers=8) as pool:  # a bar where a person would wait (a dataset's files)

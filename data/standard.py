@@ -35,8 +35,7 @@ def load_tid2013(root: Path) -> list[Pair]:
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
     dists = images_by_key(dist_dir)
     refs = References(ref_dir, images_by_key(ref_dir).values())
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    pairs, seen = [], {}
     for number, line in enumerate(label_lines(labels), 1):
         where = f"{labels}:{number}"
         fields = line.split()
@@ -59,10 +58,8 @@ def load_tid2013(root: Path) -> list[Pair]:
 
 def load_kadid10k(root: Path) -> list[Pair]:
     """Pairs of KADID-10k: ``dmos.csv`` naming files in ``images/``; score = raw = dmos (1..5 ACR, higher = better)."""
-    labels = root / "dmos.csv"
-    images = root / "images"
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    labels, images = root / "dmos.csv", root / "images"
+    pairs, seen = [], {}
     for number, row in csv_rows(labels, ("dist_img", "ref_img", "dmos")):
         where = f"{labels}:{number}"
         dist_name, ref_name = row["dist_img"], row["ref_img"]
@@ -114,8 +111,7 @@ def load_csiq(root: Path) -> list[Pair]:
     labels = root / "csiq.DMOS.xlsx"
     sheet = _csiq_sheet(labels)
     columns: dict[str, int] | None = None
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    pairs, seen = [], {}
     for number, cells in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1):
         where = f"{labels}:{number}"
         texts = [_cell_text(v) for v in cells]
