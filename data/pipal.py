@@ -51,10 +51,8 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
         rows = [row for f in files for row in read_label_list(f)]
         first: dict[str, str] = {}
         for name, _score, where in rows:
-            if name_key(name) in first:
-                raise UserError(f"{where}: {name} is labelled again (first at {first[name_key(name)]}); delete one of "
-                                "the lines")
-            first[name_key(name)] = where
+            if (earlier := first.setdefault(name_key(name), where)) != where:
+                raise UserError(f"{where}: {name} is labelled again (first at {earlier}); delete one of the lines")
     parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
         p for p in root.glob("Distortion_*") if p.is_dir())
     if not parts:
