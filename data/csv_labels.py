@@ -6,12 +6,8 @@ import os
 from pathlib import Path, PurePosixPath
 
 from ahiq.data.labels import check_new, csv_rows, parse_number
-from ahiq.data.records import Pair
+from ahiq.data.records import SPLITS, Pair
 from ahiq.utils.errors import UserError
-
-LABELS_CSV = "labels.csv"
-REQUIRED = ("dist", "ref", "score")
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def listed_path(text: str) -> str:
@@ -24,19 +20,17 @@ def file_id(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
 
 
-def load_csv_dataset(root: str | Path, lower_better: bool = False) -> list[Pair]:
+def load_csv_dataset(root: Path, lower_better: bool = False) -> list[Pair]:
     """The pairs of ``root/labels.csv`` in file order; ``lower_better``: scores negated, ``raw`` as written."""
-    root = Path(root)
-    path, base = root / LABELS_CSV, root.resolve()
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
-    for number, row in csv_rows(path, REQUIRED):
+    path, base = root / "labels.csv", root.resolve()
+    pairs, seen = [], {}
+    for number, row in csv_rows(path, ("dist", "ref", "score")):
         where = f"{path}:{number}"
         if not row["dist"] or not row["ref"]:
             raise UserError(f"{where}: empty {'dist' if not row['dist'] else 'ref'} path; correct or delete the line")
         raw = parse_number(row["score"], where, "score")
         split = row["split"].lower() if "split" in row else None
-        if split is not None and split not in SPLIT_NAMES:
+        if split is not None and split not in SPLITS:
             raise UserError(f"{where}: split {row['split']!r} is not train, val or test; correct it (or drop the "
                             "split column for a random reference-disjoint split)")
         dist, ref = listed_path(row["dist"]), listed_path(row["ref"])

@@ -8,10 +8,6 @@ from ahiq.data.records import Pair
 from ahiq.utils.declare import check_choices, option
 from ahiq.utils.errors import UserError, arg, flag
 
-STANDARD_RATIO = "6:2:2"
-
-
-SPLIT_BY = ("reference", "pair")  # what a random split shuffles into its parts
 DATA = {"group": "data", "scripts": ("train", "test")}
 
 
@@ -29,7 +25,7 @@ class Dataset:
     replace), whether the label file's numbers are lower = better."""
 
     label: str
-    ratio: str = STANDARD_RATIO
+    ratio: str = "6:2:2"
     folder: str = ""
     labels: tuple[str, ...] = ()
     raw_lower_better: bool = False
@@ -73,7 +69,7 @@ class DataConfig:
     split_by: str = option("reference", "what the random split shuffles into train/val/test: whole references (the "
                            "protocol), or single pairs (for a set of too few references to split, e.g. a one-reference "
                            "sample; its parts then share references and every table says so)", **DATA,
-                           choices=SPLIT_BY)
+                           choices=("reference", "pair"))
     synthetic_refs: int = option(12, "synthetic: number of reference images", **DATA, low=2, high=9999)
     synthetic_size: int = option(128, "synthetic: image side in pixels", **DATA, low=32, high=8192)
 

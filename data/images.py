@@ -91,19 +91,15 @@ def image_not_found(path: Path, names: dict[str, list[str]] | None = None) -> Us
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _check_budget(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader:
+    width, height = img.size
+    if img.format == "TIFF":  # newer PIL reports a TIFF's size with its orientation applied: take the stored one
+        width, height = int(img.tag_v2.get(256, width)), int(img.tag_v2.get(257, height))
     if max_pixels is not None and width * height > max_pixels:
         raise UserError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the budget of "
                         f"{max_pixels / 1e6:g} per image (decoding would take up to "
                         f"{width * height * DECODED_BYTES_PER_PIXEL / 2**30:.1f} GiB); give a larger "
                         f"{arg('max_megapixels')}value (up to {PIL_LIMIT_MEGAPIXELS:g}) or a smaller image")
-
-
-def _header(img: Image.Image, path: Path, max_pixels: int | None) -> ImageHeader:
-    width, height = img.size
-    if img.format == "TIFF":  # newer PIL reports a TIFF's size with its orientation applied: take the stored one
-        width, height = int(img.tag_v2.get(256, width)), int(img.tag_v2.get(257, height))
-    _check_budget(path, width, height, max_pixels)
     # PIL's PNG getexif() decodes the whole file for an eXIf chunk after the pixels; viewers read img.info's.
     has_exif = img.format != "PNG" or "exif" in img.info
     orientation = int(img.getexif().get(0x0112, 1) or 1) if has_exif else 1
@@ -284,12 +280,8 @@ def reference_name(name: str) -> str:
     return Path(name).stem.split("_")[0]
 
 
-def reference_stem(name: str) -> str:
-    return name_key(reference_name(name))
-
-
 class References:
-    """A folder's references: distorted file ``n`` pairs with the one named ``n`` or :func:`reference_stem` of ``n``."""
+    """A folder's references: distorted file ``n`` pairs with the one named ``n`` or :func:`reference_name` of ``n``."""
 
     def __init__(self, folder: str | os.PathLike, files: Iterable[Path]):
         self.folder = Path(folder)
@@ -301,7 +293,7 @@ class References:
     def candidates(self, name: str, itself: Path | None = None) -> list[Path]:
         """Every reference a distorted file ``name`` may pair with, ``itself`` (the distorted file) left out."""
         found = [self.by_name[name_key(name)]] if name_key(name) in self.by_name else []
-        found += [p for p in self.by_stem.get(reference_stem(name), []) if p not in found]
+        found += [p for p in self.by_stem.get(name_key(reference_name(name)), []) if p not in found]
         if itself is not None and found:
             me = itself.resolve()
             found = [p for p in found if p.resolve() != me]

@@ -8,15 +8,12 @@ from pathlib import Path
 
 from ahiq.data.images import by_name_key, is_image
 from ahiq.utils.errors import UserError
-from ahiq.utils.inputs import reading
+from ahiq.utils.io import existing_file
 
 
 def need_file(path: Path, what: str) -> None:
     """A :class:`UserError` naming the dataset folder to give when ``path`` (a label file) is missing."""
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found; give the folder of the dataset as distributed "
-                        f"(the one that holds {path.name})")
-    reading(path)
+    existing_file(path, what, f"give the folder of the dataset as distributed (the one that holds {path.name})")
 
 
 def label_lines(path: Path) -> list[str]:

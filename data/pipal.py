@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ahiq.data.images import References, by_name_key, list_images, match_folder, name_key, note_skipped, reference_name
-from ahiq.data.images import reference_stem
 from ahiq.data.records import Pair
 from ahiq.data.labels import check_new, images_by_key, label_lines, parse_number
 from ahiq.utils.errors import UserError, arg
@@ -26,35 +25,24 @@ def read_label_list(path: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
-def _distorted_files(root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """Distorted images by name key from ``Train_Dis/`` or ``Distortion_*/``, and those folders."""
-    parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
-        p for p in root.glob("Distortion_*") if p.is_dir())
-    if not parts:
-        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give {arg('data_root')}the PIPAL "
-                        "training folder (the one holding Train_Ref/)")
-    return by_name_key((p for part in parts for p in images_by_key(part).values()), root), parts
-
-
 def _pairs(rows, dists: dict[str, Path], folders: list[Path], ref_dir: Path) -> list[Pair]:
     """A pair per label row; a missing distorted image is named in its reference's other images' folder."""
     refs = References(ref_dir, images_by_key(ref_dir).values())
-    home = {reference_stem(name): path.parent for name, path in sorted(dists.items(), reverse=True)}
+    home = {name_key(reference_name(name)): path.parent for name, path in sorted(dists.items(), reverse=True)}
     pairs = []
     for name, score, where in rows:
         ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}.bmp"
-        dist = dists.get(name_key(name), home.get(reference_stem(name), folders[0]) / name)
+        dist = dists.get(name_key(name), home.get(name_key(reference_name(name)), folders[0]) / name)
         pairs.append(Pair(dist=dist, ref=ref, score=score, raw=score))
     return sorted(pairs, key=lambda p: p.dist.name)
 
 
 def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
     """Labelled pairs of the PIPAL training set: ``Train_Label/*.txt`` or one ``label_list`` file."""
-    root = Path(root)
     if not (root / "Train_Ref").is_dir():
         raise UserError(f"{root}: no Train_Ref/ folder; give {arg('data_root')}the PIPAL training folder")
     if label_list is not None:
-        rows = read_label_list(Path(label_list))
+        rows = read_label_list(label_list)
     else:
         files = sorted((root / "Train_Label").glob("*.txt"))
         if not files:
@@ -63,24 +51,26 @@ def load_pipal_train(root: Path, label_list: Path | None = None) -> list[Pair]:
         rows = [row for f in files for row in read_label_list(f)]
         first: dict[str, str] = {}
         for name, _score, where in rows:
-            if name_key(name) in first:
-                raise UserError(f"{where}: {name} is labelled again (first at {first[name_key(name)]}); delete one of "
-                                "the lines")
-            first[name_key(name)] = where
-    dists, folders = _distorted_files(root)
-    return _pairs(rows, dists, folders, root / "Train_Ref")
+            if (earlier := first.setdefault(name_key(name), where)) != where:
+                raise UserError(f"{where}: {name} is labelled again (first at {earlier}); delete one of the lines")
+    parts = [root / "Train_Dis"] if (root / "Train_Dis").is_dir() else sorted(
+        p for p in root.glob("Distortion_*") if p.is_dir())
+    if not parts:
+        raise UserError(f"{root}: no Train_Dis/ or Distortion_1..4/ folder; give {arg('data_root')}the PIPAL "
+                        "training folder (the one holding Train_Ref/)")
+    dists = by_name_key((p for part in parts for p in images_by_key(part).values()), root)
+    return _pairs(rows, dists, parts, root / "Train_Ref")
 
 
 def load_folder_pairs(ref_dir: Path, dist_dir: Path, labels: Path | None = None) -> list[Pair]:
     """Pairs of a reference and a distorted folder, labelled by ``labels``, else every image with ``score=None``."""
-    ref_dir, dist_dir = Path(ref_dir), Path(dist_dir)
     for folder, flag in ((ref_dir, "reference"), (dist_dir, "distorted")):
         if not folder.is_dir():
             raise UserError(f"{folder}: {flag} folder not found")
     images, skipped = list_images(dist_dir)
     note_skipped(dist_dir, skipped)
     if labels is not None:
-        return _pairs(read_label_list(Path(labels)), by_name_key(images, dist_dir), [dist_dir], ref_dir)
+        return _pairs(read_label_list(labels), by_name_key(images, dist_dir), [dist_dir], ref_dir)
     # a distorted image without a reference gets the path the naming rule looks for (screening reports it)
     pairs = [Pair(dist=d, ref=ref or ref_dir / f"{reference_name(d.name)}{d.suffix}")
              for d, ref in match_folder(ref_dir, images)]

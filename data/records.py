@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+SPLITS = ("train", "val", "test")  # the parts of a split, and the values of labels.csv's split column
+
 
 @dataclass(frozen=True)
 class Pair:

@@ -14,6 +14,7 @@ from ahiq.data.records import Pair
 from ahiq.data.crops import CROP_RULES
 from ahiq.utils.errors import UserError, arg
 
+
 @dataclass
 class ScoreNorm:
     """Maps label scores to training targets: ``minmax`` to [0, 1] with fitted ``lo``/``hi``, or ``none``."""
@@ -113,4 +114,3 @@ class EpochSampler(torch.utils.data.Sampler):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
         order += order[: len(self) * self.world - self.n]  # pad so every rank takes the same number of steps
         return iter([self.epoch * self.n + i for i in order[self.rank::self.world][self.skip:]])
-

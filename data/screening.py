@@ -2,6 +2,7 @@
 what passes kept decoded for the scorer within a memory budget."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import Counter
@@ -65,8 +66,8 @@ class MemoryGate:
 
 
 def _inspect(path: Path, gate: MemoryGate, keep: DecodedImages | None,
-             max_pixels: int | None) -> tuple[int, int, bool, int] | str:
-    """``(height, width, alpha, frames)`` of one file decoded in full, or its problem."""
+             max_pixels: int | None) -> tuple[int, int, bool, bool] | str:
+    """``(height, width, alpha, animated)`` of one file decoded in full, or its problem."""
     try:
         header = read_header(path, max_pixels=max_pixels)
         size = header.height * header.width * DECODED_BYTES_PER_PIXEL
@@ -77,26 +78,22 @@ def _inspect(path: Path, gate: MemoryGate, keep: DecodedImages | None,
             gate.give(size)
         if keep is not None:
             keep.keep(path, image)
-        return header.height, header.width, header.alpha, header.frames
+        return header.height, header.width, header.alpha, header.frames > 1
     except UserError as err:
         return err.template  # arguments named as the running entry point names them
 
 
-def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], listed: dict[Path, dict],
+def _pair_problem(i: int, pair: Pair, info: dict, is_dir: Callable[[Path], bool], listed: Callable[[Path], dict],
                   crop: int) -> Problem | None:
     for folder in (pair.ref.parent, pair.dist.parent):  # a missing folder is one problem, not one per pair
-        if folder not in folders:
-            folders[folder] = folder.is_dir()
-        if not folders[folder]:
+        if not is_dir(folder):
             return Problem(i, f"{folder}{os.sep} not found (image folder)", str(folder))
     if pair.ref not in info:  # info holds every file found (check_pairs_on_disk)
         return Problem(i, f"{pair.dist}: its reference {pair.ref.name} is not in {pair.ref.parent}; add it, or "
                           "remove or rename the distorted image")
     sizes = []
-    for path in (pair.dist, pair.ref):
-        if path not in info and path.parent not in listed:  # listed once however many of its files are missing
-            listed[path.parent] = folder_names(path.parent)
-        found = info[path] if path in info else image_not_found(path, listed[path.parent]).template
+    for path in (pair.dist, pair.ref):  # a folder is listed once however many of its files are missing
+        found = info[path] if path in info else image_not_found(path, listed(path.parent)).template
         if isinstance(found, str):
             return Problem(i, found)
         sizes.append(found[:2])
@@ -108,28 +105,19 @@ def _pair_problem(i: int, pair: Pair, info: dict, folders: dict[Path, bool], lis
     return None
 
 
-def check_pairs_on_disk(pairs: list[Pair], crop: int, workers: int = 8,
-                        alpha: list[Path] | None = None, keep: DecodedImages | None = None,
-                        max_pixels: int | None = MAX_PIXELS,
-                        animated: list[Path] | None = None) -> list[Problem]:
-    """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``).
-
-    Every file is decoded in full once, in threads (``keep`` keeps the images). Files with an alpha channel are appended
-    to ``alpha``, animations to ``animated``."""
+def check_pairs_on_disk(pairs: list[Pair], crop: int, keep: DecodedImages | None = None,
+                        max_pixels: int | None = MAX_PIXELS) -> tuple[list[Problem], dict[Path, tuple | str]]:
+    """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``)
+    and what :func:`_inspect` found of each file, every file decoded in full once, in threads (``keep`` keeps them)."""
     gate = MemoryGate()
     paths = [p for p in dict.fromkeys(p for pair in pairs for p in (pair.ref, pair.dist)) if p.is_file()]
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # a bar where a person would wait (a dataset's files)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # a bar where a person would wait (a dataset's files)
         found = pool.map(lambda path: _inspect(path, gate, keep, max_pixels), paths)
         info = dict(zip(paths, tqdm(found, total=len(paths), desc="check images", unit="file",
                                     disable=len(paths) < 500, leave=False)))
-    if alpha is not None:
-        alpha += [p for p, v in info.items() if not isinstance(v, str) and v[2]]
-    if animated is not None:
-        animated += [p for p, v in info.items() if not isinstance(v, str) and v[3] > 1]
-    folders: dict[Path, bool] = {}
-    listed: dict[Path, dict] = {}
-    return [p for p in (_pair_problem(i, pair, info, folders, listed, crop) for i, pair in enumerate(pairs))
-            if p is not None]
+    is_dir, listed = functools.cache(Path.is_dir), functools.cache(folder_names)
+    found = (_pair_problem(i, pair, info, is_dir, listed, crop) for i, pair in enumerate(pairs))
+    return [p for p in found if p is not None], info
 
 
 def unique_messages(problems: list[Problem], crop: int = 0) -> list[str]:
@@ -154,31 +142,24 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
                  max_pixels: int | None = MAX_PIXELS) -> list[Pair]:
     """The pairs that can be used: problems (``known`` and found) are one
     :class:`UserError`, or with ``skip_bad`` reported and left out; alpha and animations warned once (``warned``)."""
-    alpha: list[Path] = []
-    animated: list[Path] = []
-    found = check_pairs_on_disk(pairs, crop, alpha=alpha, keep=keep, max_pixels=max_pixels,
-                                animated=animated)
+    found, info = check_pairs_on_disk(pairs, crop, keep, max_pixels)
     problems = list(known or []) + unique_messages(found, crop)
     where = f" in the {part} data" if part else ""
-    tell = report or note
-
-    def report(line: str) -> None:  # a log's lines too name arguments as the running script does
-        tell(plain(line))
-
+    tell = report or note  # given plain() lines: a log's lines too name arguments as the running script does
     if problems and not skip_bad:
         shown = problems[:20] + (["..."] if len(problems) > 20 else [])
         listing = f"list them all with {flag('check_data')}, " if check_hint else ""
         raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
                         + f"\n(fix them, {listing}or add {flag('skip_bad')} to use the rest)")
     warned = set() if warned is None else warned
-    for key, files, what in (("alpha", alpha, "have an alpha channel (first: {}); AHIQ scores their RGB values and "
-                                              "ignores alpha"),
-                             ("animated", animated, "are animations (first: {}); AHIQ scores their first frame")):
+    for key, at, what in (("alpha", 2, "have an alpha channel (first: {}); AHIQ scores their RGB values and ignores alpha"),
+                          ("animated", 3, "are animations (first: {}); AHIQ scores their first frame")):
+        files = [p for p, v in info.items() if not isinstance(v, str) and v[at]]
         if files and key not in warned:
             warned.add(key)
-            report(f"warning: {len(files)} image(s) " + what.format(files[0]))
+            tell(plain(f"warning: {len(files)} image(s) " + what.format(files[0])))
     for line in problems:
-        report(f"skipped{f' ({part})' if part else ''}: {line}")
+        tell(plain(f"skipped{f' ({part})' if part else ''}: {line}"))
     bad = {p.index for p in found}
     kept = [p for i, p in enumerate(pairs) if i not in bad]
     if not kept:

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from ahiq.data.datasets import DataConfig, load_dataset
-from ahiq.data.records import Pair, result_names
+from ahiq.data.records import SPLITS, Pair, result_names
 from ahiq.data.screening import check_pairs_on_disk, describe, unique_messages
 from ahiq.utils.errors import UserError, arg, named, note, plain
 from ahiq.utils.inputs import reading
 from ahiq.utils.io import atomic_write_text
-
-SPLITS = ("train", "val", "test")
 
 
 def parse_ratio(text: str) -> tuple[float, float, float]:
@@ -56,10 +54,6 @@ def split_keys(pairs: list[Pair], by: str = "reference") -> list[str]:
 
 def write_split(path: Path, split: dict[str, list[str]], info: dict) -> None:
     atomic_write_text(path, json.dumps({**info, "splits": split}, indent=1) + "\n")
-
-
-def read_split(path: str | Path) -> dict[str, list[str]]:
-    return read_split_file(path)[0]
 
 
 def read_split_file(path: str | Path) -> tuple[dict[str, list[str]], str]:
@@ -135,7 +129,7 @@ def data_check(parts: dict[str, list[Pair]], crop: int) -> tuple[list[str], bool
         pairs = parts.get(name) or []
         if not pairs and name == "test":
             continue
-        found[name] = (pairs, unique_messages(check_pairs_on_disk(pairs, crop), crop))
+        found[name] = (pairs, unique_messages(check_pairs_on_disk(pairs, crop)[0], crop))
     lines = [f"data check: {name} {describe(pairs)}; {len(problems)} problems"
              for name, (pairs, problems) in found.items()]
     lines += [plain(f"  {name}: {line}") for name, (_, problems) in found.items() for line in problems]

@@ -28,20 +28,14 @@ LIVE_FOLDERS: tuple[tuple[str, int], ...] = (
 LIVE_ENTRIES = sum(count for _, count in LIVE_FOLDERS)  # 982, reference copies included
 
 
-def _sorted(pairs: list[Pair]) -> list[Pair]:
-    return sorted(pairs, key=lambda p: p.dist)
-
-
 def load_tid2013(root: Path) -> list[Pair]:
     """Pairs of TID2013: ``mos_with_names.txt`` (``<mos> <name>``), ``reference_images/``, ``distorted_images/``;
     score = raw = MOS (0..9)."""
-    root = Path(root)
     labels = root / "mos_with_names.txt"
     dist_dir, ref_dir = root / "distorted_images", root / "reference_images"
     dists = images_by_key(dist_dir)
     refs = References(ref_dir, images_by_key(ref_dir).values())
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    pairs, seen = [], {}
     for number, line in enumerate(label_lines(labels), 1):
         where = f"{labels}:{number}"
         fields = line.split()
@@ -59,16 +53,13 @@ def load_tid2013(root: Path) -> list[Pair]:
         dist = dists.get(name_key(name), dist_dir / name)
         ref = refs.find(name, where=where) or ref_dir / f"{reference_name(name)}{Path(name).suffix}"
         pairs.append(Pair(dist=dist, ref=ref, score=mos, raw=mos))
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 def load_kadid10k(root: Path) -> list[Pair]:
     """Pairs of KADID-10k: ``dmos.csv`` naming files in ``images/``; score = raw = dmos (1..5 ACR, higher = better)."""
-    root = Path(root)
-    labels = root / "dmos.csv"
-    images = root / "images"
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    labels, images = root / "dmos.csv", root / "images"
+    pairs, seen = [], {}
     for number, row in csv_rows(labels, ("dist_img", "ref_img", "dmos")):
         where = f"{labels}:{number}"
         dist_name, ref_name = row["dist_img"], row["ref_img"]
@@ -77,7 +68,7 @@ def load_kadid10k(root: Path) -> list[Pair]:
         dmos = parse_number(row["dmos"], where, "dmos")
         check_new(seen, dist_name, number, where, dist_name)
         pairs.append(Pair(dist=images / dist_name, ref=images / ref_name, score=dmos, raw=dmos))
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 def _cell_text(value: object) -> str:
@@ -117,12 +108,10 @@ def _csiq_sheet(labels: Path):
 def load_csiq(root: Path) -> list[Pair]:
     """Pairs of CSIQ: ``csiq.DMOS.xlsx`` sheet ``all_by_image``, ``src_imgs/``,
     ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png``; score = 1 - dmos, raw = dmos (0..1, lower = better)."""
-    root = Path(root)
     labels = root / "csiq.DMOS.xlsx"
     sheet = _csiq_sheet(labels)
     columns: dict[str, int] | None = None
-    pairs: list[Pair] = []
-    seen: dict[str, int] = {}
+    pairs, seen = [], {}
     for number, cells in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1):
         where = f"{labels}:{number}"
         texts = [_cell_text(v) for v in cells]
@@ -149,7 +138,7 @@ def load_csiq(root: Path) -> list[Pair]:
     if columns is None:
         raise UserError(f"{labels}: sheet all_by_image has no header row with {', '.join(_CSIQ_COLUMNS)}; "
                         "give the workbook as distributed")
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 def _mat_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -183,7 +172,6 @@ def _mat_string(value: object) -> str:
 def load_live(root: Path) -> list[Pair]:
     """Pairs of LIVE release 2: ``dmos.mat``, ``refnames_all.mat``, ``refimgs/``, the :data:`LIVE_FOLDERS` (reference
     copies, ``orgs == 1``, left out); score = 100 - dmos, raw = dmos (about 0..100, lower = better)."""
-    root = Path(root)
     dmos_file, names_file = root / "dmos.mat", root / "refnames_all.mat"
     values = _mat_variables(dmos_file, ("dmos", "orgs"))
     refnames = _mat_variables(names_file, ("refnames_all",))["refnames_all"]
@@ -210,7 +198,7 @@ def load_live(root: Path) -> list[Pair]:
                 pairs.append(Pair(dist=root / folder / f"img{k}.bmp", ref=root / "refimgs" / ref_name,
                                   score=100.0 - dmos, raw=dmos))
             index += 1
-    return _sorted(pairs)
+    return sorted(pairs, key=lambda p: p.dist)
 
 
 LOADERS: dict[str, Callable[[Path], list[Pair]]] = {

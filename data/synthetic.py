@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -36,6 +35,9 @@ SSIM_WEIGHT = 0.5
 PSNR_LOW, PSNR_HIGH = 15.0, 45.0
 LOGISTIC_CENTRE, LOGISTIC_SCALE = 0.52, 0.08
 
+# RGB directions: grey (1, 1, 1), and two unit chroma axes perpendicular to grey and to each other.
+GREY, U_DIR, V_DIR = np.ones(3), np.array([1.0, -1.0, 0.0]) / math.sqrt(2), np.array([1.0, 1.0, -2.0]) / math.sqrt(6)
+
 _PARTIAL_MARKER = ".synthetic-partial"
 _OUR_NAMES = re.compile(r"A\d{4}(_\d{2}_\d{2})?\.(bmp|txt)")
 
@@ -49,12 +51,20 @@ def ensure_synthetic(root: str | os.PathLike, n_refs: int = 12, size: int = 128,
         raise UserError(f"synthetic dataset: size={size} is too small; use 32 or more pixels")
     if seed < 0:
         raise UserError(f"synthetic dataset: seed={seed} is negative; use a seed >= 0")
-    params = _parameters(n_refs, size, seed)
-    meta = root / "synthetic.json"
-    if meta.is_file() and _read_json(meta) == params and _all_files_present(root, n_refs):
-        return root
+    mos = {"ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH, "logistic_centre": LOGISTIC_CENTRE,
+           "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
+    params = {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
+              "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
+    meta, ids = root / "synthetic.json", [f"A{i + 1:04d}" for i in range(n_refs)]
+    files = [p for r in ids for p in [root / "Train_Ref" / f"{r}.bmp", root / "Train_Label" / f"{r}.txt",
+                                      *(root / "Train_Dis" / name for name in distorted_names(r))]]
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")) == params and all(p.is_file() for p in files):
+            return root
+    except (OSError, ValueError):
+        pass  # no marker, or an unreadable one: the folder is regenerated
     _prepare_folder(root)
-    _generate(root, n_refs, size, seed)
+    _generate(root, ids, size, seed)
     # Written last: a generation interrupted before this line leaves no synthetic.json and is redone.
     atomic_write_text(meta, json.dumps(params, indent=2) + "\n")
     (root / _PARTIAL_MARKER).unlink(missing_ok=True)
@@ -102,50 +112,19 @@ def make_reference(size: int, seed: int, index: int) -> np.ndarray:
     # Colour varies more smoothly than brightness in photographs: a steeper spectrum for the chroma fields.
     chroma_u, chroma_v = _one_over_f_fields(rng, size, count=2, alpha=alpha + 0.6)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    grey, u_dir, v_dir = _colour_basis()
-
-    base = rng.uniform(60, 190) * grey + rng.normal(0, 30) * u_dir + rng.normal(0, 30) * v_dir
+    base = rng.uniform(60, 190) * GREY + rng.normal(0, 30) * U_DIR + rng.normal(0, 30) * V_DIR
     angle = rng.uniform(0, 2 * math.pi)
     ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5)) * rng.uniform(0, 60)
-    img = (base + ((rng.uniform(15, 40) * lum + ramp)[..., None] * grey
-                   + rng.uniform(4, 12) * (chroma_u[..., None] * u_dir + chroma_v[..., None] * v_dir)))
+    img = (base + ((rng.uniform(15, 40) * lum + ramp)[..., None] * GREY
+                   + rng.uniform(4, 12) * (chroma_u[..., None] * U_DIR + chroma_v[..., None] * V_DIR)))
 
     for _ in range(int(rng.integers(3, 8))):
         mask = _random_shape_mask(rng, size)
         # Rolling the luminance field gives each shape its own texture without another FFT.
         texture = np.roll(lum, tuple(int(s) for s in rng.integers(0, size, 2)), axis=(0, 1))
-        fill = rng.uniform(20, 235, 3) + rng.uniform(3, 25) * texture[..., None] * grey
+        fill = rng.uniform(20, 235, 3) + rng.uniform(3, 25) * texture[..., None] * GREY
         img = img * (1 - mask[..., None]) + fill * mask[..., None]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def distort(ref: np.ndarray, dist_type: int, level: int, rng: np.random.Generator) -> np.ndarray:
-    """Apply distortion ``dist_type`` at ``level`` to an RGB uint8 image."""
-    return _DISTORTERS[dist_type](ref, DISTORTIONS[dist_type][1][level], rng)
-
-
-def _parameters(n_refs: int, size: int, seed: int) -> dict:
-    mos = {"ssim_weight": SSIM_WEIGHT, "psnr_low": PSNR_LOW, "psnr_high": PSNR_HIGH, "logistic_centre": LOGISTIC_CENTRE,
-           "logistic_scale": LOGISTIC_SCALE, "mos_min": MOS_MIN, "mos_max": MOS_MAX, "rater_noise_sd": RATER_NOISE_SD}
-    return {"version": VERSION, "n_refs": n_refs, "size": size, "seed": seed, "levels": LEVELS, "pseudo_mos": mos,
-            "distortions": {f"{t:02d}": {"name": name, "levels": values} for t, (name, values) in enumerate(DISTORTIONS)}}
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # an unreadable marker only means the folder is regenerated
-
-
-def _ref_id(index: int) -> str:
-    return f"A{index + 1:04d}"
-
-
-def _all_files_present(root: Path, n_refs: int) -> bool:
-    ids = [_ref_id(i) for i in range(n_refs)]
-    return all(p.is_file() for r in ids for p in [root / "Train_Ref" / f"{r}.bmp", root / "Train_Label" / f"{r}.txt",
-                                                   *(root / "Train_Dis" / name for name in distorted_names(r))])
 
 
 def _prepare_folder(root: Path) -> None:
@@ -166,21 +145,20 @@ def _prepare_folder(root: Path) -> None:
                 path.unlink()
 
 
-def _generate(root: Path, n_refs: int, size: int, seed: int) -> None:
-    for i in range(n_refs):
-        ref_id = _ref_id(i)
+def _generate(root: Path, ids: list[str], size: int, seed: int) -> None:
+    for i, ref_id in enumerate(ids):
         ref = make_reference(size, seed, i)
         _write_bmp(root / "Train_Ref" / f"{ref_id}.bmp", ref)
         noise_rng = np.random.default_rng([seed, 1, i])
         lines = []
-        for t in range(len(DISTORTIONS)):
-            for lv in range(LEVELS):
-                # The same stream at every level keeps the levels of a type ordered.
-                dist = distort(ref, t, lv, np.random.default_rng([seed, 2, i, t]))
-                name = f"{ref_id}_{t:02d}_{lv:02d}.bmp"
-                _write_bmp(root / "Train_Dis" / name, dist)
-                score = clean_pseudo_mos(ref, dist) + noise_rng.normal(0.0, RATER_NOISE_SD)
-                lines.append(f"{name},{min(MOS_MAX, max(MOS_MIN, score)):.4f}\n")
+        for k, name in enumerate(distorted_names(ref_id)):
+            t, lv = divmod(k, LEVELS)
+            # The same stream at every level keeps the levels of a type ordered.
+            kind, values = DISTORTIONS[t]
+            dist = _distort(ref, kind, values[lv], np.random.default_rng([seed, 2, i, t]))
+            _write_bmp(root / "Train_Dis" / name, dist)
+            score = clean_pseudo_mos(ref, dist) + noise_rng.normal(0.0, RATER_NOISE_SD)
+            lines.append(f"{name},{min(MOS_MAX, max(MOS_MIN, score)):.4f}\n")
         atomic_write_text(root / "Train_Label" / f"{ref_id}.txt", "".join(lines))
 
 
@@ -189,11 +167,6 @@ def _write_bmp(path: Path, rgb: np.ndarray) -> None:
     if not ok:
         raise UserError(f"{path}: OpenCV could not encode the image as BMP; check the OpenCV install")
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
-
-
-def _colour_basis() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB directions: grey (1, 1, 1), and two unit chroma axes perpendicular to grey and to each other."""
-    return np.ones(3), np.array([1.0, -1.0, 0.0]) / math.sqrt(2), np.array([1.0, 1.0, -2.0]) / math.sqrt(6)
 
 
 def _one_over_f_fields(rng: np.random.Generator, size: int, count: int, alpha: float) -> np.ndarray:
@@ -239,43 +212,27 @@ def _random_shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return canvas.astype(np.float64) / 255.0
 
 
-def _blur(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-
-
-def _noise(img: np.ndarray, sd: float, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(np.rint(img + rng.normal(0.0, sd, img.shape)), 0, 255).astype(np.uint8)
-
-
-def _jpeg(img: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
-    # JPEG's chroma handling assumes BGR input in OpenCV, so convert rather than encode RGB as BGR.
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise UserError("OpenCV could not encode JPEG; check that OpenCV was built with JPEG support")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def _contrast(img: np.ndarray, factor_shift: list, rng: np.random.Generator) -> np.ndarray:
-    factor, shift = factor_shift
+def _distort(img: np.ndarray, kind: str, value, rng: np.random.Generator) -> np.ndarray:
+    """An RGB uint8 image distorted by ``kind`` (a name of :data:`DISTORTIONS`) at ``value``."""
+    if kind == "gaussian_blur_sigma":
+        return cv2.GaussianBlur(img, (0, 0), value, borderType=cv2.BORDER_REFLECT)
+    if kind == "jpeg_quality":
+        # JPEG's chroma handling assumes BGR input in OpenCV, so convert rather than encode RGB as BGR.
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(value)])
+        if not ok:
+            raise UserError("OpenCV could not encode JPEG; check that OpenCV was built with JPEG support")
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if kind == "down_up_factor":
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (max(1, round(w / value)), max(1, round(h / value))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     x = img.astype(np.float64)
-    mean = x.mean()
-    sign = 1.0 if rng.random() < 0.5 else -1.0
-    return np.clip(np.rint(mean + factor * (x - mean) + sign * shift), 0, 255).astype(np.uint8)
-
-
-def _colour_cast(img: np.ndarray, offset: float, rng: np.random.Generator) -> np.ndarray:
-    _, u_dir, v_dir = _colour_basis()
-    angle = rng.uniform(0, 2 * math.pi)
-    cast = offset * (math.cos(angle) * u_dir + math.sin(angle) * v_dir)
-    return np.clip(np.rint(img.astype(np.float64) + cast), 0, 255).astype(np.uint8)
-
-
-def _down_up(img: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
-    h, w = img.shape[:2]
-    small = cv2.resize(img, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-
-
-_DISTORTERS: list[Callable[[np.ndarray, object, np.random.Generator], np.ndarray]] = [
-    _blur, _noise, _jpeg, _contrast, _colour_cast, _down_up,
-]
+    if kind == "gaussian_noise_sd":
+        x += rng.normal(0.0, value, img.shape)
+    elif kind == "contrast_factor_brightness_shift":
+        (factor, shift), mean = value, x.mean()
+        x = mean + factor * (x - mean) + (1.0 if rng.random() < 0.5 else -1.0) * shift
+    else:  # colour_cast_offset
+        angle = rng.uniform(0, 2 * math.pi)
+        x += value * (math.cos(angle) * U_DIR + math.sin(angle) * V_DIR)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)

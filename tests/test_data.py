@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ahiq.data.sampling import CropPairs, EpochSampler, ScoreNorm
-from ahiq.data.splits import apply_split, parse_ratio, read_split, split_references, write_split
+from ahiq.data.splits import apply_split, parse_ratio, read_split_file, split_references, write_split
 from ahiq.data.pipal import load_folder_pairs, load_pipal_train, read_label_list
 from ahiq.data.records import Pair
 from tests.conftest import ROOT, run_main, shared_path
@@ -82,7 +82,7 @@ def test_reference_disjoint_split_and_reuse(tmp_path):
     assert sum(len(v) for v in parts.values()) == 600
     assert {p.ref_id for p in parts["val"]} == set(split["val"])
     write_split(tmp_path / "split.json", split, {"seed": 3})
-    assert read_split(tmp_path / "split.json") == split
+    assert read_split_file(tmp_path / "split.json")[0] == split
     assert split_references(refs, parse_ratio("8:2"), 0)["test"] == []
     assert parse_ratio("9:1") == pytest.approx((0.9, 0.1, 0.0))
     for bad in ("9", "a:b", "0:1", "-1:2:3"):
