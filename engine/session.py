@@ -130,7 +130,31 @@ class ScoringSession:
         """``{pair index: score}`` on rank 0, None on the other ranks; maps (named ``names``) saved as pairs complete."""
         cfg, ctx = self.cfg, self.ctx
         try:
-            return self._score(pairs, names, title)
+            journal = Journal(cfg.output, ctx, self.settings()) if self.journaled else None
+            before, changed = journal.reusable(pairs) if journal else ({}, 0)
+            if cfg.save_maps:  # a resume that adds --save_maps: the pairs without their map are scored again
+                without = [i for i in before if not self.map_files[i].is_file()]
+                before = {i: s for i, s in before.items() if i not in without}
+            if journal and journal.done and ctx.main:
+                again = [f"{changed} scored again: their files changed since"] if changed else []
+                again += [f"{len(without)} scored again for their missing maps"] if cfg.save_maps and without else []
+                note(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
+                     + "".join(f"; {a}" for a in again))
+
+            def each(i: int, result: PairScore) -> None:
+                if cfg.save_maps and i not in before:
+                    self._save_map(result, self.map_files[i], names[i], title)
+                if journal and i not in before:
+                    journal.add(pairs[i], result.score)
+                ctx.check()
+
+            scores = predict(self.model, pairs, ctx, crops=cfg.crops, crop_size=self.crop_size, seed=cfg.run.seed,
+                             batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
+                             flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
+                             done=before, read=self.images.take if self.images is not None else self.read)
+            if journal:
+                journal.close()
+            return scores if ctx.main else None
         except Stopped:
             raise
         except BaseException as err:  # the others must not wait for this rank
@@ -141,34 +165,6 @@ class ScoringSession:
         finally:
             if cfg.run.num_workers == 0:
                 self.images = None
-
-    def _score(self, pairs: list[Pair], names: list[str], title: str) -> dict[int, float] | None:
-        cfg, ctx = self.cfg, self.ctx
-        journal = Journal(cfg.output, ctx, self.settings()) if self.journaled else None
-        before, changed = journal.reusable(pairs) if journal else ({}, 0)
-        if cfg.save_maps:  # a resume that adds --save_maps: the pairs without their map are scored again
-            without = [i for i in before if not self.map_files[i].is_file()]
-            before = {i: s for i, s in before.items() if i not in without}
-        if journal and journal.done and ctx.main:
-            again = [f"{changed} scored again: their files changed since"] if changed else []
-            again += [f"{len(without)} scored again for their missing maps"] if cfg.save_maps and without else []
-            note(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
-                 + "".join(f"; {a}" for a in again))
-
-        def each(i: int, result: PairScore) -> None:
-            if cfg.save_maps and i not in before:
-                self._save_map(result, self.map_files[i], names[i], title)
-            if journal and i not in before:
-                journal.add(pairs[i], result.score)
-            ctx.check()
-
-        scores = predict(self.model, pairs, ctx, crops=cfg.crops, crop_size=self.crop_size, seed=cfg.run.seed,
-                         batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
-                         flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
-                         done=before, read=self.images.take if self.images is not None else self.read)
-        if journal:
-            journal.close()
-        return scores if ctx.main else None
 
     def _save_map(self, result: PairScore, path: Path, name: str, title: str) -> None:
         random = " (RANDOM weights: not meaningful)" if self.checkpoint is None or any(
@@ -219,17 +215,16 @@ class Journal:
     def __init__(self, output: str, ctx: RunContext, settings: dict):
         self.path = Path(f"{output}.journal" + (f".{ctx.rank}" if ctx.world_size > 1 else ""))
         self.done: dict[tuple[str, str], tuple[list[int], float]] = {}
-        self.torn: set[Path] = set()  # journals whose header was never finished (a run killed as it started)
+        self.whole: bool | None = None  # this rank's journal as read: None absent or torn in its header, else its end
         header = json.dumps({"journal": self.FORMAT, "settings": settings}, sort_keys=True)
         settings = json.loads(header)["settings"]  # as read back (lists, not tuples)
         for old in self.files(output):
             self._read(old, header, settings, ctx.main)
         ctx.wait_all("journals read")  # before any rank starts a journal of its own
-        fresh = not self.path.exists() or self.path.stat().st_size == 0 or self.path in self.torn
-        self.file = open(self.path, "w" if fresh else "a", encoding="utf-8")  # the lock holder: nobody else writes
-        if fresh:
+        self.file = open(self.path, "w" if self.whole is None else "a", encoding="utf-8")  # the lock holder writes alone
+        if self.whole is None:
             self.file.write(header + "\n")
-        elif not self.path.read_bytes().endswith(b"\n"):
+        elif not self.whole:
             self.file.write("\n")  # after a torn line, start a fresh one
         self.file.flush()
 
@@ -254,7 +249,6 @@ class Journal:
         except OSError as err:
             raise unusable(f"cannot be read ({err.strerror})") from None
         if len(lines) == 1:  # created, its header not (or not wholly) written: nothing journaled yet
-            self.torn.add(path)
             return
         try:
             first = json.loads(lines[0].decode("utf-8"))
@@ -267,6 +261,8 @@ class Journal:
             differ = [k for k in settings if theirs.get(k) != settings[k]] if first["journal"] == self.FORMAT else []
             raise UserError(f"{path}: a stopped run's results with other settings ({', '.join(differ or ['the format'])}); "
                             "give the same settings to continue it, or delete that file to start over")
+        if path == self.path:
+            self.whole = lines[-1] == b""  # whether its last line ended
         for number, line in enumerate(lines[1:], 2):
             entry = _journal_entry(line)
             if entry is None:  # a torn or damaged line: what follows it is not trusted either
