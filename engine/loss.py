@@ -1,30 +1,18 @@
 """AHIQ as a differentiable full-reference loss for restoration and generative models (:class:`AHIQLoss`)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ahiq.engine.device import resolve_device
-from ahiq.engine.scoring import CropPlanner, Window
+from ahiq.engine.scoring import CropPlanner, Window, load_seeded
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import load_model, resolve_checkpoint
-from ahiq.models.config import SEED
+from ahiq.models.checkpoint import resolve_checkpoint
 from ahiq.utils.errors import UserError, arg, named
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def load_frozen(checkpoint: str | os.PathLike | None, device: str | torch.device = "auto", seed: int | None = None,
-                **weights) -> AHIQ:
-    """The network as score.py loads it, random parts drawn from ``seed`` (None: ``SEED``); the caller's RNG untouched."""
-    seed = SEED if seed is None else seed
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return load_model(resolve_checkpoint(None if checkpoint is None else os.fspath(checkpoint)), **weights,
-                          default_seed=seed, device=resolve_device(device))
 
 
 class Frozen(nn.Module):
@@ -62,7 +50,7 @@ class AHIQLoss(Frozen):
         if reduction not in REDUCTIONS:
             raise UserError(f"{arg('reduction')}{reduction}: use one of {', '.join(REDUCTIONS)}")
         if model is None:
-            model = load_frozen(checkpoint, device, vit_weights=vit_weights, cnn_weights=cnn_weights,
+            model = load_seeded(resolve_checkpoint(checkpoint), device, vit_weights=vit_weights, cnn_weights=cnn_weights,
                                 pretrained_backbones=pretrained_backbones)
         elif checkpoint is not None or vit_weights is not None or cnn_weights is not None:
             raise UserError(f"give either {arg('model')}... or {named('checkpoint')}/{named('vit_weights')}/"

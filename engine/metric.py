@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 
 from ahiq.data.images import read_image
-from ahiq.engine.loss import AHIQLoss, Frozen, load_frozen
-from ahiq.engine.scoring import CropPlanner, score_stream
+from ahiq.engine.loss import AHIQLoss, Frozen
+from ahiq.engine.scoring import CropPlanner, load_seeded, score_stream
 from ahiq.models.ahiq import AHIQ
+from ahiq.models.checkpoint import resolve_checkpoint
 from ahiq.models.config import SEED
 from ahiq.utils.errors import UserError
 
@@ -143,7 +144,8 @@ def create_metric(checkpoint: str | os.PathLike | None = None, *, crops: str = "
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"create_metric() got unknown option(s) {', '.join(unknown)}; it takes {', '.join(allowed)}")
-    model = load_frozen(checkpoint, device, options.get("seed"),
+    path = resolve_checkpoint(None if checkpoint is None else os.fspath(checkpoint))
+    model = load_seeded(path, device, options.get("seed"),
                         **{k: options.get(k) for k in ("vit_weights", "cnn_weights", "pretrained_backbones")})
     if as_loss:
         return AHIQLoss(crops=crops, crop_size=crop_size, precision=precision, model=model,

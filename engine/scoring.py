@@ -21,13 +21,23 @@ from ahiq.data.crops import crop_windows, parse_crops
 from ahiq.data.images import common_depth, read_image
 from ahiq.engine.device import PRECISIONS, precision_context, usable_workers
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import CheckpointRecord
+from ahiq.models.checkpoint import CheckpointRecord, load_model
 from ahiq.models.config import SEED, check_crop_size
 from ahiq.models.reference import ReferenceSide
 from ahiq.utils.errors import UserError, arg
 
 SEGMENT_BATCHES = 2  # a segment holds at least this many batches of crops: few partial batches, fine shards
 Window = tuple[int, int, int, bool]  # (top, left, times the protocol places it, mirrored)
+
+
+def load_seeded(checkpoint: str | None, device: str | torch.device = "auto", seed: int | None = None,
+                **options) -> AHIQ:
+    """:func:`models.checkpoint.load_model`, its random parts drawn from ``seed`` (None: ``SEED``), the caller's RNG
+    untouched: the network as score.py, test.py, ``create_metric`` and :class:`engine.loss.AHIQLoss` load it."""
+    seed = SEED if seed is None else seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return load_model(checkpoint, **options, default_seed=seed, device=device)
 
 
 @dataclass

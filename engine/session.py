@@ -13,7 +13,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-import torch
 from tqdm import tqdm
 
 from ahiq.data.crops import parse_crops
@@ -22,10 +21,10 @@ from ahiq.data.records import Pair
 from ahiq.data.screening import DecodedImages, screen_pairs
 from ahiq.engine.config import ScoreConfig
 from ahiq.engine.device import RunContext, describe_precision, setup_run
-from ahiq.engine.scoring import PairScore, plan, score_stream
+from ahiq.engine.scoring import PairScore, load_seeded, plan, score_stream
 from ahiq.models.ahiq import AHIQ
 from ahiq.models.weights import file_sha256
-from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
+from ahiq.models.checkpoint import open_checkpoint, resolve_checkpoint
 from ahiq.utils.errors import Stopped, UserError, arg, note
 from ahiq.utils.io import (MAX_NAME, check_outputs, check_writable, lock_file, map_file_names, unlock_file,
                            write_target)
@@ -98,10 +97,9 @@ class ScoringSession:
     def model(self) -> AHIQ:
         if self._model is None:
             cfg = self.cfg
-            torch.manual_seed(cfg.run.seed)  # random heads (no checkpoint) are the same on every run
-            self._model = load_model(self.checkpoint, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
-                                     pretrained_backbones=cfg.pretrained_backbones, default_seed=cfg.run.seed,
-                                     device=self.ctx.device, contents=self.contents, **cfg.overrides)
+            self._model = load_seeded(self.checkpoint, self.ctx.device, cfg.run.seed, vit_weights=cfg.vit_weights,
+                                      cnn_weights=cfg.cnn_weights, pretrained_backbones=cfg.pretrained_backbones,
+                                      contents=self.contents, **cfg.overrides)
             if cfg.run.compile:
                 for part in (self._model.vit, self._model.cnn, self._model.deform_net, self._model.regressor):
                     if part is not None:
