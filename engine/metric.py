@@ -64,13 +64,11 @@ class AHIQMetric(Frozen):
             key_d, key_r = Path(f"dist[{i}]"), Path(f"ref[{ids[id(r)]}]")
             arrays[key_d], arrays[key_r] = d, r
             pairs.append((key_d, key_r))
-        results = dict(score_stream(self.model, pairs, plan.crops, plan.crop, self.seed, self.batch_size,
-                                    plan.precision, with_maps=return_maps, read=arrays.__getitem__))
-        scores = torch.tensor([results[i].score for i in range(len(pairs))], dtype=torch.float32, device=self.device)
-        if not return_maps:
-            return scores
-        return (scores, [results[i].score_map for i in range(len(pairs))],
-                [results[i].weight_map for i in range(len(pairs))])
+        found = dict(score_stream(self.model, pairs, plan.crops, plan.crop, self.seed, self.batch_size, plan.precision,
+                                  with_maps=return_maps, read=arrays.__getitem__))
+        results = [found[i] for i in range(len(pairs))]
+        scores = torch.tensor([r.score for r in results], dtype=torch.float32, device=self.device)
+        return (scores, [r.score_map for r in results], [r.weight_map for r in results]) if return_maps else scores
 
 
 def as_images(x: Any, name: str) -> list[np.ndarray]:

@@ -124,7 +124,7 @@ class ScoringSession:
                 "seed": cfg.run.seed, "precision": cfg.run.precision, "flip_tta": cfg.flip_tta,
                 "backbones": {k: asdict(v) for k, v in model.backbone_sources.items()}}
 
-    def score(self, pairs: list[Pair], names: list[str], title: str = "AHIQ score") -> dict[int, float] | None:
+    def score(self, pairs: list[Pair], names: list[str]) -> dict[int, float] | None:
         """``{pair index: score}`` on rank 0, None on the other ranks; maps (named ``names``) saved as pairs complete."""
         cfg, ctx = self.cfg, self.ctx
         try:
@@ -141,7 +141,7 @@ class ScoringSession:
 
             def each(i: int, result: PairScore) -> None:
                 if cfg.save_maps and i not in before:
-                    self._save_map(result, self.map_files[i], names[i], title)
+                    self._save_map(result, self.map_files[i], names[i])
                 if journal and i not in before:
                     journal.add(pairs[i], result.score)
                 ctx.check()
@@ -164,11 +164,11 @@ class ScoringSession:
             if cfg.run.num_workers == 0:
                 self.images = None
 
-    def _save_map(self, result: PairScore, path: Path, name: str, title: str) -> None:
+    def _save_map(self, result: PairScore, path: Path, name: str) -> None:
         random = " (RANDOM weights: not meaningful)" if self.checkpoint is None or any(
             s.kind == "random" for s in self.model.backbone_sources.values()) else ""
         save_quality_map(self.read(result.dist), result.score_map, result.weight_map, path,
-                         title=f"{title} {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
+                         title=f"AHIQ score {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
 
     def finish(self, written: str | None) -> None:
         """After the output is written: remove the journals (rank 0), release the lock."""
