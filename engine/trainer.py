@@ -222,16 +222,15 @@ class Trainer:
         """Train one epoch (or its rest); the mean loss; :attr:`position` set where ``--time_limit`` stopped it."""
         cfg, device = self.cfg, self.ctx.device
         self.net.train()
-        resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
-        first = int(resumed["step"]) if resumed else 0
+        at = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
+        at = at or {"step": 0, "loss_sum": torch.zeros(()), "count": 0}  # where this epoch (re)starts
+        first, loss_sum, count = int(at["step"]), at["loss_sum"].to(device), int(at["count"])
         self.position = None
         # The order of an epoch is a function of (seed, epoch): a resumed epoch skips the batches already trained.
         self.sampler.set_epoch(epoch, skip=first * cfg.batch_size)
         steps = self.steps_per_epoch
         bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.n_epoch}", unit="step",
                    disable=not (self.ctx.main and cfg.progress), leave=False, file=sys.stdout)
-        loss_sum = resumed["loss_sum"].to(device) if resumed else torch.zeros((), device=device)
-        count = int(resumed["count"]) if resumed else 0
         for step, (dist_img, ref_img, target, _) in enumerate(self.loader, start=first):
             if step >= steps:
                 break
