@@ -88,14 +88,6 @@ def write_ntire_zip(path: str, lines: str, seconds_per_image: float, on_gpu: boo
     atomic_write(path, write)
 
 
-def map_names(cfg: TestConfig, pairs: list[Pair], names: list[str]) -> list[str]:
-    """Names of the quality maps: csv datasets by the file's path from the folder (../ kept inside the maps)."""
-    if cfg.data is not None and cfg.data.dataset == "csv":
-        root = cfg.data.root.resolve()
-        return [os.path.relpath(p.dist, root) for p in pairs]
-    return names
-
-
 def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dict | None:
     """Screen, guard, score, write, measure ``pairs``: the metrics (None without labels, or off rank 0)."""
     score = cfg.score
@@ -111,7 +103,10 @@ def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dic
     details = prefix.with_name(f"{prefix.name}_labels.csv") if labelled and str(score.output) != "-" else None
     labels = [cfg.labels] if cfg.labels else [] if cfg.data is None else label_files(cfg.data)
     extra = {f"--baselines table {f.name}: ": f for f in comparison_files(prefix)} if cfg.baselines else {}
-    maps = map_names(cfg, pairs, names)
+    maps = names
+    if cfg.data is not None and cfg.data.dataset == "csv":  # maps by the file's path from the folder (../ kept inside)
+        root = cfg.data.root.resolve()
+        maps = [os.path.relpath(p.dist, root) for p in pairs]
     session.guard(pairs, maps, {"labels copy ": details, **extra}, labels)
     if (cfg.plot or cfg.baselines is not None) and not labelled:
         raise UserError(f"{'--plot' if cfg.plot else '--baselines'} needs labels (--labels, or a labelled --dataset)")
@@ -135,8 +130,7 @@ def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dic
          + (f"; {len(pairs)} quality map(s) to {score.save_maps}" if score.save_maps else ""))
     if cfg.ntire_zip:
         model = session.model
-        write_ntire_zip(cfg.ntire_zip, lines, per_image,
-                        session.ctx.device.type == "cuda",
+        write_ntire_zip(cfg.ntire_zip, lines, per_image, session.ctx.device.type == "cuda",
                         f"AHIQ ({model.config.vit} + {model.config.cnn}), {score.crops} crops, {score.run.precision}")
         note(f"wrote {cfg.ntire_zip}")
     if not labelled:

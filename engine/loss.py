@@ -7,15 +7,33 @@ import torch
 import torch.nn as nn
 
 from ahiq.engine.device import resolve_device
-from ahiq.engine.scoring import CropPlanner, Window
+from ahiq.engine.scoring import CropPlanner, Window, load_seeded
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import load_model, resolve_checkpoint
+from ahiq.models.checkpoint import resolve_checkpoint
 from ahiq.utils.errors import UserError, arg, named
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
-class AHIQLoss(nn.Module):
+class Frozen(nn.Module):
+    """A frozen AHIQ network in eval mode (whatever ``.train()`` says) and the :class:`CropPlanner` that feeds it."""
+
+    def __init__(self, model: AHIQ, planner: CropPlanner):
+        super().__init__()
+        self.planner = planner.for_model(model)
+        self.model = model.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "Frozen":
+        super().train(mode)
+        self.model.eval()  # a metric: dropout, batch-norm statistics and the like never change
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.mean.device
+
+
+class AHIQLoss(Frozen):
     """AHIQ as a loss: ``(B, 3, H, W)`` pairs in [0, 1] -> ``1 - score`` reduced by ``reduction`` (lower is better).
 
     A pair's score is the mean over the crops of ``crops`` (``random:N`` drawn from torch's global RNG at each call),
@@ -28,33 +46,21 @@ class AHIQLoss(nn.Module):
                  cnn_weights: str | None = None, pretrained_backbones: bool | None = None, crops: str = "center",
                  crop_size: int | None = None, reduction: str = "mean", device: str | torch.device = "auto",
                  precision: str = "fp32", checkpointing: bool = False, *, model: AHIQ | None = None):
-        super().__init__()
         planner = CropPlanner(crops, crop_size, precision)
         if reduction not in REDUCTIONS:
             raise UserError(f"{arg('reduction')}{reduction}: use one of {', '.join(REDUCTIONS)}")
         if model is None:
-            model = load_model(resolve_checkpoint(checkpoint), vit_weights=vit_weights, cnn_weights=cnn_weights,
-                               pretrained_backbones=pretrained_backbones, device=resolve_device(device))
+            model = load_seeded(resolve_checkpoint(checkpoint), device, vit_weights=vit_weights, cnn_weights=cnn_weights,
+                                pretrained_backbones=pretrained_backbones)
         elif checkpoint is not None or vit_weights is not None or cnn_weights is not None:
             raise UserError(f"give either {arg('model')}... or {named('checkpoint')}/{named('vit_weights')}/"
                             f"{named('cnn_weights')}, not both")
         elif device != "auto":
             model = model.to(resolve_device(device))
-        self.planner, self.reduction = planner.for_model(model), reduction
-        self.model = model
-        self.model.requires_grad_(False)
+        super().__init__(model, planner)
+        self.reduction = reduction
         self.model.input_gradients(True)
         self.model.set_grad_checkpointing(checkpointing)
-        self.model.eval()
-
-    def train(self, mode: bool = True) -> "AHIQLoss":
-        super().train(mode)
-        self.model.eval()  # a metric: dropout, batch-norm statistics and the like never change
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.mean.device
 
     @property
     def crop_size(self) -> int:

@@ -10,11 +10,10 @@ import torch
 import torch.nn as nn
 
 from ahiq.data.images import read_image
-from ahiq.engine.device import resolve_device
-from ahiq.engine.loss import AHIQLoss
-from ahiq.engine.scoring import CropPlanner, score_stream
+from ahiq.engine.loss import AHIQLoss, Frozen
+from ahiq.engine.scoring import CropPlanner, load_seeded, score_stream
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import load_model, resolve_checkpoint
+from ahiq.models.checkpoint import resolve_checkpoint
 from ahiq.models.config import SEED
 from ahiq.utils.errors import UserError
 
@@ -25,7 +24,7 @@ MODEL_OPTIONS = ("vit_weights", "cnn_weights", "pretrained_backbones", "seed")
 LOSS_OPTIONS = ("reduction", "checkpointing")
 
 
-class AHIQMetric(nn.Module):
+class AHIQMetric(Frozen):
     """AHIQ full-reference quality, higher = better: ``metric(dist, ref) -> (B,)`` scores.
 
     ``dist`` and ``ref``: one image or a batch (:data:`WHAT_TO_PASS`; one reference may serve the batch), each pair
@@ -38,21 +37,11 @@ class AHIQMetric(nn.Module):
 
     def __init__(self, model: AHIQ, crops: str = "center", crop_size: int | None = None, precision: str = "fp32",
                  seed: int | None = None, batch_size: int = 16):
-        super().__init__()
-        self.planner = CropPlanner(crops, crop_size, precision).for_model(model)
+        planner = CropPlanner(crops, crop_size, precision)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: give the number of crops per forward pass, 1 or more")
-        self.model = model.requires_grad_(False).eval()
+        super().__init__(model, planner)
         self.seed, self.batch_size = SEED if seed is None else seed, batch_size
-
-    def train(self, mode: bool = True) -> "AHIQMetric":
-        super().train(mode)
-        self.model.eval()  # a metric: nothing in it ever trains
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.mean.device
 
     def forward(self, dist: ImageLike | Sequence[ImageLike], ref: ImageLike | Sequence[ImageLike],
                 return_maps: bool = False):
@@ -75,13 +64,11 @@ class AHIQMetric(nn.Module):
             key_d, key_r = Path(f"dist[{i}]"), Path(f"ref[{ids[id(r)]}]")
             arrays[key_d], arrays[key_r] = d, r
             pairs.append((key_d, key_r))
-        results = dict(score_stream(self.model, pairs, plan.crops, plan.crop, self.seed, self.batch_size,
-                                    plan.precision, with_maps=return_maps, read=arrays.__getitem__))
-        scores = torch.tensor([results[i].score for i in range(len(pairs))], dtype=torch.float32, device=self.device)
-        if not return_maps:
-            return scores
-        return (scores, [results[i].score_map for i in range(len(pairs))],
-                [results[i].weight_map for i in range(len(pairs))])
+        found = dict(score_stream(self.model, pairs, plan.crops, plan.crop, self.seed, self.batch_size, plan.precision,
+                                  with_maps=return_maps, read=arrays.__getitem__))
+        results = [found[i] for i in range(len(pairs))]
+        scores = torch.tensor([r.score for r in results], dtype=torch.float32, device=self.device)
+        return (scores, [r.score_map for r in results], [r.weight_map for r in results]) if return_maps else scores
 
 
 def as_images(x: Any, name: str) -> list[np.ndarray]:
@@ -155,17 +142,13 @@ def create_metric(checkpoint: str | os.PathLike | None = None, *, crops: str = "
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"create_metric() got unknown option(s) {', '.join(unknown)}; it takes {', '.join(allowed)}")
-    seed = SEED if options.get("seed") is None else options["seed"]
     path = resolve_checkpoint(None if checkpoint is None else os.fspath(checkpoint))
-    with torch.random.fork_rng(devices=[]):  # random heads as score.py draws them; the caller's RNG untouched
-        torch.manual_seed(seed)
-        model = load_model(path, vit_weights=options.get("vit_weights"), cnn_weights=options.get("cnn_weights"),
-                           pretrained_backbones=options.get("pretrained_backbones"), default_seed=seed,
-                           device=resolve_device(device))
+    model = load_seeded(path, device, options.get("seed"),
+                        **{k: options.get(k) for k in ("vit_weights", "cnn_weights", "pretrained_backbones")})
     if as_loss:
         return AHIQLoss(crops=crops, crop_size=crop_size, precision=precision, model=model,
                         **{k: options[k] for k in LOSS_OPTIONS if k in options})
-    return AHIQMetric(model, crops, crop_size, precision, seed, options.get("batch_size", 16))
+    return AHIQMetric(model, crops, crop_size, precision, options.get("seed"), options.get("batch_size", 16))
 
 
 _last: tuple[str, nn.Module] | None = None  # ahiq.score's metric, kept while the settings stay the same

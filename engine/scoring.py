@@ -21,13 +21,23 @@ from ahiq.data.crops import crop_windows, parse_crops
 from ahiq.data.images import common_depth, read_image
 from ahiq.engine.device import PRECISIONS, precision_context, usable_workers
 from ahiq.models.ahiq import AHIQ
-from ahiq.models.checkpoint import CheckpointRecord
+from ahiq.models.checkpoint import CheckpointRecord, load_model
 from ahiq.models.config import SEED, check_crop_size
 from ahiq.models.reference import ReferenceSide
 from ahiq.utils.errors import UserError, arg
 
 SEGMENT_BATCHES = 2  # a segment holds at least this many batches of crops: few partial batches, fine shards
 Window = tuple[int, int, int, bool]  # (top, left, times the protocol places it, mirrored)
+
+
+def load_seeded(checkpoint: str | None, device: str | torch.device = "auto", seed: int | None = None,
+                **options) -> AHIQ:
+    """:func:`models.checkpoint.load_model`, its random parts drawn from ``seed`` (None: ``SEED``), the caller's RNG
+    untouched: the network as score.py, test.py, ``create_metric`` and :class:`engine.loss.AHIQLoss` load it."""
+    seed = SEED if seed is None else seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return load_model(checkpoint, **options, default_seed=seed, device=device)
 
 
 @dataclass
@@ -136,12 +146,12 @@ def segments(pairs: Sequence[tuple[Path, Path]], crops_per_pair: int, batch_size
     return out
 
 
-def shard(parts: list[list[int]], rank: int, world: int) -> list[int]:
-    """The pair indices rank ``rank`` of ``world`` scores: contiguous segments, balanced by pair count."""
+def shard(parts: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """The segments rank ``rank`` of ``world`` scores: contiguous ones, balanced by pair count."""
     total, mine, seen = sum(map(len, parts)), [], 0
     for part in parts:
         if total * rank <= (seen + len(part) / 2) * world < total * (rank + 1):
-            mine += part
+            mine.append(part)
         seen += len(part)
     return mine
 
@@ -152,7 +162,7 @@ def crops_per_pair(crops: str, flip_tta: bool = False) -> int:
 
 
 def plan(pairs: Sequence[tuple[Path, Path]], crops: str, batch_size: int, flip_tta: bool = False, world: int = 1,
-         done: set[int] = frozenset()) -> list[list[int]]:
+         done: set[int] = frozenset()) -> list[list[list[int]]]:
     """Each rank's share of the :func:`segments` not all in ``done`` (partly done ones are scored again whole)."""
     parts = [part for part in segments(pairs, crops_per_pair(crops, flip_tta), batch_size) if not set(part) <= done]
     return [shard(parts, rank, world) for rank in range(world)]
@@ -280,12 +290,11 @@ class _Stream:
 def score_stream(model: AHIQ, pairs: Sequence[tuple[Path, Path]], crops: str = "center", crop_size: int | None = None,
                  seed: int = SEED, batch_size: int = 16, precision: str = "fp32", num_workers: int = 0,
                  with_maps: bool = False, flip_tta: bool = False, reuse_reference: bool = True,
-                 indices: Sequence[int] | None = None, read: Callable[[Path], np.ndarray] = read_image,
+                 parts: Sequence[Sequence[int]] | None = None, read: Callable[[Path], np.ndarray] = read_image,
                  progress: Callable[[float], None] | None = None) -> Iterator[tuple[int, PairScore]]:
-    """``(pair index, PairScore)`` as pairs complete, for ``indices`` of ``pairs`` (see :func:`score_pairs`)."""
+    """``(pair index, PairScore)`` as pairs complete, for the :func:`segments` ``parts`` (None: all; see score_pairs)."""
     planner = CropPlanner(crops, crop_size, precision, flip_tta).for_model(model)
-    wanted = set(range(len(pairs)) if indices is None else indices)
-    parts = [[i for i in part if i in wanted] for part in segments(pairs, crops_per_pair(crops, flip_tta), batch_size)]
+    parts = segments(pairs, crops_per_pair(crops, flip_tta), batch_size) if parts is None else parts
     order = [i for part in parts for i in part]
     ends = {part[-1] for part in parts if part}
     stream = _Stream(model, planner, pairs, seed, batch_size, with_maps, reuse_reference, progress)

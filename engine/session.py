@@ -13,7 +13,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-import torch
 from tqdm import tqdm
 
 from ahiq.data.crops import parse_crops
@@ -22,10 +21,10 @@ from ahiq.data.records import Pair
 from ahiq.data.screening import DecodedImages, screen_pairs
 from ahiq.engine.config import ScoreConfig
 from ahiq.engine.device import RunContext, describe_precision, setup_run
-from ahiq.engine.scoring import PairScore, plan, score_stream
+from ahiq.engine.scoring import PairScore, load_seeded, plan, score_stream
 from ahiq.models.ahiq import AHIQ
 from ahiq.models.weights import file_sha256
-from ahiq.models.checkpoint import load_model, open_checkpoint, resolve_checkpoint
+from ahiq.models.checkpoint import open_checkpoint, resolve_checkpoint
 from ahiq.utils.errors import Stopped, UserError, arg, note
 from ahiq.utils.io import (MAX_NAME, check_outputs, check_writable, lock_file, map_file_names, unlock_file,
                            write_target)
@@ -98,10 +97,9 @@ class ScoringSession:
     def model(self) -> AHIQ:
         if self._model is None:
             cfg = self.cfg
-            torch.manual_seed(cfg.run.seed)  # random heads (no checkpoint) are the same on every run
-            self._model = load_model(self.checkpoint, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
-                                     pretrained_backbones=cfg.pretrained_backbones, default_seed=cfg.run.seed,
-                                     device=self.ctx.device, contents=self.contents, **cfg.overrides)
+            self._model = load_seeded(self.checkpoint, self.ctx.device, cfg.run.seed, vit_weights=cfg.vit_weights,
+                                      cnn_weights=cfg.cnn_weights, pretrained_backbones=cfg.pretrained_backbones,
+                                      contents=self.contents, **cfg.overrides)
             if cfg.run.compile:
                 for part in (self._model.vit, self._model.cnn, self._model.deform_net, self._model.regressor):
                     if part is not None:
@@ -126,11 +124,35 @@ class ScoringSession:
                 "seed": cfg.run.seed, "precision": cfg.run.precision, "flip_tta": cfg.flip_tta,
                 "backbones": {k: asdict(v) for k, v in model.backbone_sources.items()}}
 
-    def score(self, pairs: list[Pair], names: list[str], title: str = "AHIQ score") -> dict[int, float] | None:
+    def score(self, pairs: list[Pair], names: list[str]) -> dict[int, float] | None:
         """``{pair index: score}`` on rank 0, None on the other ranks; maps (named ``names``) saved as pairs complete."""
         cfg, ctx = self.cfg, self.ctx
         try:
-            return self._score(pairs, names, title)
+            journal = Journal(cfg.output, ctx, self.settings()) if self.journaled else None
+            before, changed = journal.reusable(pairs) if journal else ({}, 0)
+            if cfg.save_maps:  # a resume that adds --save_maps: the pairs without their map are scored again
+                without = [i for i in before if not self.map_files[i].is_file()]
+                before = {i: s for i, s in before.items() if i not in without}
+            if journal and journal.done and ctx.main:
+                again = [f"{changed} scored again: their files changed since"] if changed else []
+                again += [f"{len(without)} scored again for their missing maps"] if cfg.save_maps and without else []
+                note(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
+                     + "".join(f"; {a}" for a in again))
+
+            def each(i: int, result: PairScore) -> None:
+                if cfg.save_maps and i not in before:
+                    self._save_map(result, self.map_files[i], names[i])
+                if journal and i not in before:
+                    journal.add(pairs[i], result.score)
+                ctx.check()
+
+            scores = predict(self.model, pairs, ctx, crops=cfg.crops, crop_size=self.crop_size, seed=cfg.run.seed,
+                             batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
+                             flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
+                             done=before, read=self.images.take if self.images is not None else self.read)
+            if journal:
+                journal.close()
+            return scores if ctx.main else None
         except Stopped:
             raise
         except BaseException as err:  # the others must not wait for this rank
@@ -142,39 +164,11 @@ class ScoringSession:
             if cfg.run.num_workers == 0:
                 self.images = None
 
-    def _score(self, pairs: list[Pair], names: list[str], title: str) -> dict[int, float] | None:
-        cfg, ctx = self.cfg, self.ctx
-        journal = Journal(cfg.output, ctx, self.settings()) if self.journaled else None
-        before, changed = journal.reusable(pairs) if journal else ({}, 0)
-        if cfg.save_maps:  # a resume that adds --save_maps: the pairs without their map are scored again
-            without = [i for i in before if not self.map_files[i].is_file()]
-            before = {i: s for i, s in before.items() if i not in without}
-        if journal and journal.done and ctx.main:
-            again = [f"{changed} scored again: their files changed since"] if changed else []
-            again += [f"{len(without)} scored again for their missing maps"] if cfg.save_maps and without else []
-            note(f"resume: {len(before)} of {len(pairs)} pair(s) already scored in {journal.path}"
-                 + "".join(f"; {a}" for a in again))
-
-        def each(i: int, result: PairScore) -> None:
-            if cfg.save_maps and i not in before:
-                self._save_map(result, self.map_files[i], names[i], title)
-            if journal and i not in before:
-                journal.add(pairs[i], result.score)
-            ctx.check()
-
-        scores = predict(self.model, pairs, ctx, crops=cfg.crops, crop_size=self.crop_size, seed=cfg.run.seed,
-                         batch_size=cfg.batch_size, precision=cfg.run.precision, num_workers=cfg.run.num_workers,
-                         flip_tta=cfg.flip_tta, with_maps=bool(cfg.save_maps), each=each, progress=cfg.progress,
-                         done=before, read=self.images.take if self.images is not None else self.read)
-        if journal:
-            journal.close()
-        return scores if ctx.main else None
-
-    def _save_map(self, result: PairScore, path: Path, name: str, title: str) -> None:
+    def _save_map(self, result: PairScore, path: Path, name: str) -> None:
         random = " (RANDOM weights: not meaningful)" if self.checkpoint is None or any(
             s.kind == "random" for s in self.model.backbone_sources.values()) else ""
         save_quality_map(self.read(result.dist), result.score_map, result.weight_map, path,
-                         title=f"{title} {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
+                         title=f"AHIQ score {result.score:.4f}  (reference {Path(result.ref).name}){random}", name=name)
 
     def finish(self, written: str | None) -> None:
         """After the output is written: remove the journals (rank 0), release the lock."""
@@ -191,14 +185,13 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
     tuples = [(p.dist, p.ref) for p in pairs]
     done = dict(done or {})
     everyone = plan(tuples, crops, batch_size, flip_tta, ctx.world_size, set(done))
-    mine = everyone[ctx.rank]
     # One bar on rank 0 for all ranks' pairs (a counter in the store they share); the other ranks are quiet.
-    bar = tqdm(total=sum(map(len, everyone)), desc="score", unit="pair", disable=not (progress and ctx.main),
-               leave=False, postfix=f"{len(done)} done before" if done else None)
+    bar = tqdm(total=sum(len(part) for share in everyone for part in share), desc="score", unit="pair",
+               disable=not (progress and ctx.main), leave=False, postfix=f"{len(done)} done before" if done else None)
     key = f"progress/{ctx.rounds.get('scored', 0)}"  # one counter per call: wait_all('scored') ends each
     tick = bar.update if ctx.store is None else lambda _: setattr(bar, "n", int(ctx.store.add(key, 1))) or bar.refresh()
-    for i, result in score_stream(model, tuples, crops, crop_size, seed, batch_size, precision, num_workers,
-                                  with_maps=with_maps, flip_tta=flip_tta, indices=mine, read=read, progress=tick):
+    for i, result in score_stream(model, tuples, crops, crop_size, seed, batch_size, precision, num_workers, with_maps,
+                                  flip_tta, parts=everyone[ctx.rank], read=read, progress=tick):
         if each is not None:
             each(i, result)
         done[i] = result.score
@@ -219,17 +212,16 @@ class Journal:
     def __init__(self, output: str, ctx: RunContext, settings: dict):
         self.path = Path(f"{output}.journal" + (f".{ctx.rank}" if ctx.world_size > 1 else ""))
         self.done: dict[tuple[str, str], tuple[list[int], float]] = {}
-        self.torn: set[Path] = set()  # journals whose header was never finished (a run killed as it started)
+        self.whole: bool | None = None  # this rank's journal as read: None absent or torn in its header, else its end
         header = json.dumps({"journal": self.FORMAT, "settings": settings}, sort_keys=True)
         settings = json.loads(header)["settings"]  # as read back (lists, not tuples)
         for old in self.files(output):
             self._read(old, header, settings, ctx.main)
         ctx.wait_all("journals read")  # before any rank starts a journal of its own
-        fresh = not self.path.exists() or self.path.stat().st_size == 0 or self.path in self.torn
-        self.file = open(self.path, "w" if fresh else "a", encoding="utf-8")  # the lock holder: nobody else writes
-        if fresh:
+        self.file = open(self.path, "w" if self.whole is None else "a", encoding="utf-8")  # the lock holder writes alone
+        if self.whole is None:
             self.file.write(header + "\n")
-        elif not self.path.read_bytes().endswith(b"\n"):
+        elif not self.whole:
             self.file.write("\n")  # after a torn line, start a fresh one
         self.file.flush()
 
@@ -254,7 +246,6 @@ class Journal:
         except OSError as err:
             raise unusable(f"cannot be read ({err.strerror})") from None
         if len(lines) == 1:  # created, its header not (or not wholly) written: nothing journaled yet
-            self.torn.add(path)
             return
         try:
             first = json.loads(lines[0].decode("utf-8"))
@@ -267,6 +258,8 @@ class Journal:
             differ = [k for k in settings if theirs.get(k) != settings[k]] if first["journal"] == self.FORMAT else []
             raise UserError(f"{path}: a stopped run's results with other settings ({', '.join(differ or ['the format'])}); "
                             "give the same settings to continue it, or delete that file to start over")
+        if path == self.path:
+            self.whole = lines[-1] == b""  # whether its last line ended
         for number, line in enumerate(lines[1:], 2):
             entry = _journal_entry(line)
             if entry is None:  # a torn or damaged line: what follows it is not trusted either

@@ -91,22 +91,17 @@ class Trainer:
         self.folder = RunFolder(Path(cfg.checkpoints_dir) / cfg.name, ctx.main, cfg.resume, cfg.overwrite)
         self.log = self.folder.log
         try:
-            self._set_up(cfg)
+            contents, record = self._open_inputs(cfg)
+            self._prepare_data()
+            self._build_model(contents, record)
+            if self.resume_from is not None:
+                self._resume(*self.resume_from)
+            self._build_loader()
+            self.folder.start_tensorboard()
+            self.folder.save_options(self.cfg.to_dict())  # a valid --config file
         except BaseException:  # a run whose set-up fails leaves no (nearly empty) run folder behind
             self.folder.discard()
             raise
-
-    def _set_up(self, cfg: TrainConfig) -> None:
-        """Checkpoint record, data, model, optimiser, schedule, resume state, loader, from the config."""
-        contents, record = self._open_inputs(cfg)
-        self._prepare_data()
-        self._build_model(contents, record)
-        self._build_optimisation()
-        if self.resume_from is not None:
-            self._resume(*self.resume_from)
-        self._build_loader()
-        self.folder.start_tensorboard()
-        self.folder.save_options(self.cfg.to_dict())  # a valid --config file
 
     def _open_inputs(self, cfg: TrainConfig) -> tuple[tuple[dict, dict, dict] | None, CheckpointRecord]:
         """Read (and refuse) the named files and ``last.pth`` before any data work; guard the outputs."""
@@ -150,7 +145,8 @@ class Trainer:
         self.label_range = [float(min(train_scores)), float(max(train_scores))]
 
     def _build_model(self, contents: tuple[dict, dict, dict] | None, record: CheckpointRecord) -> None:
-        cfg = self.cfg
+        """The model, its optimiser, sampler and schedule, and the state a run starts from (replaced by :meth:`_resume`)."""
+        cfg, ctx = self.cfg, self.ctx
         sources = choose_backbones(cfg.model, record.backbones, vit_weights=cfg.vit_weights, cnn_weights=cfg.cnn_weights,
                                    pretrained_backbones=cfg.pretrained_backbones, default_seed=cfg.run.seed,
                                    where=str(cfg.checkpoint))
@@ -158,11 +154,7 @@ class Trainer:
         if contents is not None:
             load_heads(self.model, contents[0], contents[1], cfg.checkpoint)
             self.log.info(f"initialised fusion and head from {cfg.checkpoint}")
-        self.model.to(self.ctx.device)
-
-    def _build_optimisation(self) -> None:
-        """Optimiser, sampler and schedule, and the state a run starts from (replaced by :meth:`_resume`)."""
-        cfg, ctx = self.cfg, self.ctx
+        self.model.to(ctx.device)
         self.optimizer = build_optimizer(self.model, cfg.learning_rate, cfg.weight_decay, cfg.feature_lr_scale)
         self.sampler = EpochSampler(len(self.parts["train"]), cfg.run.seed, ctx.rank, ctx.world_size)
         steps = math.ceil(len(self.sampler) / cfg.batch_size)
@@ -230,16 +222,15 @@ class Trainer:
         """Train one epoch (or its rest); the mean loss; :attr:`position` set where ``--time_limit`` stopped it."""
         cfg, device = self.cfg, self.ctx.device
         self.net.train()
-        resumed = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
-        first = int(resumed["step"]) if resumed else 0
+        at = self.position if self.position is not None and int(self.position["epoch"]) == epoch else None
+        at = at or {"step": 0, "loss_sum": torch.zeros(()), "count": 0}  # where this epoch (re)starts
+        first, loss_sum, count = int(at["step"]), at["loss_sum"].to(device), int(at["count"])
         self.position = None
         # The order of an epoch is a function of (seed, epoch): a resumed epoch skips the batches already trained.
         self.sampler.set_epoch(epoch, skip=first * cfg.batch_size)
         steps = self.steps_per_epoch
         bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.n_epoch}", unit="step",
                    disable=not (self.ctx.main and cfg.progress), leave=False, file=sys.stdout)
-        loss_sum = resumed["loss_sum"].to(device) if resumed else torch.zeros((), device=device)
-        count = int(resumed["count"]) if resumed else 0
         for step, (dist_img, ref_img, target, _) in enumerate(self.loader, start=first):
             if step >= steps:
                 break
@@ -292,14 +283,12 @@ class Trainer:
         self.val_notes = found.notes()  # why a figure is missing (too few pairs), and the fitted mapping's form
         return found.metrics
 
-    def checkpoint_meta(self, epoch: int) -> dict:
-        return {"score_norm": self.norm.to_dict(), "label_range": self.label_range, "split": self.split_info,
-                "epoch": epoch, "train": self.cfg.to_dict()}
-
     def save(self, filename: str, epoch: int, loss: float, metrics: dict | None) -> None:
         """Write ``filename`` in the run folder with the training state; ``epoch``: the last finished epoch's index."""
         rng = {k: v for part in self.ctx.gather({self.ctx.rank: rng_state()}) for k, v in part.items()}
-        self.folder.save(filename, self.model, self.checkpoint_meta(epoch), epoch=epoch, loss=loss,
+        meta = {"score_norm": self.norm.to_dict(), "label_range": self.label_range, "split": self.split_info,
+                "epoch": epoch, "train": self.cfg.to_dict()}
+        self.folder.save(filename, self.model, meta, epoch=epoch, loss=loss,
                          optimizer_state_dict=self.optimizer.state_dict(),
                          scheduler_state_dict=self.scheduler.state_dict(), best=self.best, metrics=metrics, rng=rng,
                          start_metrics=self.start_metrics, position=self.position)
