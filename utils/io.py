@@ -230,12 +230,9 @@ def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> 
 
 def _numpy_globals() -> list:
     """The non-tensor types :func:`load_torch_file` allows: numpy float scalars (the released ``loss``), uint32 arrays."""
-    scalar, reconstruct = np.float64(0).__reduce__()[0], np.zeros(1).__reduce__()[0]  # numpy.(_)core.multiarray's
-    allowed: list = [np.dtype, np.ndarray, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
-                     type(np.dtype(np.uint32))]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(scalar, f"{module}.scalar"), (reconstruct, f"{module}._reconstruct")]
-    return allowed
+    pickled = (np.float64(0).__reduce__()[0], np.zeros(1).__reduce__()[0])  # multiarray's scalar and _reconstruct
+    return [np.dtype, np.ndarray, *(type(np.dtype(t)) for t in (np.float64, np.float32, np.uint32)),
+            *((f, f"numpy.{core}.multiarray.{f.__name__}") for core in ("core", "_core") for f in pickled)]
 
 
 def existing_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
