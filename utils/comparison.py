@@ -105,8 +105,7 @@ def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] |
 
 
 def too_few(min_pairs: int) -> str:
-    """The cell of a distortion type with fewer than ``min_pairs`` pairs (written by :func:`type_rows`, read back for
-    the bar chart's notes)."""
+    """The cell of a type with fewer than ``min_pairs`` pairs (written by :func:`type_rows`, read for the bars' notes)."""
     return f"n/a (n<{min_pairs})"
 
 

@@ -119,8 +119,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_writable(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """Before any long work, prove ``path``'s folder (``path`` when ``folder``) takes a file, else one
-    :class:`UserError` naming ``what``."""
+    """Before long work, prove ``path``'s folder (``path`` when ``folder``) takes a file, else a :class:`UserError`."""
     if not path:
         return
     check_name_length(path, what, folder)
