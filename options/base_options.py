@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import typing
@@ -204,14 +205,11 @@ def build(cls, values: dict):
 
 def script_option_names(script: str) -> set[str] | None:
     """Option names of ``train``/``test``/``score``, or None for an unknown script name."""
-    import importlib
-
     try:
         module = importlib.import_module(f"ahiq.options.{script}_options")
     except ImportError:
         return None
-    classes = [c for c in vars(module).values()
-               if isinstance(c, type) and issubclass(c, BaseOptions) and c.__module__ == module.__name__]
+    classes = [c for c in BaseOptions.__subclasses__() if c.__module__ == module.__name__]
     return set(classes[0]().options) if classes else None
 
 
