@@ -117,8 +117,7 @@ class BaseOptions:
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
         """The checked options; ``self.given`` and ``self.from_file``: the options the user and the file set."""
-        argv = sys.argv[1:] if argv is None else argv
-        given = vars(self.parser.parse_args(argv))
+        given = vars(self.parser.parse_args(argv))  # None: sys.argv[1:]
         self.given = set(given)
         from_file = load_options_file(given["config"], self) if given.get("config") else {}
         self.from_file = set(from_file)

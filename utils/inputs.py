@@ -39,10 +39,8 @@ def input_register() -> Iterator[InputRegister]:
 
 def reading(path: str | os.PathLike) -> None:
     """Record that the running script reads ``path`` (nothing outside a register)."""
-    if _open and str(path) != "-":
-        real = _real(path)
-        if real is not None:
-            _open[-1].read.setdefault(real, str(path))
+    if _open and str(path) != "-" and (real := _real(path)) is not None:
+        _open[-1].read.setdefault(real, str(path))
 
 
 def may_replace(paths: Iterable[str | os.PathLike]) -> None:
