@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import typing
@@ -56,15 +57,11 @@ class OneLineErrors(argparse.ArgumentParser):
 
 def shown_default(d: Declared, script: str) -> str | None:
     """The default as ``--help`` and the README say it (None: a switch, off, or nothing to say)."""
-    if d.flag.shown is not None:
+    if d.flag.shown is not None or d.flag.switch or script in d.flag.required:
         return d.flag.shown
     value = d.default_for(script)
-    if d.flag.switch or script in d.flag.required:
-        return None
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
+    if value is None or isinstance(value, bool):
+        return str(value).lower()  # none, true, false
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
@@ -76,8 +73,8 @@ def _typed(d: Declared, checked: bool = False):
             value = d.convert(text)
         except (ValueError, TypeError) as err:
             raise argparse.ArgumentTypeError(str(err)) from None
-        if checked and d.flag.problem(value):
-            raise argparse.ArgumentTypeError(f"{value}: {d.flag.problem(value)}")
+        if checked and (problem := d.flag.problem(value)):
+            raise argparse.ArgumentTypeError(f"{value}: {problem}")
         return value
 
     convert.__name__ = d.name
@@ -120,8 +117,7 @@ class BaseOptions:
 
     def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
         """The checked options; ``self.given`` and ``self.from_file``: the options the user and the file set."""
-        argv = sys.argv[1:] if argv is None else argv
-        given = vars(self.parser.parse_args(argv))
+        given = vars(self.parser.parse_args(argv))  # None: sys.argv[1:]
         self.given = set(given)
         from_file = load_options_file(given["config"], self) if given.get("config") else {}
         self.from_file = set(from_file)
@@ -162,10 +158,8 @@ def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help:
     scripts' own parsers, see :meth:`BaseOptions.parse`); another command that takes the option gives its default
     (and ``help``, where its meaning there differs), and the value's range is then checked as it is read."""
     text = help or d.flag.text(script)
-    if default is argparse.SUPPRESS or default == d.default_for(script):
-        shown = shown_default(d, script)
-    else:
-        shown = None if default is None else str(default)
+    same = default is argparse.SUPPRESS or default == d.default_for(script)
+    shown = shown_default(d, script) if same else None if default is None else str(default)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
     kw = {"default": default, "help": text.replace("%", "%%"), "required": required or script in d.flag.required}
@@ -181,8 +175,7 @@ def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help:
 
 def check_value(d: Declared, value) -> None:
     """``value`` of option ``d`` inside its declared range and choices, else one line naming the flag."""
-    problem = d.flag.problem(value)
-    if problem:
+    if problem := d.flag.problem(value):
         raise UserError(f"--{d.name} {value}: {problem}")
 
 
@@ -211,14 +204,11 @@ def build(cls, values: dict):
 
 def script_option_names(script: str) -> set[str] | None:
     """Option names of ``train``/``test``/``score``, or None for an unknown script name."""
-    import importlib
-
     try:
         module = importlib.import_module(f"ahiq.options.{script}_options")
     except ImportError:
         return None
-    classes = [c for c in vars(module).values()
-               if isinstance(c, type) and issubclass(c, BaseOptions) and c.__module__ == module.__name__]
+    classes = [c for c in BaseOptions.__subclasses__() if c.__module__ == module.__name__]
     return set(classes[0]().options) if classes else None
 
 
@@ -263,24 +253,20 @@ def load_options_file(path: str, options: BaseOptions) -> dict:
 
 def _file_value(d: Declared, value, path: str, script: str):
     """``value`` from an options file converted and checked as its flag would be."""
-    if d.flag.switch:
-        if not isinstance(value, bool):
-            raise UserError(f"--config {path}: {d.name} is a switch; give true or false, not {value!r}")
+    if d.flag.switch and not isinstance(value, bool):
+        raise UserError(f"--config {path}: {d.name} is a switch; give true or false, not {value!r}")
+    if value is None and d.default_for(script) is not None:
+        raise UserError(f"--config {path}: {d.name} null: give a value (the default is {d.default_for(script)})")
+    if d.flag.switch or value is None:
         return value
-    if value is None:
-        if d.default_for(script) is not None:
-            raise UserError(f"--config {path}: {d.name} null: give a value (the default is {d.default_for(script)})")
-        return value
-    if isinstance(value, dict):
-        text = json.dumps(value)  # keyword-argument options take JSON on the command line too
-    else:
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    # as the command line gives it (keyword-argument options take JSON there too)
+    text = (json.dumps(value) if isinstance(value, dict)
+            else ",".join(map(str, value)) if isinstance(value, list) else str(value))
     try:
         converted = d.convert(text)
     except (ValueError, TypeError) as err:
         raise UserError(f"--config {path}: {d.name} {value!r}: {err}") from None
-    problem = d.flag.problem(converted)
-    if problem:
+    if problem := d.flag.problem(converted):
         shown = f"{d.name} {value!r}" if d.flag.choices else f"--{d.name} {converted}"
         raise UserError(f"--config {path}: {shown}: {problem}")
     return converted

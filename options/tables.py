@@ -31,15 +31,14 @@ def table(options: BaseOptions, shown: dict[str, tuple]) -> str:
     """The markdown table of ``options`` that ``shown`` (name -> (flag, help) of earlier tables) lacks."""
     rows = ["| option | default | valid | meaning |", "|---|---|---|---|"]
     for d in options.ordered:
-        name = d.name
         text = d.flag.text(options.script)
-        if shown.get(name) == (d.flag, text):
+        if shown.get(d.name) == (d.flag, text):
             continue
-        shown[name] = (d.flag, text)
+        shown[d.name] = (d.flag, text)
         default = shown_default(d, options.script)
         default = "required" if options.script in d.flag.required else "off" if d.flag.switch else (
             default if d.flag.shown or default == "none" else f"`{default}`")
-        rows.append(f"| `--{name}` | {default} | {valid(d)} | {text.replace('|', '/')} |")
+        rows.append(f"| `--{d.name}` | {default} | {valid(d)} | {text.replace('|', '/')} |")
     return "\n".join(rows) + "\n"
 
 

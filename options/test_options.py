@@ -46,8 +46,7 @@ class TestOptions(BaseOptions):
             checkpoint = str(run / "best.pth")  # a named run's own; without a name, the released checkpoint
         output = opt.output or str(default_output(checkpoint, run, named))
         score: ScoreConfig = score_config(self, opt, checkpoint=checkpoint, output=output)
-        data = None if opt.ref_dir else data_config(opt)
-        return build(TestConfig, {**vars(opt), "score": score, "data": data})
+        return build(TestConfig, {**vars(opt), "score": score, "data": None if opt.ref_dir else data_config(opt)})
 
 
 def default_output(checkpoint: str | None, run: Path, named: bool) -> Path:

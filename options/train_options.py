@@ -59,14 +59,14 @@ class TrainOptions(BaseOptions):
         if self.saved is None:
             return
         saved = self.saved
-        changed = sorted(k for k in run_defining() if k in saved and _plain(getattr(opt, k)) != _plain(saved[k]))
+        differ = {k for k in saved if _plain(getattr(opt, k)) != _plain(saved[k])}
+        changed = sorted(differ & set(run_defining()))
         if changed and not opt.allow_changes:
             shown = ", ".join(f"--{k} {_plain(getattr(opt, k))} (run: {_plain(saved[k])})" for k in changed)
             raise UserError(f"--resume {opt.name}: {shown} would change the run's model or data; drop "
                             f"{'it' if len(changed) == 1 else 'them'} to continue the run as it was, or add "
                             "--allow_changes")
-        overridden = [k for k in sorted(self.given - {"resume", "allow_changes"})
-                      if k in saved and _plain(getattr(opt, k)) != _plain(saved[k])]
+        overridden = sorted(differ & self.given - {"resume", "allow_changes"})
         given = ", ".join(f"--{k} {_plain(getattr(opt, k))}" for k in overridden)
         self.resumed = f"resume: options of {self.run_options}" + (f"; given here: {given}" if given else "")
 

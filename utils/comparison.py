@@ -63,8 +63,7 @@ def spread_cells(values: Sequence[float], whys: Sequence[str | None], digits: in
     """(markdown cell, median, mean, std) of one figure over the sets (cell: ``median (mean ± std)``); missing on any
     set, its reasons (``whys``) in every cell."""
     if any(w is not None for w in whys):
-        cell = _missing(whys, len(values))
-        return cell, cell, cell, cell
+        return (_missing(whys, len(values)),) * 4
     med, mean, std = (float(f(values)) for f in (np.median, np.mean, np.std))
     md = figure(values[0]) if len(values) == 1 else f"{figure(med)} ({figure(mean)} ± {figure(std)})"
     return md, figure(med, digits=digits), figure(mean, digits=digits), figure(std, digits=digits)
@@ -106,8 +105,7 @@ def overall_rows(sets: Sequence[ScoredSet], found: dict[str, list[Evaluation]] |
 
 
 def too_few(min_pairs: int) -> str:
-    """The cell of a distortion type with fewer than ``min_pairs`` pairs (written by :func:`type_rows`, read back for
-    the bar chart's notes)."""
+    """The cell of a type with fewer than ``min_pairs`` pairs (written by :func:`type_rows`, read for the bars' notes)."""
     return f"n/a (n<{min_pairs})"
 
 
@@ -140,8 +138,7 @@ def _type_cell(value: float | str, digits: int = 4) -> str:
 def comparison_report(sets: Sequence[ScoredSet], prefix: str | os.PathLike, title: str,
                       type_names: dict[str, str] | None = None, label_name: str = "label",
                       min_pairs: int = TYPE_MIN_PAIRS, set_name: str = "split") -> str:
-    """Write ``<prefix>_comparison.md``, ``_comparison.csv``, ``_types.csv``, ``_scatter.png`` and ``_types.png``;
-    return the markdown."""
+    """Write ``<prefix>_comparison.md`` (returned), ``_comparison.csv``, ``_types.csv``, ``_scatter.png``, ``_types.png``."""
     from ahiq.utils.visual import ScatterPanel, save_fitted_scatter, save_type_bars
 
     prefix, metrics, several = Path(prefix), list(sets[0].scores), len(sets) > 1

@@ -88,8 +88,7 @@ class Flag:
 
 
 def option(default: Any = None, help: str | dict[str, str] = "", **flag: Any) -> Any:
-    """A config field that is also a command-line option (see :class:`Flag` for ``flag``); mutable defaults are
-    copied for each instance."""
+    """A config field that is also a command-line option (``flag``: see :class:`Flag`); mutable defaults copied."""
     meta = {"flag": Flag(help=help, **flag)}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)

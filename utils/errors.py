@@ -29,14 +29,10 @@ def plain(text: str) -> str:
     return render(text, _in_script)
 
 
-class _Lines(logging.Handler):
+class _Lines(logging.StreamHandler):
     """Each record as its bare message on the stderr of the moment (a test's capture, a script's)."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            print(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001  (logging's rule: a handler never raises)
-            self.handleError(record)
+    stream = property(lambda self: sys.stderr, lambda self, value: None)  # never the stderr of when it was made
 
 
 LOG = logging.getLogger("ahiq")

@@ -39,10 +39,8 @@ def input_register() -> Iterator[InputRegister]:
 
 def reading(path: str | os.PathLike) -> None:
     """Record that the running script reads ``path`` (nothing outside a register)."""
-    if _open and str(path) != "-":
-        real = _real(path)
-        if real is not None:
-            _open[-1].read.setdefault(real, str(path))
+    if _open and str(path) != "-" and (real := _real(path)) is not None:
+        _open[-1].read.setdefault(real, str(path))
 
 
 def may_replace(paths: Iterable[str | os.PathLike]) -> None:
@@ -53,16 +51,10 @@ def may_replace(paths: Iterable[str | os.PathLike]) -> None:
 
 def read_by_this_run(path: str | os.PathLike) -> str | None:
     """How the running script named ``path`` when it read it (None: not read, or this run may replace it)."""
-    if not _open:
-        return None
-    real = _real(path)
-    if real is None or real in _open[-1].replaceable:
-        return None
-    return _open[-1].read.get(real)
+    real = _real(path) if _open else None
+    return None if real is None or real in _open[-1].replaceable else _open[-1].read.get(real)
 
 
 def read_so_far() -> list[str]:
     """Every file read so far by the running script that it may not replace (for early output checks)."""
-    if not _open:
-        return []
-    return [named for real, named in _open[-1].read.items() if real not in _open[-1].replaceable]
+    return [named for real, named in _open[-1].read.items() if real not in _open[-1].replaceable] if _open else []

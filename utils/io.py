@@ -28,12 +28,6 @@ def shared_folder() -> Path:
     return Path(os.environ.get("AHIQ_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _why(err: OSError) -> str:
     return (err.strerror or type(err).__name__).lower()
 
@@ -67,7 +61,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             fd, tmp = tempfile.mkstemp(suffix=".tmp")
             os.close(fd)
             write(tmp)
-            _to_stdout(Path(tmp).read_bytes())
+            sys.stdout.flush()
+            out = getattr(sys.stdout, "buffer", sys.stdout)  # no buffer: a text-only stand-in (a test's capture)
+            out.write(Path(tmp).read_bytes() if out is not sys.stdout else Path(tmp).read_text("utf-8", "surrogateescape"))
+            out.flush()
             return
         if stream:
             write(str(path))
@@ -75,7 +72,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
+        mask = os.umask(0o022)  # read the umask (mkstemp made the file 0600): the file gets open()'s usual mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         write(tmp)
         os.replace(tmp, path)
         tmp = None
@@ -89,16 +88,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _to_stdout(data: bytes) -> None:
-    sys.stdout.flush()
-    if hasattr(sys.stdout, "buffer"):
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:  # a text-only stand-in (a test's capture)
-        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
-        sys.stdout.flush()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -130,8 +119,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_writable(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """Before any long work, prove ``path``'s folder (``path`` when ``folder``) takes a file, else one
-    :class:`UserError` naming ``what``."""
+    """Before long work, prove ``path``'s folder (``path`` when ``folder``) takes a file, else a :class:`UserError`."""
     if not path:
         return
     check_name_length(path, what, folder)
@@ -152,10 +140,9 @@ def check_writable(path: str | os.PathLike | None, what: str, folder: bool = Fal
 
 def check_name_length(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
     """A :class:`UserError` when a part of ``path`` is longer than 255 bytes (the file's name: :data:`MAX_NAME`)."""
-    if path and any(len(part.encode()) > 255 for part in Path(path).parts) or (
-            path and not folder and len(Path(path).name.encode()) > MAX_NAME):
-        raise UserError(f"{what}{path}: a name in it is longer than {MAX_NAME if not folder else 255} bytes; give a "
-                        "shorter one")
+    limit = 255 if folder else MAX_NAME
+    if path and (len(Path(path).name.encode()) > limit or any(len(part.encode()) > 255 for part in Path(path).parts)):
+        raise UserError(f"{what}{path}: a name in it is longer than {limit} bytes; give a shorter one")
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
@@ -226,10 +213,9 @@ def lock_file(path: str | os.PathLike, busy: str, advice: str) -> IO:
     return handle
 
 
-def unlock_file(handle: IO, remove: bool = True) -> None:
-    """Release a :func:`lock_file` lock, deleting the file first when ``remove`` (while still held)."""
-    if remove:
-        Path(handle.name).unlink(missing_ok=True)
+def unlock_file(handle: IO) -> None:
+    """Release a :func:`lock_file` lock, deleting the file first (while still held)."""
+    Path(handle.name).unlink(missing_ok=True)
     handle.close()
 
 
@@ -243,16 +229,9 @@ def save_options(values: dict, folder: str | os.PathLike, stem: str = "opt") -> 
 
 def _numpy_globals() -> list:
     """The non-tensor types :func:`load_torch_file` allows: numpy float scalars (the released ``loss``), uint32 arrays."""
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # numpy 1
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    scalar, reconstruct = multiarray.scalar, multiarray._reconstruct
-    allowed: list = [np.dtype, np.ndarray, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
-                     type(np.dtype(np.uint32))]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(scalar, f"{module}.scalar"), (reconstruct, f"{module}._reconstruct")]
-    return allowed
+    pickled = (np.float64(0).__reduce__()[0], np.zeros(1).__reduce__()[0])  # multiarray's scalar and _reconstruct
+    return [np.dtype, np.ndarray, *(type(np.dtype(t)) for t in (np.float64, np.float32, np.uint32)),
+            *((f, f"numpy.{core}.multiarray.{f.__name__}") for core in ("core", "_core") for f in pickled)]
 
 
 def existing_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
@@ -279,10 +258,10 @@ def load_torch_file(path: str | os.PathLike, what: str = "PyTorch file") -> Any:
             warnings.simplefilter("ignore")  # numpy 2 warns about numpy.core names in old files
             with torch.serialization.safe_globals(_numpy_globals()):
                 return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported operand" not in str(err):  # what the weights-only unpickler refused: a global, a class
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, KeyError, IndexError,
+            AttributeError) as err:
+        # what the weights-only unpickler refused (a global, a class) and not a damaged file's bytes
+        if isinstance(err, pickle.UnpicklingError) and "Unsupported operand" not in str(err):
             raise UserError(f"{path}: holds Python objects other than tensors; refusing to unpickle it "
                             "(see README, Security)") from None
-        raise UserError(f"{path}: not a readable {what} (damaged or truncated); re-download or re-create it") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, KeyError, IndexError, AttributeError):
         raise UserError(f"{path}: not a readable {what} (damaged or truncated); re-download or re-create it") from None

@@ -63,8 +63,12 @@ def _sse(params, x, y) -> float:
     return float(np.sum((logistic5(x, *params) - y) ** 2))
 
 
-def _sse_gradient(params, x, y) -> np.ndarray:
-    return 2.0 * _jacobian(x, *params).T @ (logistic5(x, *params) - y)
+def _curve_fit(f, x: np.ndarray, y: np.ndarray, **kw) -> np.ndarray | None:
+    """``optimize.curve_fit``'s parameters, or None where it found none."""
+    try:
+        return optimize.curve_fit(f, x, y, **kw)[0]
+    except (RuntimeError, ValueError, optimize.OptimizeWarning):
+        return None
 
 
 def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.ndarray]:
@@ -75,20 +79,14 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
     best = ("line", np.array([0.0, 1.0, 0.0, slope, 0.0]))
     best_sse = _sse(best[1], x, y) * (1 + 1e-12)
     spread = max(float(np.ptp(y)), 1e-3)
-    candidates: list[np.ndarray] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:  # the classic free fit: kept only when it is monotonic on the data
-            candidates.append(optimize.curve_fit(logistic5, x, y, p0=[spread, 1.0, 0.0, 0.0, 0.0], jac=_jacobian,
-                                                 maxfev=2000)[0])
-        except (RuntimeError, ValueError, optimize.OptimizeWarning):
-            pass
-        try:  # b1, b2, b4 >= 0: non-decreasing everywhere (a start inside the constraint for the refinement)
-            candidates.append(optimize.curve_fit(
-                logistic5, x, y, p0=[spread, 1.0, 0.0, 1e-3, 0.0], jac=_jacobian, max_nfev=500,
-                bounds=([0.0, 0.0, -np.inf, 0.0, -np.inf], [np.inf, MAX_STEEPNESS, np.inf, np.inf, np.inf]))[0])
-        except (RuntimeError, ValueError, optimize.OptimizeWarning):
-            pass
+        # the classic free fit (kept only when it is monotonic on the data), then b1, b2, b4 >= 0: non-decreasing
+        # everywhere (a start inside the constraint for the refinement)
+        fits = [_curve_fit(logistic5, x, y, p0=[spread, 1.0, 0.0, 0.0, 0.0], jac=_jacobian, maxfev=2000),
+                _curve_fit(logistic5, x, y, p0=[spread, 1.0, 0.0, 1e-3, 0.0], jac=_jacobian, max_nfev=500,
+                           bounds=([0.0, 0.0, -np.inf, 0.0, -np.inf], [np.inf, MAX_STEEPNESS, np.inf, np.inf, np.inf]))]
+        candidates = [p for p in fits if p is not None]
         grid = np.linspace(lo, hi, 64)
         constraint = {"type": "ineq", "fun": lambda b: b[0] * b[1] * _bump(b[1] * (grid - b[2])) + b[3]}
         for start in list(candidates):
@@ -97,30 +95,24 @@ def _monotone_fit(x: np.ndarray, y: np.ndarray, slope: float) -> tuple[str, np.n
             start = np.array([start[0], np.clip(start[1], -MAX_STEEPNESS, MAX_STEEPNESS), *start[2:]])
             if not np.all(np.isfinite(start)):
                 continue
-            found = optimize.minimize(_sse, start, args=(x, y), jac=_sse_gradient, method="SLSQP",
+            found = optimize.minimize(_sse, start, args=(x, y), method="SLSQP",
+                                      jac=lambda b, x, y: 2.0 * _jacobian(x, *b).T @ (logistic5(x, *b) - y),
                                       bounds=[(None, None), (-MAX_STEEPNESS, MAX_STEEPNESS)] + [(None, None)] * 3,
                                       constraints=[constraint], options={"maxiter": 300, "ftol": 1e-12})
             candidates.append(found.x)
-    for params in candidates:
-        if np.all(np.isfinite(params)) and min_slope(params, lo, hi) >= -tol and _sse(params, x, y) < best_sse:
-            best, best_sse = ("logistic5", np.asarray(params, dtype=np.float64)), _sse(params, x, y)
-    return best if best[0] == "logistic5" else _four_parameter_fit(x, y, spread, best, best_sse)
-
-
-def _four_parameter_fit(x: np.ndarray, y: np.ndarray, spread: float, best: tuple, best_sse: float) -> tuple:
-    """The 4-parameter form (``b4 = 0``) where the 5-parameter one found no monotonic fit better than ``best``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            four = optimize.curve_fit(lambda t, b1, b2, b3, b5: logistic5(t, b1, b2, b3, 0.0, b5), x, y,
-                                      p0=[spread, 1.0, 0.0, 0.0], max_nfev=500,
-                                      jac=lambda t, b1, b2, b3, b5: _jacobian(t, b1, b2, b3, 0.0, b5)[:, [0, 1, 2, 4]],
-                                      bounds=([0.0, 0.0, -np.inf, -np.inf], [np.inf, MAX_STEEPNESS, np.inf, np.inf]))[0]
-            params = np.array([four[0], four[1], four[2], 0.0, four[3]])
-            if np.all(np.isfinite(params)) and _sse(params, x, y) < best_sse:
-                return "logistic4", params
-        except (RuntimeError, ValueError, optimize.OptimizeWarning):
-            pass
+        for params in candidates:
+            if np.all(np.isfinite(params)) and min_slope(params, lo, hi) >= -tol and _sse(params, x, y) < best_sse:
+                best, best_sse = ("logistic5", np.asarray(params, dtype=np.float64)), _sse(params, x, y)
+        if best[0] == "logistic5":
+            return best
+        # no monotonic 5-parameter fit better than the line: the 4-parameter form (b4 = 0)
+        four = _curve_fit(lambda t, b1, b2, b3, b5: logistic5(t, b1, b2, b3, 0.0, b5), x, y,
+                          p0=[spread, 1.0, 0.0, 0.0], max_nfev=500,
+                          jac=lambda t, b1, b2, b3, b5: _jacobian(t, b1, b2, b3, 0.0, b5)[:, [0, 1, 2, 4]],
+                          bounds=([0.0, 0.0, -np.inf, -np.inf], [np.inf, MAX_STEEPNESS, np.inf, np.inf]))
+        params = None if four is None else np.array([four[0], four[1], four[2], 0.0, four[3]])
+        if params is not None and np.all(np.isfinite(params)) and _sse(params, x, y) < best_sse:
+            return "logistic4", params
     return best
 
 
