@@ -48,7 +48,10 @@ def sync(device: torch.device) -> None:
 
 
 def _rss_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s*(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)[1])
+    found = re.search(rf"^{field}:\s*(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no {field} in /proc/self/status")
+    return int(found[1])
 
 
 def reset_peak(device: torch.device) -> float:
@@ -146,7 +149,9 @@ def score_py(out: Path, *options: str, ranks: int = 1, threads: int | None = Non
         sys.exit(proc.stderr[-2000:])
     pairs, seconds = re.search(r"scored (\d+) pair\(s\) with crops=\S+ in ([\d.]+)s", proc.stderr).groups()
     peak = re.search(r"peak_kib (\d+)", proc.stderr)
-    return {"scores": {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(out.open())}, "wall": wall,
+    with out.open(newline="") as f:
+        scores = {Path(r["dist"]).name: float(r["score"]) for r in csv.DictReader(f)}
+    return {"scores": scores, "wall": wall,
             "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
             "pairs_per_s": int(pairs) / float(seconds), "peak_mib": int(peak.group(1)) / 1024 if peak else float("nan")}
 

@@ -10,6 +10,7 @@ import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -57,8 +58,11 @@ def main(argv=None) -> None:
     p.add_argument("--precision", default="fp32", help="fp32 or bf16")
     args = p.parse_args(argv)
     # Each setting in a fresh process, so no other setting's memory hides its peak.
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        rows = {setting: pool.apply(measure, (args, setting == "on")) for setting in ("off", "on")}
+    # A worker that dies (the OOM killer) is a BrokenProcessPool error, not a hang.
+    rows = {}
+    for setting in ("off", "on"):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows[setting] = pool.submit(measure, args, setting == "on").result()
     off, on = rows["off"], rows["on"]
     print(f"AHIQLoss step (forward + backward to the image), B={args.batch}, {args.size}x{args.size}, "
           f"{args.precision}, {off['device']}: {machine(off['device'])}")

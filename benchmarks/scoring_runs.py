@@ -127,7 +127,6 @@ def process(tmp: Path, args) -> None:
               f"-> {cpu_authors / cpu:.2f}x; max |score difference| {diff:.2e}", flush=True)
 
 
-
 def main(argv=None) -> None:
     p = parser(__doc__)
     p.add_argument("--case", choices=["scaling", "memory", "process"], default="scaling")

@@ -69,8 +69,9 @@ def compare_training(model: AHIQ, dist: torch.Tensor, ref: torch.Tensor, labels:
         result.losses.append((loss_o, loss_t))
         result.lrs.append((sched_o.get_last_lr()[0], sched_t.get_last_lr()[0]))
         if step == 0:  # gradients stay in .grad until the next step zeroes them
-            result.grad_errors = {name: (mine.grad - p.grad).abs().max().item() / max(p.grad.norm().item(), GRAD_NORM_FLOOR)
-                                  for (name, p), mine in zip(_heads(theirs).items(), _heads(ours).values())}
+            mine = _heads(ours)
+            result.grad_errors = {name: (mine[name].grad - p.grad).abs().max().item()
+                                  / max(p.grad.norm().item(), GRAD_NORM_FLOOR) for name, p in _heads(theirs).items()}
     diffs = torch.cat([(a - b).abs().flatten() for a, b in zip(_heads(ours).values(), _heads(theirs).values())])
     result.weight_share = (diffs <= WEIGHT_ATOL).float().mean().item()
     result.weight_max_diff = diffs.max().item()

@@ -232,7 +232,9 @@ def _distort(img: np.ndarray, kind: str, value, rng: np.random.Generator) -> np.
     elif kind == "contrast_factor_brightness_shift":
         (factor, shift), mean = value, x.mean()
         x = mean + factor * (x - mean) + (1.0 if rng.random() < 0.5 else -1.0) * shift
-    else:  # colour_cast_offset
+    elif kind == "colour_cast_offset":
         angle = rng.uniform(0, 2 * math.pi)
         x += value * (math.cos(angle) * U_DIR + math.sin(angle) * V_DIR)
+    else:
+        raise ValueError(f"unknown distortion {kind!r}; see synthetic.DISTORTIONS")
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)

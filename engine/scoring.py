@@ -35,8 +35,8 @@ def load_seeded(checkpoint: str | None, device: str | torch.device = "auto", see
     """:func:`models.checkpoint.load_model`, its random parts drawn from ``seed`` (None: ``SEED``), the caller's RNG
     untouched: the network as score.py, test.py, ``create_metric`` and :class:`engine.loss.AHIQLoss` load it."""
     seed = SEED if seed is None else seed
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # built on the CPU: only its generator is drawn from, and restored
+        torch.random.default_generator.manual_seed(seed)
         return load_model(checkpoint, **options, default_seed=seed, device=device)
 
 

@@ -190,8 +190,9 @@ def predict(model: AHIQ, pairs: list[Pair], ctx: RunContext, *, crops: str, crop
                disable=not (progress and ctx.main), leave=False, postfix=f"{len(done)} done before" if done else None)
     key = f"progress/{ctx.rounds.get('scored', 0)}"  # one counter per call: wait_all('scored') ends each
     tick = bar.update if ctx.store is None else lambda _: setattr(bar, "n", int(ctx.store.add(key, 1))) or bar.refresh()
-    for i, result in score_stream(model, tuples, crops, crop_size, seed, batch_size, precision, num_workers, with_maps,
-                                  flip_tta, parts=everyone[ctx.rank], read=read, progress=tick):
+    for i, result in score_stream(model, tuples, crops, crop_size, seed, batch_size, precision, num_workers,
+                                  with_maps=with_maps, flip_tta=flip_tta, parts=everyone[ctx.rank], read=read,
+                                  progress=tick):
         if each is not None:
             each(i, result)
         done[i] = result.score

@@ -93,7 +93,7 @@ def _source(value: Any) -> bool:
         return False
     kind, name, file, sha, seed = (value.get(k) for k in ("kind", "name", "file", "sha256", "seed"))
     return (kind in ("timm", "file", "random") and isinstance(name, str) and name != ""
-            and (seed is None and kind != "random" or type(seed) is int and 0 <= seed < 2**32)
+            and ((seed is None and kind != "random") or (type(seed) is int and 0 <= seed < 2**32))
             and all(v is None or isinstance(v, str) for v in (file, sha))
             and (kind != "file" or bool(file) and sha is not None))
 
@@ -291,6 +291,7 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
                contents: tuple[dict, dict, dict] | None = None, **config_overrides: Any) -> AHIQ:
     """A ready AHIQ model in eval mode, ``model(dist, ref)`` on crops ``(B, 3, C, C)`` in [0, 1], C a multiple of 32.
     Architecture: ``config``, else the checkpoint's, else the authors', changed by ``config_overrides``."""
+    device = resolve_device(device)  # a bad device is one line before any file is read
     deform, regressor, meta = (contents or read_checkpoint(checkpoint)) if checkpoint is not None else (None, None, {})
     record = read_record(meta, checkpoint or "checkpoint")
     config = config or record.model_config or ModelConfig()
@@ -310,4 +311,4 @@ def load_model(checkpoint: str | Path | None = None, *, vit_weights: str | None 
     else:
         load_heads(model, deform, regressor, checkpoint)
     model.record, model.checkpoint_meta = record, meta
-    return model.to(resolve_device(device)).eval()
+    return model.to(device).eval()

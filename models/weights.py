@@ -259,7 +259,9 @@ def create_backbone(source: BackboneSource, weights_arg: str = "", **kwargs) -> 
     name = source.name
     changed = {k: v for k, v in kwargs.items() if k != "dynamic_img_size"}  # the user's changes, for messages
     try:
-        weights_file = find_local_weights(name) if source.kind == "timm" else source.file if source.kind == "file" else None
+        weights_file = source.file if source.kind == "file" else None
+        if source.kind == "timm":
+            weights_file = find_local_weights(name)
         if weights_file is not None:
             return _from_file(name, weights_file, **kwargs)
         if source.kind == "random":

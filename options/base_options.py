@@ -159,7 +159,10 @@ def add_option(group, d: Declared, script: str, default=argparse.SUPPRESS, help:
     (and ``help``, where its meaning there differs), and the value's range is then checked as it is read."""
     text = help or d.flag.text(script)
     same = default is argparse.SUPPRESS or default == d.default_for(script)
-    shown = shown_default(d, script) if same else None if default is None else str(default)
+    if same:
+        shown = shown_default(d, script)
+    else:
+        shown = None if default is None else str(default)
     if shown is not None and "default" not in text.lower():
         text = f"{text} (default: {shown})"
     kw = {"default": default, "help": text.replace("%", "%%"), "required": required or script in d.flag.required}

@@ -63,7 +63,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             write(tmp)
             sys.stdout.flush()
             out = getattr(sys.stdout, "buffer", sys.stdout)  # no buffer: a text-only stand-in (a test's capture)
-            out.write(Path(tmp).read_bytes() if out is not sys.stdout else Path(tmp).read_text("utf-8", "surrogateescape"))
+            data = Path(tmp).read_bytes()
+            out.write(data if out is not sys.stdout else data.decode("utf-8", "surrogateescape"))
             out.flush()
             return
         if stream:
