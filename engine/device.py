@@ -9,7 +9,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -92,6 +92,12 @@ class RunContext:
         while int(self.store.add(key, 0)) < self.world_size:
             self.check()
             time.sleep(0.05)
+
+    def main_first(self, work: Callable[[], Any], tag: str) -> None:
+        """``work`` on rank 0 alone (files the others then read), every rank waiting at ``tag`` until it is done."""
+        if self.main:
+            work()
+        self.wait_all(tag)
 
     def gather(self, value: Any) -> list:
         """``value`` of every rank, in rank order (alone: ``[value]``)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ahiq.data.datasets import DATASETS, label_files
+from ahiq.data.datasets import DATASETS, label_files, write_generated
 from ahiq.data.records import result_names
 from ahiq.data.sampling import ScoreNorm
 from ahiq.data.screening import describe
@@ -22,18 +22,20 @@ from ahiq.utils.tables import csv_text, write_csv
 
 if TYPE_CHECKING:
     from ahiq.data.records import Pair
+    from ahiq.engine.device import RunContext
     from ahiq.engine.session import ScoringSession
     from ahiq.models.checkpoint import CheckpointRecord
 
 NTIRE_FORBIDDEN = (",", "\r", "\n", '"')  # output.txt is bare name,score lines
 
 
-def collect_pairs(cfg: TestConfig) -> list[Pair]:
+def collect_pairs(cfg: TestConfig, ctx: RunContext) -> list[Pair]:
     """The pairs to score: a folder pair (labels optional; ``cfg.data`` None) or a split of ``cfg.data``."""
     if cfg.data is None:
         from ahiq.data.pipal import load_folder_pairs
 
         return load_folder_pairs(Path(cfg.ref_dir), Path(cfg.dist_dir), Path(cfg.labels) if cfg.labels else None)
+    ctx.main_first(lambda: write_generated(cfg.data), "data written")  # the others read a generated set whole
     if cfg.split == "all":  # cross-dataset evaluation: every labelled pair, no split needed
         from ahiq.data.datasets import load_dataset
 

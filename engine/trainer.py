@@ -126,9 +126,7 @@ class Trainer:
         """The train and validation pairs, screened (every image decoded once), and the score normalisation."""
         cfg, ctx = self.cfg, self.ctx
         seed_everything(cfg.run.seed)
-        if ctx.main:  # a generated set is written by this rank alone; the others read it once it is whole
-            write_generated(cfg.data)
-        ctx.wait_all("data written")
+        ctx.main_first(lambda: write_generated(cfg.data), "data written")  # the others read a generated set whole
         self.parts, self.split_info = prepare_splits(cfg.data, self.folder.path if ctx.main else None)
         if not self.parts["train"] or not self.parts["val"]:
             raise UserError(f"need training and validation pairs; got {describe(self.parts['train'])} and "

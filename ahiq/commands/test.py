@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
     from ahiq.engine.session import ScoringSession
 
     with ScoringSession(cfg.score, outputs={"--ntire_zip ": cfg.ntire_zip, "--plot ": cfg.plot}) as session:
-        pairs = collect_pairs(cfg)
+        pairs = collect_pairs(cfg, session.ctx)
         if opt.check_data:
             check_data_and_exit({"test": pairs}, session.crop_size)
         found = run_test(cfg, session, pairs)
