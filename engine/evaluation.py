@@ -5,7 +5,7 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -90,8 +90,9 @@ def write_ntire_zip(path: str, lines: str, seconds_per_image: float, on_gpu: boo
     atomic_write(path, write)
 
 
-def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dict | None:
-    """Screen, guard, score, write, measure ``pairs``: the metrics (None without labels, or off rank 0)."""
+def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair], show: Callable[[str], None]) -> dict | None:
+    """Screen, guard, score, write, measure ``pairs``: the metrics (None without labels, or off rank 0). ``show``
+    gets the metrics line as soon as it is known, then the baselines' table."""
     score = cfg.score
     pairs = session.screen(pairs)
     names = result_names(pairs)  # listed or bare names unless they repeat (LIVE: jpeg/img1.bmp)
@@ -138,18 +139,17 @@ def run_test(cfg: TestConfig, session: ScoringSession, pairs: list[Pair]) -> dic
     if not labelled:
         return None
     found = evaluate(scores, [p.score for p in pairs], same_scale=same_scale)
+    show(f"test: {format_metrics(found.metrics, found.notes())}")
     if details is not None:
         write_csv(details, ["name", "prediction", "label", "raw_label"],
                   [[n, f"{s:.6f}", f"{p.score:.6f}", "" if p.raw is None else p.raw]
                    for n, p, s in zip(names, pairs, scores)])
-    table = None
     if baselines is not None:  # the same pairs and decoded images, every prediction oriented higher = better
-        table = compare_with_baselines(pairs, scores, baselines, prefix, cfg.data.dataset if cfg.data else None,
-                                       session.ctx.device, min_pairs=cfg.type_min_pairs)
+        show(compare_with_baselines(pairs, scores, baselines, prefix, cfg.data.dataset if cfg.data else None,
+                                    session.ctx.device, min_pairs=cfg.type_min_pairs))
     if cfg.plot:
         plot(cfg, record, norm, pairs, scores, found)
-    return {**found.metrics, "notes": found.notes(), "line": f"test: {format_metrics(found.metrics, found.notes())}",
-            "baselines": table}
+    return {**found.metrics, "notes": found.notes()}
 
 
 def plot(cfg: TestConfig, record: CheckpointRecord, norm: ScoreNorm, pairs: list[Pair], scores, found) -> None:

@@ -22,14 +22,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict | None:
         pairs = collect_pairs(cfg, session.ctx)
         if opt.check_data:
             check_data_and_exit({"test": pairs}, session.crop_size)
-        found = run_test(cfg, session, pairs)
-    if found is None:
-        return None
-    print(found.pop("line"))
-    table = found.pop("baselines")
-    if table is not None:
-        print(table)
-    return found  # notes: why a figure is missing, the fitted mapping's form
+        return run_test(cfg, session, pairs, print)  # notes: why a figure is missing, the fitted mapping's form
 
 
 if __name__ == "__main__":
