@@ -5,10 +5,8 @@
 """
 from __future__ import annotations
 
-import sys
-
 from ahiq.options.export_options import ExportOptions
-from ahiq.utils.errors import cli_main
+from ahiq.utils.errors import cli_main, note
 
 
 def check_onnx(path: str, model, crop: int) -> str:
@@ -58,8 +56,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     trained_crop = record.crop()
     if opt.to == "pyiqa":
         if trained_crop != 224:
-            print(f"note: {opt.checkpoint} was trained on {trained_crop}-pixel crops; pyiqa scores 224-pixel crops",
-                  file=sys.stderr)
+            note(f"note: {opt.checkpoint} was trained on {trained_crop}-pixel crops; pyiqa scores 224-pixel crops")
         whole = whole_backbones(model)
         atomic_torch_save(pyiqa_checkpoint(model, whole), opt.output)
         kwargs = ", ".join(f"{k}={v}" for k, v in pyiqa_metric_options(model.config).items())

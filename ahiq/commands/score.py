@@ -4,11 +4,10 @@ REF and DIST are files or folders (paired by file name); prints a table and opti
 """
 from __future__ import annotations
 
-import sys
 import time
 
 from ahiq.options.score_options import ScoreOptions
-from ahiq.utils.errors import cli_main
+from ahiq.utils.errors import cli_main, note
 
 
 @cli_main
@@ -25,8 +24,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         pairs = session.screen([Pair(d, r) for d, r in found], problems, check_hint=False)
         names = result_names(pairs)
         session.guard(pairs, names)
-        if session.ctx.main:
-            print(f"model: {session.describe()}", file=sys.stderr)
+        note(f"model: {session.describe()}")
         start = time.perf_counter()
         scores = session.score(pairs, names)
         if scores is None:  # another rank writes the results
@@ -42,8 +40,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             for i, (name, p) in enumerate(zip(names, pairs)):
                 print(f"{name:<{width}}  {p.ref.name:<12}  {scores[i]:.4f}")
         maps = f"; wrote {len(pairs)} quality map{'s' if len(pairs) > 1 else ''} to {opt.save_maps}" if opt.save_maps else ""
-        print(f"scored {len(pairs)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
-              + (f"; wrote {opt.output}" if opt.output else "") + maps, file=sys.stderr)
+        note(f"scored {len(pairs)} pair(s) with crops={opt.crops} in {elapsed:.2f}s"
+             + (f"; wrote {opt.output}" if opt.output else "") + maps)
 
 
 if __name__ == "__main__":
