@@ -15,7 +15,7 @@ import torch
 from ahiq.data.crops import parse_crops
 from ahiq.data.images import as_unit_float, read_image
 from ahiq.engine.loss import AHIQLoss
-from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option, check_range
+from ahiq.options.base_options import OneDefaultHelpFormatter, OneLineErrors, add_option, check_value
 from ahiq.options.score_options import ScoreOptions
 from ahiq.utils.errors import UserError, cli_main
 from ahiq.utils.io import atomic_write, check_outputs, check_writable
@@ -40,7 +40,7 @@ def parse(argv=None) -> argparse.Namespace:
         raise UserError(f"--crops {opt.crops}: use fixed windows (center, five, nine, grid:N) so steps compare")
     if not (1 <= opt.steps <= 10**6 and 0 < opt.lr < 1e3 and 0 <= opt.blur < 1e3 and 0 <= opt.noise < 1e3):
         raise UserError("--steps must be 1..10^6, --lr > 0, --blur and --noise >= 0 (all finite)")
-    check_range("seed", opt.seed)
+    check_value(options["seed"], opt.seed)
     check_writable(opt.output, "--output ")
     check_outputs({"--output ": opt.output},
                   [p for p in (opt.ref, opt.dist, opt.checkpoint, opt.vit_weights, opt.cnn_weights) if p])

@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
-from ahiq.engine.config import CONFIG_VERSION, Common
+from ahiq.engine.config import CONFIG_VERSION
 from ahiq.models.config import ARCH, VIT_BY_PATCH, ModelConfig, check_crop_size
 from ahiq.utils.declare import Declared, declared, option
 from ahiq.utils.errors import UserError
@@ -180,11 +180,6 @@ def check_value(d: Declared, value) -> None:
     """``value`` of option ``d`` inside its declared range and choices, else one line naming the flag."""
     if problem := d.flag.problem(value):
         raise UserError(f"--{d.name} {value}: {problem}")
-
-
-def check_range(name: str, value) -> None:
-    """``value`` inside the declared range of run option ``name`` (for the examples' own parsers)."""
-    check_value(next(d for d in declared(Common) if d.name == name), value)
 
 
 def model_config(opt: argparse.Namespace) -> ModelConfig:
