@@ -13,7 +13,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from ahiq.data.images import DECODED_BYTES_PER_PIXEL, MAX_PIXELS, decode_image, folder_names, image_not_found
+from ahiq.data.images import (DECODED_BYTES_PER_PIXEL, MAX_PIXELS, ImageHeader, decode_image, folder_names,
+                              image_not_found)
 from ahiq.data.images import read_header, read_image
 from ahiq.data.records import Pair
 from ahiq.utils.errors import UserError, arg, flag, note, plain
@@ -66,8 +67,8 @@ class MemoryGate:
 
 
 def _inspect(path: Path, gate: MemoryGate, keep: DecodedImages | None,
-             max_pixels: int | None) -> tuple[int, int, bool, bool] | str:
-    """``(height, width, alpha, animated)`` of one file decoded in full, or its problem."""
+             max_pixels: int | None) -> ImageHeader | str:
+    """The header of one file decoded in full, or its problem."""
     try:
         header = read_header(path, max_pixels=max_pixels)
         size = header.height * header.width * DECODED_BYTES_PER_PIXEL
@@ -78,7 +79,7 @@ def _inspect(path: Path, gate: MemoryGate, keep: DecodedImages | None,
             gate.give(size)
         if keep is not None:
             keep.keep(path, image)
-        return header.height, header.width, header.alpha, header.frames > 1
+        return header
     except UserError as err:
         return err.template  # arguments named as the running entry point names them
 
@@ -96,7 +97,7 @@ def _pair_problem(i: int, pair: Pair, info: dict, is_dir: Callable[[Path], bool]
         found = info[path] if path in info else image_not_found(path, listed(path.parent)).template
         if isinstance(found, str):
             return Problem(i, found)
-        sizes.append(found[:2])
+        sizes.append((found.height, found.width))
     if sizes[0] != sizes[1]:
         return Problem(i, f"{pair.dist}: size {sizes[0][1]}x{sizes[0][0]} differs from its reference {pair.ref} "
                           f"({sizes[1][1]}x{sizes[1][0]})")
@@ -106,7 +107,7 @@ def _pair_problem(i: int, pair: Pair, info: dict, is_dir: Callable[[Path], bool]
 
 
 def check_pairs_on_disk(pairs: list[Pair], crop: int, keep: DecodedImages | None = None,
-                        max_pixels: int | None = MAX_PIXELS) -> tuple[list[Problem], dict[Path, tuple | str]]:
+                        max_pixels: int | None = MAX_PIXELS) -> tuple[list[Problem], dict[Path, ImageHeader | str]]:
     """Problems of the pairs' images (missing, undecodable, over ``max_pixels``, sizes differing, smaller than ``crop``)
     and what :func:`_inspect` found of each file, every file decoded in full once, in threads (``keep`` keeps them)."""
     gate = MemoryGate()
@@ -152,9 +153,12 @@ def screen_pairs(pairs: list[Pair], crop: int, skip_bad: bool, known: list[str] 
         raise UserError(f"{len(problems)} problem(s){where}, nothing done:\n  " + "\n  ".join(shown)
                         + f"\n(fix them, {listing}or add {flag('skip_bad')} to use the rest)")
     warned = set() if warned is None else warned
-    for key, at, what in (("alpha", 2, "have an alpha channel (first: {}); AHIQ scores their RGB values and ignores alpha"),
-                          ("animated", 3, "are animations (first: {}); AHIQ scores their first frame")):
-        files = [p for p, v in info.items() if not isinstance(v, str) and v[at]]
+    headers = {p: v for p, v in info.items() if isinstance(v, ImageHeader)}
+    for key, files, what in (
+            ("alpha", [p for p, h in headers.items() if h.alpha],
+             "have an alpha channel (first: {}); AHIQ scores their RGB values and ignores alpha"),
+            ("animated", [p for p, h in headers.items() if h.frames > 1],
+             "are animations (first: {}); AHIQ scores their first frame")):
         if files and key not in warned:
             warned.add(key)
             tell(plain(f"warning: {len(files)} image(s) " + what.format(files[0])))
