@@ -24,7 +24,7 @@ from ahiq.models.backbones import Features, ResNetFeatures, ViTFeatures, build_r
 from ahiq.models.config import CHOICES, NORMALISATIONS, ModelConfig  # noqa: F401  (the network's public names)
 from ahiq.models.deform import deform_conv3x3, deform_conv3x3_torchvision, upsampled_conv3x3
 from ahiq.models.reference import ReferenceSide
-from ahiq.models.weights import BackboneSource, backbone_source, check_available
+from ahiq.models.weights import BackboneSource, backbone_source, check_available, drawn_seed
 from ahiq.utils.errors import UserError, arg
 
 
@@ -197,7 +197,7 @@ def build_ahiq(config: ModelConfig | None = None, pretrained_backbones: bool = T
     and a random fusion and head."""
     config = config or ModelConfig()
     if not sources:
-        seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item()) if seed is None else seed  # CPU under meta too
+        seed = drawn_seed() if seed is None else seed
         sources = {"vit": backbone_source(config.vit, pretrained_backbones, vit_weights, seed),
                    "cnn": backbone_source(config.cnn, pretrained_backbones, cnn_weights, seed)}
     used = {part: sources[part] for part, skip in (("vit", "cnn"), ("cnn", "vit")) if config.branches != skip}

@@ -13,8 +13,8 @@ import torch
 
 from ahiq.models.ahiq import AHIQ, build_ahiq, check_architecture
 from ahiq.models.config import RELEASED_CHECKPOINT, RELEASED_URL, ModelConfig, check_crop_size
-from ahiq.models.weights import (BackboneSource, backbone_source, missing_pretrained, offline_variable, state_dict_problems,
-                                 summarise, unreachable)
+from ahiq.models.weights import (BackboneSource, backbone_source, drawn_seed, missing_pretrained, offline_variable,
+                                 state_dict_problems, summarise, unreachable)
 from ahiq.utils.device import resolve_device
 from ahiq.utils.errors import UserError, arg, note
 from ahiq.utils.io import atomic_torch_save, existing_file, load_torch_file
@@ -275,7 +275,7 @@ def choose_backbones(config: ModelConfig, recorded: dict[str, BackboneSource], *
         else:
             part_seed = seed if seed is not None else rec.seed if was_random else default_seed
             if part_seed is None:
-                part_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
+                part_seed = drawn_seed()
             pretrained = (not was_random) if pretrained_backbones is None else pretrained_backbones
             source = backbone_source(name, pretrained, weights, part_seed)
             if rec is not None and not source.same_weights(rec):

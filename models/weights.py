@@ -147,6 +147,11 @@ class BackboneSource:
         return f"{self.name} pretrained (timm tag)"
 
 
+def drawn_seed() -> int:
+    """A seed for random backbones drawn from torch's CPU generator (the CPU one even when building on meta)."""
+    return int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
+
+
 def backbone_source(name: str, pretrained: bool, weights_file: str | Path | None = None, seed: int = 0) -> BackboneSource:
     """The source asked for: ``weights_file`` (hashed), else the tag ``name`` pretrained, else random from ``seed``."""
     if weights_file is not None:
