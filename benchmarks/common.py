@@ -107,22 +107,25 @@ def noisy(image: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray
     return np.clip(image + rng.normal(0, std, image.shape), 0, 255).astype(np.uint8)
 
 
-def one_reference_set(folder: Path, distorted: int) -> Path:
-    """``folder/images``: reference I01.png and ``distorted`` versions (the real KADID-10k ones first)."""
+def one_reference_set(folder: Path, distorted: int) -> tuple[Path, str]:
+    """``folder/images``: reference I01.png and ``distorted`` versions (the real KADID-10k ones first), and a line
+    saying which are generated."""
     mini, out = KADID / "images", folder / "images"
     out.mkdir()
-    if (mini / "I01.png").is_file():
+    real = (mini / "I01.png").is_file()
+    if real:
         for real in [mini / "I01.png", *sorted(mini.glob("I01_*.png"))[:distorted]]:
             shutil.copy(real, out / real.name)
     else:
         cv2.imwrite(str(out / "I01.png"), smooth_image(np.random.default_rng(0), 384, 512))
     reference = cv2.imread(str(out / "I01.png"))
     rng = np.random.default_rng(1)
-    for k in range(distorted - len(list(out.glob("I01_*.png")))):  # JPEG at falling quality, then noise, in turn
+    made = distorted - len(list(out.glob("I01_*.png")))
+    for k in range(made):  # JPEG at falling quality, then noise, in turn
         quality = [cv2.IMWRITE_JPEG_QUALITY, 40 - 10 * (k // 2)]
         image = noisy(reference, rng, 5 + 5 * k) if k % 2 else cv2.imdecode(cv2.imencode(".jpg", reference, quality)[1], 1)
         cv2.imwrite(str(out / f"I01_9{k}_01.png"), image)
-    return out
+    return out, f"I01 {'from KADID-10k' if real else f'generated (no {KADID})'}; {made} distorted generated"
 
 
 def image_tensor(path, device="cpu") -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import KADID, machine, one_reference_set, parser, print_table, random_model, timed  # noqa: E402
+from benchmarks.common import machine, one_reference_set, parser, print_table, random_model, timed  # noqa: E402
 from examples.score_onnx import crops, open_model, read_rgb  # noqa: E402
 from ahiq.data.crops import crop_positions  # noqa: E402
 from ahiq.models.checkpoint import load_model  # noqa: E402
@@ -39,16 +39,13 @@ def main(argv=None) -> None:
     model = load_model(args.checkpoint, device="cpu") if args.checkpoint else random_model(seed=0, gain=3.0, bias=0.1)
     print(f"cpu: {machine()}; onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        images = one_reference_set(Path(tmp), args.pairs)  # five 224 crops of each pair, (N, 3, 224, 224) in [0, 1]
+        images, source = one_reference_set(Path(tmp), args.pairs)  # five 224 crops of each pair, (N, 3, 224, 224) in [0, 1]
         ref = read_rgb(images / "I01.png")
         positions = crop_positions("five", *ref.shape[:2], 224, seed=SEED)
         dists = sorted(images.glob("I01_*.png"))
         dist = np.concatenate([crops(read_rgb(d), positions, 224) for d in dists])
         ref = np.tile(crops(ref, positions, 224), (len(dists), 1, 1, 1))
-        made = sum(d.name.startswith("I01_9") for d in dists)  # one_reference_set's generated ones
-        source = "KADID-10k" if (KADID / "images" / "I01.png").is_file() else f"generated (no {KADID})"
-        print(f"crops: I01 ({source}) vs {', '.join(d.name for d in dists)} ({made} generated); {len(dist)} crop "
-              "pairs of 224x224")
+        print(f"crops: I01 vs {', '.join(d.name for d in dists)} ({source}); {len(dist)} crop pairs of 224x224")
         path = args.keep or str(Path(tmp) / "ahiq.onnx")
         start = time.perf_counter()
         export_onnx(model, path, 224)

@@ -94,7 +94,7 @@ def memory(tmp: Path, args) -> None:
 def process(tmp: Path, args) -> None:
     """The authors' pattern in-process (models built) against ``python score.py`` per precision, start-up included."""
     if not args.ref:
-        args.ref = args.dist = str(one_reference_set(tmp, args.distorted))
+        args.ref = args.dist = str(one_reference_set(tmp, args.distorted)[0])
     pairs, problems = pair_paths(args.ref, args.dist)
     if problems or not pairs:
         sys.exit(f"no usable pairs in {args.ref} / {args.dist}: {problems[:3]}")
