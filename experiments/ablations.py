@@ -15,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 
 from experiments import declared, parse_splits, parser, publish, split_run  # noqa: E402
-from ahiq.models.checkpoint import read_checkpoint  # noqa: E402
 from ahiq.options.base_options import PRESETS as PRESETS_DIR  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
 from ahiq.utils.comparison import OVERALL as METRICS, spread_cells  # noqa: E402
@@ -39,6 +38,8 @@ def preset_path(name: str) -> Path:
 
 def trainable_parameters(checkpoint: Path) -> int:
     """Number of trained values in a checkpoint (fusion and head; the backbones are frozen)."""
+    from ahiq.models.checkpoint import read_checkpoint  # torch only here: --help answers at once
+
     deform, regressor, _ = read_checkpoint(checkpoint)
     return sum(t.numel() for t in (*deform.values(), *regressor.values()))
 

@@ -14,7 +14,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from ahiq.commands import test as test_script, train as train_script  # noqa: E402
-from ahiq.engine.baselines import check_baselines, parse_baselines  # noqa: E402
 from experiments import declared, parser, publish, test_run  # noqa: E402
 from ahiq.utils.comparison import ScoredSet  # noqa: E402
 from ahiq.utils.errors import UserError, cli_main  # noqa: E402
@@ -45,7 +44,9 @@ def main(argv=None) -> str:
     args, extra = p.parse_known_args(argv)
     if bool(args.train) == bool(args.checkpoint):
         raise UserError("give --train NAME=FOLDER to train, or --checkpoint FILE (one of the two)")
-    if args.baselines is not None:
+    if args.baselines is not None:  # piq and torch only now: --help answers at once
+        from ahiq.engine.baselines import check_baselines, parse_baselines
+
         check_baselines(parse_baselines(args.baselines))
     name = args.name or f"cross_{args.train[0] if args.train else 'dataset'}"
     run = Path(args.checkpoints_dir) / name

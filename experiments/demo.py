@@ -17,8 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ahiq.commands import score as score_script, train as train_script  # noqa: E402
 from experiments import parser  # noqa: E402
-from ahiq.engine.device import native_bf16  # noqa: E402
-from ahiq.models.weights import missing_pretrained  # noqa: E402
 from ahiq.utils.errors import cli_main  # noqa: E402
 
 SYNTHETIC_REFS, SIZE = 150, 32
@@ -32,6 +30,9 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"],
                    help="default: bf16 where the hardware computes it natively, else fp32")
     args, extra = p.parse_known_args(argv)
+    from ahiq.engine.device import native_bf16  # torch only now: --help answers at once
+    from ahiq.models.weights import missing_pretrained
+
     started = time.perf_counter()
     demo_dir = Path(args.demo_dir)
     precision = args.precision or ("bf16" if native_bf16(args.device) else "fp32")

@@ -13,7 +13,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from experiments import declared, parse_splits, parser, publish, split_run  # noqa: E402
-from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits  # noqa: E402
 from ahiq.utils.errors import cli_main  # noqa: E402
 from ahiq.utils.comparison import OVERALL as METRICS, fit_cell, spread_cells  # noqa: E402
 from ahiq.utils.metrics import LABELS, figure  # noqa: E402
@@ -43,7 +42,9 @@ def main(argv=None) -> str:
     args, extra = parse_splits(p, argv, seeds=10)
     baselines = [] if args.baselines is None else ["--baselines", args.baselines, "--type_min_pairs",
                                                    str(args.type_min_pairs)]
-    if baselines:
+    if baselines:  # piq and torch only now: --help answers at once
+        from ahiq.engine.baselines import check_baselines, parse_baselines, summarise_splits
+
         check_baselines(parse_baselines(args.baselines))  # before any training
     root, results = Path(args.checkpoints_dir), []
     for seed in range(args.seeds):

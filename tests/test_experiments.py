@@ -143,3 +143,24 @@ def test_an_option_added_to_the_configs_reaches_the_test_run(tmp_path, monkeypat
 
     saved = json.loads((run / "opt.json").read_text())
     assert saved["run"]["probe"] == 7 and saved["skip_bad"] and saved["model"]["deform_impl"] == "torchvision"
+
+
+def test_experiments_answer_help_before_torch_is_imported():
+    """``--help`` of every experiment parses and answers without loading torch, timm or piq."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import contextlib, io, json, runpy, sys\ncodes = []\n"
+            "for script in ('standard', 'cross_dataset', 'ablations', 'demo'):\n"
+            "    sys.argv = [script, '--help']\n"
+            "    try:\n"
+            "        with contextlib.redirect_stdout(io.StringIO()):\n"
+            "            runpy.run_path(f'experiments/{script}.py', run_name='__main__')\n"
+            "    except SystemExit as stop:\n        codes.append(stop.code)\n"
+            "print(json.dumps([codes, sorted(m for m in ('torch', 'torchvision', 'timm', 'piq') if m in sys.modules)]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    codes, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert codes == [0, 0, 0, 0] and heavy == [], (codes, heavy, proc.stderr[-2000:])
