@@ -121,7 +121,9 @@ class BaseOptions:
         self.given = set(given)
         from_file = load_options_file(given["config"], self) if given.get("config") else {}
         self.from_file = set(from_file)
-        opt = argparse.Namespace(**{**self.defaults(), **self.earlier(from_file, given), **from_file, **given})
+        defaults = self.defaults()
+        earlier = self.earlier({**defaults, **from_file, **given})
+        opt = argparse.Namespace(**{**defaults, **earlier, **from_file, **given})
         self.check(opt)
         if "vit" in self.options:
             from ahiq.models.ahiq import check_architecture  # torch loads only after every other check passed
@@ -129,8 +131,9 @@ class BaseOptions:
             check_architecture(model_config(opt))  # every combination builds (on the meta device) or is refused here
         return opt
 
-    def earlier(self, from_file: dict, given: dict) -> dict:
-        """Values under the options file's: a resumed run's saved options (train.py)."""
+    def earlier(self, chosen: dict) -> dict:
+        """Values under the options file's, given what the defaults, the file and the flags chose: a resumed run's
+        saved options (train.py)."""
         return {}
 
     def check(self, opt: argparse.Namespace) -> None:

@@ -42,9 +42,8 @@ class TrainOptions(BaseOptions):
     saved: dict | None = None
     resumed: str | None = None  # with --resume: which options the run continues with, for train.py to say
 
-    def earlier(self, from_file: dict, given: dict) -> dict:
+    def earlier(self, chosen: dict) -> dict:
         """With ``--resume``: the run's saved ``opt.json``, under an explicit ``--config`` file and the flags."""
-        chosen = {**self.defaults(), **from_file, **given}
         self.run_options = Path(chosen["checkpoints_dir"]) / chosen["name"] / "opt.json"
         resumed = chosen["resume"] and self.run_options.is_file()
         self.saved = load_options_file(str(self.run_options), self) if resumed else None
