@@ -8,7 +8,6 @@ architecture itself is built on the meta device (shapes and tensor names, no wei
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -42,6 +41,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the scripts tests start as 
 torch.set_num_threads(1)
 
 from ahiq.models.ahiq import ModelConfig  # noqa: E402
+from ahiq.models.weights import file_sha256  # noqa: E402
 
 TINY = ModelConfig(vit_blocks=(1, 3), vit_kwargs={"embed_dim": 32, "depth": 4, "num_heads": 2},
                    cnn_kwargs={"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16},
@@ -207,7 +207,7 @@ test_main.__test__ = False  # a helper, not a test
 def fingerprint(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (links by target) with the SHA-256 of its bytes: what no refused run may change."""
     return {str(p.relative_to(folder)): ("link:" + os.readlink(p)) if p.is_symlink() else
-            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
+            file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
 
 
 def refused(capsys, main, argv, *expected) -> str:
