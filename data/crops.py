@@ -12,6 +12,7 @@ from ahiq.utils.errors import UserError, arg
 
 # Where training crops may start: anywhere (full) or the authors' randint(0, side - crop) (never the last row)
 CROP_RULES = ("full", "authors")
+FLIPS = ("horizontal", "vertical", "none")  # training's random flip; vertical: the authors' accident
 
 PROTOCOLS = "center, five, nine, random:N, grid:N"
 MAX_CROPS = 10_000

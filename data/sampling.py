@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ahiq.data.images import MAX_PIXELS, common_depth, read_image
 from ahiq.data.records import Pair
-from ahiq.data.crops import CROP_RULES
+from ahiq.data.crops import CROP_RULES, FLIPS
 from ahiq.utils.errors import UserError, arg
 
 
@@ -56,7 +56,7 @@ class CropPairs(Dataset):
 
     def __init__(self, pairs: list[Pair], targets, crop: int, flip: str = "horizontal", seed: int = 0,
                  crop_rule: str = "full", max_pixels: int | None = MAX_PIXELS):
-        if flip not in ("horizontal", "vertical", "none"):
+        if flip not in FLIPS:
             raise UserError(f"{arg('flip')}{flip}: use horizontal, vertical (the authors' accident) or none")
         if crop_rule not in CROP_RULES:
             raise UserError(f"{arg('train_crop_rule')}{crop_rule}: use {' or '.join(CROP_RULES)}")

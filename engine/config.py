@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ahiq.data.datasets import DataConfig
-from ahiq.data.crops import CROP_RULES, PROTOCOLS, REUSE_NOTE
+from ahiq.data.crops import CROP_RULES, FLIPS, PROTOCOLS, REUSE_NOTE
 from ahiq.data.images import MAX_MEGAPIXELS, PIL_LIMIT_MEGAPIXELS, megapixels
 from ahiq.models.config import RELEASED_NOTE, SEED, ModelConfig
 from ahiq.utils.declare import SCRIPTS, option, str2bool
@@ -160,7 +160,7 @@ class TrainConfig(Common, RunFolder):
                         "whole run (n_epoch x steps per epoch), ending at --eta_min", **T, low=0, high=10**9)
     eta_min: float = option(0.0, "cosine annealing minimum learning rate", **T, low=0, high=1e3)
     flip: str = option("horizontal", "random flip; vertical replicates the authors' accidental up-down flip", **T,
-                       choices=("horizontal", "vertical", "none"))
+                       choices=FLIPS)
     train_crop_rule: str = option("full", "training crop positions: full = every position; authors = the release's "
                                   "randint(0, H - crop), which never reaches the last row and column", **T,
                                   choices=CROP_RULES)
